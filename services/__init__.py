@@ -1,0 +1,1 @@
+"""The Tranche services; none imports another."""

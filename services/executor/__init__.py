@@ -1,0 +1,1 @@
+"""Executor service: approved intents in, exchange orders and their lifecycle events out."""

@@ -1,0 +1,1 @@
+"""Ledger service: fills in, positions with tranches and P&L out; the authoritative position."""

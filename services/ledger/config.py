@@ -1,0 +1,11 @@
+from __future__ import annotations
+
+from typing import Literal
+
+from shared.settings import ServiceSettings
+
+
+class LedgerSettings(ServiceSettings):
+    service: str = "ledger"
+    exit_allocation: Literal["pro_rata", "fifo"] = "pro_rata"
+    """How an exit is split across tranches (pro rata keeps the average entry where it is)."""

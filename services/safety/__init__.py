@@ -1,0 +1,1 @@
+"""Safety service: the only one allowed to say yes."""

@@ -1,0 +1,3 @@
+from services.safety.app import main
+
+main()

@@ -1,0 +1,1 @@
+"""Signal service: market data and strategies in, trade intents out."""

@@ -1,0 +1,3 @@
+from services.signal.app import main
+
+main()

@@ -1,0 +1,1 @@
+"""Market-data feeds: each publishes ``tranche.market.ticker.<product>`` with event time."""

@@ -1,0 +1,87 @@
+"""From a direction and the bot's position to a trade intent, or a reason for none (pure).
+
+flat + buy -> entry; holding + buy -> add (safety owns the tranche cap); holding + sell -> exit of
+the whole position; flat + sell -> nothing to sell.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from services.signal.temperature import allows_exit, band_of, size_factor
+from shared.catalog import Bot
+from shared.contracts import PositionUpdate, Reason, Side, TradeIntent
+
+INTENT_NAMESPACE = uuid.UUID("6f1c2a52-5d0e-4c35-9a77-3f0a4d1f2b10")
+
+
+def intent_id_for(bot_id: str, signal_id: str) -> str:
+    """Deterministic: the same signal for the same bot always yields the same intent id."""
+    return str(uuid.uuid5(INTENT_NAMESPACE, f"{bot_id}|{signal_id}"))
+
+
+@dataclass(frozen=True)
+class Market:
+    """The latest ticker the signal service saw for a product (no price: ``None``)."""
+
+    price: Decimal
+    time: datetime
+
+
+def decide_intent(
+    *,
+    bot_id: str,
+    bot: Bot,
+    side: Side,
+    temperature: Decimal,
+    signal_id: str,
+    signal_time: datetime,
+    source: str,
+    position: PositionUpdate | None,
+    market: Market | None,
+) -> TradeIntent | Reason:
+    """The intent a confirmed signal asks for, or the reason it asks for nothing."""
+    band = band_of(temperature)
+    holding = position is not None and position.status == "open" and position.quantity > 0
+    if side == "buy":
+        factor = size_factor(band)
+        if factor == 0:
+            return Reason(
+                code="TOO_COLD",
+                message=f"a {band} signal (temperature {temperature}) does not enter; warm needs 50",
+            )
+        action = "add" if holding else "entry"
+        sizes = {"quote_size": bot.quote_size * factor}
+    else:
+        if not holding:
+            return Reason(code="NOTHING_TO_SELL", message=f"bot {bot_id} holds no position")
+        if not allows_exit(band):
+            return Reason(
+                code="TOO_COLD",
+                message=f"a frozen signal (temperature {temperature}) does not exit",
+            )
+        action = "exit"
+        sizes = {"base_size": position.quantity}  # type: ignore[union-attr]
+    intent_id = intent_id_for(bot_id, signal_id)
+    return TradeIntent(
+        message_id=intent_id,
+        correlation_id=intent_id,
+        time=market.time if market else signal_time,
+        intent_id=intent_id,
+        signal_id=signal_id,
+        bot_id=bot_id,
+        product_id=bot.product_id,
+        action=action,
+        side=side,
+        temperature=temperature,
+        band=band,
+        reason=Reason(
+            code="SIGNAL", message=f"{band} {side} signal from {source} (temperature {temperature})"
+        ),
+        reference_price=market.price if market else None,
+        market_time=market.time if market else None,
+        **sizes,
+    )

@@ -1,0 +1,34 @@
+"""What the signal service remembers: every signal it acted on, so a redelivery acts once."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlmodel import Field, Session, SQLModel
+
+from shared import subjects
+from shared.contracts import TradeIntent
+from shared.outbox import stage
+
+
+class SignalRecord(SQLModel, table=True):
+    __tablename__ = "signal_records"
+
+    signal_id: str = Field(primary_key=True, max_length=200)
+    bot_id: str = Field(index=True, max_length=64)
+    side: str = Field(max_length=4)
+    time: datetime
+    intent_id: str | None = Field(default=None, max_length=64)
+    outcome_code: str = Field(max_length=64)
+    outcome: str = Field(max_length=500)
+
+
+def already_handled(session: Session, signal_id: str) -> bool:
+    return session.get(SignalRecord, signal_id) is not None
+
+
+def record(session: Session, record: SignalRecord, intent: TradeIntent | None) -> None:
+    """Store the signal's outcome and, in the same transaction, the intent it produced."""
+    session.add(record)
+    if intent is not None:
+        stage(session, subjects.for_token(subjects.INTENTS, intent.bot_id), intent)

@@ -1,0 +1,1 @@
+"""What every Tranche service needs: contracts, subjects, streams, settings, logging, HTTP, outbox."""

@@ -1,0 +1,224 @@
+"""NATS plumbing every service shares: the broker, durable subscriptions, the dead-letter path,
+and publishing outbox rows with ``Nats-Msg-Id``.
+
+Two failure kinds, handled differently:
+
+* **bad input** (not JSON, a wrong field, a float where a decimal string belongs, a rule the body
+  breaks): published to ``tranche.dlq.<service>`` with the original subject, payload and reasons,
+  then terminated, so it is neither lost nor redelivered forever;
+* **a transient failure** (database or broker unavailable): nacked with a delay and retried; on the
+  last allowed delivery it goes to the dead-letter subject too instead of being dropped.
+If the dead-letter publish itself fails, the message is nacked, never terminated.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import nats
+from faststream import AckPolicy, Context
+from faststream.exceptions import NackMessage, RejectMessage
+from faststream.middlewares import ExceptionMiddleware
+from faststream.nats import JStream, NatsBroker, NatsRouter, PullSub
+from faststream.nats.message import NatsMessage
+from nats.aio.client import Client as NatsClient
+from prometheus_client import Counter
+from pydantic import ValidationError
+
+from shared import subjects
+from shared.contracts import DeadLetter, Reason
+from shared.logging import get_logger
+from shared.money import utc_now
+from shared.outbox import OutboxMessage
+from shared.streams import DLQ, Consumer, stream_for
+
+log = get_logger(__name__)
+
+DEAD_LETTERS = Counter(
+    "tranche_dead_letters_total", "Messages sent to the dead-letter subject", ["service"]
+)
+RETRIES = Counter("tranche_handler_retries_total", "Deliveries nacked for a retry", ["service"])
+
+RETRY_DELAY_S = 2.0
+
+
+class InvalidMessage(Exception):
+    """Raised by a handler for a message that parsed but cannot be accepted (e.g. the subject
+    names another bot than the body). Goes to the dead-letter subject with its reasons."""
+
+    def __init__(self, *reasons: Reason):
+        super().__init__("; ".join(reason.message for reason in reasons))
+        self.reasons = list(reasons)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    subject: str
+    stream_sequence: int | None
+    stream_time: datetime | None
+    num_delivered: int
+
+
+def delivery_of(message: NatsMessage) -> Delivery:
+    raw = message.raw_message
+    try:
+        metadata = raw.metadata
+    except Exception:
+        return Delivery(raw.subject, None, None, 1)
+    return Delivery(
+        raw.subject, metadata.sequence.stream, metadata.timestamp, metadata.num_delivered
+    )
+
+
+def reasons_from(error: Exception) -> list[Reason]:
+    """Readable reasons for a refused message, one per problem."""
+    if isinstance(error, InvalidMessage):
+        return error.reasons
+    if isinstance(error, ValidationError):
+        reasons = []
+        for item in error.errors():
+            location = ".".join(str(part) for part in item["loc"] if part != "body") or "payload"
+            if isinstance(item.get("input"), bytes | bytearray):
+                reasons.append(Reason(code="NOT_JSON", message="the payload is not a JSON object"))
+            elif item["type"] == "extra_forbidden":
+                reasons.append(Reason(code="UNKNOWN_FIELD", message=f"{location}: unknown field"))
+            elif item["type"] == "missing":
+                reasons.append(Reason(code="MISSING_FIELD", message=f"{location}: field required"))
+            else:
+                reasons.append(
+                    Reason(code="INVALID_FIELD", message=f"{location}: {item['msg']}"[:500])
+                )
+        return reasons or [Reason(code="INVALID_MESSAGE", message=str(error)[:500])]
+    return [Reason(code="HANDLER_FAILED", message=f"{type(error).__name__}: {error}"[:500])]
+
+
+class DeadLetters:
+    """Publishes refused messages to ``tranche.dlq.<service>`` on a JetStream connection."""
+
+    def __init__(self, service: str):
+        self.service = service
+        self.nc: NatsClient | None = None
+
+    async def send(self, message: NatsMessage, error: Exception) -> None:
+        delivery = delivery_of(message)
+        body: bytes = message.body if isinstance(message.body, bytes) else bytes(message.body)
+        # A stream sequence names a durable message for good; a core message by its content.
+        origin = delivery.stream_sequence or hashlib.sha256(body).hexdigest()[:20]
+        letter_id = f"dlq-{self.service}-{delivery.subject}-{origin}"
+        letter = DeadLetter(
+            message_id=letter_id,
+            service=self.service,
+            subject=delivery.subject,
+            payload=body.decode("utf-8", errors="replace")[:100_000],
+            payload_base64=base64.b64encode(body[:100_000]).decode(),
+            error=str(error)[:2000],
+            reasons=reasons_from(error),
+            time=utc_now(),
+            stream_sequence=delivery.stream_sequence,
+        )
+        if self.nc is None:
+            raise RuntimeError("dead-letter publisher is not connected")
+        await self.nc.jetstream().publish(
+            subjects.for_token(subjects.DLQ, self.service),
+            letter.model_dump_json().encode(),
+            headers={"Nats-Msg-Id": letter_id},
+            stream=DLQ.name,
+        )
+        DEAD_LETTERS.labels(self.service).inc()
+        log.warning(
+            "message.dead_lettered",
+            subject=delivery.subject,
+            stream_sequence=delivery.stream_sequence,
+            reasons=[reason.code for reason in letter.reasons],
+        )
+
+
+def dead_letter_middleware(dead_letters: DeadLetters, max_deliver: int) -> ExceptionMiddleware:
+    """Route bad input to the DLQ and retry transient failures (see the module docstring)."""
+
+    async def on_error(error: Exception, message: NatsMessage = Context("message")) -> None:
+        delivery = delivery_of(message)
+        bad_input = isinstance(error, ValidationError | InvalidMessage)
+        if not bad_input and delivery.num_delivered < max_deliver:
+            RETRIES.labels(dead_letters.service).inc()
+            log.warning(
+                "message.retry",
+                subject=delivery.subject,
+                delivered=delivery.num_delivered,
+                error=f"{type(error).__name__}: {error}",
+            )
+            raise NackMessage(delay=RETRY_DELAY_S * delivery.num_delivered)
+        try:
+            await dead_letters.send(message, error)
+        except Exception as dlq_error:
+            log.error("dlq.publish_failed", error=str(dlq_error), subject=delivery.subject)
+            raise NackMessage(delay=RETRY_DELAY_S) from dlq_error
+        raise RejectMessage()
+
+    return ExceptionMiddleware(handlers={Exception: on_error})
+
+
+def make_router(dead_letters: DeadLetters, max_deliver: int = Consumer.max_deliver) -> NatsRouter:
+    """The router a service's business subscribers hang on (the DLQ middleware wraps them only:
+    on the broker it would also wrap, and recurse into, the dead-letter path)."""
+    return NatsRouter(middlewares=[dead_letter_middleware(dead_letters, max_deliver)])
+
+
+def durable(router: NatsRouter, consumer: Consumer, **kwargs: Any):
+    """Subscribe a handler to a durable pull consumer, one message at a time (per-bot order)."""
+    return router.subscriber(
+        consumer.filter_subject,
+        stream=JStream(consumer.stream.name, declare=False),
+        durable=consumer.durable,
+        config=consumer.config(),
+        pull_sub=PullSub(batch_size=1, timeout=1.0),
+        ack_policy=AckPolicy.REJECT_ON_ERROR,
+        **kwargs,
+    )
+
+
+def make_broker(nats_url: str) -> NatsBroker:
+    return NatsBroker(
+        nats_url,
+        connect_timeout=2,
+        reconnect_time_wait=1,
+        max_reconnect_attempts=-1,
+        # A plain stdlib logger: its lines reach the root handler and come out as JSON. The
+        # per-message "Received"/"Processed" lines are debug: our handlers log what happened.
+        logger=logging.getLogger("faststream.tranche"),
+        log_level=logging.DEBUG,
+    )
+
+
+async def connect(nats_url: str, name: str) -> NatsClient:
+    """A plain nats-py connection for stream setup, outbox publishing and key-value access."""
+    return await nats.connect(
+        nats_url, name=name, connect_timeout=2, reconnect_time_wait=1, max_reconnect_attempts=-1
+    )
+
+
+def outbox_publisher(nc: NatsClient):
+    """Publish one outbox row: a JetStream message with its id, or a key-value put."""
+    js = nc.jetstream()
+    buckets: dict[str, Any] = {}
+
+    async def publish(row: OutboxMessage) -> None:
+        if row.kv_bucket:
+            if row.kv_bucket not in buckets:
+                buckets[row.kv_bucket] = await js.key_value(row.kv_bucket)
+            await buckets[row.kv_bucket].put(row.kv_key, row.payload.encode())
+            return
+        await js.publish(
+            row.subject,
+            row.payload.encode(),
+            headers={"Nats-Msg-Id": row.message_id},
+            stream=stream_for(row.subject).name,
+            timeout=5,
+        )
+
+    return publish

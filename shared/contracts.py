@@ -1,0 +1,235 @@
+"""Every message contract of DESIGN.md, once.
+
+Contracts are frozen pydantic models that forbid unknown fields: an unexpected field is a reason
+on the dead-letter subject, never silently dropped. Durable messages extend :class:`Envelope`
+(message id, correlation id, event time, schema version). Money is :data:`shared.money.Dec`:
+a decimal string on the wire, ``Decimal`` in code.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from shared.money import Dec, NonNegativeDec, PositiveDec, UtcTime
+
+SCHEMA_VERSION = 1
+
+Mode = Literal["mock", "production"]
+Side = Literal["buy", "sell"]
+Action = Literal["entry", "add", "exit"]
+Band = Literal["frozen", "cool", "warm", "hot"]
+OrderStatus = Literal[
+    "submitted", "open", "partially_filled", "filled", "cancelled", "expired", "failed"
+]
+FINAL_ORDER_STATUSES: frozenset[str] = frozenset({"filled", "cancelled", "expired", "failed"})
+TradingState = Literal["active", "reducing", "halted"]
+
+# A bot id or product id becomes one subject token: no dots, spaces or wildcards.
+Token = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+Identifier = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+# Temperature is a score, not money: a JSON number is fine (`"temperature": 80`).
+Temperature = Annotated[Decimal, Field(ge=0, le=100, allow_inf_nan=False)]
+
+
+class Contract(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Envelope(Contract):
+    """What every durable message carries."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    message_id: Identifier
+    correlation_id: Identifier
+    time: UtcTime
+
+
+class Reason(Contract):
+    """A stable code for machines and a sentence for the trader."""
+
+    code: Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9_]{1,63}$")]
+    message: Annotated[str, StringConstraints(min_length=1, max_length=500)]
+
+
+class Ticker(Contract):
+    """``tranche.market.ticker.<product_id>`` (core NATS)."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    product_id: Token
+    price: PositiveDec
+    best_bid: PositiveDec | None = None
+    best_ask: PositiveDec | None = None
+    time: UtcTime
+    source: str = "replay"
+
+
+class InjectedSignal(Contract):
+    """``tranche.signals.inject.<bot_id>``: a signal from outside (NATS CLI, tests).
+
+    Only ``side`` is required, so a bare ``nats pub`` works. A missing ``message_id`` is derived
+    from the JetStream sequence, a missing ``time`` from the stream's receive time.
+    """
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    side: Side
+    temperature: Temperature | None = None
+    """0-100; missing means the bot's default for injected signals."""
+    source: Annotated[str, StringConstraints(min_length=1, max_length=64)] = "inject"
+    confirmed: bool = False
+    message_id: Identifier | None = None
+    correlation_id: Identifier | None = None
+    time: UtcTime | None = None
+
+
+class SignalEvaluation(Contract):
+    """``tranche.signals.evaluated.<bot_id>`` (core NATS): every evaluation, traded or not."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    bot_id: Token
+    product_id: Token
+    time: UtcTime
+    direction: Literal["buy", "sell", "hold"]
+    temperature: Temperature
+    band: Band
+    confirmations: int = Field(ge=0)
+    confirmations_needed: int = Field(ge=0)
+    intent_id: Identifier | None = None
+    reason: Reason
+
+
+class TradeIntent(Envelope):
+    """``tranche.intents.<bot_id>``: what a bot wants to do, before any limit is judged.
+
+    ``intent_id`` is the correlation id from here on. Buys are sized in quote currency
+    (``quote_size``), exits in base (``base_size``).
+    """
+
+    intent_id: Identifier
+    signal_id: Identifier
+    bot_id: Token
+    product_id: Token
+    action: Action
+    side: Side
+    quote_size: PositiveDec | None = None
+    base_size: PositiveDec | None = None
+    temperature: Temperature
+    band: Band
+    reason: Reason
+    reference_price: PositiveDec | None = None
+    market_time: UtcTime | None = None
+
+    @model_validator(mode="after")
+    def _one_size(self) -> TradeIntent:
+        if (self.quote_size is None) == (self.base_size is None):
+            raise ValueError("exactly one of quote_size and base_size must be set")
+        if (self.action == "exit") != (self.side == "sell"):
+            raise ValueError("an exit sells and an entry or add buys")
+        return self
+
+
+class OrderApproved(Envelope):
+    """``tranche.orders.approved.<bot_id>``: only safety publishes it."""
+
+    intent: TradeIntent
+    client_order_id: Identifier
+    mode: Mode
+    decided_at: UtcTime
+
+
+class OrderRejected(Envelope):
+    """``tranche.orders.rejected.<bot_id>``: every reason that applied, not only the first."""
+
+    intent: TradeIntent
+    mode: Mode
+    reasons: Annotated[list[Reason], Field(min_length=1)]
+    decided_at: UtcTime
+
+
+class Fill(Contract):
+    trade_id: Identifier
+    price: PositiveDec
+    size: PositiveDec
+    """Base currency, whatever the order was sized in."""
+    fee: NonNegativeDec
+    """Quote currency."""
+    liquidity: Literal["maker", "taker"] = "taker"
+    time: UtcTime
+
+
+class OrderEvent(Envelope):
+    """``tranche.orders.events.<bot_id>``: one step of an order's life, with its new fills."""
+
+    bot_id: Token
+    product_id: Token
+    mode: Mode
+    intent_id: Identifier
+    client_order_id: Identifier
+    exchange_order_id: Identifier | None = None
+    action: Action
+    side: Side
+    status: OrderStatus
+    fills: list[Fill] = Field(default_factory=list)
+    filled_size: NonNegativeDec = Decimal("0")
+    reason: Reason | None = None
+
+
+class TrancheView(Contract):
+    index: int = Field(ge=1)
+    client_order_id: Identifier
+    entry_price: PositiveDec
+    size: PositiveDec
+    remaining_size: NonNegativeDec
+    fees: NonNegativeDec
+    realized_pnl: Dec
+
+
+class PositionUpdate(Envelope):
+    """``tranche.ledger.positions.<bot_id>`` and the ``tranche_positions`` bucket.
+
+    ``sequence`` grows with every change of the bot's book, so a reader can tell which of two
+    updates is newer; ``last_order_event_id`` says which order event it already reflects.
+    """
+
+    bot_id: Token
+    product_id: Token
+    mode: Mode
+    position_id: Identifier | None
+    status: Literal["flat", "open"]
+    quantity: NonNegativeDec
+    average_entry_price: PositiveDec | None
+    break_even_price: PositiveDec | None
+    cost_basis: NonNegativeDec
+    realized_pnl: Dec
+    fees_paid: NonNegativeDec
+    tranches: list[TrancheView]
+    sequence: int = Field(ge=0)
+    last_order_event_id: Identifier | None = None
+
+
+class SafetyEvent(Envelope):
+    """``tranche.safety.events``: breaker tripped, halt, resume, limit reached."""
+
+    code: Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9_]{1,63}$")]
+    message: str
+    bot_id: Token | None = None
+    state: TradingState | None = None
+    caused_by: str
+
+
+class DeadLetter(Contract):
+    """``tranche.dlq.<service>``: a message a service could not accept, with the reason."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    message_id: Identifier
+    service: str
+    subject: str
+    payload: str
+    """The raw payload as text (undecodable bytes replaced); ``payload_base64`` is exact."""
+    payload_base64: str
+    error: str
+    reasons: list[Reason]
+    time: UtcTime
+    stream_sequence: int | None = None

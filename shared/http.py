@@ -1,0 +1,43 @@
+"""The HTTP side every service mounts: ``/health`` (alive), ``/ready`` (NATS connected, storage
+reachable) and ``/metrics`` (Prometheus). Reading never changes anything (DESIGN.md, promise 8)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+Check = Callable[[], Awaitable[None]]
+"""A readiness check: returns when fine, raises with a reason when not."""
+
+
+def health_router(service: str, mode: str, checks: dict[str, Check]) -> APIRouter:
+    router = APIRouter(tags=["operations"])
+
+    @router.get("/health", summary="The process is alive")
+    async def health() -> dict[str, str]:
+        return {"status": "ok", "service": service, "mode": mode}
+
+    @router.get("/ready", summary="NATS connected and storage reachable")
+    async def ready() -> JSONResponse:
+        results: dict[str, str] = {}
+        for name, check in checks.items():
+            try:
+                await asyncio.wait_for(check(), timeout=2.0)
+                results[name] = "ok"
+            except Exception as error:
+                results[name] = f"failing: {type(error).__name__}: {error}"[:300]
+        ok = all(value == "ok" for value in results.values())
+        return JSONResponse(
+            {"status": "ready" if ok else "not ready", "service": service, "checks": results},
+            status_code=200 if ok else 503,
+        )
+
+    @router.get("/metrics", summary="Prometheus metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return router

@@ -1,0 +1,151 @@
+"""Transactional outbox (DESIGN.md, promise 2).
+
+A handler stages the messages its state change must send in the *same* database transaction as
+the change (:func:`stage`). After the commit the :class:`OutboxRelay` publishes them in order with
+``Nats-Msg-Id`` set to the message id and marks them sent; it also runs on a timer, so after a
+crash between the commit and the publish the message still goes out, and JetStream's duplicate
+window (plus every consumer's own idempotency) drops the second copy when a publish was
+confirmed by the server but not yet marked sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+
+from prometheus_client import Counter, Gauge
+from sqlalchemy import Engine
+from sqlmodel import Field, Session, SQLModel, col, select
+
+from shared.contracts import Contract, Envelope
+from shared.db import UtcDateTime
+from shared.logging import get_logger
+from shared.money import utc_now
+
+log = get_logger(__name__)
+
+PUBLISHED = Counter("tranche_outbox_published_total", "Outbox messages published", ["kind"])
+PENDING = Gauge("tranche_outbox_pending", "Outbox messages stored but not yet published")
+
+
+class OutboxMessage(SQLModel, table=True):
+    __tablename__ = "outbox"
+
+    id: int | None = Field(default=None, primary_key=True)
+    message_id: str = Field(index=True, unique=True, max_length=200)
+    subject: str = Field(max_length=300)
+    payload: str
+    kv_bucket: str | None = Field(default=None, max_length=100)
+    kv_key: str | None = Field(default=None, max_length=200)
+    created_at: datetime = Field(default_factory=utc_now, sa_type=UtcDateTime)
+    published_at: datetime | None = Field(default=None, index=True, sa_type=UtcDateTime)
+
+
+def stage(session: Session, subject: str, message: Envelope) -> None:
+    """Stage a durable message; staging the same message id twice keeps the first."""
+    if session.exec(
+        select(OutboxMessage.id).where(OutboxMessage.message_id == message.message_id)
+    ).first():
+        return
+    session.add(
+        OutboxMessage(
+            message_id=message.message_id, subject=subject, payload=message.model_dump_json()
+        )
+    )
+
+
+def stage_kv(session: Session, bucket: str, key: str, message: Contract, message_id: str) -> None:
+    """Stage a key-value put (the positions bucket), ordered with the messages around it."""
+    session.add(
+        OutboxMessage(
+            message_id=message_id,
+            subject=f"$KV.{bucket}.{key}",
+            payload=message.model_dump_json(),
+            kv_bucket=bucket,
+            kv_key=key,
+        )
+    )
+
+
+Publish = Callable[[OutboxMessage], Awaitable[None]]
+
+
+class OutboxRelay:
+    """Publishes staged messages in the order they were staged, then marks them sent."""
+
+    def __init__(self, engine: Engine, publish: Publish, fault: str = "", batch: int = 200):
+        self._engine = engine
+        self._publish = publish
+        self._fault = fault
+        self._batch = batch
+        self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+
+    def _pending(self) -> list[OutboxMessage]:
+        with Session(self._engine) as session:
+            rows = session.exec(
+                select(OutboxMessage)
+                .where(col(OutboxMessage.published_at).is_(None))
+                .order_by(col(OutboxMessage.id))
+                .limit(self._batch)
+            ).all()
+            for row in rows:
+                session.expunge(row)
+            return list(rows)
+
+    def _mark_sent(self, row_id: int) -> None:
+        with Session(self._engine) as session:
+            row = session.get(OutboxMessage, row_id)
+            if row is not None and row.published_at is None:
+                row.published_at = utc_now()
+                session.add(row)
+                session.commit()
+
+    def pending_count(self) -> int:
+        with Session(self._engine) as session:
+            return len(
+                session.exec(
+                    select(OutboxMessage.id).where(col(OutboxMessage.published_at).is_(None))
+                ).all()
+            )
+
+    async def flush(self) -> int:
+        """Publish everything pending; returns how many were published. Raises on a failed publish
+        (what failed stays pending and goes out on the next flush)."""
+        async with self._lock:
+            sent = 0
+            while True:
+                rows = await asyncio.to_thread(self._pending)
+                if not rows:
+                    PENDING.set(0)
+                    return sent
+                PENDING.set(len(rows))
+                if self._fault == "crash_before_publish":
+                    log.warning("fault.crash_before_publish", pending=len(rows))
+                    os._exit(86)
+                for row in rows:
+                    await self._publish(row)
+                    await asyncio.to_thread(self._mark_sent, row.id)  # type: ignore[arg-type]
+                    PUBLISHED.labels("kv" if row.kv_bucket else "message").inc()
+                    sent += 1
+
+    def wake(self) -> None:
+        """Ask the background loop to flush now (after a handler committed)."""
+        self._wake.set()
+
+    async def run(self, poll_s: float) -> None:
+        """Flush on every wake-up and at least every ``poll_s`` seconds until cancelled."""
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=poll_s)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                await self.flush()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.warning("outbox.publish_failed", error=str(error))

@@ -1,0 +1,79 @@
+"""Settings every service shares (pydantic-settings, prefix ``TRANCHE_``).
+
+A bad setting stops the service at start with one sentence per problem naming the variable and
+what it expected (:func:`load`), never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Literal, TypeVar
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_PORTS = {
+    "signal": 8101,
+    "safety": 8102,
+    "executor": 8103,
+    "ledger": 8104,
+    "dashboard": 8105,
+}
+
+
+class ServiceSettings(BaseSettings):
+    """Shared by every service; a service subclasses it with its own fields."""
+
+    model_config = SettingsConfigDict(env_prefix="TRANCHE_", extra="ignore", frozen=True)
+
+    service: str = "service"
+    mode: Literal["mock", "production"] = "mock"
+    nats_url: str = "nats://127.0.0.1:4222"
+    nats_connect_timeout_s: float = Field(default=10.0, gt=0)
+    data_dir: Path = Path("var")
+    database_url: str | None = None
+    """SQLAlchemy URL; default ``sqlite:///<data_dir>/<service>.db``."""
+    http_host: str = "127.0.0.1"
+    http_port: int | None = Field(default=None, ge=0, le=65535)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "console"] = "json"
+    config_file: Path | None = None
+    """Bots and products (TOML); default: the sample ``config/tranche.toml``."""
+    outbox_poll_s: float = Field(default=1.0, gt=0)
+    fault: Literal["", "crash_before_publish"] = ""
+    """Fault injection for the test suite: ``crash_before_publish`` exits the process right after
+    the first outbox commit, before anything is published."""
+
+    @property
+    def port(self) -> int:
+        return self.http_port if self.http_port is not None else DEFAULT_PORTS.get(self.service, 0)
+
+    @property
+    def db_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.data_dir / (self.service + '.db')}"
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def describe_errors(error: ValidationError, prefix: str = "TRANCHE_") -> list[str]:
+    """One sentence per invalid setting: the variable, what it expected, what it got."""
+    lines = []
+    for item in error.errors():
+        name = prefix + "_".join(str(part) for part in item["loc"]).upper()
+        got = item.get("input")
+        lines.append(f"{name}: {item['msg']} (got {got!r})")
+    return lines
+
+
+def load(cls: type[S], **overrides: object) -> S:
+    """Build settings or stop the process with a clear sentence per problem (exit code 2)."""
+    try:
+        return cls(**overrides)
+    except ValidationError as error:
+        for line in describe_errors(error):
+            print(f"invalid setting: {line}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,144 @@
+"""The JetStream streams, consumers and key-value bucket, declared in one place.
+
+Only durable subjects live in streams; market tickers and signal evaluations stay core NATS.
+Durable consumer names carry a version (``-v1``): NATS binds to an existing consumer and silently
+ignores a changed config, so a config change ships as a new name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    KeyValueConfig,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BadRequestError, NotFoundError
+
+from shared import subjects
+
+DUPLICATE_WINDOW_S = 15 * 60  # a re-publish from an outbox within 15 minutes is dropped by id
+MAX_AGE_S = 30 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class Stream:
+    name: str
+    subjects: tuple[str, ...]
+    description: str
+
+    def config(self, replicas: int = 1) -> StreamConfig:
+        return StreamConfig(
+            name=self.name,
+            subjects=list(self.subjects),
+            description=self.description,
+            storage=StorageType.FILE,
+            max_age=MAX_AGE_S,
+            duplicate_window=DUPLICATE_WINDOW_S,
+            num_replicas=replicas,
+        )
+
+
+SIGNALS = Stream(
+    "TRANCHE_SIGNALS", (subjects.all_of(subjects.SIGNALS_INJECT),), "signals injected from outside"
+)
+INTENTS = Stream("TRANCHE_INTENTS", (subjects.all_of(subjects.INTENTS),), "trade intents")
+ORDERS = Stream(
+    "TRANCHE_ORDERS",
+    (
+        subjects.all_of(subjects.ORDERS_APPROVED),
+        subjects.all_of(subjects.ORDERS_REJECTED),
+        subjects.all_of(subjects.ORDERS_EVENTS),
+    ),
+    "safety decisions and order lifecycle events",
+)
+LEDGER = Stream(
+    "TRANCHE_LEDGER", (subjects.all_of(subjects.LEDGER_POSITIONS),), "positions after every change"
+)
+SAFETY = Stream("TRANCHE_SAFETY", (subjects.SAFETY_EVENTS,), "breakers, halts, limits")
+DLQ = Stream("TRANCHE_DLQ", (subjects.all_of(subjects.DLQ),), "messages a service refused")
+
+ALL_STREAMS: tuple[Stream, ...] = (SIGNALS, INTENTS, ORDERS, LEDGER, SAFETY, DLQ)
+
+
+def stream_for(subject: str) -> Stream:
+    """The stream a durable subject is stored in (raises for core-NATS subjects)."""
+    for stream in ALL_STREAMS:
+        for pattern in stream.subjects:
+            if (pattern.endswith(".>") and subject.startswith(pattern[:-1])) or subject == pattern:
+                return stream
+    raise LookupError(f"{subject} is not a durable subject")
+
+
+@dataclass(frozen=True)
+class Consumer:
+    """A durable pull consumer: several instances of a service share it as a work queue."""
+
+    stream: Stream
+    durable: str
+    filter_subject: str
+    max_deliver: int = 10
+    ack_wait_s: float = 30.0
+    # Redelivery backs off instead of the hot loop a plain nack gives (see STACK-NOTES).
+    backoff_s: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0, 30.0)
+
+    def config(self) -> ConsumerConfig:
+        return ConsumerConfig(
+            durable_name=self.durable,
+            filter_subject=self.filter_subject,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=self.ack_wait_s,
+            max_deliver=self.max_deliver,
+            backoff=list(self.backoff_s),
+            max_ack_pending=1000,
+        )
+
+
+SIGNAL_INJECT = Consumer(SIGNALS, "signal-inject-v1", subjects.all_of(subjects.SIGNALS_INJECT))
+SAFETY_INTENTS = Consumer(INTENTS, "safety-intents-v1", subjects.all_of(subjects.INTENTS))
+SAFETY_ORDER_EVENTS = Consumer(
+    ORDERS, "safety-order-events-v1", subjects.all_of(subjects.ORDERS_EVENTS)
+)
+EXECUTOR_APPROVED = Consumer(
+    ORDERS, "executor-approved-v1", subjects.all_of(subjects.ORDERS_APPROVED)
+)
+LEDGER_ORDER_EVENTS = Consumer(
+    ORDERS, "ledger-order-events-v1", subjects.all_of(subjects.ORDERS_EVENTS)
+)
+
+
+async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
+    """Create every stream and the positions bucket, or bring their config up to date."""
+    for stream in ALL_STREAMS:
+        config = stream.config(replicas)
+        try:
+            await js.stream_info(stream.name)
+        except NotFoundError:
+            try:
+                await js.add_stream(config)
+            except BadRequestError:  # another service created it meanwhile
+                await js.update_stream(config)
+        else:
+            await js.update_stream(config)
+    await ensure_positions_bucket(js, replicas)
+
+
+async def ensure_positions_bucket(js: JetStreamContext, replicas: int = 1):
+    try:
+        return await js.key_value(subjects.POSITIONS_BUCKET)
+    except Exception:
+        return await js.create_key_value(
+            KeyValueConfig(
+                bucket=subjects.POSITIONS_BUCKET,
+                history=5,
+                storage=StorageType.FILE,
+                replicas=replicas,
+                description="latest position per bot, written only by the ledger",
+            )
+        )

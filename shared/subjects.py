@@ -1,0 +1,33 @@
+"""Subject names: the public message API. Every subject starts with ``tranche.``."""
+
+from __future__ import annotations
+
+PREFIX = "tranche"
+
+MARKET_TICKER = f"{PREFIX}.market.ticker"
+SIGNALS_INJECT = f"{PREFIX}.signals.inject"
+SIGNALS_EVALUATED = f"{PREFIX}.signals.evaluated"
+INTENTS = f"{PREFIX}.intents"
+ORDERS_APPROVED = f"{PREFIX}.orders.approved"
+ORDERS_REJECTED = f"{PREFIX}.orders.rejected"
+ORDERS_EVENTS = f"{PREFIX}.orders.events"
+LEDGER_POSITIONS = f"{PREFIX}.ledger.positions"
+SAFETY_EVENTS = f"{PREFIX}.safety.events"
+DLQ = f"{PREFIX}.dlq"
+
+POSITIONS_BUCKET = "tranche_positions"
+
+
+def all_of(family: str) -> str:
+    """The wildcard for every subject of a family: ``tranche.intents`` -> ``tranche.intents.>``."""
+    return f"{family}.>"
+
+
+def for_token(family: str, token: str) -> str:
+    """``for_token(INTENTS, "bot-1")`` -> ``tranche.intents.bot-1``."""
+    return f"{family}.{token}"
+
+
+def last_token(subject: str) -> str:
+    """The bot id or product id a subject ends with."""
+    return subject.rsplit(".", 1)[-1]
