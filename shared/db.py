@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import Context, Decimal, localcontext
 from pathlib import Path
 
 from sqlalchemy import DateTime, Engine, Numeric, String, Table, event, text
@@ -87,6 +87,9 @@ class ExactDecimal(TypeDecorator[Decimal]):
     def process_result_value(self, value: object, dialect) -> Decimal | None:
         if value is None:
             return None
-        number = Decimal(str(value)).normalize()
-        # normalize() writes 100 as 1E+2; quantize back to an integer exponent for plain output.
-        return number.quantize(Decimal(1)) if number == number.to_integral() else number
+        # normalize() and quantize() round to the context's precision: 28 digits by default,
+        # fewer than a NUMERIC(38, 18) holds, so give them room.
+        with localcontext(Context(prec=80)):
+            number = Decimal(str(value)).normalize()
+            # normalize() writes 100 as 1E+2; back to an integer exponent for plain output.
+            return number.quantize(Decimal(1)) if number == number.to_integral() else number

@@ -29,7 +29,8 @@ class ServiceSettings(BaseSettings):
 
     service: str = "service"
     mode: Literal["mock", "production"] = "mock"
-    nats_url: str = "nats://127.0.0.1:4222"
+    nats_url: str = "nats://127.0.0.1:4250"
+    """Default: the embedded stack's server (`tranche up`); 4250 keeps clear of a system NATS."""
     nats_connect_timeout_s: float = Field(default=10.0, gt=0)
     data_dir: Path = Path("var")
     database_url: str | None = None

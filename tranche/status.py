@@ -1,0 +1,85 @@
+"""``tranche status``: positions, last decisions and service health, read over HTTP.
+
+Reading never changes anything (DESIGN.md, promise 8): only GETs, no messages, no timers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+SERVICES = ("signal", "safety", "executor", "ledger")
+
+
+def _get(client: httpx.Client, url: str) -> tuple[int | None, Any]:
+    try:
+        response = client.get(url, timeout=3)
+    except httpx.HTTPError as error:
+        return None, f"unreachable: {type(error).__name__}"
+    try:
+        return response.status_code, response.json()
+    except ValueError:
+        return response.status_code, response.text
+
+
+def gather(urls: dict[str, str], decisions: int = 10) -> dict[str, Any]:
+    """Everything ``status`` shows, as plain data (the ``--json`` output)."""
+    with httpx.Client() as client:
+        health = {}
+        for name in SERVICES:
+            code, body = _get(client, urls[name] + "/ready")
+            health[name] = {
+                "ready": code == 200,
+                "detail": body.get("checks") if isinstance(body, dict) else body,
+            }
+        code, positions = _get(client, urls["ledger"] + "/positions")
+        _, recent = _get(client, urls["safety"] + f"/decisions?limit={decisions}")
+    return {
+        "services": health,
+        "positions": positions if code == 200 else [],
+        "decisions": recent if isinstance(recent, list) else [],
+    }
+
+
+def render(status: dict[str, Any], console: Console) -> None:
+    services = Table(title="services")
+    for column in ("service", "ready", "detail"):
+        services.add_column(column)
+    for name, item in status["services"].items():
+        services.add_row(name, "yes" if item["ready"] else "NO", str(item["detail"]))
+    console.print(services)
+
+    positions = Table(title="positions")
+    for column in (
+        "bot", "mode", "status", "quantity", "avg entry", "break-even", "realized P&L", "tranches",
+    ):
+        positions.add_column(column)
+    for p in status["positions"]:
+        positions.add_row(
+            p["bot_id"],
+            p["mode"].upper(),
+            p["status"],
+            p["quantity"],
+            p["average_entry_price"] or "-",
+            p["break_even_price"] or "-",
+            p["realized_pnl"],
+            str(len(p["tranches"])),
+        )  # fmt: skip
+    console.print(positions)
+
+    decisions = Table(title="last decisions")
+    for column in ("decided at", "bot", "action", "decision", "reasons"):
+        decisions.add_column(column)
+    for d in status["decisions"]:
+        reasons = "; ".join(f"{r['code']}: {r['message']}" for r in d["reasons"])
+        decisions.add_row(
+            d["decided_at"][:19],
+            d["bot_id"],
+            d["action"],
+            "approved" if d["approved"] else "rejected",
+            reasons or "-",
+        )
+    console.print(decisions)
