@@ -1,1 +1,2 @@
-"""What every Tranche service needs: contracts, subjects, streams, settings, logging, HTTP, outbox."""
+"""What every Tranche service needs: contracts, subjects, streams, settings, logging, HTTP,
+outbox."""

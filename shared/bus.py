@@ -14,8 +14,8 @@ If the dead-letter publish itself fails, the message is nacked, never terminated
 from __future__ import annotations
 
 import base64
-import logging
 import hashlib
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -73,6 +73,19 @@ def delivery_of(message: NatsMessage) -> Delivery:
     return Delivery(
         raw.subject, metadata.sequence.stream, metadata.timestamp, metadata.num_delivered
     )
+
+
+def require_subject_token(message: NatsMessage, expected: str, what: str) -> None:
+    """The subject's last token must name the bot (or product) the body names: a message for one
+    bot on another bot's subject would slip past per-subject permissions and ordering."""
+    token = subjects.last_token(message.raw_message.subject)
+    if token != expected:
+        raise InvalidMessage(
+            Reason(
+                code="SUBJECT_MISMATCH",
+                message=f"{what} for {expected} arrived on the subject of {token}",
+            )
+        )
 
 
 def reasons_from(error: Exception) -> list[Reason]:

@@ -16,7 +16,12 @@ from pydantic import Field, ValidationError, model_validator
 from shared.contracts import Contract, Token
 from shared.money import Dec, PositiveDec
 
-DEFAULT_FILE = Path(__file__).resolve().parent.parent / "config" / "tranche.toml"
+_BESIDE_PACKAGE = Path(__file__).resolve().parent.parent / "config" / "tranche.toml"
+# A checkout (editable install) has config/ beside the package; an installed wheel does not, so
+# then it is looked up in the working directory (the image's /app).
+DEFAULT_FILE = (
+    _BESIDE_PACKAGE if _BESIDE_PACKAGE.exists() else Path.cwd() / "config" / "tranche.toml"
+)
 
 
 class Product(Contract):

@@ -11,6 +11,7 @@ confirmed by the server but not yet marked sent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -138,10 +139,8 @@ class OutboxRelay:
     async def run(self, poll_s: float) -> None:
         """Flush on every wake-up and at least every ``poll_s`` seconds until cancelled."""
         while True:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=poll_s)
-            except TimeoutError:
-                pass
             self._wake.clear()
             try:
                 await self.flush()

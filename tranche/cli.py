@@ -1,8 +1,8 @@
 """``tranche``: the operator's command.
 
-    tranche up                         the embedded stack with a live view, until Ctrl-C
-    tranche status [--json]            positions, last decisions, service health
-    tranche signal BOT buy|sell        what `nats pub tranche.signals.inject.BOT '{...}'` does
+tranche up                         the embedded stack with a live view, until Ctrl-C
+tranche status [--json]            positions, last decisions, service health
+tranche signal BOT buy|sell        what `nats pub tranche.signals.inject.BOT '{...}'` does
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ DEFAULT_NATS_URL = "nats://127.0.0.1:4250"
 def _service_urls(args: argparse.Namespace) -> dict[str, str]:
     base = {"signal": 8101, "safety": 8102, "executor": 8103, "ledger": 8104}
     return {name: f"http://{args.host}:{port}" for name, port in base.items()} | {
-        name: url for name, url in (item.split("=", 1) for item in args.url or [])
+        **dict(item.split("=", 1) for item in args.url or [])
     }
 
 
@@ -92,7 +92,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_signal(args: argparse.Namespace) -> int:
     import nats
-    from nats.errors import NoRespondersError, TimeoutError as NatsTimeout
+    from nats.errors import NoRespondersError
+    from nats.errors import TimeoutError as NatsTimeout
 
     payload: dict[str, object] = {"side": args.side}
     if args.temperature is not None:

@@ -11,55 +11,43 @@ consumer, plus a one-off read of the ``tranche_positions`` bucket so open positi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 
 import nats
 import nats.errors
-from nats.js.errors import NoKeysError, NotFoundError
 from pydantic import BaseModel
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from shared import contracts as c
 from shared import subjects as s
-from shared.contracts import (
-    FINAL_ORDER_STATUSES,
-    DeadLetter,
-    InjectedSignal,
-    Mode,
-    OrderApproved,
-    OrderEvent,
-    OrderRejected,
-    PositionUpdate,
-    SafetyEvent,
-    SignalEvaluation,
-    Ticker,
-    TradeIntent,
-)
 from shared.money import MAX_DIGITS, format_decimal
 
 FEED_SIZE = 12
+ALERTS = 3  # dead letters and safety events shown under the header
 PRODUCTION_STYLE = "bold red reverse"
 # P&L is in the quote currency: cents for fiat-like quotes, 8 places for a crypto quote (ETH-BTC).
 _FIAT = frozenset({"USD", "USDC", "USDT", "EUR", "GBP"})
 # Products of two 38-digit decimals must not be rounded by the default 28-digit context.
 _PREC = 4 * MAX_DIGITS
 _FAMILIES: dict[str, type[BaseModel]] = {
-    s.MARKET_TICKER: Ticker,
-    s.SIGNALS_INJECT: InjectedSignal,
-    s.SIGNALS_EVALUATED: SignalEvaluation,
-    s.INTENTS: TradeIntent,
-    s.ORDERS_APPROVED: OrderApproved,
-    s.ORDERS_REJECTED: OrderRejected,
-    s.ORDERS_EVENTS: OrderEvent,
-    s.LEDGER_POSITIONS: PositionUpdate,
-    s.DLQ: DeadLetter,
+    s.MARKET_TICKER: c.Ticker,
+    s.SIGNALS_INJECT: c.InjectedSignal,
+    s.SIGNALS_EVALUATED: c.SignalEvaluation,
+    s.INTENTS: c.TradeIntent,
+    s.ORDERS_APPROVED: c.OrderApproved,
+    s.ORDERS_REJECTED: c.OrderRejected,
+    s.ORDERS_EVENTS: c.OrderEvent,
+    s.LEDGER_POSITIONS: c.PositionUpdate,
+    s.DLQ: c.DeadLetter,
 }
 
-Decision = OrderApproved | OrderRejected
+Decision = c.OrderApproved | c.OrderRejected
 
 
 @dataclass
@@ -68,31 +56,22 @@ class BotView:
 
     bot_id: str
     product_id: str | None = None
-    mode: Mode | None = None
+    mode: c.Mode | None = None
     trading_state: str | None = None
-    evaluation: SignalEvaluation | None = None
-    position: PositionUpdate | None = None
-    open_order: OrderApproved | OrderEvent | None = None
+    evaluation: c.SignalEvaluation | None = None
+    position: c.PositionUpdate | None = None
+    open_order: c.OrderApproved | c.OrderEvent | None = None
     """Approved and not final yet; ``None`` once the bot's last order ended."""
 
 
-class _RecentIds:
-    """A set that forgets its oldest ids, so a view left open for days stays small."""
-
-    def __init__(self, size: int) -> None:
-        self._order: deque[str] = deque(maxlen=size)
-        self._ids: set[str] = set()
-
-    def __contains__(self, item: str) -> bool:
-        return item in self._ids
-
-    def add(self, item: str) -> None:
-        if item in self._ids:
-            return
-        if len(self._order) == self._order.maxlen:
-            self._ids.discard(self._order[0])
-        self._order.append(item)
-        self._ids.add(item)
+def _remember(ids: dict[str, None], item: str, limit: int = 4096) -> bool:
+    """Whether ``item`` was seen; a dict keeps insertion order, so the oldest is forgotten first."""
+    if item in ids:
+        return True
+    ids[item] = None
+    if len(ids) > limit:
+        del ids[next(iter(ids))]
+    return False
 
 
 class LiveState:
@@ -103,17 +82,17 @@ class LiveState:
         self.prices: dict[str, Decimal] = {}
         """Latest ticker price per product."""
         self.decisions: deque[Decision] = deque(maxlen=feed_size)
-        self.orders: deque[OrderEvent] = deque(maxlen=feed_size)
-        self.dead_letters: deque[DeadLetter] = deque(maxlen=feed_size)
-        self.safety_events: deque[SafetyEvent] = deque(maxlen=feed_size)
+        self.orders: deque[c.OrderEvent] = deque(maxlen=feed_size)
+        self.dead_letters: deque[c.DeadLetter] = deque(maxlen=feed_size)
+        self.safety_events: deque[c.SafetyEvent] = deque(maxlen=feed_size)
         self.system_state: str | None = None
         self.messages_seen = 0
         self.invalid_messages = 0
         self.duplicates = 0
         self.last_invalid: str | None = None
         # A core subscription also sees re-publishes that JetStream dropped by Nats-Msg-Id.
-        self._seen = _RecentIds(4096)
-        self._finished_orders = _RecentIds(1024)
+        self._seen: dict[str, None] = {}
+        self._finished: dict[str, None] = {}
 
     def apply(self, subject: str, payload: bytes) -> None:
         """Take one message; an unknown subject or invalid payload is counted, never raised."""
@@ -138,68 +117,61 @@ class LiveState:
 
     def _apply(self, subject: str, payload: bytes) -> None:
         if subject == s.SAFETY_EVENTS:
-            event = SafetyEvent.model_validate_json(payload)
-            if event.message_id in self._seen:
-                self.duplicates += 1
-                return
-            self._seen.add(event.message_id)
-            self.safety_events.append(event)
-            if event.state and event.bot_id:
-                self._bot(event.bot_id).trading_state = event.state
-            elif event.state:
-                self.system_state = event.state
-            return
-        family, _, token = subject.rpartition(".")
-        model = _FAMILIES.get(family)
-        if model is None:
-            raise ValueError("unknown subject")
+            model, token = c.SafetyEvent, ""
+        else:
+            family, _, token = subject.rpartition(".")
+            model = _FAMILIES.get(family)
+            if model is None:
+                raise ValueError("unknown subject")
         msg = model.model_validate_json(payload)
         message_id = getattr(msg, "message_id", None)
-        if message_id is not None:
-            if message_id in self._seen:
-                self.duplicates += 1
-                return
-            self._seen.add(message_id)
+        if message_id is not None and _remember(self._seen, message_id):
+            self.duplicates += 1
+            return
         self._take(token, msg)
 
     def _take(self, token: str, msg: BaseModel) -> None:
         match msg:
-            case Ticker():
+            case c.Ticker():
                 _same(token, msg.product_id)
                 self.prices[msg.product_id] = msg.price
-            case SignalEvaluation():
+            case c.SignalEvaluation():
                 self._bot(token, msg.bot_id, msg.product_id).evaluation = msg
-            case TradeIntent():
+            case c.TradeIntent():
                 self._bot(token, msg.bot_id, msg.product_id)
-            case OrderApproved() | OrderRejected():
+            case c.OrderApproved() | c.OrderRejected():
                 bot = self._bot(token, msg.intent.bot_id, msg.intent.product_id, msg.mode)
                 self.decisions.append(msg)
-                if isinstance(msg, OrderApproved) and msg.client_order_id not in (
-                    self._finished_orders
-                ):
+                approved = isinstance(msg, c.OrderApproved)
+                if approved and msg.client_order_id not in self._finished:
                     bot.open_order = msg
-            case OrderEvent():
+            case c.OrderEvent():
                 bot = self._bot(token, msg.bot_id, msg.product_id, msg.mode)
                 self.orders.append(msg)
-                if msg.status in FINAL_ORDER_STATUSES:
-                    self._finished_orders.add(msg.client_order_id)
-                    if bot.open_order and bot.open_order.client_order_id == msg.client_order_id:
+                order_id = msg.client_order_id
+                if msg.status in c.FINAL_ORDER_STATUSES:
+                    _remember(self._finished, order_id)
+                    if bot.open_order and bot.open_order.client_order_id == order_id:
                         bot.open_order = None
-                elif msg.client_order_id not in self._finished_orders:
+                elif order_id not in self._finished:
                     bot.open_order = msg
-            case PositionUpdate():
+            case c.PositionUpdate():
                 bot = self._bot(token, msg.bot_id, msg.product_id, msg.mode)
                 # The bucket read at start and the live subject can race: keep the newer book.
                 if bot.position is None or msg.sequence >= bot.position.sequence:
                     bot.position = msg
-            case DeadLetter():
+            case c.DeadLetter():
                 self.dead_letters.append(msg)
-            case InjectedSignal():
+            case c.SafetyEvent():
+                self.safety_events.append(msg)
+                if msg.state and msg.bot_id:
+                    self._bot(msg.bot_id).trading_state = msg.state
+                elif msg.state:
+                    self.system_state = msg.state
+            case c.InjectedSignal():
                 pass  # its evaluation, which follows, is what the view shows
 
-    def _bot(
-        self, token: str, bot_id: str | None = None, product: str | None = None, mode=None
-    ) -> BotView:
+    def _bot(self, token: str, bot_id: str = "", product: str = "", mode: str = "") -> BotView:
         _same(token, bot_id or token)
         bot = self.bots.setdefault(token, BotView(token))
         bot.product_id = product or bot.product_id
@@ -218,7 +190,8 @@ def _same(token: str, value: str) -> None:
 def _plain(value: Decimal | None, places: int = 8) -> str:
     if value is None:
         return "—"
-    if isinstance(value.as_tuple().exponent, int) and -value.as_tuple().exponent > places:
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and -exponent > places:
         with localcontext(prec=_PREC):
             value = value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_EVEN)
     return format_decimal(value)
@@ -230,7 +203,11 @@ def _pnl(value: Decimal | None, product_id: str | None) -> Text:
     places = 2 if (product_id or "").rpartition("-")[2] in _FIAT else 8
     with localcontext(prec=_PREC):
         rounded = abs(value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_EVEN))
-    sign, style = ("+", "green") if value > 0 and rounded else ("-", "red") if rounded else ("", "")
+    sign, style = "", ""
+    if rounded and value > 0:
+        sign, style = "+", "green"
+    elif rounded:
+        sign, style = "-", "red"
     return Text(f"{sign}{format_decimal(rounded)}", style=style)
 
 
@@ -251,29 +228,36 @@ def _header(state: LiveState) -> Text:
         text.append("MOCK ")
     if not modes:
         text.append("mode unknown (no decision, order or position yet) ", style="dim")
-    text.append(f" system: {state.system_state or 'active?'}")
+    text.append(f" system: {state.system_state or 'unknown'}")
     text.append(f"  messages: {state.messages_seen}  duplicates: {state.duplicates}  ")
-    text.append(f"invalid: {state.invalid_messages}", style="yellow" if state.invalid_messages else "")
+    text.append(
+        f"invalid: {state.invalid_messages}", style="yellow" if state.invalid_messages else ""
+    )
     if state.last_invalid:
         text.append(f"\nlast invalid: {state.last_invalid}", style="yellow")
     return text
 
 
-def _bots_table(state: LiveState) -> Table:
-    table = Table(title="Bots", title_justify="left", expand=True)
-    for name in ("bot", "product", "state", "signal", "price", "position", "avg entry"):
+def _table(title: str, columns: str) -> Table:
+    table = Table(title=title, title_justify="left", expand=True)
+    for name in columns.split():
         table.add_column(name, overflow="fold")
-    for name in ("break-even", "realized", "unrealized", "tranches", "open order"):
+    return table
+
+
+def _bots_table(state: LiveState) -> Table:
+    table = _table("Bots", "bot product state signal price position avg-entry break-even")
+    for name in ("realized", "unrealized", "tranches", "open order"):
         table.add_column(name, overflow="fold")
     for bot in sorted(state.bots.values(), key=lambda b: b.bot_id):
         ev, pos, order = bot.evaluation, bot.position, bot.open_order
         signal = "—"
         if ev:
-            signal = f"{ev.direction} {ev.temperature} {ev.band} "
+            signal = f"{ev.direction} {_plain(ev.temperature)} {ev.band} "
             signal += f"{ev.confirmations}/{ev.confirmations_needed}"
         order_text = "—"
         if order:
-            status = order.status if isinstance(order, OrderEvent) else "approved"
+            status = order.status if isinstance(order, c.OrderEvent) else "approved"
             order_text = f"{order.client_order_id} {status}"
         table.add_row(
             _bot_cell(bot.bot_id, bot.mode),
@@ -293,14 +277,14 @@ def _bots_table(state: LiveState) -> Table:
 
 
 def _decisions_table(state: LiveState) -> Table:
-    table = Table(title="Decisions (newest first)", title_justify="left", expand=True)
-    for name in ("time UTC", "bot", "decision", "intent", "temperature", "why"):
-        table.add_column(name, overflow="fold")
+    table = _table("Decisions (newest first)", "time-utc bot decision intent temperature why")
     for d in reversed(state.decisions):
         i = d.intent
         base, _, quote = i.product_id.partition("-")
-        size = f"{i.quote_size} {quote}" if i.quote_size is not None else f"{i.base_size} {base}"
-        if isinstance(d, OrderRejected):
+        size = (
+            f"{_plain(i.quote_size)} {quote}" if i.quote_size else f"{_plain(i.base_size)} {base}"
+        )
+        if isinstance(d, c.OrderRejected):
             verdict = Text("REJECTED", style="bold red")
             why = Text("\n".join(f"{r.code}: {r.message}" for r in d.reasons), style="red")
         else:
@@ -311,19 +295,22 @@ def _decisions_table(state: LiveState) -> Table:
             _bot_cell(i.bot_id, d.mode),
             verdict,
             f"{i.action} {i.side} {size}",
-            f"{i.temperature} {i.band}",
+            f"{_plain(i.temperature)} {i.band}",
             why,
         )
     return table
 
 
 def _orders_table(state: LiveState) -> Table:
-    table = Table(title="Orders and fills (newest first)", title_justify="left", expand=True)
-    for name in ("time UTC", "bot", "order", "action", "status", "filled", "fills", "reason"):
-        table.add_column(name, overflow="fold")
+    table = _table(
+        "Orders and fills (newest first)", "time-utc bot order action status filled fills"
+    )
+    table.add_column("reason", overflow="fold")
     styles = {"filled": "green", "failed": "red", "cancelled": "yellow", "expired": "yellow"}
     for e in reversed(state.orders):
-        fills = "\n".join(f"{f.size} @ {f.price} fee {f.fee}" for f in e.fills)
+        fills = "\n".join(
+            f"{_plain(f.size)} @ {_plain(f.price)} fee {_plain(f.fee)}" for f in e.fills
+        )
         table.add_row(
             e.time.strftime("%H:%M:%S"),
             _bot_cell(e.bot_id, e.mode),
@@ -338,31 +325,34 @@ def _orders_table(state: LiveState) -> Table:
 
 
 def render(state: LiveState) -> Group:
-    """Header (mode, system state, counters), bots, decisions with every rejection reason,
-    orders with their fills, then dead letters and safety events when there are any."""
-    parts: list = [_header(state), _bots_table(state), _decisions_table(state)]
-    parts.append(_orders_table(state))
-    for dl in reversed(state.dead_letters):
+    """Header (mode, system state, counters); the latest dead letters and safety events right
+    under it, because a terminal cuts the bottom off; then bots, decisions with every rejection
+    reason, and orders with their fills, newest first."""
+    parts: list = [_header(state)]
+    for dl in list(state.dead_letters)[-ALERTS:][::-1]:
         codes = ", ".join(r.code for r in dl.reasons) or dl.error[:80]
         parts.append(Text(f"dead letter [{dl.service}] {dl.subject}: {codes}", style="red"))
-    for ev in reversed(state.safety_events):
+    for ev in list(state.safety_events)[-ALERTS:][::-1]:
         who = f" {ev.bot_id}" if ev.bot_id else ""
         parts.append(Text(f"safety{who}: {ev.code} {ev.message} (by {ev.caused_by})", "magenta"))
+    parts += [_bots_table(state), _decisions_table(state), _orders_table(state)]
     return Group(*parts)
 
 
 async def _load_positions(nc: nats.NATS, state: LiveState) -> None:
     """Show positions stored before the view started; a missing bucket just means none yet."""
+    # nats.errors.Error covers BucketNotFoundError, NoKeysError (an empty bucket), KeyNotFoundError
+    # (deleted between keys() and get()) and a server without JetStream: the live feed still works.
     try:
         kv = await nc.jetstream().key_value(s.POSITIONS_BUCKET)
         keys = await kv.keys()
-    except (NoKeysError, NotFoundError, nats.errors.Error, TimeoutError):
+    except (nats.errors.Error, TimeoutError):
         return
     for key in keys:
         try:
             entry = await kv.get(key)
-        except (NotFoundError, nats.errors.Error, TimeoutError):
-            continue  # deleted between keys() and get(), or the server went away
+        except (nats.errors.Error, TimeoutError):
+            continue
         if entry.value:
             state.apply(s.for_token(s.LEDGER_POSITIONS, key), entry.value)
 
@@ -388,10 +378,8 @@ async def run_live(
         with Live(render(state), console=console, auto_refresh=False) as live:
             while not stop.is_set():
                 live.update(render(state), refresh=True)
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=1 / refresh_per_second)
-                except TimeoutError:
-                    pass
             live.update(render(state), refresh=True)
         await sub.unsubscribe()
     finally:

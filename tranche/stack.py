@@ -87,7 +87,9 @@ class EmbeddedStack:
         c = self.config
         for port, what in ((c.nats_port, "NATS"), (c.nats_monitor_port, "NATS monitoring")):
             if not port_is_free(c.host, port):
-                raise StackError(f"port {port} ({what}) is in use: stop what uses it or pick another")
+                raise StackError(
+                    f"port {port} ({what}) is in use: stop what uses it or pick another"
+                )
         self.logs.mkdir(parents=True, exist_ok=True)
         log = open(self.logs / "nats.log", "ab")  # noqa: SIM115 - the child owns it
         self.nats = subprocess.Popen(
@@ -104,6 +106,18 @@ class EmbeddedStack:
             start_new_session=True,
         )  # fmt: skip
         self._wait_for_port(c.nats_port, "nats", self.nats)
+
+    def _wait_for_port(self, port: int, name: str, process: subprocess.Popen) -> None:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise StackError(f"{name} exited with {process.returncode}:\n{self.tail(name)}")
+            try:
+                with socket.create_connection((self.config.host, port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise StackError(f"{name} did not listen on port {port} within 10 s")
 
     def stop_nats(self, kill: bool = False) -> None:
         _stop(self.nats, kill)

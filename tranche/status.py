@@ -54,7 +54,14 @@ def render(status: dict[str, Any], console: Console) -> None:
 
     positions = Table(title="positions")
     for column in (
-        "bot", "mode", "status", "quantity", "avg entry", "break-even", "realized P&L", "tranches",
+        "bot",
+        "mode",
+        "status",
+        "quantity",
+        "avg entry",
+        "break-even",
+        "realized P&L",
+        "tranches",
     ):
         positions.add_column(column)
     for p in status["positions"]:

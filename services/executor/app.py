@@ -24,9 +24,9 @@ from services.executor.exchanges.mock import MockExchange, MockOrderRow, Quote
 from services.executor.orders import lifecycle_events, refusal_event
 from services.executor.store import OrderRow, is_final, open_orders, recent_orders, record_event
 from shared import subjects
-from shared.bus import InvalidMessage, delivery_of, durable
+from shared.bus import durable, require_subject_token
 from shared.catalog import CatalogError, load_catalog
-from shared.contracts import OrderApproved, Reason, Ticker
+from shared.contracts import OrderApproved, OrderEvent, Reason, Ticker
 from shared.logging import correlated
 from shared.money import utc_now
 from shared.service import Service, bootstrap
@@ -73,7 +73,10 @@ def build(settings: ExecutorSettings) -> Service:
                 if approval.mode != settings.mode:
                     reason = Reason(
                         code="MODE_MISMATCH",
-                        message=f"approved for {approval.mode}, but this executor trades {settings.mode}",
+                        message=(
+                            f"approved for {approval.mode}, "
+                            f"but this executor trades {settings.mode}"
+                        ),
                     )
                     record_event(session, order, refusal_event(approval, reason))
                     return None
@@ -118,14 +121,7 @@ def build(settings: ExecutorSettings) -> Service:
 
     @durable(service.router, EXECUTOR_APPROVED, title="executor-approved")
     async def on_approved(body: OrderApproved, msg: NatsMessage) -> None:
-        subject_bot = subjects.last_token(delivery_of(msg).subject)
-        if subject_bot != body.intent.bot_id:
-            raise InvalidMessage(
-                Reason(
-                    code="SUBJECT_MISMATCH",
-                    message=f"approval for bot {body.intent.bot_id} arrived on the subject of {subject_bot}",
-                )
-            )
+        require_subject_token(msg, body.intent.bot_id, "approval")
         await execute(body)
 
     @service.router.subscriber(subjects.all_of(subjects.MARKET_TICKER), title="executor-ticker")
@@ -148,6 +144,9 @@ def build(settings: ExecutorSettings) -> Service:
         rows = await service.read(lambda session: recent_orders(session, limit))
         return [row.model_dump(mode="json") for row in rows]
 
+    service.publishes(
+        "tranche.orders.events.{bot_id}", OrderEvent, "Order lifecycle with fills (outbox)."
+    )
     service.on_start.append(report_unfinished)
     service.http_routers.append(api)
     return service

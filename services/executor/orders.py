@@ -1,4 +1,5 @@
-"""Orders (pure): sizing by the product's rules, and the lifecycle events an exchange answer means."""
+"""Orders (pure): sizing by the product's rules, and the lifecycle events an exchange answer
+means."""
 
 from __future__ import annotations
 

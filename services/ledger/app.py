@@ -26,8 +26,7 @@ from services.ledger.store import (
     positions,
     save_position,
 )
-from shared import subjects
-from shared.bus import InvalidMessage, delivery_of, durable
+from shared.bus import InvalidMessage, durable, require_subject_token
 from shared.catalog import CatalogError, load_catalog
 from shared.contracts import Mode, OrderEvent, PositionUpdate, Reason
 from shared.logging import correlated
@@ -46,14 +45,7 @@ def build(settings: LedgerSettings) -> Service:
 
     @durable(service.router, LEDGER_ORDER_EVENTS, title="ledger-order-events")
     async def on_order_event(body: OrderEvent, msg: NatsMessage) -> None:
-        subject_bot = subjects.last_token(delivery_of(msg).subject)
-        if subject_bot != body.bot_id:
-            raise InvalidMessage(
-                Reason(
-                    code="SUBJECT_MISMATCH",
-                    message=f"order event of bot {body.bot_id} arrived on the subject of {subject_bot}",
-                )
-            )
+        require_subject_token(msg, body.bot_id, "order event")
         product = catalog.products.get(body.product_id)
         if product is None:
             raise InvalidMessage(
@@ -118,6 +110,11 @@ def build(settings: LedgerSettings) -> Service:
         rows = await service.read(lambda session: fills_of(session, bot_id, mode))
         return [row.model_dump(mode="json") for row in rows[-limit:]]
 
+    service.publishes(
+        "tranche.ledger.positions.{bot_id}",
+        PositionUpdate,
+        "The position after every change; also put in the tranche_positions bucket.",
+    )
     service.http_routers.append(api)
     return service
 

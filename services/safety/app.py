@@ -26,9 +26,8 @@ from services.safety.store import (
     recent_decisions,
     save_decision,
 )
-from shared import subjects
-from shared.bus import InvalidMessage, delivery_of, durable
-from shared.contracts import OrderApproved, OrderRejected, Reason, TradeIntent
+from shared.bus import durable, require_subject_token
+from shared.contracts import OrderApproved, OrderRejected, TradeIntent
 from shared.logging import correlated
 from shared.money import utc_now
 from shared.service import Service, bootstrap
@@ -46,14 +45,7 @@ def build(settings: SafetySettings) -> Service:
 
     @durable(service.router, SAFETY_INTENTS, title="safety-intents")
     async def on_intent(body: TradeIntent, msg: NatsMessage) -> None:
-        subject_bot = subjects.last_token(delivery_of(msg).subject)
-        if subject_bot != body.bot_id:
-            raise InvalidMessage(
-                Reason(
-                    code="SUBJECT_MISMATCH",
-                    message=f"intent for bot {body.bot_id} arrived on the subject of {subject_bot}",
-                )
-            )
+        require_subject_token(msg, body.bot_id, "intent")
 
         def change(session: Session) -> OrderApproved | OrderRejected | None:
             if decision_exists(session, body.intent_id):
@@ -107,6 +99,12 @@ def build(settings: SafetySettings) -> Service:
             for row in rows
         ]
 
+    service.publishes(
+        "tranche.orders.approved.{bot_id}", OrderApproved, "An approval; only safety sends it."
+    )
+    service.publishes(
+        "tranche.orders.rejected.{bot_id}", OrderRejected, "A rejection with every reason."
+    )
     service.http_routers.append(api)
     return service
 

@@ -75,7 +75,8 @@ def decide(intent: TradeIntent, state: BotState, limits: Limits, now: datetime) 
                     code="ENTRY_COOLDOWN",
                     message=(
                         f"bot {intent.bot_id} entered at {state.last_entry_at:%Y-%m-%d %H:%M:%S}Z; "
-                        f"entries are {_seconds(limits.entry_cooldown)} apart, {_seconds(wait)} to go"
+                        f"entries are {_seconds(limits.entry_cooldown)} apart, "
+                        f"{_seconds(wait)} to go"
                     ),
                 )
             )

@@ -208,6 +208,13 @@ def build(settings: SignalSettings) -> Service:
 
         await asyncio.gather(*(one(product, path) for product, path in replays))
 
+    service.publishes("tranche.intents.{bot_id}", TradeIntent, "A trade intent (outbox).")
+    service.publishes(
+        "tranche.signals.evaluated.{bot_id}", SignalEvaluation, "Every evaluation (core NATS)."
+    )
+    service.publishes(
+        "tranche.market.ticker.{product_id}", Ticker, "Replayed market data (core NATS)."
+    )
     service.background.append(watch_positions)
     if replays:
         service.background.append(run_replays)

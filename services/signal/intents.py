@@ -51,7 +51,9 @@ def decide_intent(
         if factor == 0:
             return Reason(
                 code="TOO_COLD",
-                message=f"a {band} signal (temperature {temperature}) does not enter; warm needs 50",
+                message=(
+                    f"a {band} signal (temperature {temperature}) does not enter; warm needs 50"
+                ),
             )
         action = "add" if holding else "entry"
         sizes = {"quote_size": bot.quote_size * factor}

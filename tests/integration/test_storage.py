@@ -8,9 +8,9 @@ from decimal import Decimal
 import pytest
 from sqlmodel import Field, Session, SQLModel
 
+from services.executor.exchanges.mock import MockExchange, MockOrderRow, Quote
 from shared.catalog import load_catalog
 from shared.db import ExactDecimal, UtcDateTime, create_tables, make_engine
-from services.executor.exchanges.mock import MockExchange, MockOrderRow, Quote
 
 
 class Sample(SQLModel, table=True):
@@ -68,7 +68,7 @@ def test_the_mock_exchange_answers_a_repeated_client_order_id_with_the_same_orde
     quotes = {"ETH-BTC": Quote(Decimal("0.09"), datetime(2018, 1, 20, tzinfo=UTC))}
     catalog = load_catalog()
     exchange = MockExchange(engine, catalog.products, Decimal("0.006"), quotes.get)
-    order = dict(
+    order = dict(  # noqa: C408 - keyword arguments, reused twice
         client_order_id="c-1",
         product_id="ETH-BTC",
         side="buy",

@@ -17,7 +17,7 @@ ADMIN_URL = os.environ.get(
 )
 
 
-def _admin_engine():  # noqa: ANN202
+def _admin_engine():
     return create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
 
 
@@ -28,7 +28,7 @@ def fresh_database() -> Iterator[str]:
     try:
         with admin.connect() as connection:
             connection.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:
         admin.dispose()
         message = f"PostgreSQL not reachable at {ADMIN_URL}: {type(error).__name__}: {error}"
         if os.environ.get("CI") == "true":

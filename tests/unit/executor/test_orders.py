@@ -7,9 +7,9 @@ from decimal import Decimal
 
 import pytest
 
+from services.executor.orders import MarketFill, fill_market_order, lifecycle_events, refusal_event
 from shared.catalog import Product
 from shared.contracts import Fill, OrderApproved, Reason, TradeIntent
-from services.executor.orders import MarketFill, fill_market_order, lifecycle_events, refusal_event
 
 NOW = datetime(2018, 1, 20, 12, 0, tzinfo=UTC)
 PRODUCT = Product(

@@ -7,8 +7,8 @@ from decimal import Decimal
 
 import pytest
 
-from shared.contracts import Reason, TradeIntent
 from services.safety.rules import BotState, Limits, client_order_id_for, decide, decision_time
+from shared.contracts import Reason, TradeIntent
 
 T0 = datetime(2018, 1, 20, 12, 0, tzinfo=UTC)
 LIMITS = Limits(entry_cooldown=timedelta(minutes=5), exit_cooldown=timedelta(minutes=1))

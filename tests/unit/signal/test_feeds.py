@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 from decimal import Decimal
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
 
-from shared.contracts import Ticker
 from services.signal.feeds.replay import ReplayError, parse_replay_spec, read_ticks, replay
 from services.signal.momentum import Momentum
+from shared.contracts import Ticker
 
 DATA = Path(__file__).resolve().parents[3] / "data"
 
@@ -39,7 +40,7 @@ def test_candles_replay_at_their_close_time() -> None:
     first = ticks[0]
     assert first.price == Decimal("0.08909374")  # the first candle's close
     assert first.time == datetime(2018, 1, 20, 4, 54, tzinfo=UTC)  # open 04:53 + 1 minute
-    assert all(a.time <= b.time for a, b in zip(ticks, ticks[1:], strict=False))
+    assert all(a.time <= b.time for a, b in pairwise(ticks))
 
 
 def test_trades_replay_at_their_own_time() -> None:
@@ -49,7 +50,7 @@ def test_trades_replay_at_their_own_time() -> None:
 
 
 def test_a_bad_replay_spec_says_what_is_wrong(tmp_path: Path) -> None:
-    with pytest.raises(ReplayError, match="PRODUCT=path.csv"):
+    with pytest.raises(ReplayError, match=r"PRODUCT=path\.csv"):
         parse_replay_spec("ETH-BTC")
     with pytest.raises(ReplayError, match="does not exist"):
         parse_replay_spec(f"ETH-BTC={tmp_path / 'missing.csv'}")

@@ -7,10 +7,10 @@ from decimal import Decimal
 
 import pytest
 
-from shared.catalog import Bot
-from shared.contracts import PositionUpdate, Reason, TradeIntent
 from services.signal.intents import Market, decide_intent, intent_id_for
 from services.signal.temperature import band_of
+from shared.catalog import Bot
+from shared.contracts import PositionUpdate, Reason, TradeIntent
 
 NOW = datetime(2018, 1, 20, 12, 0, tzinfo=UTC)
 BOT = Bot(product_id="ETH-BTC", quote_size=Decimal("0.01"))
@@ -38,7 +38,7 @@ def position(quantity: str) -> PositionUpdate:
     )
 
 
-def decide(side: str, held: PositionUpdate | None = None, temperature: int = 80, market=MARKET):  # noqa: ANN001, ANN201
+def decide(side: str, held: PositionUpdate | None = None, temperature: int = 80, market=MARKET):
     return decide_intent(
         bot_id="bot-1",
         bot=BOT,

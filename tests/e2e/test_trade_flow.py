@@ -1,0 +1,84 @@
+"""From an injected signal to a booked position, through four real processes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+
+from tests.e2e.conftest import get_json, position_of, publish, stream_messages, ticker, wait_for
+from tranche.stack import EmbeddedStack
+
+pytestmark = pytest.mark.e2e
+
+
+def test_a_bare_nats_pub_signal_becomes_a_position(stack: EmbeddedStack) -> None:
+    url = stack.config.nats_url
+    ticker(url, "0.09")
+    started = time.monotonic()
+    publish(url, "tranche.signals.inject.flow-bare", b'{"side":"buy","temperature":80}')
+    position = wait_for(position_of(stack, "flow-bare"), what="a position for flow-bare")
+    latency = time.monotonic() - started
+    print(f"\ninject -> booked position: {latency * 1000:.0f} ms")
+
+    # 0.01 BTC at 0.09 buys 0.11111111 ETH (rounded down), with a 0.6 % fee in BTC.
+    assert Decimal(position["quantity"]) == Decimal("0.11111111")
+    assert Decimal(position["average_entry_price"]) == Decimal("0.09")
+    assert position["mode"] == "mock" and len(position["tranches"]) == 1
+    decisions = get_json(f"{stack.config.url('safety')}/decisions?limit=100")
+    mine = [d for d in decisions if d["bot_id"] == "flow-bare"]
+    assert len(mine) == 1 and mine[0]["approved"]
+
+    status = subprocess.run(
+        [sys.executable, "-m", "tranche", "status", "--json"]
+        + [f"--url={name}={stack.config.url(name)}" for name in stack.config.ports],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert status.returncode == 0, status.stderr
+    shown = json.loads(status.stdout)
+    assert all(service["ready"] for service in shown["services"].values())
+    (listed,) = [p for p in shown["positions"] if p["bot_id"] == "flow-bare"]
+    assert listed["quantity"] == position["quantity"]
+
+
+def test_tranche_signal_trades_and_a_second_buy_adds_a_tranche(stack: EmbeddedStack) -> None:
+    url = stack.config.nats_url
+    ticker(url, "0.09")
+
+    def cli_signal(side: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "tranche", "signal", "flow-cli", side, "--nats-url", url],
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert "stored in TRANCHE_SIGNALS" in cli_signal("buy")
+    wait_for(position_of(stack, "flow-cli"), what="first tranche")
+    # The next buy inside the 5-minute entry cooldown (event time) is rejected with its reason.
+    ticker(url, "0.1", after=timedelta(minutes=2))
+    cli_signal("buy")
+
+    def rejection() -> list[dict] | None:
+        decisions = get_json(f"{stack.config.url('safety')}/decisions?limit=200") or []
+        return [d for d in decisions if d["bot_id"] == "flow-cli" and not d["approved"]] or None
+
+    (rejected,) = wait_for(rejection, what="a rejection")
+    assert [r["code"] for r in rejected["reasons"]] == ["ENTRY_COOLDOWN"]
+    # Ten event minutes later the add goes through: two tranches, average entry between.
+    ticker(url, "0.1", after=timedelta(minutes=8))
+    cli_signal("buy")
+
+    def two_tranches() -> dict | None:
+        found = position_of(stack, "flow-cli")()
+        return found if found and len(found["tranches"]) == 2 else None
+
+    position = wait_for(two_tranches, what="a second tranche")
+    assert Decimal("0.09") < Decimal(position["average_entry_price"]) < Decimal("0.1")
+    intents = stream_messages(url, "TRANCHE_INTENTS", "tranche.intents.flow-cli")
+    assert [json.loads(m.data)["action"] for m in intents] == ["entry", "add", "add"]

@@ -1,0 +1,63 @@
+"""Generate the API documents: each service's AsyncAPI (FastStream) and OpenAPI (FastAPI).
+
+    python -m tranche.apidocs [OUT_DIR]      (``make docs``; default docs/api)
+
+Generated, never written by hand; a test checks the committed files are current.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def documents(data_dir: Path) -> dict[str, Any]:
+    """``{"signal.asyncapi.json": {...}, "signal.openapi.json": {...}, ...}``"""
+    from services.executor.app import build as build_executor
+    from services.executor.config import ExecutorSettings
+    from services.ledger.app import build as build_ledger
+    from services.ledger.config import LedgerSettings
+    from services.safety.app import build as build_safety
+    from services.safety.config import SafetySettings
+    from services.signal.app import build as build_signal
+    from services.signal.config import SignalSettings
+
+    builders = {
+        "signal": (build_signal, SignalSettings),
+        "safety": (build_safety, SafetySettings),
+        "executor": (build_executor, ExecutorSettings),
+        "ledger": (build_ledger, LedgerSettings),
+    }
+    out: dict[str, Any] = {}
+    for name, (build, settings_class) in builders.items():
+        service = build(
+            settings_class(data_dir=data_dir, replay="")
+            if name == "signal"
+            else settings_class(data_dir=data_dir)
+        )  # type: ignore[call-arg]
+        out[f"{name}.asyncapi.json"] = service.asyncapi()
+        out[f"{name}.openapi.json"] = service.http_app().openapi()
+        service.engine.dispose()
+    return out
+
+
+def render(document: Any) -> str:
+    return json.dumps(document, indent=2, sort_keys=True) + "\n"
+
+
+def main() -> None:
+    target = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "docs" / "api"
+    target.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        for filename, document in documents(Path(scratch)).items():
+            (target / filename).write_text(render(document))
+            print(f"wrote {target / filename}")
+
+
+if __name__ == "__main__":
+    main()
