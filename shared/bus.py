@@ -201,6 +201,7 @@ def make_broker(nats_url: str) -> NatsBroker:
         connect_timeout=2,
         reconnect_time_wait=1,
         max_reconnect_attempts=-1,
+        error_cb=_log_nats_error,
         # A plain stdlib logger: its lines reach the root handler and come out as JSON. The
         # per-message "Received"/"Processed" lines are debug: our handlers log what happened.
         logger=logging.getLogger("faststream.tranche"),
@@ -208,10 +209,20 @@ def make_broker(nats_url: str) -> NatsBroker:
     )
 
 
+async def _log_nats_error(error: Exception) -> None:
+    # nats-py's default logs a full traceback for every failed (re)connect attempt.
+    log.warning("nats.error", error=f"{type(error).__name__}: {error}")
+
+
 async def connect(nats_url: str, name: str) -> NatsClient:
     """A plain nats-py connection for stream setup, outbox publishing and key-value access."""
     return await nats.connect(
-        nats_url, name=name, connect_timeout=2, reconnect_time_wait=1, max_reconnect_attempts=-1
+        nats_url,
+        name=name,
+        connect_timeout=2,
+        reconnect_time_wait=1,
+        max_reconnect_attempts=-1,
+        error_cb=_log_nats_error,
     )
 
 

@@ -111,7 +111,7 @@ class Service:
             self.nc = await asyncio.wait_for(
                 connect(self.settings.nats_url, f"tranche-{self.name}"), timeout
             )
-        except (TimeoutError, OSError, Exception) as error:
+        except Exception as error:
             raise StartupError(
                 f"cannot reach NATS at {self.settings.nats_url} within {timeout:g} s "
                 f"(TRANCHE_NATS_URL): {type(error).__name__} {error}".strip()
@@ -153,18 +153,19 @@ class Service:
     async def _storage_ok(self) -> None:
         await asyncio.to_thread(ping, self.engine)
 
-    def http_app(self) -> FastAPI:
+    def http_app(self, manage_lifecycle: bool = False) -> FastAPI:
+        """The service's HTTP app. ``manage_lifecycle`` lets the app start and stop the service
+        (for an ASGI server run by someone else); :meth:`run` starts it itself instead."""
+
         @asynccontextmanager
         async def lifespan(_: FastAPI):
-            try:
+            if manage_lifecycle:
                 await self.start()
-            except StartupError as error:
-                print(f"{self.name}: {error}", file=sys.stderr)
-                raise
             try:
                 yield
             finally:
-                await self.stop()
+                if manage_lifecycle:
+                    await self.stop()
 
         app = FastAPI(
             title=f"Tranche {self.name}",
@@ -183,21 +184,33 @@ class Service:
         return app
 
     def run(self) -> None:
-        """Run until SIGINT/SIGTERM; a busy port or a failed start is one sentence, exit code 2."""
+        """Start, serve HTTP until SIGINT/SIGTERM, stop cleanly. A busy port or a failed start is
+        one sentence on stderr and exit code 2, not a traceback."""
         settings = self.settings
         check_port_free(settings.http_host, settings.port)
-        config = uvicorn.Config(
-            self.http_app(),
-            host=settings.http_host,
-            port=settings.port,
-            log_config=None,
-            access_log=False,
-            lifespan="on",
+        server = uvicorn.Server(
+            uvicorn.Config(
+                self.http_app(),
+                host=settings.http_host,
+                port=settings.port,
+                log_config=None,
+                access_log=False,
+                lifespan="off",
+            )
         )
-        server = uvicorn.Server(config)
-        server.run()
-        if not server.started:
-            raise SystemExit(2)
+
+        async def serve() -> None:
+            await self.start()
+            try:
+                await server.serve()
+            finally:
+                await self.stop()
+
+        try:
+            asyncio.run(serve())
+        except StartupError as error:
+            print(f"{self.name}: {error}", file=sys.stderr)
+            raise SystemExit(2) from None
 
 
 def check_port_free(host: str, port: int) -> None:
