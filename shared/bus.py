@@ -68,7 +68,7 @@ def delivery_of(message: NatsMessage) -> Delivery:
     raw = message.raw_message
     try:
         metadata = raw.metadata
-    except Exception:
+    except Exception:  # a core NATS message has no JetStream metadata
         return Delivery(raw.subject, None, None, 1)
     return Delivery(
         raw.subject, metadata.sequence.stream, metadata.timestamp, metadata.num_delivered
@@ -168,7 +168,7 @@ def dead_letter_middleware(dead_letters: DeadLetters, max_deliver: int) -> Excep
             raise NackMessage(delay=RETRY_DELAY_S * delivery.num_delivered)
         try:
             await dead_letters.send(message, error)
-        except Exception as dlq_error:
+        except Exception as dlq_error:  # never drop: try again later
             log.error("dlq.publish_failed", error=str(dlq_error), subject=delivery.subject)
             raise NackMessage(delay=RETRY_DELAY_S) from dlq_error
         raise RejectMessage()

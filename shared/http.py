@@ -28,7 +28,7 @@ def health_router(service: str, mode: str, checks: dict[str, Check]) -> APIRoute
             try:
                 await asyncio.wait_for(check(), timeout=2.0)
                 results[name] = "ok"
-            except Exception as error:
+            except Exception as error:  # report the failure, never crash the probe
                 results[name] = f"failing: {type(error).__name__}: {error}"[:300]
         ok = all(value == "ok" for value in results.values())
         return JSONResponse(

@@ -146,5 +146,5 @@ class OutboxRelay:
                 await self.flush()
             except asyncio.CancelledError:
                 raise
-            except Exception as error:
+            except Exception as error:  # keep relaying; the row stays pending
                 log.warning("outbox.publish_failed", error=str(error))

@@ -111,7 +111,7 @@ class Service:
             self.nc = await asyncio.wait_for(
                 connect(self.settings.nats_url, f"tranche-{self.name}"), timeout
             )
-        except Exception as error:
+        except Exception as error:  # whatever nats-py raised, say it in one line
             raise StartupError(
                 f"cannot reach NATS at {self.settings.nats_url} within {timeout:g} s "
                 f"(TRANCHE_NATS_URL): {type(error).__name__} {error}".strip()
@@ -138,7 +138,7 @@ class Service:
         if self.nc is not None and self.nc.is_connected:
             try:
                 await asyncio.wait_for(self.relay.flush(), 5)
-            except Exception as error:
+            except Exception as error:  # it stays in the outbox for next start
                 self.log.warning("outbox.flush_on_stop_failed", error=str(error))
             await self.nc.drain()
         self.engine.dispose()

@@ -132,7 +132,7 @@ async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
 async def ensure_positions_bucket(js: JetStreamContext, replicas: int = 1):
     try:
         return await js.key_value(subjects.POSITIONS_BUCKET)
-    except Exception:
+    except Exception:  # BucketNotFoundError or NotFoundError, by version
         return await js.create_key_value(
             KeyValueConfig(
                 bucket=subjects.POSITIONS_BUCKET,
