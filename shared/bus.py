@@ -26,8 +26,9 @@ from faststream.exceptions import NackMessage, RejectMessage
 from faststream.middlewares import ExceptionMiddleware
 from faststream.nats import JStream, NatsBroker, NatsRouter, PullSub
 from faststream.nats.message import NatsMessage
+from faststream.nats.prometheus import NatsPrometheusMiddleware
 from nats.aio.client import Client as NatsClient
-from prometheus_client import Counter
+from prometheus_client import REGISTRY, Counter
 from pydantic import ValidationError
 
 from shared import subjects
@@ -195,9 +196,11 @@ def durable(router: NatsRouter, consumer: Consumer, **kwargs: Any):
     )
 
 
-def make_broker(nats_url: str) -> NatsBroker:
+def make_broker(nats_url: str, service: str) -> NatsBroker:
     return NatsBroker(
         nats_url,
+        # Messages received and processed, handler duration and errors per subject, on /metrics.
+        middlewares=[NatsPrometheusMiddleware(registry=REGISTRY, app_name=f"tranche-{service}")],
         connect_timeout=2,
         reconnect_time_wait=1,
         max_reconnect_attempts=-1,

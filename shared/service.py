@@ -45,7 +45,7 @@ class Service:
         self.tables = [OutboxMessage, *tables]
         self.dead_letters = DeadLetters(self.name)
         self.router = make_router(self.dead_letters)
-        self.broker = make_broker(settings.nats_url)
+        self.broker = make_broker(settings.nats_url, self.name)
         self.nc: NatsClient | None = None
         self.relay = OutboxRelay(self.engine, self._publish, fault=settings.fault)
         self._publisher: Callable[[OutboxMessage], Awaitable[None]] | None = None

@@ -17,6 +17,7 @@ import asyncio
 
 from fastapi import APIRouter, Query
 from faststream.nats.annotations import NatsMessage
+from prometheus_client import Counter, Histogram
 from sqlmodel import Session
 
 from services.executor.config import ExecutorSettings
@@ -32,6 +33,9 @@ from shared.money import utc_now
 from shared.service import Service, bootstrap
 from shared.settings import load
 from shared.streams import EXECUTOR_APPROVED
+
+ORDERS = Counter("tranche_executor_orders_total", "Exchange answers", ["status", "reason"])
+EXCHANGE_SECONDS = Histogram("tranche_executor_exchange_seconds", "Time to place an order")
 
 
 def build(settings: ExecutorSettings) -> Service:
@@ -88,14 +92,15 @@ def build(settings: ExecutorSettings) -> Service:
             if order is None:
                 log.info("order.already_final_or_refused")
                 return
-            answer = await asyncio.to_thread(
-                exchange.place_market_order,
-                client_order_id=cid,
-                product_id=intent.product_id,
-                side=intent.side,
-                quote_size=intent.quote_size,
-                base_size=intent.base_size,
-            )
+            with EXCHANGE_SECONDS.time():
+                answer = await asyncio.to_thread(
+                    exchange.place_market_order,
+                    client_order_id=cid,
+                    product_id=intent.product_id,
+                    side=intent.side,
+                    quote_size=intent.quote_size,
+                    base_size=intent.base_size,
+                )
 
             def record_after(session: Session) -> None:
                 current = session.get(OrderRow, cid)
@@ -112,6 +117,7 @@ def build(settings: ExecutorSettings) -> Service:
                     record_event(session, current, event)
 
             await service.transact(record_after)
+            ORDERS.labels(answer.status, answer.reason.code if answer.reason else "").inc()
             log.info(
                 "order.placed",
                 status=answer.status,

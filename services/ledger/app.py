@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Query
 from faststream.nats.annotations import NatsMessage
+from prometheus_client import Counter
 from sqlmodel import Session
 
 from services.ledger.accounting import book_fills
@@ -33,6 +34,9 @@ from shared.logging import correlated
 from shared.service import Service, bootstrap
 from shared.settings import load
 from shared.streams import LEDGER_ORDER_EVENTS
+
+FILLS_BOOKED = Counter("tranche_ledger_fills_booked_total", "Fills booked", ["mode"])
+FILLS_SEEN_AGAIN = Counter("tranche_ledger_fills_duplicate_total", "Fills already booked")
 
 
 def build(settings: LedgerSettings) -> Service:
@@ -81,7 +85,10 @@ def build(settings: LedgerSettings) -> Service:
 
         with correlated(body.intent_id, bot_id=body.bot_id, client_order_id=body.client_order_id):
             position = await service.transact(book)
-            if position is not None:
+            if position is None:
+                FILLS_SEEN_AGAIN.inc(len(body.fills))
+            else:
+                FILLS_BOOKED.labels(body.mode).inc(len(body.fills))
                 log.info(
                     "fills.booked",
                     fills=len(body.fills),

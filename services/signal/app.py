@@ -16,6 +16,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from faststream.nats.annotations import NatsMessage
+from prometheus_client import Counter
 from sqlmodel import Session
 
 from services.signal.config import SignalSettings
@@ -41,6 +42,9 @@ from shared.money import utc_now
 from shared.service import Service, bootstrap
 from shared.settings import load
 from shared.streams import SIGNAL_INJECT
+
+INTENTS = Counter("tranche_signal_intents_total", "Intents created", ["action", "band"])
+NO_INTENT = Counter("tranche_signal_no_intent_total", "Signals that made no intent", ["code"])
 
 
 def build(settings: SignalSettings) -> Service:
@@ -96,8 +100,10 @@ def build(settings: SignalSettings) -> Service:
         staged = await service.transact(change)
         with correlated(intent.intent_id if intent else signal_id, bot_id=bot_id):
             if staged is not None:
+                INTENTS.labels(staged.action, staged.band).inc()
                 log.info("intent.created", action=staged.action, side=side, band=staged.band)
             elif intent is None:
+                NO_INTENT.labels(reason.code).inc()
                 log.info("signal.no_intent", code=reason.code, reason=reason.message)
         return staged
 

@@ -9,6 +9,7 @@ import time
 from datetime import timedelta
 from decimal import Decimal
 
+import httpx
 import pytest
 
 from tests.e2e.conftest import get_json, position_of, publish, stream_messages, ticker, wait_for
@@ -33,6 +34,10 @@ def test_a_bare_nats_pub_signal_becomes_a_position(stack: EmbeddedStack) -> None
     decisions = get_json(f"{stack.config.url('safety')}/decisions?limit=100")
     mine = [d for d in decisions if d["bot_id"] == "flow-bare"]
     assert len(mine) == 1 and mine[0]["approved"]
+
+    metrics = httpx.get(f"{stack.config.url('ledger')}/metrics", timeout=5).text
+    assert 'tranche_ledger_fills_booked_total{mode="mock"}' in metrics
+    assert "faststream_received_messages_total" in metrics
 
     status = subprocess.run(
         [sys.executable, "-m", "tranche", "status", "--json"]
