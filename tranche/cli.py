@@ -134,7 +134,7 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--data-dir", default=os.environ.get("TRANCHE_DATA_DIR", "var"))
     up.add_argument("--nats-port", type=int, default=4250)
     up.add_argument("--nats-monitor-port", type=int, default=8250)
-    up.add_argument("--replay-speed", type=float, default=60.0, help="event s per wall s; 0 = max")
+    up.add_argument("--replay-speed", type=float, default=120.0, help="event s per wall s; 0 = max")
     up.add_argument("--no-replay", action="store_true", help="no market data replay")
     up.add_argument("--no-live", action="store_true", help="no live view (for scripts)")
     up.set_defaults(run=cmd_up)

@@ -60,7 +60,7 @@ class StackConfig:
         default_factory=lambda: {"signal": 8101, "safety": 8102, "executor": 8103, "ledger": 8104}
     )
     replay: str = DEFAULT_REPLAY
-    replay_speed: float = 60.0
+    replay_speed: float = 120.0
     config_file: Path | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
     service_env: dict[str, dict[str, str]] = field(default_factory=dict)
