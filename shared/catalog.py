@@ -40,6 +40,8 @@ class Bot(Contract):
     threshold_pct: Dec = Decimal("0.5")
     inject_temperature: Dec = Decimal("80")
     """Temperature of an injected signal that does not say its own."""
+    exit_allocation: Literal["pro_rata", "fifo"] | None = None
+    """How the ledger splits this bot's exits across tranches; default: the ledger's setting."""
 
 
 class Catalog(Contract):

@@ -120,6 +120,11 @@ class TradeIntent(Envelope):
     reason: Reason
     reference_price: PositiveDec | None = None
     market_time: UtcTime | None = None
+    order_type: Literal["market", "limit"] = "market"
+    """``limit`` is a good-till-cancelled limit order at ``limit_price``, cancelled by the
+    executor when it is not filled within ``order_ttl_s`` (or the executor's default)."""
+    limit_price: PositiveDec | None = None
+    order_ttl_s: int | None = Field(default=None, gt=0, le=30 * 24 * 3600)
 
     @model_validator(mode="after")
     def _one_size(self) -> TradeIntent:
@@ -127,6 +132,8 @@ class TradeIntent(Envelope):
             raise ValueError("exactly one of quote_size and base_size must be set")
         if (self.action == "exit") != (self.side == "sell"):
             raise ValueError("an exit sells and an entry or add buys")
+        if (self.order_type == "limit") != (self.limit_price is not None):
+            raise ValueError("a limit order needs limit_price and a market order has none")
         return self
 
 
@@ -134,9 +141,14 @@ class OrderApproved(Envelope):
     """``tranche.orders.approved.<bot_id>``: only safety publishes it."""
 
     intent: TradeIntent
+    """What to execute: the trader's intent, an exit cut to the position when it asked for more
+    (``adjustments`` says so)."""
     client_order_id: Identifier
     mode: Mode
     decided_at: UtcTime
+    counters: dict[str, str] = Field(default_factory=dict)
+    """What the counted limits had used up when safety decided (for the audit trail)."""
+    adjustments: list[Reason] = Field(default_factory=list)
 
 
 class OrderRejected(Envelope):
@@ -146,6 +158,7 @@ class OrderRejected(Envelope):
     mode: Mode
     reasons: Annotated[list[Reason], Field(min_length=1)]
     decided_at: UtcTime
+    counters: dict[str, str] = Field(default_factory=dict)
 
 
 class Fill(Contract):
@@ -189,6 +202,10 @@ class TrancheView(Contract):
 class PositionUpdate(Envelope):
     """``tranche.ledger.positions.<bot_id>`` and the ``tranche_positions`` bucket.
 
+    Money is quote currency; ``cost_basis`` is what the remaining quantity cost, entry fees
+    included; ``realized_pnl`` belongs to the current position; ``tranches`` lists every entry
+    tranche of the current position, each with what remains of it.
+
     ``sequence`` grows with every change of the bot's book, so a reader can tell which of two
     updates is newer; ``last_order_event_id`` says which order event it already reflects.
     """
@@ -207,6 +224,25 @@ class PositionUpdate(Envelope):
     tranches: list[TrancheView]
     sequence: int = Field(ge=0)
     last_order_event_id: Identifier | None = None
+    realized_pnl_total: Dec = Decimal(0)
+    """Realized P&L of every position this bot has had in this mode, the current one included."""
+    tranche_breach: bool = False
+    """More than three entry tranches were filled (booked as they happened, and reported)."""
+
+
+class PositionQuery(Contract):
+    """``tranche.ledger.query.<bot_id>`` (core NATS request): the bot's current position now."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    mode: Mode = "mock"
+
+
+class PositionAnswer(Contract):
+    """The ledger's reply to a :class:`PositionQuery`: the position, or why there is none."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    position: PositionUpdate | None = None
+    reason: Reason | None = None
 
 
 class SafetyEvent(Envelope):
@@ -217,6 +253,34 @@ class SafetyEvent(Envelope):
     bot_id: Token | None = None
     state: TradingState | None = None
     caused_by: str
+
+
+class SafetyCommand(Contract):
+    """``tranche.safety.control`` (core NATS request/reply): an operator's command to safety.
+
+    ``halt``/``resume`` act on one bot or (no ``bot_id``) on everything; ``flatten`` asks for an
+    exit of the bot's whole position; ``mode`` switches approvals to ``mode`` at once;
+    ``limits_reset`` releases a bot's counters (mock only).
+    """
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    command: Literal["halt", "resume", "flatten", "mode", "limits_reset"]
+    command_id: Identifier
+    bot_id: Token | None = None
+    mode: Mode | None = None
+    reason: Annotated[str, StringConstraints(max_length=300)] = ""
+    operator: Annotated[str, StringConstraints(min_length=1, max_length=64)] = "operator"
+
+
+class SafetyCommandResult(Contract):
+    """The answer to a :class:`SafetyCommand`."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    ok: bool
+    code: Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9_]{1,63}$")]
+    message: str
+    state: TradingState | None = None
+    mode: Mode | None = None
 
 
 class DeadLetter(Contract):

@@ -8,7 +8,7 @@ Times are timezone-aware and normalised to UTC; a naive time is refused.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, InvalidOperation, localcontext
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, AwareDatetime, BeforeValidator, PlainSerializer
@@ -38,8 +38,12 @@ def parse_decimal(value: Any) -> Decimal:
 
 
 def format_decimal(value: Decimal) -> str:
-    """Plain notation, never exponent form: ``1E-8`` goes out as ``0.00000001``."""
-    return format(value, "f")
+    """Plain notation without trailing zeros, never exponent form: ``1E-8`` goes out as
+    ``0.00000001``, ``-25.000000000000000000`` as ``-25``. The value is unchanged."""
+    if value.is_zero():
+        return "0"
+    with localcontext(Context(prec=MAX_DIGITS * 2)):
+        return format(value.normalize(), "f")
 
 
 def _non_negative(value: Decimal) -> Decimal:

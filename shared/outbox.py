@@ -44,11 +44,14 @@ class OutboxMessage(SQLModel, table=True):
     published_at: datetime | None = Field(default=None, index=True, sa_type=UtcDateTime)
 
 
+def _staged(session: Session, message_id: str) -> bool:
+    query = select(OutboxMessage.id).where(OutboxMessage.message_id == message_id)
+    return session.exec(query).first() is not None
+
+
 def stage(session: Session, subject: str, message: Envelope) -> None:
     """Stage a durable message; staging the same message id twice keeps the first."""
-    if session.exec(
-        select(OutboxMessage.id).where(OutboxMessage.message_id == message.message_id)
-    ).first():
+    if _staged(session, message.message_id):
         return
     session.add(
         OutboxMessage(
@@ -58,7 +61,10 @@ def stage(session: Session, subject: str, message: Envelope) -> None:
 
 
 def stage_kv(session: Session, bucket: str, key: str, message: Contract, message_id: str) -> None:
-    """Stage a key-value put (the positions bucket), ordered with the messages around it."""
+    """Stage a key-value put (the positions bucket), ordered with the messages around it;
+    staging the same message id twice keeps the first."""
+    if _staged(session, message_id):
+        return
     session.add(
         OutboxMessage(
             message_id=message_id,

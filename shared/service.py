@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import uvicorn
 from fastapi import APIRouter, FastAPI
 from nats.aio.client import Client as NatsClient
+from sqlalchemy import Engine
 from sqlmodel import Session, SQLModel
 
 from shared import logging as tranche_logging
@@ -37,12 +38,20 @@ class StartupError(Exception):
 
 
 class Service:
-    def __init__(self, settings: ServiceSettings, tables: list[type[SQLModel]]):
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        tables: list[type[SQLModel]],
+        migrate: Callable[[Engine], None] | None = None,
+    ):
+        """``tables`` are created if missing; a service whose schema is managed by migrations
+        passes ``migrate`` instead, which runs them on start."""
         self.settings = settings
         self.name = settings.service
         self.log = tranche_logging.get_logger(f"tranche.{self.name}")
         self.engine = make_engine(settings.db_url)
         self.tables = [OutboxMessage, *tables]
+        self._migrate = migrate
         self.dead_letters = DeadLetters(self.name)
         self.router = make_router(self.dead_letters)
         self.broker = make_broker(settings.nats_url, self.name)
@@ -105,7 +114,10 @@ class Service:
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        await asyncio.to_thread(create_tables, self.engine, self.tables)
+        if self._migrate is not None:
+            await asyncio.to_thread(self._migrate, self.engine)
+        else:
+            await asyncio.to_thread(create_tables, self.engine, self.tables)
         timeout = self.settings.nats_connect_timeout_s
         try:
             self.nc = await asyncio.wait_for(

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from tranche import ledger_cli
 from tranche.stack import EmbeddedStack, StackConfig, StackError
 from tranche.status import gather, render
 
@@ -153,6 +154,8 @@ def parser() -> argparse.ArgumentParser:
     sig.add_argument("--confirmed", action="store_true", help="skip confirmation (mock only)")
     sig.add_argument("--nats-url", default=os.environ.get("TRANCHE_NATS_URL", DEFAULT_NATS_URL))
     sig.set_defaults(run=cmd_signal)
+
+    ledger_cli.register(commands)
     return root
 
 

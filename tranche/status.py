@@ -35,11 +35,15 @@ def gather(urls: dict[str, str], decisions: int = 10) -> dict[str, Any]:
                 "ready": code == 200,
                 "detail": body.get("checks") if isinstance(body, dict) else body,
             }
-        code, positions = _get(client, urls["ledger"] + "/positions")
+        code, views = _get(client, urls["ledger"] + "/positions")
         _, recent = _get(client, urls["safety"] + f"/decisions?limit={decisions}")
+    positions = [
+        view["position"] | {k: view[k] for k in ("mark_price", "unrealized_pnl")}
+        for view in (views if code == 200 and isinstance(views, list) else [])
+    ]
     return {
         "services": health,
-        "positions": positions if code == 200 else [],
+        "positions": positions,
         "decisions": recent if isinstance(recent, list) else [],
     }
 
@@ -53,16 +57,9 @@ def render(status: dict[str, Any], console: Console) -> None:
     console.print(services)
 
     positions = Table(title="positions")
-    for column in (
-        "bot",
-        "mode",
-        "status",
-        "quantity",
-        "avg entry",
-        "break-even",
-        "realized P&L",
-        "tranches",
-    ):
+    columns = ("bot", "mode", "status", "quantity", "avg entry", "break-even", "tranches",
+               "realized P&L", "unrealized P&L", "realized, all positions")  # fmt: skip
+    for column in columns:
         positions.add_column(column)
     for p in status["positions"]:
         positions.add_row(
@@ -72,9 +69,11 @@ def render(status: dict[str, Any], console: Console) -> None:
             p["quantity"],
             p["average_entry_price"] or "-",
             p["break_even_price"] or "-",
+            str(len(p["tranches"])) + (" BREACH" if p.get("tranche_breach") else ""),
             p["realized_pnl"],
-            str(len(p["tranches"])),
-        )  # fmt: skip
+            p["unrealized_pnl"] or "no price yet",
+            p.get("realized_pnl_total", "-"),
+        )
     console.print(positions)
 
     decisions = Table(title="last decisions")

@@ -1,51 +1,77 @@
 """Ledger service wiring.
 
 Reads:  tranche.orders.events.<bot>      (durable, consumer ledger-order-events-v1)
+        tranche.market.ticker.<product>  (core NATS: marks for unrealized P&L)
+        tranche.ledger.query.<bot>       (core NATS request/reply: the current position now)
 Writes: tranche.ledger.positions.<bot>   (outbox)
-        tranche_positions bucket, key = bot id (outbox; only the ledger writes it)
+        tranche_positions bucket, key = bot id (outbox, after the message; only the ledger writes)
+        tranche.safety.events            (outbox: TRANCHE_CAP_BREACHED when a 4th tranche fills)
         tranche.dlq.ledger               (refused input)
-HTTP:   GET /positions, GET /positions/{bot_id}, GET /fills
+HTTP:   GET /positions, /positions/{bot_id}, /fills, /pnl/daily, /summary (services/ledger/api.py)
+
+The position message and the bucket put are staged in that order in the same transaction as the
+fills, and the relay sends staged rows in order. A crash between the two sends leaves the bucket
+one update behind until the relay's next pass after restart (it re-sends what was not marked
+sent; the stream drops the repeated message by id, and the put is the same value again).
+Readers compare ``sequence`` and ignore an older position.
 """
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Query
 from faststream.nats.annotations import NatsMessage
 from prometheus_client import Counter
+from pydantic import ValidationError
 from sqlmodel import Session
 
-from services.ledger.accounting import book_fills
+from services.ledger.accounting import Allocation
+from services.ledger.api import ledger_api
+from services.ledger.booking import recompute
 from services.ledger.config import LedgerSettings
-from services.ledger.positions import position_message
+from services.ledger.reports import Mark
+from services.ledger.schema import migrate
 from services.ledger.store import (
     FillRow,
     PositionRow,
     add_fills,
-    as_ledger_fill,
-    fills_of,
     new_fills,
-    positions,
+    position_of,
     save_position,
 )
+from shared import subjects
 from shared.bus import InvalidMessage, durable, require_subject_token
 from shared.catalog import CatalogError, load_catalog
-from shared.contracts import Mode, OrderEvent, PositionUpdate, Reason
+from shared.contracts import (
+    OrderEvent,
+    PositionAnswer,
+    PositionQuery,
+    PositionUpdate,
+    Reason,
+    SafetyEvent,
+    Ticker,
+)
 from shared.logging import correlated
+from shared.outbox import stage
 from shared.service import Service, bootstrap
 from shared.settings import load
 from shared.streams import LEDGER_ORDER_EVENTS
 
 FILLS_BOOKED = Counter("tranche_ledger_fills_booked_total", "Fills booked", ["mode"])
 FILLS_SEEN_AGAIN = Counter("tranche_ledger_fills_duplicate_total", "Fills already booked")
+BREACHES = Counter("tranche_ledger_tranche_breaches_total", "Positions past three tranches")
 
 
 def build(settings: LedgerSettings) -> Service:
-    service = Service(settings, [FillRow, PositionRow])
+    service = Service(settings, [FillRow, PositionRow], migrate=migrate)
     log = service.log
     try:
         catalog = load_catalog(settings.config_file)
     except CatalogError as error:
         raise SystemExit(f"ledger: {error}") from None
+    marks: dict[str, Mark] = {}
+
+    def allocation_of(bot_id: str) -> Allocation:
+        bot = catalog.bots.get(bot_id)
+        return (bot.exit_allocation if bot else None) or settings.exit_allocation
 
     @durable(service.router, LEDGER_ORDER_EVENTS, title="ledger-order-events")
     async def on_order_event(body: OrderEvent, msg: NatsMessage) -> None:
@@ -56,73 +82,80 @@ def build(settings: LedgerSettings) -> Service:
                 Reason(code="UNKNOWN_PRODUCT", message=f"{body.product_id} is not a known product")
             )
         if not body.fills:
-            return
+            return  # a status without fills changes no position
 
-        def book(session: Session) -> PositionUpdate | None:
+        def book(session: Session) -> tuple[PositionUpdate, SafetyEvent | None] | None:
             fresh = new_fills(session, body)
             if not fresh:
                 return None  # every fill already booked: a redelivery or a re-publish
             add_fills(session, body, fresh)
-            rows = fills_of(session, body.bot_id, body.mode)
-            ledger = book_fills(
-                [as_ledger_fill(row) for row in rows],
-                min_size=product.base_min_size,
-                size_increment=product.base_increment,
-                allocation=settings.exit_allocation,
-            )
-            position = position_message(
-                book=ledger,
+            booked = recompute(
+                session,
                 bot_id=body.bot_id,
-                product_id=body.product_id,
                 mode=body.mode,
-                sequence=len(rows),
-                time=max(row.time for row in rows),
+                product_id=body.product_id,
+                product=product,
+                allocation=allocation_of(body.bot_id),
                 correlation_id=body.correlation_id,
                 last_order_event_id=body.message_id,
             )
-            save_position(session, position)
-            return position
+            assert booked is not None  # the fills just added are there
+            save_position(session, booked.position)
+            if booked.breach is not None:
+                stage(session, subjects.SAFETY_EVENTS, booked.breach)
+            return booked.position, booked.breach
 
         with correlated(body.intent_id, bot_id=body.bot_id, client_order_id=body.client_order_id):
-            position = await service.transact(book)
-            if position is None:
+            outcome = await service.transact(book)
+            if outcome is None:
                 FILLS_SEEN_AGAIN.inc(len(body.fills))
-            else:
-                FILLS_BOOKED.labels(body.mode).inc(len(body.fills))
-                log.info(
-                    "fills.booked",
-                    fills=len(body.fills),
-                    quantity=str(position.quantity),
-                    average_entry_price=str(position.average_entry_price),
-                    realized_pnl=str(position.realized_pnl),
+                return
+            position, breach = outcome
+            FILLS_BOOKED.labels(body.mode).inc(len(body.fills))
+            log.info(
+                "fills.booked",
+                fills=len(body.fills),
+                quantity=str(position.quantity),
+                average_entry_price=str(position.average_entry_price),
+                realized_pnl=str(position.realized_pnl),
+            )
+            if breach is not None:
+                BREACHES.inc()
+                log.warning("tranche_cap.breached", message=breach.message)
+
+    @service.router.subscriber(subjects.all_of(subjects.MARKET_TICKER), title="ledger-ticker")
+    async def on_ticker(body: Ticker) -> None:
+        known = marks.get(body.product_id)
+        if known is None or body.time >= known.time:
+            marks[body.product_id] = Mark(price=body.price, time=body.time)
+
+    @service.broker.subscriber(subjects.all_of(subjects.LEDGER_QUERY), title="ledger-query")
+    async def on_query(msg: NatsMessage) -> PositionAnswer:
+        bot_id = subjects.last_token(msg.raw_message.subject)
+        try:
+            query = PositionQuery.model_validate_json(msg.body or b"{}")
+        except ValidationError as error:
+            return PositionAnswer(
+                reason=Reason(code="INVALID_QUERY", message=str(error.errors()[0]["msg"]))
+            )
+        found = await service.read(lambda session: position_of(session, bot_id, query.mode))
+        if found is None:
+            return PositionAnswer(
+                reason=Reason(
+                    code="NO_POSITION", message=f"nothing booked for {bot_id} in {query.mode} mode"
                 )
-
-    api = APIRouter(tags=["positions"])
-
-    @api.get("/positions", summary="The latest position of every bot")
-    async def all_positions(mode: Mode | None = None) -> list[PositionUpdate]:
-        return await service.read(lambda session: positions(session, mode))
-
-    @api.get("/positions/{bot_id}", summary="One bot's position with its tranches")
-    async def one_position(bot_id: str, mode: Mode = "mock") -> PositionUpdate:
-        found = [p for p in await service.read(lambda s: positions(s, mode)) if p.bot_id == bot_id]
-        if not found:
-            raise HTTPException(404, f"no position booked for bot {bot_id!r} in {mode} mode")
-        return found[0]
-
-    @api.get("/fills", summary="Booked fills, oldest first")
-    async def fills(
-        bot_id: str, mode: Mode = "mock", limit: int = Query(500, ge=1, le=10_000)
-    ) -> list[dict]:
-        rows = await service.read(lambda session: fills_of(session, bot_id, mode))
-        return [row.model_dump(mode="json") for row in rows[-limit:]]
+            )
+        return PositionAnswer(position=found)
 
     service.publishes(
         "tranche.ledger.positions.{bot_id}",
         PositionUpdate,
         "The position after every change; also put in the tranche_positions bucket.",
     )
-    service.http_routers.append(api)
+    service.publishes(
+        "tranche.safety.events", SafetyEvent, "TRANCHE_CAP_BREACHED when a fourth tranche fills."
+    )
+    service.http_routers.append(ledger_api(service, catalog, allocation_of, marks))
     return service
 
 

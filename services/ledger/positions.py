@@ -20,8 +20,9 @@ def position_message(
     correlation_id: str | None,
     last_order_event_id: str | None,
 ) -> PositionUpdate:
-    """The bot's current position (flat when none is open), with realized P&L of the current
-    position only; ``sequence`` counts the fills booked for the bot in this mode."""
+    """The bot's current position (flat when none is open): ``realized_pnl`` of the current
+    position, ``realized_pnl_total`` of all of them; ``sequence`` counts the fills booked for the
+    bot in this mode, so a reader can tell the newer of two updates."""
     current = book.current
     message_id = f"position-{mode}-{bot_id}-{sequence}"
     common = {
@@ -33,6 +34,7 @@ def position_message(
         "mode": mode,
         "sequence": sequence,
         "last_order_event_id": last_order_event_id,
+        "realized_pnl_total": sum((p.realized_pnl for p in book.positions), Decimal(0)),
     }
     if current is None:
         return PositionUpdate(
@@ -56,6 +58,7 @@ def position_message(
         cost_basis=current.cost_basis,
         realized_pnl=current.realized_pnl,
         fees_paid=current.fees_paid,
+        tranche_breach=current.tranche_breach,
         tranches=[
             TrancheView(
                 index=tranche.index,

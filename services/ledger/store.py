@@ -79,6 +79,14 @@ def fills_of(session: Session, bot_id: str, mode: str) -> list[FillRow]:
     )
 
 
+def bots_with_fills(session: Session, mode: str) -> list[str]:
+    return list(
+        session.exec(
+            select(FillRow.bot_id).where(FillRow.mode == mode).distinct().order_by(FillRow.bot_id)
+        )
+    )
+
+
 def as_ledger_fill(row: FillRow) -> LedgerFill:
     return LedgerFill(
         trade_id=row.trade_id,
@@ -106,6 +114,11 @@ def save_position(session: Session, position: PositionUpdate) -> None:
         position,
         message_id=f"kv-{position.message_id}",
     )
+
+
+def position_of(session: Session, bot_id: str, mode: str) -> PositionUpdate | None:
+    row = session.get(PositionRow, (bot_id, mode))
+    return PositionUpdate.model_validate_json(row.payload) if row is not None else None
 
 
 def positions(session: Session, mode: str | None = None) -> list[PositionUpdate]:

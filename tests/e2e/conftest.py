@@ -84,7 +84,7 @@ def get_json(url: str) -> Any:
 def position_of(stack: EmbeddedStack, bot: str) -> Callable[[], dict | None]:
     def probe() -> dict | None:
         found = get_json(f"{stack.config.url('ledger')}/positions/{bot}")
-        return found if found and found["status"] == "open" else None
+        return found["position"] if found and found["position"]["status"] == "open" else None
 
     return probe
 

@@ -79,8 +79,9 @@ def test_killing_the_ledger_mid_flow_loses_no_fill(stack: EmbeddedStack) -> None
     stack.wait_ready("ledger")
 
     def all_booked() -> list[dict] | None:
-        positions = get_json(stack.config.url("ledger") + "/positions") or []
-        mine = [p for p in positions if p["bot_id"] in bots and p["status"] == "open"]
+        views = get_json(stack.config.url("ledger") + "/positions") or []
+        mine = [v for v in views if v["position"]["bot_id"] in bots]
+        mine = [v for v in mine if v["position"]["status"] == "open"]
         return mine if len(mine) == len(bots) else None
 
     wait_for(all_booked, timeout=60, what="all ten positions after the ledger restart")

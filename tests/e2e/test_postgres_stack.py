@@ -41,7 +41,7 @@ def test_the_stack_trades_on_postgresql(tmp_path: Path) -> None:
             # State lives in PostgreSQL, not in the process: a restarted ledger still knows it.
             stack.restart_service("ledger")
             again = get_json(config.url("ledger") + "/positions/flow-bare")
-            assert again == position
+            assert again["position"] == position
             assert not (tmp_path / "ledger.db").exists()
         finally:
             stack.stop()

@@ -113,3 +113,14 @@ def test_an_exit_sells_and_an_entry_buys() -> None:
 def test_a_bot_id_must_be_one_subject_token(bot_id: str) -> None:
     with pytest.raises(ValidationError):
         TradeIntent.model_validate(intent(bot_id=bot_id))
+
+
+@pytest.mark.parametrize(
+    ("value", "wire"),
+    [("-25.000000000000000000", "-25"), ("150.00000000", "150"), ("100", "100"), ("1E+2", "100"),
+     ("0E-18", "0"), ("-0", "0"), ("0.0100", "0.01"), ("123456789012345678.123456789012345678",
+     "123456789012345678.123456789012345678")],
+)  # fmt: skip
+def test_the_wire_form_drops_trailing_zeros_but_never_digits(value: str, wire: str) -> None:
+    assert format_decimal(Decimal(value)) == wire
+    assert Decimal(wire) == Decimal(value)

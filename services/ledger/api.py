@@ -1,0 +1,246 @@
+"""The ledger's HTTP API (read-only): positions with marks, tranches and exits, fills, realized
+P&L by day, a summary. Every figure is derived from stored fills or positions on request."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date
+from decimal import Decimal
+from typing import Literal
+
+from fastapi import APIRouter, HTTPException, Query
+from pydantic import BaseModel
+from sqlmodel import Session
+
+from services.ledger.accounting import Allocation, Book
+from services.ledger.booking import Booked, recompute
+from services.ledger.reports import Mark, realized_by_day, unrealized
+from services.ledger.store import FillRow, as_ledger_fill, bots_with_fills, fills_of, positions
+from shared.catalog import Catalog
+from shared.contracts import Mode, PositionUpdate
+from shared.money import Dec, UtcTime
+from shared.service import Service
+
+NO_MARK = "no market price seen since the ledger started: unrealized P&L unknown, never guessed"
+
+
+class PositionView(BaseModel):
+    position: PositionUpdate
+    mark_price: Dec | None
+    mark_time: UtcTime | None
+    unrealized_pnl: Dec | None
+    """Remaining quantity at the mark minus its cost basis (entry fees included), quote."""
+    unrealized_note: str | None = None
+
+
+class TranchePart(BaseModel):
+    tranche: int
+    size: Dec
+    realized_pnl: Dec
+
+
+class ExitView(BaseModel):
+    trade_id: str
+    time: UtcTime
+    size: Dec
+    price: Dec
+    fee: Dec
+    realized_pnl: Dec
+    per_tranche: list[TranchePart]
+
+
+class PastPosition(BaseModel):
+    number: int
+    status: Literal["open", "closed"]
+    opened_at: UtcTime
+    closed_at: UtcTime | None
+    realized_pnl: Dec
+    fees_paid: Dec
+    dust: Dec
+    tranche_breach: bool
+
+
+class PositionDetail(PositionView):
+    allocation: Allocation
+    exits: list[ExitView]
+    """The current position's exits, each split across its tranches."""
+    history: list[PastPosition]
+
+
+class DayView(BaseModel):
+    bot_id: str
+    day: date
+    realized_pnl: Dec
+    exit_fees: Dec
+    exits: int
+
+
+class Summary(BaseModel):
+    mode: Mode
+    bots: int
+    open_positions: int
+    realized_pnl: Dec
+    unrealized_pnl: Dec | None
+    fees_paid: Dec
+    unrealized_note: str | None = None
+
+
+def view(position: PositionUpdate, mark: Mark | None) -> PositionView:
+    if position.status == "flat":
+        return PositionView(
+            position=position, mark_price=None, mark_time=None, unrealized_pnl=Decimal(0)
+        )
+    if mark is None:
+        return PositionView(
+            position=position,
+            mark_price=None,
+            mark_time=None,
+            unrealized_pnl=None,
+            unrealized_note=NO_MARK,
+        )
+    return PositionView(
+        position=position,
+        mark_price=mark.price,
+        mark_time=mark.time,
+        unrealized_pnl=position.quantity * mark.price - position.cost_basis,
+    )
+
+
+def ledger_api(
+    service: Service,
+    catalog: Catalog,
+    allocation_of: Callable[[str], Allocation],
+    marks: dict[str, Mark],
+) -> APIRouter:
+    api = APIRouter(tags=["ledger"])
+
+    def book_of(session: Session, bot_id: str, mode: Mode) -> Booked | None:
+        bot = catalog.bots[bot_id]
+        return recompute(
+            session,
+            bot_id=bot_id,
+            mode=mode,
+            product_id=bot.product_id,
+            product=catalog.products[bot.product_id],
+            allocation=allocation_of(bot_id),
+            correlation_id=None,
+            last_order_event_id=None,
+        )
+
+    def known_bot(bot_id: str) -> None:
+        if bot_id not in catalog.bots:
+            raise HTTPException(404, f"no bot named {bot_id!r} is configured")
+
+    @api.get("/positions", summary="Every bot's current position, marked at the latest price")
+    async def all_positions(mode: Mode = "mock") -> list[PositionView]:
+        stored = await service.read(lambda session: positions(session, mode))
+        return [view(p, marks.get(p.product_id)) for p in stored]
+
+    @api.get(
+        "/positions/{bot_id}",
+        summary="One bot's position: tranches, exits split across them, earlier positions",
+    )
+    async def one_position(bot_id: str, mode: Mode = "mock") -> PositionDetail:
+        known_bot(bot_id)
+        bot = catalog.bots[bot_id]
+
+        def compute(session: Session) -> tuple[Booked | None, list[FillRow]]:
+            return book_of(session, bot_id, mode), fills_of(session, bot_id, mode)
+
+        booked, rows = await service.read(compute)
+        if booked is None:
+            raise HTTPException(404, f"no fill booked for bot {bot_id!r} in {mode} mode")
+        times = {row.trade_id: row.time for row in rows}
+        current = booked.book.current
+        mark = marks.get(bot.product_id)
+        base = view(booked.position, mark)
+        amount = unrealized(booked.book, mark)
+        return PositionDetail(
+            **base.model_dump(exclude={"unrealized_pnl"}),
+            unrealized_pnl=amount,
+            allocation=allocation_of(bot_id),
+            exits=[
+                ExitView(
+                    trade_id=e.trade_id,
+                    time=times[e.trade_id],
+                    size=e.size,
+                    price=e.price,
+                    fee=e.fee,
+                    realized_pnl=e.realized_pnl,
+                    per_tranche=[
+                        TranchePart(tranche=i, size=q, realized_pnl=p) for i, q, p in e.per_tranche
+                    ],
+                )
+                for e in (current.exits if current else ())
+            ],
+            history=[
+                PastPosition(
+                    number=p.number,
+                    status=p.status,
+                    opened_at=p.opened_at,
+                    closed_at=p.closed_at,
+                    realized_pnl=p.realized_pnl,
+                    fees_paid=p.fees_paid,
+                    dust=p.dust,
+                    tranche_breach=p.tranche_breach,
+                )
+                for p in booked.book.positions
+            ],
+        )
+
+    @api.get("/fills", summary="Booked fills of a bot, oldest first")
+    async def fills(
+        bot_id: str, mode: Mode = "mock", limit: int = Query(500, ge=1, le=10_000)
+    ) -> list[dict]:
+        known_bot(bot_id)
+        rows = await service.read(lambda session: fills_of(session, bot_id, mode))
+        return [row.model_dump(mode="json") for row in rows[-limit:]]
+
+    def daily(session: Session, bot_id: str, mode: Mode) -> list[DayView]:
+        booked = book_of(session, bot_id, mode)
+        if booked is None:
+            return []
+        ledger_fills = [as_ledger_fill(row) for row in fills_of(session, bot_id, mode)]
+        return [
+            DayView(bot_id=bot_id, **vars(day))
+            for day in realized_by_day(booked.book, ledger_fills)
+        ]
+
+    @api.get("/pnl/daily", summary="Realized P&L by bot and UTC day (of the exit fill)")
+    async def pnl_daily(mode: Mode = "mock", bot_id: str | None = None) -> list[DayView]:
+        if bot_id is not None:
+            known_bot(bot_id)
+
+        def compute(session: Session) -> list[DayView]:
+            bots = [bot_id] if bot_id else bots_with_fills(session, mode)
+            return [day for bot in bots if bot in catalog.bots for day in daily(session, bot, mode)]
+
+        return await service.read(compute)
+
+    @api.get("/summary", summary="Totals for one mode: realized, unrealized, fees, open positions")
+    async def summary(mode: Mode = "mock") -> Summary:
+        def compute(session: Session) -> list[tuple[str, Book]]:
+            books = []
+            for bot_id in bots_with_fills(session, mode):
+                booked = book_of(session, bot_id, mode)
+                if booked is not None:
+                    books.append((bot_id, booked.book))
+            return books
+
+        books = await service.read(compute)
+        marked = [
+            unrealized(book, marks.get(catalog.bots[bot_id].product_id)) for bot_id, book in books
+        ]
+        unknown = any(amount is None for amount in marked)
+        every = [position for _, book in books for position in book.positions]
+        return Summary(
+            mode=mode,
+            bots=len(books),
+            open_positions=sum(1 for _, book in books if book.current is not None),
+            realized_pnl=sum((p.realized_pnl for p in every), Decimal(0)),
+            unrealized_pnl=None if unknown else sum((a or Decimal(0) for a in marked), Decimal(0)),
+            fees_paid=sum((p.fees_paid for p in every), Decimal(0)),
+            unrealized_note=NO_MARK if unknown else None,
+        )
+
+    return api

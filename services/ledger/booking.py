@@ -1,0 +1,83 @@
+"""Booking one order event: its new fills in, the bot's position (and any breach report) out.
+
+The position is always recomputed from the stored fills of the bot in its mode, so it can be
+rebuilt at any time (``tranche ledger rebuild``) and can never drift from the facts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlmodel import Session
+
+from services.ledger.accounting import MAX_TRANCHES, Allocation, Book, book_fills
+from services.ledger.positions import position_message
+from services.ledger.store import as_ledger_fill, fills_of
+from shared.catalog import Product
+from shared.contracts import Mode, PositionUpdate, SafetyEvent
+
+
+@dataclass(frozen=True)
+class Booked:
+    book: Book
+    position: PositionUpdate
+    breach: SafetyEvent | None
+
+
+def recompute(
+    session: Session,
+    *,
+    bot_id: str,
+    mode: Mode,
+    product_id: str,
+    product: Product,
+    allocation: Allocation,
+    correlation_id: str | None,
+    last_order_event_id: str | None,
+) -> Booked | None:
+    """The bot's book and position message from every fill stored for it in ``mode``."""
+    rows = fills_of(session, bot_id, mode)
+    if not rows:
+        return None
+    book = book_fills(
+        [as_ledger_fill(row) for row in rows],
+        min_size=product.base_min_size,
+        size_increment=product.base_increment,
+        allocation=allocation,
+    )
+    time = max(row.time for row in rows)
+    position = position_message(
+        book=book,
+        bot_id=bot_id,
+        product_id=product_id,
+        mode=mode,
+        sequence=len(rows),
+        time=time,
+        correlation_id=correlation_id,
+        last_order_event_id=last_order_event_id,
+    )
+    return Booked(book, position, breach_report(book, position, time))
+
+
+def breach_report(book: Book, position: PositionUpdate, time: datetime) -> SafetyEvent | None:
+    """A ``TRANCHE_CAP_BREACHED`` event while the current position has more than three tranches.
+
+    Its id names the position and the tranche count, so re-booking reports each breach once.
+    """
+    current = book.current
+    if current is None or len(current.tranches) <= MAX_TRANCHES:
+        return None
+    count = len(current.tranches)
+    return SafetyEvent(
+        message_id=f"breach-{position.mode}-{position.bot_id}-{current.number}-{count}",
+        correlation_id=position.correlation_id,
+        time=time,
+        code="TRANCHE_CAP_BREACHED",
+        message=(
+            f"bot {position.bot_id} holds {count} entry tranches in position {current.number}; "
+            f"the cap is {MAX_TRANCHES}. Booked as filled: reality wins."
+        ),
+        bot_id=position.bot_id,
+        caused_by="ledger",
+    )

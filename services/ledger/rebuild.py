@@ -1,0 +1,89 @@
+"""``tranche ledger rebuild``: recompute every position from the stored fills and report where the
+stored positions differ; ``apply`` stores (and publishes, through the outbox) the recomputed ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from services.ledger.accounting import Allocation
+from services.ledger.booking import recompute
+from services.ledger.store import bots_with_fills, fills_of, position_of, save_position
+from shared.catalog import Catalog
+from shared.contracts import Mode, PositionUpdate
+from shared.money import utc_now
+
+# What a trader reads; message ids, correlation and the event that triggered it are bookkeeping.
+COMPARED = (
+    "status", "quantity", "average_entry_price", "break_even_price", "cost_basis", "realized_pnl",
+    "realized_pnl_total", "fees_paid", "tranches", "sequence", "tranche_breach",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Difference:
+    bot_id: str
+    mode: Mode
+    field: str
+    stored: str
+    recomputed: str
+
+
+def differences(stored: PositionUpdate | None, fresh: PositionUpdate) -> list[tuple[str, str, str]]:
+    if stored is None:
+        return [("position", "missing", fresh.status)]
+    found = []
+    for name in COMPARED:
+        old, new = getattr(stored, name), getattr(fresh, name)
+        if old != new:
+            found.append((name, str(old), str(new)))
+    return found
+
+
+def rebuild(
+    engine: Engine,
+    catalog: Catalog,
+    allocation_of: dict[str, Allocation] | None,
+    default_allocation: Allocation,
+    apply: bool = False,
+) -> list[Difference]:
+    """Every difference between stored and recomputed positions, in both modes."""
+    report: list[Difference] = []
+    with Session(engine) as session:
+        for mode in ("mock", "production"):
+            for bot_id in bots_with_fills(session, mode):
+                bot = catalog.bots.get(bot_id)
+                if bot is None:
+                    report.append(Difference(bot_id, mode, "bot", "unknown", "not configured"))
+                    continue
+                rows = fills_of(session, bot_id, mode)
+                booked = recompute(
+                    session,
+                    bot_id=bot_id,
+                    mode=mode,
+                    product_id=bot.product_id,
+                    product=catalog.products[bot.product_id],
+                    allocation=(allocation_of or {}).get(bot_id)
+                    or bot.exit_allocation
+                    or default_allocation,
+                    correlation_id=rows[-1].intent_id,
+                    last_order_event_id=rows[-1].order_event_id,
+                )
+                assert booked is not None
+                stored = position_of(session, bot_id, mode)
+                found = differences(stored, booked.position)
+                report.extend(Difference(bot_id, mode, *item) for item in found)
+                if found and apply:
+                    # A new id: the corrected position must not be dropped as a duplicate of the
+                    # stored one it replaces.
+                    stamp = f"{utc_now():%Y%m%dT%H%M%S%f}"
+                    repaired = booked.position.model_copy(
+                        update={"message_id": f"{booked.position.message_id}-rebuilt-{stamp}"}
+                    )
+                    save_position(session, repaired)
+        if apply:
+            session.commit()
+    return report
