@@ -58,7 +58,7 @@ class Ledger:
         )
 
     async def position(self, bot: str, mode: str = "mock", sequence: int = 1) -> dict:
-        for _ in range(200):
+        for _ in range(600):  # up to 30 s on a loaded machine; returns as soon as it is there
             response = await self.http.get(f"/positions/{bot}", params={"mode": mode})
             if response.status_code == 200 and response.json()["position"]["sequence"] >= sequence:
                 return response.json()
@@ -132,6 +132,18 @@ async def stream_subjects(nc: nats.NATS, stream: str, subject: str) -> list[dict
     return found
 
 
+async def settled(read, expected, count: int | None = None, quiet_s: float = 0.5):
+    """Poll ``read`` until it gives ``expected`` (or ``count`` items), then wait ``quiet_s`` more
+    and read again, so a late duplicate would still be seen."""
+    for _ in range(600):
+        found = await read()
+        if found == expected or (count is not None and len(found) >= count):
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(quiet_s)
+    return await read()
+
+
 async def test_designs_worked_example_books_through_the_service(ledger: Ledger) -> None:
     # DESIGN.md: buy 100 @ 10, buy 100 @ 15, sell 50 @ 12 (-25), sell 100 @ 20 (+750).
     for n, (side, price, size) in enumerate(
@@ -148,7 +160,7 @@ async def test_designs_worked_example_books_through_the_service(ledger: Ledger) 
     assert [len(e["per_tranche"]) for e in detail["exits"]] == [2, 2]
     # The bucket follows the stored position through the outbox, a moment later.
     bucket = await ledger.nc.jetstream().key_value("tranche_positions")
-    for _ in range(100):
+    for _ in range(600):
         stored = PositionUpdate.model_validate_json((await bucket.get("l-1")).value)
         if stored.sequence == 4:
             break
@@ -166,9 +178,14 @@ async def test_a_fill_is_booked_once_however_often_it_arrives(ledger: Ledger) ->
     assert Decimal(detail["position"]["quantity"]) == 2
     fills = (await ledger.http.get("/fills", params={"bot_id": "l-1"})).json()
     assert [f["trade_id"] for f in fills] == ["order-l-1-1-t0", "order-l-1-2-t0"]
-    await asyncio.sleep(0.5)
-    published = await stream_subjects(ledger.nc, "TRANCHE_LEDGER", "tranche.ledger.positions.l-1")
-    assert [p["sequence"] for p in published] == [1, 2]
+
+    async def sequences() -> list[int]:
+        published = await stream_subjects(
+            ledger.nc, "TRANCHE_LEDGER", "tranche.ledger.positions.l-1"
+        )
+        return [p["sequence"] for p in published]
+
+    assert await settled(sequences, [1, 2]) == [1, 2]
 
 
 async def test_a_fill_before_its_submitted_event_is_booked(ledger: Ledger) -> None:
@@ -184,10 +201,13 @@ async def test_a_fourth_tranche_is_booked_and_reported_once(ledger: Ledger) -> N
     await ledger.send(event(3, "buy", "0.09", "1"))  # the fourth again: still one report
     detail = await ledger.position("l-1", sequence=4)
     assert len(detail["position"]["tranches"]) == 4 and detail["position"]["tranche_breach"]
-    await asyncio.sleep(0.5)
-    reports = await stream_subjects(ledger.nc, SAFETY.name, "tranche.safety.events")
-    assert [r["code"] for r in reports] == ["TRANCHE_CAP_BREACHED"]
-    assert reports[0]["bot_id"] == "l-1" and "4 entry tranches" in reports[0]["message"]
+
+    async def reports() -> list[dict]:
+        return await stream_subjects(ledger.nc, SAFETY.name, "tranche.safety.events")
+
+    found = await settled(reports, None, count=1)
+    assert [r["code"] for r in found] == ["TRANCHE_CAP_BREACHED"]
+    assert found[0]["bot_id"] == "l-1" and "4 entry tranches" in found[0]["message"]
 
 
 async def test_mock_and_production_books_never_mix(ledger: Ledger) -> None:
@@ -221,7 +241,7 @@ async def test_unrealized_pnl_needs_a_price_and_uses_the_latest(ledger: Ledger) 
     assert detail["unrealized_pnl"] is None and "never guessed" in detail["unrealized_note"]
     tick = {"product_id": "ETH-BTC", "price": "11", "time": (T0 + timedelta(hours=1)).isoformat()}
     await ledger.nc.publish("tranche.market.ticker.ETH-BTC", json.dumps(tick).encode())
-    for _ in range(100):
+    for _ in range(600):
         detail = (await ledger.http.get("/positions/l-1")).json()
         if detail["unrealized_pnl"] is not None:
             break
