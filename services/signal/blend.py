@@ -1,0 +1,69 @@
+"""A bot's signals blended into one score, a direction and a temperature (pure).
+
+score = Σ(weight × value × confidence) / Σ weight over the signals that have spoken;
+agreement = the share of that weight whose sign matches the score's;
+temperature = 100 × |score| × (0.5 + 0.5 × agreement) × readiness, where readiness is the share
+of all weight that has spoken (a bot still warming up runs cold). One signal that is sure and
+alone gives 100 × |value|; two that disagree cool the result down.
+direction: buy at score ≥ buy_threshold, sell at score ≤ -sell_threshold, else hold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from services.signal.candles import Candle
+from services.signal.signals import Score, Signal
+
+ONE_DECIMAL = Decimal("0.1")
+
+
+@dataclass(frozen=True)
+class Weighted:
+    signal: Signal
+    weight: Decimal
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    direction: str
+    score: Decimal
+    agreement: Decimal
+    temperature: Decimal
+    scores: dict[str, Score | None]
+
+
+class Blend:
+    def __init__(self, signals: list[Weighted], buy_threshold: Decimal, sell_threshold: Decimal):
+        if not signals or any(w.weight <= 0 for w in signals):
+            raise ValueError("a bot needs at least one signal, each with a positive weight")
+        if not (0 < buy_threshold <= 1 and 0 < sell_threshold <= 1):
+            raise ValueError("thresholds are scores between 0 (exclusive) and 1")
+        self.signals = signals
+        self.buy_threshold, self.sell_threshold = buy_threshold, sell_threshold
+
+    def update(self, candle: Candle) -> Evaluation:
+        scores = {w.signal.name: w.signal.update(candle) for w in self.signals}
+        spoken: list[tuple[Decimal, Score]] = [
+            (w.weight, score) for w in self.signals if (score := scores[w.signal.name]) is not None
+        ]
+        spoken_weight = sum((weight for weight, _ in spoken), Decimal(0))
+        if not spoken_weight:
+            return Evaluation("hold", Decimal(0), Decimal(0), Decimal(0), scores)
+        total = sum((w.weight for w in self.signals), Decimal(0))
+        score = sum((wt * s.value * s.confidence for wt, s in spoken), Decimal(0)) / spoken_weight
+        agreement = Decimal(0)
+        if score:
+            agreeing = (wt for wt, s in spoken if s.value and (s.value > 0) == (score > 0))
+            agreement = sum(agreeing, Decimal(0)) / spoken_weight
+        readiness = spoken_weight / total
+        temperature = 100 * abs(score) * (Decimal("0.5") + agreement / 2) * readiness
+        temperature = min(Decimal(100), temperature).quantize(ONE_DECIMAL)
+        if score >= self.buy_threshold:
+            direction = "buy"
+        elif score <= -self.sell_threshold:
+            direction = "sell"
+        else:
+            direction = "hold"
+        return Evaluation(direction, score, agreement, temperature, scores)
