@@ -31,17 +31,52 @@ class Product(Contract):
     quote_min_size: PositiveDec
 
 
+class SignalSpec(Contract):
+    """One of a bot's signals: a registered name, its weight in the blend, its parameters."""
+
+    name: str
+    weight: PositiveDec = Decimal(1)
+    params: dict[str, int | str | bool] = Field(default_factory=dict)
+    """Numbers that are not whole are written as strings (``full_pct = "0.5"``): no floats."""
+
+
 class Bot(Contract):
     product_id: Token
     quote_size: PositiveDec
     """Quote currency spent by one full-size entry (a warm signal spends half)."""
-    strategy: Literal["none", "momentum"] = "none"
-    lookback: int = Field(default=20, ge=2, le=10_000)
-    threshold_pct: Dec = Decimal("0.5")
+    signals: list[SignalSpec] = Field(default_factory=list)
+    """What the bot evaluates on every closed candle; none: it trades only injected signals."""
+    candle_s: int = Field(default=60, ge=60, le=86_400)
+    """Candle interval, 1 minute to 1 day."""
+    buy_threshold: Dec = Decimal("0.3")
+    sell_threshold: Dec = Decimal("0.3")
+    """The blended score (-1..1) at which a candle says buy (>= buy) or sell (<= -sell)."""
+    confirm_evaluations: int = Field(default=3, ge=1, le=1000)
+    confirm_seconds: int = Field(default=120, ge=0, le=7 * 86_400)
+    """A direction becomes an intent after this many evaluations *and* seconds of event time."""
+    exit_fraction: Dec = Decimal(1)
+    """Share of the position a signal-driven exit sells (1 = all of it)."""
+    stop_loss_pct: Dec | None = None
+    take_profit_pct: Dec | None = None
+    trailing_stop_pct: Dec | None = None
+    """Protective exits, in percent from the break-even price (trailing: from the highest price
+    since entry); they act on every tick, whatever the temperature and confirmation."""
     inject_temperature: Dec = Decimal("80")
     """Temperature of an injected signal that does not say its own."""
     exit_allocation: Literal["pro_rata", "fifo"] | None = None
     """How the ledger splits this bot's exits across tranches; default: the ledger's setting."""
+
+    @model_validator(mode="after")
+    def _sane(self) -> Bot:
+        if not (0 < self.buy_threshold <= 1 and 0 < self.sell_threshold <= 1):
+            raise ValueError("buy_threshold and sell_threshold are scores in (0, 1]")
+        if not 0 < self.exit_fraction <= 1:
+            raise ValueError("exit_fraction is a share in (0, 1]")
+        for name in ("stop_loss_pct", "take_profit_pct", "trailing_stop_pct"):
+            value = getattr(self, name)
+            if value is not None and not 0 < value < 100:
+                raise ValueError(f"{name} is a percentage between 0 and 100")
+        return self
 
 
 class Catalog(Contract):

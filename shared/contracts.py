@@ -94,6 +94,8 @@ class SignalEvaluation(Contract):
     direction: Literal["buy", "sell", "hold"]
     temperature: Temperature
     band: Band
+    score: Annotated[Decimal, Field(ge=-1, le=1)] | None = None
+    """The blended score, -1 strong sell .. +1 strong buy (none for an injected signal)."""
     confirmations: int = Field(ge=0)
     confirmations_needed: int = Field(ge=0)
     intent_id: Identifier | None = None

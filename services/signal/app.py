@@ -5,7 +5,7 @@ Reads:  tranche.signals.inject.<bot>   (durable, consumer signal-inject-v1)
         tranche_positions bucket        (watch)
 Writes: tranche.intents.<bot>           (outbox)
         tranche.signals.evaluated.<bot> (core NATS)
-        tranche.market.ticker.<product> (when it replays recorded data)
+        tranche.market.ticker.<product> (when it replays recorded data or runs a random walk)
         tranche.dlq.signal              (refused input)
 """
 
@@ -14,15 +14,20 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime
 from decimal import Decimal
+from pathlib import Path
+from time import monotonic
+from typing import Literal
 
 from faststream.nats.annotations import NatsMessage
 from prometheus_client import Counter
 from sqlmodel import Session
 
+from services.signal.bots import runtime_for
 from services.signal.config import SignalSettings
+from services.signal.feeds.random_walk import parse_walk_spec, random_walk
 from services.signal.feeds.replay import ReplayError, parse_replay_spec, read_ticks, replay
 from services.signal.intents import Market, decide_intent
-from services.signal.momentum import Momentum
+from services.signal.protection import protective_exit
 from services.signal.store import SignalRecord, already_handled, record
 from services.signal.temperature import band_of
 from shared import subjects
@@ -53,34 +58,46 @@ def build(settings: SignalSettings) -> Service:
     try:
         catalog = load_catalog(settings.config_file)
         replays = parse_replay_spec(settings.replay)
-    except (CatalogError, ReplayError) as error:
+        walks = parse_walk_spec(settings.random_walk)
+        bots = {bot_id: runtime_for(bot_id, bot) for bot_id, bot in catalog.bots.items()}
+    except (CatalogError, ReplayError, ValueError) as error:
         raise SystemExit(f"signal: {error}") from None
     markets: dict[str, Market] = {}
+    last_tick: dict[str, float] = {}  # product -> monotonic time of its last tick
+    stale: set[str] = set()
     positions: dict[str, PositionUpdate] = {}
-    momentum = {
-        bot_id: Momentum(bot.lookback, bot.threshold_pct)
-        for bot_id, bot in catalog.bots.items()
-        if bot.strategy == "momentum"
-    }
-    last_direction: dict[str, Side | None] = {}
 
     async def act(
-        bot_id: str, side: Side, temperature: Decimal, signal_id: str, time: datetime, source: str
+        bot_id: str,
+        side: Side,
+        temperature: Decimal,
+        signal_id: str,
+        time: datetime,
+        source: str,
+        protective: Reason | None = None,
     ) -> TradeIntent | None:
         bot = catalog.bots[bot_id]
-        outcome = decide_intent(
-            bot_id=bot_id,
-            bot=bot,
-            side=side,
-            temperature=temperature,
-            signal_id=signal_id,
-            signal_time=time,
-            source=source,
-            position=positions.get(bot_id),
-            market=markets.get(bot.product_id),
-        )
+        outcome: TradeIntent | Reason
+        if side == "buy" and bot.product_id in stale:
+            outcome = Reason(
+                code="STALE_MARKET_DATA",
+                message=f"no tick for {bot.product_id} in {settings.stale_after_s:g} s: no entry",
+            )
+        else:
+            outcome = decide_intent(
+                bot_id=bot_id,
+                bot=bot,
+                side=side,
+                temperature=temperature,
+                signal_id=signal_id,
+                signal_time=time,
+                source=source,
+                position=positions.get(bot_id),
+                market=markets.get(bot.product_id),
+                protective=protective,
+            )
         intent = outcome if isinstance(outcome, TradeIntent) else None
-        reason = outcome.reason if intent else outcome
+        reason = outcome.reason if isinstance(outcome, TradeIntent) else outcome
 
         def change(session: Session) -> TradeIntent | None:
             if already_handled(session, signal_id):
@@ -101,11 +118,60 @@ def build(settings: SignalSettings) -> Service:
         with correlated(intent.intent_id if intent else signal_id, bot_id=bot_id):
             if staged is not None:
                 INTENTS.labels(staged.action, staged.band).inc()
-                log.info("intent.created", action=staged.action, side=side, band=staged.band)
+                log.info("intent.created", action=staged.action, side=side, band=staged.band,
+                         reason=reason.code)  # fmt: skip
             elif intent is None:
                 NO_INTENT.labels(reason.code).inc()
                 log.info("signal.no_intent", code=reason.code, reason=reason.message)
         return staged
+
+    async def publish_evaluation(evaluation: SignalEvaluation) -> None:
+        assert service.nc is not None
+        await service.nc.publish(
+            subjects.for_token(subjects.SIGNALS_EVALUATED, evaluation.bot_id),
+            evaluation.model_dump_json().encode(),
+        )
+
+    async def confirm(
+        bot_id: str,
+        side: Side | Literal["hold"],
+        temperature: Decimal,
+        time: datetime,
+        signal_id: str,
+        source: str,
+        score: Decimal | None,
+        skip_confirmation: bool = False,
+    ) -> None:
+        """Feed the bot's confirmation; act when it fires; publish the evaluation either way."""
+        runtime = bots[bot_id]
+        band = band_of(temperature)
+        runtime.temperature = temperature
+        progress = runtime.confirmation.feed(side, band, time)
+        intent = None
+        if side != "hold" and (progress.fires or skip_confirmation):
+            intent = await act(bot_id, side, temperature, signal_id, time, source)
+        held = progress.held_for(time).total_seconds()
+        await publish_evaluation(
+            SignalEvaluation(
+                bot_id=bot_id,
+                product_id=catalog.bots[bot_id].product_id,
+                time=time,
+                direction=side,
+                temperature=temperature,
+                band=band,
+                score=score,
+                confirmations=progress.count,
+                confirmations_needed=progress.needed,
+                intent_id=intent.intent_id if intent else None,
+                reason=Reason(
+                    code="CONFIRMED" if progress.fires or skip_confirmation else "EVALUATED",
+                    message=(
+                        f"{source}: {side} at temperature {temperature}, {progress.count} of "
+                        f"{progress.needed} evaluations over {held:g} s"
+                    ),
+                ),
+            )
+        )
 
     @durable(service.router, SIGNAL_INJECT, title="signal-inject")
     async def on_inject(body: InjectedSignal, msg: NatsMessage) -> None:
@@ -130,7 +196,24 @@ def build(settings: SignalSettings) -> Service:
         )
         with correlated(body.correlation_id or signal_id, bot_id=bot_id):
             log.info("signal.injected", side=body.side, temperature=str(temperature))
-        await act(bot_id, body.side, temperature, signal_id, time, body.source)
+        await confirm(
+            bot_id, body.side, temperature, time, signal_id, body.source, None, body.confirmed
+        )
+
+    async def protect(bot_id: str, tick: Ticker) -> None:
+        position = positions.get(bot_id)
+        if position is None or position.status != "open" or position.position_id is None:
+            return
+        runtime = bots[bot_id]
+        high = max(runtime.highest.get(position.position_id, tick.price), tick.price)
+        runtime.highest[position.position_id] = high
+        reason = protective_exit(catalog.bots[bot_id], position, tick.price, high)
+        if reason is not None:
+            # One protective exit per state of the position: a redelivered tick or the next
+            # tick before the ledger has booked the exit asks for nothing more.
+            signal_id = f"protect:{bot_id}:{position.position_id}:{position.sequence}"
+            await act(bot_id, "sell", runtime.temperature, signal_id, tick.time, reason.code,
+                      protective=reason)  # fmt: skip
 
     @service.router.subscriber(subjects.all_of(subjects.MARKET_TICKER), title="signal-ticker")
     async def on_ticker(body: Ticker) -> None:
@@ -138,51 +221,40 @@ def build(settings: SignalSettings) -> Service:
         if known is not None and body.time < known.time:
             return  # an older tick never replaces a newer price
         markets[body.product_id] = Market(price=body.price, time=body.time)
+        last_tick[body.product_id] = monotonic()
+        if body.product_id in stale:
+            stale.discard(body.product_id)
+            log.info("market.fresh", product_id=body.product_id)
         for bot_id, bot in catalog.bots.items():
-            if bot.product_id != body.product_id or bot_id not in momentum:
+            if bot.product_id != body.product_id:
                 continue
-            reading = momentum[bot_id].update(body.price)
-            if reading is None:
+            await protect(bot_id, body)
+            runtime = bots[bot_id]
+            candle = runtime.candles.add(body.price, body.time)
+            if candle is None or runtime.blend is None:
                 continue
-            # Edge-triggered: a direction signals once when it appears, not on every tick.
-            fresh = reading.direction is not None and reading.direction != last_direction.get(
-                bot_id
+            evaluation = runtime.blend.update(candle)
+            await confirm(
+                bot_id,
+                evaluation.direction,  # type: ignore[arg-type]
+                evaluation.temperature,
+                candle.end,
+                f"candle:{bot_id}:{candle.end.isoformat()}",
+                "signals",
+                evaluation.score,
             )
-            last_direction[bot_id] = reading.direction
-            intent = None
-            if fresh and reading.direction is not None:
-                signal_id = f"momentum:{bot_id}:{body.time.isoformat()}"
-                intent = await act(
-                    bot_id, reading.direction, reading.temperature, signal_id, body.time, "momentum"
-                )
-            await publish_evaluation(bot_id, body, reading.direction, reading.temperature, intent)
 
-    async def publish_evaluation(
-        bot_id: str,
-        tick: Ticker,
-        direction: Side | None,
-        temperature: Decimal,
-        intent: TradeIntent | None,
-    ) -> None:
-        evaluation = SignalEvaluation(
-            bot_id=bot_id,
-            product_id=tick.product_id,
-            time=tick.time,
-            direction=direction or "hold",
-            temperature=temperature,
-            band=band_of(temperature),
-            confirmations=1 if direction else 0,
-            confirmations_needed=1,
-            intent_id=intent.intent_id if intent else None,
-            reason=Reason(
-                code="MOMENTUM", message=f"momentum {direction or 'hold'} at {tick.price}"
-            ),
-        )
-        assert service.nc is not None
-        await service.nc.publish(
-            subjects.for_token(subjects.SIGNALS_EVALUATED, bot_id),
-            evaluation.model_dump_json().encode(),
-        )
+    async def watch_staleness() -> None:
+        traded = {bot.product_id for bot in catalog.bots.values()}
+        while True:
+            await asyncio.sleep(1)
+            now = monotonic()
+            for product_id in traded - stale:
+                seen = last_tick.get(product_id)
+                if seen is not None and now - seen > settings.stale_after_s:
+                    stale.add(product_id)
+                    log.warning("market.stale", product_id=product_id,
+                                silent_s=round(now - seen, 1))  # fmt: skip
 
     async def watch_positions() -> None:
         assert service.nc is not None
@@ -196,7 +268,9 @@ def build(settings: SignalSettings) -> Service:
             except ValueError as error:
                 log.warning("position.unreadable", key=entry.key, error=str(error))
                 continue
-            positions[position.bot_id] = position
+            known = positions.get(position.bot_id)
+            if known is None or known.mode != position.mode or position.sequence >= known.sequence:
+                positions[position.bot_id] = position
 
     async def publish_ticker(tick: Ticker) -> None:
         assert service.nc is not None
@@ -205,25 +279,36 @@ def build(settings: SignalSettings) -> Service:
             tick.model_dump_json().encode(),
         )
 
-    async def run_replays() -> None:
-        async def one(product_id: str, path) -> None:
+    async def run_feeds() -> None:
+        async def one_replay(product_id: str, path: Path) -> None:
             count = await replay(
                 read_ticks(path, product_id), publish_ticker, settings.replay_speed
             )
             log.info("replay.finished", product_id=product_id, ticks=count)
 
-        await asyncio.gather(*(one(product, path) for product, path in replays))
+        async def one_walk(product_id: str, price: Decimal) -> None:
+            product = catalog.products.get(product_id)
+            increment = product.quote_increment if product else Decimal("0.01")
+            ticks = random_walk(product_id, price, utc_now(), seed=settings.random_walk_seed,
+                                increment=increment)  # fmt: skip
+            await replay(ticks, publish_ticker, speed=1.0)
+
+        await asyncio.gather(
+            *(one_replay(product, path) for product, path in replays),
+            *(one_walk(product, price) for product, price in walks),
+        )
 
     service.publishes("tranche.intents.{bot_id}", TradeIntent, "A trade intent (outbox).")
     service.publishes(
         "tranche.signals.evaluated.{bot_id}", SignalEvaluation, "Every evaluation (core NATS)."
     )
     service.publishes(
-        "tranche.market.ticker.{product_id}", Ticker, "Replayed market data (core NATS)."
+        "tranche.market.ticker.{product_id}", Ticker, "Replayed or simulated market data."
     )
     service.background.append(watch_positions)
-    if replays:
-        service.background.append(run_replays)
+    service.background.append(watch_staleness)
+    if replays or walks:
+        service.background.append(run_feeds)
     return service
 
 

@@ -11,3 +11,9 @@ class SignalSettings(ServiceSettings):
     """Feeds to replay, ``PRODUCT=file.csv`` separated by commas; empty = no replay."""
     replay_speed: float = Field(default=120.0, ge=0)
     """Event seconds per wall second; 0 = as fast as possible."""
+    random_walk: str = ""
+    """Products to simulate, ``PRODUCT=start_price`` separated by commas (a seeded random walk,
+    one tick per second of wall time)."""
+    random_walk_seed: int = 1
+    stale_after_s: float = Field(default=120.0, gt=0)
+    """A product without a tick for this long (wall clock) is stale: announced, no new entries."""

@@ -42,8 +42,13 @@ def decide_intent(
     source: str,
     position: PositionUpdate | None,
     market: Market | None,
+    protective: Reason | None = None,
 ) -> TradeIntent | Reason:
-    """The intent a confirmed signal asks for, or the reason it asks for nothing."""
+    """The intent a confirmed signal asks for, or the reason it asks for nothing.
+
+    A ``protective`` exit (stop-loss, take-profit, trailing stop) sells the whole position
+    whatever the temperature; a signal-driven exit sells ``bot.exit_fraction`` of it.
+    """
     band = band_of(temperature)
     holding = position is not None and position.status == "open" and position.quantity > 0
     if side == "buy":
@@ -60,14 +65,18 @@ def decide_intent(
     else:
         if not holding:
             return Reason(code="NOTHING_TO_SELL", message=f"bot {bot_id} holds no position")
-        if not allows_exit(band):
+        if protective is None and not allows_exit(band):
             return Reason(
                 code="TOO_COLD",
                 message=f"a frozen signal (temperature {temperature}) does not exit",
             )
         action = "exit"
-        sizes = {"base_size": position.quantity}  # type: ignore[union-attr]
+        fraction = Decimal(1) if protective is not None else bot.exit_fraction
+        sizes = {"base_size": position.quantity * fraction}  # type: ignore[union-attr]
     intent_id = intent_id_for(bot_id, signal_id)
+    reason = protective or Reason(
+        code="SIGNAL", message=f"{band} {side} signal from {source} (temperature {temperature})"
+    )
     return TradeIntent(
         message_id=intent_id,
         correlation_id=intent_id,
@@ -80,9 +89,7 @@ def decide_intent(
         side=side,
         temperature=temperature,
         band=band,
-        reason=Reason(
-            code="SIGNAL", message=f"{band} {side} signal from {source} (temperature {temperature})"
-        ),
+        reason=reason,
         reference_price=market.price if market else None,
         market_time=market.time if market else None,
         **sizes,

@@ -3,35 +3,39 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from itertools import pairwise
 from pathlib import Path
 
 import pytest
 
+from services.signal.feeds.random_walk import parse_walk_spec, random_walk
 from services.signal.feeds.replay import ReplayError, parse_replay_spec, read_ticks, replay
-from services.signal.momentum import Momentum
 from shared.contracts import Ticker
 
 DATA = Path(__file__).resolve().parents[3] / "data"
+T0 = datetime(2018, 1, 20, tzinfo=UTC)
 
 
-def test_momentum_needs_its_lookback_before_it_speaks() -> None:
-    momentum = Momentum(lookback=3, threshold_pct=Decimal(1))
-    assert momentum.update(Decimal(100)) is None
-    assert momentum.update(Decimal(100)) is None
-    reading = momentum.update(Decimal(102))
-    assert reading is not None and reading.direction == "buy"
-    assert reading.change_pct == Decimal(2) and reading.temperature == Decimal(100)
+def test_a_random_walk_is_the_same_for_the_same_seed() -> None:
+    def first(seed: int) -> list[Ticker]:
+        walk = random_walk("BTC-USD", Decimal(50000), T0, seed=seed)
+        return [next(walk) for _ in range(200)]
+
+    assert first(7) == first(7) and first(7) != first(8)
+    ticks = first(7)
+    assert all(t.price > 0 and t.price == t.price.quantize(Decimal("0.01")) for t in ticks)
+    assert [t.time for t in ticks[:2]] == [T0, T0 + timedelta(seconds=1)]
 
 
-def test_momentum_below_threshold_holds() -> None:
-    momentum = Momentum(lookback=2, threshold_pct=Decimal(1))
-    momentum.update(Decimal(100))
-    reading = momentum.update(Decimal("99.5"))
-    assert reading is not None and reading.direction is None
-    assert reading.temperature == Decimal(25)
+def test_a_bad_random_walk_spec_says_which_item() -> None:
+    assert parse_walk_spec("BTC-USD=50000, ETH-USD=3000.5") == [
+        ("BTC-USD", Decimal(50000)),
+        ("ETH-USD", Decimal("3000.5")),
+    ]
+    with pytest.raises(ValueError, match="'BTC-USD=zero'"):
+        parse_walk_spec("BTC-USD=zero")
 
 
 def test_candles_replay_at_their_close_time() -> None:
