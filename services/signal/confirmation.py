@@ -4,7 +4,9 @@ for N consecutive evaluations *and* T seconds of event time.
 * ``hold`` resets; a flip to the other direction starts a new count at 1;
 * a drop to a lower temperature band starts a new count at 1 in the lower band (a rise keeps
   counting: stronger evidence does not make the trader wait again);
-* it fires once per run: after firing it stays quiet until the run is reset.
+* after firing it counts again from zero, so a direction that persists asks again only after
+  another N evaluations and T seconds (and with N = 1, T = 0 every evaluation acts: no
+  confirmation). Whether that second ask trades is safety's call (cooldown, entry step, cap).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ class Progress:
     needed: int
     since: datetime | None
     fires: bool
-    """True on the one evaluation that confirms the run."""
+    """True on the evaluation that confirms the run (which then counts again from zero)."""
 
     def held_for(self, now: datetime) -> timedelta:
         return now - self.since if self.since else timedelta(0)
@@ -40,7 +42,6 @@ class Confirmation:
         self._band: Band = "frozen"
         self._count = 0
         self._since: datetime | None = None
-        self._fired = False
 
     def feed(self, direction: str, band: Band, time: datetime) -> Progress:
         if direction == "hold":
@@ -52,15 +53,16 @@ class Confirmation:
             self._band = band
         fires = (
             self._direction != "hold"
-            and not self._fired
             and self._count >= self.needed
             and self._since is not None
             and time - self._since >= self.hold
         )
+        progress = Progress(
+            self._direction, self._band, self._count, self.needed, self._since, fires
+        )
         if fires:
-            self._fired = True
-        return Progress(self._direction, self._band, self._count, self.needed, self._since, fires)
+            self._count, self._since = 0, time
+        return progress
 
     def _reset(self, direction: str, band: Band, since: datetime | None, count: int) -> None:
         self._direction, self._band, self._since, self._count = direction, band, since, count
-        self._fired = False

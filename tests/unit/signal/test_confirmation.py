@@ -1,5 +1,5 @@
 """Confirmation: N consecutive evaluations and T seconds of event time, reset by a flip or a
-drop in band, firing once per run."""
+drop in band; after firing it counts again from zero."""
 
 from __future__ import annotations
 
@@ -21,7 +21,16 @@ def run(needed: int, hold_s: int, steps: list[tuple[str, str, int]]) -> list[boo
 
 def test_fires_after_n_evaluations_and_t_seconds() -> None:
     steps = [("buy", "hot", 0), ("buy", "hot", 30), ("buy", "hot", 60), ("buy", "hot", 90)]
-    assert run(3, 60, steps) == [False, False, True, False]  # once, then quiet
+    assert run(3, 60, steps) == [False, False, True, False]  # then it counts again from zero
+
+
+def test_a_persistent_direction_asks_again_after_another_n_and_t() -> None:
+    steps = [("buy", "hot", 60 * n) for n in range(7)]
+    assert run(3, 60, steps) == [False, False, True, False, False, True, False]
+
+
+def test_without_confirmation_every_evaluation_acts() -> None:
+    assert run(1, 0, [("buy", "hot", 0), ("buy", "hot", 0), ("sell", "cool", 1)]) == [True] * 3
 
 
 def test_needs_both_the_count_and_the_time() -> None:
@@ -94,3 +103,4 @@ def test_never_fires_before_n_evaluations_and_t_seconds_of_one_run(
             assert direction != "hold"
             assert run_length >= needed
             assert run_start is not None and now - run_start >= timedelta(seconds=hold_s)
+            run_length, run_start = 0, now  # it counts again from zero

@@ -151,3 +151,19 @@ def test_a_bot_still_warming_up_runs_cold() -> None:
     )
     evaluation = blend.update(candles(1)[0])
     assert evaluation.direction == "buy" and evaluation.temperature == Decimal("25.0")
+
+
+def test_the_readme_blend_example() -> None:
+    # README, "Bots, signals, temperature and confirmation": momentum (weight 2) +0.8 and RSI
+    # (weight 1) +0.2 blend to 0.6, all agreeing: temperature 60, warm, a buy.
+    blend = Blend(
+        [Weighted(Fixed("momentum", "0.8"), Decimal(2)), Weighted(Fixed("rsi", "0.2"), Decimal(1))],
+        buy_threshold=Decimal("0.3"),
+        sell_threshold=Decimal("0.3"),
+    )
+    evaluation = blend.update(candles(1)[0])
+    assert (evaluation.score, evaluation.temperature, evaluation.direction) == (
+        Decimal("0.6"),
+        Decimal("60.0"),
+        "buy",
+    )
