@@ -40,6 +40,13 @@ def nats_server_binary() -> str:
     return found
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on right now (for stacks that must not clash with `tranche up`)."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
 def port_is_free(host: str, port: int) -> bool:
     with socket.socket() as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -18,6 +18,7 @@ from pathlib import Path
 from time import monotonic
 from typing import Literal
 
+from fastapi import APIRouter
 from faststream.nats.annotations import NatsMessage
 from prometheus_client import Counter
 from sqlmodel import Session
@@ -279,14 +280,18 @@ def build(settings: SignalSettings) -> Service:
             tick.model_dump_json().encode(),
         )
 
+    feeds: dict[str, dict[str, object]] = {}
+
     async def run_feeds() -> None:
         async def one_replay(product_id: str, path: Path) -> None:
-            count = await replay(
-                read_ticks(path, product_id), publish_ticker, settings.replay_speed
-            )
+            feeds[product_id] = {"kind": "replay", "file": path.name, "finished": False}
+            ticks = read_ticks(path, product_id)
+            count = await replay(ticks, publish_ticker, settings.replay_speed)
+            feeds[product_id] |= {"finished": True, "ticks": count}
             log.info("replay.finished", product_id=product_id, ticks=count)
 
         async def one_walk(product_id: str, price: Decimal) -> None:
+            feeds[product_id] = {"kind": "random_walk", "finished": False}
             product = catalog.products.get(product_id)
             increment = product.quote_increment if product else Decimal("0.01")
             ticks = random_walk(product_id, price, utc_now(), seed=settings.random_walk_seed,
@@ -298,6 +303,21 @@ def build(settings: SignalSettings) -> Service:
             *(one_walk(product, price) for product, price in walks),
         )
 
+    api = APIRouter(tags=["signal"])
+
+    @api.get("/feeds", summary="The market-data feeds this service runs and how far they are")
+    async def feed_status() -> dict[str, dict[str, object]]:
+        return {
+            product: status
+            | {
+                "last_price": str(markets[product].price) if product in markets else None,
+                "last_time": markets[product].time.isoformat() if product in markets else None,
+                "stale": product in stale,
+            }
+            for product, status in feeds.items()
+        }
+
+    service.http_routers.append(api)
     service.publishes("tranche.intents.{bot_id}", TradeIntent, "A trade intent (outbox).")
     service.publishes(
         "tranche.signals.evaluated.{bot_id}", SignalEvaluation, "Every evaluation (core NATS)."

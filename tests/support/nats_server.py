@@ -9,16 +9,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tranche.stack import nats_server_binary
+from tranche.stack import free_port, nats_server_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "deploy" / "nats" / "tranche.conf"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass
