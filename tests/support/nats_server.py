@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import time
@@ -21,6 +22,8 @@ class NatsServer:
     port: int = field(default_factory=free_port)
     monitor_port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
+    config: Path = CONFIG
+    env: dict[str, str] | None = None
 
     @property
     def url(self) -> str:
@@ -31,7 +34,7 @@ class NatsServer:
         self.process = subprocess.Popen(
             [
                 nats_server_binary(),
-                "-c", str(CONFIG),
+                "-c", str(self.config),
                 "-a", "127.0.0.1",
                 "-p", str(self.port),
                 "-m", str(self.monitor_port),
@@ -39,6 +42,7 @@ class NatsServer:
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
+            env={**os.environ, **(self.env or {})},
         )  # fmt: skip
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
