@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install up test test-unit test-integration test-e2e lint format docs test-deps clean
+.PHONY: install up test test-unit test-integration test-e2e lint format docs bench test-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ lint: install
 format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+## Benchmarks (never part of make test): end-to-end latency against a bare NATS relay.
+bench: install
+	$(BIN)/python -m bench.latency
 
 ## Regenerate docs/api (AsyncAPI from FastStream, OpenAPI from FastAPI).
 docs: install
