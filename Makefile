@@ -50,13 +50,17 @@ bench: install
 docs: install
 	$(BIN)/python -m tranche.apidocs
 
-## System packages the tests use: Debian's docker-compose validates the compose file offline.
+## System packages the tests use, from Debian's package registry: docker-compose validates the
+## compose file offline, kubectl renders the Kubernetes manifests (kustomize).
+TEST_PACKAGES := docker-compose kubectl
 test-deps:
-	@command -v docker-compose >/dev/null 2>&1 || { \
+	@missing=""; for tool in $(TEST_PACKAGES); do command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing docker-compose (Debian) for the compose validation test"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null; \
-	  else echo "docker-compose missing: the compose validation test will skip (fails in CI)"; fi; }
+	    echo "installing$$missing for the deployment tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "missing$$missing: those deployment tests skip here (and fail in CI)"; fi; \
+	fi
 
 clean:
 	rm -rf var .pytest_cache

@@ -128,7 +128,7 @@ class Service:
                 f"cannot reach NATS at {self.settings.nats_url} within {timeout:g} s "
                 f"(TRANCHE_NATS_URL): {type(error).__name__} {error}".strip()
             ) from None
-        await ensure_streams(self.nc.jetstream())
+        await ensure_streams(self.nc.jetstream(), replicas=self.settings.stream_replicas)
         self.dead_letters.nc = self.nc
         self._publisher = outbox_publisher(self.nc)
         for hook in self.on_start:

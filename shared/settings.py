@@ -41,6 +41,8 @@ class ServiceSettings(BaseSettings):
     log_format: Literal["json", "console"] = "json"
     config_file: Path | None = None
     """Bots and products (TOML); default: the sample ``config/tranche.toml``."""
+    stream_replicas: int = Field(default=1, ge=1, le=5)
+    """Replicas of every stream and of the positions bucket (3 on a NATS cluster of 3)."""
     outbox_poll_s: float = Field(default=1.0, gt=0)
     fault: Literal["", "crash_before_publish"] = ""
     """Fault injection for the test suite: ``crash_before_publish`` exits the process right after

@@ -1,0 +1,115 @@
+"""The Kubernetes manifests, rendered with kustomize and checked against the Kubernetes schemas
+offline (no cluster here): what DESIGN.md and the deployment issue promise is in them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.support.nats_server import ROOT
+from tranche.stack import nats_server_binary
+
+K8S = ROOT / "deploy" / "k8s"
+KUBERNETES_VERSION = "1.32.0"
+APP_SERVICES = ("signal", "safety", "executor", "ledger")
+
+
+def kubectl() -> str:
+    found = shutil.which("kubectl")
+    if found is None:
+        message = "kubectl is not installed (make test-deps installs it)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
+
+
+def render(overlay: str) -> list[dict[str, Any]]:
+    done = subprocess.run(
+        [kubectl(), "kustomize", str(K8S / "overlays" / overlay)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+
+
+def find(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    (found,) = [d for d in docs if d["kind"] == kind and d["metadata"]["name"].startswith(name)]
+    return found
+
+
+def settings(docs: list[dict[str, Any]]) -> dict[str, str]:
+    return find(docs, "ConfigMap", "tranche-settings")["data"]
+
+
+@pytest.mark.parametrize("overlay", ["mock", "production"])
+def test_every_manifest_is_valid_kubernetes(overlay: str) -> None:
+    docs = render(overlay)
+    for doc in docs:
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+    assert not [d for d in docs if d["kind"] == "Secret"], "secrets are created, never rendered"
+
+
+def test_a_nats_cluster_of_three_syncs_every_write_and_streams_keep_three_copies() -> None:
+    docs = render("mock")
+    nats = find(docs, "StatefulSet", "nats")
+    assert nats["spec"]["replicas"] == 3
+    config = find(docs, "ConfigMap", "nats-config")["data"]["nats.conf"]
+    assert "sync_interval: always" in config and config.count("nats-headless:6222") == 3
+    assert settings(docs)["TRANCHE_STREAM_REPLICAS"] == "3"
+    image = nats["spec"]["template"]["spec"]["containers"][0]["image"]
+    server = subprocess.run([nats_server_binary(), "--version"], capture_output=True, text=True)
+    assert image.split(":")[1].startswith(server.stdout.split("v")[-1].strip())
+
+
+def test_the_cluster_config_is_one_nats_accepts(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [nats_server_binary(), "-c", str(K8S / "base" / "nats-cluster.conf"), "-t"],
+        capture_output=True, text=True, env={**os.environ, "POD_NAME": "nats-0"}, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0 and "is valid" in done.stderr + done.stdout
+
+
+@pytest.mark.parametrize("service", APP_SERVICES)
+def test_each_service_has_probes_resources_and_its_own_database(service: str) -> None:
+    deployment = find(render("mock"), "Deployment", service)
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/health"
+    assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
+    assert container["command"] == ["python", "-m", f"services.{service}"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["TRANCHE_DATABASE_URL"]["value"].endswith(f"/tranche_{service}")
+    assert "secretKeyRef" in env["POSTGRES_PASSWORD"]["valueFrom"]
+    assert deployment["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
+    if service != "signal":
+        assert deployment["spec"]["replicas"] >= 2, "instances share the durable consumer"
+
+
+def test_mock_is_the_default_and_production_needs_its_secret() -> None:
+    assert settings(render("mock"))["TRANCHE_MODE"] == "mock"
+    production = render("production")
+    assert settings(production)["TRANCHE_MODE"] == "production"
+    executor = find(production, "Deployment", "executor")["spec"]["template"]["spec"]
+    sources = executor["containers"][0]["envFrom"]
+    assert {"secretRef": {"name": "tranche-coinbase"}} in sources
+    for name in ("safety", "ledger", "signal"):
+        other = find(production, "Deployment", name)["spec"]["template"]["spec"]["containers"][0]
+        assert {"secretRef": {"name": "tranche-coinbase"}} not in other["envFrom"], name
+
+
+def test_kubernetes_and_compose_create_the_same_databases() -> None:
+    def databases(path: Path) -> set[str]:
+        return {line.split()[2].rstrip(";") for line in path.read_text().splitlines()
+                if line.startswith("CREATE DATABASE")}  # fmt: skip
+
+    k8s = databases(K8S / "base" / "postgres-init.sql")
+    assert k8s == databases(ROOT / "deploy" / "postgres" / "init.sql")
+    assert k8s == {f"tranche_{service}" for service in APP_SERVICES}
