@@ -150,10 +150,19 @@ class EmbeddedStack:
             env.setdefault("TRANCHE_REPLAY_SPEED", str(c.replay_speed))
         return env
 
-    def start_service(self, name: str) -> None:
+    def start_service(self, name: str, move_if_taken: bool = False) -> None:
+        """Start one service; ``move_if_taken`` (a restart) moves it to a free port when its old
+        one was taken meanwhile instead of failing."""
         port = self.config.ports[name]
+        deadline = time.monotonic() + (3 if move_if_taken else 0)
+        while not port_is_free(self.config.host, port) and time.monotonic() < deadline:
+            time.sleep(0.1)
         if not port_is_free(self.config.host, port):
-            raise StackError(f"port {port} ({name}) is in use: stop what uses it or pick another")
+            if not move_if_taken:
+                raise StackError(
+                    f"port {port} ({name}) is in use: stop what uses it or pick another"
+                )
+            self.config.ports[name] = port = free_port(self.config.host)
         self.logs.mkdir(parents=True, exist_ok=True)
         log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
         self.services[name] = subprocess.Popen(
@@ -186,7 +195,7 @@ class EmbeddedStack:
         self.stop_service(name)
         if env is not None:
             self.config.service_env[name] = env
-        self.start_service(name)
+        self.start_service(name, move_if_taken=True)
         self.wait_ready(name)
 
     def tail(self, name: str, lines: int = 15) -> str:

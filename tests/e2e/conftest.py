@@ -66,7 +66,9 @@ def ticker(nats_url: str, price: str, after: timedelta = timedelta(hours=1)) -> 
     return at
 
 
-def wait_for(probe: Callable[[], T | None], timeout: float = 20.0, what: str = "") -> T:
+def wait_for(probe: Callable[[], T | None], timeout: float = 60.0, what: str = "") -> T:
+    """Poll until ``probe`` returns something truthy; generous, because a loaded machine is slow
+    and the wait ends as soon as the answer is there."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = probe()

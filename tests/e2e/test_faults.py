@@ -75,7 +75,7 @@ def test_killing_the_ledger_mid_flow_loses_no_fill(stack: EmbeddedStack) -> None
         publish(url, f"tranche.signals.inject.{bot}", b'{"side":"buy"}')
         if n == 3:
             stack.stop_service("ledger", kill=True)  # kill -9 while signals flow
-    stack.start_service("ledger")
+    stack.start_service("ledger", move_if_taken=True)
     stack.wait_ready("ledger")
 
     def all_booked() -> list[dict] | None:
@@ -106,7 +106,7 @@ def test_a_crash_between_commit_and_publish_still_sends_the_intent_once(
     assert stream_messages(url, "TRANCHE_INTENTS", "tranche.intents.crash-bot") == []
 
     stack.config.service_env["signal"] = {}
-    stack.start_service("signal")
+    stack.start_service("signal", move_if_taken=True)
     stack.wait_ready("signal")
     wait_for(position_of(stack, "crash-bot"), what="the position after the restart")
     # Redelivered (it was never acknowledged) and re-published from the outbox: still one intent,
