@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import string
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -19,9 +20,18 @@ AUTH_CONFIG = ROOT / "deploy" / "nats" / "tranche-auth.conf"
 USERS = ("signal", "safety", "executor", "ledger", "dashboard", "operator")
 
 
+def password() -> str:
+    # NATS parses an environment variable's value as a config value: one starting with a digit
+    # or "-" is read as a number and fails. Letters first, then letters and digits.
+    alphabet = string.ascii_letters + string.digits
+    return secrets.choice(string.ascii_letters) + "".join(
+        secrets.choice(alphabet) for _ in range(23)
+    )
+
+
 @pytest.fixture
 def passwords() -> dict[str, str]:
-    return {user: secrets.token_urlsafe(16) for user in USERS}
+    return {user: password() for user in USERS}
 
 
 @pytest.fixture
