@@ -86,13 +86,16 @@ class Consumer:
     ack_wait_s: float = 30.0
     # Redelivery backs off instead of the hot loop a plain nack gives (see STACK-NOTES).
     backoff_s: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0, 30.0)
+    new_only: bool = False
+    """Start with the messages published after the consumer was first created (not the stream's
+    whole history): for commands such as a halt, which mean something only when they happen."""
 
     def config(self) -> ConsumerConfig:
         return ConsumerConfig(
             durable_name=self.durable,
             filter_subject=self.filter_subject,
             ack_policy=AckPolicy.EXPLICIT,
-            deliver_policy=DeliverPolicy.ALL,
+            deliver_policy=DeliverPolicy.NEW if self.new_only else DeliverPolicy.ALL,
             ack_wait=self.ack_wait_s,
             max_deliver=self.max_deliver,
             backoff=list(self.backoff_s),
@@ -108,6 +111,10 @@ SAFETY_ORDER_EVENTS = Consumer(
 EXECUTOR_APPROVED = Consumer(
     ORDERS, "executor-approved-v1", subjects.all_of(subjects.ORDERS_APPROVED)
 )
+EXECUTOR_SAFETY_EVENTS = Consumer(
+    SAFETY, "executor-safety-events-v1", subjects.SAFETY_EVENTS, new_only=True
+)
+"""A halt cancels the open orders it covers; halts from before the executor first ran do not."""
 LEDGER_ORDER_EVENTS = Consumer(
     ORDERS, "ledger-order-events-v1", subjects.all_of(subjects.ORDERS_EVENTS)
 )

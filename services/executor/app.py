@@ -1,147 +1,109 @@
 """Executor service wiring.
 
 Reads:  tranche.orders.approved.<bot>     (durable, consumer executor-approved-v1)
+        tranche.safety.events             (durable, consumer executor-safety-events-v1: halts)
         tranche.market.ticker.<product>   (core NATS: the mock exchange's prices)
 Writes: tranche.orders.events.<bot>       (outbox)
         tranche.dlq.executor              (refused input)
 HTTP:   GET /orders                       recent orders and their status
+        GET /orders/{client_order_id}     one order with its fills
 
-An order is recorded (status ``new``) before it goes to the exchange and updated after the answer;
-a redelivered approval or a restart in between asks the exchange again with the same
-``client_order_id``, which answers with the existing order instead of placing a second one.
+The rules are in ``orders.py`` (pure), placing and status sync in ``sync.py``, the exchanges in
+``exchanges/`` (mock by default; Coinbase only with all three of the production opt-in).
 """
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, HTTPException, Query
 from faststream.nats.annotations import NatsMessage
-from prometheus_client import Counter, Histogram
-from sqlmodel import Session
 
 from services.executor.config import ExecutorSettings
-from services.executor.exchanges.mock import MockExchange, MockOrderRow, Quote
-from services.executor.orders import lifecycle_events, refusal_event
-from services.executor.store import OrderRow, is_final, open_orders, recent_orders, record_event
+from services.executor.exchanges.mock import MOCK_TABLES, MockExchange, Quote
+from services.executor.gateway import Gateway
+from services.executor.ratelimit import RateLimiter
+from services.executor.reconcile import reconcile
+from services.executor.store import TABLES, OrderRow, fills_of, recent_orders
+from services.executor.sync import Executor
 from shared import subjects
 from shared.bus import durable, require_subject_token
 from shared.catalog import CatalogError, load_catalog
-from shared.contracts import OrderApproved, OrderEvent, Reason, Ticker
-from shared.logging import correlated
-from shared.money import utc_now
+from shared.contracts import OrderApproved, OrderEvent, SafetyEvent, Ticker
 from shared.service import Service, bootstrap
 from shared.settings import load
-from shared.streams import EXECUTOR_APPROVED
-
-ORDERS = Counter("tranche_executor_orders_total", "Exchange answers", ["status", "reason"])
-EXCHANGE_SECONDS = Histogram("tranche_executor_exchange_seconds", "Time to place an order")
+from shared.streams import EXECUTOR_APPROVED, EXECUTOR_SAFETY_EVENTS
 
 
-def build(settings: ExecutorSettings) -> Service:
-    if settings.mode == "production":
-        raise SystemExit(
-            "executor: production mode needs the Coinbase adapter, which is not built yet; "
-            "set TRANCHE_MODE=mock"
-        )
-    service = Service(settings, [OrderRow, MockOrderRow])
+def production_refusal(settings: ExecutorSettings) -> str | None:
+    """The sentence production mode stops with when its opt-in is incomplete (never a secret)."""
+    if settings.mode != "production":
+        return None
+    missing = settings.production_opt_in_missing()
+    if not missing:
+        return None
+    return (
+        f"executor: production mode trades real money and needs {' and '.join(missing)}; "
+        "not starting (TRANCHE_MODE=mock trades on the mock exchange)"
+    )
+
+
+def build(settings: ExecutorSettings, exchange: Any = None) -> Service:
+    """Wire the service; ``exchange`` replaces the one the settings choose (tests)."""
+    refusal = production_refusal(settings)
+    if refusal:
+        raise SystemExit(refusal)
+    service = Service(settings, [*TABLES, *MOCK_TABLES])
     log = service.log
     try:
         catalog = load_catalog(settings.config_file)
     except CatalogError as error:
         raise SystemExit(f"executor: {error}") from None
     quotes: dict[str, Quote] = {}
-    exchange = MockExchange(service.engine, catalog.products, settings.mock_fee_rate, quotes.get)
+    if exchange is None:
+        if settings.mode == "production":
+            from services.executor.exchanges.coinbase import CoinbaseExchange
 
-    async def execute(approval: OrderApproved) -> None:
-        intent = approval.intent
-        cid = approval.client_order_id
-
-        def record_before(session: Session) -> OrderRow | None:
-            order = session.get(OrderRow, cid)
-            if order is not None and is_final(order):
-                return None
-            if order is None:
-                order = OrderRow(
-                    client_order_id=cid,
-                    intent_id=intent.intent_id,
-                    bot_id=intent.bot_id,
-                    product_id=intent.product_id,
-                    mode=approval.mode,
-                    action=intent.action,
-                    side=intent.side,
-                    quote_size=intent.quote_size,
-                    base_size=intent.base_size,
-                    status="new",
-                )
-                if approval.mode != settings.mode:
-                    reason = Reason(
-                        code="MODE_MISMATCH",
-                        message=(
-                            f"approved for {approval.mode}, "
-                            f"but this executor trades {settings.mode}"
-                        ),
-                    )
-                    record_event(session, order, refusal_event(approval, reason))
-                    return None
-                session.add(order)
-            return order
-
-        with correlated(intent.intent_id, bot_id=intent.bot_id, client_order_id=cid):
-            order = await service.transact(record_before)
-            if order is None:
-                log.info("order.already_final_or_refused")
-                return
-            with EXCHANGE_SECONDS.time():
-                answer = await asyncio.to_thread(
-                    exchange.place_market_order,
-                    client_order_id=cid,
-                    product_id=intent.product_id,
-                    side=intent.side,
-                    quote_size=intent.quote_size,
-                    base_size=intent.base_size,
-                )
-
-            def record_after(session: Session) -> None:
-                current = session.get(OrderRow, cid)
-                if current is None or is_final(current):
-                    return
-                for event in lifecycle_events(
-                    approval=approval,
-                    exchange_order_id=answer.exchange_order_id,
-                    status=answer.status,
-                    fills=answer.fills,
-                    reason=answer.reason,
-                    fallback_time=approval.time,
-                ):
-                    record_event(session, current, event)
-
-            await service.transact(record_after)
-            ORDERS.labels(answer.status, answer.reason.code if answer.reason else "").inc()
-            log.info(
-                "order.placed",
-                status=answer.status,
-                fills=len(answer.fills),
-                reason=answer.reason.code if answer.reason else None,
+            exchange = CoinbaseExchange.from_settings(settings)
+        else:
+            exchange = MockExchange(
+                service.engine, catalog.products, None, quotes.get, settings.mock_settings()
             )
+    gateway = Gateway(
+        exchange,
+        RateLimiter(settings.exchange_requests_per_s),
+        attempts=settings.retry_attempts,
+        base_delay_s=settings.retry_base_delay_s,
+        max_delay_s=settings.retry_max_delay_s,
+        seed=settings.mock_seed,
+    )
+    mock = isinstance(exchange, MockExchange)
+
+    def market_time(product_id: str):
+        quote = quotes.get(product_id)
+        return quote.time if quote is not None and mock else None
+
+    executor = Executor(service, settings, catalog, gateway, event_clock=market_time)
+    service.executor = executor  # type: ignore[attr-defined]  # for tests and operators
 
     @durable(service.router, EXECUTOR_APPROVED, title="executor-approved")
     async def on_approved(body: OrderApproved, msg: NatsMessage) -> None:
         require_subject_token(msg, body.intent.bot_id, "approval")
-        await execute(body)
+        await executor.on_approval(body)
+
+    @durable(service.router, EXECUTOR_SAFETY_EVENTS, title="executor-safety-events")
+    async def on_safety_event(body: SafetyEvent) -> None:
+        await executor.on_safety_event(body)
 
     @service.router.subscriber(subjects.all_of(subjects.MARKET_TICKER), title="executor-ticker")
     async def on_ticker(body: Ticker) -> None:
         known = quotes.get(body.product_id)
-        if known is None or body.time >= known.time:
-            quotes[body.product_id] = Quote(price=body.price, time=body.time)
-
-    async def report_unfinished() -> None:
-        # Orders recorded but not final when the process last stopped: their approvals are
-        # redelivered (they were not acknowledged), and execute() resumes each one.
-        unfinished = await service.read(open_orders)
-        if unfinished:
-            log.info("orders.resuming", count=len(unfinished), at=utc_now().isoformat())
+        if known is not None and body.time < known.time:
+            return
+        quotes[body.product_id] = Quote(price=body.price, time=body.time)
+        if mock and await asyncio.to_thread(exchange.on_quote, body.product_id):
+            executor.poll_all_now()  # resting orders filled: report it now, not at the next poll
 
     api = APIRouter(tags=["orders"])
 
@@ -150,11 +112,27 @@ def build(settings: ExecutorSettings) -> Service:
         rows = await service.read(lambda session: recent_orders(session, limit))
         return [row.model_dump(mode="json") for row in rows]
 
+    @api.get("/orders/{client_order_id}", summary="One order with its fills")
+    async def order(client_order_id: str) -> dict:
+        def read(session):
+            row = session.get(OrderRow, client_order_id)
+            if row is None:
+                return None
+            fills = [fill.model_dump(mode="json") for fill in fills_of(session, client_order_id)]
+            return row.model_dump(mode="json") | {"fills": fills}
+
+        found = await service.read(read)
+        if found is None:
+            raise HTTPException(404, f"no order {client_order_id}")
+        return found
+
     service.publishes(
         "tranche.orders.events.{bot_id}", OrderEvent, "Order lifecycle with fills (outbox)."
     )
-    service.on_start.append(report_unfinished)
+    service.on_start.append(lambda: reconcile(executor))
+    service.background.append(executor.run)
     service.http_routers.append(api)
+    log.debug("executor.built", exchange=type(exchange).__name__)
     return service
 
 

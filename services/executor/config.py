@@ -1,15 +1,100 @@
+"""The executor's settings (prefix ``TRANCHE_``); docs/executor.md lists each with its default
+and where the default comes from."""
+
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
+from services.executor.exchanges.mock import MockSettings
 from shared.settings import ServiceSettings
 
 
 class ExecutorSettings(ServiceSettings):
     service: str = "executor"
+
+    # -- orders
+    approval_ttl_s: float = Field(default=120, ge=0)
+    """An approval decided longer ago than this (wall clock) is refused; 0 = no limit."""
+    limit_order_ttl_s: int = Field(default=300, gt=0)
+    """A limit order not filled this long after the exchange accepted it is cancelled (an
+    intent's ``order_ttl_s`` overrides it)."""
+    client_order_prefix: str = Field(default="tranche-", pattern=r"^[A-Za-z0-9_-]{1,32}$")
+    """Put before every ``client_order_id`` sent to the exchange; reconciliation adopts open
+    orders with this prefix that the store does not know."""
+
+    # -- status sync
+    poll_interval_s: float = Field(default=1.0, gt=0)
+    """First poll of a non-final order; doubled while nothing changes, up to the cap."""
+    poll_max_interval_s: float = Field(default=30.0, gt=0)
+    exchange_requests_per_s: float = Field(default=30.0, gt=0)
+    """One limiter for every exchange call: Coinbase allows 30 private requests/s per key."""
+    retry_attempts: int = Field(default=5, ge=1, le=20)
+    """Attempts per exchange call on 429/5xx (backoff with full jitter)."""
+    retry_base_delay_s: float = Field(default=0.25, ge=0)
+    retry_max_delay_s: float = Field(default=8.0, ge=0)
+
+    # -- mock exchange
     mock_fee_rate: Decimal = Field(default=Decimal("0.006"), ge=0, lt=1)
-    """Taker fee of the mock exchange (Coinbase's entry tier charges 0.6 %)."""
+    """Taker fee of the mock exchange."""
+    mock_maker_fee_rate: Decimal = Field(default=Decimal("0.004"), ge=0, lt=1)
+    mock_slippage_bps: Decimal = Field(default=Decimal(0), ge=0, le=1000)
+    mock_partial_fill_ratio: Decimal = Field(default=Decimal(1), gt=0, le=1)
+    mock_market_fill_parts: int = Field(default=1, ge=1, le=100)
+    mock_latency_ms: float = Field(default=0, ge=0, le=60_000)
+    mock_seed: int = 0
+    mock_reject_rate: float = Field(default=0, ge=0, le=1)
+    mock_rate_limit_rate: float = Field(default=0, ge=0, le=1)
+    mock_server_error_rate: float = Field(default=0, ge=0, le=1)
+    mock_timeout_after_place_rate: float = Field(default=0, ge=0, le=1)
     max_price_age_s: float = Field(default=0, ge=0)
-    """Refuse to fill at a price older than this (event time vs. the order's); 0 = no limit."""
+    """Kept for compatibility; the mock fills at the latest price it was given."""
+
+    # -- production (Coinbase): all three of mode, credentials and confirmation
+    coinbase_api_key: SecretStr | None = None
+    coinbase_api_secret: SecretStr | None = None
+    live_trading_confirmed: bool = False
+    coinbase_base_url: str = Field(default="api.coinbase.com", pattern=r"^[A-Za-z0-9.\-]+(:\d+)?$")
+    """Host and optional port, no scheme (the SDK adds ``https://``)."""
+    coinbase_timeout_s: float = Field(default=10.0, gt=0)
+    coinbase_ca_file: Path | None = None
+    """Trust this CA bundle instead of the system's (a test stand-in; never needed live)."""
+
+    # -- fault injection for the test suite
+    executor_fault: Literal["", "crash_after_send"] = ""
+    """``crash_after_send`` exits the process right after the exchange accepted an order and
+    before the answer is recorded (the kill -9 test)."""
+
+    def production_opt_in_missing(self) -> list[str]:
+        """What live trading still needs, by setting name (empty: all three are there)."""
+        missing = []
+        if self.mode != "production":
+            missing.append("TRANCHE_MODE=production")
+        if not self.coinbase_api_key or not self.coinbase_api_secret:
+            missing.append("TRANCHE_COINBASE_API_KEY and TRANCHE_COINBASE_API_SECRET")
+        if not self.live_trading_confirmed:
+            missing.append("TRANCHE_LIVE_TRADING_CONFIRMED=true")
+        return missing
+
+    @property
+    def approval_ttl(self) -> timedelta | None:
+        return timedelta(seconds=self.approval_ttl_s) if self.approval_ttl_s else None
+
+    def mock_settings(self) -> MockSettings:
+        return MockSettings(
+            taker_fee_rate=self.mock_fee_rate,
+            maker_fee_rate=self.mock_maker_fee_rate,
+            slippage_bps=self.mock_slippage_bps,
+            partial_fill_ratio=self.mock_partial_fill_ratio,
+            market_fill_parts=self.mock_market_fill_parts,
+            latency_ms=self.mock_latency_ms,
+            seed=self.mock_seed,
+            reject_rate=self.mock_reject_rate,
+            rate_limit_rate=self.mock_rate_limit_rate,
+            server_error_rate=self.mock_server_error_rate,
+            timeout_after_place_rate=self.mock_timeout_after_place_rate,
+        )

@@ -1,15 +1,195 @@
-"""Orders (pure): sizing by the product's rules, and the lifecycle events an exchange answer
-means."""
+"""Orders (pure): the order state machine, Coinbase's statuses mapped to ours, fills converted to
+base currency, order sizing by the product's rules, and which approvals and halts mean what.
+
+No broker, database or clock in here: callers pass ``now`` and what they stored and what the
+exchange answered, and get back the new status and the events to publish.
+
+The state machine (``new`` is local only: recorded, not yet confirmed by the exchange)::
+
+    new ─► submitted ─► open ─► partially_filled ─► filled | cancelled | expired
+     │         │          │            ▲  (each new fill: one more partially_filled event)
+     └─────────┴──────────┴──► failed  └── cancelled / expired keep the fills before them
+
+A status never moves backwards, a final status never changes, and an order is made final only
+once every fill the exchange counts is known, so the final event carries all of them.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
-from decimal import ROUND_DOWN, ROUND_UP, Decimal
-from typing import Literal
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import ROUND_DOWN, ROUND_HALF_EVEN, ROUND_UP, Decimal
 
 from shared.catalog import Product
-from shared.contracts import Fill, OrderApproved, OrderEvent, Reason
+from shared.contracts import (
+    FINAL_ORDER_STATUSES,
+    Fill,
+    Mode,
+    OrderApproved,
+    OrderEvent,
+    OrderStatus,
+    Reason,
+    SafetyEvent,
+    Side,
+)
+
+NEW = "new"
+"""Recorded locally; the exchange may or may not have it (ask it by ``client_order_id``)."""
+
+#: How far along an order is: a status only ever moves to a higher rank.
+RANK: dict[str, int] = {
+    NEW: 0,
+    "submitted": 1,
+    "open": 2,
+    "partially_filled": 3,
+    "filled": 4,
+    "cancelled": 4,
+    "expired": 4,
+    "failed": 4,
+}
+
+#: Coinbase's order statuses and ours. ``None``: the exchange does not know yet (``UNKNOWN``):
+#: nothing changes, ask again. ``open`` becomes ``partially_filled`` once something filled.
+COINBASE_STATUS: dict[str, OrderStatus | None] = {
+    "PENDING": "submitted",
+    "QUEUED": "submitted",
+    "OPEN": "open",
+    "CANCEL_QUEUED": "open",  # a cancel is on its way; the order still rests and may fill
+    "FILLED": "filled",
+    "CANCELLED": "cancelled",
+    "EXPIRED": "expired",
+    "FAILED": "failed",
+    "UNKNOWN": None,
+}
+BASE_PRECISION = Decimal("1E-18")  # what a NUMERIC(38, 18) column keeps
+
+
+def is_final(status: str) -> bool:
+    return status in FINAL_ORDER_STATUSES
+
+
+def map_coinbase_status(status: str, filled_size: Decimal = Decimal(0)) -> OrderStatus | None:
+    """Our status for a Coinbase status; an unrecognised status counts as ``UNKNOWN``."""
+    ours = COINBASE_STATUS.get(status.upper())
+    if ours in ("submitted", "open") and filled_size > 0:
+        return "partially_filled"
+    return ours
+
+
+# -- fills ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExchangeFill:
+    """A fill as Coinbase reports it (``get_fills``): ``size`` is in *quote* currency when
+    ``size_in_quote`` is true (a market buy sized in quote), else in base."""
+
+    trade_id: str
+    price: Decimal
+    size: Decimal
+    size_in_quote: bool
+    commission: Decimal
+    liquidity_indicator: str
+    trade_time: datetime
+
+
+def convert_fill(fill: ExchangeFill) -> Fill:
+    """Our :class:`Fill`: size always in base currency, fee in quote.
+
+    A ``size_in_quote`` fill of 100 USD at 50,000 USD is 0.002 BTC, not 100 BTC: reading the
+    quote amount as base once made another bot's P&L thousands of times too large."""
+    size = fill.size / fill.price if fill.size_in_quote else fill.size
+    return Fill(
+        trade_id=fill.trade_id,
+        price=fill.price,
+        size=size.quantize(BASE_PRECISION, rounding=ROUND_HALF_EVEN).normalize(),
+        fee=fill.commission,
+        liquidity="maker" if fill.liquidity_indicator.upper() == "MAKER" else "taker",
+        time=fill.trade_time,
+    )
+
+
+# -- sizing ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OrderSpec:
+    """What goes to the exchange: sizes and prices already on the product's increments."""
+
+    order_type: str
+    side: Side
+    quote_size: Decimal | None = None
+    base_size: Decimal | None = None
+    limit_price: Decimal | None = None
+
+
+def size_order(
+    *,
+    order_type: str,
+    side: Side,
+    quote_size: Decimal | None,
+    base_size: Decimal | None,
+    limit_price: Decimal | None,
+    reference_price: Decimal | None,
+    product: Product,
+) -> OrderSpec | Reason:
+    """Round to the product's increments (sizes down, a buy's limit down and a sell's up: never
+    pay more or get less than asked) and refuse what falls below the product's minimums.
+
+    A market buy may stay sized in quote (Coinbase fills it for that amount); a limit order is
+    always sized in base (``quote_size / limit_price``). ``reference_price`` (the intent's) lets a
+    quote-sized market order be checked against the base minimum; without it the exchange checks.
+    """
+    if order_type == "limit":
+        assert limit_price is not None
+        rounding = ROUND_DOWN if side == "buy" else ROUND_UP
+        price = limit_price.quantize(product.quote_increment, rounding=rounding)
+        if price <= 0:
+            return Reason(code="BAD_LIMIT_PRICE", message=f"limit price {limit_price} rounds to 0")
+        raw = base_size if base_size is not None else quote_size / price  # type: ignore[operator]
+        size = raw.quantize(product.base_increment, rounding=ROUND_DOWN)
+        return _check_minimums(size, price, product) or OrderSpec(
+            "limit", side, base_size=size, limit_price=price
+        )
+    if base_size is not None:
+        size = base_size.quantize(product.base_increment, rounding=ROUND_DOWN)
+        if size < product.base_min_size:
+            return _below_min_size(size, product)
+        if reference_price is not None and (
+            problem := _check_minimums(size, reference_price, product)
+        ):
+            return problem
+        return OrderSpec("market", side, base_size=size)
+    assert quote_size is not None
+    quote = quote_size.quantize(product.quote_increment, rounding=ROUND_DOWN)
+    if quote < product.quote_min_size:
+        return Reason(
+            code="BELOW_MIN_NOTIONAL",
+            message=f"{quote} is below the minimum order value {product.quote_min_size}",
+        )
+    if reference_price is not None:
+        size = (quote / reference_price).quantize(product.base_increment, rounding=ROUND_DOWN)
+        if size < product.base_min_size:
+            return _below_min_size(size, product, f" (from {quote} quote at {reference_price})")
+    return OrderSpec("market", side, quote_size=quote)
+
+
+def _below_min_size(size: Decimal, product: Product, detail: str = "") -> Reason:
+    return Reason(
+        code="BELOW_MIN_SIZE",
+        message=f"{size} is below the product's minimum size {product.base_min_size}{detail}",
+    )
+
+
+def _check_minimums(size: Decimal, price: Decimal, product: Product) -> Reason | None:
+    if size < product.base_min_size:
+        return _below_min_size(size, product)
+    if size * price < product.quote_min_size:
+        return Reason(
+            code="BELOW_MIN_NOTIONAL",
+            message=f"{size} at {price} is below the minimum order value {product.quote_min_size}",
+        )
+    return None
 
 
 @dataclass(frozen=True)
@@ -29,88 +209,223 @@ def fill_market_order(
     fee_rate: Decimal,
 ) -> MarketFill | Reason:
     """Fill a market order completely at ``price``; either side may be sized in quote or base,
-    and both pay the taker fee in quote currency."""
+    and both pay the fee in quote currency."""
     raw = base_size if base_size is not None else quote_size / price  # type: ignore[operator]
     size = raw.quantize(product.base_increment, rounding=ROUND_DOWN)
     if size < product.base_min_size:
+        detail = f" (from {quote_size} quote at {price})" if base_size is None else ""
+        return _below_min_size(size, product, detail)
+    if problem := _check_minimums(size, price, product):
+        return problem
+    return MarketFill(size=size, fee=fee_for(size * price, fee_rate, product))
+
+
+def fee_for(notional: Decimal, fee_rate: Decimal, product: Product) -> Decimal:
+    """Quote currency, rounded up to the quote increment (never undercount a fee)."""
+    return (notional * fee_rate).quantize(product.quote_increment, rounding=ROUND_UP)
+
+
+# -- approvals, time-to-live, halts ----------------------------------------------------------------
+
+
+def refusal_reason(
+    approval: OrderApproved, mode: Mode, now: datetime, ttl: timedelta | None
+) -> Reason | None:
+    """Why a *new* approval must not be placed: made for another mode, or decided longer ago
+    than ``ttl`` (wall clock; an order already recorded is resumed whatever its age)."""
+    if approval.mode != mode:
         return Reason(
-            code="BELOW_MIN_SIZE",
+            code="MODE_MISMATCH",
+            message=f"approved for {approval.mode}, but this executor trades {mode}",
+        )
+    if ttl is not None and now - approval.decided_at > ttl:
+        age = (now - approval.decided_at).total_seconds()
+        return Reason(
+            code="APPROVAL_EXPIRED",
             message=(
-                f"{size} is below the product's minimum size {product.base_min_size}"
-                + (f" (from {quote_size} quote at {price})" if base_size is None else "")
+                f"approved {age:.0f} s ago, longer than the approval time-to-live of "
+                f"{ttl.total_seconds():g} s (TRANCHE_APPROVAL_TTL_S): the market has moved on"
             ),
         )
-    if size * price < product.quote_min_size:
-        return Reason(
-            code="BELOW_MIN_NOTIONAL",
-            message=f"{size} at {price} is below the minimum order value {product.quote_min_size}",
-        )
-    fee = (size * price * fee_rate).quantize(product.quote_increment, rounding=ROUND_UP)
-    return MarketFill(size=size, fee=fee)
+    return None
 
 
-def lifecycle_events(
-    *,
-    approval: OrderApproved,
-    exchange_order_id: str,
-    status: Literal["FILLED", "FAILED"],
-    fills: tuple[Fill, ...],
-    reason: Reason | None,
-    fallback_time: datetime,
-) -> list[OrderEvent]:
-    """The order events an exchange answer means: ``submitted``, then ``filled`` with its fills or
-    ``failed`` with the exchange's reason. Ids are derived from the order and the status, so
-    publishing them again is dropped as a duplicate."""
-    intent = approval.intent
-    common = {
-        "correlation_id": intent.intent_id,
-        "bot_id": intent.bot_id,
-        "product_id": intent.product_id,
-        "mode": approval.mode,
-        "intent_id": intent.intent_id,
-        "client_order_id": approval.client_order_id,
-        "exchange_order_id": exchange_order_id,
-        "action": intent.action,
-        "side": intent.side,
-    }
-    cid = approval.client_order_id
-    events = [
-        OrderEvent(
-            message_id=f"order-{cid}-submitted", time=approval.time, status="submitted", **common
-        )
+def limit_order_expired(placed_at: datetime, ttl: timedelta, now: datetime) -> bool:
+    """A resting limit order not filled within its time-to-live is cancelled."""
+    return now - placed_at >= ttl
+
+
+@dataclass(frozen=True)
+class OpenOrder:
+    client_order_id: str
+    bot_id: str
+    action: str
+    status: str
+
+
+def cancels_for(event: SafetyEvent, orders: list[OpenOrder]) -> list[str]:
+    """The open orders a safety event says to cancel: a halt (``state == "halted"``) cancels every
+    order of the bot it names (all bots when it names none); ``reducing`` (only exits allowed)
+    cancels the entries and adds. Anything else cancels nothing."""
+    if event.state not in ("halted", "reducing"):
+        return []
+    return [
+        order.client_order_id
+        for order in orders
+        if not is_final(order.status)
+        and (event.bot_id is None or order.bot_id == event.bot_id)
+        and (event.state == "halted" or order.action != "exit")
     ]
-    if status == "FILLED":
-        events.append(
-            OrderEvent(
-                message_id=f"order-{cid}-filled",
-                time=max(fill.time for fill in fills) if fills else fallback_time,
-                status="filled",
-                fills=list(fills),
-                filled_size=sum((fill.size for fill in fills), Decimal(0)),
-                **common,
-            )
-        )
-    else:
-        events.append(
-            OrderEvent(
-                message_id=f"order-{cid}-failed",
-                time=fallback_time,
-                status="failed",
-                reason=reason
-                or Reason(code="EXCHANGE_FAILED", message="the exchange failed the order"),
-                **common,
-            )
-        )
-    return events
 
 
-def refusal_event(approval: OrderApproved, reason: Reason) -> OrderEvent:
-    """An approval the executor will not place (e.g. made for another mode): failed, with why."""
+# -- the state machine -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OrderIdentity:
+    """What every event of one order repeats."""
+
+    bot_id: str
+    product_id: str
+    mode: Mode
+    intent_id: str
+    client_order_id: str
+    action: str
+    side: str
+
+
+@dataclass(frozen=True)
+class OrderState:
+    """What the executor has stored about an order."""
+
+    status: str
+    known_fills: tuple[Fill, ...] = ()
+    exchange_order_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ExchangeReport:
+    """What the exchange says about an order now."""
+
+    exchange_order_id: str
+    status: str
+    """Coinbase's status string (the mock exchange uses the same)."""
+    fills: tuple[Fill, ...] = ()
+    """Every fill so far, already converted (:func:`convert_fill`)."""
+    number_of_fills: int | None = None
+    """How many fills the exchange counts; the order waits for them all before it is final."""
+    reason: Reason | None = None
+
+
+@dataclass(frozen=True)
+class Advance:
+    status: str
+    fills: tuple[Fill, ...]
+    """Every fill now known (the stored ones and the new ones)."""
+    events: list[OrderEvent] = field(default_factory=list)
+    waiting_for_fills: bool = False
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.events)
+
+    @property
+    def filled_size(self) -> Decimal:
+        return sum((fill.size for fill in self.fills), Decimal(0))
+
+
+def advance(
+    order: OrderIdentity,
+    state: OrderState,
+    report: ExchangeReport,
+    now: datetime,
+    stop_waiting: bool = False,
+) -> Advance:
+    """The status the exchange's report moves the order to and the events that says, each change
+    once: ids are derived from the order, the status and the number of fills, so a replayed
+    report stages nothing new and a re-publish is dropped as a duplicate.
+
+    A final report with fewer fills than the exchange counts waits for them (the final event
+    carries every fill); ``stop_waiting`` makes it final anyway with the fills it has, so an order
+    is never left pending for good while the exchange says it is final."""
+    if is_final(state.status):
+        return Advance(state.status, state.known_fills)
+    known_ids = {fill.trade_id for fill in state.known_fills}
+    new_fills = tuple(fill for fill in report.fills if fill.trade_id not in known_ids)
+    fills = state.known_fills + new_fills
+    filled_size = sum((fill.size for fill in fills), Decimal(0))
+    mapped = map_coinbase_status(report.status, filled_size)
+    waiting = False
+    if mapped is not None and is_final(mapped) and report.number_of_fills is not None:
+        waiting = len(fills) < report.number_of_fills and not stop_waiting
+    if mapped is None or waiting:
+        # Unknown, or final with fills still missing: report what filled, decide later.
+        mapped = "partially_filled" if filled_size > 0 else state.status  # type: ignore[assignment]
+    target = mapped if RANK[mapped] >= RANK[state.status] else state.status  # type: ignore[index]
+    if filled_size > 0 and target in (NEW, "submitted", "open"):
+        target = "partially_filled"
+
+    events: list[OrderEvent] = []
+    exchange_order_id = report.exchange_order_id or state.exchange_order_id
+
+    def event(status: str, message_id: str, **extra: object) -> OrderEvent:
+        return OrderEvent(
+            message_id=message_id,
+            correlation_id=order.intent_id,
+            # Event time: the last fill's when it brings fills, else the caller's clock.
+            time=max((fill.time for fill in extra.get("fills", ())), default=now),  # type: ignore[attr-defined]
+            bot_id=order.bot_id,
+            product_id=order.product_id,
+            mode=order.mode,
+            intent_id=order.intent_id,
+            client_order_id=order.client_order_id,
+            exchange_order_id=exchange_order_id,
+            action=order.action,  # type: ignore[arg-type]
+            side=order.side,  # type: ignore[arg-type]
+            status=status,  # type: ignore[arg-type]
+            **extra,  # type: ignore[arg-type]
+        )
+
+    cid = order.client_order_id
+    if state.status == NEW and target != NEW:
+        events.append(event("submitted", f"order-{cid}-submitted"))
+    if target == "open" and state.status != "open":
+        events.append(event("open", f"order-{cid}-open"))
+    if is_final(target):
+        reason = report.reason
+        if target == "failed" and reason is None:
+            reason = Reason(code="EXCHANGE_FAILED", message="the exchange failed the order")
+        events.append(
+            event(
+                target,
+                f"order-{cid}-{target}",
+                fills=list(new_fills),
+                filled_size=filled_size,
+                reason=reason,
+            )
+        )
+    elif target == "partially_filled" and (new_fills or state.status != "partially_filled"):
+        events.append(
+            event(
+                "partially_filled",
+                f"order-{cid}-partially_filled-{len(fills)}",
+                fills=list(new_fills),
+                filled_size=filled_size,
+            )
+        )
+    return Advance(target, fills, events, waiting)
+
+
+def refusal_event(
+    approval: OrderApproved, reason: Reason, now: datetime | None = None
+) -> OrderEvent:
+    """An approval the executor will not place (another mode, too old, below the minimums):
+    failed, with why."""
     intent = approval.intent
     return OrderEvent(
         message_id=f"order-{approval.client_order_id}-failed",
         correlation_id=intent.intent_id,
-        time=approval.time,
+        time=now or approval.time,
         bot_id=intent.bot_id,
         product_id=intent.product_id,
         mode=approval.mode,
@@ -121,3 +436,11 @@ def refusal_event(approval: OrderApproved, reason: Reason) -> OrderEvent:
         status="failed",
         reason=reason,
     )
+
+
+def backoff(previous_s: float | None, changed: bool, base_s: float, cap_s: float) -> float:
+    """The next poll interval: back to ``base_s`` after a change, doubled (up to ``cap_s``) while
+    nothing changes or the exchange is unavailable."""
+    if changed or previous_s is None:
+        return base_s
+    return min(cap_s, previous_s * 2)

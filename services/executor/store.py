@@ -1,4 +1,5 @@
-"""The executor's record of every order: written before it reaches the exchange and after."""
+"""The executor's record of every order and fill: written before an order reaches the exchange
+and after every answer, each change with the events it means staged in the same transaction."""
 
 from __future__ import annotations
 
@@ -7,35 +8,132 @@ from decimal import Decimal
 
 from sqlmodel import Field, Session, SQLModel, col, select
 
+from services.executor.orders import Advance, OrderIdentity, OrderState
 from shared import subjects
-from shared.contracts import FINAL_ORDER_STATUSES, OrderEvent
+from shared.contracts import FINAL_ORDER_STATUSES, Fill, OrderEvent
 from shared.db import ExactDecimal, UtcDateTime
 from shared.money import utc_now
 from shared.outbox import stage
 
 
 class OrderRow(SQLModel, table=True):
-    __tablename__ = "executor_orders"
+    # v2: limit orders, cancels and adoption added columns (tables carry a version like consumers:
+    # create_all never alters an existing table).
+    __tablename__ = "executor_orders_v2"
 
-    client_order_id: str = Field(primary_key=True, max_length=64)
-    intent_id: str = Field(index=True, max_length=64)
+    client_order_id: str = Field(primary_key=True, max_length=128)
+    exchange_client_order_id: str = Field(index=True, max_length=200)
+    """What the exchange knows the order by: the executor's prefix + ``client_order_id``."""
+    intent_id: str = Field(index=True, max_length=128)
     bot_id: str = Field(index=True, max_length=64)
     product_id: str = Field(max_length=64)
     mode: str = Field(max_length=16)
     action: str = Field(max_length=8)
     side: str = Field(max_length=4)
+    order_type: str = Field(default="market", max_length=8)
     quote_size: Decimal | None = Field(default=None, sa_type=ExactDecimal)
     base_size: Decimal | None = Field(default=None, sa_type=ExactDecimal)
+    limit_price: Decimal | None = Field(default=None, sa_type=ExactDecimal)
+    ttl_s: int | None = None
+    """A limit order's time-to-live from when the exchange accepted it."""
+    decided_at: datetime = Field(sa_type=UtcDateTime)
     status: str = Field(max_length=24, index=True)
     """``new`` (recorded, not yet confirmed by the exchange) or an order event status."""
     exchange_order_id: str | None = Field(default=None, max_length=64)
     filled_size: Decimal = Field(default=Decimal(0), sa_type=ExactDecimal)
+    placed_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    cancel_code: str | None = Field(default=None, max_length=64)
+    """Why the executor asked the exchange to cancel (``LIMIT_TTL``, ``HALT``), once asked."""
+    cancel_message: str | None = Field(default=None, max_length=500)
+    adopted: bool = False
+    """Found open on the exchange with our prefix but not in this store (reconciliation)."""
+    last_error: str | None = Field(default=None, max_length=500)
     created_at: datetime = Field(default_factory=utc_now, sa_type=UtcDateTime)
     updated_at: datetime = Field(default_factory=utc_now, sa_type=UtcDateTime)
 
 
+class FillRow(SQLModel, table=True):
+    __tablename__ = "executor_fills_v1"
+
+    trade_id: str = Field(primary_key=True, max_length=128)
+    client_order_id: str = Field(index=True, max_length=128)
+    price: Decimal = Field(sa_type=ExactDecimal)
+    size: Decimal = Field(sa_type=ExactDecimal)
+    """Base currency."""
+    fee: Decimal = Field(sa_type=ExactDecimal)
+    liquidity: str = Field(max_length=8)
+    time: datetime = Field(sa_type=UtcDateTime)
+
+
+TABLES: list[type[SQLModel]] = [OrderRow, FillRow]
+
+
 def is_final(order: OrderRow) -> bool:
     return order.status in FINAL_ORDER_STATUSES
+
+
+def identity(order: OrderRow) -> OrderIdentity:
+    return OrderIdentity(
+        bot_id=order.bot_id,
+        product_id=order.product_id,
+        mode=order.mode,  # type: ignore[arg-type]
+        intent_id=order.intent_id,
+        client_order_id=order.client_order_id,
+        action=order.action,
+        side=order.side,
+    )
+
+
+def fills_of(session: Session, client_order_id: str) -> tuple[Fill, ...]:
+    rows = session.exec(
+        select(FillRow)
+        .where(FillRow.client_order_id == client_order_id)
+        .order_by(col(FillRow.time), col(FillRow.trade_id))
+    ).all()
+    return tuple(
+        Fill(
+            trade_id=row.trade_id,
+            price=row.price,
+            size=row.size,
+            fee=row.fee,
+            liquidity=row.liquidity,  # type: ignore[arg-type]
+            time=row.time,
+        )
+        for row in rows
+    )
+
+
+def state_of(session: Session, order: OrderRow) -> OrderState:
+    fills = fills_of(session, order.client_order_id)
+    return OrderState(order.status, fills, order.exchange_order_id)
+
+
+def apply(session: Session, order: OrderRow, step: Advance, exchange_order_id: str | None) -> None:
+    """Store the new status and fills and stage the events, in the caller's transaction."""
+    known = {fill.trade_id for fill in fills_of(session, order.client_order_id)}
+    for fill in step.fills:
+        if fill.trade_id not in known:
+            session.add(
+                FillRow(
+                    trade_id=fill.trade_id,
+                    client_order_id=order.client_order_id,
+                    price=fill.price,
+                    size=fill.size,
+                    fee=fill.fee,
+                    liquidity=fill.liquidity,
+                    time=fill.time,
+                )
+            )
+    if exchange_order_id and order.placed_at is None:
+        order.placed_at = utc_now()
+    order.exchange_order_id = exchange_order_id or order.exchange_order_id
+    order.status = step.status
+    order.filled_size = step.filled_size
+    order.last_error = None
+    order.updated_at = utc_now()
+    session.add(order)
+    for event in step.events:
+        stage(session, subjects.for_token(subjects.ORDERS_EVENTS, order.bot_id), event)
 
 
 def record_event(session: Session, order: OrderRow, event: OrderEvent) -> None:
@@ -49,9 +147,12 @@ def record_event(session: Session, order: OrderRow, event: OrderEvent) -> None:
 
 
 def open_orders(session: Session) -> list[OrderRow]:
+    """Every order that is not final, oldest first."""
     return list(
         session.exec(
-            select(OrderRow).where(col(OrderRow.status).not_in(list(FINAL_ORDER_STATUSES)))
+            select(OrderRow)
+            .where(col(OrderRow.status).not_in(list(FINAL_ORDER_STATUSES)))
+            .order_by(col(OrderRow.created_at))
         )
     )
 

@@ -1,0 +1,535 @@
+"""Placing orders and keeping them in sync with the exchange until they are final.
+
+* An approval is recorded (``new``) before the order goes out and every answer after; a
+  redelivered approval or a restart in between never places a second order: the exchange answers
+  a repeated ``client_order_id`` with the existing order, and an order whose placing had an
+  unknown outcome (a timeout, a 5xx storm) is looked up by ``client_order_id`` before anything else.
+* Every non-final order is polled (``get_order``, then ``get_fills`` when the exchange counts
+  fills we do not have) with a backoff that doubles while nothing changes, up to a cap; each change
+  is stored with the events it means in one transaction (:func:`services.executor.orders.advance`).
+* A limit order not filled within its time-to-live, and every order a halt covers, is cancelled;
+  the cancellation is reported with why, and fills before it are booked.
+* On start (:mod:`services.executor.reconcile`) every order the store says is not final is
+  resumed, and an open order on the exchange with our prefix that the store does not know is
+  adopted and reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from prometheus_client import Counter, Gauge
+from sqlmodel import Session
+
+from services.executor.config import ExecutorSettings
+from services.executor.exchanges.base import (
+    ExchangeError,
+    ExchangeOrder,
+    OrderRefused,
+    OrderRequest,
+)
+from services.executor.gateway import Gateway
+from services.executor.orders import (
+    NEW,
+    ExchangeReport,
+    OpenOrder,
+    advance,
+    backoff,
+    cancels_for,
+    convert_fill,
+    is_final,
+    limit_order_expired,
+    refusal_event,
+    refusal_reason,
+    size_order,
+)
+from services.executor.reconcile import adopt
+from services.executor.store import OrderRow, apply, identity, open_orders, record_event, state_of
+from shared.catalog import Catalog
+from shared.contracts import OrderApproved, Reason, SafetyEvent
+from shared.logging import correlated, get_logger
+from shared.money import utc_now
+from shared.service import Service
+
+log = get_logger("tranche.executor")
+
+ORDER_EVENTS = Counter("tranche_executor_order_changes_total", "Order status changes", ["status"])
+OPEN_ORDERS = Gauge("tranche_executor_open_orders", "Orders not final yet")
+POLLS = Counter("tranche_executor_polls_total", "Order status polls", ["outcome"])
+LOOKBACK = timedelta(minutes=10)  # how far before its record an order is looked up by id
+
+
+WAIT_FOR_FILLS_POLLS = 10  # then an order the exchange says is final is made final anyway
+
+
+@dataclass
+class Due:
+    at: float
+    interval_s: float | None = None
+    waited_for_fills: int = 0
+
+
+class Executor:
+    def __init__(
+        self,
+        service: Service,
+        settings: ExecutorSettings,
+        catalog: Catalog,
+        gateway: Gateway,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+        event_clock: Callable[[str], datetime | None] = lambda _product: None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ):
+        self.service = service
+        self.settings = settings
+        self.catalog = catalog
+        self.gateway = gateway
+        self.exchange = gateway.exchange
+        self.clock = clock
+        self._event_clock = event_clock
+        self._monotonic = monotonic
+        self._due: dict[str, Due] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._wake = asyncio.Event()
+        self.adoption_pending = True
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def event_now(self, product_id: str) -> datetime:
+        """Event time: the market's clock in mock mode (replays stay deterministic), the wall
+        clock live."""
+        return self._event_clock(product_id) or self.clock()
+
+    def _lock(self, cid: str) -> asyncio.Lock:
+        return self._locks.setdefault(cid, asyncio.Lock())
+
+    def schedule(self, cid: str, delay_s: float = 0.0) -> None:
+        due = self._due.get(cid)
+        at = self._monotonic() + delay_s
+        if due is None:
+            self._due[cid] = Due(at)
+        else:
+            due.at = min(due.at, at)
+        self._wake.set()
+
+    def poll_all_now(self) -> None:
+        """Poll every open order at once (the mock market just filled something)."""
+        now = self._monotonic()
+        for entry in self._due.values():
+            entry.at = min(entry.at, now)
+            entry.interval_s = None
+        self._wake.set()
+
+    def exchange_cid(self, cid: str) -> str:
+        return f"{self.settings.client_order_prefix}{cid}"
+
+    def _request(self, order: OrderRow) -> OrderRequest:
+        return OrderRequest(
+            client_order_id=order.exchange_client_order_id,
+            product_id=order.product_id,
+            side=order.side,
+            order_type=order.order_type,
+            quote_size=order.quote_size,
+            base_size=order.base_size,
+            limit_price=order.limit_price,
+        )
+
+    async def _note_error(self, cid: str, error: ExchangeError) -> None:
+        def note(session: Session) -> None:
+            row = session.get(OrderRow, cid)
+            if row is not None and not is_final(row.status):
+                row.last_error = f"{error.code}: {error.message}"[:500]
+                session.add(row)
+
+        await self.service.transact(note)
+
+    # -- approvals ----------------------------------------------------------------------------
+
+    async def on_approval(self, approval: OrderApproved) -> None:
+        """Record the order (or refuse it with a reason), then place it. Idempotent."""
+        intent = approval.intent
+        cid = approval.client_order_id
+        now = self.clock()
+
+        def record(session: Session) -> tuple[OrderRow | None, bool]:
+            """(the order to go on with, whether it was recorded just now)"""
+            order = session.get(OrderRow, cid)
+            if order is not None:  # a redelivery: resume it (asking the exchange first)
+                return (None if is_final(order.status) else order), False
+            reason = refusal_reason(approval, self.settings.mode, now, self.settings.approval_ttl)
+            spec = None
+            if reason is None:
+                product = self.catalog.products.get(intent.product_id)
+                if product is None:
+                    reason = Reason(
+                        code="UNKNOWN_PRODUCT", message=f"{intent.product_id} is not in the catalog"
+                    )
+                else:
+                    sized = size_order(
+                        order_type=intent.order_type,
+                        side=intent.side,
+                        quote_size=intent.quote_size,
+                        base_size=intent.base_size,
+                        limit_price=intent.limit_price,
+                        reference_price=intent.reference_price,
+                        product=product,
+                    )
+                    reason, spec = (sized, None) if isinstance(sized, Reason) else (None, sized)
+            order = OrderRow(
+                client_order_id=cid,
+                exchange_client_order_id=self.exchange_cid(cid),
+                intent_id=intent.intent_id,
+                bot_id=intent.bot_id,
+                product_id=intent.product_id,
+                mode=approval.mode,
+                action=intent.action,
+                side=intent.side,
+                order_type=intent.order_type,
+                quote_size=spec.quote_size if spec else intent.quote_size,
+                base_size=spec.base_size if spec else intent.base_size,
+                limit_price=spec.limit_price if spec else intent.limit_price,
+                ttl_s=intent.order_ttl_s or self.settings.limit_order_ttl_s,
+                decided_at=approval.decided_at,
+                status=NEW,
+            )
+            if reason is not None:
+                record_event(session, order, refusal_event(approval, reason))
+                return None, False
+            session.add(order)
+            return order, True
+
+        with correlated(intent.intent_id, bot_id=intent.bot_id, client_order_id=cid):
+            order, fresh = await self.service.transact(record)
+            if order is None:
+                log.info("approval.done_or_refused")
+                return
+            await self.sync(cid, fresh=fresh)
+
+    # -- one order ----------------------------------------------------------------------------
+
+    async def sync(self, cid: str, fresh: bool = False) -> bool:
+        """Bring one order up to date with the exchange; returns whether anything changed.
+        Exchange failures leave it as it was (to be asked again), never failed. ``fresh``: the
+        order was recorded just now, so it cannot be on the exchange yet."""
+        async with self._lock(cid):
+            order = await self.service.read(lambda session: session.get(OrderRow, cid))
+            if order is None or is_final(order.status):
+                self._due.pop(cid, None)
+                return False
+            with correlated(order.intent_id, bot_id=order.bot_id, client_order_id=cid):
+                try:
+                    changed = await self._sync(order, fresh)
+                except ExchangeError as error:
+                    POLLS.labels(error.code).inc()
+                    log.warning("order.sync_failed", code=error.code, error=error.message)
+                    await self._note_error(cid, error)
+                    changed = False
+                else:
+                    POLLS.labels("ok").inc()
+            current = await self.service.read(lambda session: session.get(OrderRow, cid))
+            if current is None or is_final(current.status):
+                self._due.pop(cid, None)
+            else:
+                due = self._due.setdefault(cid, Due(0))
+                due.interval_s = backoff(
+                    due.interval_s,
+                    changed,
+                    self.settings.poll_interval_s,
+                    self.settings.poll_max_interval_s,
+                )
+                due.at = self._monotonic() + due.interval_s
+                deadline = self._ttl_deadline(current)
+                if deadline is not None:  # the backoff never makes a time-to-live late
+                    due.at = min(due.at, self._monotonic() + max(0.0, deadline))
+            return changed
+
+    async def _sync(self, order: OrderRow, fresh: bool) -> bool:
+        cid = order.client_order_id
+        answer: ExchangeOrder | None
+        if order.exchange_order_id is None:
+            answer = await self._place_or_find(order, fresh)
+            if answer is None:
+                return True  # settled without the exchange (never placed: failed or cancelled)
+        else:
+            answer = await self.gateway.call(
+                "get_order", self.exchange.get, order.exchange_order_id
+            )
+        changed = await self._record(order, answer)
+        order = await self.service.read(lambda session: session.get(OrderRow, cid))
+        if order is None or is_final(order.status):
+            return changed
+        if order.cancel_code is None and self._ttl_passed(order):
+            await self.request_cancel(
+                cid, "LIMIT_TTL", f"not filled within its time-to-live of {order.ttl_s} s"
+            )
+            return True
+        if order.cancel_code is not None and answer.status in ("OPEN", "PENDING", "QUEUED"):
+            # Asked before (a halt, the time-to-live) and still resting: ask again.
+            await self.gateway.call("cancel_orders", self.exchange.cancel, answer.exchange_order_id)
+        return changed
+
+    def _ttl_deadline(self, order: OrderRow) -> float | None:
+        """Seconds until a resting limit order's time-to-live runs out (None: no such limit)."""
+        if order.order_type != "limit" or order.placed_at is None or order.ttl_s is None:
+            return None
+        if order.cancel_code is not None:
+            return None
+        ends = order.placed_at + timedelta(seconds=order.ttl_s)
+        return (ends - self.clock()).total_seconds()
+
+    def _ttl_passed(self, order: OrderRow) -> bool:
+        return (
+            order.order_type == "limit"
+            and order.placed_at is not None
+            and order.ttl_s is not None
+            and limit_order_expired(order.placed_at, timedelta(seconds=order.ttl_s), self.clock())
+        )
+
+    async def _place_or_find(self, order: OrderRow, fresh: bool) -> ExchangeOrder | None:
+        """Place a ``new`` order; unless it was recorded just now (an earlier attempt, before a
+        timeout or a restart, may have reached the exchange) ask for it by ``client_order_id``
+        first. ``None``: settled here without an exchange order."""
+        found = None
+        if not fresh or order.cancel_code is not None:
+            found = await self.gateway.call(
+                "find_order",
+                self.exchange.find,
+                order.exchange_client_order_id,
+                order.product_id,
+                order.created_at - LOOKBACK,
+            )
+        if found is not None:
+            log.info("order.found_by_client_order_id", exchange_order_id=found.exchange_order_id)
+            return found
+        if order.cancel_code is not None:
+            await self._settle_unplaced(order, "cancelled", order.cancel_code, order.cancel_message)
+            return None
+        ttl = self.settings.approval_ttl
+        if not fresh and ttl and self.clock() - order.decided_at > ttl:
+            await self._settle_unplaced(
+                order,
+                "failed",
+                "NOT_PLACED",
+                f"the exchange does not have the order ({order.last_error or 'interrupted'}) and "
+                "its approval is past its time-to-live: not placed",
+            )
+            return None
+        try:
+            answer = await self.gateway.call(
+                "create_order", self.exchange.place, self._request(order)
+            )
+        except OrderRefused as error:
+            await self._settle_unplaced(order, "failed", error.code, error.message)
+            return None
+        if self.settings.executor_fault == "crash_after_send":
+            log.warning("fault.crash_after_send", exchange_order_id=answer.exchange_order_id)
+            os._exit(87)
+        log.info("order.placed", exchange_order_id=answer.exchange_order_id, status=answer.status)
+        return answer
+
+    async def _settle_unplaced(
+        self, order: OrderRow, status: str, code: str, message: str | None
+    ) -> None:
+        reason = Reason(code=_code(code), message=(message or code)[:500])
+        report = ExchangeReport(
+            exchange_order_id="", status=status.upper(), reason=reason, number_of_fills=0
+        )
+
+        def store(session: Session) -> None:
+            row = session.get(OrderRow, order.client_order_id)
+            if row is None or is_final(row.status):
+                return
+            # Never reached the exchange: no "submitted" before the final event.
+            step = advance(
+                identity(row), state_of(session, row), report, self.event_now(row.product_id)
+            )
+            events = [event for event in step.events if event.status != "submitted"]
+            apply(session, row, type(step)(step.status, step.fills, events), None)
+
+        await self.service.transact(store)
+        ORDER_EVENTS.labels(status).inc()
+        log.info("order.settled_unplaced", status=status, code=code)
+
+    async def _record(self, order: OrderRow, answer: ExchangeOrder) -> bool:
+        known = await self.service.read(lambda session: len(state_of(session, order).known_fills))
+        raw_fills = []
+        if (
+            answer.number_of_fills is None
+            or answer.number_of_fills > known
+            or (answer.filled_size > order.filled_size)
+        ):
+            raw_fills = await self.gateway.call(
+                "get_fills", self.exchange.fills, answer.exchange_order_id
+            )
+        reason = None
+        if answer.status == "FAILED":
+            code, _, message = (answer.reject_reason or "EXCHANGE_FAILED").partition(": ")
+            reason = Reason(code=_code(code), message=(message or code)[:500])
+        fills = tuple(convert_fill(fill) for fill in raw_fills)
+        report = ExchangeReport(
+            exchange_order_id=answer.exchange_order_id,
+            status=answer.status,
+            fills=fills,
+            number_of_fills=answer.number_of_fills,
+            reason=reason,
+        )
+        adopted_reason = (
+            Reason(
+                code="ADOPTED",
+                message="found open on the exchange with our client_order_id prefix but not in "
+                "the executor's store; tracked from now on",
+            )
+            if order.adopted
+            else None
+        )
+
+        def store(session: Session):
+            row = session.get(OrderRow, order.client_order_id)
+            if row is None or is_final(row.status):
+                return None
+            said = report
+            if answer.status in ("CANCELLED", "EXPIRED") and row.cancel_code:
+                # Read in this transaction: a halt may have asked for the cancel a moment ago.
+                why = Reason(code=row.cancel_code, message=row.cancel_message or row.cancel_code)
+                said = replace(report, reason=why)
+            due = self._due.get(row.client_order_id)
+            step = advance(
+                identity(row),
+                state_of(session, row),
+                said,
+                self.event_now(row.product_id),
+                stop_waiting=due is not None and due.waited_for_fills >= WAIT_FOR_FILLS_POLLS,
+            )
+            if adopted_reason is not None:
+                step.events[:] = [
+                    e.model_copy(update={"reason": adopted_reason})
+                    if e.status == "submitted"
+                    else e
+                    for e in step.events
+                ]
+            apply(session, row, step, answer.exchange_order_id)
+            return step
+
+        step = await self.service.transact(store)
+        if step is None:
+            return False
+        for event in step.events:
+            ORDER_EVENTS.labels(event.status).inc()
+            log.info(
+                "order.changed",
+                status=event.status,
+                fills=len(event.fills),
+                filled_size=str(event.filled_size),
+                reason=event.reason.code if event.reason else None,
+            )
+        if step.waiting_for_fills:
+            log.info("order.waiting_for_fills", exchange_status=answer.status)
+            self._due.setdefault(order.client_order_id, Due(0)).waited_for_fills += 1
+        elif (
+            step.events
+            and is_final(step.status)
+            and len(step.fills) < (answer.number_of_fills or 0)
+        ):
+            log.warning(
+                "order.final_with_fills_missing",
+                known=len(step.fills),
+                counted=answer.number_of_fills,
+            )
+        return step.changed
+
+    # -- cancels --------------------------------------------------------------------------------
+
+    async def request_cancel(self, cid: str, code: str, message: str) -> None:
+        """Record why, then ask the exchange; the next polls report the cancellation (or the fill
+        that beat it). An order not yet on the exchange is settled without placing it."""
+
+        def mark(session: Session) -> OrderRow | None:
+            row = session.get(OrderRow, cid)
+            if row is None or is_final(row.status):
+                return None
+            if row.cancel_code is None:
+                row.cancel_code, row.cancel_message = code, message[:500]
+                session.add(row)
+            return row
+
+        order = await self.service.transact(mark)
+        if order is None:
+            return
+        log.info("order.cancel_requested", client_order_id=cid, code=code)
+        if order.exchange_order_id is not None:
+            try:
+                await self.gateway.call(
+                    "cancel_orders", self.exchange.cancel, order.exchange_order_id
+                )
+            except ExchangeError as error:
+                log.warning("order.cancel_failed", client_order_id=cid, code=error.code)
+        self.schedule(cid)
+
+    async def on_safety_event(self, event: SafetyEvent) -> list[str]:
+        """A halt cancels the open orders it covers (``reducing``: the entries); returns them."""
+
+        def covered(session: Session) -> list[str]:
+            orders = [
+                OpenOrder(row.client_order_id, row.bot_id, row.action, row.status)
+                for row in open_orders(session)
+            ]
+            return cancels_for(event, orders)
+
+        targets = await self.service.read(covered)
+        message = f"{event.code} ({event.state}): {event.message}"[:500]
+        for cid in targets:
+            await self.request_cancel(
+                cid, "HALT" if event.state == "halted" else "REDUCING", message
+            )
+        if targets:
+            log.warning("safety.cancelling", code=event.code, orders=len(targets))
+        return targets
+
+    # -- the poll loop ------------------------------------------------------------------------
+
+    async def run(self, concurrency: int = 8) -> None:
+        """Poll every due order, forever (a background job)."""
+        gate = asyncio.Semaphore(concurrency)
+        last_adoption = self._monotonic()
+
+        async def one(cid: str) -> None:
+            async with gate:
+                try:
+                    await self.sync(cid)
+                except Exception as error:  # storage trouble: keep polling the others
+                    log.error("order.sync_crashed", client_order_id=cid, error=repr(error))
+                    self._due[cid] = Due(self._monotonic() + self.settings.poll_max_interval_s)
+
+        while True:
+            now = self._monotonic()
+            due = [cid for cid, entry in self._due.items() if entry.at <= now]
+            for cid in due:
+                self._due[cid].at = float("inf")  # not picked twice while it runs
+            if due:
+                await asyncio.gather(*(one(cid) for cid in due), return_exceptions=False)
+            OPEN_ORDERS.set(len(self._due))
+            if self.adoption_pending and now - last_adoption > self.settings.poll_max_interval_s:
+                last_adoption = now
+                await adopt(self)
+            next_at = min((entry.at for entry in self._due.values()), default=now + 1.0)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._wake.wait(), timeout=max(0.01, min(1.0, next_at - now))
+                )
+
+
+def _code(text: str) -> str:
+    """A stable code from what the exchange said (``Reason.code``'s pattern)."""
+    code = re.sub(r"[^A-Z0-9_]", "_", text.strip().upper())[:64]
+    if not code or not code[0].isalpha():
+        code = f"X_{code}"[:64]
+    return code if len(code) >= 2 else "EXCHANGE_FAILED"

@@ -1,0 +1,372 @@
+"""A local HTTPS stand-in for Coinbase Advanced Trade's order endpoints, so the real SDK
+(``RESTClient``) can be tested without the internet.
+
+* TLS with a self-signed certificate made here with ``cryptography`` (for 127.0.0.1 / localhost);
+* every request must carry a valid JWT (``Authorization: Bearer``): ES256 signed by the test's
+  key, header ``kid`` = the key name and a ``nonce``, claims ``sub`` = key, ``iss`` = ``cdp``,
+  ``nbf``/``exp`` current, ``uri`` = ``"<METHOD> 127.0.0.1:<port><path>"``; else 401;
+* answers in Coinbase's documented JSON shapes, including ``success: false`` and error bodies;
+* a repeated ``client_order_id`` answers with the existing order;
+* failures queued by the test: ``429`` (with Retry-After), ``500``, ``503``, ``timeout`` (no effect,
+  answers too late) and ``timeout_after_create`` (creates the order, then answers too late).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import json
+import ssl
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from decimal import ROUND_DOWN, Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import jwt
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+PREFIX = "/api/v3/brokerage"
+
+
+def make_certificate(directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate (its own CA) for 127.0.0.1 and localhost: (cert, key) files."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tranche coinbase stand-in")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "standin-cert.pem", directory / "standin-key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    name: str
+    secret: str
+    """The PEM private key, as Coinbase hands it out."""
+    public_key: Any
+
+
+def make_api_key() -> ApiKey:
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    ).decode()
+    name = f"organizations/{uuid.uuid4()}/apiKeys/{uuid.uuid4()}"
+    return ApiKey(name, pem, key.public_key())
+
+
+@dataclass
+class StandInOrder:
+    order_id: str
+    client_order_id: str
+    product_id: str
+    side: str
+    configuration: dict
+    status: str
+    created_time: str
+    fills: list[dict] = field(default_factory=list)
+
+    @property
+    def filled_size(self) -> Decimal:
+        return sum(
+            (
+                Decimal(f["size"]) / Decimal(f["price"])
+                if f["size_in_quote"]
+                else Decimal(f["size"])
+                for f in self.fills
+            ),
+            Decimal(0),
+        )
+
+    def as_json(self) -> dict:
+        kind = "MARKET" if "market_market_ioc" in self.configuration else "LIMIT"
+        fees = sum((Decimal(f["commission"]) for f in self.fills), Decimal(0))
+        return {
+            "order_id": self.order_id, "product_id": self.product_id, "user_id": "user-1",
+            "order_configuration": self.configuration, "side": self.side,
+            "client_order_id": self.client_order_id, "status": self.status,
+            "time_in_force": "IMMEDIATE_OR_CANCEL" if kind == "MARKET" else "GOOD_UNTIL_CANCELLED",
+            "created_time": self.created_time, "completion_percentage": "0",
+            "filled_size": str(self.filled_size), "average_filled_price": "0",
+            "fee": "", "number_of_fills": str(len(self.fills)), "filled_value": "0",
+            "pending_cancel": False, "size_in_quote": "quote_size" in str(self.configuration),
+            "total_fees": str(fees), "size_inclusive_of_fees": False,
+            "total_value_after_fees": "0", "trigger_status": "INVALID_ORDER_TYPE",
+            "order_type": kind, "reject_reason": "", "settled": self.status == "FILLED",
+            "product_type": "SPOT", "reject_message": "", "cancel_message": "",
+            "order_placement_source": "RETAIL_ADVANCED", "outstanding_hold_amount": "0",
+        }  # fmt: skip
+
+
+class CoinbaseStandIn:
+    def __init__(
+        self, key: ApiKey, directory: Path, price: str = "50000", answer_late_s: float = 3
+    ):
+        self.key = key
+        self.price = Decimal(price)
+        self.answer_late_s = answer_late_s
+        self.orders: dict[str, StandInOrder] = {}
+        self.faults: deque[str] = deque()
+        self.reject_next: str | None = None
+        self.refuse_duplicates = False
+        self.requests: list[tuple[str, str]] = []
+        self.auth_failures: list[str] = []
+        self.lock = threading.Lock()
+        self.cert_file, key_file = make_certificate(directory)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.cert_file, key_file)
+        standin = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:  # quiet
+                pass
+
+            def do_GET(self) -> None:
+                standin.handle(self, "GET")
+
+            def do_POST(self) -> None:
+                standin.handle(self, "POST")
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> CoinbaseStandIn:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    # -- test controls ------------------------------------------------------------------------
+
+    def fill(self, order_id: str, size: str, price: str | None = None) -> None:
+        """A resting limit order fills ``size`` (base) as maker; fully filled → FILLED."""
+        with self.lock:
+            order = self.orders[order_id]
+            limit = order.configuration["limit_limit_gtc"]
+            self._add_fill(order, Decimal(size), Decimal(price or limit["limit_price"]), "MAKER")
+            if order.filled_size >= Decimal(limit["base_size"]):
+                order.status = "FILLED"
+
+    # -- HTTP ---------------------------------------------------------------------------------
+
+    def handle(self, request: BaseHTTPRequestHandler, method: str) -> None:
+        url = urlsplit(request.path)
+        length = int(request.headers.get("Content-Length") or 0)
+        body = json.loads(request.rfile.read(length) or b"{}") if length else {}
+        with self.lock:
+            self.requests.append((method, url.path))
+        problem = self.check_jwt(request.headers.get("Authorization", ""), method, url.path)
+        if problem:
+            self.auth_failures.append(problem)
+            return self.send(request, 401, {"error": "UNAUTHENTICATED", "message": problem})
+        fault = self.faults.popleft() if self.faults else None
+        if fault in ("429", "500", "503"):
+            headers = {"Retry-After": "1"} if fault == "429" else {}
+            error = {"429": "RATE_LIMIT_EXCEEDED", "500": "INTERNAL", "503": "UNAVAILABLE"}
+            return self.send(
+                request, int(fault), {"error": error[fault], "message": fault}, headers
+            )
+        if fault == "timeout":
+            time.sleep(self.answer_late_s)
+            return self.send(request, 503, {"error": "UNAVAILABLE", "message": "too late"})
+        status, answer = self.route(method, url.path, parse_qs(url.query), body)
+        if fault == "timeout_after_create":
+            time.sleep(self.answer_late_s)
+        return self.send(request, status, answer)
+
+    def check_jwt(self, header: str, method: str, path: str) -> str | None:
+        if not header.startswith("Bearer "):
+            return "no bearer token"
+        token = header.removeprefix("Bearer ")
+        try:
+            head = jwt.get_unverified_header(token)
+            claims = jwt.decode(
+                token,
+                self.key.public_key,
+                algorithms=["ES256"],
+                options={"require": ["sub", "iss", "nbf", "exp", "uri"]},
+            )
+        except jwt.PyJWTError as error:
+            return f"invalid token: {error}"
+        expected_uri = f"{method} {self.base_url}{path}"
+        checks = {
+            "kid": head.get("kid") == self.key.name,
+            "nonce": bool(head.get("nonce")),
+            "sub": claims.get("sub") == self.key.name,
+            "iss": claims.get("iss") == "cdp",
+            "uri": claims.get("uri") == expected_uri,
+            "lifetime": claims["exp"] - claims["nbf"] <= 120,
+        }
+        failed = [name for name, ok in checks.items() if not ok]
+        return f"bad claims: {failed}" if failed else None
+
+    def send(
+        self,
+        request: BaseHTTPRequestHandler,
+        status: int,
+        body: dict,
+        headers: dict | None = None,
+    ) -> None:
+        data = json.dumps(body).encode()
+        try:
+            request.send_response(status)
+            request.send_header("Content-Type", "application/json")
+            request.send_header("Content-Length", str(len(data)))
+            for name, value in (headers or {}).items():
+                request.send_header(name, value)
+            request.end_headers()
+            request.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
+            pass  # the client gave up (a timeout test)
+
+    def route(self, method: str, path: str, query: dict, body: dict) -> tuple[int, dict]:
+        with self.lock:
+            if method == "POST" and path == f"{PREFIX}/orders":
+                return self.create(body)
+            if method == "POST" and path == f"{PREFIX}/orders/batch_cancel":
+                results = []
+                for order_id in body.get("order_ids", []):
+                    order = self.orders.get(order_id)
+                    ok = order is not None and order.status == "OPEN"
+                    if ok:
+                        order.status = "CANCELLED"  # type: ignore[union-attr]
+                    results.append(
+                        {"success": ok, "order_id": order_id, "failure_reason":
+                         "UNKNOWN_CANCEL_FAILURE_REASON" if ok else "UNKNOWN_CANCEL_ORDER"}
+                    )  # fmt: skip
+                return 200, {"results": results}
+            if method == "GET" and path == f"{PREFIX}/orders/historical/batch":
+                orders = [
+                    o for o in self.orders.values()
+                    if ("product_ids" not in query or o.product_id in query["product_ids"])
+                    and ("order_status" not in query or o.status in query["order_status"])
+                ]  # fmt: skip
+                return 200, {
+                    "orders": [o.as_json() for o in orders], "sequence": "0",
+                    "has_next": False, "cursor": "",
+                }  # fmt: skip
+            if method == "GET" and path == f"{PREFIX}/orders/historical/fills":
+                ids = set(query.get("order_ids", []))
+                fills = [f for o in self.orders.values() if o.order_id in ids for f in o.fills]
+                return 200, {"fills": fills, "cursor": ""}
+            if method == "GET" and path.startswith(f"{PREFIX}/orders/historical/"):
+                order = self.orders.get(path.rsplit("/", 1)[-1])
+                if order is None:
+                    return 404, {"error": "NOT_FOUND", "message": "order not found"}
+                return 200, {"order": order.as_json()}
+            return 404, {"error": "NOT_FOUND", "message": f"no route {method} {path}"}
+
+    def create(self, body: dict) -> tuple[int, dict]:
+        cid = body.get("client_order_id")
+        if not cid:
+            return 400, {"error": "INVALID_ARGUMENT", "message": "client_order_id is required"}
+        for order in self.orders.values():
+            if order.client_order_id == cid:
+                if self.refuse_duplicates:  # the other answer an exchange might give
+                    return 200, {
+                        "success": False, "failure_reason": "UNKNOWN_FAILURE_REASON",
+                        "order_id": "", "error_response": {
+                            "error": "DUPLICATE_CLIENT_ORDER_ID",
+                            "message": "client_order_id already used",
+                        },
+                    }  # fmt: skip
+                return 200, self.created(order)
+        if self.reject_next:
+            code, self.reject_next = self.reject_next, None
+            return 200, {
+                "success": False, "failure_reason": "UNKNOWN_FAILURE_REASON", "order_id": "",
+                "error_response": {
+                    "error": code, "message": "Insufficient balance in source account",
+                    "error_details": "", "preview_failure_reason": f"PREVIEW_{code}",
+                },
+                "order_configuration": body["order_configuration"],
+            }  # fmt: skip
+        configuration = body["order_configuration"]
+        order = StandInOrder(
+            order_id=str(uuid.uuid4()), client_order_id=cid, product_id=body["product_id"],
+            side=body["side"], configuration=configuration, status="OPEN",
+            created_time=dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z"),
+        )  # fmt: skip
+        self.orders[order.order_id] = order
+        market = configuration.get("market_market_ioc")
+        if market is not None:
+            if "quote_size" in market:  # fills are reported in quote, as Coinbase does
+                self._add_fill(order, Decimal(market["quote_size"]), self.price, "TAKER", True)
+            else:
+                self._add_fill(order, Decimal(market["base_size"]), self.price, "TAKER")
+            order.status = "FILLED"
+        return 200, self.created(order)
+
+    @staticmethod
+    def created(order: StandInOrder) -> dict:
+        return {
+            "success": True,
+            "success_response": {
+                "order_id": order.order_id, "product_id": order.product_id,
+                "side": order.side, "client_order_id": order.client_order_id,
+            },
+            "order_configuration": order.configuration,
+        }  # fmt: skip
+
+    def _add_fill(
+        self, order: StandInOrder, size: Decimal, price: Decimal, liquidity: str, in_quote=False
+    ) -> None:
+        notional = size if in_quote else size * price
+        rate = Decimal("0.006") if liquidity == "TAKER" else Decimal("0.004")
+        order.fills.append(
+            {
+                "entry_id": str(uuid.uuid4()), "trade_id": str(uuid.uuid4()),
+                "order_id": order.order_id,
+                "trade_time": dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z"),
+                "trade_type": "FILL", "price": str(price), "size": str(size),
+                "commission": str((notional * rate).quantize(Decimal("0.01"), ROUND_DOWN)),
+                "product_id": order.product_id,
+                "sequence_timestamp": dt.datetime.now(dt.UTC).isoformat(),
+                "liquidity_indicator": liquidity, "size_in_quote": in_quote,
+                "user_id": "user-1", "side": order.side,
+            }
+        )  # fmt: skip
