@@ -145,8 +145,11 @@ class OutboxRelay:
     async def run(self, poll_s: float) -> None:
         """Flush on every wake-up and at least every ``poll_s`` seconds until cancelled."""
         while True:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
+            # that arrives as the wait finishes, and Service.stop() then waited here forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=poll_s)
+                async with asyncio.timeout(poll_s):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 await self.flush()
