@@ -17,7 +17,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from tranche import ledger_cli, replay
+from tranche import ledger_cli, replay, safety_cli
 from tranche.stack import EmbeddedStack, StackConfig, StackError
 from tranche.status import gather, render
 
@@ -156,6 +156,7 @@ def parser() -> argparse.ArgumentParser:
     sig.set_defaults(run=cmd_signal)
 
     ledger_cli.register(commands)
+    safety_cli.register(commands)
     replay.register(commands)
     return root
 

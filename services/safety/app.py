@@ -1,78 +1,136 @@
 """Safety service wiring.
 
-Reads:  tranche.intents.<bot>           (durable, consumer safety-intents-v1)
-Writes: tranche.orders.approved.<bot>   (outbox; only safety may)
-        tranche.orders.rejected.<bot>   (outbox, with every reason)
-        tranche.dlq.safety              (refused input)
-HTTP:   GET /decisions                  recent decisions with their reasons
+Reads:  tranche.intents.<bot>             (durable, consumer safety-intents-v1)
+        tranche.orders.events.<bot>       (durable, consumer safety-order-events-v1)
+        tranche_positions bucket          (watch; copied to safety_positions)
+        tranche.market.ticker.<product>   (core NATS: newest price, for the price band and TTL)
+        tranche.safety.control            (core NATS request/reply, queue group: commands)
+Writes: tranche.orders.approved.<bot>     (outbox; only safety may)
+        tranche.orders.rejected.<bot>     (outbox, with every reason)
+        tranche.safety.events             (outbox: trips, resets, halts, limits reached)
+        tranche.dlq.safety                (refused input)
+HTTP:   GET /decisions?bot=               decisions with their reasons and counters
+        GET /states                       trading states and the current mode
+        POST /halt, POST /resume          the kill switch (bearer token)
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hmac
 import json
-from datetime import timedelta
+import uuid
+from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Header, HTTPException, Query
 from faststream.nats.annotations import NatsMessage
-from sqlmodel import Session
+from pydantic import BaseModel, Field
+from sqlmodel import Session, select
 
 from services.safety.config import SafetySettings
-from services.safety.rules import Limits, client_order_id_for, decide, decision_time
+from services.safety.control import run_command
+from services.safety.handlers import decide_and_store, record_order_event
+from services.safety.rules import Market, decision_time
 from services.safety.store import (
-    BotStateRow,
-    DecisionRow,
-    decision_exists,
-    load_state,
-    recent_decisions,
-    save_decision,
+    SYSTEM,
+    TABLES,
+    TradingStateRow,
+    decisions,
+    save_position,
+    serialise_sqlite_writers,
 )
-from shared.bus import durable, require_subject_token
-from shared.contracts import OrderApproved, OrderRejected, TradeIntent
+from shared import subjects
+from shared.bus import delivery_of, durable, require_subject_token
+from shared.contracts import (
+    OrderApproved,
+    OrderEvent,
+    OrderRejected,
+    PositionUpdate,
+    Reason,
+    SafetyCommand,
+    SafetyCommandResult,
+    SafetyEvent,
+    Ticker,
+    Token,
+    TradeIntent,
+)
 from shared.logging import correlated
 from shared.money import utc_now
 from shared.service import Service, bootstrap
 from shared.settings import load
-from shared.streams import SAFETY_INTENTS
+from shared.streams import SAFETY_INTENTS, SAFETY_ORDER_EVENTS, stream_for
+
+
+class ControlRequest(BaseModel):
+    bot_id: Token | None = None
+    reason: str = Field(default="", max_length=300)
+    operator: str = Field(default="http", min_length=1, max_length=64)
 
 
 def build(settings: SafetySettings) -> Service:
-    service = Service(settings, [BotStateRow, DecisionRow])
+    missing = settings.production_opt_in_missing()
+    if settings.mode == "production" and missing:
+        raise SystemExit(
+            f"safety: production mode needs the executor's opt-in too: {', '.join(missing)}"
+        )
+    service = Service(settings, TABLES)
+    serialise_sqlite_writers(service.engine)
     log = service.log
-    limits = Limits(
-        entry_cooldown=timedelta(seconds=settings.entry_cooldown_s),
-        exit_cooldown=timedelta(seconds=settings.exit_cooldown_s),
-    )
+    markets: dict[str, Market] = {}
+    positions_synced = asyncio.Event()
+
+    # -- intents -------------------------------------------------------------------------------
+
+    def decide_intent(session: Session, body: TradeIntent) -> OrderApproved | OrderRejected | None:
+        return decide_and_store(
+            session, body, settings, positions_synced=positions_synced.is_set(), markets=markets
+        )
+
+    async def reject_without_storage(body: TradeIntent, error: Exception) -> None:
+        """Fail closed: after its last attempt an intent safety cannot store a decision for is
+        rejected straight to NATS (the same message id a stored decision would carry, so
+        JetStream drops a second one). The error is logged by type only."""
+        now = decision_time(body)
+        rejection = OrderRejected(
+            message_id=f"decision-{body.intent_id}",
+            correlation_id=body.intent_id,
+            time=now,
+            intent=body,
+            mode=settings.mode,
+            decided_at=utc_now(),
+            reasons=[
+                Reason(
+                    code="STORAGE_UNAVAILABLE",
+                    message="safety cannot read or write its state: no trade until it can",
+                )
+            ],
+        )
+        assert service.nc is not None
+        await service.nc.jetstream().publish(
+            subjects.for_token(subjects.ORDERS_REJECTED, body.bot_id),
+            rejection.model_dump_json().encode(),
+            headers={"Nats-Msg-Id": rejection.message_id},
+            stream=stream_for(subjects.ORDERS_REJECTED + ".x").name,
+            timeout=5,
+        )
+        log.error("intent.rejected_without_storage", error=type(error).__name__)
 
     @durable(service.router, SAFETY_INTENTS, title="safety-intents")
     async def on_intent(body: TradeIntent, msg: NatsMessage) -> None:
         require_subject_token(msg, body.bot_id, "intent")
-
-        def change(session: Session) -> OrderApproved | OrderRejected | None:
-            if decision_exists(session, body.intent_id):
-                return None  # a redelivery: the decision and its message are already stored
-            state = load_state(session, body.bot_id, settings.mode)
-            now = decision_time(body)
-            decision = decide(body, state, limits, now)
-            common = {
-                "message_id": f"decision-{body.intent_id}",
-                "correlation_id": body.intent_id,
-                "time": now,
-                "intent": body,
-                "mode": settings.mode,
-                "decided_at": utc_now(),
-            }
-            message: OrderApproved | OrderRejected
-            if decision.approved:
-                message = OrderApproved(
-                    client_order_id=client_order_id_for(body.intent_id), **common
-                )
-            else:
-                message = OrderRejected(reasons=list(decision.reasons), **common)
-            save_decision(session, message, decision.state_after)
-            return message
-
+        if not positions_synced.is_set():
+            # Just started: give the bucket watch a moment rather than reject as unknown.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(positions_synced.wait(), settings.positions_wait_s)
         with correlated(body.intent_id, bot_id=body.bot_id):
-            decided = await service.transact(change)
+            try:
+                decided = await service.transact(lambda session: decide_intent(session, body))
+            except Exception as error:
+                if delivery_of(msg).num_delivered < settings.storage_attempts:
+                    raise  # retried with a backoff: storage may be back in a moment
+                await reject_without_storage(body, error)
+                return
             if isinstance(decided, OrderApproved):
                 log.info(
                     "intent.approved", client_order_id=decided.client_order_id, mode=decided.mode
@@ -80,11 +138,111 @@ def build(settings: SafetySettings) -> Service:
             elif isinstance(decided, OrderRejected):
                 log.info("intent.rejected", reasons=[r.code for r in decided.reasons])
 
-    api = APIRouter(tags=["decisions"])
+    # -- order events: one order in flight, fills for cooldowns, breakers -----------------------
 
-    @api.get("/decisions", summary="Recent decisions, newest first, with every rejection reason")
-    async def decisions(limit: int = Query(50, ge=1, le=1000)) -> list[dict]:
-        rows = await service.read(lambda session: recent_decisions(session, limit))
+    @durable(service.router, SAFETY_ORDER_EVENTS, title="safety-order-events")
+    async def on_order_event(body: OrderEvent, msg: NatsMessage) -> None:
+        require_subject_token(msg, body.bot_id, "order event")
+        with correlated(body.intent_id, bot_id=body.bot_id, client_order_id=body.client_order_id):
+            news = await service.transact(
+                lambda session: record_order_event(session, body, settings)
+            )
+            for item in news:
+                log.warning("breaker.tripped", code=item.code, state=item.state)
+
+    # -- positions and prices ------------------------------------------------------------------
+
+    async def watch_positions() -> None:
+        assert service.nc is not None
+        bucket = await service.nc.jetstream().key_value(subjects.POSITIONS_BUCKET)
+        watcher = await bucket.watchall()
+        async for entry in watcher:
+            if entry is None:
+                # The initial values are in: from now on a missing key means a flat bot.
+                positions_synced.set()
+                continue
+            if entry.value is None or entry.operation is not None:
+                continue
+            try:
+                position = PositionUpdate.model_validate_json(entry.value)
+            except ValueError as error:
+                log.warning("position.unreadable", key=entry.key, error=str(error))
+                continue
+            try:
+                await service.transact(lambda session, p=position: save_position(session, p))
+            except Exception as error:  # the next update or a restart brings it again
+                log.warning("position.not_saved", bot_id=position.bot_id, error=str(error))
+
+    @service.router.subscriber(subjects.all_of(subjects.MARKET_TICKER), title="safety-ticker")
+    async def on_ticker(body: Ticker) -> None:
+        known = markets.get(body.product_id)
+        if known is None or body.time >= known.time:
+            markets[body.product_id] = Market(price=body.price, time=body.time)
+
+    # -- commands ------------------------------------------------------------------------------
+
+    async def command(body: SafetyCommand) -> SafetyCommandResult:
+        result = await service.transact(
+            lambda session: run_command(
+                session,
+                body,
+                start_mode=settings.mode,
+                production_missing=settings.production_opt_in_missing(),
+                now=utc_now(),
+            )
+        )
+        log.info(
+            "safety.command",
+            command=body.command,
+            target=body.bot_id or SYSTEM,
+            operator=body.operator,
+            ok=result.ok,
+            code=result.code,
+        )
+        return result
+
+    @service.router.subscriber(subjects.SAFETY_CONTROL, queue="safety", title="safety-control")
+    async def on_command(body: SafetyCommand) -> SafetyCommandResult:
+        return await command(body)
+
+    def require_token(authorization: Annotated[str | None, Header()] = None) -> None:
+        expected = settings.control_token.get_secret_value() if settings.control_token else ""
+        given = (authorization or "").removeprefix("Bearer ").strip()
+        # compare_digest: no timing hint about the token; the token itself is never logged.
+        if not expected or not given or not hmac.compare_digest(given, expected):
+            raise HTTPException(
+                401,
+                "a valid bearer token is required (TRANCHE_CONTROL_TOKEN on safety)",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    api = APIRouter(tags=["safety"])
+
+    @api.post(
+        "/halt",
+        summary="Kill switch: halt one bot or everything",
+        dependencies=[Depends(require_token)],
+    )
+    async def halt(request: ControlRequest) -> SafetyCommandResult:
+        return await command(
+            SafetyCommand(command="halt", command_id=str(uuid.uuid4()), **request.model_dump())
+        )
+
+    @api.post(
+        "/resume",
+        summary="Resume one bot or everything after a halt or a tripped breaker",
+        dependencies=[Depends(require_token)],
+    )
+    async def resume(request: ControlRequest) -> SafetyCommandResult:
+        return await command(
+            SafetyCommand(command="resume", command_id=str(uuid.uuid4()), **request.model_dump())
+        )
+
+    @api.get("/decisions", summary="Decisions, newest first, with reasons and counters seen")
+    async def list_decisions(
+        bot: str | None = None, limit: int = Query(50, ge=1, le=1000)
+    ) -> list[dict]:
+        rows = await service.read(lambda session: decisions(session, bot, limit))
         return [
             {
                 "intent_id": row.intent_id,
@@ -94,10 +252,35 @@ def build(settings: SafetySettings) -> Service:
                 "approved": row.approved,
                 "client_order_id": row.client_order_id,
                 "reasons": json.loads(row.reasons),
+                "adjustments": json.loads(row.adjustments),
+                "counters": json.loads(row.counters),
+                "notional": str(row.notional),
+                "market_time": row.market_time.isoformat(),
                 "decided_at": row.decided_at.isoformat(),
+                "order_status": row.order_status,
+                "realized_pnl": None if row.realized_pnl is None else str(row.realized_pnl),
             }
             for row in rows
         ]
+
+    @api.get("/states", summary="Trading states (system and bots) and the current mode")
+    async def states() -> dict:
+        rows = await service.read(lambda session: list(session.exec(select(TradingStateRow))))
+        system = next((r for r in rows if r.scope == SYSTEM), None)
+        return {
+            "mode": (system.mode if system and system.mode else settings.mode),
+            "states": [
+                {
+                    "scope": r.scope,
+                    "state": r.state,
+                    "code": r.code,
+                    "message": r.message,
+                    "caused_by": r.caused_by,
+                    "resets_at": r.resets_at.isoformat() if r.resets_at else None,
+                }
+                for r in rows
+            ],
+        }
 
     service.publishes(
         "tranche.orders.approved.{bot_id}", OrderApproved, "An approval; only safety sends it."
@@ -105,6 +288,12 @@ def build(settings: SafetySettings) -> Service:
     service.publishes(
         "tranche.orders.rejected.{bot_id}", OrderRejected, "A rejection with every reason."
     )
+    service.publishes(
+        subjects.SAFETY_EVENTS,
+        SafetyEvent,
+        "Breaker tripped or reset, halt, resume, flatten requested, mode changed, limit reached.",
+    )
+    service.background.append(watch_positions)
     service.http_routers.append(api)
     return service
 

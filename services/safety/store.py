@@ -1,88 +1,572 @@
-"""Safety's durable state: one row per bot and mode, one decision per intent."""
+"""Safety's durable state and the facts its counters are derived from.
+
+* ``safety_decision_log``: one row per intent (the audit trail), approvals with their order's
+  progress (fills, final status, realized P&L of an exit). Every counter, cooldown and breaker is
+  computed from these rows and from ``safety_fills``, so a restart loses nothing.
+* ``safety_positions``: the ledger's latest position per bot and mode, copied from the
+  ``tranche_positions`` bucket so every safety instance decides on the same one.
+* ``safety_trading_states``: ``active`` / ``reducing`` / ``halted`` per bot and for the whole
+  system (scope ``*``, which also holds the current mode). These rows are the locks too.
+
+Concurrency: :func:`lock_scopes` takes the system row, then the bot's row, ``FOR UPDATE`` on
+PostgreSQL (always in that order, so two instances never deadlock); on SQLite the safety engine
+starts every transaction with ``BEGIN IMMEDIATE`` (:func:`serialise_sqlite_writers`), one writer
+at a time. The decision is checked for, made and written inside that lock.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from datetime import datetime
+from decimal import Decimal
 
+from sqlalchemy import Engine, event, func, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Field, Session, SQLModel, col, select
 
-from services.safety.rules import BotState
+from services.safety.breakers import ExitResult, Trip, stricter
+from services.safety.rules import (
+    DAY,
+    FLAT,
+    HOUR,
+    BotState,
+    Counters,
+    Decision,
+    Market,
+    Position,
+)
 from shared import subjects
-from shared.contracts import Mode, OrderApproved, OrderRejected
-from shared.db import UtcDateTime
+from shared.contracts import (
+    FINAL_ORDER_STATUSES,
+    Mode,
+    OrderApproved,
+    OrderEvent,
+    OrderRejected,
+    PositionUpdate,
+    SafetyEvent,
+    TradingState,
+)
+from shared.db import ExactDecimal, UtcDateTime
+from shared.money import utc_now
 from shared.outbox import stage
 
-
-class BotStateRow(SQLModel, table=True):
-    __tablename__ = "safety_bot_state"
-
-    bot_id: str = Field(primary_key=True, max_length=64)
-    mode: str = Field(primary_key=True, max_length=16)
-    last_entry_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
-    last_exit_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+SYSTEM = "*"
+ZERO = Decimal(0)
 
 
 class DecisionRow(SQLModel, table=True):
-    __tablename__ = "safety_decisions"
+    __tablename__ = "safety_decision_log"
 
-    intent_id: str = Field(primary_key=True, max_length=64)
+    intent_id: str = Field(primary_key=True, max_length=128)
     bot_id: str = Field(index=True, max_length=64)
     mode: str = Field(max_length=16)
-    approved: bool
     action: str = Field(max_length=8)
-    client_order_id: str | None = Field(default=None, max_length=64)
+    approved: bool
+    client_order_id: str | None = Field(default=None, index=True, max_length=128)
+    market_time: datetime = Field(index=True, sa_type=UtcDateTime)
+    """Event time the decision was made at."""
+    notional: Decimal = Field(default=ZERO, sa_type=ExactDecimal)
+    base_size: Decimal | None = Field(default=None, sa_type=ExactDecimal)
+    reference_price: Decimal | None = Field(default=None, sa_type=ExactDecimal)
+    cost_per_unit: Decimal | None = Field(default=None, sa_type=ExactDecimal)
+    """An exit's cost basis per unit when approved (for its realized P&L)."""
     reasons: str = "[]"
-    """JSON list of {code, message}."""
+    adjustments: str = "[]"
+    counters: str = "{}"
     decided_at: datetime = Field(index=True, sa_type=UtcDateTime)
+    order_status: str = Field(default="", max_length=24)
+    final: bool = True
+    """A rejection is final at once; an approval once its order is filled/cancelled/.../failed."""
+    final_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    filled_size: Decimal = Field(default=ZERO, sa_type=ExactDecimal)
+    last_fill_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    realized_pnl: Decimal | None = Field(default=None, sa_type=ExactDecimal)
+    counted: bool = True
+    """False after ``tranche limits reset`` (mock only): no longer counts for limits."""
+    breaker_counted: bool = True
+    """False after a breaker reset or a resume: no longer counts for breakers."""
+
+
+class FillRow(SQLModel, table=True):
+    __tablename__ = "safety_fills"
+
+    trade_id: str = Field(primary_key=True, max_length=128)
+    client_order_id: str = Field(primary_key=True, max_length=128)
+    bot_id: str = Field(index=True, max_length=64)
+    mode: str = Field(max_length=16)
+    side: str = Field(max_length=4)
+    price: Decimal = Field(sa_type=ExactDecimal)
+    size: Decimal = Field(sa_type=ExactDecimal)
+    fee: Decimal = Field(sa_type=ExactDecimal)
+    time: datetime = Field(sa_type=UtcDateTime)
+
+
+class PositionRow(SQLModel, table=True):
+    __tablename__ = "safety_positions"
+
+    bot_id: str = Field(primary_key=True, max_length=64)
+    mode: str = Field(primary_key=True, max_length=16)
+    sequence: int = -1
+    is_open: bool = False
+    """Kept beside ``quantity`` because SQLite stores exact decimals as text (no ``> 0``)."""
+    quantity: Decimal = Field(default=ZERO, sa_type=ExactDecimal)
+    cost_basis: Decimal = Field(default=ZERO, sa_type=ExactDecimal)
+    tranches: int = 0
+    last_entry_price: Decimal | None = Field(default=None, sa_type=ExactDecimal)
+
+
+class TradingStateRow(SQLModel, table=True):
+    __tablename__ = "safety_trading_states"
+
+    scope: str = Field(primary_key=True, max_length=64)
+    """A bot id, or ``*`` for the whole system."""
+    state: str = Field(default="active", max_length=16)
+    code: str = Field(default="", max_length=64)
+    message: str = Field(default="", max_length=500)
+    caused_by: str = Field(default="", max_length=200)
+    changed_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    resets_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    """Event time a tripped breaker resets by itself."""
+    mode: str | None = Field(default=None, max_length=16)
+    """System row only: the mode approvals are made in now (``None``: the start mode)."""
+
+
+TABLES: list[type[SQLModel]] = [DecisionRow, FillRow, PositionRow, TradingStateRow]
+
+
+def serialise_sqlite_writers(engine: Engine) -> None:
+    """SQLite: start every transaction with ``BEGIN IMMEDIATE`` so reading the counters and
+    writing the decision happen under one write lock (pysqlite would begin lazily, at the first
+    write, letting two instances read the same counters)."""
+    if engine.dialect.name != "sqlite":
+        return
+
+    @event.listens_for(engine, "connect")
+    def _no_driver_transactions(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+# -- locks and trading states ----------------------------------------------------------------
+
+
+def _ensure_row(session: Session, scope: str) -> None:
+    dialect = session.get_bind().dialect.name
+    make = pg_insert if dialect == "postgresql" else sqlite_insert
+    statement = make(TradingStateRow).values(scope=scope, state="active")
+    session.execute(statement.on_conflict_do_nothing(index_elements=["scope"]))
+
+
+def lock_scope(session: Session, scope: str) -> TradingStateRow:
+    _ensure_row(session, scope)
+    row = session.exec(
+        select(TradingStateRow).where(TradingStateRow.scope == scope).with_for_update()
+    ).one()
+    return row
+
+
+def lock_scopes(session: Session, bot_id: str | None) -> tuple[TradingStateRow, TradingStateRow]:
+    """Lock the system row, then the bot's (always this order: no deadlock between instances).
+    With ``bot_id=None`` both are the system row."""
+    system = lock_scope(session, SYSTEM)
+    return system, (lock_scope(session, bot_id) if bot_id else system)
+
+
+def current_mode(system: TradingStateRow, start_mode: Mode) -> Mode:
+    return system.mode or start_mode  # type: ignore[return-value]
+
+
+def safety_event(
+    *,
+    code: str,
+    message: str,
+    bot_id: str | None,
+    state: TradingState | None,
+    caused_by: str,
+    message_id: str,
+    time: datetime,
+) -> SafetyEvent:
+    return SafetyEvent(
+        message_id=message_id[:128],
+        correlation_id=message_id[:128],
+        time=time,
+        code=code,
+        message=message[:500],
+        bot_id=bot_id if bot_id and bot_id != SYSTEM else None,
+        state=state,
+        caused_by=caused_by[:200],
+    )
+
+
+def set_state(
+    session: Session,
+    row: TradingStateRow,
+    state: TradingState,
+    *,
+    code: str,
+    message: str,
+    caused_by: str,
+    resets_at: datetime | None,
+    event_id: str,
+    time: datetime,
+) -> SafetyEvent:
+    """Change a scope's trading state and stage the ``tranche.safety.events`` message for it."""
+    row.state, row.code, row.message = state, code, message[:500]
+    row.caused_by, row.changed_at, row.resets_at = caused_by[:200], utc_now(), resets_at
+    session.add(row)
+    news = safety_event(
+        code=code,
+        message=message,
+        bot_id=row.scope,
+        state=state,
+        caused_by=caused_by,
+        message_id=event_id,
+        time=time,
+    )
+    stage(session, subjects.SAFETY_EVENTS, news)
+    return news
+
+
+def forgive_breaker_facts(session: Session, bot_id: str | None) -> None:
+    """After a reset or a resume, old losses and failures no longer count for breakers."""
+    statement = update(DecisionRow).values(breaker_counted=False)
+    if bot_id:
+        statement = statement.where(col(DecisionRow.bot_id) == bot_id)
+    session.execute(statement)
+
+
+def reset_due_breakers(
+    session: Session, rows: Iterable[TradingStateRow], now: datetime
+) -> list[SafetyEvent]:
+    """A tripped breaker whose reset time (event time) has passed goes back to ``active``, with
+    an event saying so: never silently."""
+    news = []
+    for row in rows:
+        if row.state != "active" and row.resets_at is not None and row.resets_at <= now:
+            forgive_breaker_facts(session, None if row.scope == SYSTEM else row.scope)
+            news.append(
+                set_state(
+                    session,
+                    row,
+                    "active",
+                    code="BREAKER_RESET",
+                    message=f"{row.code} tripped until {row.resets_at:%Y-%m-%d %H:%M:%S}Z; "
+                    "trading resumes",
+                    caused_by="breaker reset time",
+                    resets_at=None,
+                    event_id=f"safety-reset-{row.scope}-{row.resets_at.isoformat()}",
+                    time=now,
+                )
+            )
+    return news
+
+
+# -- the facts a decision looks at ------------------------------------------------------------
 
 
 def decision_exists(session: Session, intent_id: str) -> bool:
     return session.get(DecisionRow, intent_id) is not None
 
 
-def load_state(session: Session, bot_id: str, mode: Mode) -> BotState:
-    # FOR UPDATE: two safety instances deciding for one bot queue here on PostgreSQL.
+def _entries(session: Session, mode: str, since: datetime):
+    """Approved, counted entries and adds of every bot since ``since``: (bot, time, notional).
+    One query for all four counters; summed in Python, because SQLite keeps exact decimals as
+    text and would sum them as floats."""
+    return session.exec(
+        select(DecisionRow.bot_id, DecisionRow.market_time, DecisionRow.notional).where(
+            DecisionRow.mode == mode,
+            col(DecisionRow.approved).is_(True),
+            col(DecisionRow.counted).is_(True),
+            col(DecisionRow.action).in_(("entry", "add")),
+            DecisionRow.market_time > since,
+        )
+    ).all()
+
+
+def _last_approval(session: Session, bot_id: str, mode: str, actions: tuple[str, ...]):
     row = session.exec(
-        select(BotStateRow)
-        .where(BotStateRow.bot_id == bot_id, BotStateRow.mode == mode)
-        .with_for_update()
+        select(DecisionRow)
+        .where(
+            DecisionRow.bot_id == bot_id,
+            DecisionRow.mode == mode,
+            col(DecisionRow.approved).is_(True),
+            col(DecisionRow.counted).is_(True),
+            col(DecisionRow.action).in_(actions),
+        )
+        .order_by(col(DecisionRow.market_time).desc())
+        .limit(1)
     ).first()
     if row is None:
-        return BotState()
-    return BotState(last_entry_at=row.last_entry_at, last_exit_at=row.last_exit_at)
+        return None
+    # Counted from the later of the approval and the last fill: a slow fill and a new entry
+    # must not overlap.
+    return max(t for t in (row.market_time, row.last_fill_at) if t is not None)
+
+
+def position_of(
+    session: Session, bot_id: str, mode: str, positions_synced: bool
+) -> Position | None:
+    """The ledger's position, or ``None`` when it is unknown: the bucket is not read yet, or the
+    position reflects fewer fills than safety has seen (the ledger is behind)."""
+    if not positions_synced:
+        return None
+    row = session.get(PositionRow, (bot_id, mode))
+    fills = session.exec(
+        select(func.count()).where(FillRow.bot_id == bot_id, FillRow.mode == mode)
+    ).one()
+    if row is None:
+        return FLAT if fills == 0 else None
+    if row.sequence < fills:
+        return None
+    return Position(
+        quantity=row.quantity,
+        tranches=row.tranches,
+        last_entry_price=row.last_entry_price,
+        cost_basis=row.cost_basis,
+    )
+
+
+def gather_state(
+    session: Session,
+    *,
+    bot_id: str,
+    mode: Mode,
+    system: TradingStateRow,
+    bot: TradingStateRow,
+    now: datetime,
+    positions_synced: bool,
+    market: Market | None,
+    received_at: datetime | None,
+) -> BotState:
+    """Everything ``decide`` looks at, read inside the decision's locked transaction."""
+    hour = now - HOUR
+    all_day = _entries(session, mode, now - DAY)
+    all_hour = [row for row in all_day if row[1] > hour]
+    bot_day = [row for row in all_day if row[0] == bot_id]
+    in_flight = session.exec(
+        select(DecisionRow.bot_id, DecisionRow.action, DecisionRow.mode).where(
+            col(DecisionRow.approved).is_(True), col(DecisionRow.final).is_(False)
+        )
+    ).all()
+    open_bots = set(
+        session.exec(
+            select(PositionRow.bot_id).where(
+                PositionRow.mode == mode, col(PositionRow.is_open).is_(True)
+            )
+        ).all()
+    )
+    open_bots |= {b for b, action, m in in_flight if m == mode and action != "exit"}
+    production_entries = session.exec(
+        select(func.count()).where(
+            DecisionRow.bot_id == bot_id,
+            DecisionRow.mode == "production",
+            col(DecisionRow.approved).is_(True),
+            col(DecisionRow.action).in_(("entry", "add")),
+            DecisionRow.order_status != "failed",
+        )
+    ).one()
+    counters = Counters(
+        bot_entries_hour=sum(1 for row in all_hour if row[0] == bot_id),
+        bot_entries_day=len(bot_day),
+        all_entries_hour=len(all_hour),
+        all_entries_day=len(all_day),
+        bot_notional_day=sum((row[2] for row in bot_day), ZERO),
+        open_positions=len(open_bots),
+    )
+    state = stricter(system.state, bot.state)  # type: ignore[arg-type]
+    why = next((f"{r.message} ({r.caused_by})" for r in (system, bot) if r.state == state), "")
+    mine = [action for b, action, _ in in_flight if b == bot_id]
+    return BotState(
+        mode=mode,
+        trading_state=state,
+        trading_reason=why,
+        last_entry_at=_last_approval(session, bot_id, mode, ("entry", "add")),
+        last_exit_at=_last_approval(session, bot_id, mode, ("exit",)),
+        orders_in_flight=len(mine),
+        entries_in_flight=sum(1 for action in mine if action != "exit"),
+        position=position_of(session, bot_id, mode, positions_synced),
+        counters=counters,
+        production_entries=production_entries,
+        market=market,
+        received_at=received_at,
+    )
 
 
 def save_decision(
-    session: Session, decision: OrderApproved | OrderRejected, state: BotState
+    session: Session,
+    message: OrderApproved | OrderRejected,
+    decision: Decision,
+    position: Position | None,
 ) -> None:
-    """Store the decision, the bot's new state and the message to send, in one transaction."""
-    intent = decision.intent
-    approved = isinstance(decision, OrderApproved)
-    row = session.get(BotStateRow, (intent.bot_id, decision.mode)) or BotStateRow(
-        bot_id=intent.bot_id, mode=decision.mode
-    )
-    row.last_entry_at, row.last_exit_at = state.last_entry_at, state.last_exit_at
-    session.add(row)
+    """Store the decision and stage its message, in the caller's (locked) transaction."""
+    intent = message.intent
+    approved = isinstance(message, OrderApproved)
+    cost_per_unit = None
+    if approved and intent.action == "exit" and position is not None and position.is_open:
+        cost_per_unit = position.cost_basis / position.quantity
     session.add(
         DecisionRow(
             intent_id=intent.intent_id,
             bot_id=intent.bot_id,
-            mode=decision.mode,
-            approved=approved,
+            mode=message.mode,
             action=intent.action,
-            client_order_id=decision.client_order_id if approved else None,  # type: ignore[union-attr]
-            reasons=json.dumps(
-                [] if approved else [r.model_dump() for r in decision.reasons]  # type: ignore[union-attr]
-            ),
-            decided_at=decision.decided_at,
+            approved=approved,
+            client_order_id=message.client_order_id if approved else None,  # type: ignore[union-attr]
+            market_time=message.time,
+            notional=decision.notional,
+            base_size=intent.base_size,
+            reference_price=intent.reference_price,
+            cost_per_unit=cost_per_unit,
+            reasons=json.dumps([r.model_dump() for r in decision.reasons]),
+            adjustments=json.dumps([r.model_dump() for r in decision.adjustments]),
+            counters=json.dumps(decision.counters.as_strings()),
+            decided_at=message.decided_at,
+            order_status="approved" if approved else "rejected",
+            final=not approved,
         )
     )
     family = subjects.ORDERS_APPROVED if approved else subjects.ORDERS_REJECTED
-    stage(session, subjects.for_token(family, intent.bot_id), decision)
+    stage(session, subjects.for_token(family, intent.bot_id), message)
 
 
-def recent_decisions(session: Session, limit: int = 50) -> list[DecisionRow]:
-    return list(
-        session.exec(select(DecisionRow).order_by(col(DecisionRow.decided_at).desc()).limit(limit))
+def decisions(session: Session, bot_id: str | None = None, limit: int = 50) -> list[DecisionRow]:
+    query = select(DecisionRow)
+    if bot_id:
+        query = query.where(DecisionRow.bot_id == bot_id)
+    query = query.order_by(col(DecisionRow.decided_at).desc()).limit(limit)
+    return list(session.exec(query).all())
+
+
+# -- positions (from the tranche_positions bucket) ---------------------------------------------
+
+
+def save_position(session: Session, update_: PositionUpdate) -> bool:
+    """Keep the newest position per bot and mode (by the ledger's sequence); an older or repeated
+    update changes nothing. Returns whether it was newer."""
+    row = session.get(PositionRow, (update_.bot_id, update_.mode), with_for_update=True)
+    if row is not None and row.sequence >= update_.sequence:
+        return False
+    row = row or PositionRow(bot_id=update_.bot_id, mode=update_.mode)
+    row.sequence = update_.sequence
+    row.is_open = update_.status == "open" and update_.quantity > 0
+    row.quantity = update_.quantity if row.is_open else ZERO
+    row.cost_basis = update_.cost_basis
+    row.tranches = len(update_.tranches) if update_.status == "open" else 0
+    row.last_entry_price = update_.tranches[-1].entry_price if update_.tranches else None
+    session.add(row)
+    return True
+
+
+# -- order events -----------------------------------------------------------------------------
+
+
+def apply_order_event(session: Session, event_: OrderEvent) -> DecisionRow | None:
+    """Record an order event's new fills and, once, its final status. Returns the approval's row
+    when this event made the order final (the caller then checks the breakers), else ``None``.
+    Idempotent: fills are keyed by trade id, the final status is set once."""
+    row = session.exec(
+        select(DecisionRow).where(DecisionRow.client_order_id == event_.client_order_id)
+    ).first()
+    if row is None:
+        return None
+    for fill in event_.fills:
+        if session.get(FillRow, (fill.trade_id, event_.client_order_id)) is not None:
+            continue
+        session.add(
+            FillRow(
+                trade_id=fill.trade_id,
+                client_order_id=event_.client_order_id,
+                bot_id=event_.bot_id,
+                mode=event_.mode,
+                side=event_.side,
+                price=fill.price,
+                size=fill.size,
+                fee=fill.fee,
+                time=fill.time,
+            )
+        )
+        row.filled_size += fill.size
+        row.last_fill_at = max(t for t in (row.last_fill_at, fill.time) if t is not None)
+    session.flush()
+    made_final = False
+    if not row.final:
+        row.order_status = event_.status
+        if event_.status in FINAL_ORDER_STATUSES:
+            row.final, row.final_at, made_final = True, event_.time, True
+    session.add(row)
+    return row if made_final else None
+
+
+def fills_of(session: Session, client_order_id: str) -> list[FillRow]:
+    return list(session.exec(select(FillRow).where(FillRow.client_order_id == client_order_id)))
+
+
+def breaker_facts(
+    session: Session, mode: str, bot_id: str | None
+) -> tuple[list[ExitResult], list[datetime]]:
+    """Finished exits (oldest first) and failed orders counted since the last reset."""
+    query = select(DecisionRow).where(
+        DecisionRow.mode == mode,
+        col(DecisionRow.approved).is_(True),
+        col(DecisionRow.final).is_(True),
+        col(DecisionRow.breaker_counted).is_(True),
     )
+    if bot_id is not None:
+        query = query.where(DecisionRow.bot_id == bot_id)
+    rows = session.exec(query.order_by(col(DecisionRow.final_at))).all()
+    exits = [
+        ExitResult(r.final_at, r.realized_pnl)  # type: ignore[arg-type]
+        for r in rows
+        if r.action == "exit" and r.realized_pnl is not None and r.final_at is not None
+    ]
+    failures = [r.final_at for r in rows if r.order_status == "failed" and r.final_at]
+    return exits, failures
+
+
+def apply_trips(
+    session: Session,
+    trips: list[Trip],
+    rows: dict[str, TradingStateRow],
+    cause: str,
+    now: datetime,
+) -> list[SafetyEvent]:
+    """Move each tripped scope to the trip's state unless it is already as strict."""
+    news = []
+    for trip in trips:
+        row = rows[trip.bot_id or SYSTEM]
+        if stricter(row.state, trip.state) == row.state:  # type: ignore[arg-type]
+            continue
+        news.append(
+            set_state(
+                session,
+                row,
+                trip.state,
+                code=trip.code,
+                message=trip.message,
+                caused_by=f"breaker {trip.code} on {cause}",
+                resets_at=trip.resets_at,
+                event_id=f"safety-trip-{trip.code}-{trip.bot_id or SYSTEM}-{cause}",
+                time=now,
+            )
+        )
+    return news
+
+
+def reset_counters(session: Session, bot_id: str, mode: str) -> int:
+    """``tranche limits reset BOT`` (mock only): the bot's decisions stop counting for limits and
+    cooldowns. Returns how many decisions were released."""
+    result = session.execute(
+        update(DecisionRow)
+        .where(
+            col(DecisionRow.bot_id) == bot_id,
+            col(DecisionRow.mode) == mode,
+            col(DecisionRow.counted).is_(True),
+        )
+        .values(counted=False)
+    )
+    return result.rowcount or 0

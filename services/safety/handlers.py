@@ -1,0 +1,148 @@
+"""The two state changes safety makes for a message, each run in one locked transaction:
+deciding an intent, and recording an order event (with the breakers it may trip). I/O is the
+session only; ``app.py`` wires them to NATS."""
+
+from __future__ import annotations
+
+from sqlmodel import Session
+
+from services.safety.breakers import all_bots_trips, bot_trips, realized_pnl_of_exit
+from services.safety.config import SafetySettings
+from services.safety.rules import Market, client_order_id_for, decide, decision_time
+from services.safety.store import (
+    SYSTEM,
+    apply_order_event,
+    apply_trips,
+    breaker_facts,
+    current_mode,
+    decision_exists,
+    fills_of,
+    gather_state,
+    lock_scopes,
+    reset_due_breakers,
+    safety_event,
+    save_decision,
+)
+from shared import subjects
+from shared.contracts import (
+    Fill,
+    OrderApproved,
+    OrderEvent,
+    OrderRejected,
+    SafetyEvent,
+    TradeIntent,
+)
+from shared.money import utc_now
+from shared.outbox import stage
+
+# Rejections that mean a limit or breaker stopped a trade: each is a tranche.safety.events message.
+NEWSWORTHY = frozenset(
+    {
+        "BOT_ENTRIES_PER_HOUR", "BOT_ENTRIES_PER_DAY", "ALL_ENTRIES_PER_HOUR",
+        "ALL_ENTRIES_PER_DAY", "BOT_NOTIONAL_PER_DAY", "OPEN_POSITIONS", "POSITION_NOTIONAL",
+        "TRANCHE_CAP", "PRODUCTION_RAMP", "STALE_MARKET_DATA", "PRICE_BAND", "INTENT_EXPIRED",
+    }
+)  # fmt: skip
+
+
+def live_checks(settings: SafetySettings, mode: str) -> bool:
+    """Whether the live market-data checks run for a decision in ``mode``."""
+    return settings.live_checks == "on" or (
+        settings.live_checks == "production" and mode == "production"
+    )
+
+
+def decide_and_store(
+    session: Session,
+    body: TradeIntent,
+    settings: SafetySettings,
+    *,
+    positions_synced: bool,
+    markets: dict[str, Market],
+) -> OrderApproved | OrderRejected | None:
+    """Decide one intent and store the decision with its message, in the caller's transaction:
+    lock, check for an earlier decision (a redelivery gets ``None``: nothing new), reset breakers
+    that are due, gather the facts, decide, stage. ``markets`` is the newest price per product."""
+    system, bot = lock_scopes(session, body.bot_id)
+    if decision_exists(session, body.intent_id):
+        return None  # a redelivery: the decision and its message are already stored
+    now = decision_time(body)
+    reset_due_breakers(session, [system] if bot is system else [system, bot], now)
+    mode = current_mode(system, settings.mode)
+    state = gather_state(
+        session,
+        bot_id=body.bot_id,
+        mode=mode,
+        system=system,
+        bot=bot,
+        now=now,
+        positions_synced=positions_synced,
+        # Live checks compare with prices as they arrive and the wall clock: meaningful for
+        # live data, but a replay at full speed runs its ticks ahead of its intents, and the
+        # same replay must decide the same way twice.
+        market=markets.get(body.product_id) if live_checks(settings, mode) else None,
+        received_at=utc_now() if live_checks(settings, mode) else None,
+    )
+    decision = decide(body, state, settings.limits_for(body.bot_id), now)
+    common = {
+        "message_id": f"decision-{body.intent_id}",
+        "correlation_id": body.intent_id,
+        "time": now,
+        "mode": mode,
+        "decided_at": utc_now(),
+        "counters": decision.counters.as_strings(),
+    }
+    message: OrderApproved | OrderRejected
+    if decision.approved:
+        message = OrderApproved(
+            intent=decision.intent,
+            client_order_id=client_order_id_for(body.intent_id),
+            adjustments=list(decision.adjustments),
+            **common,
+        )
+    else:
+        message = OrderRejected(intent=body, reasons=list(decision.reasons), **common)
+        stopped = [r for r in decision.reasons if r.code in NEWSWORTHY]
+        if stopped:
+            stage(
+                session,
+                subjects.SAFETY_EVENTS,
+                safety_event(
+                    code="LIMIT_REACHED",
+                    message="; ".join(r.message for r in stopped),
+                    bot_id=body.bot_id,
+                    state=None,
+                    caused_by=",".join(r.code for r in stopped),
+                    message_id=f"safety-limit-{body.intent_id}",
+                    time=now,
+                ),
+            )
+    save_decision(session, message, decision, state.position)
+    return message
+
+
+def record_order_event(
+    session: Session, body: OrderEvent, settings: SafetySettings
+) -> list[SafetyEvent]:
+    """Record an order event; when it makes the order final, book an exit's realized P&L and
+    check the breakers. Returns the trips it caused (each already staged as an event)."""
+    system, bot = lock_scopes(session, body.bot_id)
+    finished = apply_order_event(session, body)
+    if finished is None:
+        return []
+    if finished.action == "exit" and finished.filled_size > 0 and finished.cost_per_unit:
+        fills = [
+            Fill(trade_id=f.trade_id, price=f.price, size=f.size, fee=f.fee, time=f.time)
+            for f in fills_of(session, body.client_order_id)
+        ]
+        finished.realized_pnl = realized_pnl_of_exit(fills, finished.cost_per_unit)
+        session.add(finished)
+        session.flush()
+    exits, failures = breaker_facts(session, body.mode, body.bot_id)
+    limits = settings.breakers_for(body.bot_id)
+    trips = bot_trips(body.bot_id, exits, failures, limits, body.time)
+    all_exits, _ = breaker_facts(session, body.mode, None)
+    trips += all_bots_trips(all_exits, settings.breakers_for(None), body.time)
+    return apply_trips(
+        session, trips, {SYSTEM: system, body.bot_id: bot}, body.client_order_id, body.time
+    )

@@ -1,0 +1,565 @@
+"""The safety service against a real NATS server, on SQLite and on PostgreSQL: durable limits
+across a restart, two instances on one durable consumer, order events, the positions bucket,
+breakers, the kill switch and fail-closed storage."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import itertools
+import json
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import nats
+import pytest
+from sqlalchemy import create_engine
+from sqlmodel import Session, select
+
+from services.safety.app import build
+from services.safety.config import SafetySettings
+from services.safety.store import DecisionRow
+from shared import subjects
+from shared.contracts import (
+    Fill,
+    OrderApproved,
+    OrderEvent,
+    PositionUpdate,
+    Reason,
+    SafetyCommand,
+    SafetyCommandResult,
+    TradeIntent,
+    TrancheView,
+)
+from shared.service import Service
+from shared.streams import ensure_streams
+
+T0 = datetime(2018, 1, 20, 12, 0, tzinfo=UTC)
+_ids = itertools.count()
+
+
+def intent(
+    bot: str,
+    at: datetime = T0,
+    action: str = "entry",
+    size: str = "0.01",
+    intent_id: str | None = None,
+) -> TradeIntent:
+    iid = intent_id or f"i-{bot}-{next(_ids)}"
+    side = "sell" if action == "exit" else "buy"
+    sizes = {"base_size": Decimal(size)} if action == "exit" else {"quote_size": Decimal(size)}
+    return TradeIntent(
+        message_id=iid, correlation_id=iid, time=at, intent_id=iid, signal_id=f"s-{iid}",
+        bot_id=bot, product_id="ETH-BTC", action=action, side=side, temperature=Decimal(80),
+        band="hot", reason=Reason(code="SIGNAL", message="test"),
+        reference_price=Decimal("0.09"), market_time=at, **sizes,
+    )  # fmt: skip
+
+
+def settings_for(database_url: str, nats_url: str, tmp_path: Path, **overrides) -> SafetySettings:
+    base = {
+        "database_url": database_url,
+        "nats_url": nats_url,
+        "data_dir": tmp_path,
+        "outbox_poll_s": 0.2,
+        "entry_cooldown_s": 0,
+        "exit_cooldown_s": 0,
+        "control_token": "s3cret-token",
+    }
+    return SafetySettings(**(base | overrides))
+
+
+class Harness:
+    """One NATS connection for the test's own publishing and reading."""
+
+    def __init__(self, nats_url: str, database_url: str):
+        self.nats_url, self.database_url = nats_url, database_url
+        self.nc: nats.NATS | None = None
+        self.engine = create_engine(
+            database_url.replace("postgresql://", "postgresql+psycopg://"), pool_pre_ping=True
+        )
+
+    async def __aenter__(self) -> Harness:
+        self.nc = await nats.connect(self.nats_url)
+        self.js = self.nc.jetstream()
+        await ensure_streams(self.js)
+        return self
+
+    async def __aexit__(self, *_) -> None:
+        await self.nc.close()
+        self.engine.dispose()
+
+    async def send(self, message: TradeIntent, msg_id: str | None = None) -> None:
+        await self.js.publish(
+            subjects.for_token(subjects.INTENTS, message.bot_id),
+            message.model_dump_json().encode(),
+            headers={"Nats-Msg-Id": msg_id or message.message_id},
+        )
+
+    async def order_event(self, approval: OrderApproved, status: str, fills=(), at=None) -> None:
+        intent_ = approval.intent
+        event = OrderEvent(
+            message_id=f"order-{approval.client_order_id}-{status}",
+            correlation_id=intent_.intent_id, time=at or intent_.market_time,
+            bot_id=intent_.bot_id, product_id=intent_.product_id, mode=approval.mode,
+            intent_id=intent_.intent_id, client_order_id=approval.client_order_id,
+            action=intent_.action, side=intent_.side, status=status, fills=list(fills),
+            filled_size=sum((f.size for f in fills), Decimal(0)),
+        )  # fmt: skip
+        await self.js.publish(
+            subjects.for_token(subjects.ORDERS_EVENTS, intent_.bot_id),
+            event.model_dump_json().encode(),
+            headers={"Nats-Msg-Id": event.message_id},
+        )
+
+    async def put_position(self, bot: str, sequence: int, quantity: str, cost: str) -> None:
+        kv = await self.js.key_value(subjects.POSITIONS_BUCKET)
+        tranches = (
+            [
+                TrancheView(
+                    index=1, client_order_id="c", entry_price=Decimal("0.09"),
+                    size=Decimal(quantity), remaining_size=Decimal(quantity), fees=Decimal(0),
+                    realized_pnl=Decimal(0),
+                )
+            ]
+            if Decimal(quantity) > 0
+            else []
+        )  # fmt: skip
+        position = PositionUpdate(
+            message_id=f"p-{bot}-{sequence}", correlation_id="c", time=T0, bot_id=bot,
+            product_id="ETH-BTC", mode="mock", position_id="p" if tranches else None,
+            status="open" if tranches else "flat", quantity=Decimal(quantity),
+            average_entry_price=Decimal("0.09") if tranches else None,
+            break_even_price=Decimal("0.09") if tranches else None, cost_basis=Decimal(cost),
+            realized_pnl=Decimal(0), fees_paid=Decimal(0), tranches=tranches, sequence=sequence,
+        )  # fmt: skip
+        await kv.put(bot, position.model_dump_json().encode())
+
+    def decisions(self, bot: str | None = None) -> list[DecisionRow]:
+        with Session(self.engine) as session:
+            query = select(DecisionRow)
+            if bot:
+                query = query.where(DecisionRow.bot_id == bot)
+            return list(session.exec(query.order_by(DecisionRow.market_time)))
+
+    async def decided(self, count: int, bot: str | None = None, timeout: float = 30):
+        def probe():
+            found = self.decisions(bot)
+            return found if len(found) >= count else None
+
+        return await wait_until(probe, timeout, f"{count} decisions")
+
+    async def stream(self, stream: str, subject_prefix: str) -> list:
+        info = await self.js.stream_info(stream)
+        found = []
+        for seq in range(max(info.state.first_seq, 1), info.state.last_seq + 1):
+            try:
+                message = await self.js.get_msg(stream, seq)
+            except nats.js.errors.NotFoundError:
+                continue
+            if message.subject.startswith(subject_prefix):
+                found.append(message)
+        return found
+
+    async def approvals(self, bot: str) -> list[OrderApproved]:
+        found = await self.stream("TRANCHE_ORDERS", f"tranche.orders.approved.{bot}")
+        return [OrderApproved.model_validate_json(m.data) for m in found]
+
+    async def approvals_at_least(self, bot: str, count: int) -> list[OrderApproved]:
+        async def probe():
+            found = await self.approvals(bot)
+            return found if len(found) >= count else None
+
+        return await wait_until(probe, what=f"{count} approvals of {bot}")
+
+    async def command(self, **fields) -> SafetyCommandResult:
+        body = SafetyCommand(command_id=f"cmd-{next(_ids)}", operator="test", **fields)
+        reply = await self.nc.request(
+            subjects.SAFETY_CONTROL, body.model_dump_json().encode(), timeout=10
+        )
+        return SafetyCommandResult.model_validate_json(reply.data)
+
+
+async def wait_until(probe: Callable, timeout: float = 30, what: str = ""):
+    """Poll ``probe`` (plain or async) until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = probe()
+        if inspect.isawaitable(found):
+            found = await found
+        if found:
+            return found
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+async def started(settings: SafetySettings) -> Service:
+    service = build(settings)
+    await service.start()
+    return service
+
+
+async def stop(service: Service) -> None:
+    """``service.stop()``, after making sure its background tasks really ended: on Python 3.11
+    ``asyncio.wait_for`` can swallow a cancellation that races a completed wait (fixed in 3.12),
+    and the outbox relay's loop waits with it while this test wakes it hundreds of times."""
+    for _ in range(100):
+        pending = [task for task in service._tasks if not task.done()]
+        if not pending:
+            break
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending, timeout=0.1)
+    service._tasks.clear()
+    await service.stop()
+
+
+# -- two instances, one durable consumer: never past a limit between them ---------------------
+
+
+async def test_two_instances_never_approve_past_a_limit_between_them(
+    database_url: str, nats_url: str, tmp_path: Path
+) -> None:
+    """40 bots, 5 intents each, from two instances at once. One order in flight per bot (no
+    executor here, so nothing becomes final) and 15 entries an hour across all bots: exactly one
+    approval for 15 bots, none for the others, whatever the interleaving."""
+    settings = settings_for(
+        database_url, nats_url, tmp_path, max_entries_all_hour=15, max_open_positions=100
+    )
+    first, second = await started(settings), await started(settings)
+    try:
+        async with Harness(nats_url, database_url) as h:
+            bots = [f"race-{n}" for n in range(40)]
+            for round_ in range(5):
+                await asyncio.gather(
+                    *(h.send(intent(bot, T0 + timedelta(seconds=round_))) for bot in bots)
+                )
+            rows = await h.decided(200, timeout=120)
+            approved = [r for r in rows if r.approved]
+            per_bot = {bot: sum(1 for r in approved if r.bot_id == bot) for bot in bots}
+            assert max(per_bot.values()) == 1
+            assert len(approved) == 15
+            codes = {json.loads(r.reasons)[0]["code"] for r in rows if not r.approved}
+            assert codes <= {"ORDER_IN_FLIGHT", "ALL_ENTRIES_PER_HOUR"}
+            assert len(await h.stream("TRANCHE_ORDERS", "tranche.orders.approved.")) == 15
+    finally:
+        await stop(first)
+        await stop(second)
+
+
+async def test_two_instances_keep_per_bot_counters_with_orders_filling(
+    database_url: str, nats_url: str, tmp_path: Path
+) -> None:
+    """A fake executor finishes every approval at once, so bots trade again: 3 entries an hour
+    per bot and 10 across all, while two instances decide 90 intents concurrently."""
+    settings = settings_for(
+        database_url, nats_url, tmp_path, max_entries_per_bot_hour=3, max_entries_all_hour=10
+    )
+    first, second = await started(settings), await started(settings)
+    try:
+        async with Harness(nats_url, database_url) as h:
+
+            async def executor(msg) -> None:
+                approval = OrderApproved.model_validate_json(msg.data)
+                await h.order_event(approval, "cancelled")
+
+            sub = await h.nc.subscribe("tranche.orders.approved.>", cb=executor)
+            bots = [f"busy-{n}" for n in range(6)]
+            for round_ in range(15):
+                for bot in bots:
+                    await h.send(intent(bot, T0 + timedelta(seconds=round_)))
+                await asyncio.sleep(0.02)
+            rows = await h.decided(90, timeout=120)
+            await sub.unsubscribe()
+            approved = [r for r in rows if r.approved]
+            assert len(approved) <= 10
+            assert all(sum(1 for r in approved if r.bot_id == bot) <= 3 for bot in bots)
+            assert len(approved) >= 2  # orders did finish and bots traded again
+    finally:
+        await stop(first)
+        await stop(second)
+
+
+# -- durable: a restart in the middle of a stream resets nothing -------------------------------
+
+
+async def test_a_restart_in_the_middle_of_the_stream_resets_no_limit(
+    database_url: str, nats_url: str, tmp_path: Path
+) -> None:
+    settings = settings_for(database_url, nats_url, tmp_path, max_entries_all_hour=6)
+    async with Harness(nats_url, database_url) as h:
+        service = await started(settings)
+        for n in range(4):
+            await h.send(intent(f"restart-{n}"))
+        await h.decided(4)
+        await stop(service)
+        service = await started(settings)
+        try:
+            for n in range(4, 10):
+                await h.send(intent(f"restart-{n}", T0 + timedelta(minutes=10)))
+            rows = await h.decided(10)
+            assert sum(r.approved for r in rows) == 6
+            later = [r for r in rows if not r.approved]
+            assert {json.loads(r.reasons)[0]["code"] for r in later} == {"ALL_ENTRIES_PER_HOUR"}
+            # The rejection shows the counters it saw.
+            assert json.loads(later[0].counters)["all_entries_hour"] == "6"
+        finally:
+            await stop(service)
+
+
+async def test_a_redelivered_intent_gets_the_same_decision_not_a_second_approval(
+    database_url: str, nats_url: str, tmp_path: Path
+) -> None:
+    service = await started(settings_for(database_url, nats_url, tmp_path))
+    try:
+        async with Harness(nats_url, database_url) as h:
+            once = intent("again", intent_id="same-intent")
+            await h.send(once)
+            await h.send(once, msg_id="a-republish-past-the-duplicate-window")
+            await h.send(intent("again", T0 + timedelta(seconds=1)))  # a marker behind them
+            await h.decided(2, "again")
+            await asyncio.sleep(0.5)
+            approvals = await h.approvals("again")
+            assert [a.intent.intent_id for a in approvals] == ["same-intent"]
+            assert approvals[0].counters["bot_entries_hour"] == "0"
+    finally:
+        await stop(service)
+
+
+async def test_storage_down_means_no_approval_until_it_is_back(
+    database_url: str, nats_url: str, tmp_path: Path
+) -> None:
+    service = await started(settings_for(database_url, nats_url, tmp_path))
+    working = service.engine
+    service.engine = create_engine("postgresql+psycopg://nobody@127.0.0.1:1/nothing")
+    try:
+        async with Harness(nats_url, database_url) as h:
+            await h.send(intent("fragile"))
+            await asyncio.sleep(1.5)
+            assert await h.approvals("fragile") == []
+            service.engine = working  # storage is back: the retried intent is decided once
+            (row,) = await h.decided(1, "fragile")
+            assert row.approved
+    finally:
+        service.engine = working
+        await stop(service)
+
+
+async def test_storage_that_stays_down_rejects_with_a_reason(
+    database_url: str, nats_url: str, tmp_path: Path
+) -> None:
+    service = await started(settings_for(database_url, nats_url, tmp_path, storage_attempts=1))
+    working = service.engine
+    service.engine = create_engine("postgresql+psycopg://nobody@127.0.0.1:1/nothing")
+    try:
+        async with Harness(nats_url, database_url) as h:
+            await h.send(intent("no-storage"))
+
+            async def rejected():
+                return await h.stream("TRANCHE_ORDERS", "tranche.orders.rejected.no-storage")
+
+            (message,) = await wait_until(rejected, what="a rejection")
+            assert json.loads(message.data)["reasons"][0]["code"] == "STORAGE_UNAVAILABLE"
+            assert await h.approvals("no-storage") == []
+    finally:
+        service.engine = working
+        await stop(service)
+
+
+# -- order events and positions -----------------------------------------------------------------
+
+
+async def test_cooldown_counts_from_the_fill_and_a_stale_position_fails_closed(
+    database_url: str, nats_url: str, tmp_path: Path
+) -> None:
+    settings = settings_for(database_url, nats_url, tmp_path, entry_cooldown_s=300)
+    service = await started(settings)
+    try:
+        async with Harness(nats_url, database_url) as h:
+            bot = "filler"
+            await h.send(intent(bot))
+            (approval,) = await wait_until(lambda: h.approvals(bot), what="approval")
+            # Filled three minutes after the approval (event time).
+            fill = Fill(
+                trade_id="t-1", price=Decimal("0.09"), size=Decimal("0.1"), fee=Decimal(0),
+                time=T0 + timedelta(minutes=3),
+            )  # fmt: skip
+            await h.order_event(approval, "filled", [fill], at=fill.time)
+            await asyncio.sleep(0.5)
+            # Six minutes after the approval, three after the fill: the ledger has not booked
+            # the fill yet (no position) and the cooldown runs from the fill.
+            await h.send(intent(bot, T0 + timedelta(minutes=6), action="add"))
+            rows = await h.decided(2, bot)
+            assert [r["code"] for r in json.loads(rows[1].reasons)] == ["POSITION_UNKNOWN"]
+            await h.put_position(bot, sequence=1, quantity="0.1", cost="0.009")
+            await asyncio.sleep(0.5)
+            await h.send(intent(bot, T0 + timedelta(minutes=7), action="add"))
+            rows = await h.decided(3, bot)
+            assert [r["code"] for r in json.loads(rows[2].reasons)] == ["ENTRY_COOLDOWN"]
+            # An exit larger than the position is cut to it.
+            await h.send(intent(bot, T0 + timedelta(minutes=8), action="exit", size="5"))
+            rows = await h.decided(4, bot)
+            assert rows[3].approved and rows[3].base_size == Decimal("0.1")
+            await h.send(intent(bot, T0 + timedelta(minutes=9), action="add"))
+            rows = await h.decided(5, bot)
+            assert [r["code"] for r in json.loads(rows[4].reasons)] == ["ORDER_IN_FLIGHT"]
+    finally:
+        await stop(service)
+
+
+async def test_losing_exits_trip_the_breaker_and_an_operator_resumes(
+    database_url: str, nats_url: str, tmp_path: Path
+) -> None:
+    settings = settings_for(database_url, nats_url, tmp_path, losing_exits_in_a_row=2)
+    service = await started(settings)
+    try:
+        async with Harness(nats_url, database_url) as h:
+            bot = "loser"
+            await h.put_position(bot, sequence=0, quantity="1", cost="0.1")
+            await asyncio.sleep(0.3)
+            for n in range(2):
+                at = T0 + timedelta(minutes=n)
+                await h.send(intent(bot, at, action="exit", size="0.1"))
+                await h.decided(n + 1, bot)
+                approval = (await h.approvals_at_least(bot, n + 1))[n]
+                fill = Fill(trade_id=f"x-{n}", price=Decimal("0.08"), size=Decimal("0.1"),
+                            fee=Decimal(0), time=at)  # fmt: skip
+                await h.order_event(approval, "filled", [fill])
+                left = str(Decimal("0.9") - n * Decimal("0.1"))
+                await h.put_position(bot, sequence=n + 1, quantity=left, cost="0.09")
+                await asyncio.sleep(0.5)  # the order event and the position reach safety
+            events = await wait_until(
+                lambda: h.stream("TRANCHE_SAFETY", subjects.SAFETY_EVENTS), what="a safety event"
+            )
+            trip = json.loads(events[-1].data)
+            assert trip["code"] == "LOSING_STREAK" and trip["state"] == "reducing"
+            assert trip["bot_id"] == bot
+            with Session(h.engine) as session:
+                rows = session.exec(select(DecisionRow)).all()
+                losses = [r.realized_pnl for r in rows if r.realized_pnl is not None]
+            assert losses == [Decimal("-0.002"), Decimal("-0.002")]
+            await asyncio.sleep(0.3)
+            await h.send(intent(bot, T0 + timedelta(minutes=5)))
+            rows = await h.decided(3, bot)
+            assert [r["code"] for r in json.loads(rows[2].reasons)] == ["REDUCING"]
+            result = await h.command(command="resume", bot_id=bot)
+            assert result.ok and result.state == "active"
+            await h.send(intent(bot, T0 + timedelta(minutes=6)))
+            rows = await h.decided(4, bot)
+            assert rows[3].approved
+    finally:
+        await stop(service)
+
+
+# -- kill switch, mode, limits reset ------------------------------------------------------------
+
+
+async def test_the_kill_switch_over_http_needs_the_token_and_over_nats_halts_everything(
+    database_url: str, nats_url: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    service = await started(settings_for(database_url, nats_url, tmp_path))
+    app = service.http_app()
+    try:
+        async with (
+            Harness(nats_url, database_url) as h,
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://s") as web,
+        ):
+            assert (await web.post("/halt", json={})).status_code == 401
+            wrong = {"Authorization": "Bearer nope"}
+            assert (await web.post("/halt", json={}, headers=wrong)).status_code == 401
+            good = {"Authorization": "Bearer s3cret-token"}
+            answer = await web.post("/halt", json={"bot_id": "k-1"}, headers=good)
+            assert answer.status_code == 200 and answer.json()["state"] == "halted"
+            await h.send(intent("k-1", action="entry"))
+            rows = await h.decided(1, "k-1")
+            assert [r["code"] for r in json.loads(rows[0].reasons)] == ["HALTED"]
+            assert (await web.post("/resume", json={"bot_id": "k-1"}, headers=good)).json()[
+                "state"
+            ] == "active"
+
+            halted = await h.command(command="halt", reason="exchange incident")
+            assert halted.ok and halted.state == "halted"
+            await h.send(intent("k-2", T0 + timedelta(minutes=1)))
+            rows = await h.decided(1, "k-2")
+            assert "exchange incident" in json.loads(rows[0].reasons)[0]["message"]
+            assert (await h.command(command="resume")).state == "active"
+
+            async def four_events():
+                found = await h.stream("TRANCHE_SAFETY", "tranche.")
+                return found if len(found) >= 4 else None
+
+            events = [json.loads(m.data) for m in await wait_until(four_events, what="events")]
+            assert [e["code"] for e in events] == ["HALT", "RESUME", "HALT", "RESUME"]
+            listed = (await web.get("/decisions", params={"bot": "k-1"})).json()
+            assert listed[0]["reasons"][0]["code"] == "HALTED" and "counters" in listed[0]
+    finally:
+        await stop(service)
+    out, err = capfd.readouterr()
+    assert "s3cret-token" not in out + err
+
+
+async def test_mode_switch_and_per_mode_counters(
+    database_url: str, nats_url: str, tmp_path: Path
+) -> None:
+    settings = settings_for(
+        database_url,
+        nats_url,
+        tmp_path,
+        max_entries_per_bot_hour=1,
+        max_market_age_s=0,  # the test's prices are from 2018: no wall-clock staleness here
+        coinbase_api_key="k",
+        coinbase_api_secret="s",
+        live_trading_confirmed=True,
+    )
+    service = await started(settings)
+    try:
+        async with Harness(nats_url, database_url) as h:
+            bot = "moder"
+            first = intent(bot)
+            await h.send(first)
+            await h.decided(1, bot)
+            approvals = await h.approvals_at_least(bot, 1)
+            await h.order_event(approvals[0], "cancelled")
+            await asyncio.sleep(0.3)
+            await h.send(intent(bot, T0 + timedelta(minutes=1)))
+            rows = await h.decided(2, bot)
+            assert [r["code"] for r in json.loads(rows[1].reasons)] == ["BOT_ENTRIES_PER_HOUR"]
+            # The reset works in mock ...
+            assert (await h.command(command="limits_reset", bot_id=bot)).ok
+            await h.send(intent(bot, T0 + timedelta(minutes=2)))
+            rows = await h.decided(3, bot)
+            assert rows[2].approved and rows[2].mode == "mock"
+            approvals = await h.approvals_at_least(bot, 2)
+            await h.order_event(approvals[1], "cancelled")
+            # ... production has its own counters, and refuses a reset.
+            assert (await h.command(command="mode", mode="production")).mode == "production"
+            refused = await h.command(command="limits_reset", bot_id=bot)
+            assert not refused.ok and refused.code == "PRODUCTION_LIMITS_KEPT"
+            await asyncio.sleep(0.3)
+            await h.send(intent(bot, T0 + timedelta(minutes=3)))
+            rows = await h.decided(4, bot)
+            assert rows[3].approved and rows[3].mode == "production"
+            assert (await h.command(command="mode", mode="mock")).mode == "mock"
+            await h.send(intent(bot, T0 + timedelta(minutes=4)))
+            rows = await h.decided(5, bot)
+            assert rows[4].mode == "mock"
+            assert "ORDER_IN_FLIGHT" in rows[4].reasons  # the production order is not final
+    finally:
+        await stop(service)
+
+
+async def test_production_is_refused_without_the_executors_opt_in(
+    database_url: str, nats_url: str, tmp_path: Path
+) -> None:
+    service = await started(settings_for(database_url, nats_url, tmp_path))
+    try:
+        async with Harness(nats_url, database_url) as h:
+            refused = await h.command(command="mode", mode="production")
+            assert not refused.ok and "TRANCHE_LIVE_TRADING_CONFIRMED" in refused.message
+            assert refused.mode == "mock"
+    finally:
+        await stop(service)

@@ -1,0 +1,89 @@
+"""Safety's two state changes straight on the database (no NATS), on SQLite and PostgreSQL:
+order failures trip the breaker, it resets at its documented time with an event, never silently,
+and a redelivered order event changes nothing."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from sqlmodel import Session, col, select
+
+from services.safety.config import SafetySettings
+from services.safety.handlers import decide_and_store, record_order_event
+from services.safety.store import TABLES, serialise_sqlite_writers
+from shared.contracts import OrderApproved, OrderEvent, Reason, TradeIntent
+from shared.db import create_tables, make_engine
+from shared.outbox import OutboxMessage
+
+T0 = datetime(2018, 1, 20, 12, 0, tzinfo=UTC)
+
+
+def entry(n: int, at: datetime) -> TradeIntent:
+    iid = f"store-{n}"
+    return TradeIntent(
+        message_id=iid, correlation_id=iid, time=at, intent_id=iid, signal_id=iid,
+        bot_id="failing", product_id="ETH-BTC", action="entry", side="buy",
+        quote_size=Decimal("0.01"), temperature=Decimal(80), band="hot",
+        reason=Reason(code="SIGNAL", message="t"), reference_price=Decimal("0.09"), market_time=at,
+    )  # fmt: skip
+
+
+def failed(approval: OrderApproved) -> OrderEvent:
+    intent = approval.intent
+    return OrderEvent(
+        message_id=f"order-{approval.client_order_id}-failed", correlation_id=intent.intent_id,
+        time=intent.market_time, bot_id=intent.bot_id, product_id=intent.product_id,
+        mode=approval.mode, intent_id=intent.intent_id, client_order_id=approval.client_order_id,
+        action=intent.action, side=intent.side, status="failed",
+        reason=Reason(code="EXCHANGE_DOWN", message="t"),
+    )  # fmt: skip
+
+
+def test_order_failures_trip_the_breaker_which_resets_at_its_time_with_an_event(
+    database_url: str,
+) -> None:
+    settings = SafetySettings(
+        database_url=database_url, entry_cooldown_s=0, order_failures=3, breaker_reset_s=3600
+    )
+    engine = make_engine(database_url)
+    serialise_sqlite_writers(engine)
+    create_tables(engine, [OutboxMessage, *TABLES])
+
+    def run(change):
+        with Session(engine, expire_on_commit=False) as session:
+            result = change(session)
+            session.commit()
+            return result
+
+    def decide_at(n: int, at: datetime):
+        return run(
+            lambda s: decide_and_store(s, entry(n, at), settings, positions_synced=True, markets={})
+        )
+
+    trips = []
+    for n in range(3):
+        approval = decide_at(n, T0 + timedelta(minutes=n))
+        assert isinstance(approval, OrderApproved)
+        trips += run(lambda s, a=approval: record_order_event(s, failed(a), settings))
+        # A redelivered event neither counts twice nor trips twice.
+        assert run(lambda s, a=approval: record_order_event(s, failed(a), settings)) == []
+    assert [(t.code, t.state) for t in trips] == [("ORDER_FAILURES", "reducing")]
+
+    refused = decide_at(10, T0 + timedelta(minutes=30))
+    assert [r.code for r in refused.reasons] == ["REDUCING"]
+    assert "3 failed orders" in refused.reasons[0].message
+    # The breaker tripped at T0+2m and resets an hour later, in event time.
+    again = decide_at(11, T0 + timedelta(minutes=63))
+    assert isinstance(again, OrderApproved)
+    with Session(engine) as session:
+        staged = session.exec(select(OutboxMessage).order_by(col(OutboxMessage.id))).all()
+    events = [json.loads(m.payload) for m in staged if m.subject == "tranche.safety.events"]
+    assert [(e["code"], e["state"]) for e in events] == [
+        ("ORDER_FAILURES", "reducing"),
+        ("BREAKER_RESET", "active"),
+    ]
+    # The failures before the reset no longer count: one more failure does not trip again.
+    assert run(lambda s: record_order_event(s, failed(again), settings)) == []
+    engine.dispose()

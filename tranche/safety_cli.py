@@ -1,0 +1,185 @@
+"""The operator's safety commands, added to ``tranche`` by :func:`register`.
+
+tranche halt [BOT]           kill switch: no approvals for BOT (or every bot) until resumed
+tranche resume [BOT]         after a halt or a tripped breaker
+tranche flatten BOT          ask for an exit of BOT's whole position (the bot goes to reducing)
+tranche mode mock|production switch approvals at once (production needs the executor's opt-in)
+tranche limits reset BOT     release BOT's mock counters and cooldowns (refused in production)
+tranche decisions BOT        BOT's decisions with every reason and the counters they saw
+
+Commands travel as ``tranche.safety.control`` requests over NATS (NATS permissions decide who
+may send them); ``decisions`` reads safety's HTTP API.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import os
+import sys
+import uuid
+
+import httpx
+
+from shared import subjects
+from shared.contracts import SafetyCommand, SafetyCommandResult
+
+DEFAULT_NATS_URL = "nats://127.0.0.1:4250"
+DEFAULT_SAFETY_URL = "http://127.0.0.1:8102"
+
+
+def _operator() -> str:
+    try:
+        return getpass.getuser()[:64] or "operator"
+    except Exception:  # no user name in some containers
+        return "operator"
+
+
+def send(nats_url: str, command: SafetyCommand, timeout: float = 5) -> SafetyCommandResult:
+    """Send one command to safety and return its answer (raises ``ConnectionError`` when no
+    safety instance answers)."""
+    import nats
+    from nats.errors import NoRespondersError
+    from nats.errors import TimeoutError as NatsTimeout
+
+    async def request() -> SafetyCommandResult:
+        nc = await nats.connect(nats_url, connect_timeout=3, max_reconnect_attempts=0)
+        try:
+            reply = await nc.request(
+                subjects.SAFETY_CONTROL, command.model_dump_json().encode(), timeout=timeout
+            )
+        finally:
+            await nc.close()
+        return SafetyCommandResult.model_validate_json(reply.data)
+
+    try:
+        return asyncio.run(request())
+    except (NoRespondersError, NatsTimeout):
+        raise ConnectionError(
+            f"no safety service answered on {subjects.SAFETY_CONTROL}: is it running?"
+        ) from None
+    except OSError as error:
+        raise ConnectionError(f"cannot reach NATS at {nats_url}: {error}") from None
+
+
+def _command(args: argparse.Namespace, name: str, **fields: object) -> int:
+    command = SafetyCommand(
+        command=name,  # type: ignore[arg-type]
+        command_id=str(uuid.uuid4()),
+        reason=getattr(args, "reason", "") or "",
+        operator=args.operator,
+        **fields,
+    )
+    try:
+        result = send(args.nats_url, command)
+    except ConnectionError as error:
+        print(error, file=sys.stderr)
+        return 1
+    if args.json:
+        print(result.model_dump_json(indent=2))
+    else:
+        print(f"{result.code}: {result.message}")
+    return 0 if result.ok else 1
+
+
+def cmd_halt(args: argparse.Namespace) -> int:
+    return _command(args, "halt", bot_id=args.bot)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    return _command(args, "resume", bot_id=args.bot)
+
+
+def cmd_flatten(args: argparse.Namespace) -> int:
+    return _command(args, "flatten", bot_id=args.bot)
+
+
+def cmd_mode(args: argparse.Namespace) -> int:
+    return _command(args, "mode", mode=args.mode)
+
+
+def cmd_limits_reset(args: argparse.Namespace) -> int:
+    return _command(args, "limits_reset", bot_id=args.bot)
+
+
+def cmd_decisions(args: argparse.Namespace) -> int:
+    try:
+        response = httpx.get(
+            f"{args.safety_url}/decisions",
+            params={"bot": args.bot, "limit": args.limit},
+            timeout=5,
+        )
+    except httpx.HTTPError as error:
+        print(f"cannot reach safety at {args.safety_url}: {error}", file=sys.stderr)
+        return 1
+    if response.status_code != 200:
+        print(f"safety answered {response.status_code}: {response.text[:300]}", file=sys.stderr)
+        return 1
+    rows = response.json()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print(f"no decisions for {args.bot}")
+    for row in rows:
+        verdict = "approved" if row["approved"] else "rejected"
+        counters = " ".join(f"{k}={v}" for k, v in row.get("counters", {}).items())
+        print(
+            f"{row['market_time']}  {row['mode']:<10} {row['action']:<5} {verdict:<8} "
+            f"{row.get('order_status', '')}  [{counters}]"
+        )
+        for reason in row["reasons"] + row.get("adjustments", []):
+            print(f"    {reason['code']}: {reason['message']}")
+    return 0
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add halt, resume, flatten, mode, limits reset and decisions to ``tranche``'s parser."""
+
+    def common(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--nats-url", default=os.environ.get("TRANCHE_NATS_URL", DEFAULT_NATS_URL)
+        )
+        parser.add_argument("--operator", default=_operator(), help="who asks (for the audit)")
+        parser.add_argument("--json", action="store_true")
+
+    halt = commands.add_parser("halt", help="kill switch: halt a bot, or everything")
+    halt.add_argument("bot", nargs="?", help="a bot id; none halts every bot")
+    halt.add_argument("--reason", default="")
+    common(halt)
+    halt.set_defaults(run=cmd_halt)
+
+    resume = commands.add_parser("resume", help="resume a bot, or everything")
+    resume.add_argument("bot", nargs="?")
+    resume.add_argument("--reason", default="")
+    common(resume)
+    resume.set_defaults(run=cmd_resume)
+
+    flatten = commands.add_parser("flatten", help="exit a bot's whole position")
+    flatten.add_argument("bot")
+    flatten.add_argument("--reason", default="")
+    common(flatten)
+    flatten.set_defaults(run=cmd_flatten)
+
+    mode = commands.add_parser("mode", help="switch approvals to mock or production at once")
+    mode.add_argument("mode", choices=["mock", "production"])
+    common(mode)
+    mode.set_defaults(run=cmd_mode)
+
+    limits = commands.add_parser("limits", help="safety limits")
+    limits_commands = limits.add_subparsers(dest="limits_command", required=True)
+    reset = limits_commands.add_parser("reset", help="reset a bot's mock counters")
+    reset.add_argument("bot")
+    common(reset)
+    reset.set_defaults(run=cmd_limits_reset)
+
+    decisions = commands.add_parser("decisions", help="a bot's decisions with their reasons")
+    decisions.add_argument("bot")
+    decisions.add_argument("--limit", type=int, default=20)
+    decisions.add_argument(
+        "--safety-url", default=os.environ.get("TRANCHE_SAFETY_URL", DEFAULT_SAFETY_URL)
+    )
+    decisions.add_argument("--json", action="store_true")
+    decisions.set_defaults(run=cmd_decisions)
