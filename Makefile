@@ -51,8 +51,9 @@ docs: install
 	$(BIN)/python -m tranche.apidocs
 
 ## System packages the tests use, from Debian's package registry: docker-compose validates the
-## compose file offline, kubectl renders the Kubernetes manifests (kustomize).
-TEST_PACKAGES := docker-compose kubectl
+## compose file offline, kubectl renders the Kubernetes manifests (kustomize), chromium runs the
+## dashboard's browser test (Playwright drives Debian's build; no browser download).
+TEST_PACKAGES := docker-compose kubectl chromium
 test-deps:
 	@missing=""; for tool in $(TEST_PACKAGES); do command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
 	if [ -n "$$missing" ]; then \

@@ -18,6 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def documents(data_dir: Path) -> dict[str, Any]:
     """``{"signal.asyncapi.json": {...}, "signal.openapi.json": {...}, ...}``"""
+    from services.dashboard.app import build as build_dashboard
+    from services.dashboard.config import DashboardSettings
     from services.executor.app import build as build_executor
     from services.executor.config import ExecutorSettings
     from services.ledger.app import build as build_ledger
@@ -32,6 +34,7 @@ def documents(data_dir: Path) -> dict[str, Any]:
         "safety": (build_safety, SafetySettings),
         "executor": (build_executor, ExecutorSettings),
         "ledger": (build_ledger, LedgerSettings),
+        "dashboard": (build_dashboard, DashboardSettings),
     }
     out: dict[str, Any] = {}
     for name, (build, settings_class) in builders.items():

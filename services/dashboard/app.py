@@ -1,0 +1,170 @@
+"""Dashboard service wiring: the web page of what the services publish, pushed live.
+
+Reads:  tranche.>                         (core NATS: every public message, no stream consumer)
+        tranche_positions bucket          (read once at start, so open positions show at once)
+        GET /states of safety             (read once at start, so an earlier halt shows)
+        GET /ready of signal, safety, executor, ledger (one probe every few seconds, whatever
+                                           the number of open pages; never the exchange)
+Writes: nothing, except the operator's halt/resume, forwarded to safety's kill switch.
+HTTP:   GET /                             the page (static/index.html and static/)
+        GET /events                       server-sent events: the page's parts as they change
+        POST /control/{halt|resume}[/{bot_id}]  forwarded to safety with the caller's token
+
+Reading never changes anything (DESIGN.md, promise 8): the page and its stream only read; no
+business rule lives here (the board shows what the services said).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from pathlib import Path as FilePath
+from typing import Annotated
+
+import httpx
+from fastapi import APIRouter, Header, Path
+from fastapi.responses import FileResponse, HTMLResponse
+from prometheus_client import Counter, Gauge
+from sse_starlette import EventSourceResponse
+from starlette.staticfiles import StaticFiles
+
+from services.dashboard.board import Board, StateReason
+from services.dashboard.config import WATCHED, DashboardSettings
+from services.dashboard.control import Command, forward
+from services.dashboard.feed import follow
+from services.dashboard.stream import Health, Pulse, page_events
+from services.dashboard.views import e
+from shared.service import Service, bootstrap
+from shared.settings import load
+
+STATIC = FilePath(__file__).resolve().parent / "static"
+FEED_SIZE = 30
+STATE_READS = 15
+STATE_READ_EVERY_S = 2.0
+TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+PAGES_OPEN = Gauge("tranche_dashboard_pages_open", "Pages following the event stream")
+CONTROLS = Counter(
+    "tranche_dashboard_controls_total", "Halt and resume clicks forwarded", ["command", "status"]
+)
+MESSAGES = Counter("tranche_dashboard_messages_total", "Messages applied to the board")
+
+
+def build(settings: DashboardSettings) -> Service:
+    service = Service(settings, [])
+    board = Board(feed_size=FEED_SIZE)
+    health = Health()
+    pulse = Pulse()
+    client = httpx.AsyncClient()
+
+    def changed() -> None:
+        MESSAGES.inc()
+        pulse.beat()
+
+    async def start_following() -> None:
+        if service.nc is None:  # on_start hooks run once NATS is connected
+            raise RuntimeError("not connected to NATS")
+        await follow(service.nc, board, changed)
+
+    async def load_trading_states() -> None:
+        """Read safety's trading states once, so a halt from before the dashboard started shows;
+        safety may still be starting, so ask a few times until it answers, then never again."""
+        for _ in range(STATE_READS):
+            try:
+                response = await client.get(settings.url_of("safety") + "/states", timeout=3)
+                if response.status_code == 200:
+                    for row in response.json()["states"]:
+                        if row["scope"] == "*" or TOKEN.fullmatch(row["scope"]):
+                            board.know_state(
+                                None if row["scope"] == "*" else row["scope"],
+                                row["state"],
+                                StateReason(row["code"], row["message"], row["caused_by"]),
+                            )
+                    pulse.beat()
+                    return
+            except (httpx.HTTPError, ValueError, KeyError, TypeError) as error:
+                service.log.debug("dashboard.states_unread", error=type(error).__name__)
+            await asyncio.sleep(STATE_READ_EVERY_S)
+
+    async def watch_health() -> None:
+        while True:
+            for name in WATCHED:
+                try:
+                    response = await client.get(settings.url_of(name) + "/ready", timeout=2)
+                    ready, detail = response.status_code == 200, response.text[:300]
+                except httpx.HTTPError as error:
+                    ready, detail = False, f"unreachable: {type(error).__name__}"
+                if health.update(name, ready, detail):
+                    pulse.beat()
+            await asyncio.sleep(settings.health_every_s)
+
+    api = APIRouter(tags=["dashboard"])
+
+    @api.get("/", summary="The dashboard page", response_class=FileResponse)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    @api.get("/events", summary="Server-sent events: the page's parts as they change")
+    async def events() -> EventSourceResponse:
+        async def counted():
+            PAGES_OPEN.inc()
+            try:
+                async for event in page_events(
+                    board, health, pulse, settings.mode, settings.push_every_s
+                ):
+                    yield event
+            finally:
+                PAGES_OPEN.dec()
+
+        return EventSourceResponse(counted(), ping=15, headers={"Cache-Control": "no-cache"})
+
+    async def control(command: Command, bot_id: str | None, authorization: str | None):
+        outcome = await forward(client, settings.url_of("safety"), command, bot_id, authorization)
+        CONTROLS.labels(command, str(outcome.status)).inc()
+        # The log names the command and its outcome; the token is never in it.
+        service.log.info(
+            "dashboard.control", command=command, target=bot_id or "all", status=outcome.status
+        )
+        css = "ok" if outcome.status == 200 else "refused"
+        return HTMLResponse(
+            f'<span class="{css}" data-status="{outcome.status}">{e(outcome.message)}</span>',
+            status_code=outcome.status,
+        )
+
+    @api.post(
+        "/control/{command}",
+        summary="Halt or resume every bot (forwarded to safety with the caller's bearer token)",
+        response_class=HTMLResponse,
+    )
+    async def control_all(
+        command: Command, authorization: Annotated[str | None, Header()] = None
+    ) -> HTMLResponse:
+        return await control(command, None, authorization)
+
+    @api.post(
+        "/control/{command}/{bot_id}",
+        summary="Halt or resume one bot (forwarded to safety with the caller's bearer token)",
+        response_class=HTMLResponse,
+    )
+    async def control_bot(
+        command: Command,
+        bot_id: Annotated[str, Path(pattern=f"^{TOKEN.pattern}$")],
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> HTMLResponse:
+        return await control(command, bot_id, authorization)
+
+    api.mount("/static", StaticFiles(directory=STATIC), name="static")
+    service.on_start.append(start_following)
+    service.background.append(watch_health)
+    service.background.append(load_trading_states)
+    service.http_routers.append(api)
+    return service
+
+
+def main() -> None:
+    settings = load(DashboardSettings)
+    bootstrap(settings)
+    # httpx logs every request at info: four health probes every few seconds would fill the log.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    build(settings).run()

@@ -1,0 +1,327 @@
+"""The board: everything a trader watches, built from the public messages alone.
+
+Pure (subject and bytes in, state out, no I/O), so it is tested without NATS. The web dashboard
+and the terminal view of ``tranche up`` (``tranche/live.py``) both read it: one aggregation.
+
+No business rules live here: the board shows what the services published (a safety event says a
+bot is halted; the board never decides it). The one sum it makes is the unrealized P&L,
+quantity × latest ticker price − cost basis, marked at a price the market data carried.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import ROUND_HALF_EVEN, Decimal, localcontext
+
+from pydantic import BaseModel
+
+from shared import contracts as c
+from shared import subjects as s
+from shared.money import MAX_DIGITS, format_decimal
+
+FEED_SIZE = 12
+CHART_POINTS = 2000
+"""Price points kept per product (one a second of event time at most)."""
+CHART_MARKERS = 200
+"""Entry and exit marks kept per product."""
+# P&L is in the quote currency: cents for fiat-like quotes, 8 places for a crypto quote (ETH-BTC).
+_FIAT = frozenset({"USD", "USDC", "USDT", "EUR", "GBP"})
+# Products of two 38-digit decimals must not be rounded by the default 28-digit context.
+_PREC = 4 * MAX_DIGITS
+_FAMILIES: dict[str, type[BaseModel]] = {
+    s.MARKET_TICKER: c.Ticker,
+    s.SIGNALS_INJECT: c.InjectedSignal,
+    s.SIGNALS_EVALUATED: c.SignalEvaluation,
+    s.INTENTS: c.TradeIntent,
+    s.ORDERS_APPROVED: c.OrderApproved,
+    s.ORDERS_REJECTED: c.OrderRejected,
+    s.ORDERS_EVENTS: c.OrderEvent,
+    s.LEDGER_POSITIONS: c.PositionUpdate,
+    s.DLQ: c.DeadLetter,
+}
+
+Decision = c.OrderApproved | c.OrderRejected
+
+
+@dataclass(frozen=True)
+class StateReason:
+    """Why a trading state is what it is, as safety said it (an event, or its ``/states``)."""
+
+    code: str
+    message: str
+    caused_by: str
+
+
+@dataclass
+class BotView:
+    """One bot: what it last thought, holds and has in flight, and what safety said of it."""
+
+    bot_id: str
+    product_id: str | None = None
+    mode: c.Mode | None = None
+    trading_state: str | None = None
+    state_reason: StateReason | None = None
+    """What safety said when it set ``trading_state``."""
+    evaluation: c.SignalEvaluation | None = None
+    position: c.PositionUpdate | None = None
+    open_order: c.OrderApproved | c.OrderEvent | None = None
+    """Approved and not final yet; ``None`` once the bot's last order ended."""
+    last_decision: Decision | None = None
+    """The bot's latest approval or rejection (a rejection says why it did not trade)."""
+
+
+@dataclass(frozen=True)
+class PricePoint:
+    """One point of a product's price line; ``time`` is event time in whole UTC seconds."""
+
+    seq: int
+    time: int
+    price: Decimal
+
+
+@dataclass(frozen=True)
+class TradeMark:
+    """A fill on the chart: an entry or add (buy) or an exit (sell) at its price and time."""
+
+    seq: int
+    time: int
+    price: Decimal
+    size: Decimal
+    side: str
+    action: str
+    bot_id: str
+
+
+ChartNews = tuple[dict[str, list[PricePoint]], dict[str, list[TradeMark]]]
+"""New price points and new trade marks, per product."""
+
+
+def _remember(ids: dict[str, None], item: str, limit: int = 4096) -> bool:
+    """Whether ``item`` was seen; a dict keeps insertion order, so the oldest is forgotten first."""
+    if item in ids:
+        return True
+    ids[item] = None
+    if len(ids) > limit:
+        del ids[next(iter(ids))]
+    return False
+
+
+def _seconds(at: datetime) -> int:
+    return int(at.timestamp())
+
+
+class Board:
+    """Everything the views show, built from messages alone. :meth:`apply` never raises.
+
+    ``version`` grows with every message that changed something, so a view redraws only then;
+    chart points and marks carry a growing ``seq`` so a view sends only what is new to it.
+    """
+
+    def __init__(self, feed_size: int = FEED_SIZE, chart_points: int = CHART_POINTS) -> None:
+        self.bots: dict[str, BotView] = {}
+        self.prices: dict[str, Decimal] = {}
+        """Latest ticker price per product."""
+        self.decisions: deque[Decision] = deque(maxlen=feed_size)
+        self.orders: deque[c.OrderEvent] = deque(maxlen=feed_size)
+        self.dead_letters: deque[c.DeadLetter] = deque(maxlen=feed_size)
+        self.safety_events: deque[c.SafetyEvent] = deque(maxlen=feed_size)
+        self.charts: dict[str, deque[PricePoint]] = {}
+        self.marks: dict[str, deque[TradeMark]] = {}
+        self.system_state: str | None = None
+        self.system_reason: StateReason | None = None
+        self.messages_seen = 0
+        self.invalid_messages = 0
+        self.duplicates = 0
+        self.last_invalid: str | None = None
+        self.version = 0
+        self.chart_seq = 0
+        self._chart_points = chart_points
+        # A core subscription also sees re-publishes that JetStream dropped by Nats-Msg-Id.
+        self._seen: dict[str, None] = {}
+        self._finished: dict[str, None] = {}
+
+    @property
+    def modes(self) -> set[str]:
+        """The modes the messages carried (``{"mock"}``, ``{"production"}``, both or none)."""
+        return {bot.mode for bot in self.bots.values() if bot.mode}
+
+    def apply(self, subject: str, payload: bytes) -> None:
+        """Take one message; an unknown subject or invalid payload is counted, never raised."""
+        self.messages_seen += 1
+        self.version += 1
+        try:
+            self._apply(subject, payload)
+        except Exception as exc:  # a viewer must outlive any message, even one that hits a bug
+            self.invalid_messages += 1
+            self.last_invalid = f"{subject}: {str(exc).splitlines()[0][:120]}"
+
+    def know_state(self, bot_id: str | None, state: str, reason: StateReason) -> None:
+        """A trading state read from safety at start (``None``: the whole system). A safety event
+        seen since is newer and stays."""
+        self.version += 1
+        if bot_id is None:
+            if self.system_state is None:
+                self.system_state, self.system_reason = state, reason
+            return
+        bot = self.bots.setdefault(bot_id, BotView(bot_id))
+        if bot.trading_state is None:
+            bot.trading_state, bot.state_reason = state, reason
+
+    def unrealized_pnl(self, bot_id: str) -> Decimal | None:
+        """Quantity × latest price − cost basis, in the quote currency; ``None`` when flat or no
+        price was seen yet."""
+        bot = self.bots.get(bot_id)
+        position = bot.position if bot else None
+        if position is None or position.quantity == 0:
+            return None
+        price = self.prices.get(position.product_id)
+        if price is None:  # no price, no mark: never a guessed one
+            return None
+        with localcontext(prec=_PREC):
+            return position.quantity * price - position.cost_basis
+
+    def chart_since(self, seq: int) -> ChartNews:
+        """Price points and trade marks newer than ``seq``, per product, oldest first."""
+        points = {
+            product: [p for p in line if p.seq > seq]
+            for product, line in self.charts.items()
+            if line and line[-1].seq > seq
+        }
+        marks = {
+            product: [m for m in found if m.seq > seq]
+            for product, found in self.marks.items()
+            if found and found[-1].seq > seq
+        }
+        return points, marks
+
+    def _apply(self, subject: str, payload: bytes) -> None:
+        if subject == s.SAFETY_EVENTS:
+            model, token = c.SafetyEvent, ""
+        else:
+            family, _, token = subject.rpartition(".")
+            model = _FAMILIES.get(family)
+            if model is None:
+                raise ValueError("unknown subject")
+        msg = model.model_validate_json(payload)
+        message_id = getattr(msg, "message_id", None)
+        if message_id is not None and _remember(self._seen, message_id):
+            self.duplicates += 1
+            return
+        self._take(token, msg)
+
+    def _take(self, token: str, msg: BaseModel) -> None:
+        match msg:
+            case c.Ticker():
+                _same(token, msg.product_id)
+                self.prices[msg.product_id] = msg.price
+                self._chart_point(msg.product_id, _seconds(msg.time), msg.price)
+            case c.SignalEvaluation():
+                self._bot(token, msg.bot_id, msg.product_id).evaluation = msg
+            case c.TradeIntent():
+                self._bot(token, msg.bot_id, msg.product_id)
+            case c.OrderApproved() | c.OrderRejected():
+                bot = self._bot(token, msg.intent.bot_id, msg.intent.product_id, msg.mode)
+                self.decisions.append(msg)
+                bot.last_decision = msg
+                approved = isinstance(msg, c.OrderApproved)
+                if approved and msg.client_order_id not in self._finished:
+                    bot.open_order = msg
+            case c.OrderEvent():
+                bot = self._bot(token, msg.bot_id, msg.product_id, msg.mode)
+                self.orders.append(msg)
+                for fill in msg.fills:
+                    self._mark(msg, fill)
+                order_id = msg.client_order_id
+                if msg.status in c.FINAL_ORDER_STATUSES:
+                    _remember(self._finished, order_id)
+                    if bot.open_order and bot.open_order.client_order_id == order_id:
+                        bot.open_order = None
+                elif order_id not in self._finished:
+                    bot.open_order = msg
+            case c.PositionUpdate():
+                bot = self._bot(token, msg.bot_id, msg.product_id, msg.mode)
+                # The bucket read at start and the live subject can race: keep the newer book.
+                if bot.position is None or msg.sequence >= bot.position.sequence:
+                    bot.position = msg
+            case c.DeadLetter():
+                self.dead_letters.append(msg)
+            case c.SafetyEvent():
+                self.safety_events.append(msg)
+                reason = StateReason(msg.code, msg.message, msg.caused_by)
+                if msg.state and msg.bot_id:
+                    bot = self._bot(msg.bot_id)
+                    bot.trading_state, bot.state_reason = msg.state, reason
+                elif msg.state:
+                    self.system_state, self.system_reason = msg.state, reason
+            case c.InjectedSignal():
+                pass  # its evaluation, which follows, is what the views show
+
+    def _bot(self, token: str, bot_id: str = "", product: str = "", mode: str = "") -> BotView:
+        _same(token, bot_id or token)
+        bot = self.bots.setdefault(token, BotView(token))
+        bot.product_id = product or bot.product_id
+        if mode and bot.mode and mode != bot.mode:
+            # Mock and production never mix: a bot switched to production starts flat.
+            bot.position = bot.open_order = None
+        bot.mode = mode or bot.mode
+        return bot
+
+    def _chart_point(self, product: str, at: int, price: Decimal) -> None:
+        line = self.charts.setdefault(product, deque(maxlen=self._chart_points))
+        if line and at < line[-1].time:
+            return  # an older tick than the line's newest: the services ignore it too
+        if line and at == line[-1].time:
+            line.pop()  # one point a second: the newest price of that second stands
+        self.chart_seq += 1
+        line.append(PricePoint(self.chart_seq, at, price))
+
+    def _mark(self, event: c.OrderEvent, fill: c.Fill) -> None:
+        self.chart_seq += 1
+        found = self.marks.setdefault(event.product_id, deque(maxlen=CHART_MARKERS))
+        found.append(
+            TradeMark(
+                self.chart_seq,
+                _seconds(fill.time),
+                fill.price,
+                fill.size,
+                event.side,
+                event.action,
+                event.bot_id,
+            )
+        )
+
+
+def _same(token: str, value: str) -> None:
+    if token != value:
+        raise ValueError(f"subject token {token!r} does not match payload {value!r}")
+
+
+# -- figures for display: Decimal in, text out, never a float ------------------------------------
+
+
+def plain(value: Decimal | None, places: int = 8) -> str:
+    """A price or size in plain notation, at most ``places`` decimals (half-even); ``—`` if none."""
+    if value is None:
+        return "—"
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and -exponent > places:
+        with localcontext(prec=_PREC):
+            value = value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_EVEN)
+    return format_decimal(value)
+
+
+def pnl(value: Decimal | None, product_id: str | None) -> tuple[str, int]:
+    """P&L as signed text in the quote currency (cents for fiat quotes, 8 places for crypto
+    quotes) and its sign after rounding (-1, 0, 1); ``("—", 0)`` when unknown."""
+    if value is None:
+        return "—", 0
+    places = 2 if (product_id or "").rpartition("-")[2] in _FIAT else 8
+    with localcontext(prec=_PREC):
+        rounded = abs(value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_EVEN))
+    if rounded and value > 0:
+        return f"+{format_decimal(rounded)}", 1
+    if rounded:
+        return f"-{format_decimal(rounded)}", -1
+    return format_decimal(rounded), 0

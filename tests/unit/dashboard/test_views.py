@@ -1,0 +1,122 @@
+"""The page's HTML fragments: what a trader reads, escaped, formatted from Decimal."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from services.dashboard import views
+from services.dashboard.board import Board
+from shared.contracts import Reason, SignalEvaluation
+from tests.unit.test_live import BOT, PRODUCT, T0, position, rejected, send, ticker
+
+D = Decimal
+
+
+def test_a_rejection_shows_every_reason_on_the_bots_card_and_in_the_feed() -> None:
+    board = Board()
+    send(board, f"tranche.orders.rejected.{BOT}", rejected())
+
+    card = views.bots(board)
+    feed = views.feed(board)
+    for text in ("COOLDOWN_ACTIVE", "DAILY_LIMIT_REACHED", "5 of 5 entries today"):
+        assert text in card
+        assert text in feed
+    assert "REJECTED" in card
+    assert "REJECTED" in feed
+
+
+def test_a_position_shows_its_figures_tranches_and_unrealized_pnl() -> None:
+    board = Board()
+    send(board, f"tranche.ledger.positions.{BOT}", position())
+    send(board, f"tranche.market.ticker.{PRODUCT}", ticker("45000.50"))
+
+    card = views.bots(board)
+    assert 'data-status="open"' in card
+    assert 'data-quantity="0.002"' in card
+    assert "42105" in card  # break-even
+    assert '<span class="pnl loss">-28.06</span>' in card  # realized
+    assert '<span class="pnl gain">+5.79</span>' in card  # 0.002 × 45000.50 − 84.21
+    assert card.count("<tr><td>1</td>") == 1  # one tranche row
+    assert "last 45000.5" in card
+
+
+def test_an_evaluation_shows_direction_score_temperature_band_and_confirmations() -> None:
+    board = Board()
+    evaluation = SignalEvaluation(
+        bot_id=BOT,
+        product_id=PRODUCT,
+        time=T0,
+        direction="buy",
+        temperature=D("64"),
+        band="warm",
+        score=D("0.4213"),
+        confirmations=1,
+        confirmations_needed=2,
+        reason=Reason(code="MOMENTUM_UP", message="price above its mean"),
+    )
+    send(board, f"tranche.signals.evaluated.{BOT}", evaluation)
+
+    card = views.bots(board)
+    assert "score 0.4213" in card
+    assert "temperature 64" in card
+    assert 'class="band band-warm"' in card
+    assert '<span class="confirmations">1/2</span>' in card
+
+
+def test_production_is_unmistakable_and_mock_is_said_plainly() -> None:
+    mock = Board()
+    send(mock, f"tranche.orders.rejected.{BOT}", rejected())
+    production = Board()
+    send(
+        production, "tranche.orders.rejected.live-bot", rejected(mode="production", bot="live-bot")
+    )
+
+    assert 'data-mode="mock"' in views.header(mock, "mock")
+    assert "PRODUCTION" not in views.header(mock, "mock")
+    banner = views.header(production, "mock")
+    assert 'class="mode production"' in banner
+    assert "PRODUCTION — real money" in banner
+    assert '<span class="badge production">PRODUCTION</span>' in views.bots(production)
+
+
+def test_before_any_message_the_configured_mode_is_shown_as_configured_only() -> None:
+    assert "MOCK configured" in views.header(Board(), "mock")
+    assert 'class="mode production"' in views.header(Board(), "production")
+
+
+def test_text_from_messages_is_escaped_never_markup() -> None:
+    board = Board()
+    hostile = rejected().model_copy(
+        update={"reasons": [Reason(code="BAD_IDEA", message="<script>alert(1)</script>")]}
+    )
+    send(board, f"tranche.orders.rejected.{BOT}", hostile)
+
+    for fragment in (views.bots(board), views.feed(board)):
+        assert "<script>" not in fragment
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in fragment
+
+
+def test_the_state_badge_says_unknown_until_safety_said_something() -> None:
+    board = Board()
+    send(board, f"tranche.orders.rejected.{BOT}", rejected())
+
+    assert 'data-state="unknown"' in views.bots(board)
+
+
+def test_controls_are_on_every_card_but_carry_no_token() -> None:
+    board = Board()
+    send(board, f"tranche.orders.rejected.{BOT}", rejected())
+
+    card = views.bots(board)
+    assert f'hx-post="/control/halt/{BOT}"' in card
+    assert f'hx-post="/control/resume/{BOT}"' in card
+    assert "Bearer" not in card
+
+
+def test_health_says_which_service_is_not_ready() -> None:
+    shown = views.health({"signal": (True, "ok"), "ledger": (False, "unreachable: ConnectError")})
+
+    assert 'data-service="signal"' in shown
+    assert "signal ready" in shown
+    assert "ledger NOT READY" in shown
+    assert 'title="unreachable: ConnectError"' in shown
