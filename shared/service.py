@@ -27,7 +27,7 @@ from shared.bus import DeadLetters, connect, make_broker, make_router, outbox_pu
 from shared.db import create_tables, make_engine, ping
 from shared.http import health_router
 from shared.outbox import OutboxMessage, OutboxRelay
-from shared.settings import ServiceSettings
+from shared.settings import ServiceSettings, load
 from shared.streams import ensure_streams
 
 T = TypeVar("T")
@@ -239,6 +239,17 @@ def check_port_free(host: str, port: int) -> None:
                 )
                 raise SystemExit(2) from None
             raise
+
+
+S = TypeVar("S", bound=ServiceSettings)
+
+
+def serve(build: Callable[[S], Service], settings_class: type[S]) -> None:
+    """What ``python -m services.<name>`` runs: settings (or one sentence and exit 2), logging,
+    wiring, then serve until SIGINT/SIGTERM."""
+    settings = load(settings_class)
+    bootstrap(settings)
+    build(settings).run()
 
 
 def bootstrap(settings: ServiceSettings) -> None:

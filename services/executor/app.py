@@ -31,8 +31,7 @@ from shared import subjects
 from shared.bus import durable, require_subject_token
 from shared.catalog import CatalogError, load_catalog
 from shared.contracts import OrderApproved, OrderEvent, SafetyEvent, Ticker
-from shared.service import Service, bootstrap
-from shared.settings import load
+from shared.service import Service, serve
 from shared.streams import EXECUTOR_APPROVED, EXECUTOR_SAFETY_EVENTS
 
 
@@ -137,6 +136,4 @@ def build(settings: ExecutorSettings, exchange: Any = None) -> Service:
 
 
 def main() -> None:
-    settings = load(ExecutorSettings)
-    bootstrap(settings)
-    build(settings).run()
+    serve(build, ExecutorSettings)

@@ -51,8 +51,7 @@ from shared.contracts import (
 )
 from shared.logging import correlated
 from shared.outbox import stage
-from shared.service import Service, bootstrap
-from shared.settings import load
+from shared.service import Service, serve
 from shared.streams import LEDGER_ORDER_EVENTS
 
 FILLS_BOOKED = Counter("tranche_ledger_fills_booked_total", "Fills booked", ["mode"])
@@ -160,6 +159,4 @@ def build(settings: LedgerSettings) -> Service:
 
 
 def main() -> None:
-    settings = load(LedgerSettings)
-    bootstrap(settings)
-    build(settings).run()
+    serve(build, LedgerSettings)

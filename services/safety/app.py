@@ -57,8 +57,7 @@ from shared.contracts import (
 )
 from shared.logging import correlated
 from shared.money import utc_now
-from shared.service import Service, bootstrap
-from shared.settings import load
+from shared.service import Service, serve
 from shared.streams import SAFETY_INTENTS, SAFETY_ORDER_EVENTS, stream_for
 
 
@@ -299,6 +298,4 @@ def build(settings: SafetySettings) -> Service:
 
 
 def main() -> None:
-    settings = load(SafetySettings)
-    bootstrap(settings)
-    build(settings).run()
+    serve(build, SafetySettings)

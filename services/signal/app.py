@@ -45,8 +45,7 @@ from shared.contracts import (
 )
 from shared.logging import correlated
 from shared.money import utc_now
-from shared.service import Service, bootstrap
-from shared.settings import load
+from shared.service import Service, serve
 from shared.streams import SIGNAL_INJECT
 
 INTENTS = Counter("tranche_signal_intents_total", "Intents created", ["action", "band"])
@@ -333,6 +332,4 @@ def build(settings: SignalSettings) -> Service:
 
 
 def main() -> None:
-    settings = load(SignalSettings)
-    bootstrap(settings)
-    build(settings).run()
+    serve(build, SignalSettings)

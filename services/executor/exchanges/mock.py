@@ -120,6 +120,15 @@ class PlacedOrder:
     reason: Reason | None
 
 
+def _by_exchange_id(session: Session, exchange_order_id: str) -> MockOrderRow:
+    row = session.exec(
+        select(MockOrderRow).where(MockOrderRow.exchange_order_id == exchange_order_id)
+    ).first()
+    if row is None:
+        raise OrderNotFound(f"mock exchange: no order {exchange_order_id}")
+    return row
+
+
 def _as_order(row: MockOrderRow) -> ExchangeOrder:
     return ExchangeOrder(
         exchange_order_id=row.exchange_order_id,
@@ -195,12 +204,7 @@ class MockExchange:
         with self._lock:
             self._enter("get")
             with Session(self._engine) as session:
-                row = session.exec(
-                    select(MockOrderRow).where(MockOrderRow.exchange_order_id == exchange_order_id)
-                ).first()
-                if row is None:
-                    raise OrderNotFound(f"mock exchange: no order {exchange_order_id}")
-                return _as_order(row)
+                return _as_order(_by_exchange_id(session, exchange_order_id))
 
     def fills(self, exchange_order_id: str) -> list[ExchangeFill]:
         with self._lock:
@@ -224,11 +228,7 @@ class MockExchange:
         with self._lock:
             self._enter("cancel")
             with Session(self._engine) as session:
-                row = session.exec(
-                    select(MockOrderRow).where(MockOrderRow.exchange_order_id == exchange_order_id)
-                ).first()
-                if row is None:
-                    raise OrderNotFound(f"mock exchange: no order {exchange_order_id}")
+                row = _by_exchange_id(session, exchange_order_id)
                 if row.status == "OPEN":
                     row.status = "CANCELLED"
                     session.add(row)
