@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install up test test-unit test-integration test-e2e lint format docs bench test-deps clean
+.PHONY: install up test test-unit test-integration test-e2e test-faults test-deploy lint format docs bench test-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,12 @@ test-integration: install
 
 test-e2e: install
 	$(BIN)/pytest tests/e2e
+
+test-faults: install
+	$(BIN)/pytest tests/faults
+
+test-deploy: install test-deps
+	$(BIN)/pytest tests/deploy
 
 lint: install
 	$(BIN)/ruff check .
