@@ -57,6 +57,7 @@ from shared.contracts import (
 )
 from shared.logging import correlated
 from shared.money import utc_now
+from shared.positions import watch_positions as follow_positions
 from shared.service import Service, serve
 from shared.streams import SAFETY_INTENTS, SAFETY_ORDER_EVENTS, stream_for
 
@@ -151,26 +152,16 @@ def build(settings: SafetySettings) -> Service:
 
     # -- positions and prices ------------------------------------------------------------------
 
+    async def keep_position(position: PositionUpdate) -> None:
+        try:
+            await service.transact(lambda session: save_position(session, position))
+        except Exception as error:  # the next update or a restart brings it again
+            log.warning("position.not_saved", bot_id=position.bot_id, error=str(error))
+
     async def watch_positions() -> None:
         assert service.nc is not None
-        bucket = await service.nc.jetstream().key_value(subjects.POSITIONS_BUCKET)
-        watcher = await bucket.watchall()
-        async for entry in watcher:
-            if entry is None:
-                # The initial values are in: from now on a missing key means a flat bot.
-                positions_synced.set()
-                continue
-            if entry.value is None or entry.operation is not None:
-                continue
-            try:
-                position = PositionUpdate.model_validate_json(entry.value)
-            except ValueError as error:
-                log.warning("position.unreadable", key=entry.key, error=str(error))
-                continue
-            try:
-                await service.transact(lambda session, p=position: save_position(session, p))
-            except Exception as error:  # the next update or a restart brings it again
-                log.warning("position.not_saved", bot_id=position.bot_id, error=str(error))
+        # Once the initial values are in, a missing key means a flat bot.
+        await follow_positions(service.nc, keep_position, positions_synced.set)
 
     @service.router.subscriber(subjects.all_of(subjects.MARKET_TICKER), title="safety-ticker")
     async def on_ticker(body: Ticker) -> None:

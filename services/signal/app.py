@@ -45,6 +45,7 @@ from shared.contracts import (
 )
 from shared.logging import correlated
 from shared.money import utc_now
+from shared.positions import watch_positions as follow_positions
 from shared.service import Service, serve
 from shared.streams import SIGNAL_INJECT
 
@@ -256,21 +257,14 @@ def build(settings: SignalSettings) -> Service:
                     log.warning("market.stale", product_id=product_id,
                                 silent_s=round(now - seen, 1))  # fmt: skip
 
+    async def keep_position(position: PositionUpdate) -> None:
+        known = positions.get(position.bot_id)
+        if known is None or known.mode != position.mode or position.sequence >= known.sequence:
+            positions[position.bot_id] = position
+
     async def watch_positions() -> None:
         assert service.nc is not None
-        bucket = await service.nc.jetstream().key_value(subjects.POSITIONS_BUCKET)
-        watcher = await bucket.watchall()
-        async for entry in watcher:
-            if entry is None or entry.value is None or entry.operation is not None:
-                continue
-            try:
-                position = PositionUpdate.model_validate_json(entry.value)
-            except ValueError as error:
-                log.warning("position.unreadable", key=entry.key, error=str(error))
-                continue
-            known = positions.get(position.bot_id)
-            if known is None or known.mode != position.mode or position.sequence >= known.sequence:
-                positions[position.bot_id] = position
+        await follow_positions(service.nc, keep_position)
 
     async def publish_ticker(tick: Ticker) -> None:
         assert service.nc is not None
