@@ -257,6 +257,43 @@ class SafetyEvent(Envelope):
     caused_by: str
 
 
+class ReadinessBlock(Contract):
+    """One reason a bot cannot trade now; ``until`` is the event time it lifts by itself (a
+    cooldown), ``None`` when it lifts only when something happens (a fill, a resume)."""
+
+    code: Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9_]{1,63}$")]
+    message: Annotated[str, StringConstraints(min_length=1, max_length=500)]
+    until: UtcTime | None = None
+
+
+class BotReadiness(Contract):
+    """``tranche.safety.readiness.<bot_id>`` (core NATS): whether safety would approve an entry
+    (or an add) and an exit of the bot *now*, and if not every reason, published after each
+    decision, order event, position change and operator command that concerns the bot.
+
+    It is safety's own ``decide`` run on a probe of the smallest size at the newest price safety
+    has seen, so the reasons are the rules' own; rules on the order's size are judged on the real
+    intent only. ``time`` is the event time it was judged at.
+    """
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    bot_id: Token
+    product_id: Token | None = None
+    mode: Mode
+    time: UtcTime
+    trading_state: TradingState
+    can_enter: bool
+    entry_blocks: list[ReadinessBlock] = Field(default_factory=list)
+    can_exit: bool
+    exit_blocks: list[ReadinessBlock] = Field(default_factory=list)
+    entry_cooldown_until: UtcTime | None = None
+    exit_cooldown_until: UtcTime | None = None
+    tranches: int | None = Field(default=None, ge=0)
+    """Entry tranches held (``None``: safety does not know the position yet)."""
+    max_tranches: int = Field(ge=1)
+    orders_in_flight: int = Field(ge=0)
+
+
 class SafetyCommand(Contract):
     """``tranche.safety.control`` (core NATS request/reply): an operator's command to safety.
 

@@ -21,6 +21,7 @@ import contextlib
 import hmac
 import json
 import uuid
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query
@@ -30,19 +31,22 @@ from sqlmodel import Session, select
 
 from services.safety.config import SafetySettings
 from services.safety.control import run_command
-from services.safety.handlers import decide_and_store, record_order_event
+from services.safety.handlers import decide_and_store, readiness_of, record_order_event
+from services.safety.readiness import BotClock, ReadinessPublisher
 from services.safety.rules import Market, decision_time
 from services.safety.store import (
     SYSTEM,
     TABLES,
     TradingStateRow,
     decisions,
+    latest_decision_times,
     save_position,
     serialise_sqlite_writers,
 )
 from shared import subjects
 from shared.bus import delivery_of, durable, require_subject_token
 from shared.contracts import (
+    BotReadiness,
     OrderApproved,
     OrderEvent,
     OrderRejected,
@@ -79,6 +83,40 @@ def build(settings: SafetySettings) -> Service:
     log = service.log
     markets: dict[str, Market] = {}
     positions_synced = asyncio.Event()
+    clocks: dict[str, BotClock] = {}
+
+    # -- readiness: could each bot trade now, and if not why ------------------------------------
+
+    async def assess_bots(bot_ids: set[str]) -> list[BotReadiness]:
+        return await service.read(
+            lambda session: readiness_of(
+                session,
+                bot_ids,
+                clocks,
+                settings,
+                positions_synced=positions_synced.is_set(),
+                markets=markets,
+            )
+        )
+
+    async def publish_readiness(readiness: BotReadiness) -> None:
+        assert service.nc is not None
+        subject = subjects.for_token(subjects.SAFETY_READINESS, readiness.bot_id)
+        await service.nc.publish(subject, readiness.model_dump_json().encode())
+
+    readiness = ReadinessPublisher(assess_bots, publish_readiness)
+
+    def heard_of(bot_id: str, product_id: str | None, at: datetime) -> None:
+        clocks.setdefault(bot_id, BotClock()).saw(product_id, at)
+        readiness.mark(bot_id)
+
+    async def keep_readiness() -> None:
+        known = await service.read(latest_decision_times)
+        for bot_id, at in known.items():
+            heard_of(bot_id, None, at)
+        await readiness.run(
+            lambda error: log.warning("readiness.not_published", error=type(error).__name__)
+        )
 
     # -- intents -------------------------------------------------------------------------------
 
@@ -131,6 +169,7 @@ def build(settings: SafetySettings) -> Service:
                     raise  # retried with a backoff: storage may be back in a moment
                 await reject_without_storage(body, error)
                 return
+            heard_of(body.bot_id, body.product_id, decision_time(body))
             if isinstance(decided, OrderApproved):
                 log.info(
                     "intent.approved", client_order_id=decided.client_order_id, mode=decided.mode
@@ -149,6 +188,7 @@ def build(settings: SafetySettings) -> Service:
             )
             for item in news:
                 log.warning("breaker.tripped", code=item.code, state=item.state)
+            heard_of(body.bot_id, body.product_id, body.time)
 
     # -- positions and prices ------------------------------------------------------------------
 
@@ -157,6 +197,8 @@ def build(settings: SafetySettings) -> Service:
             await service.transact(lambda session: save_position(session, position))
         except Exception as error:  # the next update or a restart brings it again
             log.warning("position.not_saved", bot_id=position.bot_id, error=str(error))
+            return
+        heard_of(position.bot_id, position.product_id, position.time)
 
     async def watch_positions() -> None:
         assert service.nc is not None
@@ -189,6 +231,10 @@ def build(settings: SafetySettings) -> Service:
             ok=result.ok,
             code=result.code,
         )
+        if body.bot_id:
+            readiness.mark(body.bot_id)
+        else:
+            readiness.mark_all()
         return result
 
     @service.router.subscriber(subjects.SAFETY_CONTROL, queue="safety", title="safety-control")
@@ -253,6 +299,16 @@ def build(settings: SafetySettings) -> Service:
             for row in rows
         ]
 
+    @api.get("/readiness", summary="Each bot's readiness as last published")
+    async def all_readiness() -> list[BotReadiness]:
+        return [readiness.latest[bot] for bot in sorted(readiness.latest)]
+
+    @api.get("/readiness/{bot_id}", summary="One bot's readiness as last published")
+    async def bot_readiness(bot_id: Token) -> BotReadiness:
+        if bot_id not in readiness.latest:
+            raise HTTPException(404, f"safety has not judged bot {bot_id} yet")
+        return readiness.latest[bot_id]
+
     @api.get("/states", summary="Trading states (system and bots) and the current mode")
     async def states() -> dict:
         rows = await service.read(lambda session: list(session.exec(select(TradingStateRow))))
@@ -283,7 +339,13 @@ def build(settings: SafetySettings) -> Service:
         SafetyEvent,
         "Breaker tripped or reset, halt, resume, flatten requested, mode changed, limit reached.",
     )
+    service.publishes(
+        "tranche.safety.readiness.{bot_id}",
+        BotReadiness,
+        "Whether the bot could enter and exit now, and every reason it could not (core NATS).",
+    )
     service.background.append(watch_positions)
+    service.background.append(keep_readiness)
     service.http_routers.append(api)
     return service
 

@@ -4,13 +4,17 @@ session only; ``app.py`` wires them to NATS."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlmodel import Session
 
 from services.safety.breakers import all_bots_trips, bot_trips, realized_pnl_of_exit
 from services.safety.config import SafetySettings
-from services.safety.rules import Market, client_order_id_for, decide, decision_time
+from services.safety.readiness import BotClock, assess
+from services.safety.rules import BotState, Market, client_order_id_for, decide, decision_time
 from services.safety.store import (
     SYSTEM,
+    TradingStateRow,
     apply_order_event,
     apply_trips,
     breaker_facts,
@@ -19,12 +23,14 @@ from services.safety.store import (
     fills_of,
     gather_state,
     lock_scopes,
+    peek_scopes,
     reset_due_breakers,
     safety_event,
     save_decision,
 )
 from shared import subjects
 from shared.contracts import (
+    BotReadiness,
     Fill,
     OrderApproved,
     OrderEvent,
@@ -52,6 +58,37 @@ def live_checks(settings: SafetySettings, mode: str) -> bool:
     )
 
 
+def state_of(
+    session: Session,
+    bot_id: str,
+    scopes: tuple[TradingStateRow, TradingStateRow],
+    now: datetime,
+    settings: SafetySettings,
+    market: Market | None,
+    *,
+    positions_synced: bool,
+    arrived_now: bool = False,
+) -> BotState:
+    """The facts ``decide`` looks at, in the mode approvals are made in now. Live checks compare
+    with prices as they arrive and (``arrived_now``) the wall clock: meaningful for live data,
+    but a replay at full speed runs its ticks ahead of its intents, and the same replay must
+    decide the same way twice."""
+    system, bot = scopes
+    mode = current_mode(system, settings.mode)
+    live = live_checks(settings, mode)
+    return gather_state(
+        session,
+        bot_id=bot_id,
+        mode=mode,
+        system=system,
+        bot=bot,
+        now=now,
+        positions_synced=positions_synced,
+        market=market if live else None,
+        received_at=utc_now() if live and arrived_now else None,
+    )
+
+
 def decide_and_store(
     session: Session,
     body: TradeIntent,
@@ -68,21 +105,17 @@ def decide_and_store(
         return None  # a redelivery: the decision and its message are already stored
     now = decision_time(body)
     reset_due_breakers(session, [system] if bot is system else [system, bot], now)
-    mode = current_mode(system, settings.mode)
-    state = gather_state(
+    state = state_of(
         session,
-        bot_id=body.bot_id,
-        mode=mode,
-        system=system,
-        bot=bot,
-        now=now,
+        body.bot_id,
+        (system, bot),
+        now,
+        settings,
+        markets.get(body.product_id),
         positions_synced=positions_synced,
-        # Live checks compare with prices as they arrive and the wall clock: meaningful for
-        # live data, but a replay at full speed runs its ticks ahead of its intents, and the
-        # same replay must decide the same way twice.
-        market=markets.get(body.product_id) if live_checks(settings, mode) else None,
-        received_at=utc_now() if live_checks(settings, mode) else None,
+        arrived_now=True,
     )
+    mode = state.mode
     decision = decide(body, state, settings.limits_for(body.bot_id), now)
     common = {
         "message_id": f"decision-{body.intent_id}",
@@ -146,3 +179,31 @@ def record_order_event(
     return apply_trips(
         session, trips, {SYSTEM: system, body.bot_id: bot}, body.client_order_id, body.time
     )
+
+
+def readiness_of(
+    session: Session,
+    bot_ids: set[str],
+    clocks: dict[str, BotClock],
+    settings: SafetySettings,
+    *,
+    positions_synced: bool,
+    markets: dict[str, Market],
+) -> list[BotReadiness]:
+    """Each bot's readiness at its own event time, read without locks (it changes nothing); a
+    bot safety has no time for yet is left out."""
+    found = []
+    for bot_id in sorted(bot_ids):
+        clock = clocks.get(bot_id, BotClock())
+        market = markets.get(clock.product_id) if clock.product_id else None
+        now = clock.now(market.time if market else None)
+        if now is None:
+            continue
+        scopes = peek_scopes(session, bot_id)
+        state = state_of(
+            session, bot_id, scopes, now, settings, market, positions_synced=positions_synced
+        )
+        limits = settings.limits_for(bot_id)
+        price = market.price if market else None
+        found.append(assess(bot_id, clock.product_id, state, limits, now, price))
+    return found

@@ -177,6 +177,20 @@ def lock_scopes(session: Session, bot_id: str | None) -> tuple[TradingStateRow, 
     return system, (lock_scope(session, bot_id) if bot_id else system)
 
 
+def peek_scopes(session: Session, bot_id: str) -> tuple[TradingStateRow, TradingStateRow]:
+    """The system's and the bot's trading states for a read: no lock, a missing row is active."""
+    system = session.get(TradingStateRow, SYSTEM) or TradingStateRow(scope=SYSTEM)
+    return system, session.get(TradingStateRow, bot_id) or TradingStateRow(scope=bot_id)
+
+
+def latest_decision_times(session: Session) -> dict[str, datetime]:
+    """Each bot's newest decision's event time: the bots safety knows, and their clocks."""
+    rows = session.exec(
+        select(DecisionRow.bot_id, func.max(DecisionRow.market_time)).group_by(DecisionRow.bot_id)
+    ).all()
+    return {bot_id: at for bot_id, at in rows if at is not None}
+
+
 def current_mode(system: TradingStateRow, start_mode: Mode) -> Mode:
     return system.mode or start_mode  # type: ignore[return-value]
 

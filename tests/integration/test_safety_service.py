@@ -25,6 +25,7 @@ from services.safety.config import SafetySettings
 from services.safety.store import DecisionRow
 from shared import subjects
 from shared.contracts import (
+    BotReadiness,
     Fill,
     OrderApproved,
     OrderEvent,
@@ -561,5 +562,68 @@ async def test_production_is_refused_without_the_executors_opt_in(
             refused = await h.command(command="mode", mode="production")
             assert not refused.ok and "TRANCHE_LIVE_TRADING_CONFIRMED" in refused.message
             assert refused.mode == "mock"
+    finally:
+        await stop(service)
+
+
+# -- readiness: could each bot trade now, and why not -----------------------------------------
+
+
+async def test_readiness_follows_decisions_fills_and_halts(
+    database_url: str, nats_url: str, tmp_path: Path
+) -> None:
+    settings = settings_for(database_url, nats_url, tmp_path, entry_cooldown_s=300)
+    service = await started(settings)
+    app = service.http_app()
+    heard: list[BotReadiness] = []
+    try:
+        async with (
+            Harness(nats_url, database_url) as h,
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://s") as web,
+        ):
+
+            async def on_readiness(msg) -> None:
+                heard.append(BotReadiness.model_validate_json(msg.data))
+
+            await h.nc.subscribe("tranche.safety.readiness.>", cb=on_readiness)
+
+            async def latest(predicate, what: str) -> BotReadiness:
+                def probe():
+                    mine = [r for r in heard if r.bot_id == "ready-1"]
+                    return mine[-1] if mine and predicate(mine[-1]) else None
+
+                return await wait_until(probe, what=what)
+
+            bot = "ready-1"
+            await h.send(intent(bot))
+            (approval,) = await wait_until(lambda: h.approvals(bot), what="approval")
+            busy = await latest(lambda r: not r.can_enter, "readiness after the approval")
+            assert {b.code for b in busy.entry_blocks} >= {"ORDER_IN_FLIGHT", "ENTRY_COOLDOWN"}
+            assert busy.entry_cooldown_until == T0 + timedelta(minutes=5)
+            assert busy.time == T0 and busy.product_id == "ETH-BTC"
+
+            fill = Fill(
+                trade_id="t-r", price=Decimal("0.09"), size=Decimal("0.1"), fee=Decimal(0),
+                time=T0 + timedelta(minutes=1),
+            )  # fmt: skip
+            await h.order_event(approval, "filled", [fill], at=fill.time)
+            await h.put_position(bot, sequence=1, quantity="0.1", cost="0.009")
+            cooling = await latest(
+                lambda r: [b.code for b in r.entry_blocks] == ["ENTRY_COOLDOWN"] and r.can_exit,
+                "only the cooldown left, and an exit allowed",
+            )
+            # The cooldown runs from the fill, in event time.
+            assert cooling.entry_cooldown_until == fill.time + timedelta(minutes=5)
+            assert cooling.tranches == 1 and cooling.orders_in_flight == 0
+
+            await h.command(command="halt", bot_id=bot, reason="desk review")
+            halted = await latest(lambda r: r.trading_state == "halted", "halted readiness")
+            assert "desk review" in next(
+                b.message for b in halted.exit_blocks if b.code == "HALTED"
+            )
+            served = (await web.get(f"/readiness/{bot}")).json()
+            assert served["trading_state"] == "halted" and served["can_exit"] is False
+            assert [r["bot_id"] for r in (await web.get("/readiness")).json()] == [bot]
+            assert (await web.get("/readiness/nobody")).status_code == 404
     finally:
         await stop(service)
