@@ -3,6 +3,7 @@
 Reads:  tranche.>                         (core NATS: every public message, no stream consumer)
         tranche_positions bucket          (read once at start, so open positions show at once)
         GET /states of safety             (read once at start, so an earlier halt shows)
+        GET /readiness of safety          (read once at start; tranche.safety.readiness.> after)
         GET /ready of signal, safety, executor, ledger (one probe every few seconds, whatever
                                            the number of open pages; never the exchange)
 Writes: nothing, except the operator's halt/resume, forwarded to safety's kill switch.
@@ -35,6 +36,7 @@ from services.dashboard.control import Command, forward
 from services.dashboard.feed import follow
 from services.dashboard.stream import Health, Pulse, page_events
 from services.dashboard.views import e
+from shared.contracts import BotReadiness
 from shared.service import Service, bootstrap
 from shared.settings import load
 
@@ -67,13 +69,26 @@ def build(settings: DashboardSettings) -> Service:
             raise RuntimeError("not connected to NATS")
         await follow(service.nc, board, changed)
 
+    async def load_readiness(safety: str) -> None:
+        """Safety's latest readiness per bot; without it the cards fill in as safety publishes."""
+        try:
+            response = await client.get(safety + "/readiness", timeout=3)
+            response.raise_for_status()
+            for found in response.json():
+                board.know_readiness(BotReadiness.model_validate(found))
+        except (httpx.HTTPError, ValueError, TypeError) as error:
+            service.log.warning("dashboard.readiness_unread", error=type(error).__name__)
+
     async def load_trading_states() -> None:
-        """Read safety's trading states once, so a halt from before the dashboard started shows;
-        safety may still be starting, so ask a few times until it answers, then never again."""
+        """Read safety's trading states and readiness once, so a halt from before the dashboard
+        started shows; safety may still be starting, so ask a few times until it answers, then
+        never again (what changes later is pushed)."""
+        safety = settings.url_of("safety")
         for _ in range(STATE_READS):
             try:
-                response = await client.get(settings.url_of("safety") + "/states", timeout=3)
+                response = await client.get(safety + "/states", timeout=3)
                 if response.status_code == 200:
+                    await load_readiness(safety)
                     for row in response.json()["states"]:
                         if row["scope"] == "*" or TOKEN.fullmatch(row["scope"]):
                             board.know_state(

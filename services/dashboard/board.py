@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 
 from pydantic import BaseModel
@@ -40,6 +40,7 @@ _FAMILIES: dict[str, type[BaseModel]] = {
     s.ORDERS_EVENTS: c.OrderEvent,
     s.LEDGER_POSITIONS: c.PositionUpdate,
     s.DLQ: c.DeadLetter,
+    s.SAFETY_READINESS: c.BotReadiness,
 }
 
 Decision = c.OrderApproved | c.OrderRejected
@@ -70,6 +71,39 @@ class BotView:
     """Approved and not final yet; ``None`` once the bot's last order ended."""
     last_decision: Decision | None = None
     """The bot's latest approval or rejection (a rejection says why it did not trade)."""
+    readiness: c.BotReadiness | None = None
+    """Safety's latest word on whether the bot could trade now."""
+
+
+@dataclass(frozen=True)
+class ReadinessNow:
+    """Safety's readiness as of the newest event time the board has seen for the bot's product:
+    a block safety said lifts at a time already passed (a cooldown) is no longer in force."""
+
+    judged_at: datetime
+    now: datetime
+    can_enter: bool
+    entry_blocks: tuple[c.ReadinessBlock, ...]
+    can_exit: bool
+    exit_blocks: tuple[c.ReadinessBlock, ...]
+    entry_cooldown_until: datetime | None
+    exit_cooldown_until: datetime | None
+
+    @property
+    def entry_cooldown_left(self) -> timedelta | None:
+        return None if self.entry_cooldown_until is None else self.entry_cooldown_until - self.now
+
+    @property
+    def exit_cooldown_left(self) -> timedelta | None:
+        return None if self.exit_cooldown_until is None else self.exit_cooldown_until - self.now
+
+
+def _in_force(blocks: list[c.ReadinessBlock], now: datetime) -> tuple[c.ReadinessBlock, ...]:
+    return tuple(b for b in blocks if b.until is None or b.until > now)
+
+
+def _pending(until: datetime | None, now: datetime) -> datetime | None:
+    return until if until is not None and until > now else None
 
 
 @dataclass(frozen=True)
@@ -123,6 +157,8 @@ class Board:
         self.bots: dict[str, BotView] = {}
         self.prices: dict[str, Decimal] = {}
         """Latest ticker price per product."""
+        self.price_times: dict[str, datetime] = {}
+        """Event time of the newest ticker per product."""
         self.decisions: deque[Decision] = deque(maxlen=feed_size)
         self.orders: deque[c.OrderEvent] = deque(maxlen=feed_size)
         self.dead_letters: deque[c.DeadLetter] = deque(maxlen=feed_size)
@@ -168,6 +204,30 @@ class Board:
         bot = self.bots.setdefault(bot_id, BotView(bot_id))
         if bot.trading_state is None:
             bot.trading_state, bot.state_reason = state, reason
+
+    def know_readiness(self, readiness: c.BotReadiness) -> None:
+        """A readiness read from safety at start; a newer one seen since stays."""
+        self.version += 1
+        self._readiness(readiness)
+
+    def readiness_now(self, bot_id: str) -> ReadinessNow | None:
+        """The bot's readiness at the newest event time seen (``None``: safety has not said)."""
+        bot = self.bots.get(bot_id)
+        ready = bot.readiness if bot else None
+        if ready is None:
+            return None
+        now = max(ready.time, self.price_times.get(ready.product_id or "", ready.time))
+        entry, exit_ = _in_force(ready.entry_blocks, now), _in_force(ready.exit_blocks, now)
+        return ReadinessNow(
+            judged_at=ready.time,
+            now=now,
+            can_enter=not entry,
+            entry_blocks=entry,
+            can_exit=not exit_,
+            exit_blocks=exit_,
+            entry_cooldown_until=_pending(ready.entry_cooldown_until, now),
+            exit_cooldown_until=_pending(ready.exit_cooldown_until, now),
+        )
 
     def unrealized_pnl(self, bot_id: str) -> Decimal | None:
         """Quantity × latest price − cost basis, in the quote currency; ``None`` when flat or no
@@ -216,6 +276,9 @@ class Board:
             case c.Ticker():
                 _same(token, msg.product_id)
                 self.prices[msg.product_id] = msg.price
+                known = self.price_times.get(msg.product_id)
+                if known is None or msg.time > known:
+                    self.price_times[msg.product_id] = msg.time
                 self._chart_point(msg.product_id, _seconds(msg.time), msg.price)
             case c.SignalEvaluation():
                 self._bot(token, msg.bot_id, msg.product_id).evaluation = msg
@@ -255,8 +318,16 @@ class Board:
                     bot.trading_state, bot.state_reason = msg.state, reason
                 elif msg.state:
                     self.system_state, self.system_reason = msg.state, reason
+            case c.BotReadiness():
+                _same(token, msg.bot_id)
+                self._readiness(msg)
             case c.InjectedSignal():
                 pass  # its evaluation, which follows, is what the views show
+
+    def _readiness(self, ready: c.BotReadiness) -> None:
+        bot = self._bot(ready.bot_id, ready.bot_id, ready.product_id or "", ready.mode)
+        if bot.readiness is None or ready.time >= bot.readiness.time:
+            bot.readiness = ready
 
     def _bot(self, token: str, bot_id: str = "", product: str = "", mode: str = "") -> BotView:
         _same(token, bot_id or token)

@@ -7,10 +7,10 @@ a message carried is escaped: a bot id or a reason is text, never markup.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from html import escape
 
-from services.dashboard.board import Board, BotView, plain, pnl
+from services.dashboard.board import Board, BotView, ReadinessNow, plain, pnl
 from shared import contracts as c
 
 STATES = ("active", "reducing", "halted")
@@ -113,6 +113,53 @@ def _decision(d: c.OrderApproved | c.OrderRejected | None) -> str:
     )
 
 
+def _left(delta: timedelta) -> str:
+    total = max(0, int(delta.total_seconds() + 0.999))
+    hours, rest = divmod(total, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
+
+
+def _cooldown(kind: str, until: datetime | None, left: timedelta | None) -> str:
+    if until is None or left is None:
+        return f'<span class="cooldown none" data-cooldown="{kind}">no {kind} cooldown</span>'
+    return (
+        f'<span class="cooldown" data-cooldown="{kind}" data-until="{e(until.isoformat())}">'
+        f"{kind} cooldown <b>{_left(left)}</b> left (until {_clock(until)})</span>"
+    )
+
+
+def _blocks(verb: str, can: bool, blocks) -> str:
+    if can:
+        return f'<div class="can yes" data-can-{verb}="yes">could {verb} now</div>'
+    items = "".join(
+        f'<li><code class="reason-code">{e(b.code)}</code> {e(b.message)}'
+        + (f' <span class="muted">(lifts at {_clock(b.until)})</span>' if b.until else "")
+        + "</li>"
+        for b in blocks
+    )
+    return f'<div class="can no" data-can-{verb}="no">cannot {verb} now:<ul>{items}</ul></div>'
+
+
+def _readiness(ready: ReadinessNow | None) -> str:
+    """Whether safety would let the bot trade now, why not, and the cooldown timers."""
+    if ready is None:
+        return (
+            '<div class="readiness muted" data-can-enter="unknown">'
+            "safety has not judged this bot yet</div>"
+        )
+    return (
+        f'<div class="readiness">{_blocks("enter", ready.can_enter, ready.entry_blocks)}'
+        f'{_blocks("exit", ready.can_exit, ready.exit_blocks)}<div class="cooldowns">'
+        f"{_cooldown('entry', ready.entry_cooldown_until, ready.entry_cooldown_left)} · "
+        f"{_cooldown('exit', ready.exit_cooldown_until, ready.exit_cooldown_left)}"
+        f' <span class="muted">(safety judged at {_clock(ready.judged_at)}, '
+        f"now {_clock(ready.now)} event time)</span></div></div>"
+    )
+
+
 def _open_order(order: c.OrderApproved | c.OrderEvent | None) -> str:
     if order is None:
         return '<div class="order muted">no open order</div>'
@@ -185,7 +232,8 @@ def bot_card(board: Board, bot: BotView) -> str:
         f'<header><h3>{e(bot.bot_id)}</h3> <span class="product">{e(bot.product_id or "—")}'
         f"</span> {_mode_badge(bot.mode)} {_state_badge(bot.trading_state)}"
         f' <span class="price">last {e(plain(price))}</span></header>{why}'
-        f"{_evaluation(bot.evaluation)}{_decision(bot.last_decision)}"
+        f"{_evaluation(bot.evaluation)}{_readiness(board.readiness_now(bot.bot_id))}"
+        f"{_decision(bot.last_decision)}"
         f"{_open_order(bot.open_order)}{_position(board, bot)}{_controls(bot.bot_id)}</article>"
     )
 

@@ -135,6 +135,12 @@ def test_the_page_fills_live_and_an_operator_halts_a_bot(stack: EmbeddedStack, p
     for code in codes:
         expect(rejection.locator(".reason-code", has_text=code)).to_be_visible()
     expect(page.locator(".decisions .verdict.rejected").first).to_be_visible()
+    # Safety's readiness: the bot cannot enter now, says why, and the cooldown timer runs.
+    readiness = card.locator(".readiness")
+    cooling = readiness.locator('[data-can-enter="no"] .reason-code', has_text="ENTRY_COOLDOWN")
+    expect(cooling).to_be_visible(timeout=20_000)
+    expect(readiness.locator('[data-cooldown="entry"][data-until]')).to_contain_text("left")
+    expect(readiness.locator('[data-can-exit="yes"]')).to_be_visible()
 
     # The market moves: the chart takes the new point and the unrealized P&L follows.
     points = int(chart.get_attribute("data-points") or 0)
@@ -153,6 +159,8 @@ def test_the_page_fills_live_and_an_operator_halts_a_bot(stack: EmbeddedStack, p
     halt.click()
     expect(page.locator("#control-result .ok")).to_contain_text("HALT", timeout=10_000)
     expect(card.locator('[data-state="halted"]')).to_be_visible(timeout=20_000)
+    halted = readiness.locator('[data-can-exit="no"] .reason-code', has_text="HALTED")
+    expect(halted).to_be_visible(timeout=20_000)
     assert TOKEN not in page.content()
 
     # A wrong token is refused by safety and said so; nothing changes.

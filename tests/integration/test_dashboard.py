@@ -49,6 +49,19 @@ HALTED_EARLIER = {
     "caused_by": "ops (halt)",
     "resets_at": None,
 }
+JUDGED_EARLIER = {
+    "bot_id": "dash-early",
+    "product_id": "ETH-BTC",
+    "mode": "mock",
+    "time": "2018-01-20T11:00:00Z",
+    "trading_state": "halted",
+    "can_enter": False,
+    "entry_blocks": [{"code": "HALTED", "message": "trading is halted: by ops", "until": None}],
+    "can_exit": False,
+    "exit_blocks": [{"code": "HALTED", "message": "trading is halted: by ops", "until": None}],
+    "max_tranches": 3,
+    "orders_in_flight": 0,
+}
 
 
 class FakeSafety:
@@ -63,6 +76,9 @@ class FakeSafety:
             def do_GET(self) -> None:
                 if self.path == "/states":
                     self._answer(200, {"mode": "mock", "states": [HALTED_EARLIER]})
+                    return
+                if self.path == "/readiness":
+                    self._answer(200, [JUDGED_EARLIER])
                     return
                 self._answer(200, {"status": "ready"})
 
@@ -337,6 +353,7 @@ async def test_published_messages_reach_an_open_stream_without_asking(
             early = await stream.until("bots", "halted before the dashboard started")
             assert 'id="bot-dash-early"' in early
             assert 'data-state="halted"' in early
+            assert 'data-can-enter="no"' in early and "trading is halted: by ops" in early
             health = await stream.until("health", "safety ready")
             assert 'data-service="signal"' in health  # not running here: said so, not hidden
             assert "signal NOT READY" in health
