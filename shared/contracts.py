@@ -98,6 +98,10 @@ class SignalEvaluation(Contract):
     """The blended score, -1 strong sell .. +1 strong buy (none for an injected signal)."""
     confirmations: int = Field(ge=0)
     confirmations_needed: int = Field(ge=0)
+    confirming_since: UtcTime | None = None
+    """Event time the direction has held since (``None`` on ``hold``): the confirmation timer."""
+    confirm_seconds: int = Field(default=0, ge=0)
+    """Event seconds the direction must hold, besides ``confirmations_needed`` evaluations."""
     intent_id: Identifier | None = None
     reason: Reason
 

@@ -82,6 +82,18 @@ def header(board: Board, configured_mode: str) -> str:
     )
 
 
+def _confirm_timer(ev: c.SignalEvaluation) -> str:
+    """How long the direction has held against the seconds it must (event time)."""
+    if ev.confirming_since is None or ev.confirm_seconds == 0:
+        return ""
+    held = max(timedelta(0), ev.time - ev.confirming_since)
+    need = timedelta(seconds=ev.confirm_seconds)
+    return (
+        f' <span class="confirm-timer" data-since="{e(ev.confirming_since.isoformat())}">'
+        f"held {_left(held)} of {_left(need)}</span>"
+    )
+
+
 def _evaluation(ev: c.SignalEvaluation | None) -> str:
     if ev is None:
         return '<div class="evaluation muted">no evaluation yet</div>'
@@ -91,6 +103,7 @@ def _evaluation(ev: c.SignalEvaluation | None) -> str:
         f"{score} · temperature {e(plain(ev.temperature, 2))} "
         f'<span class="band band-{e(ev.band)}">{e(ev.band)}</span> · confirmed '
         f'<span class="confirmations">{ev.confirmations}/{ev.confirmations_needed}</span>'
+        f"{_confirm_timer(ev)}"
         f' <span class="muted">at {_clock(ev.time)} — {e(ev.reason.message)}</span></div>'
     )
 

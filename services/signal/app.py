@@ -163,6 +163,8 @@ def build(settings: SignalSettings) -> Service:
                 score=score,
                 confirmations=progress.count,
                 confirmations_needed=progress.needed,
+                confirming_since=progress.since,
+                confirm_seconds=int(runtime.confirmation.hold.total_seconds()),
                 intent_id=intent.intent_id if intent else None,
                 reason=Reason(
                     code="CONFIRMED" if progress.fires or skip_confirmation else "EVALUATED",

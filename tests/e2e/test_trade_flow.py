@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -10,8 +11,10 @@ from datetime import timedelta
 from decimal import Decimal
 
 import httpx
+import nats
 import pytest
 
+from shared.contracts import SignalEvaluation
 from tests.e2e.conftest import get_json, position_of, publish, stream_messages, ticker, wait_for
 from tranche.stack import EmbeddedStack
 
@@ -87,3 +90,31 @@ def test_tranche_signal_trades_and_a_second_buy_adds_a_tranche(stack: EmbeddedSt
     assert Decimal("0.09") < Decimal(position["average_entry_price"]) < Decimal("0.1")
     intents = stream_messages(url, "TRANCHE_INTENTS", "tranche.intents.flow-cli")
     assert [json.loads(m.data)["action"] for m in intents] == ["entry", "add", "add"]
+
+
+def test_an_injected_signal_waits_for_n_evaluations_and_t_seconds(stack: EmbeddedStack) -> None:
+    """Unconfirmed injections go through the bot's confirmation; every evaluation says how far
+    it got (count and the event time held since), and only the one past both N and T acts."""
+    url = stack.config.nats_url
+    at = ticker(url, "0.09")
+    bot = "confirm-timer"
+
+    async def evaluation_of(offset_s: int) -> SignalEvaluation:
+        nc = await nats.connect(url)
+        try:
+            heard = await nc.subscribe(f"tranche.signals.evaluated.{bot}")
+            when = (at + timedelta(seconds=offset_s)).isoformat()
+            body = f'{{"side":"buy","temperature":80,"time":"{when}"}}'
+            await nc.publish(f"tranche.signals.inject.{bot}", body.encode())
+            return SignalEvaluation.model_validate_json((await heard.next_msg(timeout=30)).data)
+        finally:
+            await nc.close()
+
+    first = asyncio.run(evaluation_of(0))
+    assert (first.confirmations, first.confirmations_needed, first.confirm_seconds) == (1, 2, 60)
+    assert first.confirming_since == at and first.intent_id is None
+    second = asyncio.run(evaluation_of(30))  # two evaluations, but only 30 s held
+    assert second.confirmations == 2 and second.confirming_since == at
+    assert second.intent_id is None
+    third = asyncio.run(evaluation_of(61))
+    assert third.reason.code == "CONFIRMED" and third.intent_id is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 
 from services.dashboard import views
@@ -61,6 +62,18 @@ def test_an_evaluation_shows_direction_score_temperature_band_and_confirmations(
     assert "temperature 64" in card
     assert 'class="band band-warm"' in card
     assert '<span class="confirmations">1/2</span>' in card
+    assert "confirm-timer" not in card  # no seconds to hold: no timer
+
+    timed = evaluation.model_copy(
+        update={
+            "time": T0 + timedelta(seconds=45),
+            "confirming_since": T0,
+            "confirm_seconds": 120,
+            "confirmations": 2,
+        }
+    )
+    send(board, f"tranche.signals.evaluated.{BOT}", timed)
+    assert "held 45s of 2m00s" in views.bots(board)
 
 
 def test_production_is_unmistakable_and_mock_is_said_plainly() -> None:
