@@ -79,7 +79,7 @@ def _table(title: str, columns: str) -> Table:
 
 def _bots_table(state: LiveState) -> Table:
     table = _table("Bots", "bot product state signal price position avg-entry break-even")
-    for name in ("realized", "unrealized", "tranches", "open order"):
+    for name in ("realized", "unrealized", "tranches", "open order", "could enter"):
         table.add_column(name, overflow="fold")
     for bot in sorted(state.bots.values(), key=lambda b: b.bot_id):
         ev, pos, order = bot.evaluation, bot.position, bot.open_order
@@ -104,8 +104,23 @@ def _bots_table(state: LiveState) -> Table:
             _pnl(state.unrealized_pnl(bot.bot_id), bot.product_id),
             str(len(pos.tranches)) if pos else "—",
             order_text,
+            _could_enter(state, bot.bot_id),
         )
     return table
+
+
+def _could_enter(state: LiveState, bot_id: str) -> Text:
+    """Safety's readiness: ``yes``, or the codes that block an entry, with the cooldown left."""
+    ready = state.readiness_now(bot_id)
+    if ready is None:
+        return Text("—", style="dim")
+    if ready.can_enter:
+        return Text("yes", style="green")
+    codes = " ".join(block.code for block in ready.entry_blocks)
+    left = ready.entry_cooldown_left
+    if left is not None:
+        codes += f" ({int(left.total_seconds())} s left)"
+    return Text(f"no: {codes}", style="yellow")
 
 
 def _decisions_table(state: LiveState) -> Table:

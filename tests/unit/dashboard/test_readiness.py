@@ -3,12 +3,16 @@ not, and how long its cooldowns still run (in the event time the board has seen)
 
 from __future__ import annotations
 
+import io
 from datetime import timedelta
+
+from rich.console import Console
 
 from services.dashboard import views
 from services.dashboard.board import Board
 from shared.contracts import BotReadiness, ReadinessBlock
 from tests.unit.test_live import BOT, PRODUCT, T0, send, ticker
+from tranche.live import render
 
 SUBJECT = f"tranche.safety.readiness.{BOT}"
 UNTIL = T0 + timedelta(minutes=5)
@@ -87,3 +91,17 @@ def test_a_readiness_on_another_bots_subject_is_refused() -> None:
     board = Board()
     send(board, "tranche.safety.readiness.someone-else", readiness())
     assert board.invalid_messages == 1 and board.readiness_now(BOT) is None
+
+
+def test_the_terminal_view_says_whether_the_bot_could_enter() -> None:
+    def screen(board: Board) -> str:
+        console = Console(record=True, width=400, file=io.StringIO())
+        console.print(render(board))
+        return console.export_text()
+
+    board = Board()
+    send(board, SUBJECT, readiness())
+    tick_at(board, T0 + timedelta(minutes=2))
+    assert "no: ENTRY_COOLDOWN ORDER_IN_FLIGHT (180 s left)" in screen(board)
+    send(board, SUBJECT, readiness(at=UNTIL, can_enter=True, entry_blocks=[]))
+    assert "no: " not in screen(board) and " yes " in screen(board)
