@@ -172,7 +172,8 @@ class Lockstep:
                 await self._wait(poll)  # nothing announces safety's progress: ask again soon
                 poll = min(poll * 2, POLL_MAX_S)
             else:
-                await self._wait(1.0)  # an event wakes it; the timeout only re-checks overdue
+                # An event wakes it; the timeout only re-checks for an overdue intent.
+                await self._wait(min(1.0, self.timeout_s))
 
     async def _wait(self, timeout_s: float) -> None:
         with contextlib.suppress(TimeoutError):
