@@ -112,9 +112,11 @@ def slice_rows(
 
 def wait_until_done(
     stack: EmbeddedStack, product: str, timeout: float, console: Console, quiet_s: float = 3.0
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], float]:
     """Wait for the feed to finish (returns its status); then, unless ``quiet_s`` is 0, for the
-    books to stay unchanged that long (the last intents may still be on their way)."""
+    signal's latest price and the books to stay unchanged that long (the last ticks may still be
+    evaluated and the last intents on their way). Returns the feed's status and the monotonic
+    time the run was done at (the last change seen)."""
     signal, ledger = stack.config.url("signal"), stack.config.url("ledger")
     deadline = time.monotonic() + timeout
     shown = 0.0
@@ -130,17 +132,20 @@ def wait_until_done(
         time.sleep(0.2)
     else:
         raise StackError(f"the replay did not finish within {timeout:g} s")
+    # Published is not evaluated: without lock step the signal service may still be working
+    # through the ticks, so quiet means its latest price and the books both stand still.
     last, since = None, time.monotonic()
     while quiet_s and time.monotonic() < deadline:
-        now = httpx.get(f"{ledger}/positions", timeout=5).json()
+        evaluated = httpx.get(f"{signal}/feeds", timeout=5).json().get(product, {})
+        now = (evaluated.get("last_time"), httpx.get(f"{ledger}/positions", timeout=5).json())
         if now != last:
             last, since = now, time.monotonic()
         elif time.monotonic() - since > quiet_s:
-            return feed
+            return feed, since
         time.sleep(0.3)
     if quiet_s:
         raise StackError("the books did not settle")
-    return feed
+    return feed, time.monotonic()
 
 
 def evaluations(stack: EmbeddedStack) -> int:
@@ -222,8 +227,8 @@ def run_replay(stack: EmbeddedStack, product: str, timeout: float, console: Cons
         started = time.monotonic()
         lockstep = "TRANCHE_REPLAY_LOCKSTEP" in stack.config.service_env.get("signal", {})
         # In lock step the feed finishes only once its last intent has settled: nothing to wait.
-        feed = wait_until_done(stack, product, timeout, console, quiet_s=0 if lockstep else 3)
-        seconds = time.monotonic() - started
+        feed, done = wait_until_done(stack, product, timeout, console, 0 if lockstep else 3)
+        seconds = done - started
         journal = read_journal(stack.config.nats_url)
         evaluated = evaluations(stack)
         return results(stack, journal) | {
