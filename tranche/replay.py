@@ -236,7 +236,7 @@ def run_replay(stack: EmbeddedStack, product: str, timeout: float, console: Cons
             "ticks": feed.get("ticks"),
             "evaluations": evaluated,
             "evaluations_per_s": round(evaluated / seconds, 1) if seconds else None,
-            "lockstep": lockstep,
+            "lockstep": feed.get("lockstep", False),
             "fingerprint": fingerprint(journal),
             "journal": journal,
         }

@@ -310,7 +310,8 @@ def build(settings: SignalSettings) -> Service:
             if lockstep is not None:
                 feeds[product_id]["lockstep"] = {
                     "intents": lockstep.intents,
-                    "waited_s": round(lockstep.waited_s, 1),
+                    "evaluate_s": round(lockstep.evaluate_s, 1),
+                    "settle_s": round(lockstep.settle_s, 1),
                 }
             log.info("replay.finished", product_id=product_id, ticks=count)
 

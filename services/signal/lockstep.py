@@ -56,8 +56,10 @@ class Lockstep:
         self._changed = asyncio.Event()
         self._ticked: Counter[Ticker] = Counter()
         self.intents = 0
-        self.waited_s = 0.0
-        """Wall seconds the feed spent waiting for intents to settle (for the feed's status)."""
+        self.evaluate_s = 0.0
+        """Wall seconds the feed waited for the signal to evaluate its ticks (the feed's status)."""
+        self.settle_s = 0.0
+        """Wall seconds the feed waited for intents to settle."""
 
     # -- wiring ---------------------------------------------------------------------------------
 
@@ -149,8 +151,10 @@ class Lockstep:
         self._ticked[tick] -= 1
         if self._ticked[tick] == 0:
             del self._ticked[tick]
+        evaluated = self._clock()
+        self.evaluate_s += evaluated - started
         await self._settle()
-        self.waited_s += self._clock() - started
+        self.settle_s += self._clock() - evaluated
 
     async def _settle(self) -> None:
         poll = POLL_FIRST_S
