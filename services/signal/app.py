@@ -3,6 +3,9 @@
 Reads:  tranche.signals.inject.<bot>   (durable, consumer signal-inject-v1)
         tranche.market.ticker.<product> (core NATS)
         tranche_positions bucket        (watch)
+        tranche.orders.approved|rejected|events.<bot>  (lock-step replay only: ordered
+                                        consumers, and safety's consumer's progress, to know
+                                        when an intent has settled; services/signal/lockstep.py)
 Writes: tranche.intents.<bot>           (outbox)
         tranche.signals.evaluated.<bot> (core NATS)
         tranche.market.ticker.<product> (when it replays recorded data or runs a random walk)
