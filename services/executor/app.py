@@ -6,7 +6,7 @@ Reads:  tranche.orders.approved.<bot>     (durable, consumer executor-approved-v
 Writes: tranche.orders.events.<bot>       (outbox)
         tranche.dlq.executor              (refused input)
 HTTP:   GET /orders                       recent orders and their status
-        GET /orders/{client_order_id}     one order with its fills
+        GET /orders/{client_order_id}     one order with its fills and the intent's price
 
 The rules are in ``orders.py`` (pure), placing and status sync in ``sync.py``, the exchanges in
 ``exchanges/`` (mock by default; Coinbase only with all three of the production opt-in).
@@ -25,7 +25,7 @@ from services.executor.exchanges.mock import MOCK_TABLES, MockExchange, Quote
 from services.executor.gateway import Gateway
 from services.executor.ratelimit import RateLimiter
 from services.executor.reconcile import reconcile
-from services.executor.store import TABLES, OrderRow, fills_of, recent_orders
+from services.executor.store import TABLES, OrderRow, fills_of, pricing_of, recent_orders
 from services.executor.sync import Executor
 from shared import subjects
 from shared.bus import durable, require_subject_token
@@ -83,7 +83,14 @@ def build(settings: ExecutorSettings, exchange: Any = None) -> Service:
         quote = quotes.get(product_id)
         return quote.time if quote is not None and mock else None
 
-    executor = Executor(service, settings, catalog, gateway, event_clock=market_time)
+    executor = Executor(
+        service,
+        settings,
+        catalog,
+        gateway,
+        event_clock=market_time,
+        stamp_at_intent=mock and settings.mock_fill_at == "intent",
+    )
     service.executor = executor  # type: ignore[attr-defined]  # for tests and operators
 
     @durable(service.router, EXECUTOR_APPROVED, title="executor-approved")
@@ -118,7 +125,11 @@ def build(settings: ExecutorSettings, exchange: Any = None) -> Service:
             if row is None:
                 return None
             fills = [fill.model_dump(mode="json") for fill in fills_of(session, client_order_id)]
-            return row.model_dump(mode="json") | {"fills": fills}
+            pricing = pricing_of(session, client_order_id)
+            priced = {"reference_price": None, "market_time": None}
+            if pricing is not None:
+                priced = pricing.model_dump(mode="json", include=set(priced))
+            return row.model_dump(mode="json") | priced | {"fills": fills}
 
         found = await service.read(read)
         if found is None:

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr
 
-from services.executor.exchanges.mock import MockSettings
+from services.executor.exchanges.mock import FillAt, MockSettings
 from shared.settings import ServiceSettings
 
 
@@ -51,6 +51,9 @@ class ExecutorSettings(ServiceSettings):
     mock_rate_limit_rate: float = Field(default=0, ge=0, le=1)
     mock_server_error_rate: float = Field(default=0, ge=0, le=1)
     mock_timeout_after_place_rate: float = Field(default=0, ge=0, le=1)
+    mock_fill_at: FillAt = "latest"
+    """``latest``: market orders fill at the latest ticker the executor has seen; ``intent``: at
+    the intent's reference price and market time (deterministic replays; ``tranche replay``)."""
     max_price_age_s: float = Field(default=0, ge=0)
     """Kept for compatibility; the mock fills at the latest price it was given."""
 
@@ -97,4 +100,5 @@ class ExecutorSettings(ServiceSettings):
             rate_limit_rate=self.mock_rate_limit_rate,
             server_error_rate=self.mock_server_error_rate,
             timeout_after_place_rate=self.mock_timeout_after_place_rate,
+            fill_at=self.mock_fill_at,
         )

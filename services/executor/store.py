@@ -52,6 +52,19 @@ class OrderRow(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utc_now, sa_type=UtcDateTime)
 
 
+class OrderPricingRow(SQLModel, table=True):
+    """The price and market time the intent behind an order was made at, one row per order that
+    had them. A table of its own beside ``executor_orders_v2``, written in the same transaction:
+    create_all adds a missing table but never a column, so an executor upgraded in place keeps
+    every order it has (older ones simply have no pricing, and are priced as before)."""
+
+    __tablename__ = "executor_order_pricing_v1"
+
+    client_order_id: str = Field(primary_key=True, max_length=128)
+    reference_price: Decimal | None = Field(default=None, sa_type=ExactDecimal)
+    market_time: datetime | None = Field(default=None, sa_type=UtcDateTime)
+
+
 class FillRow(SQLModel, table=True):
     __tablename__ = "executor_fills_v1"
 
@@ -65,7 +78,7 @@ class FillRow(SQLModel, table=True):
     time: datetime = Field(sa_type=UtcDateTime)
 
 
-TABLES: list[type[SQLModel]] = [OrderRow, FillRow]
+TABLES: list[type[SQLModel]] = [OrderRow, FillRow, OrderPricingRow]
 
 
 def is_final(order: OrderRow) -> bool:
@@ -82,6 +95,10 @@ def identity(order: OrderRow) -> OrderIdentity:
         action=order.action,
         side=order.side,
     )
+
+
+def pricing_of(session: Session, client_order_id: str) -> OrderPricingRow | None:
+    return session.get(OrderPricingRow, client_order_id)
 
 
 def fills_of(session: Session, client_order_id: str) -> tuple[Fill, ...]:

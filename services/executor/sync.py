@@ -51,7 +51,16 @@ from services.executor.orders import (
     size_order,
 )
 from services.executor.reconcile import adopt
-from services.executor.store import OrderRow, apply, identity, open_orders, record_event, state_of
+from services.executor.store import (
+    OrderPricingRow,
+    OrderRow,
+    apply,
+    identity,
+    open_orders,
+    pricing_of,
+    record_event,
+    state_of,
+)
 from shared.catalog import Catalog
 from shared.contracts import OrderApproved, Reason, SafetyEvent
 from shared.logging import correlated, get_logger
@@ -87,7 +96,10 @@ class Executor:
         clock: Callable[[], datetime] = utc_now,
         event_clock: Callable[[str], datetime | None] = lambda _product: None,
         monotonic: Callable[[], float] = time.monotonic,
+        stamp_at_intent: bool = False,
     ):
+        """``stamp_at_intent``: events without fills carry the market time of the order's intent
+        instead of the market's latest (the mock filling at the intent's price: replays)."""
         self.service = service
         self.settings = settings
         self.catalog = catalog
@@ -96,6 +108,7 @@ class Executor:
         self.clock = clock
         self._event_clock = event_clock
         self._monotonic = monotonic
+        self.stamp_at_intent = stamp_at_intent
         self._due: dict[str, Due] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._wake = asyncio.Event()
@@ -107,6 +120,14 @@ class Executor:
         """Event time: the market's clock in mock mode (replays stay deterministic), the wall
         clock live."""
         return self._event_clock(product_id) or self.clock()
+
+    def order_time(self, session: Session, order: OrderRow) -> datetime:
+        """Event time of an order's events that bring no fills (in the caller's transaction)."""
+        if self.stamp_at_intent:
+            pricing = pricing_of(session, order.client_order_id)
+            if pricing is not None and pricing.market_time is not None:
+                return pricing.market_time
+        return self.event_now(order.product_id)
 
     def _lock(self, cid: str) -> asyncio.Lock:
         return self._locks.setdefault(cid, asyncio.Lock())
@@ -131,7 +152,7 @@ class Executor:
     def exchange_cid(self, cid: str) -> str:
         return f"{self.settings.client_order_prefix}{cid}"
 
-    def _request(self, order: OrderRow) -> OrderRequest:
+    def _request(self, order: OrderRow, pricing: OrderPricingRow | None) -> OrderRequest:
         return OrderRequest(
             client_order_id=order.exchange_client_order_id,
             product_id=order.product_id,
@@ -140,6 +161,8 @@ class Executor:
             quote_size=order.quote_size,
             base_size=order.base_size,
             limit_price=order.limit_price,
+            reference_price=pricing.reference_price if pricing else None,
+            market_time=pricing.market_time if pricing else None,
         )
 
     async def _note_error(self, cid: str, error: ExchangeError) -> None:
@@ -204,6 +227,14 @@ class Executor:
                 record_event(session, order, refusal_event(approval, reason))
                 return None, False
             session.add(order)
+            if intent.reference_price is not None or intent.market_time is not None:
+                session.add(
+                    OrderPricingRow(
+                        client_order_id=cid,
+                        reference_price=intent.reference_price,
+                        market_time=intent.market_time,
+                    )
+                )
             return order, True
 
         with correlated(intent.intent_id, bot_id=intent.bot_id, client_order_id=cid):
@@ -322,9 +353,12 @@ class Executor:
                 "its approval is past its time-to-live: not placed",
             )
             return None
+        pricing = await self.service.read(
+            lambda session: pricing_of(session, order.client_order_id)
+        )
         try:
             answer = await self.gateway.call(
-                "create_order", self.exchange.place, self._request(order)
+                "create_order", self.exchange.place, self._request(order, pricing)
             )
         except OrderRefused as error:
             await self._settle_unplaced(order, "failed", error.code, error.message)
@@ -349,7 +383,7 @@ class Executor:
                 return
             # Never reached the exchange: no "submitted" before the final event.
             step = advance(
-                identity(row), state_of(session, row), report, self.event_now(row.product_id)
+                identity(row), state_of(session, row), report, self.order_time(session, row)
             )
             events = [event for event in step.events if event.status != "submitted"]
             apply(session, row, type(step)(step.status, step.fills, events), None)
@@ -405,7 +439,7 @@ class Executor:
                 identity(row),
                 state_of(session, row),
                 said,
-                self.event_now(row.product_id),
+                self.order_time(session, row),
                 stop_waiting=due is not None and due.waited_for_fills >= WAIT_FOR_FILLS_POLLS,
             )
             if adopted_reason is not None:

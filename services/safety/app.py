@@ -22,6 +22,7 @@ import hmac
 import json
 import uuid
 from datetime import datetime
+from time import monotonic
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query
@@ -40,6 +41,7 @@ from services.safety.store import (
     TradingStateRow,
     decisions,
     latest_decision_times,
+    ledger_behind,
     save_position,
     serialise_sqlite_writers,
 )
@@ -118,6 +120,8 @@ def build(settings: SafetySettings) -> Service:
             lambda error: log.warning("readiness.not_published", error=type(error).__name__)
         )
 
+    position_saved = [asyncio.Event()]  # replaced after every save, so no waiter misses one
+
     # -- intents -------------------------------------------------------------------------------
 
     def decide_intent(session: Session, body: TradeIntent) -> OrderApproved | OrderRejected | None:
@@ -161,6 +165,8 @@ def build(settings: SafetySettings) -> Service:
             # Just started: give the bucket watch a moment rather than reject as unknown.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(positions_synced.wait(), settings.positions_wait_s)
+        else:
+            await wait_for_ledger(body.bot_id)
         with correlated(body.intent_id, bot_id=body.bot_id):
             try:
                 decided = await service.transact(lambda session: decide_intent(session, body))
@@ -197,8 +203,30 @@ def build(settings: SafetySettings) -> Service:
             await service.transact(lambda session: save_position(session, position))
         except Exception as error:  # the next update or a restart brings it again
             log.warning("position.not_saved", bot_id=position.bot_id, error=str(error))
-            return
-        heard_of(position.bot_id, position.product_id, position.time)
+        else:
+            heard_of(position.bot_id, position.product_id, position.time)
+        position_saved[0].set()
+        position_saved[0] = asyncio.Event()
+
+    async def wait_for_ledger(bot_id: str) -> None:
+        """A position a moment behind the fills safety has recorded (the ledger and safety read
+        the same order events; the ledger's position comes after) is waited for, up to
+        ``positions_wait_s``, rather than rejected as unknown at once: otherwise an intent right
+        after a fill would be decided differently depending on which of the two was quicker."""
+        deadline = monotonic() + settings.positions_wait_s
+        while True:
+            saved = position_saved[0]
+            try:
+                behind = await service.read(
+                    lambda session: ledger_behind(session, bot_id, settings.mode)
+                )
+            except Exception:  # storage trouble: the decision fails closed on it, not here
+                return
+            left = deadline - monotonic()
+            if not behind or left <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(saved.wait(), left)
 
     async def watch_positions() -> None:
         assert service.nc is not None

@@ -79,8 +79,9 @@ class SafetySettings(ServiceSettings):
     breaker_reset_s: float = Field(default=86400, ge=0)
     """Event time after which a tripped breaker resets by itself; 0 = only an operator resets."""
     positions_wait_s: float = Field(default=5, ge=0)
-    """After a start, how long an intent waits for the positions bucket to be read before it is
-    decided anyway (and rejected: position unknown)."""
+    """After a start, how long an intent waits for the positions bucket to be read, and how long
+    for a position that reflects fewer fills than safety has seen, before it is decided anyway
+    (and rejected: position unknown)."""
     storage_attempts: int = Field(default=3, ge=1)
     """Deliveries of an intent while storage fails before it is rejected (fail closed)."""
     bot_limits: dict[str, BotLimits] = Field(default_factory=dict)

@@ -345,6 +345,15 @@ def position_of(
     )
 
 
+def ledger_behind(session: Session, bot_id: str, start_mode: Mode) -> bool:
+    """Whether the bot's latest position reflects fewer fills than safety has recorded: the
+    ledger is still booking them (what makes :func:`position_of` unknown once the bucket is
+    read). Read without locks, to decide whether to wait before deciding."""
+    system = session.get(TradingStateRow, SYSTEM)
+    mode = current_mode(system, start_mode) if system is not None else start_mode
+    return position_of(session, bot_id, mode, positions_synced=True) is None
+
+
 def gather_state(
     session: Session,
     *,

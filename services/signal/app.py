@@ -3,6 +3,9 @@
 Reads:  tranche.signals.inject.<bot>   (durable, consumer signal-inject-v1)
         tranche.market.ticker.<product> (core NATS)
         tranche_positions bucket        (watch)
+        tranche.orders.approved|rejected|events.<bot>  (lock-step replay only: ordered
+                                        consumers, and safety's consumer's progress, to know
+                                        when an intent has settled; services/signal/lockstep.py)
 Writes: tranche.intents.<bot>           (outbox)
         tranche.signals.evaluated.<bot> (core NATS)
         tranche.market.ticker.<product> (when it replays recorded data or runs a random walk)
@@ -28,6 +31,7 @@ from services.signal.config import SignalSettings
 from services.signal.feeds.random_walk import parse_walk_spec, random_walk
 from services.signal.feeds.replay import ReplayError, parse_replay_spec, read_ticks, replay
 from services.signal.intents import Market, decide_intent
+from services.signal.lockstep import Lockstep, SettleTimeout
 from services.signal.protection import protective_exit
 from services.signal.store import SignalRecord, already_handled, record
 from services.signal.temperature import band_of
@@ -51,6 +55,7 @@ from shared.streams import SIGNAL_INJECT
 
 INTENTS = Counter("tranche_signal_intents_total", "Intents created", ["action", "band"])
 NO_INTENT = Counter("tranche_signal_no_intent_total", "Signals that made no intent", ["code"])
+EVALUATIONS = Counter("tranche_signal_evaluations_total", "Evaluations published", ["bot_id"])
 
 
 def build(settings: SignalSettings) -> Service:
@@ -67,6 +72,11 @@ def build(settings: SignalSettings) -> Service:
     last_tick: dict[str, float] = {}  # product -> monotonic time of its last tick
     stale: set[str] = set()
     positions: dict[str, PositionUpdate] = {}
+    lockstep = (
+        Lockstep(lambda: service.nc, settings.replay_settle_timeout_s)
+        if settings.replay_lockstep and replays
+        else None
+    )
 
     async def act(
         bot_id: str,
@@ -124,6 +134,8 @@ def build(settings: SignalSettings) -> Service:
             elif intent is None:
                 NO_INTENT.labels(reason.code).inc()
                 log.info("signal.no_intent", code=reason.code, reason=reason.message)
+        if staged is not None and lockstep is not None:
+            lockstep.created(staged.intent_id, staged.bot_id)
         return staged
 
     async def publish_evaluation(evaluation: SignalEvaluation) -> None:
@@ -132,6 +144,7 @@ def build(settings: SignalSettings) -> Service:
             subjects.for_token(subjects.SIGNALS_EVALUATED, evaluation.bot_id),
             evaluation.model_dump_json().encode(),
         )
+        EVALUATIONS.labels(evaluation.bot_id).inc()
 
     async def confirm(
         bot_id: str,
@@ -220,6 +233,13 @@ def build(settings: SignalSettings) -> Service:
 
     @service.router.subscriber(subjects.all_of(subjects.MARKET_TICKER), title="signal-ticker")
     async def on_ticker(body: Ticker) -> None:
+        try:
+            await evaluate_tick(body)
+        finally:
+            if lockstep is not None:
+                lockstep.ticked(body)
+
+    async def evaluate_tick(body: Ticker) -> None:
         known = markets.get(body.product_id)
         if known is not None and body.time < known.time:
             return  # an older tick never replaces a newer price
@@ -263,6 +283,8 @@ def build(settings: SignalSettings) -> Service:
         known = positions.get(position.bot_id)
         if known is None or known.mode != position.mode or position.sequence >= known.sequence:
             positions[position.bot_id] = position
+            if lockstep is not None:
+                lockstep.position(position)
 
     async def watch_positions() -> None:
         assert service.nc is not None
@@ -281,8 +303,21 @@ def build(settings: SignalSettings) -> Service:
         async def one_replay(product_id: str, path: Path) -> None:
             feeds[product_id] = {"kind": "replay", "file": path.name, "finished": False}
             ticks = read_ticks(path, product_id)
-            count = await replay(ticks, publish_ticker, settings.replay_speed)
+            barrier = lockstep.after_tick if lockstep is not None else None
+            try:
+                count = await replay(ticks, publish_ticker, settings.replay_speed,
+                                     after_publish=barrier)  # fmt: skip
+            except SettleTimeout as error:
+                feeds[product_id] |= {"finished": True, "failed": str(error)}
+                log.error("replay.failed", product_id=product_id, error=str(error))
+                return
             feeds[product_id] |= {"finished": True, "ticks": count}
+            if lockstep is not None:
+                feeds[product_id]["lockstep"] = {
+                    "intents": lockstep.intents,
+                    "evaluate_s": round(lockstep.evaluate_s, 1),
+                    "settle_s": round(lockstep.settle_s, 1),
+                }
             log.info("replay.finished", product_id=product_id, ticks=count)
 
         async def one_walk(product_id: str, price: Decimal) -> None:
@@ -320,6 +355,8 @@ def build(settings: SignalSettings) -> Service:
     service.publishes(
         "tranche.market.ticker.{product_id}", Ticker, "Replayed or simulated market data."
     )
+    if lockstep is not None:
+        service.on_start.append(lockstep.start)
     service.background.append(watch_positions)
     service.background.append(watch_staleness)
     if replays or walks:

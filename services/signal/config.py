@@ -11,6 +11,12 @@ class SignalSettings(ServiceSettings):
     """Feeds to replay, ``PRODUCT=file.csv`` separated by commas; empty = no replay."""
     replay_speed: float = Field(default=120.0, ge=0)
     """Event seconds per wall second; 0 = as fast as possible."""
+    replay_lockstep: bool = False
+    """Lock step: after each replayed tick wait until every intent so far has settled (decided;
+    approved ones final, booked and seen by safety), so a replay decides the same way every time
+    (``tranche replay`` sets it)."""
+    replay_settle_timeout_s: float = Field(default=30.0, gt=0)
+    """Lock step: an intent not settled within this many seconds stops the replay with its id."""
     random_walk: str = ""
     """Products to simulate, ``PRODUCT=start_price`` separated by commas (a seeded random walk,
     one tick per second of wall time)."""

@@ -20,7 +20,7 @@ from services.executor.app import build
 from services.executor.config import ExecutorSettings
 from services.executor.exchanges.base import OrderRequest
 from services.executor.exchanges.mock import MockExchange, MockOrderRow, Quote
-from services.executor.store import OrderRow
+from services.executor.store import OrderRow, pricing_of
 from shared.catalog import load_catalog
 from shared.contracts import OrderApproved, Reason, SafetyEvent, TradeIntent
 from shared.db import make_engine
@@ -342,3 +342,28 @@ async def test_a_halt_of_an_order_the_exchange_never_confirmed_cancels_it_withou
     await until(final(harness, "c-11", "cancelled"), what="cancelled without placing")
     assert await harness.statuses("c-11") == ["cancelled"]
     assert harness.exchange_orders() == []
+
+
+async def test_fill_at_intent_fills_at_the_intent_price_and_stamps_every_event_with_its_time(
+    nats_url: str, database_url: str
+) -> None:
+    harness = Harness(nats_url, database_url, mock_fill_at="intent")
+    await harness.start()
+    try:
+        await harness.ticker("0.09")  # the latest price: what fill_at=latest would take
+        at = MARKET[0] - timedelta(minutes=30)
+        await harness.approve(
+            approval(12, reference_price=Decimal("0.08"), market_time=at, time=at)
+        )
+        await until(final(harness, "c-12", "filled"), what="filled")
+        submitted, filled = await harness.events("c-12")
+        assert filled["fills"][0]["price"] == "0.08" and filled["filled_size"] == "0.125"
+        assert {submitted["time"], filled["time"], filled["fills"][0]["time"]} == {
+            at.isoformat().replace("+00:00", "Z")
+        }
+        with Session(harness.service.engine) as session:  # type: ignore[union-attr]
+            pricing = pricing_of(session, "c-12")
+        assert pricing is not None and pricing.reference_price == Decimal("0.08")
+    finally:
+        await harness.stop()
+        await harness.nc.close()

@@ -173,3 +173,44 @@ def test_the_book_survives_a_restart(engine) -> None:
     assert [o.client_order_id for o in again.open_orders()] == ["r"]
     quotes["ETH-BTC"] = Quote(Decimal("0.08"), AT)
     assert again.on_quote("ETH-BTC") == 1
+
+
+def priced(cid: str, price: str, at: datetime, side: str = "buy", **sizes: str) -> OrderRequest:
+    """A market order carrying its intent's reference price and market time."""
+    quote, base = sizes.get("quote"), sizes.get("base")
+    return OrderRequest(
+        cid, "ETH-BTC", side, "market",
+        Decimal(quote) if quote else None, Decimal(base) if base else None,
+        reference_price=Decimal(price), market_time=at,
+    )  # fmt: skip
+
+
+def test_fill_at_intent_fills_at_the_intent_price_and_time_with_slippage(engine) -> None:
+    intent_time = datetime(2018, 1, 19, 12, 0, tzinfo=UTC)  # the market has moved on since
+    mock, _ = exchange(engine, price="0.09", fill_at="intent", slippage_bps=Decimal(10))
+    order = mock.place(priced("i", "0.08", intent_time, base="1"))
+    (fill,) = [convert_fill(f) for f in mock.fills(order.exchange_order_id)]
+    assert fill.price == Decimal("0.08008") and fill.time == intent_time
+    assert mock.get(order.exchange_order_id).created_time == intent_time
+
+
+def test_fill_at_latest_ignores_the_intent_price(engine) -> None:
+    mock, _ = exchange(engine, price="0.09")
+    order = mock.place(priced("l", "0.08", datetime(2018, 1, 19, tzinfo=UTC), base="1"))
+    (fill,) = [convert_fill(f) for f in mock.fills(order.exchange_order_id)]
+    assert fill.price == Decimal("0.09") and fill.time == AT
+
+
+def test_fill_at_intent_without_an_intent_price_fills_at_the_latest(engine) -> None:
+    mock, _ = exchange(engine, price="0.09", fill_at="intent")
+    order = mock.place(market("n", base="1", quote=None))
+    (fill,) = [convert_fill(f) for f in mock.fills(order.exchange_order_id)]
+    assert fill.price == Decimal("0.09") and fill.time == AT
+
+
+def test_fill_at_intent_judges_the_minimums_at_the_intent_price(engine) -> None:
+    # 0.0001 quote buys 0.00125 ETH at 0.08 (above the 0.001 minimum) but not at 0.2.
+    mock, _ = exchange(engine, price="0.2", fill_at="intent")
+    order = mock.place(priced("m", "0.08", AT, quote="0.0001"))
+    assert order.status == "FILLED"
+    assert mock.place(market("m2", quote="0.0001")).status == "FAILED"

@@ -37,7 +37,7 @@ from shared.contracts import (
     TrancheView,
 )
 from shared.service import Service
-from shared.streams import ensure_streams
+from shared.streams import SAFETY_INTENTS, SAFETY_ORDER_EVENTS, Consumer, ensure_streams
 
 T0 = datetime(2018, 1, 20, 12, 0, tzinfo=UTC)
 _ids = itertools.count()
@@ -377,7 +377,9 @@ async def test_storage_that_stays_down_rejects_with_a_reason(
 async def test_cooldown_counts_from_the_fill_and_a_stale_position_fails_closed(
     database_url: str, nats_url: str, tmp_path: Path
 ) -> None:
-    settings = settings_for(database_url, nats_url, tmp_path, entry_cooldown_s=300)
+    settings = settings_for(
+        database_url, nats_url, tmp_path, entry_cooldown_s=300, positions_wait_s=0.5
+    )
     service = await started(settings)
     try:
         async with Harness(nats_url, database_url) as h:
@@ -408,6 +410,40 @@ async def test_cooldown_counts_from_the_fill_and_a_stale_position_fails_closed(
             await h.send(intent(bot, T0 + timedelta(minutes=9), action="add"))
             rows = await h.decided(5, bot)
             assert [r["code"] for r in json.loads(rows[4].reasons)] == ["ORDER_IN_FLIGHT"]
+    finally:
+        await stop(service)
+
+
+async def test_a_position_a_moment_behind_a_fill_is_waited_for_not_rejected(
+    database_url: str, nats_url: str, tmp_path: Path
+) -> None:
+    settings = settings_for(database_url, nats_url, tmp_path, positions_wait_s=30)
+    service = await started(settings)
+    try:
+        async with Harness(nats_url, database_url) as h:
+            bot = "quick"
+            await h.send(intent(bot))
+            (approval,) = await wait_until(lambda: h.approvals(bot), what="approval")
+            fill = Fill(
+                trade_id="t-1", price=Decimal("0.09"), size=Decimal("0.1"), fee=Decimal(0),
+                time=T0,
+            )  # fmt: skip
+            await h.order_event(approval, "filled", [fill])
+
+            async def consumed(consumer: Consumer, acked: bool) -> bool:
+                info = await h.js.consumer_info(consumer.stream.name, consumer.durable)
+                return info.num_pending == 0 and (info.num_ack_pending == 0) == acked
+
+            await wait_until(lambda: consumed(SAFETY_ORDER_EVENTS, True), what="fill recorded")
+            # The next intent arrives before the ledger's position with that fill: safety holds
+            # it (delivered, not acknowledged) instead of rejecting it as position unknown ...
+            await h.send(intent(bot, T0 + timedelta(minutes=1), action="add"))
+            await wait_until(lambda: consumed(SAFETY_INTENTS, False), what="the intent held")
+            assert len(h.decisions(bot)) == 1
+            # ... and decides it once the position comes.
+            await h.put_position(bot, sequence=1, quantity="0.1", cost="0.009")
+            rows = await h.decided(2, bot)
+            assert rows[1].approved, rows[1].reasons
     finally:
         await stop(service)
 

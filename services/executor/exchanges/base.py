@@ -25,6 +25,10 @@ class OrderRequest:
     quote_size: Decimal | None = None
     base_size: Decimal | None = None
     limit_price: Decimal | None = None
+    reference_price: Decimal | None = None
+    """The intent's price (what the signal saw); Coinbase ignores it, the mock can fill at it."""
+    market_time: datetime | None = None
+    """When the market showed ``reference_price`` (event time)."""
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,9 @@
 * Market orders fill at once at the latest market price it was given (stamped with that price's
   event time) moved by the slippage, as taker; a buy sized in quote reports its fills with
   ``size_in_quote`` true, as Coinbase does. With no price it fails the order: there is never a
-  default price.
+  default price. ``fill_at = "intent"`` fills at the intent's reference price instead, stamped
+  with its market time (:func:`pricing_quote`), so a replay at full speed, whose ticks run ahead
+  of its orders, fills every order at the price the signal saw, the same way every time.
 * Limit orders are good till cancelled: a marketable one fills at once as taker, the rest rests
   (``OPEN``) and fills as maker at its limit when a later price crosses it, ``partial_fill_ratio``
   of what remains per crossing price (1 = all at once).
@@ -26,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_DOWN, ROUND_UP, Decimal
+from typing import Literal
 
 from sqlalchemy import Engine
 from sqlmodel import Field, Session, SQLModel, col, select
@@ -45,6 +48,7 @@ from shared.db import ExactDecimal, UtcDateTime, create_tables
 
 MOCK_NAMESPACE = uuid.UUID("9a4f3e6b-2c1d-4e8f-a7b6-5c4d3e2f1a09")
 FAULTS = ("reject", "rate_limit", "server_error", "timeout_after_place")
+FillAt = Literal["latest", "intent"]
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,23 @@ class MockSettings:
     rate_limit_rate: float = 0
     server_error_rate: float = 0
     timeout_after_place_rate: float = 0
+    fill_at: FillAt = "latest"
+    """``latest``: a new order is priced at the latest ticker the mock was given; ``intent``: at
+    the order's ``reference_price`` and ``market_time`` (the latest ticker when it has none)."""
+
+
+def pricing_quote(request: OrderRequest, latest: Quote | None, fill_at: FillAt) -> Quote | None:
+    """The price a new order is judged and filled at (before slippage), with its event time.
+
+    ``intent`` takes the request's reference price only with its market time: a price without
+    a time could not stamp the fill. Neither given: the latest price, and ``None`` is no trade."""
+    if (
+        fill_at == "intent"
+        and request.reference_price is not None
+        and request.market_time is not None
+    ):
+        return Quote(price=request.reference_price, time=request.market_time)
+    return latest
 
 
 class MockOrderRow(SQLModel, table=True):
@@ -333,7 +354,7 @@ class MockExchange:
         return fault
 
     def _new_order(self, session: Session, request: OrderRequest, rejected: bool) -> MockOrderRow:
-        quote = self._quote_of(request.product_id)
+        quote = pricing_quote(request, self._quote_of(request.product_id), self.settings.fill_at)
         row = MockOrderRow(
             client_order_id=request.client_order_id,
             exchange_order_id=str(uuid.uuid5(MOCK_NAMESPACE, request.client_order_id)),

@@ -68,8 +68,12 @@ async def replay(
     publish: Callable[[Ticker], Awaitable[None]],
     speed: float,
     max_pause_s: float = 5.0,
+    after_publish: Callable[[Ticker], Awaitable[None]] | None = None,
 ) -> int:
-    """Publish every tick, pacing by event time; returns how many were published."""
+    """Publish every tick, pacing by event time; returns how many were published.
+
+    ``after_publish`` runs after each tick before the next is published (the lock-step barrier
+    of :mod:`services.signal.lockstep`); whatever it raises stops the replay."""
     previous: datetime | None = None
     count = 0
     for tick in ticks:
@@ -78,6 +82,8 @@ async def replay(
             pause = min(gap / speed, max_pause_s) if speed > 0 else 0
             await asyncio.sleep(max(pause, 0))
         await publish(tick)
+        if after_publish is not None:
+            await after_publish(tick)
         previous = tick.time
         count += 1
     return count

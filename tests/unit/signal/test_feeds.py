@@ -73,3 +73,21 @@ def test_replay_as_fast_as_possible_publishes_every_tick_in_order() -> None:
     ticks = list(read_ticks(DATA / "ETH-BTC-1m.csv", "ETH-BTC"))[:500]
     count = asyncio.run(replay(iter(ticks), publish, speed=0))
     assert count == 500 and seen == ticks
+
+
+def test_the_barrier_runs_after_each_tick_before_the_next_and_can_stop_the_replay() -> None:
+    ticks = list(read_ticks(DATA / "ETH-BTC-1m.csv", "ETH-BTC"))[:5]
+    log: list[str] = []
+
+    async def publish(tick: Ticker) -> None:
+        log.append(f"publish {tick.price}")
+
+    async def barrier(tick: Ticker) -> None:
+        log.append(f"settled {tick.price}")
+        if tick == ticks[2]:
+            raise RuntimeError("intent x did not settle")
+
+    with pytest.raises(RuntimeError, match="did not settle"):
+        asyncio.run(replay(iter(ticks), publish, speed=0, after_publish=barrier))
+    prices = [str(t.price) for t in ticks[:3]]
+    assert log == [f"{what} {p}" for p in prices for what in ("publish", "settled")]
