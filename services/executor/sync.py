@@ -52,6 +52,7 @@ from services.executor.orders import (
 )
 from services.executor.reconcile import adopt
 from services.executor.store import OrderRow, apply, identity, open_orders, record_event, state_of
+from shared.bots import LiveCatalog
 from shared.catalog import Catalog
 from shared.contracts import OrderApproved, Reason, SafetyEvent
 from shared.logging import correlated, get_logger
@@ -81,7 +82,7 @@ class Executor:
         self,
         service: Service,
         settings: ExecutorSettings,
-        catalog: Catalog,
+        catalog: Catalog | LiveCatalog,
         gateway: Gateway,
         *,
         clock: Callable[[], datetime] = utc_now,

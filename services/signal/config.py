@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from shared.settings import ServiceSettings
 
@@ -17,3 +17,10 @@ class SignalSettings(ServiceSettings):
     random_walk_seed: int = 1
     stale_after_s: float = Field(default=120.0, gt=0)
     """A product without a tick for this long (wall clock) is stale: announced, no new entries."""
+    bots_reseed: bool = False
+    """On start, put every bot of the bots file in the ``tranche_bots`` bucket as the file says,
+    replacing what run-time changes made (bots only in the bucket stay). Default: the file only
+    seeds bots the bucket has never held."""
+    control_token: SecretStr | None = None
+    """Bearer token for changing bots over HTTP (the same as safety's kill switch); unset: bot
+    changes over HTTP are refused (403), reads stay open."""
