@@ -23,12 +23,13 @@ from typing import Literal
 
 from fastapi import APIRouter
 from faststream.nats.annotations import NatsMessage
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 from sqlmodel import Session
 
 from services.signal.bots import Roster, RunningBot
 from services.signal.bots_api import PositionStatus, bots_api
 from services.signal.config import SignalSettings
+from services.signal.feeds.coinbase import CoinbaseFeed, make_client
 from services.signal.feeds.random_walk import parse_walk_spec, random_walk
 from services.signal.feeds.replay import ReplayError, parse_replay_spec, read_ticks, replay
 from services.signal.intents import Market, decide_intent
@@ -59,6 +60,9 @@ from shared.streams import SIGNAL_INJECT
 
 INTENTS = Counter("tranche_signal_intents_total", "Intents created", ["action", "band"])
 NO_INTENT = Counter("tranche_signal_no_intent_total", "Signals that made no intent", ["code"])
+STALE = Gauge(
+    "tranche_signal_market_stale", "1 while a product's market data is stale", ["product_id"]
+)
 
 
 def build(settings: SignalSettings) -> Service:
@@ -68,6 +72,7 @@ def build(settings: SignalSettings) -> Service:
         catalog = load_catalog(settings.config_file)
         replays = parse_replay_spec(settings.replay)
         walks = parse_walk_spec(settings.random_walk)
+        live_products = [p.strip() for p in settings.coinbase_feed.split(",") if p.strip()]
         live = LiveCatalog(catalog)
         roster = Roster(live)
     except (CatalogError, ReplayError, ValueError) as error:
@@ -243,6 +248,7 @@ def build(settings: SignalSettings) -> Service:
         last_tick[body.product_id] = monotonic()
         if body.product_id in stale:
             stale.discard(body.product_id)
+            STALE.labels(body.product_id).set(0)
             log.info("market.fresh", product_id=body.product_id)
         for bot_id, running in roster.trading(body.product_id):
             await protect(bot_id, running, body)
@@ -266,10 +272,11 @@ def build(settings: SignalSettings) -> Service:
         while True:
             await asyncio.sleep(1)
             now = monotonic()
-            for product_id in roster.products() - stale:
+            for product_id in (roster.products() | set(live_products)) - stale:
                 seen = last_tick.get(product_id)
                 if seen is not None and now - seen > settings.stale_after_s:
                     stale.add(product_id)
+                    STALE.labels(product_id).set(1)
                     log.warning("market.stale", product_id=product_id,
                                 silent_s=round(now - seen, 1))  # fmt: skip
 
@@ -338,9 +345,21 @@ def build(settings: SignalSettings) -> Service:
                                 increment=increment)  # fmt: skip
             await replay(ticks, publish_ticker, speed=1.0)
 
+        async def one_live(product_id: str) -> None:
+            client = make_client(settings.coinbase_base_url, settings.coinbase_timeout_s,
+                                 str(settings.coinbase_ca_file or "") or None)  # fmt: skip
+            feed = CoinbaseFeed(client, product_id, publish_ticker,
+                                interval_s=settings.coinbase_poll_s,
+                                max_backoff_s=settings.coinbase_max_backoff_s)  # fmt: skip
+            feeds[product_id] = feed.status
+            # A feed that never answers goes stale too: its clock starts now.
+            last_tick.setdefault(product_id, monotonic())
+            await feed.run()
+
         await asyncio.gather(
             *(one_replay(product, path) for product, path in replays),
             *(one_walk(product, price) for product, price in walks),
+            *(one_live(product) for product in live_products),
         )
 
     api = APIRouter(tags=["signal"])
@@ -376,7 +395,7 @@ def build(settings: SignalSettings) -> Service:
     service.background.append(follow_bots)
     service.background.append(watch_positions)
     service.background.append(watch_staleness)
-    if replays or walks:
+    if replays or walks or live_products:
         service.background.append(run_feeds)
     return service
 
