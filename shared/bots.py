@@ -120,6 +120,7 @@ class LiveCatalog:
         self._revisions: dict[str, int] = {}
         self._listeners: list[Listener] = []
         self.synced = asyncio.Event()
+        """Set once :meth:`follow` has read the whole bucket."""
 
     def listen(self, listener: Listener) -> None:
         self._listeners.append(listener)

@@ -386,3 +386,16 @@ def _true(condition):
         return condition()
 
     return probe
+
+
+async def test_a_removed_bot_can_be_created_again_under_its_name(
+    tmp_path: Path, nats_url: str, js
+) -> None:
+    async with running(settings_for(tmp_path, nats_url)) as (_, web):
+        gone = await web.delete("/bots/from-file", headers=AUTH)
+        again = await web.post("/bots", json={"bot_id": "from-file", "config": QUICK}, headers=AUTH)
+        assert again.status_code == 201
+        assert again.json()["revision"] > gone.json()["revision"]
+        assert again.json()["config"]["quote_size"] == "0.02" and again.json()["evaluating"]
+        await inject(js, "from-file")
+        await eventually(lambda: intents_of(js, "from-file"), "the re-created bot trading")
