@@ -29,7 +29,7 @@ from sqlmodel import Session
 from services.signal.bots import Roster, RunningBot
 from services.signal.bots_api import PositionStatus, bots_api
 from services.signal.config import SignalSettings
-from services.signal.feeds.coinbase import CoinbaseFeed, make_client
+from services.signal.feeds.coinbase import CoinbaseFeed, make_client, parse_live_spec
 from services.signal.feeds.random_walk import parse_walk_spec, random_walk
 from services.signal.feeds.replay import ReplayError, parse_replay_spec, read_ticks, replay
 from services.signal.intents import Market, decide_intent
@@ -72,7 +72,7 @@ def build(settings: SignalSettings) -> Service:
         catalog = load_catalog(settings.config_file)
         replays = parse_replay_spec(settings.replay)
         walks = parse_walk_spec(settings.random_walk)
-        live_products = [p.strip() for p in settings.coinbase_feed.split(",") if p.strip()]
+        live_products = parse_live_spec(settings.coinbase_feed)
         live = LiveCatalog(catalog)
         roster = Roster(live)
     except (CatalogError, ReplayError, ValueError) as error:

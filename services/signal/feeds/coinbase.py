@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -38,7 +39,24 @@ _sdk_log.propagate = True
 _sdk_log.setLevel(logging.ERROR)
 
 
-# -- pure: which trades are new, how long to wait ---------------------------------------------
+# -- pure: which products, which trades are new, how long to wait ----------------------------
+
+_PRODUCT = re.compile(r"^[A-Z0-9]{1,20}-[A-Z0-9]{1,20}$")
+
+
+def parse_live_spec(spec: str) -> list[str]:
+    """``"BTC-USD, ETH-USD"`` -> the product ids to follow; a malformed one is a ValueError
+    naming the setting."""
+    products = [part.strip() for part in spec.split(",") if part.strip()]
+    for product_id in products:
+        if not _PRODUCT.match(product_id):
+            raise ValueError(
+                f"TRANCHE_COINBASE_FEED: {product_id!r} is not a Coinbase product id such as "
+                "BTC-USD"
+            )
+    if len(set(products)) != len(products):
+        raise ValueError("TRANCHE_COINBASE_FEED names a product twice")
+    return products
 
 
 @dataclass

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.signal.feeds.coinbase import Cursor, backoff_s, new_tickers
+from services.signal.feeds.coinbase import Cursor, backoff_s, new_tickers, parse_live_spec
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
@@ -82,3 +82,12 @@ def test_overlapping_answers_never_publish_a_trade_twice_or_go_back_in_time(tape
 )  # fmt: skip
 def test_failures_back_off_exponentially_and_honour_retry_after(failures, retry_after, wait):
     assert backoff_s(failures, 1.0, 60.0, retry_after) == wait
+
+
+def test_the_feed_setting_names_products_or_stops_the_service_with_a_sentence() -> None:
+    assert parse_live_spec(" BTC-USD, ETH-USD ,") == ["BTC-USD", "ETH-USD"]
+    assert parse_live_spec("") == []
+    with pytest.raises(ValueError, match="'btc usd' is not a Coinbase product id"):
+        parse_live_spec("BTC-USD,btc usd")
+    with pytest.raises(ValueError, match="twice"):
+        parse_live_spec("BTC-USD,BTC-USD")
