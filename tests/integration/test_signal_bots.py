@@ -24,8 +24,8 @@ from pydantic import BaseModel
 from services.signal.app import build
 from services.signal.config import SignalSettings
 from shared import subjects
-from shared.bots import LiveCatalog, read_bucket
-from shared.catalog import load_catalog
+from shared.bots import BotRecord, LiveCatalog, read_bucket
+from shared.catalog import Bot, load_catalog
 from shared.contracts import BotChanged, PositionUpdate, TradeIntent
 from shared.money import utc_now
 from shared.service import Service
@@ -338,16 +338,17 @@ async def _position_is(web: httpx.AsyncClient, bot_id: str, status: str) -> bool
 
 
 async def test_after_a_restart_the_bucket_wins_over_the_file_unless_reseeded(
-    tmp_path: Path, nats_url: str, js
+    tmp_path: Path, nats_url: str, js, database_url: str
 ) -> None:
-    settings = settings_for(tmp_path, nats_url)
+    settings = settings_for(tmp_path, nats_url, database_url=database_url)
     async with running(settings) as (_, web):
         assert (await web.delete("/bots/from-file", headers=AUTH)).status_code == 200
         await web.post("/bots", json={"bot_id": "quick", "config": QUICK}, headers=AUTH)
     async with running(settings) as (_, web):
         assert [b["bot_id"] for b in (await web.get("/bots")).json()] == ["quick"]
         assert (await web.get("/bots/from-file")).status_code == 404
-    async with running(settings_for(tmp_path, nats_url, bots_reseed=True)) as (_, web):
+    reseeding = settings_for(tmp_path, nats_url, database_url=database_url, bots_reseed=True)
+    async with running(reseeding) as (_, web):
         listed = {b["bot_id"]: b for b in (await web.get("/bots")).json()}
         assert set(listed) == {"from-file", "quick"}
         assert listed["from-file"]["changed_by"] == "bots file"
@@ -399,3 +400,32 @@ async def test_a_removed_bot_can_be_created_again_under_its_name(
         assert again.json()["config"]["quote_size"] == "0.02" and again.json()["evaluating"]
         await inject(js, "from-file")
         await eventually(lambda: intents_of(js, "from-file"), "the re-created bot trading")
+
+
+async def test_a_change_whose_announcement_was_lost_is_announced_on_the_next_start(
+    tmp_path: Path, nats_url: str, js, database_url: str
+) -> None:
+    settings = settings_for(tmp_path, nats_url, database_url=database_url)
+    async with running(settings):
+        pass
+    # As if the signal service died between the bucket write and the outbox commit:
+    bucket = await js.key_value(subjects.BOTS_BUCKET)
+    record = BotRecord(
+        bot_id="orphan", config=Bot.model_validate(QUICK), change="created",
+        changed_at=utc_now(), changed_by="alice",
+    )  # fmt: skip
+    revision = await bucket.create("orphan", record.model_dump_json().encode())
+    async with running(settings) as (_, web):
+        assert (await web.get("/bots/orphan")).json()["revision"] == revision
+        await eventually(
+            lambda: _announced(js, ("orphan", "created", revision)), "the lost announcement"
+        )
+    async with running(settings):
+        pass
+    changes = [(a.bot_id, a.change, a.revision) for a in await announcements(js)]
+    assert changes.count(("orphan", "created", revision)) == 1  # not again on the next start
+    assert len(changes) == 2
+
+
+async def _announced(js, change: tuple[str, str, int]) -> bool:
+    return change in [(a.bot_id, a.change, a.revision) for a in await announcements(js)]
