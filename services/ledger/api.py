@@ -130,7 +130,7 @@ def ledger_api(
 
     def known_bot(bot_id: str) -> None:
         if bot_id not in catalog.all_bots:
-            raise HTTPException(404, f"no bot named {bot_id!r} is configured or was removed")
+            raise HTTPException(404, f"no bot named {bot_id!r} is configured")
 
     @api.get("/positions", summary="Every bot's current position, marked at the latest price")
     async def all_positions(mode: Mode = "mock") -> list[PositionView]:

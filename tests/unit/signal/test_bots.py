@@ -3,11 +3,14 @@ be accepted, how the live catalog takes revisions, and how the CLI says a refusa
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from decimal import Decimal
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from services.signal.bots import Roster, check_bot, plan_change
 from shared.bots import BotRecord, BotState, LiveCatalog, announcement
@@ -148,3 +151,26 @@ def test_an_announcement_is_named_by_bot_and_revision() -> None:
 )
 def test_the_cli_says_a_refusal_in_one_sentence(status: int, body: dict, sentence: str) -> None:
     assert explain(httpx.Response(status, json=body)).startswith(sentence)
+
+
+@given(
+    st.lists(st.sampled_from(["active", "paused", "removed"]), min_size=1, max_size=12),
+    st.randoms(use_true_random=False),
+)
+def test_whatever_order_revisions_arrive_in_the_newest_one_wins(statuses, rng) -> None:
+    records = [(record(status=s, change="changed"), rev) for rev, s in enumerate(statuses, 1)]
+    shuffled = records[:]
+    rng.shuffle(shuffled)
+    catalog = live()
+
+    async def apply_all() -> None:
+        for found, revision in shuffled:
+            await catalog.apply(found, revision)
+
+    asyncio.run(apply_all())
+    newest = statuses[-1]
+    assert catalog.revision("b") == len(statuses)
+    if newest == "removed":
+        assert catalog.state("b") is None and "b" not in catalog.bots
+    else:
+        assert catalog.state("b").status == newest and catalog.state("b").revision == len(statuses)
