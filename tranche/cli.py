@@ -40,6 +40,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         nats_monitor_port=args.nats_monitor_port,
         replay="" if args.no_replay else StackConfig().replay,
         replay_speed=args.replay_speed,
+        # The bots file only seeds the bots bucket; this makes it win over run-time changes.
+        service_env={"signal": {"TRANCHE_BOTS_RESEED": "true"}} if args.reseed_bots else {},
     )
     console = Console()
     stack = EmbeddedStack(config)
@@ -145,6 +147,11 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--replay-speed", type=float, default=120.0, help="event s per wall s; 0 = max")
     up.add_argument("--no-replay", action="store_true", help="no market data replay")
     up.add_argument("--no-live", action="store_true", help="no live view (for scripts)")
+    up.add_argument(
+        "--reseed-bots",
+        action="store_true",
+        help="put the bots file's bots back as the file says (run-time changes to them are lost)",
+    )
     up.set_defaults(run=cmd_up)
 
     status = commands.add_parser("status", help="positions, last decisions, service health")
