@@ -163,9 +163,20 @@ class LiveCatalog:
         self.bots = {name: found.config for name, found in states.items()}
         self.all_bots = {**self.all_bots, **self.bots}
 
-    async def follow(self, nc: NatsClient) -> None:
+    async def follow(self, nc: NatsClient, retry_s: float = 1.0) -> None:
         """Apply every record in the bucket, then every change, until cancelled. Unreadable
-        entries are skipped (logged)."""
+        entries are skipped (logged); a watch that fails is started again (revisions already
+        applied are skipped), so the view never silently stops following."""
+        while True:
+            try:
+                await self._watch(nc)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.warning("bots.watch_failed", error=f"{type(error).__name__}: {error}")
+                await asyncio.sleep(retry_s)
+
+    async def _watch(self, nc: NatsClient) -> None:
         bucket = await nc.jetstream().key_value(subjects.BOTS_BUCKET)
         watcher = await bucket.watchall()
         async for entry in watcher:

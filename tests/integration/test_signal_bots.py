@@ -429,3 +429,25 @@ async def test_a_change_whose_announcement_was_lost_is_announced_on_the_next_sta
 
 async def _announced(js, change: tuple[str, str, int]) -> bool:
     return change in [(a.bot_id, a.change, a.revision) for a in await announcements(js)]
+
+
+async def test_a_follower_that_starts_before_the_bucket_exists_keeps_trying(
+    tmp_path: Path, nats_url: str
+) -> None:
+    nc = await nats.connect(nats_url)
+    live = LiveCatalog(load_catalog(settings_for(tmp_path, nats_url).config_file))
+    follower = asyncio.create_task(live.follow(nc, retry_s=0.1))
+    try:
+        await asyncio.sleep(0.3)  # the bucket does not exist yet: the watch fails, and retries
+        await ensure_streams(nc.jetstream())
+        bucket = await nc.jetstream().key_value(subjects.BOTS_BUCKET)
+        record = BotRecord(
+            bot_id="late", config=Bot.model_validate(QUICK), change="created",
+            changed_at=utc_now(), changed_by="alice",
+        )  # fmt: skip
+        await bucket.create("late", record.model_dump_json().encode())
+        await eventually(_true(lambda: "late" in live.bots), "the bot seen after the retry")
+        assert not follower.done()
+    finally:
+        follower.cancel()
+        await nc.close()
