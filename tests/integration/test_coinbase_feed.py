@@ -65,6 +65,7 @@ def settings_for(tmp_path: Path, nats_url: str, standin: CoinbaseStandIn, **more
             "coinbase_ca_file": standin.cert_file,
             "coinbase_poll_s": 0.2,
             "coinbase_max_backoff_s": 0.5,
+            "coinbase_timeout_s": 1.0,
         }
         | more
     )
@@ -122,12 +123,12 @@ async def _more_polls(web: httpx.AsyncClient, at_least: int) -> bool:
     return (await feed_status(web))["polls"] >= at_least
 
 
-async def test_a_burst_of_429_and_5xx_is_ridden_out_and_the_feed_resumes(
+async def test_a_burst_of_429_5xx_timeouts_and_garbage_is_ridden_out_and_the_feed_resumes(
     standin: CoinbaseStandIn, tickers: asyncio.Queue[Ticker], signal: httpx.AsyncClient
 ) -> None:
     standin.trade("BTC-USD", "50000.00")
     await asyncio.wait_for(tickers.get(), 15)
-    standin.faults.extend(["429", "500", "503", "500", "429", "503"])
+    standin.faults.extend(["429", "500", "503", "timeout", "garbage", "503"])
     await until(
         lambda: _errors_at_least(signal, 6), "six failed polls in a row counted", timeout=30
     )

@@ -10,7 +10,8 @@
 * the public market ticker (``GET /market/products/{id}/ticker``, no JWT needed, as on Coinbase):
   the trades a test added with :meth:`CoinbaseStandIn.trade`, newest first, and the best bid/ask;
 * failures queued by the test: ``429`` (with Retry-After), ``500``, ``503``, ``timeout`` (no effect,
-  answers too late) and ``timeout_after_create`` (creates the order, then answers too late).
+  answers too late), ``timeout_after_create`` (creates the order, then answers too late) and
+  ``garbage`` (HTTP 200 with a body that is not JSON).
 """
 
 from __future__ import annotations
@@ -231,6 +232,13 @@ class CoinbaseStandIn:
             return self.send(
                 request, int(fault), {"error": error[fault], "message": fault}, headers
             )
+        if fault == "garbage":
+            body = b"<html>upstream hiccup</html>"
+            request.send_response(200)
+            request.send_header("Content-Length", str(len(body)))
+            request.end_headers()
+            request.wfile.write(body)
+            return None
         if fault == "timeout":
             time.sleep(self.answer_late_s)
             return self.send(request, 503, {"error": "UNAVAILABLE", "message": "too late"})
