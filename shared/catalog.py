@@ -83,6 +83,12 @@ class Catalog(Contract):
     products: dict[Token, Product]
     bots: dict[Token, Bot] = Field(default_factory=dict)
 
+    @property
+    def all_bots(self) -> dict[str, Bot]:
+        """Every bot the ledger may have booked (as :attr:`shared.bots.LiveCatalog.all_bots`,
+        which adds bots removed at run time); a file's catalog removes none."""
+        return self.bots
+
     @model_validator(mode="after")
     def _bots_trade_known_products(self) -> Catalog:
         for bot_id, bot in self.bots.items():
@@ -95,14 +101,21 @@ class CatalogError(Exception):
     pass
 
 
-def load_catalog(path: Path | None = None) -> Catalog:
-    path = path or DEFAULT_FILE
+def read_toml(path: Path, setting: str = "") -> dict:
+    """A TOML file as a dict, or a CatalogError saying why not (``setting`` names the variable
+    that chose the file)."""
     try:
-        raw = tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text())
     except OSError as error:
-        raise CatalogError(f"cannot read {path} (TRANCHE_CONFIG_FILE): {error.strerror}") from None
+        where = f" ({setting})" if setting else ""
+        raise CatalogError(f"cannot read {path}{where}: {error.strerror}") from None
     except tomllib.TOMLDecodeError as error:
         raise CatalogError(f"{path} is not valid TOML: {error}") from None
+
+
+def load_catalog(path: Path | None = None) -> Catalog:
+    path = path or DEFAULT_FILE
+    raw = read_toml(path, "TRANCHE_CONFIG_FILE")
     try:
         return Catalog.model_validate(raw)
     except ValidationError as error:

@@ -326,6 +326,22 @@ class SafetyCommandResult(Contract):
     mode: Mode | None = None
 
 
+BotChange = Literal["created", "changed", "paused", "resumed", "removed"]
+BotStatus = Literal["active", "paused", "removed"]
+
+
+class BotChanged(Envelope):
+    """``tranche.bots.changed``: a bot was created, changed, paused, resumed or removed at run
+    time. ``revision`` is the bot's revision in the ``tranche_bots`` bucket after the change
+    (a reader that saw a higher revision already ignores it); the bucket holds the config."""
+
+    bot_id: Token
+    change: BotChange
+    revision: int = Field(ge=1)
+    status: BotStatus
+    changed_by: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
 class DeadLetter(Contract):
     """``tranche.dlq.<service>``: a message a service could not accept, with the reason."""
 

@@ -4,11 +4,14 @@ reachable) and ``/metrics`` (Prometheus). Reading never changes anything (DESIGN
 from __future__ import annotations
 
 import asyncio
+import hmac
 from collections.abc import Awaitable, Callable
+from typing import Annotated
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Header, HTTPException, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import SecretStr
 
 Check = Callable[[], Awaitable[None]]
 """A readiness check: returns when fine, raises with a reason when not."""
@@ -41,3 +44,23 @@ def health_router(service: str, mode: str, checks: dict[str, Check]) -> APIRoute
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return router
+
+
+def bearer_guard(token: SecretStr | None, variable: str, what: str) -> Callable[..., None]:
+    """A FastAPI dependency that lets a request through only with ``Authorization: Bearer
+    <token>``: 403 when no token is configured (``what`` is switched off), 401 without the right
+    one. Compared in constant time; the token is never logged or echoed."""
+
+    def require(authorization: Annotated[str | None, Header()] = None) -> None:
+        expected = token.get_secret_value() if token else ""
+        if not expected:
+            raise HTTPException(403, f"{what} over HTTP is switched off: set {variable}")
+        given = (authorization or "").removeprefix("Bearer ").strip()
+        if not given or not hmac.compare_digest(given.encode(), expected.encode()):
+            raise HTTPException(
+                401,
+                f"a valid bearer token is required ({variable})",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    return require

@@ -144,9 +144,8 @@ class Service:
     async def stop(self) -> None:
         self.log.info("service.stopping")
         await self.broker.stop()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_all(self._tasks)
+        self._tasks.clear()
         if self.nc is not None and self.nc.is_connected:
             try:
                 await asyncio.wait_for(self.relay.flush(), 5)
@@ -223,6 +222,17 @@ class Service:
         except StartupError as error:
             print(f"{self.name}: {error}", file=sys.stderr)
             raise SystemExit(2) from None
+
+
+async def cancel_all(tasks: list[asyncio.Task[Any]]) -> None:
+    """Cancel tasks and wait until every one has ended. On Python 3.11 a cancellation that races
+    an expiring ``asyncio.timeout``/``wait_for`` can be swallowed (fixed in 3.12), and a loop such
+    as the outbox relay's then runs on; so cancel again until all are done."""
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.1)
 
 
 def check_port_free(host: str, port: int) -> None:

@@ -62,8 +62,9 @@ LEDGER = Stream(
 )
 SAFETY = Stream("TRANCHE_SAFETY", (subjects.SAFETY_EVENTS,), "breakers, halts, limits")
 DLQ = Stream("TRANCHE_DLQ", (subjects.all_of(subjects.DLQ),), "messages a service refused")
+BOTS = Stream("TRANCHE_BOTS", (subjects.BOTS_CHANGED,), "bots created, changed or removed")
 
-ALL_STREAMS: tuple[Stream, ...] = (SIGNALS, INTENTS, ORDERS, LEDGER, SAFETY, DLQ)
+ALL_STREAMS: tuple[Stream, ...] = (SIGNALS, INTENTS, ORDERS, LEDGER, SAFETY, DLQ, BOTS)
 
 
 def stream_for(subject: str) -> Stream:
@@ -121,7 +122,7 @@ LEDGER_ORDER_EVENTS = Consumer(
 
 
 async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
-    """Create every stream and the positions bucket, or bring their config up to date."""
+    """Create every stream and both buckets (positions, bots), or bring their config up to date."""
     for stream in ALL_STREAMS:
         config = stream.config(replicas)
         try:
@@ -134,18 +135,36 @@ async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
         else:
             await js.update_stream(config)
     await ensure_positions_bucket(js, replicas)
+    await ensure_bots_bucket(js, replicas)
 
 
-async def ensure_positions_bucket(js: JetStreamContext, replicas: int = 1):
+async def _ensure_bucket(js: JetStreamContext, name: str, description: str, replicas: int):
     try:
-        return await js.key_value(subjects.POSITIONS_BUCKET)
+        return await js.key_value(name)
     except Exception:  # BucketNotFoundError or NotFoundError, by version
         return await js.create_key_value(
             KeyValueConfig(
-                bucket=subjects.POSITIONS_BUCKET,
+                bucket=name,
                 history=5,
                 storage=StorageType.FILE,
                 replicas=replicas,
-                description="latest position per bot, written only by the ledger",
+                description=description,
             )
         )
+
+
+async def ensure_positions_bucket(js: JetStreamContext, replicas: int = 1):
+    return await _ensure_bucket(
+        js,
+        subjects.POSITIONS_BUCKET,
+        "latest position per bot, written only by the ledger",
+        replicas,
+    )
+
+
+async def ensure_bots_bucket(js: JetStreamContext, replicas: int = 1):
+    """Every bot's configuration and status; written only by the signal service. A removed bot
+    stays as a delete marker, so a restart does not bring it back from the file."""
+    return await _ensure_bucket(
+        js, subjects.BOTS_BUCKET, "bots at run time, written only by the signal service", replicas
+    )

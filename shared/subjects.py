@@ -19,8 +19,12 @@ SAFETY_READINESS = f"{PREFIX}.safety.readiness"
 SAFETY_CONTROL = f"{PREFIX}.safety.control"
 """Core NATS request/reply: operator commands (halt, resume, flatten, mode, limits reset)."""
 DLQ = f"{PREFIX}.dlq"
+BOTS_CHANGED = f"{PREFIX}.bots.changed"
+"""A bot was created, changed, paused, resumed or removed at run time (durable)."""
 
 POSITIONS_BUCKET = "tranche_positions"
+BOTS_BUCKET = "tranche_bots"
+"""Every bot's configuration and status while the system runs (key = bot id)."""
 
 
 def all_of(family: str) -> str:

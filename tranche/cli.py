@@ -3,6 +3,7 @@
 tranche up                         the embedded stack with a live view, until Ctrl-C
 tranche status [--json]            positions, last decisions, service health
 tranche signal BOT buy|sell        what `nats pub tranche.signals.inject.BOT '{...}'` does
+tranche bots list|show|create|set|pause|resume|remove   bots while the system runs
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 from rich.console import Console
 
 from shared.settings import DEFAULT_PORTS
-from tranche import ledger_cli, replay, safety_cli
+from tranche import bots_cli, ledger_cli, replay, safety_cli
 from tranche.stack import EmbeddedStack, StackConfig, StackError
 from tranche.status import SERVICES, VIEWS, gather, render
 
@@ -39,6 +40,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         nats_monitor_port=args.nats_monitor_port,
         replay="" if args.no_replay else StackConfig().replay,
         replay_speed=args.replay_speed,
+        # The bots file only seeds the bots bucket; this makes it win over run-time changes.
+        service_env={"signal": {"TRANCHE_BOTS_RESEED": "true"}} if args.reseed_bots else {},
     )
     console = Console()
     stack = EmbeddedStack(config)
@@ -144,6 +147,11 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--replay-speed", type=float, default=120.0, help="event s per wall s; 0 = max")
     up.add_argument("--no-replay", action="store_true", help="no market data replay")
     up.add_argument("--no-live", action="store_true", help="no live view (for scripts)")
+    up.add_argument(
+        "--reseed-bots",
+        action="store_true",
+        help="put the bots file's bots back as the file says (run-time changes to them are lost)",
+    )
     up.set_defaults(run=cmd_up)
 
     status = commands.add_parser("status", help="positions, last decisions, service health")
@@ -163,6 +171,7 @@ def parser() -> argparse.ArgumentParser:
 
     ledger_cli.register(commands)
     safety_cli.register(commands)
+    bots_cli.register(commands)
     replay.register(commands)
     return root
 

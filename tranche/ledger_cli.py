@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import sys
 from dataclasses import asdict
 
 from rich.console import Console
@@ -23,20 +25,44 @@ def register(commands: argparse._SubParsersAction) -> None:
     rebuild.set_defaults(run=cmd_rebuild)
 
 
+async def read_bots(catalog, nats_url: str) -> None:
+    """Every bot in the ``tranche_bots`` bucket into ``catalog`` (removed ones included)."""
+    import nats
+
+    from shared.bots import read_bucket
+
+    nc = await nats.connect(nats_url, connect_timeout=3, max_reconnect_attempts=0)
+    try:
+        for record, revision in (await read_bucket(nc)).values():
+            await catalog.apply(record, revision)
+    finally:
+        await nc.close()
+
+
 def cmd_rebuild(args: argparse.Namespace) -> int:
     from services.ledger.config import LedgerSettings
     from services.ledger.rebuild import rebuild
     from services.ledger.schema import migrate
+    from shared.bots import LiveCatalog
     from shared.catalog import load_catalog
     from shared.db import make_engine
     from shared.settings import load
 
     settings = load(LedgerSettings)
+    catalog = LiveCatalog(load_catalog(settings.config_file))
+    try:
+        asyncio.run(read_bots(catalog, settings.nats_url))
+    except Exception as error:  # the file's bots still rebuild; say what is missing
+        print(
+            f"bots created at run time are not included: cannot read them from NATS at "
+            f"{settings.nats_url} ({type(error).__name__})",
+            file=sys.stderr,
+        )
     engine = make_engine(settings.db_url)
     migrate(engine)
     found = rebuild(
         engine,
-        load_catalog(settings.config_file),
+        catalog,
         None,
         settings.exit_allocation,
         apply=args.apply,

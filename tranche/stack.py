@@ -162,7 +162,8 @@ class EmbeddedStack:
             "TRANCHE_HTTP_HOST": c.host,
             "TRANCHE_HTTP_PORT": str(c.ports[name]),
             "PYTHONUNBUFFERED": "1",
-            **({"TRANCHE_CONTROL_TOKEN": c.control_token} if name == "safety" else {}),
+            # The operator's token guards the kill switch (safety) and bot changes (signal).
+            **({"TRANCHE_CONTROL_TOKEN": c.control_token} if name in ("safety", "signal") else {}),
             **c.extra_env,
             **c.service_env.get(name, {}),
         }

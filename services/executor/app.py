@@ -28,6 +28,7 @@ from services.executor.reconcile import reconcile
 from services.executor.store import TABLES, OrderRow, fills_of, pricing_of, recent_orders
 from services.executor.sync import Executor
 from shared import subjects
+from shared.bots import LiveCatalog
 from shared.bus import durable, require_subject_token
 from shared.catalog import CatalogError, load_catalog
 from shared.contracts import OrderApproved, OrderEvent, SafetyEvent, Ticker
@@ -83,10 +84,12 @@ def build(settings: ExecutorSettings, exchange: Any = None) -> Service:
         quote = quotes.get(product_id)
         return quote.time if quote is not None and mock else None
 
+    # Bots created at run time are in the tranche_bots bucket: adopted orders look them up there.
+    live = LiveCatalog(catalog)
     executor = Executor(
         service,
         settings,
-        catalog,
+        live,
         gateway,
         event_clock=market_time,
         stamp_at_intent=mock and settings.mock_fill_at == "intent",
@@ -141,6 +144,7 @@ def build(settings: ExecutorSettings, exchange: Any = None) -> Service:
     )
     service.on_start.append(lambda: reconcile(executor))
     service.background.append(executor.run)
+    service.background.append(lambda: live.follow(service.nc))  # type: ignore[arg-type]
     service.http_routers.append(api)
     log.debug("executor.built", exchange=type(exchange).__name__)
     return service

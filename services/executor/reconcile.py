@@ -16,6 +16,7 @@ from sqlmodel import Session, select
 from services.executor.exchanges.base import ExchangeError, ExchangeOrder
 from services.executor.orders import NEW
 from services.executor.store import OrderRow, open_orders
+from shared.bots import LiveCatalog
 from shared.catalog import Catalog
 from shared.logging import get_logger
 
@@ -26,14 +27,19 @@ log = get_logger("tranche.executor")
 UNATTRIBUTED = "unattributed"
 
 
-def bot_for(catalog: Catalog, product_id: str) -> str:
+def bot_for(catalog: Catalog | LiveCatalog, product_id: str) -> str:
     """The bot an adopted order is booked to: the one bot trading its product, if exactly one."""
     bots = [name for name, bot in catalog.bots.items() if bot.product_id == product_id]
     return bots[0] if len(bots) == 1 else UNATTRIBUTED
 
 
 def adopted_order(
-    found: ExchangeOrder, prefix: str, catalog: Catalog, mode: str, ttl_s: int, now: datetime
+    found: ExchangeOrder,
+    prefix: str,
+    catalog: Catalog | LiveCatalog,
+    mode: str,
+    ttl_s: int,
+    now: datetime,
 ) -> OrderRow:
     side = found.side.lower()
     cid = found.client_order_id.removeprefix(prefix)

@@ -61,6 +61,7 @@ from services.executor.store import (
     record_event,
     state_of,
 )
+from shared.bots import LiveCatalog
 from shared.catalog import Catalog
 from shared.contracts import OrderApproved, Reason, SafetyEvent
 from shared.logging import correlated, get_logger
@@ -90,7 +91,7 @@ class Executor:
         self,
         service: Service,
         settings: ExecutorSettings,
-        catalog: Catalog,
+        catalog: Catalog | LiveCatalog,
         gateway: Gateway,
         *,
         clock: Callable[[], datetime] = utc_now,

@@ -16,6 +16,7 @@ from services.ledger.accounting import Allocation, Book
 from services.ledger.booking import Booked, recompute
 from services.ledger.reports import Mark, realized_by_day, unrealized
 from services.ledger.store import FillRow, as_ledger_fill, bots_with_fills, fills_of, positions
+from shared.bots import LiveCatalog
 from shared.catalog import Catalog
 from shared.contracts import Mode, PositionUpdate
 from shared.money import Dec, UtcTime
@@ -108,14 +109,14 @@ def view(position: PositionUpdate, mark: Mark | None) -> PositionView:
 
 def ledger_api(
     service: Service,
-    catalog: Catalog,
+    catalog: Catalog | LiveCatalog,
     allocation_of: Callable[[str], Allocation],
     marks: dict[str, Mark],
 ) -> APIRouter:
     api = APIRouter(tags=["ledger"])
 
     def book_of(session: Session, bot_id: str, mode: Mode) -> Booked | None:
-        bot = catalog.bots[bot_id]
+        bot = catalog.all_bots[bot_id]
         return recompute(
             session,
             bot_id=bot_id,
@@ -128,7 +129,7 @@ def ledger_api(
         )
 
     def known_bot(bot_id: str) -> None:
-        if bot_id not in catalog.bots:
+        if bot_id not in catalog.all_bots:
             raise HTTPException(404, f"no bot named {bot_id!r} is configured")
 
     @api.get("/positions", summary="Every bot's current position, marked at the latest price")
@@ -142,7 +143,7 @@ def ledger_api(
     )
     async def one_position(bot_id: str, mode: Mode = "mock") -> PositionDetail:
         known_bot(bot_id)
-        bot = catalog.bots[bot_id]
+        bot = catalog.all_bots[bot_id]
 
         def compute(session: Session) -> tuple[Booked | None, list[FillRow]]:
             return book_of(session, bot_id, mode), fills_of(session, bot_id, mode)
@@ -213,7 +214,9 @@ def ledger_api(
 
         def compute(session: Session) -> list[DayView]:
             bots = [bot_id] if bot_id else bots_with_fills(session, mode)
-            return [day for bot in bots if bot in catalog.bots for day in daily(session, bot, mode)]
+            return [
+                day for bot in bots if bot in catalog.all_bots for day in daily(session, bot, mode)
+            ]
 
         return await service.read(compute)
 
@@ -229,7 +232,8 @@ def ledger_api(
 
         books = await service.read(compute)
         marked = [
-            unrealized(book, marks.get(catalog.bots[bot_id].product_id)) for bot_id, book in books
+            unrealized(book, marks.get(catalog.all_bots[bot_id].product_id))
+            for bot_id, book in books
         ]
         unknown = any(amount is None for amount in marked)
         every = [position for _, book in books for position in book.positions]

@@ -38,6 +38,7 @@ from services.ledger.store import (
     save_position,
 )
 from shared import subjects
+from shared.bots import LiveCatalog
 from shared.bus import InvalidMessage, durable, require_subject_token
 from shared.catalog import CatalogError, load_catalog
 from shared.contracts import (
@@ -63,13 +64,14 @@ def build(settings: LedgerSettings) -> Service:
     service = Service(settings, [FillRow, PositionRow], migrate=migrate)
     log = service.log
     try:
-        catalog = load_catalog(settings.config_file)
+        # Bots created at run time are in the tranche_bots bucket, followed in the background.
+        catalog = LiveCatalog(load_catalog(settings.config_file))
     except CatalogError as error:
         raise SystemExit(f"ledger: {error}") from None
     marks: dict[str, Mark] = {}
 
     def allocation_of(bot_id: str) -> Allocation:
-        bot = catalog.bots.get(bot_id)
+        bot = catalog.all_bots.get(bot_id)
         return (bot.exit_allocation if bot else None) or settings.exit_allocation
 
     @durable(service.router, LEDGER_ORDER_EVENTS, title="ledger-order-events")
@@ -155,6 +157,7 @@ def build(settings: LedgerSettings) -> Service:
         "tranche.safety.events", SafetyEvent, "TRANCHE_CAP_BREACHED when a fourth tranche fills."
     )
     service.http_routers.append(ledger_api(service, catalog, allocation_of, marks))
+    service.background.append(lambda: catalog.follow(service.nc))  # type: ignore[arg-type]
     return service
 
 

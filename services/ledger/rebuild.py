@@ -12,6 +12,7 @@ from sqlmodel import Session
 from services.ledger.accounting import Allocation
 from services.ledger.booking import recompute
 from services.ledger.store import bots_with_fills, fills_of, position_of, save_position
+from shared.bots import LiveCatalog
 from shared.catalog import Catalog
 from shared.contracts import Mode, PositionUpdate
 from shared.money import utc_now
@@ -45,7 +46,7 @@ def differences(stored: PositionUpdate | None, fresh: PositionUpdate) -> list[tu
 
 def rebuild(
     engine: Engine,
-    catalog: Catalog,
+    catalog: Catalog | LiveCatalog,
     allocation_of: dict[str, Allocation] | None,
     default_allocation: Allocation,
     apply: bool = False,
@@ -55,7 +56,7 @@ def rebuild(
     with Session(engine) as session:
         for mode in ("mock", "production"):
             for bot_id in bots_with_fills(session, mode):
-                bot = catalog.bots.get(bot_id)
+                bot = catalog.all_bots.get(bot_id)
                 if bot is None:
                     report.append(Difference(bot_id, mode, "bot", "unknown", "not configured"))
                     continue

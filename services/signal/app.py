@@ -6,7 +6,10 @@ Reads:  tranche.signals.inject.<bot>   (durable, consumer signal-inject-v1)
         tranche.orders.approved|rejected|events.<bot>  (lock-step replay only: ordered
                                         consumers, and safety's consumer's progress, to know
                                         when an intent has settled; services/signal/lockstep.py)
+        tranche_bots bucket             (watch: bots created, changed, paused, removed)
 Writes: tranche.intents.<bot>           (outbox)
+        tranche_bots bucket             (seeded from the bots file; changed over HTTP /bots)
+        tranche.bots.changed            (outbox: every change of a bot)
         tranche.signals.evaluated.<bot> (core NATS)
         tranche.market.ticker.<product> (when it replays recorded data or runs a random walk)
         tranche.dlq.signal              (refused input)
@@ -23,22 +26,27 @@ from typing import Literal
 
 from fastapi import APIRouter
 from faststream.nats.annotations import NatsMessage
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 from sqlmodel import Session
 
-from services.signal.bots import runtime_for
+from services.signal.bots import Roster, RunningBot
+from services.signal.bots_api import PositionStatus, bots_api
 from services.signal.config import SignalSettings
+from services.signal.feeds.coinbase import CoinbaseFeed, make_client, parse_live_spec
 from services.signal.feeds.random_walk import parse_walk_spec, random_walk
 from services.signal.feeds.replay import ReplayError, parse_replay_spec, read_ticks, replay
 from services.signal.intents import Market, decide_intent
 from services.signal.lockstep import Lockstep, SettleTimeout
 from services.signal.protection import protective_exit
+from services.signal.registry import BotRegistry
 from services.signal.store import SignalRecord, already_handled, record
 from services.signal.temperature import band_of
 from shared import subjects
+from shared.bots import LiveCatalog
 from shared.bus import InvalidMessage, delivery_of, durable
 from shared.catalog import CatalogError, load_catalog
 from shared.contracts import (
+    BotChanged,
     InjectedSignal,
     PositionUpdate,
     Reason,
@@ -47,6 +55,7 @@ from shared.contracts import (
     Ticker,
     TradeIntent,
 )
+from shared.http import bearer_guard
 from shared.logging import correlated
 from shared.money import utc_now
 from shared.positions import watch_positions as follow_positions
@@ -56,6 +65,9 @@ from shared.streams import SIGNAL_INJECT
 INTENTS = Counter("tranche_signal_intents_total", "Intents created", ["action", "band"])
 NO_INTENT = Counter("tranche_signal_no_intent_total", "Signals that made no intent", ["code"])
 EVALUATIONS = Counter("tranche_signal_evaluations_total", "Evaluations published", ["bot_id"])
+STALE = Gauge(
+    "tranche_signal_market_stale", "1 while a product's market data is stale", ["product_id"]
+)
 
 
 def build(settings: SignalSettings) -> Service:
@@ -65,9 +77,12 @@ def build(settings: SignalSettings) -> Service:
         catalog = load_catalog(settings.config_file)
         replays = parse_replay_spec(settings.replay)
         walks = parse_walk_spec(settings.random_walk)
-        bots = {bot_id: runtime_for(bot_id, bot) for bot_id, bot in catalog.bots.items()}
+        live_products = parse_live_spec(settings.coinbase_feed)
+        live = LiveCatalog(catalog)
+        roster = Roster(live)
     except (CatalogError, ReplayError, ValueError) as error:
         raise SystemExit(f"signal: {error}") from None
+    registry = BotRegistry(live, service.transact)
     markets: dict[str, Market] = {}
     last_tick: dict[str, float] = {}  # product -> monotonic time of its last tick
     stale: set[str] = set()
@@ -77,9 +92,11 @@ def build(settings: SignalSettings) -> Service:
         if settings.replay_lockstep and replays
         else None
     )
+    positions_read = asyncio.Event()
 
     async def act(
         bot_id: str,
+        running: RunningBot,
         side: Side,
         temperature: Decimal,
         signal_id: str,
@@ -87,9 +104,13 @@ def build(settings: SignalSettings) -> Service:
         source: str,
         protective: Reason | None = None,
     ) -> TradeIntent | None:
-        bot = catalog.bots[bot_id]
+        bot = running.config
         outcome: TradeIntent | Reason
-        if side == "buy" and bot.product_id in stale:
+        if side == "buy" and running.state.paused:
+            outcome = Reason(
+                code="BOT_PAUSED", message=f"bot {bot_id} is paused: no entries or adds"
+            )
+        elif side == "buy" and bot.product_id in stale:
             outcome = Reason(
                 code="STALE_MARKET_DATA",
                 message=f"no tick for {bot.product_id} in {settings.stale_after_s:g} s: no entry",
@@ -148,6 +169,7 @@ def build(settings: SignalSettings) -> Service:
 
     async def confirm(
         bot_id: str,
+        running: RunningBot,
         side: Side | Literal["hold"],
         temperature: Decimal,
         time: datetime,
@@ -157,18 +179,18 @@ def build(settings: SignalSettings) -> Service:
         skip_confirmation: bool = False,
     ) -> None:
         """Feed the bot's confirmation; act when it fires; publish the evaluation either way."""
-        runtime = bots[bot_id]
+        runtime = running.runtime
         band = band_of(temperature)
         runtime.temperature = temperature
         progress = runtime.confirmation.feed(side, band, time)
         intent = None
         if side != "hold" and (progress.fires or skip_confirmation):
-            intent = await act(bot_id, side, temperature, signal_id, time, source)
+            intent = await act(bot_id, running, side, temperature, signal_id, time, source)
         held = progress.held_for(time).total_seconds()
         await publish_evaluation(
             SignalEvaluation(
                 bot_id=bot_id,
-                product_id=catalog.bots[bot_id].product_id,
+                product_id=running.config.product_id,
                 time=time,
                 direction=side,
                 temperature=temperature,
@@ -193,7 +215,8 @@ def build(settings: SignalSettings) -> Service:
     async def on_inject(body: InjectedSignal, msg: NatsMessage) -> None:
         delivery = delivery_of(msg)
         bot_id = subjects.last_token(delivery.subject)
-        if bot_id not in catalog.bots:
+        running = roster.get(bot_id)
+        if running is None:
             raise InvalidMessage(
                 Reason(code="UNKNOWN_BOT", message=f"no bot named {bot_id!r} is configured")
             )
@@ -206,30 +229,30 @@ def build(settings: SignalSettings) -> Service:
         signal_id = body.message_id or f"inject-{delivery.stream_sequence}"
         time = body.time or delivery.stream_time or utc_now()
         temperature = (
-            body.temperature
-            if body.temperature is not None
-            else catalog.bots[bot_id].inject_temperature
+            body.temperature if body.temperature is not None else running.config.inject_temperature
         )
         with correlated(body.correlation_id or signal_id, bot_id=bot_id):
             log.info("signal.injected", side=body.side, temperature=str(temperature))
         await confirm(
-            bot_id, body.side, temperature, time, signal_id, body.source, None, body.confirmed
-        )
+            bot_id, running, body.side, temperature, time, signal_id, body.source, None,
+            body.confirmed,
+        )  # fmt: skip
 
-    async def protect(bot_id: str, tick: Ticker) -> None:
+    async def protect(bot_id: str, running: RunningBot, tick: Ticker) -> None:
+        """Stop-loss, take-profit, trailing stop: on every tick, paused or not."""
         position = positions.get(bot_id)
         if position is None or position.status != "open" or position.position_id is None:
             return
-        runtime = bots[bot_id]
+        runtime = running.runtime
         high = max(runtime.highest.get(position.position_id, tick.price), tick.price)
         runtime.highest[position.position_id] = high
-        reason = protective_exit(catalog.bots[bot_id], position, tick.price, high)
+        reason = protective_exit(running.config, position, tick.price, high)
         if reason is not None:
             # One protective exit per state of the position: a redelivered tick or the next
             # tick before the ledger has booked the exit asks for nothing more.
             signal_id = f"protect:{bot_id}:{position.position_id}:{position.sequence}"
-            await act(bot_id, "sell", runtime.temperature, signal_id, tick.time, reason.code,
-                      protective=reason)  # fmt: skip
+            await act(bot_id, running, "sell", runtime.temperature, signal_id, tick.time,
+                      reason.code, protective=reason)  # fmt: skip
 
     @service.router.subscriber(subjects.all_of(subjects.MARKET_TICKER), title="signal-ticker")
     async def on_ticker(body: Ticker) -> None:
@@ -247,18 +270,18 @@ def build(settings: SignalSettings) -> Service:
         last_tick[body.product_id] = monotonic()
         if body.product_id in stale:
             stale.discard(body.product_id)
+            STALE.labels(body.product_id).set(0)
             log.info("market.fresh", product_id=body.product_id)
-        for bot_id, bot in catalog.bots.items():
-            if bot.product_id != body.product_id:
-                continue
-            await protect(bot_id, body)
-            runtime = bots[bot_id]
+        for bot_id, running in roster.trading(body.product_id):
+            await protect(bot_id, running, body)
+            runtime = running.runtime
             candle = runtime.candles.add(body.price, body.time)
             if candle is None or runtime.blend is None:
                 continue
             evaluation = runtime.blend.update(candle)
             await confirm(
                 bot_id,
+                running,
                 evaluation.direction,  # type: ignore[arg-type]
                 evaluation.temperature,
                 candle.end,
@@ -268,14 +291,14 @@ def build(settings: SignalSettings) -> Service:
             )
 
     async def watch_staleness() -> None:
-        traded = {bot.product_id for bot in catalog.bots.values()}
         while True:
             await asyncio.sleep(1)
             now = monotonic()
-            for product_id in traded - stale:
+            for product_id in (roster.products() | set(live_products)) - stale:
                 seen = last_tick.get(product_id)
                 if seen is not None and now - seen > settings.stale_after_s:
                     stale.add(product_id)
+                    STALE.labels(product_id).set(1)
                     log.warning("market.stale", product_id=product_id,
                                 silent_s=round(now - seen, 1))  # fmt: skip
 
@@ -288,7 +311,38 @@ def build(settings: SignalSettings) -> Service:
 
     async def watch_positions() -> None:
         assert service.nc is not None
-        await follow_positions(service.nc, keep_position)
+        await follow_positions(service.nc, keep_position, positions_read.set)
+
+    def position_of(bot_id: str) -> PositionStatus:
+        position = positions.get(bot_id)
+        if position is not None:
+            return position.status
+        return "flat" if positions_read.is_set() else "unknown"
+
+    async def open_position(bot_id: str) -> str | None:
+        """Why a bot may not be removed now, or None."""
+        try:
+            await asyncio.wait_for(positions_read.wait(), 5)
+        except TimeoutError:
+            return "the positions bucket could not be read: try again in a moment"
+        position = positions.get(bot_id)
+        if position is not None and position.status == "open":
+            return (
+                f"bot {bot_id} holds {position.quantity} {position.product_id} ({position.mode}):"
+                " exit or flatten it first (pause it meanwhile)"
+            )
+        return None
+
+    async def load_bots() -> None:
+        assert service.nc is not None
+        await registry.connect(service.nc)
+        seeded = await registry.seed(catalog.bots, settings.bots_reseed)
+        held = await registry.load(service.nc)
+        log.info("bots.loaded", seeded=seeded, in_bucket=held, running=len(roster.running))
+
+    async def follow_bots() -> None:
+        assert service.nc is not None
+        await live.follow(service.nc)
 
     async def publish_ticker(tick: Ticker) -> None:
         assert service.nc is not None
@@ -322,15 +376,27 @@ def build(settings: SignalSettings) -> Service:
 
         async def one_walk(product_id: str, price: Decimal) -> None:
             feeds[product_id] = {"kind": "random_walk", "finished": False}
-            product = catalog.products.get(product_id)
+            product = live.products.get(product_id)
             increment = product.quote_increment if product else Decimal("0.01")
             ticks = random_walk(product_id, price, utc_now(), seed=settings.random_walk_seed,
                                 increment=increment)  # fmt: skip
             await replay(ticks, publish_ticker, speed=1.0)
 
+        async def one_live(product_id: str) -> None:
+            client = make_client(settings.coinbase_base_url, settings.coinbase_timeout_s,
+                                 str(settings.coinbase_ca_file or "") or None)  # fmt: skip
+            feed = CoinbaseFeed(client, product_id, publish_ticker,
+                                interval_s=settings.coinbase_poll_s,
+                                max_backoff_s=settings.coinbase_max_backoff_s)  # fmt: skip
+            feeds[product_id] = feed.status
+            # A feed that never answers goes stale too: its clock starts now.
+            last_tick.setdefault(product_id, monotonic())
+            await feed.run()
+
         await asyncio.gather(
             *(one_replay(product, path) for product, path in replays),
             *(one_walk(product, price) for product, price in walks),
+            *(one_live(product) for product in live_products),
         )
 
     api = APIRouter(tags=["signal"])
@@ -348,6 +414,10 @@ def build(settings: SignalSettings) -> Service:
         }
 
     service.http_routers.append(api)
+    guard = bearer_guard(settings.control_token, "TRANCHE_CONTROL_TOKEN on signal", "changing bots")
+    service.http_routers.append(
+        bots_api(registry, guard, position_of, open_position, lambda b: roster.get(b) is not None)
+    )
     service.publishes("tranche.intents.{bot_id}", TradeIntent, "A trade intent (outbox).")
     service.publishes(
         "tranche.signals.evaluated.{bot_id}", SignalEvaluation, "Every evaluation (core NATS)."
@@ -357,9 +427,14 @@ def build(settings: SignalSettings) -> Service:
     )
     if lockstep is not None:
         service.on_start.append(lockstep.start)
+    service.publishes(
+        subjects.BOTS_CHANGED, BotChanged, "A bot created, changed, paused, resumed or removed."
+    )
+    service.on_start.append(load_bots)
+    service.background.append(follow_bots)
     service.background.append(watch_positions)
     service.background.append(watch_staleness)
-    if replays or walks:
+    if replays or walks or live_products:
         service.background.append(run_feeds)
     return service
 

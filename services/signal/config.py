@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from pydantic import Field
+from pathlib import Path
+
+from pydantic import Field, SecretStr
 
 from shared.settings import ServiceSettings
 
@@ -23,3 +25,22 @@ class SignalSettings(ServiceSettings):
     random_walk_seed: int = 1
     stale_after_s: float = Field(default=120.0, gt=0)
     """A product without a tick for this long (wall clock) is stale: announced, no new entries."""
+    bots_reseed: bool = False
+    """On start, put every bot of the bots file in the ``tranche_bots`` bucket as the file says,
+    replacing what run-time changes made (bots only in the bucket stay). Default: the file only
+    seeds bots the bucket has never held."""
+    control_token: SecretStr | None = None
+    """Bearer token for changing bots over HTTP (the same as safety's kill switch); unset: bot
+    changes over HTTP are refused (403), reads stay open."""
+    coinbase_feed: str = ""
+    """Products to follow live on Coinbase (public ticker, REST polling), separated by commas;
+    empty = none. Works in mock mode too: paper trading on live prices."""
+    coinbase_poll_s: float = Field(default=1.0, ge=0.2)
+    """Seconds between two polls of one product (Coinbase allows about 10 public requests/s)."""
+    coinbase_max_backoff_s: float = Field(default=60.0, gt=0)
+    """Longest wait between polls while Coinbase fails (429, 5xx, timeouts)."""
+    coinbase_base_url: str = "api.coinbase.com"
+    """Host (and port), no scheme: the SDK adds ``https://``."""
+    coinbase_timeout_s: float = Field(default=5.0, gt=0)
+    coinbase_ca_file: Path | None = None
+    """A CA bundle to trust instead of the system's (a local stand-in in tests)."""

@@ -136,3 +136,18 @@ async def test_a_wrong_password_is_refused(secured: NatsServer) -> None:
             allow_reconnect=False, error_cb=on_error,
         )  # fmt: skip
     assert any("authorization" in e.lower() for e in errors), errors
+
+
+async def test_only_signal_writes_the_bots_bucket_and_announces_bot_changes(users: As) -> None:
+    signal = await users.connect("signal")
+    bucket = await signal.jetstream().key_value("tranche_bots")
+    assert await bucket.create("bot-1", b"{}") >= 1
+    ack = await signal.jetstream().publish("tranche.bots.changed", b"{}", timeout=2)
+    assert ack.stream == "TRANCHE_BOTS"
+    for user in ("executor", "ledger", "dashboard", "operator"):
+        other = await users.connect(user)
+        with pytest.raises((nats.errors.TimeoutError, nats.js.errors.APIError)):
+            await (await other.jetstream().key_value("tranche_bots")).put("bot-1", b"{}")
+        await other.close()
+    assert (await bucket.get("bot-1")).revision == 1
+    await signal.close()

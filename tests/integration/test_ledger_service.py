@@ -299,3 +299,31 @@ async def test_rebuild_finds_and_repairs_a_tampered_position(ledger: Ledger) -> 
     assert rebuild(engine, catalog, None, "pro_rata") == []
     again = (await ledger.http.get("/positions/l-1")).json()
     assert again["position"]["quantity"] == detail["position"]["quantity"]
+
+
+async def test_a_bot_created_at_run_time_is_booked_and_still_reported_after_its_removal(
+    ledger: Ledger,
+) -> None:
+    from shared.bots import BotRecord
+    from shared.catalog import Bot
+
+    assert (await ledger.http.get("/positions/l-new")).status_code == 404  # not a bot (yet)
+    bucket = await ledger.nc.jetstream().key_value(subjects.BOTS_BUCKET)
+    config = Bot(product_id="ETH-BTC", quote_size=Decimal("0.01"), exit_allocation="fifo")
+
+    def record(status: str) -> bytes:
+        return BotRecord(
+            bot_id="l-new", config=config, status=status, change="created", changed_at=T0,
+            changed_by="test",
+        ).model_dump_json().encode()  # type: ignore[arg-type]  # fmt: skip
+
+    await bucket.create("l-new", record("active"))
+    await ledger.send(event(1, "buy", "0.05", "1", bot="l-new"))
+    position = await ledger.position("l-new")
+    assert position["position"]["quantity"] == "1"
+    await bucket.put("l-new", record("removed"))
+    await ledger.send(event(2, "sell", "0.06", "1", bot="l-new"))
+    after = await ledger.position("l-new", sequence=2)
+    assert after["position"]["status"] == "flat"
+    summary = (await ledger.http.get("/summary")).json()
+    assert summary["bots"] == 1 and Decimal(summary["realized_pnl"]) == Decimal("0.01")

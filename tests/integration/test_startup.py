@@ -84,3 +84,12 @@ def test_the_stack_refuses_a_busy_nats_port(tmp_path) -> None:
         stack = EmbeddedStack(StackConfig(data_dir=tmp_path, nats_port=port))
         with pytest.raises(StackError, match=f"port {port} \\(NATS\\) is in use"):
             stack.start()
+
+
+def test_a_bad_live_feed_setting_stops_the_signal_service_with_one_sentence(tmp_path) -> None:
+    done = run_service(
+        "signal", TRANCHE_COINBASE_FEED="BTC-USD,btc usd", TRANCHE_DATA_DIR=str(tmp_path)
+    )
+    assert done.returncode != 0
+    assert "TRANCHE_COINBASE_FEED: 'btc usd' is not a Coinbase product id" in done.stderr
+    assert "Traceback" not in done.stderr

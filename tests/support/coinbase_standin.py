@@ -7,8 +7,11 @@
   ``nbf``/``exp`` current, ``uri`` = ``"<METHOD> 127.0.0.1:<port><path>"``; else 401;
 * answers in Coinbase's documented JSON shapes, including ``success: false`` and error bodies;
 * a repeated ``client_order_id`` answers with the existing order;
+* the public market ticker (``GET /market/products/{id}/ticker``, no JWT needed, as on Coinbase):
+  the trades a test added with :meth:`CoinbaseStandIn.trade`, newest first, and the best bid/ask;
 * failures queued by the test: ``429`` (with Retry-After), ``500``, ``503``, ``timeout`` (no effect,
-  answers too late) and ``timeout_after_create`` (creates the order, then answers too late).
+  answers too late), ``timeout_after_create`` (creates the order, then answers too late) and
+  ``garbage`` (HTTP 200 with a body that is not JSON).
 """
 
 from __future__ import annotations
@@ -145,6 +148,8 @@ class CoinbaseStandIn:
         self.reject_next: str | None = None
         self.refuse_duplicates = False
         self.requests: list[tuple[str, str]] = []
+        self.trades: dict[str, list[dict]] = {}
+        self._trade_ids = 0
         self.auth_failures: list[str] = []
         self.lock = threading.Lock()
         self.cert_file, key_file = make_certificate(directory)
@@ -191,6 +196,18 @@ class CoinbaseStandIn:
             if order.filled_size >= Decimal(limit["base_size"]):
                 order.status = "FILLED"
 
+    def trade(self, product_id: str, price: str, at: dt.datetime | None = None) -> dict:
+        """A trade on the public tape (``at``: its exchange time, default now)."""
+        with self.lock:
+            self._trade_ids += 1
+            trade = {
+                "trade_id": str(self._trade_ids), "product_id": product_id, "price": price,
+                "size": "0.01", "side": "BUY", "bid": "", "ask": "",
+                "time": (at or dt.datetime.now(dt.UTC)).isoformat().replace("+00:00", "Z"),
+            }  # fmt: skip
+            self.trades.setdefault(product_id, []).append(trade)
+            return trade
+
     # -- HTTP ---------------------------------------------------------------------------------
 
     def handle(self, request: BaseHTTPRequestHandler, method: str) -> None:
@@ -199,7 +216,12 @@ class CoinbaseStandIn:
         body = json.loads(request.rfile.read(length) or b"{}") if length else {}
         with self.lock:
             self.requests.append((method, url.path))
-        problem = self.check_jwt(request.headers.get("Authorization", ""), method, url.path)
+        public = url.path.startswith(f"{PREFIX}/market/")
+        problem = (
+            None
+            if public
+            else self.check_jwt(request.headers.get("Authorization", ""), method, url.path)
+        )
         if problem:
             self.auth_failures.append(problem)
             return self.send(request, 401, {"error": "UNAUTHENTICATED", "message": problem})
@@ -210,6 +232,13 @@ class CoinbaseStandIn:
             return self.send(
                 request, int(fault), {"error": error[fault], "message": fault}, headers
             )
+        if fault == "garbage":
+            body = b"<html>upstream hiccup</html>"
+            request.send_response(200)
+            request.send_header("Content-Length", str(len(body)))
+            request.end_headers()
+            request.wfile.write(body)
+            return None
         if fault == "timeout":
             time.sleep(self.answer_late_s)
             return self.send(request, 503, {"error": "UNAVAILABLE", "message": "too late"})
@@ -265,6 +294,17 @@ class CoinbaseStandIn:
 
     def route(self, method: str, path: str, query: dict, body: dict) -> tuple[int, dict]:
         with self.lock:
+            if method == "GET" and path.startswith(f"{PREFIX}/market/products/"):
+                product_id = path.split("/")[-2]
+                if not path.endswith("/ticker") or product_id not in self.trades:
+                    return 404, {"error": "NOT_FOUND", "message": f"no product {product_id}"}
+                limit = int(query.get("limit", ["100"])[0])
+                tape = self.trades[product_id]
+                last = Decimal(tape[-1]["price"]) if tape else self.price
+                return 200, {
+                    "trades": list(reversed(tape))[:limit],
+                    "best_bid": str(last - 1), "best_ask": str(last + 1),
+                }  # fmt: skip
             if method == "POST" and path == f"{PREFIX}/orders":
                 return self.create(body)
             if method == "POST" and path == f"{PREFIX}/orders/batch_cancel":
