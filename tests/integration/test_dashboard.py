@@ -142,7 +142,15 @@ def start_dashboard(
             "TRANCHE_NATS_URL": nats_url,
             "TRANCHE_HTTP_PORT": str(port),
             "TRANCHE_DATA_DIR": str(tmp_path),
-            "TRANCHE_SERVICE_URLS": json.dumps({"safety": safety.url}),
+            # The other services are not running: addresses nobody listens on (not their
+            # default ports, where a stack started by someone else may answer).
+            "TRANCHE_SERVICE_URLS": json.dumps(
+                {"safety": safety.url}
+                | {
+                    name: f"http://127.0.0.1:{free_port()}"
+                    for name in ("signal", "executor", "ledger")
+                }
+            ),
             "TRANCHE_PUSH_EVERY_S": "0.05",
             "TRANCHE_HEALTH_EVERY_S": "0.5",
         }
