@@ -136,6 +136,27 @@ async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
     await ensure_positions_bucket(js, replicas)
 
 
+class StreamsMissing(Exception):
+    """Streams a service needs do not exist and it may not create them (``stream_setup=check``)."""
+
+
+async def check_streams(js: JetStreamContext) -> None:
+    """Only look: every stream and the positions bucket must exist (a per-service NATS user may
+    read stream info but not create streams; ``tranche nats provision`` creates them)."""
+    names = [stream.name for stream in ALL_STREAMS] + [f"KV_{subjects.POSITIONS_BUCKET}"]
+    missing = []
+    for name in names:
+        try:
+            await js.stream_info(name)
+        except NotFoundError:
+            missing.append(name)
+    if missing:
+        raise StreamsMissing(
+            f"JetStream has no {', '.join(missing)}: provision the streams first as the admin "
+            "user (tranche nats provision), or set TRANCHE_STREAM_SETUP=create"
+        )
+
+
 async def ensure_positions_bucket(js: JetStreamContext, replicas: int = 1):
     try:
         return await js.key_value(subjects.POSITIONS_BUCKET)

@@ -3,6 +3,10 @@
 tranche up                         the embedded stack with a live view, until Ctrl-C
 tranche status [--json]            positions, last decisions, service health
 tranche signal BOT buy|sell        what `nats pub tranche.signals.inject.BOT '{...}'` does
+tranche nats provision             create the streams as the NATS admin user (deployments)
+
+Commands that talk to NATS log in as the ``operator`` user: TRANCHE_NATS_USER and
+TRANCHE_NATS_PASSWORD, or the password `tranche up` wrote to <data dir>/secrets/nats-operator.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from pathlib import Path
 from rich.console import Console
 
 from shared.settings import DEFAULT_PORTS
-from tranche import ledger_cli, replay, safety_cli
+from tranche import ledger_cli, nats_cli, replay, safety_cli
+from tranche.credentials import operator_auth
 from tranche.stack import EmbeddedStack, StackConfig, StackError
 from tranche.status import SERVICES, VIEWS, gather, render
 
@@ -65,7 +70,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
             async def live() -> None:
                 _install_stop(stop)
-                await run_live(config.nats_url, stop)
+                await run_live(config.nats_url, stop, auth=config.auth("operator"))
 
             asyncio.run(live())
     except KeyboardInterrupt:
@@ -111,7 +116,9 @@ def cmd_signal(args: argparse.Namespace) -> int:
     body = json.dumps(payload, separators=(",", ":"))
 
     async def publish() -> str:
-        nc = await nats.connect(args.nats_url, connect_timeout=3, max_reconnect_attempts=0)
+        nc = await nats.connect(
+            args.nats_url, connect_timeout=3, max_reconnect_attempts=0, **operator_auth()
+        )
         try:
             # The same subject and payload as `nats pub`, no headers; asking for the reply only
             # lets us say the stream stored it.
@@ -163,6 +170,7 @@ def parser() -> argparse.ArgumentParser:
 
     ledger_cli.register(commands)
     safety_cli.register(commands)
+    nats_cli.register(commands)
     replay.register(commands)
     return root
 

@@ -25,6 +25,7 @@ import httpx
 
 from shared import subjects
 from shared.contracts import SafetyCommand, SafetyCommandResult
+from tranche.credentials import operator_auth
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4250"
 DEFAULT_SAFETY_URL = "http://127.0.0.1:8102"
@@ -45,7 +46,9 @@ def send(nats_url: str, command: SafetyCommand, timeout: float = 5) -> SafetyCom
     from nats.errors import TimeoutError as NatsTimeout
 
     async def request() -> SafetyCommandResult:
-        nc = await nats.connect(nats_url, connect_timeout=3, max_reconnect_attempts=0)
+        nc = await nats.connect(
+            nats_url, connect_timeout=3, max_reconnect_attempts=0, **operator_auth()
+        )
         try:
             reply = await nc.request(
                 subjects.SAFETY_CONTROL, command.model_dump_json().encode(), timeout=timeout

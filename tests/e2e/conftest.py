@@ -38,6 +38,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
         yield running
     finally:
         running.stop()
+    # The stack runs the deployments' NATS permissions: a service refused anything it tried is a
+    # gap in deploy/nats/permissions.conf (the refusal is only a warning in its log).
+    refused = [
+        f"{log.name}: {line[:300]}"
+        for log in sorted(running.logs.glob("*.log"))
+        for line in log.read_text(errors="replace").splitlines()
+        if "permissions violation" in line.lower()
+    ]
+    assert not refused, "\n".join(refused)
 
 
 def publish(nats_url: str, subject: str, payload: bytes) -> None:

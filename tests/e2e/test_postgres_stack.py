@@ -33,9 +33,9 @@ def test_the_stack_trades_on_postgresql(tmp_path: Path) -> None:
         stack.start()
         try:
             price = b'{"product_id":"ETH-BTC","price":"0.0891","time":"2018-01-20T12:00:00Z"}'
-            publish(config.nats_url, "tranche.market.ticker.ETH-BTC", price)
+            publish(config.admin_url, "tranche.market.ticker.ETH-BTC", price)
             time.sleep(0.3)  # core NATS: let the services see the price before the signal
-            publish(config.nats_url, "tranche.signals.inject.flow-bare", b'{"side":"buy"}')
+            publish(config.admin_url, "tranche.signals.inject.flow-bare", b'{"side":"buy"}')
             position = wait_for(position_of(stack, "flow-bare"), what="a position on PostgreSQL")
             assert Decimal(position["average_entry_price"]) == Decimal("0.0891")
             # State lives in PostgreSQL, not in the process: a restarted ledger still knows it.
