@@ -129,6 +129,14 @@ def _by_exchange_id(session: Session, exchange_order_id: str) -> MockOrderRow:
     return row
 
 
+def _matched_since(session: Session, row: MockOrderRow, time: datetime) -> bool:
+    """Whether the order already has a fill at or after ``time`` (market time)."""
+    query = select(MockFillRow.trade_id).where(
+        MockFillRow.exchange_order_id == row.exchange_order_id, MockFillRow.trade_time >= time
+    )
+    return session.exec(query).first() is not None
+
+
 def _as_order(row: MockOrderRow) -> ExchangeOrder:
     return ExchangeOrder(
         exchange_order_id=row.exchange_order_id,
@@ -260,13 +268,18 @@ class MockExchange:
                 )
             if product_id not in self._resting:
                 return 0  # most prices: nothing rests, no query
+            # Locked (PostgreSQL): two executor instances hear the same price; the second waits
+            # and then sees the first one's fill at this price's time, and skips the order.
             resting = session.exec(
                 select(MockOrderRow)
                 .where(MockOrderRow.product_id == product_id, MockOrderRow.status == "OPEN")
                 .order_by(col(MockOrderRow.created_at))
+                .with_for_update()
             ).all()
             for row in resting:
                 assert row.limit_price is not None
+                if _matched_since(session, row, quote.time):
+                    continue  # one match per order and market time, however many listen
                 crosses = (
                     quote.price <= row.limit_price
                     if row.side == "buy"
