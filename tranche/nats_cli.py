@@ -1,4 +1,5 @@
-"""``tranche nats provision``: create or update every stream and bucket as the admin user.
+"""``tranche nats provision``: create or update every stream and bucket as the admin user;
+``tranche nats passwords``: fresh passwords for every NATS user as ``.env`` lines.
 
 Services run with users that may not create streams (deploy/nats/permissions.conf); this step
 runs before them: in the embedded stack, as the compose ``provision`` service and as the
@@ -15,6 +16,7 @@ import sys
 
 from shared.settings import ServiceSettings, load
 from shared.streams import ensure_streams
+from tranche import credentials
 
 
 async def provision(
@@ -57,9 +59,20 @@ def cmd_provision(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_passwords(args: argparse.Namespace) -> int:
+    """Fresh passwords for every NATS user, as ``.env`` lines (docker compose reads them)."""
+    for name, value in credentials.server_env(credentials.new_passwords()).items():
+        print(f"{name}={value}")
+    return 0
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     group = commands.add_parser("nats", help="NATS administration (provision the streams)")
     actions = group.add_subparsers(dest="nats_command", required=True)
     run = actions.add_parser("provision", help="create or update every stream as the admin user")
     run.add_argument("--wait", type=float, default=30, help="seconds to wait for the server")
     run.set_defaults(run=cmd_provision)
+    passwords = actions.add_parser(
+        "passwords", help="print a fresh password per NATS user as .env lines (docker compose)"
+    )
+    passwords.set_defaults(run=cmd_passwords)
