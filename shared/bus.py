@@ -221,9 +221,18 @@ async def _log_nats_error(error: Exception) -> None:
     log.warning("nats.error", error=f"{type(error).__name__}: {error}")
 
 
-async def connect(nats_url: str, name: str, **auth: str) -> NatsClient:
+async def connect(
+    nats_url: str, name: str, errors: list[Exception] | None = None, **auth: str
+) -> NatsClient:
     """A plain nats-py connection for stream setup, outbox publishing and key-value access;
-    ``auth`` is ``user=``/``password=`` of the service's NATS user, if any."""
+    ``auth`` is ``user=``/``password=`` of the service's NATS user, if any. Every error the
+    client reports is logged and, if given, appended to ``errors``."""
+
+    async def on_error(error: Exception) -> None:
+        if errors is not None:
+            errors.append(error)
+        await _log_nats_error(error)
+
     return await nats.connect(
         nats_url,
         name=name,
@@ -231,7 +240,7 @@ async def connect(nats_url: str, name: str, **auth: str) -> NatsClient:
         connect_timeout=2,
         reconnect_time_wait=1,
         max_reconnect_attempts=-1,
-        error_cb=_log_nats_error,
+        error_cb=on_error,
     )
 
 

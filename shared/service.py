@@ -119,12 +119,21 @@ class Service:
         else:
             await asyncio.to_thread(create_tables, self.engine, self.tables)
         timeout = self.settings.nats_connect_timeout_s
+        seen: list[Exception] = []
         try:
             self.nc = await asyncio.wait_for(
-                connect(self.settings.nats_url, f"tranche-{self.name}", **self.settings.nats_auth),
+                connect(
+                    self.settings.nats_url, f"tranche-{self.name}", seen, **self.settings.nats_auth
+                ),
                 timeout,
             )
         except Exception as error:  # whatever nats-py raised, say it in one line
+            if any("authorization" in str(problem).lower() for problem in seen):
+                who = f"user {self.settings.nats_user}" if self.settings.nats_user else "no user"
+                raise StartupError(
+                    f"NATS at {self.settings.nats_url} refused {who}: check TRANCHE_NATS_USER "
+                    "and TRANCHE_NATS_PASSWORD"
+                ) from None
             raise StartupError(
                 f"cannot reach NATS at {self.settings.nats_url} within {timeout:g} s "
                 f"(TRANCHE_NATS_URL{', TRANCHE_NATS_USER' if self.settings.nats_user else ''}): "

@@ -233,4 +233,26 @@ async def test_a_service_with_its_user_starts_only_once_the_streams_exist(
         assert service.nc is not None and service.nc.is_connected
     finally:
         await service.stop()
-    assert "password" not in repr(settings).lower() or passwords["ledger"] not in repr(settings)
+    assert passwords["ledger"] not in repr(settings)  # a SecretStr
+
+
+async def test_a_wrong_password_stops_a_service_with_one_sentence_and_no_secret(
+    secured: NatsServer, tmp_path: Path
+) -> None:
+    wrong = credentials.new_password()
+    settings = ServiceSettings(
+        service="ledger",
+        nats_url=secured.url,
+        nats_user="ledger",
+        nats_password=wrong,
+        stream_setup="check",
+        database_url=f"sqlite:///{tmp_path / 'ledger.db'}",
+        nats_connect_timeout_s=3,
+    )
+    service = Service(settings, [])
+    with pytest.raises(StartupError) as refused:
+        await service.start()
+    message = str(refused.value)
+    assert "refused user ledger" in message and "TRANCHE_NATS_PASSWORD" in message
+    assert wrong not in message and wrong not in repr(settings)
+    await service.broker.stop()
