@@ -60,6 +60,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         f"  kill-switch token for the dashboard's halt/resume: {config.control_token}"
         + ("  (from TRANCHE_CONTROL_TOKEN)" if os.environ.get("TRANCHE_CONTROL_TOKEN") else "")
     )
+    console.print(
+        f"  NATS      a user per service; this run's passwords in {config.data_dir}/secrets/"
+        " (tranche signal/halt read nats-operator)"
+    )
     console.print(f"  logs      {stack.logs}/   data {config.data_dir}/   Ctrl-C stops everything")
     stop = asyncio.Event()
     try:
