@@ -7,6 +7,7 @@ Used by ``tranche up`` and by the end-to-end tests, so what the tests start is w
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
@@ -22,6 +23,7 @@ from pathlib import Path
 import httpx
 
 from tranche import credentials
+from tranche.nats_cli import provision
 
 ROOT = Path(__file__).resolve().parent.parent
 NATS_CONFIG = ROOT / "deploy" / "nats" / "tranche.conf"
@@ -168,10 +170,6 @@ class EmbeddedStack:
 
     def provision(self) -> None:
         """Create the streams as ``admin``: the services' users may only check them."""
-        import asyncio
-
-        from tranche.nats_cli import provision
-
         try:
             asyncio.run(provision(self.config.nats_url, self.config.auth("admin"), wait_s=10))
         except Exception as error:
