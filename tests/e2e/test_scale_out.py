@@ -1,10 +1,12 @@
 """Scale-out: two instances of every service on one NATS server (with the deployments' users and
-permissions) and one PostgreSQL database per service, trading 40 bots at once.
+permissions) and one PostgreSQL database per service, trading 40 bots at once: market entries,
+exits, and resting limit orders filled in parts.
 
 Every intent is decided once, every approval is one order on the mock exchange (by client order
 id), every fill is booked once, and the all-bots entry limit holds between the two safety
 instances. Both instances of each service take part (they share durable consumers as work
-queues), and no order is placed or synced by both executors.
+queues), no order is placed or synced by both executors, and a resting order is matched once per
+price although both executors hear every price.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
+from shared.contracts import Reason, TradeIntent
 from tests.e2e.conftest import HERE, get_json, publish, stack_config, stream_messages, wait_for
 from tests.support.nats_server import free_port
 from tests.support.postgres import fresh_database
@@ -34,6 +37,7 @@ SERVICES = ("ledger", "executor", "safety", "signal")  # consumers first, as the
 BOTS = [f"scale-{n:02d}" for n in range(40)]
 ENTRY_LIMIT = 30  # all bots together, per hour: 10 of the 40 entries must be refused
 FINAL = {"filled", "cancelled", "expired", "failed"}
+LIMIT_SIZE = Decimal("0.01")  # filled in four parts at a partial fill ratio of 0.5
 
 
 def bots_file(folder: Path) -> Path:
@@ -128,6 +132,20 @@ def inject(config: StackConfig, side: str, round_: str) -> None:
             publish(operator, f"tranche.signals.inject.{bot}", body.encode())
 
 
+def limit_entry(config: StackConfig, bot: str, at: datetime) -> None:
+    """A resting limit buy below the market, as a trade intent (the signal service makes market
+    orders only), straight onto the intents subject as admin."""
+    intent_id = f"limit-{bot}"
+    intent = TradeIntent(
+        message_id=intent_id, correlation_id=intent_id, time=at, intent_id=intent_id,
+        signal_id=intent_id, bot_id=bot, product_id="ETH-BTC", action="entry", side="buy",
+        temperature=Decimal(80), band="hot", reason=Reason(code="SIGNAL", message="scale-out"),
+        reference_price=Decimal("0.09"), market_time=at, order_type="limit",
+        limit_price=Decimal("0.085"), base_size=LIMIT_SIZE,
+    )  # fmt: skip
+    publish(config.admin_url, f"tranche.intents.{bot}", intent.model_dump_json().encode())
+
+
 def test_two_of_every_service_trade_40_bots_once_each(tmp_path: Path) -> None:
     with ExitStack() as cleanup:
         databases = {name: cleanup.enter_context(fresh_database()) for name in SERVICES}
@@ -138,6 +156,7 @@ def test_two_of_every_service_trade_40_bots_once_each(tmp_path: Path) -> None:
             extra_env={
                 "TRANCHE_OUTBOX_POLL_S": "0.5",
                 "TRANCHE_MAX_ENTRIES_ALL_HOUR": str(ENTRY_LIMIT),
+                "TRANCHE_MOCK_PARTIAL_FILL_RATIO": "0.5",
                 "TRANCHE_LOG_LEVEL": "info",
             },
         )
@@ -179,6 +198,19 @@ def test_two_of_every_service_trade_40_bots_once_each(tmp_path: Path) -> None:
         expected = len(BOTS) + ENTRY_LIMIT
         wait_for(decided(expected), timeout=180, what="exits decided")
         wait_for(settled, timeout=120, what="every exit order final")
+
+        # Round 3: resting limit orders, filled half at a time by later prices, so the executors
+        # poll them repeatedly and both hear every price that matches them.
+        later = now + timedelta(hours=3)  # past the hourly entry limit's window
+        tick(config, "0.09", later)
+        resting = sorted({d["bot_id"] for d in entries if not d["approved"]})
+        for bot in resting:
+            limit_entry(config, bot, later)
+        expected += len(resting)
+        wait_for(decided(expected), timeout=180, what="limit entries decided")
+        for second in range(1, 7):  # four crossing prices fill each order; two more change nothing
+            tick(config, "0.08", later + timedelta(seconds=second))
+        wait_for(settled, timeout=120, what="every limit order filled")
         time.sleep(2)  # a late duplicate, if there were one, would show itself now
         decisions = get_json(instances.url("safety") + "/decisions?limit=1000")
         orders = get_json(instances.url("executor") + "/orders?limit=1000")
@@ -204,9 +236,18 @@ def test_two_of_every_service_trade_40_bots_once_each(tmp_path: Path) -> None:
 
         # Every approval is one order, filled, and one order on the mock exchange.
         approved = {d["client_order_id"] for d in decisions if d["approved"]}
-        assert len(approved) == 2 * ENTRY_LIMIT
+        assert len(approved) == 2 * ENTRY_LIMIT + len(resting)
         assert sorted(o["client_order_id"] for o in orders) == sorted(approved)
         assert all(o["status"] == "filled" for o in orders), orders
+        # Each resting order: matched once per price however many executors heard it.
+        limits = [o for o in orders if o["order_type"] == "limit"]
+        assert len(limits) == len(resting)
+        for order in limits:
+            fills = get_json(instances.url("executor") + f"/orders/{order['client_order_id']}")
+            times = [fill["time"] for fill in fills["fills"]]
+            assert len(times) == 4 == len(set(times)), fills  # 0.005, 0.0025, 0.00125, 0.00125
+            view = get_json(instances.url("ledger") + f"/positions/{order['bot_id']}")
+            assert Decimal(view["position"]["quantity"]) == LIMIT_SIZE, view
         exchange = rows(
             databases["executor"], "SELECT client_order_id FROM mock_exchange_orders_v2"
         )
