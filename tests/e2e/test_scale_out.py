@@ -132,10 +132,10 @@ def inject(config: StackConfig, side: str, round_: str) -> None:
             publish(operator, f"tranche.signals.inject.{bot}", body.encode())
 
 
-def limit_entry(config: StackConfig, bot: str, at: datetime) -> None:
+def limit_entry(config: StackConfig, bot: str, at: datetime, round_: str = "limit") -> None:
     """A resting limit buy below the market, as a trade intent (the signal service makes market
     orders only), straight onto the intents subject as admin."""
-    intent_id = f"limit-{bot}"
+    intent_id = f"{round_}-{bot}"
     intent = TradeIntent(
         message_id=intent_id, correlation_id=intent_id, time=at, intent_id=intent_id,
         signal_id=intent_id, bot_id=bot, product_id="ETH-BTC", action="entry", side="buy",
@@ -144,6 +144,12 @@ def limit_entry(config: StackConfig, bot: str, at: datetime) -> None:
         limit_price=Decimal("0.085"), base_size=LIMIT_SIZE,
     )  # fmt: skip
     publish(config.admin_url, f"tranche.intents.{bot}", intent.model_dump_json().encode())
+
+
+def crossing_prices(config: StackConfig, after: datetime) -> None:
+    """Six prices below the limit: four fill each resting order, the last two change nothing."""
+    for second in range(1, 7):
+        tick(config, "0.08", after + timedelta(seconds=second))
 
 
 def test_two_of_every_service_trade_40_bots_once_each(tmp_path: Path) -> None:
@@ -208,9 +214,56 @@ def test_two_of_every_service_trade_40_bots_once_each(tmp_path: Path) -> None:
             limit_entry(config, bot, later)
         expected += len(resting)
         wait_for(decided(expected), timeout=180, what="limit entries decided")
-        for second in range(1, 7):  # four crossing prices fill each order; two more change nothing
-            tick(config, "0.08", later + timedelta(seconds=second))
+        crossing_prices(config, later)
         wait_for(settled, timeout=120, what="every limit order filled")
+
+        # Round 4: the same again, but the executor holding most of the resting orders is
+        # killed (kill -9) before any price crosses: the other one takes them over.
+        later += timedelta(hours=1)
+        tick(config, "0.09", later)
+        for bot in resting:
+            limit_entry(config, bot, later, "again")
+        expected += len(resting)
+        wait_for(decided(expected), timeout=180, what="the second limit entries decided")
+
+        def resting_orders() -> list[dict] | None:
+            found = get_json(instances.url("safety") + "/decisions?limit=1000") or []
+            wanted = {d["client_order_id"] for d in found if d["intent_id"].startswith("again-")}
+            orders = get_json(instances.url("executor") + "/orders?limit=1000") or []
+            mine = [o for o in orders if o["client_order_id"] in wanted]
+            return (
+                mine
+                if len(mine) == len(wanted) and all(o["status"] == "open" for o in mine)
+                else None
+            )
+
+        second = {o["client_order_id"] for o in wait_for(resting_orders, what="orders resting")}
+        placed_by = {
+            n: {e["client_order_id"] for e in instances.events(f"executor-{n}", "order.placed")}
+            & second
+            for n in (1, 2)
+        }
+        victim = max((1, 2), key=lambda n: len(placed_by[n]))
+        survivor = 3 - victim
+        instances.processes[f"executor-{victim}"].kill()
+        instances.processes[f"executor-{victim}"].wait(10)
+        orphaned = placed_by[victim]
+
+        def taken_over() -> bool:
+            events = instances.events(f"executor-{survivor}", "order.taking_over")
+            return orphaned <= {e["client_order_id"] for e in events}
+
+        wait_for(taken_over, timeout=60, what="the survivor taking the orders over")
+        survivor_url = instances.urls[f"executor-{survivor}"]
+        crossing_prices(config, later)
+
+        def all_filled() -> list[dict] | None:
+            orders = get_json(survivor_url + "/orders?limit=1000") or []
+            mine = [o for o in orders if o["client_order_id"] in second]
+            return mine if all(o["status"] == "filled" for o in mine) else None
+
+        wait_for(all_filled, timeout=120, what="the orders of the killed executor filled")
+        instances.urls[f"executor-{victim}"] = survivor_url  # the HTTP API of the one left
         time.sleep(2)  # a late duplicate, if there were one, would show itself now
         decisions = get_json(instances.url("safety") + "/decisions?limit=1000")
         orders = get_json(instances.url("executor") + "/orders?limit=1000")
@@ -236,18 +289,18 @@ def test_two_of_every_service_trade_40_bots_once_each(tmp_path: Path) -> None:
 
         # Every approval is one order, filled, and one order on the mock exchange.
         approved = {d["client_order_id"] for d in decisions if d["approved"]}
-        assert len(approved) == 2 * ENTRY_LIMIT + len(resting)
+        assert len(approved) == 2 * ENTRY_LIMIT + 2 * len(resting)
         assert sorted(o["client_order_id"] for o in orders) == sorted(approved)
         assert all(o["status"] == "filled" for o in orders), orders
         # Each resting order: matched once per price however many executors heard it.
         limits = [o for o in orders if o["order_type"] == "limit"]
-        assert len(limits) == len(resting)
+        assert len(limits) == 2 * len(resting)
         for order in limits:
             fills = get_json(instances.url("executor") + f"/orders/{order['client_order_id']}")
             times = [fill["time"] for fill in fills["fills"]]
             assert len(times) == 4 == len(set(times)), fills  # 0.005, 0.0025, 0.00125, 0.00125
             view = get_json(instances.url("ledger") + f"/positions/{order['bot_id']}")
-            assert Decimal(view["position"]["quantity"]) == LIMIT_SIZE, view
+            assert Decimal(view["position"]["quantity"]) == 2 * LIMIT_SIZE, view
         exchange = rows(
             databases["executor"], "SELECT client_order_id FROM mock_exchange_orders_v2"
         )
@@ -280,7 +333,8 @@ def test_two_of_every_service_trade_40_bots_once_each(tmp_path: Path) -> None:
             other = {
                 e["client_order_id"] for e in instances.events(f"executor-{3 - n}", "order.placed")
             }
-            assert not changed & other, "an executor synced an order the other one holds"
+            shared = changed & other - orphaned  # the killed one's orders: taken over, once
+            assert not shared, f"an executor synced orders the other one held: {shared}"
         for key in instances.processes:
             assert "permissions violation" not in instances.log(key).lower(), key
         print(

@@ -6,13 +6,17 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 from sqlmodel import Session
 
 from services.executor.claims import TTL_S, Claims
+from services.executor.exchanges.base import OrderRequest
+from services.executor.exchanges.mock import MockExchange, Quote
 from services.executor.orders import NEW
 from services.executor.store import TABLES, OrderRow
+from shared.catalog import load_catalog
 from shared.db import create_tables, make_engine
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -97,3 +101,22 @@ def test_two_instances_racing_for_the_same_orders_each_get_some_never_both(engin
     with ThreadPoolExecutor(2) as pool:
         held = list(pool.map(grab, instances))
     assert held[0].isdisjoint(held[1]) and held[0] | held[1] == set(cids)
+
+
+def test_an_executor_that_takes_over_a_resting_order_matches_it(engine) -> None:
+    """Two mock exchanges on one book (two executor instances): the one that did not place a
+    resting order starts matching it once it has looked the order up (it took it over)."""
+    products = load_catalog().products
+    quotes = {"ETH-BTC": Quote(Decimal("0.09"), NOW)}
+    placer = MockExchange(engine, products, None, quotes.get)
+    heir = MockExchange(engine, products, None, quotes.get)
+    assert heir.on_quote("ETH-BTC") == 0  # nothing rests yet: it remembers that
+    order = placer.place(
+        OrderRequest("r1", "ETH-BTC", "buy", "limit", None, Decimal("0.01"), Decimal("0.085"))
+    )
+    assert order.status == "OPEN"
+    quotes["ETH-BTC"] = Quote(Decimal("0.08"), NOW + timedelta(seconds=1))
+    assert heir.on_quote("ETH-BTC") == 0  # not its order, and it did not know it rests
+    heir.get(order.exchange_order_id)  # the heir's first poll after taking it over
+    assert heir.on_quote("ETH-BTC") == 1
+    assert heir.get(order.exchange_order_id).status == "FILLED"

@@ -212,7 +212,11 @@ class MockExchange:
         with self._lock:
             self._enter("get")
             with Session(self._engine) as session:
-                return _as_order(_by_exchange_id(session, exchange_order_id))
+                row = _by_exchange_id(session, exchange_order_id)
+            if row.status == "OPEN" and self._resting is not None:
+                # Placed by another executor instance (this one took it over): match it too.
+                self._resting.add(row.product_id)
+            return _as_order(row)
 
     def fills(self, exchange_order_id: str) -> list[ExchangeFill]:
         with self._lock:
