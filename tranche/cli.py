@@ -23,7 +23,7 @@ from rich.console import Console
 
 from shared.settings import DEFAULT_PORTS
 from tranche import ledger_cli, nats_cli, replay, safety_cli
-from tranche.credentials import operator_auth
+from tranche.credentials import operator_connect
 from tranche.stack import EmbeddedStack, StackConfig, StackError
 from tranche.status import SERVICES, VIEWS, gather, render
 
@@ -107,7 +107,6 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_signal(args: argparse.Namespace) -> int:
-    import nats
     from nats.errors import NoRespondersError
     from nats.errors import TimeoutError as NatsTimeout
 
@@ -120,9 +119,7 @@ def cmd_signal(args: argparse.Namespace) -> int:
     body = json.dumps(payload, separators=(",", ":"))
 
     async def publish() -> str:
-        nc = await nats.connect(
-            args.nats_url, connect_timeout=3, max_reconnect_attempts=0, **operator_auth()
-        )
+        nc = await operator_connect(args.nats_url)
         try:
             # The same subject and payload as `nats pub`, no headers; asking for the reply only
             # lets us say the stream stored it.

@@ -78,3 +78,29 @@ def operator_auth(data_dir: str | Path | None = None) -> dict[str, str]:
     if path.is_file():
         return {"user": "operator", "password": path.read_text().strip()}
     return {}
+
+
+async def operator_connect(nats_url: str, data_dir: str | Path | None = None):
+    """A NATS connection for one operator command (no reconnects), as :func:`operator_auth`'s
+    user. Raises ``ConnectionError`` with one sentence, never a traceback on the terminal."""
+    import nats
+
+    auth = operator_auth(data_dir)
+    refusals: list[Exception] = []
+
+    async def on_error(error: Exception) -> None:
+        refusals.append(error)
+
+    try:
+        return await nats.connect(
+            nats_url, connect_timeout=3, allow_reconnect=False, max_reconnect_attempts=0,
+            error_cb=on_error, **auth,
+        )  # fmt: skip
+    except Exception as error:
+        if any("authorization" in str(seen).lower() for seen in [*refusals, error]):
+            who = f"user {auth['user']}" if auth else "a connection without a user"
+            raise ConnectionError(
+                f"NATS refused {who}: set TRANCHE_NATS_USER and TRANCHE_NATS_PASSWORD, or "
+                "TRANCHE_DATA_DIR to the data directory of the running tranche up"
+            ) from None
+        raise ConnectionError(f"{type(error).__name__} {error}".strip()) from None

@@ -256,3 +256,20 @@ async def test_a_wrong_password_stops_a_service_with_one_sentence_and_no_secret(
     assert "refused user ledger" in message and "TRANCHE_NATS_PASSWORD" in message
     assert wrong not in message and wrong not in repr(settings)
     await service.broker.stop()
+
+
+async def test_an_operator_command_refused_by_nats_says_so_in_one_sentence(
+    secured: NatsServer, passwords: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TRANCHE_NATS_USER", raising=False)
+    monkeypatch.delenv("TRANCHE_NATS_PASSWORD", raising=False)
+    data_dir = tmp_path / "var"
+    with pytest.raises(ConnectionError, match="NATS refused a connection without a user"):
+        await credentials.operator_connect(secured.url, data_dir)
+    credentials.write_passwords(data_dir, {"operator": "Stale1"})  # an older run's
+    with pytest.raises(ConnectionError, match="NATS refused user operator") as refused:
+        await credentials.operator_connect(secured.url, data_dir)
+    assert "Stale1" not in str(refused.value)
+    credentials.write_passwords(data_dir, passwords)  # this run's, as tranche up writes them
+    nc = await credentials.operator_connect(secured.url, data_dir)
+    await nc.close()
