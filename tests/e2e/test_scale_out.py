@@ -190,8 +190,13 @@ def test_two_of_every_service_trade_40_bots_once_each(tmp_path: Path) -> None:
             return probe
 
         def settled() -> list[dict] | None:
+            """Every approval so far has its order, and every order is final."""
+            found = get_json(instances.url("safety") + "/decisions?limit=1000") or []
+            approved = {d["client_order_id"] for d in found if d["approved"]}
             orders = get_json(instances.url("executor") + "/orders?limit=1000") or []
-            return orders if orders and all(o["status"] in FINAL for o in orders) else None
+            recorded = {o["client_order_id"] for o in orders}
+            done = all(o["status"] in FINAL for o in orders)
+            return orders if approved <= recorded and done else None
 
         entries = wait_for(decided(len(BOTS)), timeout=180, what="a decision for every bot")
         wait_for(settled, timeout=120, what="every entry order final")
@@ -339,6 +344,6 @@ def test_two_of_every_service_trade_40_bots_once_each(tmp_path: Path) -> None:
             assert "permissions violation" not in instances.log(key).lower(), key
         print(
             f"\n{len(BOTS)} bots, two of every service: 40 entries decided and 30 filled in "
-            f"{entry_seconds:.1f} s; with the exits, {len(approved)} orders "
+            f"{entry_seconds:.1f} s; all four rounds, {len(approved)} orders, "
             f"in {total_seconds:.1f} s"
         )
