@@ -107,8 +107,9 @@ def run(bots: int, rounds: int, relay_messages: int) -> dict[str, object]:
         )
         stack.start()
         try:
-            relay = asyncio.run(run_relay(stack.config.nats_url, relay_messages))
-            latencies, busy = asyncio.run(drive(stack.config.nats_url, bots, rounds))
+            # As admin: the bench plays the market and makes its own relay stream.
+            relay = asyncio.run(run_relay(stack.config.admin_url, relay_messages))
+            latencies, busy = asyncio.run(drive(stack.config.admin_url, bots, rounds))
         finally:
             stack.stop()
     return {

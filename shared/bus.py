@@ -27,6 +27,7 @@ from faststream.middlewares import ExceptionMiddleware
 from faststream.nats import JStream, NatsBroker, NatsRouter, PullSub
 from faststream.nats.message import NatsMessage
 from faststream.nats.prometheus import NatsPrometheusMiddleware
+from faststream.security import SASLPlaintext
 from nats.aio.client import Client as NatsClient
 from prometheus_client import REGISTRY, Counter
 from pydantic import ValidationError
@@ -196,9 +197,12 @@ def durable(router: NatsRouter, consumer: Consumer, **kwargs: Any):
     )
 
 
-def make_broker(nats_url: str, service: str) -> NatsBroker:
+def make_broker(nats_url: str, service: str, auth: dict[str, str] | None = None) -> NatsBroker:
+    """The FastStream broker; ``auth`` is the service's NATS user and password, if any."""
+    security = SASLPlaintext(username=auth["user"], password=auth["password"]) if auth else None
     return NatsBroker(
         nats_url,
+        security=security,
         # Messages received and processed, handler duration and errors per subject, on /metrics.
         middlewares=[NatsPrometheusMiddleware(registry=REGISTRY, app_name=f"tranche-{service}")],
         connect_timeout=2,
@@ -217,15 +221,26 @@ async def _log_nats_error(error: Exception) -> None:
     log.warning("nats.error", error=f"{type(error).__name__}: {error}")
 
 
-async def connect(nats_url: str, name: str) -> NatsClient:
-    """A plain nats-py connection for stream setup, outbox publishing and key-value access."""
+async def connect(
+    nats_url: str, name: str, errors: list[Exception] | None = None, **auth: str
+) -> NatsClient:
+    """A plain nats-py connection for stream setup, outbox publishing and key-value access;
+    ``auth`` is ``user=``/``password=`` of the service's NATS user, if any. Every error the
+    client reports is logged and, if given, appended to ``errors``."""
+
+    async def on_error(error: Exception) -> None:
+        if errors is not None:
+            errors.append(error)
+        await _log_nats_error(error)
+
     return await nats.connect(
         nats_url,
         name=name,
+        **auth,
         connect_timeout=2,
         reconnect_time_wait=1,
         max_reconnect_attempts=-1,
-        error_cb=_log_nats_error,
+        error_cb=on_error,
     )
 
 

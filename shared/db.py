@@ -33,10 +33,22 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
+# Any fixed number: instances of a service starting together take turns creating tables.
+_CREATE_TABLES_LOCK = 0x7472616E636865  # "tranche"
+
+
 def create_tables(engine: Engine, models: list[type[SQLModel]]) -> None:
-    """Create the given tables only: every service keeps its own tables in its own database."""
+    """Create the given tables only: every service keeps its own tables in its own database.
+
+    Two instances starting at once would both see a table missing and one CREATE would fail; on
+    PostgreSQL they take an advisory lock for it (SQLite serializes writers by itself)."""
     tables: list[Table] = [model.__table__ for model in models]  # type: ignore[attr-defined]
-    SQLModel.metadata.create_all(engine, tables=tables)
+    with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CREATE_TABLES_LOCK}
+            )
+        SQLModel.metadata.create_all(connection, tables=tables)
 
 
 def ping(engine: Engine) -> None:

@@ -28,7 +28,7 @@ from shared.db import create_tables, make_engine, ping
 from shared.http import health_router
 from shared.outbox import OutboxMessage, OutboxRelay
 from shared.settings import ServiceSettings, load
-from shared.streams import ensure_streams
+from shared.streams import StreamsMissing, check_streams, ensure_streams
 
 T = TypeVar("T")
 
@@ -54,7 +54,7 @@ class Service:
         self._migrate = migrate
         self.dead_letters = DeadLetters(self.name)
         self.router = make_router(self.dead_letters)
-        self.broker = make_broker(settings.nats_url, self.name)
+        self.broker = make_broker(settings.nats_url, self.name, settings.nats_auth)
         self.nc: NatsClient | None = None
         self.relay = OutboxRelay(self.engine, self._publish, fault=settings.fault)
         self._publisher: Callable[[OutboxMessage], Awaitable[None]] | None = None
@@ -119,16 +119,33 @@ class Service:
         else:
             await asyncio.to_thread(create_tables, self.engine, self.tables)
         timeout = self.settings.nats_connect_timeout_s
+        seen: list[Exception] = []
         try:
             self.nc = await asyncio.wait_for(
-                connect(self.settings.nats_url, f"tranche-{self.name}"), timeout
+                connect(
+                    self.settings.nats_url, f"tranche-{self.name}", seen, **self.settings.nats_auth
+                ),
+                timeout,
             )
         except Exception as error:  # whatever nats-py raised, say it in one line
+            if any("authorization" in str(problem).lower() for problem in seen):
+                who = f"user {self.settings.nats_user}" if self.settings.nats_user else "no user"
+                raise StartupError(
+                    f"NATS at {self.settings.nats_url} refused {who}: check TRANCHE_NATS_USER "
+                    "and TRANCHE_NATS_PASSWORD"
+                ) from None
             raise StartupError(
                 f"cannot reach NATS at {self.settings.nats_url} within {timeout:g} s "
-                f"(TRANCHE_NATS_URL): {type(error).__name__} {error}".strip()
+                f"(TRANCHE_NATS_URL{', TRANCHE_NATS_USER' if self.settings.nats_user else ''}): "
+                f"{type(error).__name__} {error}".strip()
             ) from None
-        await ensure_streams(self.nc.jetstream(), replicas=self.settings.stream_replicas)
+        try:
+            if self.settings.stream_setup == "check":
+                await check_streams(self.nc.jetstream())
+            else:
+                await ensure_streams(self.nc.jetstream(), replicas=self.settings.stream_replicas)
+        except StreamsMissing as error:
+            raise StartupError(str(error)) from None
         self.dead_letters.nc = self.nc
         self._publisher = outbox_publisher(self.nc)
         for hook in self.on_start:

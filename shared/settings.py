@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from pydantic import Field, ValidationError
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_PORTS = {
@@ -32,6 +32,14 @@ class ServiceSettings(BaseSettings):
     nats_url: str = "nats://127.0.0.1:4250"
     """Default: the embedded stack's server (`tranche up`); 4250 keeps clear of a system NATS."""
     nats_connect_timeout_s: float = Field(default=10.0, gt=0)
+    nats_user: str | None = None
+    """This service's NATS user (deploy/nats/permissions.conf); unset: connect without one."""
+    nats_password: SecretStr | None = None
+    """Its password: never logged, never in an error message."""
+    stream_setup: Literal["create", "check"] = "create"
+    """``create``: make or update the streams and buckets at start (needs the JetStream admin
+    rights a per-service user lacks); ``check``: only check they exist, once provisioned by
+    ``tranche nats provision`` as the admin user (every deployment with permissions)."""
     data_dir: Path = Path("var")
     database_url: str | None = None
     """SQLAlchemy URL; default ``sqlite:///<data_dir>/<service>.db``."""
@@ -53,10 +61,23 @@ class ServiceSettings(BaseSettings):
         return self.http_port if self.http_port is not None else DEFAULT_PORTS.get(self.service, 0)
 
     @property
+    def nats_auth(self) -> dict[str, str]:
+        """``user``/``password`` for ``nats.connect`` (empty without a user)."""
+        return nats_auth(self.nats_user, self.nats_password)
+
+    @property
     def db_url(self) -> str:
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.data_dir / (self.service + '.db')}"
+
+
+def nats_auth(user: str | None, password: SecretStr | str | None) -> dict[str, str]:
+    """Connect options for a NATS user: ``{"user": ..., "password": ...}`` or ``{}``."""
+    if not user:
+        return {}
+    secret = password.get_secret_value() if isinstance(password, SecretStr) else password
+    return {"user": user, "password": secret or ""}
 
 
 S = TypeVar("S", bound=BaseSettings)

@@ -138,6 +138,29 @@ async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
     await ensure_bots_bucket(js, replicas)
 
 
+class StreamsMissing(Exception):
+    """Streams a service needs do not exist and it may not create them (``stream_setup=check``)."""
+
+
+async def check_streams(js: JetStreamContext) -> None:
+    """Only look: every stream and both buckets must exist (a per-service NATS user may
+    read stream info but not create streams; ``tranche nats provision`` creates them)."""
+    names = [stream.name for stream in ALL_STREAMS] + [
+        f"KV_{bucket}" for bucket in (subjects.POSITIONS_BUCKET, subjects.BOTS_BUCKET)
+    ]
+    missing = []
+    for name in names:
+        try:
+            await js.stream_info(name)
+        except NotFoundError:
+            missing.append(name)
+    if missing:
+        raise StreamsMissing(
+            f"JetStream has no {', '.join(missing)}: provision the streams first as the admin "
+            "user (tranche nats provision), or set TRANCHE_STREAM_SETUP=create"
+        )
+
+
 async def _ensure_bucket(js: JetStreamContext, name: str, description: str, replicas: int):
     try:
         return await js.key_value(name)

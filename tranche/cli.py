@@ -4,6 +4,10 @@ tranche up                         the embedded stack with a live view, until Ct
 tranche status [--json]            positions, last decisions, service health
 tranche signal BOT buy|sell        what `nats pub tranche.signals.inject.BOT '{...}'` does
 tranche bots list|show|create|set|pause|resume|remove   bots while the system runs
+tranche nats provision             create the streams as the NATS admin user (deployments)
+
+Commands that talk to NATS log in as the ``operator`` user: TRANCHE_NATS_USER and
+TRANCHE_NATS_PASSWORD, or the password `tranche up` wrote to <data dir>/secrets/nats-operator.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from pathlib import Path
 from rich.console import Console
 
 from shared.settings import DEFAULT_PORTS
-from tranche import bots_cli, ledger_cli, replay, safety_cli
+from tranche import bots_cli, ledger_cli, nats_cli, replay, safety_cli
+from tranche.credentials import operator_connect
 from tranche.stack import EmbeddedStack, StackConfig, StackError
 from tranche.status import SERVICES, VIEWS, gather, render
 
@@ -58,6 +63,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         f"  kill-switch token for the dashboard's halt/resume: {config.control_token}"
         + ("  (from TRANCHE_CONTROL_TOKEN)" if os.environ.get("TRANCHE_CONTROL_TOKEN") else "")
     )
+    console.print(
+        f"  NATS      a user per service; this run's passwords in {config.data_dir}/secrets/"
+        " (tranche signal/halt read nats-operator)"
+    )
     console.print(f"  logs      {stack.logs}/   data {config.data_dir}/   Ctrl-C stops everything")
     stop = asyncio.Event()
     try:
@@ -68,7 +77,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
             async def live() -> None:
                 _install_stop(stop)
-                await run_live(config.nats_url, stop)
+                await run_live(config.nats_url, stop, auth=config.auth("operator"))
 
             asyncio.run(live())
     except KeyboardInterrupt:
@@ -101,7 +110,6 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_signal(args: argparse.Namespace) -> int:
-    import nats
     from nats.errors import NoRespondersError
     from nats.errors import TimeoutError as NatsTimeout
 
@@ -114,7 +122,7 @@ def cmd_signal(args: argparse.Namespace) -> int:
     body = json.dumps(payload, separators=(",", ":"))
 
     async def publish() -> str:
-        nc = await nats.connect(args.nats_url, connect_timeout=3, max_reconnect_attempts=0)
+        nc = await operator_connect(args.nats_url)
         try:
             # The same subject and payload as `nats pub`, no headers; asking for the reply only
             # lets us say the stream stored it.
@@ -172,6 +180,7 @@ def parser() -> argparse.ArgumentParser:
     ledger_cli.register(commands)
     safety_cli.register(commands)
     bots_cli.register(commands)
+    nats_cli.register(commands)
     replay.register(commands)
     return root
 

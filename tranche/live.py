@@ -191,10 +191,12 @@ async def run_live(
     stop: asyncio.Event,
     refresh_per_second: float = 4,
     console: Console | None = None,
+    auth: dict[str, str] | None = None,
 ) -> None:
-    """Show the live view until ``stop`` is set, then unsubscribe and close the connection."""
+    """Show the live view until ``stop`` is set, then unsubscribe and close the connection;
+    ``auth``: the NATS user and password to read as (the stack's ``operator``)."""
     state = LiveState()
-    nc = await nats.connect(nats_url)
+    nc = await nats.connect(nats_url, **(auth or {}))
     try:
         sub = await follow(nc, state)
         # No auto-refresh thread: rendering on the event loop never sees a half-applied message.

@@ -229,7 +229,7 @@ def run_replay(stack: EmbeddedStack, product: str, timeout: float, console: Cons
         # In lock step the feed finishes only once its last intent has settled: nothing to wait.
         feed, done = wait_until_done(stack, product, timeout, console, 0 if lockstep else 3)
         seconds = done - started
-        journal = read_journal(stack.config.nats_url)
+        journal = read_journal(stack.config.admin_url)
         evaluated = evaluations(stack)
         return results(stack, journal) | {
             "seconds": round(seconds, 1),

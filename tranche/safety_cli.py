@@ -25,6 +25,7 @@ import httpx
 
 from shared import subjects
 from shared.contracts import SafetyCommand, SafetyCommandResult
+from tranche.credentials import operator_connect
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4250"
 DEFAULT_SAFETY_URL = "http://127.0.0.1:8102"
@@ -40,12 +41,11 @@ def _operator() -> str:
 def send(nats_url: str, command: SafetyCommand, timeout: float = 5) -> SafetyCommandResult:
     """Send one command to safety and return its answer (raises ``ConnectionError`` when no
     safety instance answers)."""
-    import nats
     from nats.errors import NoRespondersError
     from nats.errors import TimeoutError as NatsTimeout
 
     async def request() -> SafetyCommandResult:
-        nc = await nats.connect(nats_url, connect_timeout=3, max_reconnect_attempts=0)
+        nc = await operator_connect(nats_url)
         try:
             reply = await nc.request(
                 subjects.SAFETY_CONTROL, command.model_dump_json().encode(), timeout=timeout

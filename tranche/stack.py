@@ -7,6 +7,7 @@ Used by ``tranche up`` and by the end-to-end tests, so what the tests start is w
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
@@ -21,8 +22,12 @@ from pathlib import Path
 
 import httpx
 
+from tranche import credentials
+from tranche.nats_cli import provision
+
 ROOT = Path(__file__).resolve().parent.parent
 NATS_CONFIG = ROOT / "deploy" / "nats" / "tranche.conf"
+NATS_AUTH_CONFIG = ROOT / "deploy" / "nats" / "tranche-auth.conf"
 # Consumers first, producers last; the dashboard right after the ledger so it sees every message.
 SERVICES = ("ledger", "dashboard", "executor", "safety", "signal")
 DEFAULT_REPLAY = (
@@ -89,6 +94,10 @@ class StackConfig:
     )
     """Safety's kill-switch token (HTTP and the dashboard's buttons): the operator's, or a fresh
     one for this run that ``tranche up`` shows."""
+    secure: bool = True
+    """NATS with the per-service users of deploy/nats/permissions.conf, as deployments run it."""
+    passwords: dict[str, str] = field(default_factory=credentials.new_passwords)
+    """This run's NATS passwords per user (written to ``<data_dir>/secrets/``)."""
 
     @property
     def nats_url(self) -> str:
@@ -96,6 +105,22 @@ class StackConfig:
 
     def url(self, service: str) -> str:
         return f"http://{self.host}:{self.ports[service]}"
+
+    def auth(self, user: str) -> dict[str, str]:
+        """``nats.connect`` options for one of the stack's NATS users (none when not secure)."""
+        return {"user": user, "password": self.passwords[user]} if self.secure else {}
+
+    def nats_url_as(self, user: str) -> str:
+        """The NATS URL with ``user``'s credentials in it, for tools that take one URL."""
+        if not self.secure:
+            return self.nats_url
+        return credentials.with_user(self.nats_url, user, self.passwords[user])
+
+    @property
+    def admin_url(self) -> str:
+        """The NATS URL as ``admin`` (the whole API): for tests that play the market or read
+        streams, and for backups. Never given to a service."""
+        return self.nats_url_as("admin")
 
     @property
     def services(self) -> tuple[str, ...]:
@@ -120,11 +145,15 @@ class EmbeddedStack:
                     f"port {port} ({what}) is in use: stop what uses it or pick another"
                 )
         self.logs.mkdir(parents=True, exist_ok=True)
+        env = None
+        if c.secure:
+            credentials.write_passwords(c.data_dir, c.passwords)
+            env = {**os.environ, **credentials.server_env(c.passwords)}
         log = open(self.logs / "nats.log", "ab")  # noqa: SIM115 - the child owns it
         self.nats = subprocess.Popen(
             [
                 nats_server_binary(),
-                "-c", str(NATS_CONFIG),
+                "-c", str(NATS_AUTH_CONFIG if c.secure else NATS_CONFIG),
                 "-a", c.host,
                 "-p", str(c.nats_port),
                 "-m", str(c.nats_monitor_port),
@@ -132,9 +161,19 @@ class EmbeddedStack:
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
+            env=env,
             start_new_session=True,
         )  # fmt: skip
         self._wait_for_port(c.nats_port, "nats", self.nats)
+        if c.secure:
+            self.provision()
+
+    def provision(self) -> None:
+        """Create the streams as ``admin``: the services' users may only check them."""
+        try:
+            asyncio.run(provision(self.config.nats_url, self.config.auth("admin"), wait_s=10))
+        except Exception as error:
+            raise StackError(f"cannot create the streams: {type(error).__name__} {error}") from None
 
     def _wait_for_port(self, port: int, name: str, process: subprocess.Popen) -> None:
         deadline = time.monotonic() + 10
@@ -164,6 +203,15 @@ class EmbeddedStack:
             "PYTHONUNBUFFERED": "1",
             # The operator's token guards the kill switch (safety) and bot changes (signal).
             **({"TRANCHE_CONTROL_TOKEN": c.control_token} if name in ("safety", "signal") else {}),
+            **(
+                {
+                    "TRANCHE_NATS_USER": name,
+                    "TRANCHE_NATS_PASSWORD": c.passwords[name],
+                    "TRANCHE_STREAM_SETUP": "check",
+                }
+                if c.secure
+                else {}
+            ),
             **c.extra_env,
             **c.service_env.get(name, {}),
         }

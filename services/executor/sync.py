@@ -12,6 +12,8 @@
 * On start (:mod:`services.executor.reconcile`) every order the store says is not final is
   resumed, and an open order on the exchange with our prefix that the store does not know is
   adopted and reported.
+* With several instances on one database, an instance acts only on the orders it holds the claim
+  of (:mod:`services.executor.claims`), and takes over those of an instance that stopped.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from datetime import datetime, timedelta
 from prometheus_client import Counter, Gauge
 from sqlmodel import Session
 
+from services.executor.claims import HEARTBEAT_S, Claims
 from services.executor.config import ExecutorSettings
 from services.executor.exchanges.base import (
     ExchangeError,
@@ -98,10 +101,12 @@ class Executor:
         event_clock: Callable[[str], datetime | None] = lambda _product: None,
         monotonic: Callable[[], float] = time.monotonic,
         stamp_at_intent: bool = False,
+        claims: Claims | None = None,
     ):
         """``stamp_at_intent``: events without fills carry the market time of the order's intent
         instead of the market's latest (the mock filling at the intent's price: replays)."""
         self.service = service
+        self.claims = claims or Claims(service.engine)
         self.settings = settings
         self.catalog = catalog
         self.gateway = gateway
@@ -236,6 +241,7 @@ class Executor:
                         market_time=intent.market_time,
                     )
                 )
+            self.claims.stake(session, cid)
             return order, True
 
         with correlated(intent.intent_id, bot_id=intent.bot_id, client_order_id=cid):
@@ -252,6 +258,9 @@ class Executor:
         Exchange failures leave it as it was (to be asked again), never failed. ``fresh``: the
         order was recorded just now, so it cannot be on the exchange yet."""
         async with self._lock(cid):
+            if not await asyncio.to_thread(self.claims.hold, cid):
+                self._due.pop(cid, None)  # another live instance looks after it
+                return False
             order = await self.service.read(lambda session: session.get(OrderRow, cid))
             if order is None or is_final(order.status):
                 self._due.pop(cid, None)
@@ -530,8 +539,32 @@ class Executor:
 
     # -- the poll loop ------------------------------------------------------------------------
 
+    async def keep_claims(self) -> None:
+        """Renew this instance's heartbeat and take over orders whose instance stopped, forever."""
+        while True:
+            try:
+                await asyncio.to_thread(self.claims.heartbeat)
+                for cid in await asyncio.to_thread(self.claims.orphans):
+                    if cid not in self._due:
+                        log.info("order.taking_over", client_order_id=cid)
+                        self.schedule(cid)
+            except Exception as error:  # storage trouble: try again at the next beat
+                log.error("claims.heartbeat_failed", error=repr(error))
+            await asyncio.sleep(HEARTBEAT_S)
+
     async def run(self, concurrency: int = 8) -> None:
-        """Poll every due order, forever (a background job)."""
+        """Poll every due order, forever (a background job); keeps this instance's claims."""
+        claims = asyncio.create_task(self.keep_claims())
+        try:
+            await self._poll(concurrency)
+        finally:
+            claims.cancel()
+            try:
+                self.claims.release()  # the other instances take over at once
+            except Exception as error:
+                log.warning("claims.release_failed", error=repr(error))
+
+    async def _poll(self, concurrency: int) -> None:
         gate = asyncio.Semaphore(concurrency)
         last_adoption = self._monotonic()
 

@@ -33,6 +33,7 @@ from services.ledger.store import (
     FillRow,
     PositionRow,
     add_fills,
+    lock_position,
     new_fills,
     position_of,
     save_position,
@@ -86,6 +87,7 @@ def build(settings: LedgerSettings) -> Service:
             return  # a status without fills changes no position
 
         def book(session: Session) -> tuple[PositionUpdate, SafetyEvent | None] | None:
+            lock_position(session, body.bot_id, body.mode)  # first: later reads see every fill
             fresh = new_fills(session, body)
             if not fresh:
                 return None  # every fill already booked: a redelivery or a re-publish

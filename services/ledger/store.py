@@ -42,6 +42,19 @@ class PositionRow(SQLModel, table=True):
     """The latest :class:`PositionUpdate` as JSON."""
 
 
+def lock_position(session: Session, bot_id: str, mode: str) -> None:
+    """Book one bot at a time across ledger instances: the bot's position row is locked (PostgreSQL
+    ``FOR UPDATE``) until the transaction ends, so a second instance booking another fill of the
+    same bot waits and then recomputes from both fills, instead of overwriting the position with
+    one that misses the first. A bot's first fill has no row to lock: two first bookings at once
+    collide on the row's key and one is retried. SQLite serializes writers by itself."""
+    session.exec(
+        select(PositionRow.bot_id)
+        .where(PositionRow.bot_id == bot_id, PositionRow.mode == mode)
+        .with_for_update()
+    ).first()
+
+
 def new_fills(session: Session, event: OrderEvent) -> list[Fill]:
     """The event's fills not booked yet (a fill is identified by its trade id)."""
     return [fill for fill in event.fills if session.get(FillRow, fill.trade_id) is None]

@@ -4,6 +4,7 @@ Dockerfile, ``.dockerignore`` and ``.env.example`` read as files (needs PyYAML).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -23,9 +24,11 @@ DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile"
 NATS_CONFIG = ROOT / "deploy" / "nats" / "tranche.conf"
 POSTGRES_INIT = ROOT / "deploy" / "postgres" / "init.sql"
 APP_SERVICES = ("signal", "safety", "executor", "ledger")
+NATS_USERS = ("signal", "safety", "executor", "ledger", "dashboard", "operator", "admin")
+LONG_RUNNING = ("nats", "postgres", *APP_SERVICES, "dashboard")
 IN_CI = os.environ.get("CI") == "true"
 
-SUBSTITUTION = re.compile(r"\$\{(\w+)(?::?-([^}]*))?\}")
+SUBSTITUTION = re.compile(r"\$\{(\w+)(?::?([-?])([^}]*))?\}")
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|API_KEY|PRIVATE", re.IGNORECASE)
 
 
@@ -37,8 +40,9 @@ def missing(reason: str) -> None:
 
 
 def with_defaults(value: str) -> str:
-    """``${VAR:-default}`` as compose resolves it with no variable set (``${VAR}`` -> empty)."""
-    return SUBSTITUTION.sub(lambda match: match.group(2) or "", value)
+    """``${VAR:-default}`` as compose resolves it with no variable set (``${VAR}`` -> empty;
+    a required ``${VAR:?message}`` -> empty too)."""
+    return SUBSTITUTION.sub(lambda m: m.group(3) if m.group(2) == "-" else "", value)
 
 
 def is_substitution(value: str) -> bool:
@@ -68,24 +72,77 @@ def environment(service: dict[str, Any]) -> dict[str, str]:
     return {key: str(value) for key, value in env.items()}
 
 
-def test_the_stack_is_nats_postgres_and_the_four_services(services: dict) -> None:
-    assert set(services) == {"nats", "postgres", *APP_SERVICES}
+def test_the_stack_is_nats_postgres_the_services_the_dashboard_and_provisioning(
+    services: dict,
+) -> None:
+    assert set(services) == {*LONG_RUNNING, "provision"}
 
 
-def test_every_service_has_a_health_check(services: dict) -> None:
-    for name, service in services.items():
+def test_every_long_running_service_has_a_health_check(services: dict) -> None:
+    for name in LONG_RUNNING:
+        service = services[name]
         test = service.get("healthcheck", {}).get("test")
         assert test, f"{name} has no healthcheck"
         assert test[0] in ("CMD", "CMD-SHELL"), f"{name}: healthcheck test must run a command"
 
 
-def test_app_services_wait_for_healthy_nats_and_postgres(services: dict) -> None:
-    for name in APP_SERVICES:
+def test_app_services_wait_for_healthy_nats_and_postgres_and_the_streams(services: dict) -> None:
+    for name in (*APP_SERVICES, "dashboard"):
         depends_on = services[name].get("depends_on", {})
         assert isinstance(depends_on, dict), f"{name}: depends_on needs conditions"
         for needed in ("nats", "postgres"):
             condition = depends_on.get(needed, {}).get("condition")
             assert condition == "service_healthy", f"{name} does not wait for a healthy {needed}"
+        provisioned = depends_on.get("provision", {}).get("condition")
+        assert provisioned == "service_completed_successfully", name
+
+
+def required_variable(value: str) -> str | None:
+    """The variable of a ``${VAR:?message}`` value (compose refuses to start without it)."""
+    found = re.fullmatch(r"\$\{(\w+):\?[^}]*\}", value)
+    return found.group(1) if found else None
+
+
+def test_each_service_logs_in_to_nats_as_its_own_user_and_only_checks_the_streams(
+    services: dict,
+) -> None:
+    for name in (*APP_SERVICES, "dashboard"):
+        env = environment(services[name])
+        assert env["TRANCHE_NATS_USER"] == name
+        assert required_variable(env["TRANCHE_NATS_PASSWORD"]) == (
+            f"TRANCHE_NATS_PASSWORD_{name.upper()}"
+        )
+        assert env["TRANCHE_STREAM_SETUP"] == "check"
+    provision = services["provision"]
+    assert provision["command"][-4:-2] == ["nats", "provision"]
+    env = environment(provision)
+    assert env["TRANCHE_NATS_USER"] == "admin"
+    assert required_variable(env["TRANCHE_NATS_PASSWORD"]) == "TRANCHE_NATS_PASSWORD_ADMIN"
+    assert provision["depends_on"]["nats"]["condition"] == "service_healthy"
+
+
+def test_nats_runs_the_permissions_with_every_users_password(services: dict) -> None:
+    nats = services["nats"]
+    command = nats["command"]
+    assert command[command.index("-c") + 1] == "/etc/nats/tranche-auth.conf"
+    assert "./deploy/nats:/etc/nats:ro" in nats["volumes"]
+    env = environment(nats)
+    permissions = (ROOT / "deploy" / "nats" / "permissions.conf").read_text()
+    for user in NATS_USERS:
+        variable = f"TRANCHE_NATS_PASSWORD_{user.upper()}"
+        assert f"user: {user}, password: ${variable}" in permissions
+        assert required_variable(env[variable]) == variable
+
+
+def test_the_dashboard_is_published_on_8105_and_finds_the_services_by_name(services: dict) -> None:
+    dashboard = services["dashboard"]
+    assert dashboard["command"] == ["python", "-m", "services.dashboard"]
+    env = environment(dashboard)
+    assert env["TRANCHE_HTTP_PORT"] == str(DEFAULT_PORTS["dashboard"])
+    assert "127.0.0.1:8105:8105" in dashboard["ports"]
+    urls = json.loads(env["TRANCHE_SERVICE_URLS"])
+    assert urls == {name: f"http://{name}:{DEFAULT_PORTS[name]}" for name in APP_SERVICES}
+    assert "TRANCHE_DATABASE_URL" not in env and "TRANCHE_CONTROL_TOKEN" not in env
 
 
 def test_signal_starts_after_the_services_that_hear_its_tickers(services: dict) -> None:
@@ -150,11 +207,11 @@ def test_nats_runs_our_config_with_jetstream_on_a_named_volume(
     nats = services["nats"]
     command = nats["command"]
     mounts = [str(volume) for volume in nats["volumes"]]
-    conf = [m for m in mounts if m.startswith("./deploy/nats/tranche.conf:")]
-    assert conf, f"deploy/nats/tranche.conf is not mounted: {mounts}"
+    conf = [m for m in mounts if m.startswith("./deploy/nats:")]
+    assert conf, f"deploy/nats is not mounted: {mounts}"
     _, target, mode = conf[0].split(":")
     assert mode == "ro"
-    assert command[command.index("-c") + 1] == target
+    assert command[command.index("-c") + 1].startswith(target + "/")
     store = command[command.index("-sd") + 1]
     assert any(
         m.split(":")[1] == store and m.split(":")[0] in compose["volumes"] for m in mounts
@@ -215,12 +272,13 @@ def compose_tool(name: str) -> list[str]:
 @pytest.mark.parametrize("tool", ["docker-compose", "docker compose"])
 def test_compose_validates_the_file_and_resolves_the_defaults(tool: str, tmp_path: Path) -> None:
     # No .env of the developer's and no TRANCHE_ variable of the shell: the file's own defaults.
-    empty_env_file = tmp_path / "empty.env"
-    empty_env_file.write_text("")
+    # Only the required NATS passwords, as `tranche nats passwords >> .env` writes them.
+    env_file = tmp_path / "passwords.env"
+    env_file.write_text("".join(f"TRANCHE_NATS_PASSWORD_{u.upper()}=p{u}\n" for u in NATS_USERS))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TRANCHE_", "COMPOSE_"))}
     command = [
         *compose_tool(tool),
-        "--env-file", str(empty_env_file),
+        "--env-file", str(env_file),
         "--project-directory", str(ROOT),
         "-f", str(COMPOSE_FILE),
     ]  # fmt: skip
@@ -236,6 +294,20 @@ def test_compose_validates_the_file_and_resolves_the_defaults(tool: str, tmp_pat
         assert re.search(rf"tranche_{name}\b", resolved.stdout)
     assert "TRANCHE_MODE: mock" in resolved.stdout
     assert "${" not in resolved.stdout
+
+
+@pytest.mark.parametrize("tool", ["docker-compose", "docker compose"])
+def test_compose_refuses_to_start_without_the_nats_passwords(tool: str, tmp_path: Path) -> None:
+    empty_env_file = tmp_path / "empty.env"
+    empty_env_file.write_text("")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRANCHE_", "COMPOSE_"))}
+    checked = subprocess.run(
+        [*compose_tool(tool), "--env-file", str(empty_env_file), "--project-directory",
+         str(ROOT), "-f", str(COMPOSE_FILE), "config", "-q"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert checked.returncode != 0
+    assert "TRANCHE_NATS_PASSWORD_" in checked.stderr and "tranche nats passwords" in checked.stderr
 
 
 # -- the image --------------------------------------------------------------------------------
@@ -311,6 +383,7 @@ def test_env_example_names_only_settings_compose_uses_and_defaults_to_mock() -> 
     assert settings.get("TRANCHE_MODE") == "mock"
     compose_text = COMPOSE_FILE.read_text()
     for name, value in settings.items():
-        assert f"${{{name}:-" in compose_text, f".env.example sets {name}, which compose ignores"
+        used = f"${{{name}:-" in compose_text or f"${{{name}:?" in compose_text
+        assert used, f".env.example sets {name}, which compose ignores"
         if SECRET_NAME.search(name):
             assert value == "", f".env.example must not carry a value for {name}"

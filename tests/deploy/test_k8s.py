@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from tests.support.nats_server import ROOT
+from tranche.credentials import USERS, new_passwords, server_env
 from tranche.stack import nats_server_binary
 
 K8S = ROOT / "deploy" / "k8s"
@@ -70,9 +71,10 @@ def test_a_nats_cluster_of_three_syncs_every_write_and_streams_keep_three_copies
 
 
 def test_the_cluster_config_is_one_nats_accepts(tmp_path: Path) -> None:
+    env = {**os.environ, "POD_NAME": "nats-0", **server_env(new_passwords())}
     done = subprocess.run(
         [nats_server_binary(), "-c", str(K8S / "base" / "nats-cluster.conf"), "-t"],
-        capture_output=True, text=True, env={**os.environ, "POD_NAME": "nats-0"}, check=False,
+        capture_output=True, text=True, env=env, check=False,
     )  # fmt: skip
     assert done.returncode == 0 and "is valid" in done.stderr + done.stdout
 
@@ -113,3 +115,57 @@ def test_kubernetes_and_compose_create_the_same_databases() -> None:
     k8s = databases(K8S / "base" / "postgres-init.sql")
     assert k8s == databases(ROOT / "deploy" / "postgres" / "init.sql")
     assert k8s == {f"tranche_{service}" for service in APP_SERVICES}
+
+
+def secret_of(env: dict[str, Any], name: str) -> tuple[str, str]:
+    ref = env[name]["valueFrom"]["secretKeyRef"]
+    return ref["name"], ref["key"]
+
+
+def test_the_cluster_runs_the_same_permissions_as_everywhere_else() -> None:
+    copy = (K8S / "base" / "permissions.conf").read_text()
+    assert copy == (ROOT / "deploy" / "nats" / "permissions.conf").read_text()
+    docs = render("mock")
+    config = find(docs, "ConfigMap", "nats-config")["data"]
+    assert "include ./permissions.conf" in config["nats.conf"] and config["permissions.conf"]
+    container = find(docs, "StatefulSet", "nats")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    for user in USERS:  # each password from the user's own Secret
+        assert secret_of(env, f"TRANCHE_NATS_PASSWORD_{user.upper()}") == (
+            f"tranche-nats-{user}",
+            "password",
+        )
+
+
+@pytest.mark.parametrize("service", [*APP_SERVICES, "dashboard"])
+def test_each_service_logs_in_as_its_own_user_and_only_checks_the_streams(service: str) -> None:
+    docs = render("mock")
+    container = find(docs, "Deployment", service)["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["TRANCHE_NATS_USER"]["value"] == service
+    assert secret_of(env, "TRANCHE_NATS_PASSWORD") == (f"tranche-nats-{service}", "password")
+    assert settings(docs)["TRANCHE_STREAM_SETUP"] == "check"
+
+
+def test_the_streams_are_provisioned_by_a_job_as_admin() -> None:
+    job = find(render("mock"), "Job", "tranche-provision")["spec"]["template"]["spec"]
+    container = job["containers"][0]
+    assert container["command"][-4:-2] == ["nats", "provision"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["TRANCHE_NATS_USER"]["value"] == "admin"
+    assert secret_of(env, "TRANCHE_NATS_PASSWORD") == ("tranche-nats-admin", "password")
+    assert job["securityContext"]["runAsNonRoot"] is True
+
+
+def test_the_dashboard_runs_read_only_with_probes_and_finds_the_services() -> None:
+    docs = render("mock")
+    deployment = find(docs, "Deployment", "dashboard")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["python", "-m", "services.dashboard"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/health"
+    env = {e["name"]: e for e in container["env"]}
+    urls = yaml.safe_load(env["TRANCHE_SERVICE_URLS"]["value"])
+    assert urls == {name: f"http://{name}:8080" for name in APP_SERVICES}
+    assert "TRANCHE_CONTROL_TOKEN" not in env and "TRANCHE_DATABASE_URL" not in env
+    assert find(docs, "Service", "dashboard")["spec"]["ports"][0]["port"] == 8080

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,15 +21,24 @@ HERE = Path(__file__).resolve().parent
 T = TypeVar("T")
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
-    config = StackConfig(
-        data_dir=tmp_path_factory.mktemp("stack"),
+def stack_config(data_dir: Path, services: Iterable[str], **settings: Any) -> StackConfig:
+    """A stack of ``services`` on free ports, without replay, trading the e2e bots (unless
+    ``settings`` say otherwise)."""
+    return StackConfig(
+        data_dir=data_dir,
         nats_port=free_port(),
         nats_monitor_port=free_port(),
-        ports={name: free_port() for name in ("signal", "safety", "executor", "ledger")},
+        ports={name: free_port() for name in services},
         replay="",
-        config_file=HERE / "bots.toml",
+        **({"config_file": HERE / "bots.toml"} | settings),
+    )
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
+    config = stack_config(
+        tmp_path_factory.mktemp("stack"),
+        ("signal", "safety", "executor", "ledger"),
         extra_env={"TRANCHE_OUTBOX_POLL_S": "0.5"},
     )
     running = EmbeddedStack(config)
@@ -38,6 +47,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
         yield running
     finally:
         running.stop()
+    # The stack runs the deployments' NATS permissions: a service refused anything it tried is a
+    # gap in deploy/nats/permissions.conf (the refusal is only a warning in its log).
+    refused = [
+        f"{log.name}: {line[:300]}"
+        for log in sorted(running.logs.glob("*.log"))
+        for line in log.read_text(errors="replace").splitlines()
+        if "permissions violation" in line.lower()
+    ]
+    assert not refused, "\n".join(refused)
 
 
 def publish(nats_url: str, subject: str, payload: bytes) -> None:
@@ -91,8 +109,9 @@ def position_of(stack: EmbeddedStack, bot: str) -> Callable[[], dict | None]:
     return probe
 
 
-def stream_messages(nats_url: str, stream: str, subject: str) -> list[Any]:
-    """Every message a stream holds on one subject (read with direct gets: no consumer)."""
+def stream_messages(nats_url: str, stream: str, subject: str | None) -> list[Any]:
+    """Every message a stream holds on one subject, or on any with ``None`` (read with direct
+    gets: no consumer)."""
 
     async def read() -> list[Any]:
         nc = await nats.connect(nats_url)
@@ -104,7 +123,7 @@ def stream_messages(nats_url: str, stream: str, subject: str) -> list[Any]:
                 message = await js.get_msg(stream, seq)
             except nats.js.errors.NotFoundError:
                 continue
-            if message.subject == subject:
+            if subject is None or message.subject == subject:
                 found.append(message)
         await nc.close()
         return found

@@ -36,7 +36,7 @@ def tranche(stack: EmbeddedStack, *argv: str) -> subprocess.CompletedProcess[str
 def test_a_bot_created_with_the_cli_trades_through_every_service(
     stack: EmbeddedStack, tmp_path: Path
 ) -> None:
-    url = stack.config.nats_url
+    url = stack.config.admin_url
     new = tmp_path / "rt.toml"
     new.write_text(NEW_BOT)
     created = tranche(stack, "bots", "create", str(new))

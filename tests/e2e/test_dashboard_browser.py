@@ -95,7 +95,7 @@ def send(stack: EmbeddedStack, subject: str, body: bytes) -> None:
     """`nats pub`, from a thread of its own: Playwright's sync API keeps an event loop running
     in this one."""
     with ThreadPoolExecutor(1) as thread:
-        thread.submit(publish, stack.config.nats_url, subject, body).result(timeout=10)
+        thread.submit(publish, stack.config.admin_url, subject, body).result(timeout=10)
 
 
 def tick(stack: EmbeddedStack, price: str, at: datetime) -> None:

@@ -37,7 +37,7 @@ def approve(stack: EmbeddedStack, n: str, bot: str, msg_id: str | None = None, *
     )  # fmt: skip
 
     async def send() -> None:
-        nc = await nats.connect(stack.config.nats_url)
+        nc = await nats.connect(stack.config.admin_url)
         await nc.jetstream().publish(
             f"tranche.orders.approved.{bot}",
             approval.model_dump_json().encode(),
@@ -63,7 +63,7 @@ def exchange_orders(stack: EmbeddedStack, cid: str) -> int:
 def positions(stack: EmbeddedStack, bot: str) -> list[dict]:
     """Every position the ledger published for ``bot`` (its public output)."""
     found = stream_messages(
-        stack.config.nats_url, "TRANCHE_LEDGER", f"tranche.ledger.positions.{bot}"
+        stack.config.admin_url, "TRANCHE_LEDGER", f"tranche.ledger.positions.{bot}"
     )
     return [json.loads(message.data) for message in found]
 
@@ -79,7 +79,7 @@ def order(stack: EmbeddedStack, cid: str, status: str):
 def test_a_kill_9_between_sent_and_recorded_ends_with_exactly_one_exchange_order(
     stack: EmbeddedStack,
 ) -> None:
-    url = stack.config.nats_url
+    url = stack.config.admin_url
     stack.restart_service("executor", env={"TRANCHE_EXECUTOR_FAULT": "crash_after_send"})
     try:
         ticker(url, "0.09")
@@ -106,7 +106,7 @@ def test_a_kill_9_between_sent_and_recorded_ends_with_exactly_one_exchange_order
 def test_a_partly_filled_limit_order_times_out_is_cancelled_and_its_fills_booked(
     stack: EmbeddedStack,
 ) -> None:
-    url = stack.config.nats_url
+    url = stack.config.admin_url
     stack.restart_service(
         "executor",
         env={"TRANCHE_MOCK_PARTIAL_FILL_RATIO": "0.5", "TRANCHE_LIMIT_ORDER_TTL_S": "3"},
@@ -134,7 +134,7 @@ def test_order_events_carry_every_status_once(stack: EmbeddedStack) -> None:
     """The limit order above, read back from the stream: each change published once."""
 
     async def read() -> list[dict]:
-        nc = await nats.connect(stack.config.nats_url)
+        nc = await nats.connect(stack.config.admin_url)
         js = nc.jetstream()
         info = await js.stream_info("TRANCHE_ORDERS")
         found = []

@@ -16,14 +16,14 @@ pytestmark = pytest.mark.e2e
 
 
 def dead_letters(stack: EmbeddedStack, service: str) -> list[dict]:
-    found = stream_messages(stack.config.nats_url, "TRANCHE_DLQ", f"tranche.dlq.{service}")
+    found = stream_messages(stack.config.admin_url, "TRANCHE_DLQ", f"tranche.dlq.{service}")
     return [json.loads(message.data) for message in found]
 
 
 def test_malformed_payloads_reach_the_dlq_with_reasons_and_trading_goes_on(
     stack: EmbeddedStack,
 ) -> None:
-    url = stack.config.nats_url
+    url = stack.config.admin_url
     bad = {
         b"not json": "NOT_JSON",
         b'{"side":"buy","leverage":10}': "UNKNOWN_FIELD",
@@ -68,7 +68,7 @@ def test_malformed_payloads_reach_the_dlq_with_reasons_and_trading_goes_on(
 
 
 def test_killing_the_ledger_mid_flow_loses_no_fill(stack: EmbeddedStack) -> None:
-    url = stack.config.nats_url
+    url = stack.config.admin_url
     bots = [f"kill-{n}" for n in range(1, 11)]
     ticker(url, "0.09")
     for n, bot in enumerate(bots):
@@ -96,7 +96,7 @@ def test_killing_the_ledger_mid_flow_loses_no_fill(stack: EmbeddedStack) -> None
 def test_a_crash_between_commit_and_publish_still_sends_the_intent_once(
     stack: EmbeddedStack,
 ) -> None:
-    url = stack.config.nats_url
+    url = stack.config.admin_url
     stack.restart_service("signal", env={"TRANCHE_FAULT": "crash_before_publish"})
     ticker(url, "0.09")
     publish(url, "tranche.signals.inject.crash-bot", b'{"side":"buy"}')

@@ -78,7 +78,7 @@ def decision(stack: EmbeddedStack, intent_id: str):
 def test_halt_resume_flatten_and_the_audit_trail(
     stack: EmbeddedStack, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    url = stack.config.nats_url
+    url = stack.config.admin_url
     cli = ("--nats-url", url)
     at = ticker(url, "0.09")
     assert decision(stack, send_intent(url, 1, "entry", at, "0.09"))["approved"]

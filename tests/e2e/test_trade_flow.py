@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import time
@@ -22,10 +23,12 @@ pytestmark = pytest.mark.e2e
 
 
 def test_a_bare_nats_pub_signal_becomes_a_position(stack: EmbeddedStack) -> None:
-    url = stack.config.nats_url
+    url = stack.config.admin_url
     ticker(url, "0.09")
     started = time.monotonic()
-    publish(url, "tranche.signals.inject.flow-bare", b'{"side":"buy","temperature":80}')
+    # As the operator, as the README's `nats pub` line does: its user may inject signals.
+    operator = stack.config.nats_url_as("operator")
+    publish(operator, "tranche.signals.inject.flow-bare", b'{"side":"buy","temperature":80}')
     position = wait_for(position_of(stack, "flow-bare"), what="a position for flow-bare")
     latency = time.monotonic() - started
     print(f"\ninject -> booked position: {latency * 1000:.0f} ms")
@@ -55,12 +58,16 @@ def test_a_bare_nats_pub_signal_becomes_a_position(stack: EmbeddedStack) -> None
 
 
 def test_tranche_signal_trades_and_a_second_buy_adds_a_tranche(stack: EmbeddedStack) -> None:
-    url = stack.config.nats_url
+    url = stack.config.admin_url
     ticker(url, "0.09")
+    cli_env = {k: v for k, v in os.environ.items() if not k.startswith("TRANCHE_NATS_")}
 
     def cli_signal(side: str) -> str:
         done = subprocess.run(
-            [sys.executable, "-m", "tranche", "signal", "flow-cli", side, "--nats-url", url],
+            [sys.executable, "-m", "tranche", "signal", "flow-cli", side,
+             "--nats-url", stack.config.nats_url],
+            # The operator's password from where `tranche up` writes it, as a user's shell has it.
+            env={**cli_env, "TRANCHE_DATA_DIR": str(stack.config.data_dir)},
             capture_output=True, text=True, timeout=30, check=False,
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
@@ -95,12 +102,11 @@ def test_tranche_signal_trades_and_a_second_buy_adds_a_tranche(stack: EmbeddedSt
 def test_an_injected_signal_waits_for_n_evaluations_and_t_seconds(stack: EmbeddedStack) -> None:
     """Unconfirmed injections go through the bot's confirmation; every evaluation says how far
     it got (count and the event time held since), and only the one past both N and T acts."""
-    url = stack.config.nats_url
-    at = ticker(url, "0.09")
+    at = ticker(stack.config.admin_url, "0.09")
     bot = "confirm-timer"
 
     async def evaluation_of(offset_s: int) -> SignalEvaluation:
-        nc = await nats.connect(url)
+        nc = await nats.connect(stack.config.nats_url_as("operator"))
         try:
             heard = await nc.subscribe(f"tranche.signals.evaluated.{bot}")
             when = (at + timedelta(seconds=offset_s)).isoformat()

@@ -81,7 +81,7 @@ def hostile(draw: st.DrawFn) -> tuple[str, bytes, str]:
 
 
 def letters(stack: EmbeddedStack, service: str) -> list[dict]:
-    messages = stream_messages(stack.config.nats_url, "TRANCHE_DLQ", f"tranche.dlq.{service}")
+    messages = stream_messages(stack.config.admin_url, "TRANCHE_DLQ", f"tranche.dlq.{service}")
     return [json.loads(m.data) for m in messages]
 
 
@@ -95,7 +95,7 @@ def test_a_hostile_payload_is_dead_lettered_once_and_nothing_breaks(
 ) -> None:
     subject, body, service = case
     before = len(letters(stack, service))
-    publish(stack.config.nats_url, subject, body)
+    publish(stack.config.admin_url, subject, body)
 
     def refused() -> list[dict] | None:
         found = letters(stack, service)

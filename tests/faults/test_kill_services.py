@@ -21,7 +21,7 @@ PRICE_REASONS = {"NO_MARKET_DATA"}
 
 @pytest.mark.parametrize("victims", CASES)
 def test_killed_services_finish_what_they_started(stack: EmbeddedStack, victims: str) -> None:
-    url = stack.config.nats_url
+    url = stack.config.admin_url
     bots = [f"k9-{victims.replace('+', '-')}-{n}" for n in range(1, 6)]
     ticker(url, "0.09")
     for n, bot in enumerate(bots):

@@ -25,7 +25,7 @@ def all_ready(stack: EmbeddedStack) -> bool:
 
 
 def test_a_killed_nats_server_comes_back_and_loses_nothing(stack: EmbeddedStack) -> None:
-    url = stack.config.nats_url
+    url = stack.config.admin_url
     ticker(url, "0.09")
     publish(url, "tranche.signals.inject.nats-1", b'{"side":"buy"}')
     # kill -9 while the signal may still be on its way through the services

@@ -3,7 +3,7 @@ partial fills, latency, injected failures, determinism under a seed, a book that
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -76,7 +76,9 @@ def test_a_resting_limit_order_fills_in_parts_as_maker_at_its_limit(engine) -> N
     quotes["ETH-BTC"] = Quote(Decimal("0.08"), AT)
     assert mock.on_quote("ETH-BTC") == 1
     assert mock.get(order.exchange_order_id).filled_size == Decimal("0.1")
-    mock.on_quote("ETH-BTC")  # half of what remains each time a price crosses
+    assert mock.on_quote("ETH-BTC") == 0  # the same price heard again (a second executor)
+    quotes["ETH-BTC"] = Quote(Decimal("0.08"), AT + timedelta(seconds=1))
+    mock.on_quote("ETH-BTC")  # half of what remains each time a (new) price crosses
     part = mock.get(order.exchange_order_id)
     fills = [convert_fill(f) for f in mock.fills(order.exchange_order_id)]
     assert part.status == "OPEN" and part.filled_size == Decimal("0.15")

@@ -150,6 +150,14 @@ def _by_exchange_id(session: Session, exchange_order_id: str) -> MockOrderRow:
     return row
 
 
+def _matched_since(session: Session, row: MockOrderRow, time: datetime) -> bool:
+    """Whether the order already has a fill at or after ``time`` (market time)."""
+    query = select(MockFillRow.trade_id).where(
+        MockFillRow.exchange_order_id == row.exchange_order_id, MockFillRow.trade_time >= time
+    )
+    return session.exec(query).first() is not None
+
+
 def _as_order(row: MockOrderRow) -> ExchangeOrder:
     return ExchangeOrder(
         exchange_order_id=row.exchange_order_id,
@@ -225,7 +233,11 @@ class MockExchange:
         with self._lock:
             self._enter("get")
             with Session(self._engine) as session:
-                return _as_order(_by_exchange_id(session, exchange_order_id))
+                row = _by_exchange_id(session, exchange_order_id)
+            if row.status == "OPEN" and self._resting is not None:
+                # Placed by another executor instance (this one took it over): match it too.
+                self._resting.add(row.product_id)
+            return _as_order(row)
 
     def fills(self, exchange_order_id: str) -> list[ExchangeFill]:
         with self._lock:
@@ -281,13 +293,18 @@ class MockExchange:
                 )
             if product_id not in self._resting:
                 return 0  # most prices: nothing rests, no query
+            # Locked (PostgreSQL): two executor instances hear the same price; the second waits
+            # and then sees the first one's fill at this price's time, and skips the order.
             resting = session.exec(
                 select(MockOrderRow)
                 .where(MockOrderRow.product_id == product_id, MockOrderRow.status == "OPEN")
                 .order_by(col(MockOrderRow.created_at))
+                .with_for_update()
             ).all()
             for row in resting:
                 assert row.limit_price is not None
+                if _matched_since(session, row, quote.time):
+                    continue  # one match per order and market time, however many listen
                 crosses = (
                     quote.price <= row.limit_price
                     if row.side == "buy"

@@ -1,0 +1,53 @@
+"""The embedded stack's NATS passwords: how they are made, stored and found by the CLI."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from tranche import credentials
+
+
+def test_passwords_start_with_a_letter_and_differ_per_user() -> None:
+    passwords = credentials.new_passwords()
+    assert set(passwords) == set(credentials.USERS)
+    assert len(set(passwords.values())) == len(passwords)
+    for password in passwords.values():
+        assert password[0].isalpha() and password.isalnum() and len(password) == 32
+
+
+def test_the_files_are_readable_by_their_owner_only(tmp_path: Path) -> None:
+    passwords = credentials.new_passwords()
+    credentials.write_passwords(tmp_path, passwords)
+    folder = tmp_path / credentials.SECRETS_DIR
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    for user, password in passwords.items():
+        path = credentials.password_file(tmp_path, user)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert path.read_text() == password
+    path.chmod(0o644)  # a file left readable by an older run is tightened again
+    credentials.write_passwords(tmp_path, passwords)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_the_operator_commands_prefer_the_environment_then_the_stacks_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TRANCHE_NATS_USER", raising=False)
+    monkeypatch.delenv("TRANCHE_NATS_PASSWORD", raising=False)
+    assert credentials.operator_auth(tmp_path) == {}  # a server without users
+    credentials.write_passwords(tmp_path, {"operator": "Secret1"})
+    assert credentials.operator_auth(tmp_path) == {"user": "operator", "password": "Secret1"}
+    monkeypatch.setenv("TRANCHE_DATA_DIR", str(tmp_path))
+    assert credentials.operator_auth() == {"user": "operator", "password": "Secret1"}
+    monkeypatch.setenv("TRANCHE_NATS_USER", "admin")
+    monkeypatch.setenv("TRANCHE_NATS_PASSWORD", "Other2")
+    assert credentials.operator_auth(tmp_path) == {"user": "admin", "password": "Other2"}
+
+
+def test_a_url_carries_the_user_and_password() -> None:
+    url = credentials.with_user("nats://127.0.0.1:4250", "admin", "Pass9")
+    assert url == "nats://admin:Pass9@127.0.0.1:4250"
+    assert credentials.server_env({"admin": "Pass9"}) == {"TRANCHE_NATS_PASSWORD_ADMIN": "Pass9"}

@@ -1,0 +1,106 @@
+"""NATS users of a Tranche deployment (deploy/nats/permissions.conf) and their passwords.
+
+The embedded stack makes a fresh random password per user at every start, gives the NATS server
+all of them (its environment) and each service only its own (``TRANCHE_NATS_USER`` and
+``TRANCHE_NATS_PASSWORD``), and writes them to ``<data dir>/secrets/nats-<user>`` (mode 0600),
+where the operator's commands (``tranche signal``, ``tranche halt``, the live view) read the
+``operator`` one. ``admin`` (the whole JetStream API) only provisions the streams and is for
+backups and repairs.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import string
+from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
+
+SERVICE_USERS = ("signal", "safety", "executor", "ledger", "dashboard")
+USERS = (*SERVICE_USERS, "operator", "admin")
+SECRETS_DIR = "secrets"
+
+
+def new_password(length: int = 32) -> str:
+    """Letters and digits, starting with a letter: NATS reads an environment value that starts
+    with a digit or '-' as a number and refuses the config."""
+    alphabet = string.ascii_letters + string.digits
+    return secrets.choice(string.ascii_letters) + "".join(
+        secrets.choice(alphabet) for _ in range(length - 1)
+    )
+
+
+def new_passwords() -> dict[str, str]:
+    return {user: new_password() for user in USERS}
+
+
+def server_env(passwords: dict[str, str]) -> dict[str, str]:
+    """What the NATS server's environment needs for permissions.conf."""
+    return {f"TRANCHE_NATS_PASSWORD_{user.upper()}": pw for user, pw in passwords.items()}
+
+
+def password_file(data_dir: Path, user: str) -> Path:
+    return data_dir / SECRETS_DIR / f"nats-{user}"
+
+
+def write_passwords(data_dir: Path, passwords: dict[str, str]) -> None:
+    """One file per user, readable by the owner only, in a directory only the owner can list."""
+    folder = data_dir / SECRETS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o700)
+    for user, password in passwords.items():
+        path = password_file(data_dir, user)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as out:
+            out.write(password)
+        path.chmod(0o600)  # an older file keeps its mode through O_CREAT
+
+
+def with_user(nats_url: str, user: str, password: str) -> str:
+    """``nats://user:password@host:port`` (for tests and tools that take one URL)."""
+    parts = urlsplit(nats_url)
+    netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{parts.hostname}"
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def operator_auth(data_dir: str | Path | None = None) -> dict[str, str]:
+    """Connect options for the operator's commands: ``TRANCHE_NATS_USER`` and
+    ``TRANCHE_NATS_PASSWORD`` when set (compose, Kubernetes), else the ``operator`` password the
+    embedded stack wrote into its data directory (``TRANCHE_DATA_DIR``, default ``var``), else
+    none (a NATS server without users)."""
+    user, password = os.environ.get("TRANCHE_NATS_USER"), os.environ.get("TRANCHE_NATS_PASSWORD")
+    if user:
+        return {"user": user, "password": password or ""}
+    folder = Path(data_dir or os.environ.get("TRANCHE_DATA_DIR") or "var")
+    path = password_file(folder, "operator")
+    if path.is_file():
+        return {"user": "operator", "password": path.read_text().strip()}
+    return {}
+
+
+async def operator_connect(nats_url: str, data_dir: str | Path | None = None):
+    """A NATS connection for one operator command (no reconnects), as :func:`operator_auth`'s
+    user. Raises ``ConnectionError`` with one sentence, never a traceback on the terminal."""
+    import nats
+
+    auth = operator_auth(data_dir)
+    refusals: list[Exception] = []
+
+    async def on_error(error: Exception) -> None:
+        refusals.append(error)
+
+    try:
+        return await nats.connect(
+            nats_url, connect_timeout=3, allow_reconnect=False, max_reconnect_attempts=0,
+            error_cb=on_error, **auth,
+        )  # fmt: skip
+    except Exception as error:
+        if any("authorization" in str(seen).lower() for seen in [*refusals, error]):
+            who = f"user {auth['user']}" if auth else "a connection without a user"
+            raise ConnectionError(
+                f"NATS refused {who}: set TRANCHE_NATS_USER and TRANCHE_NATS_PASSWORD, or "
+                "TRANCHE_DATA_DIR to the data directory of the running tranche up"
+            ) from None
+        raise ConnectionError(f"{type(error).__name__} {error}".strip()) from None
