@@ -21,6 +21,7 @@ from services.signal.config import SignalSettings
 from shared import subjects
 from shared.contracts import Ticker
 from tests.support.coinbase_standin import CoinbaseStandIn, make_api_key
+from tests.support.waiting import eventually as until
 
 CONFIG = """
 [products.BTC-USD]
@@ -73,16 +74,6 @@ def settings_for(tmp_path: Path, nats_url: str, standin: CoinbaseStandIn, **more
 
 async def feed_status(web: httpx.AsyncClient) -> dict:
     return (await web.get("/feeds")).json()["BTC-USD"]
-
-
-async def until(probe, what: str, timeout: float = 15.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        found = await probe()
-        if found:
-            return found
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -27,6 +26,7 @@ from shared.db import make_engine
 from shared.money import utc_now
 from shared.service import Service
 from shared.streams import ORDERS
+from tests.support.waiting import eventually as until
 
 MARKET = [datetime(2018, 1, 20, tzinfo=UTC)]
 BOT = "eth-btc-momentum"  # the sample catalog's only ETH-BTC bot
@@ -131,18 +131,6 @@ class Harness:
     def order(self, cid: str) -> OrderRow | None:
         with Session(self.service.engine) as session:  # type: ignore[union-attr]
             return session.get(OrderRow, cid)
-
-
-async def until(probe: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = probe()
-        if asyncio.iscoroutine(found):
-            found = await found
-        if found:
-            return found
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what or probe}")
 
 
 def final(harness: Harness, cid: str, status: str) -> Callable[[], Any]:

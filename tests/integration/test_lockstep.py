@@ -5,7 +5,6 @@ only when every intent has settled; an intent that does not settle fails the rep
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -25,6 +24,7 @@ from shared.contracts import (
     TradeIntent,
 )
 from shared.streams import ORDERS, SAFETY_ORDER_EVENTS, ensure_streams
+from tests.support.waiting import eventually as until
 
 BOT = "eth-btc-momentum"
 AT = datetime(2018, 1, 20, 12, tzinfo=UTC)
@@ -81,14 +81,6 @@ async def connected(nats_url: str) -> AsyncIterator:
         yield nc
     finally:
         await nc.close()
-
-
-async def until(probe: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not probe():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 async def test_the_next_tick_waits_until_the_fill_is_booked_and_safety_has_consumed_it(

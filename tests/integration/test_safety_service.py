@@ -5,11 +5,8 @@ breakers, the kill switch and fail-closed storage."""
 from __future__ import annotations
 
 import asyncio
-import inspect
 import itertools
 import json
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -38,6 +35,7 @@ from shared.contracts import (
 )
 from shared.service import Service
 from shared.streams import SAFETY_INTENTS, SAFETY_ORDER_EVENTS, Consumer, ensure_streams
+from tests.support.waiting import eventually as wait_until
 
 T0 = datetime(2018, 1, 20, 12, 0, tzinfo=UTC)
 _ids = itertools.count()
@@ -152,7 +150,7 @@ class Harness:
             found = self.decisions(bot)
             return found if len(found) >= count else None
 
-        return await wait_until(probe, timeout, f"{count} decisions")
+        return await wait_until(probe, f"{count} decisions", timeout)
 
     async def stream(self, stream: str, subject_prefix: str) -> list:
         info = await self.js.stream_info(stream)
@@ -183,19 +181,6 @@ class Harness:
             subjects.SAFETY_CONTROL, body.model_dump_json().encode(), timeout=10
         )
         return SafetyCommandResult.model_validate_json(reply.data)
-
-
-async def wait_until(probe: Callable, timeout: float = 30, what: str = ""):
-    """Poll ``probe`` (plain or async) until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = probe()
-        if inspect.isawaitable(found):
-            found = await found
-        if found:
-            return found
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
 async def started(settings: SafetySettings) -> Service:

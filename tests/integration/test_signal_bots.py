@@ -30,6 +30,7 @@ from shared.contracts import BotChanged, PositionUpdate, TradeIntent
 from shared.money import utc_now
 from shared.service import Service
 from shared.streams import BOTS, INTENTS, ensure_streams
+from tests.support.waiting import eventually
 
 T = TypeVar("T", bound=BaseModel)
 TOKEN = "bots-token"
@@ -78,16 +79,6 @@ async def running(settings: SignalSettings) -> AsyncIterator[tuple[Service, http
             yield service, web
     finally:
         await service.stop()
-
-
-async def eventually(probe, what: str, timeout: float = 10.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        found = await probe()
-        if found:
-            return found
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
 @pytest.fixture
