@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -25,7 +26,7 @@ from rich.console import Console
 from shared.settings import DEFAULT_PORTS
 from tranche import bots_cli, ledger_cli, nats_cli, replay, safety_cli
 from tranche.credentials import operator_connect
-from tranche.stack import EmbeddedStack, StackConfig, StackError
+from tranche.stack import EmbeddedStack, StackConfig, StackError, free_port
 from tranche.status import SERVICES, VIEWS, gather, render
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4250"
@@ -39,10 +40,14 @@ def _service_urls(args: argparse.Namespace) -> dict[str, str]:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    ports = (
+        {"ports": {name: free_port() for name in (*SERVICES, *VIEWS)}} if args.free_ports else {}
+    )
     config = StackConfig(
         data_dir=Path(args.data_dir),
-        nats_port=args.nats_port,
-        nats_monitor_port=args.nats_monitor_port,
+        nats_port=free_port() if args.free_ports else args.nats_port,
+        nats_monitor_port=free_port() if args.free_ports else args.nats_monitor_port,
+        **ports,
         replay="" if args.no_replay else StackConfig().replay,
         replay_speed=args.replay_speed,
         # The bots file only seeds the bots bucket; this makes it win over run-time changes.
@@ -83,15 +88,20 @@ def cmd_up(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        console.print("stopping services and NATS ...")
+        # The terminal may be gone (a hang-up): stopping must not depend on printing.
+        with contextlib.suppress(OSError):
+            console.print("stopping services and NATS ...")
         stack.stop()
-        console.print("stopped.")
+        with contextlib.suppress(OSError):
+            console.print("stopped.")
     return 0
 
 
 def _install_stop(stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    # A closed terminal (SIGHUP) stops the stack like Ctrl-C: the services run in sessions of
+    # their own and would otherwise outlive it.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
 
 
@@ -155,6 +165,11 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--replay-speed", type=float, default=120.0, help="event s per wall s; 0 = max")
     up.add_argument("--no-replay", action="store_true", help="no market data replay")
     up.add_argument("--no-live", action="store_true", help="no live view (for scripts)")
+    up.add_argument(
+        "--free-ports",
+        action="store_true",
+        help="NATS and every service on ports nothing uses (printed), beside another stack",
+    )
     up.add_argument(
         "--reseed-bots",
         action="store_true",
