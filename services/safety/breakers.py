@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from shared.contracts import Fill, TradingState
+from shared.money import format_decimal
 
 ZERO = Decimal(0)
 
@@ -88,19 +89,21 @@ def bot_trips(
             total = sum((r.realized_pnl for r in last), ZERO)
             trip(
                 "LOSING_STREAK",
-                f"bot {bot_id} lost on {streak} exits in a row ({total} in all)",
+                f"bot {bot_id} lost on {streak} exits in a row ({format_decimal(total)} in all)",
             )
     day_loss = _loss(exits, now - timedelta(days=1))
     if limits.daily_loss_per_bot is not None and day_loss > limits.daily_loss_per_bot:
         trip(
             "DAILY_LOSS",
-            f"bot {bot_id} lost {day_loss} in 24 hours, more than {limits.daily_loss_per_bot}",
+            f"bot {bot_id} lost {format_decimal(day_loss)} in 24 hours, "
+            f"more than {format_decimal(limits.daily_loss_per_bot)}",
         )
     week_loss = _loss(exits, now - timedelta(days=7))
     if limits.weekly_loss_per_bot is not None and week_loss > limits.weekly_loss_per_bot:
         trip(
             "WEEKLY_LOSS",
-            f"bot {bot_id} lost {week_loss} in 7 days, more than {limits.weekly_loss_per_bot}",
+            f"bot {bot_id} lost {format_decimal(week_loss)} in 7 days, "
+            f"more than {format_decimal(limits.weekly_loss_per_bot)}",
         )
     if limits.order_failures is not None:
         recent = [t for t in failures if t > now - limits.order_failure_window]
@@ -124,7 +127,8 @@ def all_bots_trips(exits: Sequence[ExitResult], limits: BreakerLimits, now: date
     return [
         Trip(
             "DAILY_LOSS_ALL_BOTS",
-            f"all bots lost {loss} in 24 hours, more than {limits.daily_loss_all_bots}",
+            f"all bots lost {format_decimal(loss)} in 24 hours, "
+            f"more than {format_decimal(limits.daily_loss_all_bots)}",
             None,
             limits.trip_to,
             now + limits.reset_after if limits.reset_after else None,

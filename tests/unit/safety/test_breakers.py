@@ -105,3 +105,11 @@ def test_realized_pnl_of_an_exit_follows_the_design_example() -> None:
 )
 def test_the_stricter_state_applies(a, b, expected) -> None:
     assert stricter(a, b) == expected and stricter(b, a) == expected
+
+
+def test_a_trip_says_its_amounts_in_plain_decimals() -> None:
+    """Realized P&L carries many places; the trader reads the loss as it is, not as
+    -0.000274110829946200000000000000 or -2.741E-4."""
+    results = exits("-0.0001000000000000000000", "-0.0000741108299462", "-0.0001")
+    (trip,) = bot_trips("bot-1", results, [], LIMITS, T0 + timedelta(hours=10))
+    assert trip.message == "bot bot-1 lost on 3 exits in a row (-0.0002741108299462 in all)"
