@@ -73,6 +73,9 @@ class BotView:
     """The bot's latest approval or rejection (a rejection says why it did not trade)."""
     readiness: c.BotReadiness | None = None
     """Safety's latest word on whether the bot could trade now."""
+    bot_status: str | None = None
+    """``active``, ``paused`` or ``removed`` as the last ``tranche.bots.changed`` said."""
+    bot_revision: int = 0
 
 
 @dataclass(frozen=True)
@@ -259,6 +262,8 @@ class Board:
     def _apply(self, subject: str, payload: bytes) -> None:
         if subject == s.SAFETY_EVENTS:
             model, token = c.SafetyEvent, ""
+        elif subject == s.BOTS_CHANGED:
+            model, token = c.BotChanged, ""
         else:
             family, _, token = subject.rpartition(".")
             model = _FAMILIES.get(family)
@@ -318,6 +323,10 @@ class Board:
                     bot.trading_state, bot.state_reason = msg.state, reason
                 elif msg.state:
                     self.system_state, self.system_reason = msg.state, reason
+            case c.BotChanged():
+                bot = self._bot(msg.bot_id)
+                if msg.revision >= bot.bot_revision:  # an older announcement never wins
+                    bot.bot_status, bot.bot_revision = msg.status, msg.revision
             case c.BotReadiness():
                 _same(token, msg.bot_id)
                 self._readiness(msg)

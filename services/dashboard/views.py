@@ -47,6 +47,13 @@ def _state_badge(state: str | None) -> str:
     return '<span class="badge state-unknown" data-state="unknown">no state reported</span>'
 
 
+def _bot_status_badge(status: str | None) -> str:
+    """A paused or removed bot (``tranche bots pause|remove``): said next to safety's state."""
+    if status in ("paused", "removed"):
+        return f' <span class="badge bot-{status}" data-bot-status="{status}">{status}</span>'
+    return ""
+
+
 def header(board: Board, configured_mode: str) -> str:
     """The mode, unmistakable; the system's trading state; counters and the latest alerts."""
     modes = board.modes
@@ -244,6 +251,7 @@ def bot_card(board: Board, bot: BotView) -> str:
         f'<article class="bot" id="bot-{e(bot.bot_id)}" data-bot="{e(bot.bot_id)}">'
         f'<header><h3>{e(bot.bot_id)}</h3> <span class="product">{e(bot.product_id or "—")}'
         f"</span> {_mode_badge(bot.mode)} {_state_badge(bot.trading_state)}"
+        f"{_bot_status_badge(bot.bot_status)}"
         f' <span class="price">last {e(plain(price))}</span></header>{why}'
         f"{_evaluation(bot.evaluation)}{_readiness(board.readiness_now(bot.bot_id))}"
         f"{_decision(bot.last_decision)}"

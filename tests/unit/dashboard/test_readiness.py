@@ -10,7 +10,7 @@ from rich.console import Console
 
 from services.dashboard import views
 from services.dashboard.board import Board
-from shared.contracts import BotReadiness, ReadinessBlock
+from shared.contracts import BotChanged, BotReadiness, ReadinessBlock
 from tests.unit.test_live import BOT, PRODUCT, T0, send, ticker
 from tranche.live import render
 
@@ -105,3 +105,21 @@ def test_the_terminal_view_says_whether_the_bot_could_enter() -> None:
     assert "no: ENTRY_COOLDOWN ORDER_IN_FLIGHT (180 s left)" in screen(board)
     send(board, SUBJECT, readiness(at=UNTIL, can_enter=True, entry_blocks=[]))
     assert "no: " not in screen(board) and " yes " in screen(board)
+
+
+def test_a_paused_bot_says_so_and_an_older_announcement_never_wins() -> None:
+    def changed(status: str, revision: int) -> BotChanged:
+        return BotChanged(
+            message_id=f"bot-{BOT}-r{revision}", correlation_id="c", time=T0, bot_id=BOT,
+            change="paused" if status == "paused" else "resumed", revision=revision,
+            status=status, changed_by="ops",
+        )  # fmt: skip
+
+    board = Board()
+    send(board, "tranche.bots.changed", changed("paused", 3))
+    assert board.invalid_messages == 0
+    assert 'data-bot-status="paused"' in views.bots(board)
+    send(board, "tranche.bots.changed", changed("active", 2))
+    assert board.bots[BOT].bot_status == "paused"
+    send(board, "tranche.bots.changed", changed("active", 4))
+    assert "data-bot-status" not in views.bots(board)
