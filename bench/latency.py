@@ -1,28 +1,19 @@
 """End-to-end latency: an injected, confirmed signal to the booked position, through the four
-services as processes on a real NATS server, against the bare relay in the same run.
-
-    python -m bench.latency [--bots 1 10 100] [--rounds 20] [--relay-messages 200]
+services as processes on a real NATS server (the driver of ``make bench``, :mod:`bench.matrix`).
 
 Each round moves market time forward 10 minutes (past every cooldown), then injects one signal
 per bot (buy on even rounds, sell on odd: every signal books a fill) and times each from the
-publish to the position update on ``tranche.ledger.positions.<bot>``. Prints p50/p95/p99, the
-throughput of a round, and each figure as a ratio to the relay's.
+publish to the position update on ``tranche.ledger.positions.<bot>``.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import statistics
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import nats
-
-from bench.relay import run_relay
-from tranche.stack import SERVICES, EmbeddedStack, StackConfig, free_port
 
 PRODUCT = """
 [products.ETH-BTC]
@@ -87,57 +78,3 @@ async def drive(nats_url: str, bots: int, rounds: int) -> tuple[list[float], flo
         busy += time.perf_counter() - started
     await nc.close()
     return latencies, busy
-
-
-def run(bots: int, rounds: int, relay_messages: int) -> dict[str, object]:
-    with tempfile.TemporaryDirectory(prefix="tranche-bench-") as scratch:
-        root = Path(scratch)
-        config = root / "bots.toml"
-        config.write_text(PRODUCT + "".join(BOT.format(n=n) for n in range(bots)))
-        stack = EmbeddedStack(
-            StackConfig(
-                data_dir=root / "data",
-                nats_port=free_port(),
-                nats_monitor_port=free_port(),
-                ports={name: free_port() for name in SERVICES},
-                replay="",
-                config_file=config,
-                extra_env={"TRANCHE_LOG_LEVEL": "warning"},
-            )
-        )
-        stack.start()
-        try:
-            relay = asyncio.run(run_relay(stack.config.nats_url, relay_messages))
-            latencies, busy = asyncio.run(drive(stack.config.nats_url, bots, rounds))
-        finally:
-            stack.stop()
-    return {
-        "bots": bots,
-        "signals": len(latencies),
-        "tranche": summary(latencies),
-        "relay": summary(relay),
-        "orders_per_s": len(latencies) / busy,
-    }
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--bots", type=int, nargs="+", default=[1, 10, 100])
-    parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--relay-messages", type=int, default=200)
-    args = parser.parse_args()
-    header = ("bots", "signals", "p50 ms", "p95 ms", "p99 ms", "relay p50", "relay p99",
-              "p50 x", "p99 x", "orders/s")  # fmt: skip
-    print(" ".join(f"{column:>9}" for column in header))
-    for bots in args.bots:
-        result = run(bots, args.rounds, args.relay_messages)
-        t, r = result["tranche"], result["relay"]
-        row = (bots, result["signals"], t["p50"], t["p95"], t["p99"], r["p50"], r["p99"],  # type: ignore[index]
-               t["p50"] / r["p50"], t["p99"] / r["p99"], result["orders_per_s"])  # type: ignore[index]  # fmt: skip
-        print(
-            " ".join(f"{v:>9.1f}" if isinstance(v, float) else f"{v:>9}" for v in row), flush=True
-        )
-
-
-if __name__ == "__main__":
-    main()

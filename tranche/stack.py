@@ -82,6 +82,8 @@ class StackConfig:
     replay_speed: float = 120.0
     config_file: Path | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    nats_config: Path = NATS_CONFIG
+    """The NATS server's configuration file (the benchmark compares JetStream's sync settings)."""
     service_env: dict[str, dict[str, str]] = field(default_factory=dict)
     """Settings for one service only (the fault tests use it)."""
     control_token: str = field(
@@ -124,7 +126,7 @@ class EmbeddedStack:
         self.nats = subprocess.Popen(
             [
                 nats_server_binary(),
-                "-c", str(NATS_CONFIG),
+                "-c", str(c.nats_config),
                 "-a", c.host,
                 "-p", str(c.nats_port),
                 "-m", str(c.nats_monitor_port),
