@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -103,7 +104,8 @@ def databases(storage: str) -> Iterator[dict[str, dict[str, str]]]:
 
 
 def profile_under_pyinstrument(stack: EmbeddedStack, name: str, out: Path) -> None:
-    """Restart one service under pyinstrument; its report is written when it stops."""
+    """Restart one service under pyinstrument; its report is written when it stops on SIGINT
+    (see :func:`stop_profiled`)."""
     stack.stop_service(name)
     log = open(stack.logs / f"{name}.profiled.log", "ab")  # noqa: SIM115 - the child owns it
     stack.services[name] = subprocess.Popen(
@@ -115,6 +117,14 @@ def profile_under_pyinstrument(stack: EmbeddedStack, name: str, out: Path) -> No
         start_new_session=True,
     )  # fmt: skip
     stack.wait_ready(name, timeout=60)
+
+
+def stop_profiled(stack: EmbeddedStack, name: str) -> None:
+    """SIGINT, not SIGTERM: uvicorn re-raises the signal after its shutdown, and only the
+    KeyboardInterrupt of a SIGINT lets pyinstrument write its report before the process ends."""
+    process = stack.services[name]
+    process.send_signal(signal.SIGINT)
+    process.wait(timeout=60)
 
 
 def relay_run(nats_url: str, messages: int, burst: int) -> dict:
@@ -160,6 +170,8 @@ def run(storage: str, sync: str, bots: int, rounds: int, relay_messages: int,
             rss = {name: peak_rss_mb(pid) for name, pid in pids.items()}
             relay = relay_run(stack.config.nats_url, max(relay_messages, bots * 2), bots)
         finally:
+            if profile:
+                stop_profiled(stack, profile)
             stack.stop()
     return Result(
         storage=storage,

@@ -13,6 +13,7 @@ If the dead-letter publish itself fails, the message is nacked, never terminated
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import logging
@@ -35,7 +36,7 @@ from shared import subjects
 from shared.contracts import DeadLetter, Reason
 from shared.logging import get_logger
 from shared.money import utc_now
-from shared.outbox import OutboxMessage
+from shared.outbox import BatchFailed, OutboxMessage
 from shared.streams import DLQ, Consumer, stream_for
 
 log = get_logger(__name__)
@@ -229,23 +230,51 @@ async def connect(nats_url: str, name: str) -> NatsClient:
     )
 
 
-def outbox_publisher(nc: NatsClient):
-    """Publish one outbox row: a JetStream message with its id, or a key-value put."""
-    js = nc.jetstream()
-    buckets: dict[str, Any] = {}
+def outbox_publisher(nc: NatsClient, timeout: float = 5.0):
+    """Publish a batch of outbox rows in their order: JetStream messages with their id, key-value
+    puts (a publish on the bucket's ``$KV.<bucket>.<key>`` subject, what ``kv.put`` sends).
 
-    async def publish(row: OutboxMessage) -> None:
-        if row.kv_bucket:
-            if row.kv_bucket not in buckets:
-                buckets[row.kv_bucket] = await js.key_value(row.kv_bucket)
-            await buckets[row.kv_bucket].put(row.kv_key, row.payload.encode())
-            return
-        await js.publish(
-            row.subject,
-            row.payload.encode(),
-            headers={"Nats-Msg-Id": row.message_id},
-            stream=stream_for(row.subject).name,
-            timeout=5,
-        )
+    Pipelined: every row is sent before any acknowledgement is awaited (one round trip per
+    batch, not per row), in order on one connection, so the server stores them in order. Raises
+    :class:`~shared.outbox.BatchFailed` naming how many leading rows were confirmed."""
+    js = nc.jetstream()
+
+    async def publish(rows: list[OutboxMessage]) -> None:
+        acks = []
+        try:
+            for row in rows:
+                if row.kv_bucket:
+                    stream, headers = f"KV_{row.kv_bucket}", None
+                else:
+                    stream = stream_for(row.subject).name
+                    headers = {"Nats-Msg-Id": row.message_id}
+                acks.append(
+                    await js.publish_async(
+                        row.subject, row.payload.encode(), stream=stream, headers=headers
+                    )
+                )
+        except Exception as error:
+            await _confirmed_prefix(acks, timeout, error)
+            raise  # unreachable: _confirmed_prefix raises
+        await _confirmed_prefix(acks, timeout, None)
 
     return publish
+
+
+async def _confirmed_prefix(
+    acks: list[asyncio.Future[Any]], timeout: float, send_error: Exception | None
+) -> None:
+    """Wait for the acknowledgements; raise BatchFailed with the number of leading rows the
+    server confirmed if any failed, timed out, or (``send_error``) could not be sent."""
+    done: set[asyncio.Future[Any]] = set()
+    if acks:
+        done, _ = await asyncio.wait(acks, timeout=timeout)
+    for n, ack in enumerate(acks):
+        if ack not in done:
+            for pending in acks[n:]:
+                pending.cancel()
+            raise BatchFailed(n) from TimeoutError(f"no acknowledgement within {timeout:g} s")
+        if ack.exception() is not None:
+            raise BatchFailed(n) from ack.exception()
+    if send_error is not None:
+        raise BatchFailed(len(acks)) from send_error
