@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -44,7 +45,7 @@ POSTGRES_ADMIN = os.environ.get(
 # the benchmark measures Tranche, not the exchange's quota (docs/benchmarks.md).
 UNLIMITED = str(10**9)
 BENCH_ENV = {
-    "TRANCHE_LOG_LEVEL": "warning",
+    "TRANCHE_LOG_LEVEL": os.environ.get("TRANCHE_BENCH_LOG_LEVEL", "warning"),
     "TRANCHE_MAX_ENTRIES_ALL_HOUR": UNLIMITED,
     "TRANCHE_MAX_ENTRIES_ALL_DAY": UNLIMITED,
     "TRANCHE_LOSING_EXITS_IN_A_ROW": UNLIMITED,
@@ -169,6 +170,12 @@ def run(storage: str, sync: str, bots: int, rounds: int, relay_messages: int,
             cpu_by = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
             rss = {name: peak_rss_mb(pid) for name, pid in pids.items()}
             relay = relay_run(stack.config.nats_url, max(relay_messages, bots * 2), bots)
+        except BaseException:
+            kept = Path("var/bench-logs") / f"{storage}-{sync}-{bots}"
+            shutil.rmtree(kept, ignore_errors=True)
+            shutil.copytree(stack.logs, kept)
+            print(f"failed: the services' logs are in {kept}/", file=sys.stderr)
+            raise
         finally:
             if profile:
                 stop_profiled(stack, profile)
@@ -225,11 +232,15 @@ def main() -> None:
                         default=["always", "default"])  # fmt: skip
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--relay-messages", type=int, default=200)
+    parser.add_argument("--concurrency", type=int,
+                        help="TRANCHE_CONSUMER_CONCURRENCY of the services")  # fmt: skip
     parser.add_argument("--profile", choices=BUSINESS, help="run this service under pyinstrument")
     parser.add_argument("--profile-dir", type=Path, default=Path("var/profiles"))
     args = parser.parse_args()
     if args.quick:
         args.bots, args.storage, args.rounds = [1, 10], ["sqlite"], 4
+    if args.concurrency:
+        BENCH_ENV["TRANCHE_CONSUMER_CONCURRENCY"] = str(args.concurrency)
     if args.profile:
         args.profile_dir.mkdir(parents=True, exist_ok=True)
     results: list[Result] = []

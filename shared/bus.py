@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Any
 
 import nats
-from faststream import AckPolicy, Context
+from faststream import AckPolicy, BaseMiddleware, Context
 from faststream.exceptions import NackMessage, RejectMessage
 from faststream.middlewares import ExceptionMiddleware
 from faststream.nats import JStream, NatsBroker, NatsRouter, PullSub
@@ -45,6 +45,10 @@ DEAD_LETTERS = Counter(
     "tranche_dead_letters_total", "Messages sent to the dead-letter subject", ["service"]
 )
 RETRIES = Counter("tranche_handler_retries_total", "Deliveries nacked for a retry", ["service"])
+
+FAULT_NACKS = Counter(
+    "tranche_fault_nacks_total", "First deliveries nacked by the redelivery-storm fault", ["kind"]
+)
 
 RETRY_DELAY_S = 2.0
 
@@ -178,20 +182,79 @@ def dead_letter_middleware(dead_letters: DeadLetters, max_deliver: int) -> Excep
     return ExceptionMiddleware(handlers={Exception: on_error})
 
 
-def make_router(dead_letters: DeadLetters, max_deliver: int = Consumer.max_deliver) -> NatsRouter:
+class NackFirstDelivery(BaseMiddleware):
+    """Fault injection (``TRANCHE_FAULT=nack_first_delivery``): a redelivery storm. Every
+    message's first delivery is nacked before the handler sees it, so each one is handled on a
+    redelivery, interleaved with the other messages' first deliveries."""
+
+    async def consume_scope(self, call_next, msg):
+        if delivery_of(msg).num_delivered == 1:
+            FAULT_NACKS.labels(msg.raw_message.subject.split(".")[1]).inc()
+            raise NackMessage(delay=0.1)
+        return await call_next(msg)
+
+
+def one_at_a_time_per_subject() -> type[BaseMiddleware]:
+    """Per-bot order with concurrent handlers: messages on one subject (one bot: the subject's
+    last token) are handled one after the other, in the order they were fetched; different
+    subjects run side by side. FastStream starts a fetched batch's handlers as tasks in fetch
+    order, and nothing before this middleware suspends, so they queue on the subject's lock
+    (first in, first out) in that order."""
+    locks: dict[str, asyncio.Lock] = {}
+    users: dict[str, int] = {}
+
+    class OneAtATimePerSubject(BaseMiddleware):
+        async def consume_scope(self, call_next, msg):
+            subject = msg.raw_message.subject
+            lock = locks.setdefault(subject, asyncio.Lock())
+            users[subject] = users.get(subject, 0) + 1
+            try:
+                async with lock:
+                    return await call_next(msg)
+            finally:
+                users[subject] -= 1
+                if not users[subject]:
+                    del users[subject], locks[subject]
+
+    return OneAtATimePerSubject
+
+
+class TrancheRouter(NatsRouter):
+    """A service's router; ``concurrency`` is how many messages each durable consumer fetches
+    and handles at once (:func:`durable`)."""
+
+    concurrency: int = 1
+
+
+def make_router(
+    dead_letters: DeadLetters,
+    max_deliver: int = Consumer.max_deliver,
+    nack_first: bool = False,
+    concurrency: int = 1,
+) -> TrancheRouter:
     """The router a service's business subscribers hang on (the DLQ middleware wraps them only:
     on the broker it would also wrap, and recurse into, the dead-letter path)."""
-    return NatsRouter(middlewares=[dead_letter_middleware(dead_letters, max_deliver)])
+    storm = [NackFirstDelivery] if nack_first else []
+    router = TrancheRouter(
+        middlewares=[
+            one_at_a_time_per_subject(),
+            dead_letter_middleware(dead_letters, max_deliver),
+            *storm,
+        ]
+    )
+    router.concurrency = concurrency
+    return router
 
 
 def durable(router: NatsRouter, consumer: Consumer, **kwargs: Any):
-    """Subscribe a handler to a durable pull consumer, one message at a time (per-bot order)."""
+    """Subscribe a handler to a durable pull consumer: up to the router's ``concurrency``
+    messages fetched and handled at once, one at a time per subject (per-bot order)."""
     return router.subscriber(
         consumer.filter_subject,
         stream=JStream(consumer.stream.name, declare=False),
         durable=consumer.durable,
         config=consumer.config(),
-        pull_sub=PullSub(batch_size=1, timeout=1.0),
+        pull_sub=PullSub(batch_size=getattr(router, "concurrency", 1), timeout=1.0),
         ack_policy=AckPolicy.REJECT_ON_ERROR,
         **kwargs,
     )

@@ -180,3 +180,31 @@ class OutboxRelay:
                 raise
             except Exception as error:  # keep relaying; the row stays pending
                 log.warning("outbox.publish_failed", error=str(error))
+
+
+async def replay_since(engine: Engine, since: datetime, publish: Publish, batch: int = 200) -> int:
+    """Re-publish every row staged at or after ``since``, sent or not, in staged order with its
+    original message id (``tranche outbox replay``: refilling streams NATS lost). Marks nothing:
+    what was pending stays pending for the relay, which JetStream then deduplicates."""
+    after_id, sent = 0, 0
+    while True:
+
+        def page(after: int = after_id) -> list[OutboxMessage]:
+            with Session(engine) as session:
+                rows = session.exec(
+                    select(OutboxMessage)
+                    .where(col(OutboxMessage.created_at) >= since)
+                    .where(col(OutboxMessage.id) > after)
+                    .order_by(col(OutboxMessage.id))
+                    .limit(batch)
+                ).all()
+                for row in rows:
+                    session.expunge(row)
+                return list(rows)
+
+        rows = await asyncio.to_thread(page)
+        if not rows:
+            return sent
+        await publish(rows)
+        sent += len(rows)
+        after_id = rows[-1].id  # type: ignore[assignment]

@@ -53,7 +53,11 @@ class Service:
         self.tables = [OutboxMessage, *tables]
         self._migrate = migrate
         self.dead_letters = DeadLetters(self.name)
-        self.router = make_router(self.dead_letters)
+        self.router = make_router(
+            self.dead_letters,
+            nack_first=settings.fault == "nack_first_delivery",
+            concurrency=settings.consumer_concurrency,
+        )
         self.broker = make_broker(settings.nats_url, self.name)
         self.nc: NatsClient | None = None
         self.relay = OutboxRelay(self.engine, self._publish, fault=settings.fault)

@@ -3,6 +3,7 @@
 tranche up                         the embedded stack with a live view, until Ctrl-C
 tranche status [--json]            positions, last decisions, service health
 tranche signal BOT buy|sell        what `nats pub tranche.signals.inject.BOT '{...}'` does
+tranche outbox replay --since T    refill lost streams from the services' outboxes
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 from rich.console import Console
 
 from shared.settings import DEFAULT_PORTS
-from tranche import ledger_cli, replay, safety_cli
+from tranche import ledger_cli, outbox_cli, replay, safety_cli
 from tranche.stack import EmbeddedStack, StackConfig, StackError
 from tranche.status import SERVICES, VIEWS, gather, render
 
@@ -164,6 +165,7 @@ def parser() -> argparse.ArgumentParser:
     ledger_cli.register(commands)
     safety_cli.register(commands)
     replay.register(commands)
+    outbox_cli.register(commands)
     return root
 
 
