@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import nats
@@ -45,20 +46,36 @@ def summary(values: list[float]) -> dict[str, float]:
     }
 
 
-async def drive(nats_url: str, bots: int, rounds: int) -> tuple[list[float], float]:
+@dataclass
+class Drive:
+    latencies: list[float] = field(default_factory=list)
+    """Seconds from the injected signal to the booked position, one per booked order."""
+    busy_s: float = 0.0
+    refused: int = 0
+    """Signals that safety rejected (fail closed: e.g. it had not yet seen the last fill)."""
+    unfinished: int = 0
+    """Signals with neither a position nor a rejection within the wait."""
+
+
+async def drive(nats_url: str, bots: int, rounds: int, wait_s: float = 120) -> Drive:
     nc = await nats.connect(nats_url)
-    arrived: dict[str, asyncio.Future[float]] = {}
+    arrived: dict[str, asyncio.Future[float | None]] = {}
+
+    def resolve(subject: str, value: float | None) -> None:
+        waiting = arrived.get(subject.rsplit(".", 1)[-1])
+        if waiting is not None and not waiting.done():
+            waiting.set_result(value)
 
     async def on_position(msg) -> None:
-        bot = msg.subject.rsplit(".", 1)[-1]
-        waiting = arrived.get(bot)
-        if waiting is not None and not waiting.done():
-            waiting.set_result(time.perf_counter())
+        resolve(msg.subject, time.perf_counter())
+
+    async def on_rejected(msg) -> None:
+        resolve(msg.subject, None)
 
     await nc.subscribe("tranche.ledger.positions.>", cb=on_position)
+    await nc.subscribe("tranche.orders.rejected.>", cb=on_rejected)
+    result = Drive()
     market = datetime(2018, 1, 20, tzinfo=UTC)
-    latencies: list[float] = []
-    busy = 0.0
     for round_ in range(rounds):
         market += timedelta(minutes=10)
         tick = f'{{"product_id":"ETH-BTC","price":"0.09","time":"{market.isoformat()}"}}'
@@ -73,8 +90,21 @@ async def drive(nats_url: str, bots: int, rounds: int) -> tuple[list[float], flo
             arrived[bot] = asyncio.get_running_loop().create_future()
             sent[bot] = time.perf_counter()
             await nc.publish(f"tranche.signals.inject.{bot}", f'{{"side":"{side}"}}'.encode())
+        deadline = time.perf_counter() + wait_s
         for bot, at in sent.items():
-            latencies.append(await asyncio.wait_for(arrived[bot], 120) - at)
-        busy += time.perf_counter() - started
+            try:
+                left = max(deadline - time.perf_counter(), 0)
+                booked = await asyncio.wait_for(arrived[bot], left)
+            except TimeoutError:
+                result.unfinished += 1
+                continue
+            if booked is None:
+                result.refused += 1
+            else:
+                result.latencies.append(booked - at)
+        result.busy_s += time.perf_counter() - started
+        # As a trader would, let every service see the round's positions before the next
+        # signals (safety rejects an exit whose entry fill it has not seen yet: fail closed).
+        await asyncio.sleep(0.5)
     await nc.close()
-    return latencies, busy
+    return result

@@ -59,6 +59,8 @@ class Result:
     sync: str
     bots: int
     orders: int
+    refused: int
+    unfinished: int
     tranche: dict[str, float]
     relay: dict[str, float]
     orders_per_s: float
@@ -166,7 +168,8 @@ def run(storage: str, sync: str, bots: int, rounds: int, relay_messages: int,
                 profile_under_pyinstrument(stack, profile, out.resolve())
             pids = {name: stack.services[name].pid for name in BUSINESS}
             before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-            latencies, busy = asyncio.run(drive(stack.config.nats_url, bots, rounds))
+            driven = asyncio.run(drive(stack.config.nats_url, bots, rounds))
+            latencies = driven.latencies
             cpu_by = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
             rss = {name: peak_rss_mb(pid) for name, pid in pids.items()}
             relay = relay_run(stack.config.nats_url, max(relay_messages, bots * 2), bots)
@@ -187,7 +190,9 @@ def run(storage: str, sync: str, bots: int, rounds: int, relay_messages: int,
         orders=len(latencies),
         tranche=summary(latencies),
         relay=summary(relay["latencies"]),
-        orders_per_s=len(latencies) / busy,
+        orders_per_s=len(latencies) / driven.busy_s,
+        refused=driven.refused,
+        unfinished=driven.unfinished,
         relay_per_s=len(relay["latencies"]) / relay["busy_s"],
         cpu_ms_per_order=sum(cpu_by.values()) * 1000 / len(latencies),
         relay_cpu_ms=relay["cpu_s"] * 1000 / len(relay["latencies"]),
@@ -197,16 +202,16 @@ def run(storage: str, sync: str, bots: int, rounds: int, relay_messages: int,
     )
 
 
-HEADER = ("storage", "sync", "bots", "orders", "p50 ms", "p95 ms", "p99 ms", "p50 ×relay",
-          "p99 ×relay", "orders/s", "×relay", "CPU ms/order", "×relay", "peak RSS MB (max)",
-          "×relay")  # fmt: skip
+HEADER = ("storage", "sync", "bots", "orders", "refused", "lost", "p50 ms", "p95 ms", "p99 ms",
+          "p50 ×relay", "p99 ×relay", "orders/s", "×relay", "CPU ms/order", "×relay",
+          "peak RSS MB (max)", "×relay")  # fmt: skip
 
 
 def row(r: Result) -> list[str]:
     t, q = r.tranche, r.relay
     biggest = max(r.rss_mb.values())
     return [
-        r.storage, r.sync, str(r.bots), str(r.orders),
+        r.storage, r.sync, str(r.bots), str(r.orders), str(r.refused), str(r.unfinished),
         f"{t['p50']:.1f}", f"{t['p95']:.1f}", f"{t['p99']:.1f}",
         f"{t['p50'] / q['p50']:.1f}", f"{t['p99'] / q['p99']:.1f}",
         f"{r.orders_per_s:.1f}", f"{r.orders_per_s / r.relay_per_s:.2f}",

@@ -197,8 +197,8 @@ class NackFirstDelivery(BaseMiddleware):
 def one_at_a_time_per_subject() -> type[BaseMiddleware]:
     """Per-bot order with concurrent handlers: messages on one subject (one bot: the subject's
     last token) are handled one after the other, in the order they were fetched; different
-    subjects run side by side. FastStream starts a fetched batch's handlers as tasks in fetch
-    order, and nothing before this middleware suspends, so they queue on the subject's lock
+    subjects run side by side. FastStream's workers take fetched messages from a queue in fetch
+    order and nothing before this middleware suspends, so they queue on the subject's lock
     (first in, first out) in that order."""
     locks: dict[str, asyncio.Lock] = {}
     users: dict[str, int] = {}
@@ -254,7 +254,11 @@ def durable(router: NatsRouter, consumer: Consumer, **kwargs: Any):
         stream=JStream(consumer.stream.name, declare=False),
         durable=consumer.durable,
         config=consumer.config(),
-        pull_sub=PullSub(batch_size=getattr(router, "concurrency", 1), timeout=1.0),
+        # One message per fetch: with batch_size > 1, FastStream 0.7.8's pull loop dies on an
+        # idle fetch's asyncio.TimeoutError and its supervisor restarts it only after a backoff
+        # (stalls of 30 s and more were seen). Workers overlap the handling instead.
+        pull_sub=PullSub(batch_size=1, timeout=1.0),
+        max_workers=getattr(router, "concurrency", 1),
         ack_policy=AckPolicy.REJECT_ON_ERROR,
         **kwargs,
     )
