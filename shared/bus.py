@@ -248,7 +248,7 @@ def make_router(
 
 def durable(router: NatsRouter, consumer: Consumer, **kwargs: Any):
     """Subscribe a handler to a durable pull consumer: up to the router's ``concurrency``
-    messages fetched and handled at once, one at a time per subject (per-bot order)."""
+    messages handled at once, one at a time per subject (per-bot order)."""
     return router.subscriber(
         consumer.filter_subject,
         stream=JStream(consumer.stream.name, declare=False),
