@@ -48,9 +48,9 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-## Benchmarks (never part of make test): end-to-end latency against a bare NATS relay.
+## Benchmarks (never part of make test): Tranche against a bare NATS relay; BENCH_ARGS=--quick for a subset.
 bench: install
-	$(BIN)/python -m bench.latency
+	$(BIN)/python -m bench.matrix $(BENCH_ARGS)
 
 ## Regenerate docs/api (AsyncAPI from FastStream, OpenAPI from FastAPI).
 docs: install

@@ -13,6 +13,7 @@ If the dead-letter publish itself fails, the message is nacked, never terminated
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import logging
@@ -21,7 +22,7 @@ from datetime import datetime
 from typing import Any
 
 import nats
-from faststream import AckPolicy, Context
+from faststream import AckPolicy, BaseMiddleware, Context
 from faststream.exceptions import NackMessage, RejectMessage
 from faststream.middlewares import ExceptionMiddleware
 from faststream.nats import JStream, NatsBroker, NatsRouter, PullSub
@@ -36,7 +37,7 @@ from shared import subjects
 from shared.contracts import DeadLetter, Reason
 from shared.logging import get_logger
 from shared.money import utc_now
-from shared.outbox import OutboxMessage
+from shared.outbox import BatchFailed, OutboxMessage
 from shared.streams import DLQ, Consumer, stream_for
 
 log = get_logger(__name__)
@@ -45,6 +46,10 @@ DEAD_LETTERS = Counter(
     "tranche_dead_letters_total", "Messages sent to the dead-letter subject", ["service"]
 )
 RETRIES = Counter("tranche_handler_retries_total", "Deliveries nacked for a retry", ["service"])
+
+FAULT_NACKS = Counter(
+    "tranche_fault_nacks_total", "First deliveries nacked by the redelivery-storm fault", ["kind"]
+)
 
 RETRY_DELAY_S = 2.0
 
@@ -178,20 +183,83 @@ def dead_letter_middleware(dead_letters: DeadLetters, max_deliver: int) -> Excep
     return ExceptionMiddleware(handlers={Exception: on_error})
 
 
-def make_router(dead_letters: DeadLetters, max_deliver: int = Consumer.max_deliver) -> NatsRouter:
+class NackFirstDelivery(BaseMiddleware):
+    """Fault injection (``TRANCHE_FAULT=nack_first_delivery``): a redelivery storm. Every
+    message's first delivery is nacked before the handler sees it, so each one is handled on a
+    redelivery, interleaved with the other messages' first deliveries."""
+
+    async def consume_scope(self, call_next, msg):
+        if delivery_of(msg).num_delivered == 1:
+            FAULT_NACKS.labels(msg.raw_message.subject.split(".")[1]).inc()
+            raise NackMessage(delay=0.1)
+        return await call_next(msg)
+
+
+def one_at_a_time_per_subject() -> type[BaseMiddleware]:
+    """Per-bot order with concurrent handlers: messages on one subject (one bot: the subject's
+    last token) are handled one after the other, in the order they were fetched; different
+    subjects run side by side. FastStream's workers take fetched messages from a queue in fetch
+    order and nothing before this middleware suspends, so they queue on the subject's lock
+    (first in, first out) in that order."""
+    locks: dict[str, asyncio.Lock] = {}
+    users: dict[str, int] = {}
+
+    class OneAtATimePerSubject(BaseMiddleware):
+        async def consume_scope(self, call_next, msg):
+            subject = msg.raw_message.subject
+            lock = locks.setdefault(subject, asyncio.Lock())
+            users[subject] = users.get(subject, 0) + 1
+            try:
+                async with lock:
+                    return await call_next(msg)
+            finally:
+                users[subject] -= 1
+                if not users[subject]:
+                    del users[subject], locks[subject]
+
+    return OneAtATimePerSubject
+
+
+class TrancheRouter(NatsRouter):
+    """A service's router; ``concurrency`` is how many messages each durable consumer fetches
+    and handles at once (:func:`durable`)."""
+
+    concurrency: int = 1
+
+
+def make_router(
+    dead_letters: DeadLetters,
+    max_deliver: int = Consumer.max_deliver,
+    nack_first: bool = False,
+    concurrency: int = 1,
+) -> TrancheRouter:
     """The router a service's business subscribers hang on (the DLQ middleware wraps them only:
     on the broker it would also wrap, and recurse into, the dead-letter path)."""
-    return NatsRouter(middlewares=[dead_letter_middleware(dead_letters, max_deliver)])
+    storm = [NackFirstDelivery] if nack_first else []
+    router = TrancheRouter(
+        middlewares=[
+            one_at_a_time_per_subject(),
+            dead_letter_middleware(dead_letters, max_deliver),
+            *storm,
+        ]
+    )
+    router.concurrency = concurrency
+    return router
 
 
 def durable(router: NatsRouter, consumer: Consumer, **kwargs: Any):
-    """Subscribe a handler to a durable pull consumer, one message at a time (per-bot order)."""
+    """Subscribe a handler to a durable pull consumer: up to the router's ``concurrency``
+    messages handled at once, one at a time per subject (per-bot order)."""
     return router.subscriber(
         consumer.filter_subject,
         stream=JStream(consumer.stream.name, declare=False),
         durable=consumer.durable,
         config=consumer.config(),
+        # One message per fetch: with batch_size > 1, FastStream 0.7.8's pull loop dies on an
+        # idle fetch's asyncio.TimeoutError and its supervisor restarts it only after a backoff
+        # (stalls of 30 s and more were seen). Workers overlap the handling instead.
         pull_sub=PullSub(batch_size=1, timeout=1.0),
+        max_workers=getattr(router, "concurrency", 1),
         ack_policy=AckPolicy.REJECT_ON_ERROR,
         **kwargs,
     )
@@ -244,23 +312,51 @@ async def connect(
     )
 
 
-def outbox_publisher(nc: NatsClient):
-    """Publish one outbox row: a JetStream message with its id, or a key-value put."""
-    js = nc.jetstream()
-    buckets: dict[str, Any] = {}
+def outbox_publisher(nc: NatsClient, timeout: float = 5.0):
+    """Publish a batch of outbox rows in their order: JetStream messages with their id, key-value
+    puts (a publish on the bucket's ``$KV.<bucket>.<key>`` subject, what ``kv.put`` sends).
 
-    async def publish(row: OutboxMessage) -> None:
-        if row.kv_bucket:
-            if row.kv_bucket not in buckets:
-                buckets[row.kv_bucket] = await js.key_value(row.kv_bucket)
-            await buckets[row.kv_bucket].put(row.kv_key, row.payload.encode())
-            return
-        await js.publish(
-            row.subject,
-            row.payload.encode(),
-            headers={"Nats-Msg-Id": row.message_id},
-            stream=stream_for(row.subject).name,
-            timeout=5,
-        )
+    Pipelined: every row is sent before any acknowledgement is awaited (one round trip per
+    batch, not per row), in order on one connection, so the server stores them in order. Raises
+    :class:`~shared.outbox.BatchFailed` naming how many leading rows were confirmed."""
+    js = nc.jetstream()
+
+    async def publish(rows: list[OutboxMessage]) -> None:
+        acks = []
+        try:
+            for row in rows:
+                if row.kv_bucket:
+                    stream, headers = f"KV_{row.kv_bucket}", None
+                else:
+                    stream = stream_for(row.subject).name
+                    headers = {"Nats-Msg-Id": row.message_id}
+                acks.append(
+                    await js.publish_async(
+                        row.subject, row.payload.encode(), stream=stream, headers=headers
+                    )
+                )
+        except Exception as error:
+            await _confirmed_prefix(acks, timeout, error)
+            raise  # unreachable: _confirmed_prefix raises
+        await _confirmed_prefix(acks, timeout, None)
 
     return publish
+
+
+async def _confirmed_prefix(
+    acks: list[asyncio.Future[Any]], timeout: float, send_error: Exception | None
+) -> None:
+    """Wait for the acknowledgements; raise BatchFailed with the number of leading rows the
+    server confirmed if any failed, timed out, or (``send_error``) could not be sent."""
+    done: set[asyncio.Future[Any]] = set()
+    if acks:
+        done, _ = await asyncio.wait(acks, timeout=timeout)
+    for n, ack in enumerate(acks):
+        if ack not in done:
+            for pending in acks[n:]:
+                pending.cancel()
+            raise BatchFailed(n) from TimeoutError(f"no acknowledgement within {timeout:g} s")
+        if ack.exception() is not None:
+            raise BatchFailed(n) from ack.exception()
+    if send_error is not None:
+        raise BatchFailed(len(acks)) from send_error

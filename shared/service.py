@@ -53,11 +53,15 @@ class Service:
         self.tables = [OutboxMessage, *tables]
         self._migrate = migrate
         self.dead_letters = DeadLetters(self.name)
-        self.router = make_router(self.dead_letters)
+        self.router = make_router(
+            self.dead_letters,
+            nack_first=settings.fault == "nack_first_delivery",
+            concurrency=settings.consumer_concurrency,
+        )
         self.broker = make_broker(settings.nats_url, self.name, settings.nats_auth)
         self.nc: NatsClient | None = None
         self.relay = OutboxRelay(self.engine, self._publish, fault=settings.fault)
-        self._publisher: Callable[[OutboxMessage], Awaitable[None]] | None = None
+        self._publisher: Callable[[list[OutboxMessage]], Awaitable[None]] | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self.on_start: list[Callable[[], Awaitable[None]]] = []
         self.background: list[Callable[[], Awaitable[None]]] = []
@@ -83,10 +87,10 @@ class Service:
         spec = AsyncAPI(self.broker, title=f"Tranche {self.name}", version="1")
         return spec.to_specification().to_jsonable()
 
-    async def _publish(self, row: OutboxMessage) -> None:
+    async def _publish(self, rows: list[OutboxMessage]) -> None:
         if self._publisher is None:
             raise RuntimeError("not connected to NATS yet")
-        await self._publisher(row)
+        await self._publisher(rows)
 
     # -- state changes -------------------------------------------------------------------------
 

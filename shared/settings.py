@@ -52,9 +52,13 @@ class ServiceSettings(BaseSettings):
     stream_replicas: int = Field(default=1, ge=1, le=5)
     """Replicas of every stream and of the positions bucket (3 on a NATS cluster of 3)."""
     outbox_poll_s: float = Field(default=1.0, gt=0)
-    fault: Literal["", "crash_before_publish"] = ""
+    consumer_concurrency: int = Field(default=16, ge=1, le=256)
+    """Messages each durable consumer handles at once; one at a time per bot (make bench: 16
+    took 100 bots from 16 to 27 orders/s on 2 cores; beyond that the CPU is the limit)."""
+    fault: Literal["", "crash_before_publish", "nack_first_delivery"] = ""
     """Fault injection for the test suite: ``crash_before_publish`` exits the process right after
-    the first outbox commit, before anything is published."""
+    the first outbox commit, before anything is published; ``nack_first_delivery`` nacks every
+    message's first delivery (a redelivery storm)."""
 
     @property
     def port(self) -> int:

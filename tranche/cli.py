@@ -4,6 +4,7 @@ tranche up                         the embedded stack with a live view, until Ct
 tranche status [--json]            positions, last decisions, service health
 tranche signal BOT buy|sell        what `nats pub tranche.signals.inject.BOT '{...}'` does
 tranche bots list|show|create|set|pause|resume|remove   bots while the system runs
+tranche outbox replay --since T    refill lost streams from the services' outboxes
 tranche nats provision             create the streams as the NATS admin user (deployments)
 
 Commands that talk to NATS log in as the ``operator`` user: TRANCHE_NATS_USER and
@@ -24,7 +25,7 @@ from pathlib import Path
 from rich.console import Console
 
 from shared.settings import DEFAULT_PORTS
-from tranche import bots_cli, ledger_cli, nats_cli, replay, safety_cli
+from tranche import bots_cli, ledger_cli, nats_cli, outbox_cli, replay, safety_cli
 from tranche.credentials import operator_connect
 from tranche.stack import EmbeddedStack, StackConfig, StackError, free_port
 from tranche.status import SERVICES, VIEWS, gather, render
@@ -197,6 +198,7 @@ def parser() -> argparse.ArgumentParser:
     bots_cli.register(commands)
     nats_cli.register(commands)
     replay.register(commands)
+    outbox_cli.register(commands)
     return root
 
 

@@ -87,6 +87,9 @@ class StackConfig:
     replay_speed: float = 120.0
     config_file: Path | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    nats_config: Path | None = None
+    """The server's configuration (None: the shipped one, with the users when ``secure``)."""
+    """The NATS server's configuration file (the benchmark compares JetStream's sync settings)."""
     service_env: dict[str, dict[str, str]] = field(default_factory=dict)
     """Settings for one service only (the fault tests use it)."""
     control_token: str = field(
@@ -153,7 +156,7 @@ class EmbeddedStack:
         self.nats = subprocess.Popen(
             [
                 nats_server_binary(),
-                "-c", str(NATS_AUTH_CONFIG if c.secure else NATS_CONFIG),
+                "-c", str(c.nats_config or (NATS_AUTH_CONFIG if c.secure else NATS_CONFIG)),
                 "-a", c.host,
                 "-p", str(c.nats_port),
                 "-m", str(c.nats_monitor_port),

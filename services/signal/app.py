@@ -226,7 +226,9 @@ def build(settings: SignalSettings) -> Service:
                     code="CONFIRMED_IN_PRODUCTION", message="confirmed=true is for mock mode only"
                 )
             )
-        signal_id = body.message_id or f"inject-{delivery.stream_sequence}"
+        # The stream's time with its sequence: a stream lost and refilled counts from 1 again.
+        stamp = f"-{delivery.stream_time:%Y%m%dT%H%M%S%f}" if delivery.stream_time else ""
+        signal_id = body.message_id or f"inject-{delivery.stream_sequence}{stamp}"
         time = body.time or delivery.stream_time or utc_now()
         temperature = (
             body.temperature if body.temperature is not None else running.config.inject_temperature

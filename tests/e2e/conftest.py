@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -41,6 +42,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
         ("signal", "safety", "executor", "ledger"),
         extra_env={"TRANCHE_OUTBOX_POLL_S": "0.5"},
     )
+    with started(config) as running:
+        yield running
+
+
+@contextmanager
+def started(config: StackConfig) -> Iterator[EmbeddedStack]:
+    """An embedded stack, running until the block ends."""
     running = EmbeddedStack(config)
     running.start()
     try:

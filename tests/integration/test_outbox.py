@@ -104,3 +104,38 @@ async def test_a_failed_publish_stays_in_the_outbox_until_nats_is_back(
         assert len(list(rows)) == 1
     assert len(await stream_messages(js, subject)) == 1
     await nc.close()
+
+
+async def test_a_row_failing_mid_batch_leaves_it_and_what_follows_pending(
+    engine, nats_url: str
+) -> None:
+    """The batch is pipelined, but only the rows before the first failure are marked sent, so
+    what follows goes out after the failed row is fixed, in the staged order."""
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    await ensure_streams(js)
+    subject = subjects.for_token(subjects.INTENTS, "bot-1")
+    with Session(engine) as session:
+        stage(session, subject, intent(10))
+        # A key-value put to a bucket nobody created: the server has no stream to answer it.
+        session.add(OutboxMessage(message_id="kv-missing", subject="$KV.missing.k", payload="{}",
+                                  kv_bucket="missing", kv_key="k"))  # fmt: skip
+        stage(session, subject, intent(11))
+        session.commit()
+    relay = OutboxRelay(engine, outbox_publisher(nc, timeout=2))
+    with pytest.raises(Exception):  # noqa: B017 - no responders or a timeout, as nats-py says it
+        await relay.flush()
+    with Session(engine) as session:
+        pending = session.exec(
+            select(OutboxMessage.message_id)
+            .where(col(OutboxMessage.published_at).is_(None))
+            .order_by(col(OutboxMessage.id))
+        ).all()
+    assert pending == ["kv-missing", "intent-11"]
+    await js.create_key_value(bucket="missing")
+    assert await relay.flush() == 2
+    assert relay.pending_count() == 0
+    stored = await stream_messages(js, subject)
+    # intent-11 reached the stream in the failed batch already; its re-publish was dropped.
+    assert [m.headers["Nats-Msg-Id"] for m in stored] == ["intent-10", "intent-11"]
+    await nc.close()

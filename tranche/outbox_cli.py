@@ -1,0 +1,101 @@
+"""``tranche outbox replay --since TIME``: refill lost streams from the services' outboxes.
+
+The databases, not the streams, are the record (DESIGN.md, promise 2). If NATS lost its stream
+data (a deleted store, a disk failure, acknowledged writes lost before a sync), every message a
+service sent is still a row in its outbox. This command re-publishes the rows staged at or after
+``--since``, in their original order and with their original ``Nats-Msg-Id``: JetStream drops
+the ones it still holds, and every consumer's idempotency drops those it had already handled.
+Then restart the services so that they re-create their consumers on the refilled streams.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from datetime import UTC, datetime
+
+SERVICES = ("signal", "safety", "executor", "ledger")
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    outbox = commands.add_parser("outbox", help="the services' outboxes")
+    actions = outbox.add_subparsers(dest="outbox_command", required=True)
+    replay = actions.add_parser(
+        "replay",
+        help="re-publish outbox rows with their original message ids (after NATS lost streams)",
+    )
+    replay.add_argument(
+        "--since",
+        required=True,
+        type=_aware_time,
+        help="ISO 8601 time; rows staged at or after it (UTC if no offset)",
+    )
+    replay.add_argument(
+        "--service",
+        action="append",
+        choices=SERVICES,
+        help="whose outbox (repeatable; default: all four, flow order)",
+    )
+    replay.add_argument(
+        "--database-url", help="one service's database (default: TRANCHE_DATA_DIR/<service>.db)"
+    )
+    replay.add_argument("--nats-url", default=os.environ.get("TRANCHE_NATS_URL"))
+    replay.set_defaults(run=cmd_replay)
+
+
+def _aware_time(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from shared.db import make_engine
+    from shared.settings import ServiceSettings, load
+
+    services = args.service or list(SERVICES)
+    if args.database_url and len(services) != 1:
+        print("--database-url names one database: give exactly one --service", file=sys.stderr)
+        return 2
+    total = 0
+    for name in services:
+        settings = load(ServiceSettings, service=name)
+        url = args.database_url or settings.db_url
+        nats_url = args.nats_url or settings.nats_url
+        engine = make_engine(url)
+        try:
+            sent = asyncio.run(
+                _replay(engine, nats_url, args.since, settings.stream_replicas, settings.nats_auth)
+            )
+        except Exception as error:
+            print(
+                f"{name}: cannot replay its outbox: {type(error).__name__}: {error}",
+                file=sys.stderr,
+            )
+            return 1
+        finally:
+            engine.dispose()
+        print(f"{name}: re-published {sent} outbox messages staged since {args.since.isoformat()}")
+        total += sent
+    print(f"{total} in all; now restart the services so they re-create their consumers")
+    return 0
+
+
+async def _replay(
+    engine, nats_url: str, since: datetime, replicas: int, auth: dict[str, str]
+) -> int:
+    from shared.bus import connect, outbox_publisher
+    from shared.outbox import replay_since
+    from shared.streams import ensure_streams
+
+    # As the NATS admin (TRANCHE_NATS_USER/PASSWORD): it re-creates the streams first.
+    nc = await connect(nats_url, "tranche-outbox-replay", **auth)
+    try:
+        await ensure_streams(nc.jetstream(), replicas=replicas)
+        return await replay_since(engine, since, outbox_publisher(nc))
+    finally:
+        await nc.drain()
