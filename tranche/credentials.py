@@ -65,27 +65,30 @@ def with_user(nats_url: str, user: str, password: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
-def operator_auth(data_dir: str | Path | None = None) -> dict[str, str]:
+def operator_auth(data_dir: str | Path | None = None, user: str = "operator") -> dict[str, str]:
     """Connect options for the operator's commands: ``TRANCHE_NATS_USER`` and
-    ``TRANCHE_NATS_PASSWORD`` when set (compose, Kubernetes), else the ``operator`` password the
+    ``TRANCHE_NATS_PASSWORD`` when set (compose, Kubernetes), else ``user``'s password the
     embedded stack wrote into its data directory (``TRANCHE_DATA_DIR``, default ``var``), else
-    none (a NATS server without users)."""
-    user, password = os.environ.get("TRANCHE_NATS_USER"), os.environ.get("TRANCHE_NATS_PASSWORD")
-    if user:
-        return {"user": user, "password": password or ""}
+    none (a NATS server without users). A command that reads what one service reads (``tranche
+    ledger rebuild``) logs in as that service's user."""
+    given, password = os.environ.get("TRANCHE_NATS_USER"), os.environ.get("TRANCHE_NATS_PASSWORD")
+    if given:
+        return {"user": given, "password": password or ""}
     folder = Path(data_dir or os.environ.get("TRANCHE_DATA_DIR") or "var")
-    path = password_file(folder, "operator")
+    path = password_file(folder, user)
     if path.is_file():
-        return {"user": "operator", "password": path.read_text().strip()}
+        return {"user": user, "password": path.read_text().strip()}
     return {}
 
 
-async def operator_connect(nats_url: str, data_dir: str | Path | None = None):
+async def operator_connect(
+    nats_url: str, data_dir: str | Path | None = None, user: str = "operator"
+):
     """A NATS connection for one operator command (no reconnects), as :func:`operator_auth`'s
     user. Raises ``ConnectionError`` with one sentence, never a traceback on the terminal."""
     import nats
 
-    auth = operator_auth(data_dir)
+    auth = operator_auth(data_dir, user)
     refusals: list[Exception] = []
 
     async def on_error(error: Exception) -> None:

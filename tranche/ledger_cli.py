@@ -7,6 +7,7 @@ import asyncio
 import json
 import sys
 from dataclasses import asdict
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
@@ -25,13 +26,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     rebuild.set_defaults(run=cmd_rebuild)
 
 
-async def read_bots(catalog, nats_url: str) -> None:
-    """Every bot in the ``tranche_bots`` bucket into ``catalog`` (removed ones included)."""
-    import nats
-
+async def read_bots(catalog, nats_url: str, data_dir: Path) -> None:
+    """Every bot in the ``tranche_bots`` bucket into ``catalog`` (removed ones included), read
+    as the ledger's NATS user (what the ledger itself may read)."""
     from shared.bots import read_bucket
+    from tranche.credentials import operator_connect
 
-    nc = await nats.connect(nats_url, connect_timeout=3, max_reconnect_attempts=0)
+    nc = await operator_connect(nats_url, data_dir, user="ledger")
     try:
         for record, revision in (await read_bucket(nc)).values():
             await catalog.apply(record, revision)
@@ -51,11 +52,11 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     settings = load(LedgerSettings)
     catalog = LiveCatalog(load_catalog(settings.config_file))
     try:
-        asyncio.run(read_bots(catalog, settings.nats_url))
+        asyncio.run(asyncio.wait_for(read_bots(catalog, settings.nats_url, settings.data_dir), 15))
     except Exception as error:  # the file's bots still rebuild; say what is missing
         print(
             f"bots created at run time are not included: cannot read them from NATS at "
-            f"{settings.nats_url} ({type(error).__name__})",
+            f"{settings.nats_url} ({type(error).__name__}: {error})",
             file=sys.stderr,
         )
     engine = make_engine(settings.db_url)
