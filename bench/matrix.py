@@ -231,6 +231,9 @@ def markdown(rows: list[list[str]], header: tuple[str, ...] | list[str]) -> str:
 
 
 def main() -> None:
+    # Stopped from outside (a timeout, Ctrl-C of a parent): unwind, so every stack is stopped
+    # and no NATS server or service outlives the benchmark.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="1 and 10 bots, SQLite, both sync settings, 4 rounds")  # fmt: skip

@@ -39,12 +39,16 @@ async def run_relay(nats_url: str, messages: int, burst: int = 1) -> tuple[list[
             StreamConfig(name=f"RELAY{hop}", subjects=[f"relay.{hop}"], storage=StorageType.FILE)
         )
     relays = []
+    # Stopped by an event, not by cancelling: on Python 3.11 a cancellation that races the end
+    # of fetch()'s internal wait_for is swallowed, and the relay then fetched forever (seen:
+    # `make bench` stalled after a configuration, every relayed message delivered).
+    stop = asyncio.Event()
 
     async def relay(hop: int) -> None:
         sub = await js.pull_subscribe(
             f"relay.{hop}", durable=f"relay{hop}", config=ConsumerConfig(ack_wait=30)
         )
-        while True:
+        while not stop.is_set():
             try:
                 batch = await sub.fetch(FETCH, timeout=1)
             except nats.errors.TimeoutError:
@@ -78,8 +82,7 @@ async def run_relay(nats_url: str, messages: int, burst: int = 1) -> tuple[list[
             latencies.append(await asyncio.wait_for(arrived[key], 60) - at)
             del arrived[key]
         busy += time.perf_counter() - started
-    for task in relays:
-        task.cancel()
+    stop.set()
     await asyncio.gather(*relays, return_exceptions=True)
     await nc.close()
     return latencies, busy
