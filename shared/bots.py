@@ -34,6 +34,7 @@ from shared.contracts import (
 )
 from shared.logging import get_logger
 from shared.money import UtcTime
+from shared.positions import keep_following
 
 log = get_logger(__name__)
 
@@ -167,14 +168,7 @@ class LiveCatalog:
         """Apply every record in the bucket, then every change, until cancelled. Unreadable
         entries are skipped (logged); a watch that fails is started again (revisions already
         applied are skipped), so the view never silently stops following."""
-        while True:
-            try:
-                await self._watch(nc)
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                log.warning("bots.watch_failed", error=f"{type(error).__name__}: {error}")
-                await asyncio.sleep(retry_s)
+        await keep_following(lambda: self._watch(nc), "bots", retry_s)
 
     async def _watch(self, nc: NatsClient) -> None:
         bucket = await nc.jetstream().key_value(subjects.BOTS_BUCKET)

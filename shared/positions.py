@@ -6,6 +6,7 @@ initial values, deletes and unreadable entries is the same everywhere.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 from nats.aio.client import Client as NatsClient
@@ -17,14 +18,41 @@ from shared.logging import get_logger
 log = get_logger(__name__)
 
 
+async def keep_following(
+    watch: Callable[[], Awaitable[None]], what: str, retry_s: float = 1.0
+) -> None:
+    """Run ``watch`` until cancelled, starting it again after any failure (logged), so a view of
+    a bucket never silently stops following it. ``watch`` must be safe to run again from the
+    start: a bucket watch delivers every current value first."""
+    while True:
+        try:
+            await watch()
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            log.warning(f"{what}.watch_failed", error=f"{type(error).__name__}: {error}")
+            await asyncio.sleep(retry_s)
+
+
 async def watch_positions(
     nc: NatsClient,
     on_position: Callable[[PositionUpdate], Awaitable[None]],
     on_synced: Callable[[], None] | None = None,
+    retry_s: float = 1.0,
 ) -> None:
     """Call ``on_position`` for every position in the bucket, then for every update, until
     cancelled. ``on_synced`` runs once the initial values are in (from then on a missing key means
-    a flat bot). Deletes are skipped; an unreadable entry is logged and skipped."""
+    a flat bot). Deletes are skipped; an unreadable entry is logged and skipped. A watch that fails
+    (or an ``on_position`` that raises) is started again, so every position is offered again:
+    ``on_position`` must keep the newer by ``sequence``, as every caller does."""
+    await keep_following(lambda: _watch_positions(nc, on_position, on_synced), "positions", retry_s)
+
+
+async def _watch_positions(
+    nc: NatsClient,
+    on_position: Callable[[PositionUpdate], Awaitable[None]],
+    on_synced: Callable[[], None] | None,
+) -> None:
     bucket = await nc.jetstream().key_value(subjects.POSITIONS_BUCKET)
     watcher = await bucket.watchall()
     async for entry in watcher:
