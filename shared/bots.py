@@ -32,9 +32,9 @@ from shared.contracts import (
     Contract,
     Token,
 )
+from shared.following import keep_following
 from shared.logging import get_logger
 from shared.money import UtcTime
-from shared.positions import keep_following
 
 log = get_logger(__name__)
 
