@@ -167,8 +167,17 @@ class OrderRejected(Envelope):
     counters: dict[str, str] = Field(default_factory=dict)
 
 
+TradeType = Literal["FILL", "REVERSAL", "CORRECTION", "SYNTHETIC"]
+"""Coinbase's ``trade_type`` of a fill record: adjustments name the fill they adjust."""
+
+
 class Fill(Contract):
     trade_id: Identifier
+    """The exchange's trade id; not unique for adjustments (a reversal repeats it)."""
+    entry_id: Identifier | None = None
+    """The exchange's unique id of this fill record (Coinbase's ``entry_id``); the dedupe key.
+    ``None`` (the mock, older messages) means ``trade_id`` is unique."""
+    trade_type: TradeType = "FILL"
     price: PositiveDec
     size: PositiveDec
     """Base currency, whatever the order was sized in."""
@@ -193,6 +202,8 @@ class OrderEvent(Envelope):
     fills: list[Fill] = Field(default_factory=list)
     filled_size: NonNegativeDec = Decimal("0")
     reason: Reason | None = None
+    sequence: int | None = Field(default=None, ge=0)
+    """Grows with every event the executor publishes for this bot: the order fills happened in."""
 
 
 class TrancheView(Contract):
