@@ -33,6 +33,7 @@ from services.signal.bots import Roster, RunningBot
 from services.signal.bots_api import PositionStatus, bots_api
 from services.signal.config import SignalSettings
 from services.signal.feeds.coinbase import CoinbaseFeed, make_client, parse_live_spec
+from services.signal.feeds.coinbase_ws import stream_feed
 from services.signal.feeds.random_walk import parse_walk_spec, random_walk
 from services.signal.feeds.replay import ReplayError, parse_replay_spec, read_ticks, replay
 from services.signal.intents import Market, decide_intent
@@ -390,10 +391,12 @@ def build(settings: SignalSettings) -> Service:
             feed = CoinbaseFeed(client, product_id, publish_ticker,
                                 interval_s=settings.coinbase_poll_s,
                                 max_backoff_s=settings.coinbase_max_backoff_s)  # fmt: skip
-            feeds[product_id] = feed.status
+            # The WebSocket (the polling feed fills its gaps and stands in when it cannot connect).
+            live = stream_feed(settings, product_id, publish_ticker, feed)
+            feeds[product_id] = (live or feed).status
             # A feed that never answers goes stale too: its clock starts now.
             last_tick.setdefault(product_id, monotonic())
-            await feed.run()
+            await (live or feed).run()
 
         await asyncio.gather(
             *(one_replay(product, path) for product, path in replays),

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
 from shared.settings import ServiceSettings
 
@@ -33,8 +34,20 @@ class SignalSettings(ServiceSettings):
     """Bearer token for changing bots over HTTP (the same as safety's kill switch); unset: bot
     changes over HTTP are refused (403), reads stay open."""
     coinbase_feed: str = ""
-    """Products to follow live on Coinbase (public ticker, REST polling), separated by commas;
-    empty = none. Works in mock mode too: paper trading on live prices."""
+    """Products to follow live on Coinbase (public market data), separated by commas; empty =
+    none. Works in mock mode too: paper trading on live prices."""
+    coinbase_feed_transport: Literal["websocket", "rest"] = "websocket"
+    """How the live feed reads Coinbase: its WebSocket (REST polling only while the WebSocket
+    cannot connect) or REST polling alone."""
+    coinbase_ws_url: str = "wss://advanced-trade-ws.coinbase.com"
+    """Coinbase's market-data WebSocket (``wss://``; ``ws://`` only for a local stand-in)."""
+    coinbase_ws_silence_s: float = Field(default=10.0, gt=0)
+    """A WebSocket without any message (heartbeats come every second) for this long is dead:
+    it is closed and opened again."""
+    coinbase_ws_fallback_after: int = Field(default=3, ge=1)
+    """Failed WebSocket connection attempts in a row before REST polling takes over."""
+    coinbase_ws_retry_s: float = Field(default=60.0, gt=0)
+    """While REST polling stands in, the WebSocket is tried again this often."""
     coinbase_poll_s: float = Field(default=1.0, ge=0.2)
     """Seconds between two polls of one product (Coinbase allows about 10 public requests/s)."""
     coinbase_max_backoff_s: float = Field(default=60.0, gt=0)
@@ -43,4 +56,12 @@ class SignalSettings(ServiceSettings):
     """Host (and port), no scheme: the SDK adds ``https://``."""
     coinbase_timeout_s: float = Field(default=5.0, gt=0)
     coinbase_ca_file: Path | None = None
-    """A CA bundle to trust instead of the system's (a local stand-in in tests)."""
+    """A CA bundle to trust instead of the system's (a local stand-in in tests), for REST and
+    the WebSocket."""
+
+    @field_validator("coinbase_ws_url")
+    @classmethod
+    def _websocket_url(cls, url: str) -> str:
+        if not url.startswith(("wss://", "ws://")):
+            raise ValueError("expected a WebSocket URL starting with wss:// (or ws:// locally)")
+        return url
