@@ -111,6 +111,10 @@ def make_ws_client(
 ClientFactory = Callable[[str, Callable[[str], None], float, "str | None"], WSClient]
 
 
+STABLE_AFTER_S = 30.0
+"""A connection that ended sooner than this counts towards the back-off of the next one."""
+
+
 class ConnectionOver(Exception):
     """Why a connection ended (``reason`` is the metric label)."""
 
@@ -154,6 +158,9 @@ class CoinbaseStreamFeed:
         self.client_factory = client_factory
         self.sleep = sleep
         self.failures = 0
+        self.short_lived = 0
+        self.gap_pending = False
+        self.last_recovery = float("-inf")
         self.status: dict[str, object] = {
             "kind": "coinbase", "transport": "websocket", "finished": False, "connects": 0,
             "connect_failures": 0, "disconnects": 0, "messages": 0, "ticks": 0,
@@ -168,15 +175,33 @@ class CoinbaseStreamFeed:
         """Follow the product until cancelled; never ends on an error."""
         log.info("coinbase_ws.feed_started", product_id=self.product_id, url=self.url)
         FALLBACK.labels(self.product_id).set(0)
+        loop = asyncio.get_running_loop()
         while True:
-            connected = await self.connect_and_follow()
-            self.failures = 0 if connected else self.failures + 1
+            started = loop.time()
+            try:
+                connected = await self.connect_and_follow()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # publishing failed, a bug: never the end of the feed
+                connected = True
+                self.status["last_error"] = f"{type(error).__name__}: {error}"[:300]
+                DISCONNECTS.labels(self.product_id, "failed").inc()
+                log.exception("coinbase_ws.failed", product_id=self.product_id)
+            if connected:
+                # A connection that keeps ending soon after it opened backs off like a failure.
+                self.failures = 0
+                short = loop.time() - started < STABLE_AFTER_S
+                self.short_lived = self.short_lived + 1 if short else 0
+                await self.sleep(self._backoff(max(self.short_lived, 1)))
+                continue
+            self.failures += 1
             if self.failures >= self.fallback_after:
                 await self.poll_rest_for(self.retry_ws_s)
             else:
-                wait = backoff_s(max(self.failures, 1), self.base_backoff_s, self.max_backoff_s,
-                                 None)  # fmt: skip
-                await self.sleep(wait)
+                await self.sleep(self._backoff(self.failures))
+
+    def _backoff(self, failures: int) -> float:
+        return backoff_s(failures, self.base_backoff_s, self.max_backoff_s, None)
 
     async def poll_rest_for(self, seconds: float) -> None:
         """The fallback: REST polling for ``seconds``, then the WebSocket is tried again."""
@@ -212,6 +237,7 @@ class CoinbaseStreamFeed:
                             error=str(error)[:300], failures=self.failures + 1)  # fmt: skip
                 return False
             self._connected()
+            self.gap_pending = False
             try:
                 await self._follow(client, queue)
             except ConnectionOver as over:
@@ -246,12 +272,16 @@ class CoinbaseStreamFeed:
                 silent = loop.time() - last_message
                 if silent > self.silence_s:
                     raise ConnectionOver("silent", f"no message for {silent:.1f} s") from None
-                continue
-            last_message = loop.time()
-            self._count("messages")
-            await self._act(client, self.reader.read(raw))
+            else:
+                last_message = loop.time()
+                self._count("messages")
+                await self._act(self.reader.read(raw))
+            # At most one resubscribe and REST poll per poll interval, however many gaps.
+            if self.gap_pending and loop.time() - self.last_recovery >= self.rest.interval_s:
+                self.last_recovery = loop.time()
+                await self._recover(client)
 
-    async def _act(self, client: WSClient, reading: Reading) -> None:
+    async def _act(self, reading: Reading) -> None:
         if reading.refused is not None:
             raise ConnectionOver("refused", f"Coinbase refused: {reading.refused}")
         if reading.unreadable is not None:
@@ -264,10 +294,10 @@ class CoinbaseStreamFeed:
         if self.reader.cursor.time is not None:
             self.status["last_trade_time"] = self.reader.cursor.time.isoformat()
         if reading.missed_messages or reading.missed_heartbeats:
-            await self._recover(client, reading)
+            self._gap(reading)
 
-    async def _recover(self, client: WSClient, reading: Reading) -> None:
-        """A gap: count it, resubscribe (a fresh snapshot of recent trades), fill over REST."""
+    def _gap(self, reading: Reading) -> None:
+        """Messages were lost: counted and logged each time; recovered soon (:meth:`_recover`)."""
         if reading.missed_messages:
             self._count("sequence_gaps")
             GAPS.labels(self.product_id, "sequence").inc()
@@ -277,6 +307,12 @@ class CoinbaseStreamFeed:
         log.warning("coinbase_ws.gap", product_id=self.product_id, channel=reading.channel,
                     missed_messages=reading.missed_messages,
                     missed_heartbeats=reading.missed_heartbeats)  # fmt: skip
+        self.gap_pending = True
+
+    async def _recover(self, client: WSClient) -> None:
+        """Resubscribe (Coinbase sends a fresh snapshot of recent trades) and poll REST once:
+        what the gap hid is published, oldest first, nothing twice (the shared cursor)."""
+        self.gap_pending = False
         try:
             await client.unsubscribe_async([self.product_id], list(CHANNELS))
             await client.subscribe_async([self.product_id], list(CHANNELS))
@@ -285,7 +321,7 @@ class CoinbaseStreamFeed:
         self.reader.resubscribed()
         self._count("resubscribes")
         ticks_before = int(self.rest.status["ticks"])  # type: ignore[call-overload]
-        await self.rest.poll_once()  # never raises; publishes what the cursor has not seen
+        await self.rest.poll_once()  # never raises
         filled = int(self.rest.status["ticks"]) - ticks_before  # type: ignore[call-overload]
         self._count("gap_fills", filled)
         self._count("ticks", filled)
