@@ -22,9 +22,10 @@ What the market-data endpoint sends (Advanced Trade WebSocket reference, and the
 * ``{"type": "error", "message": ...}``: Coinbase refusing something (the connection is then of
   no use).
 
-``sequence_num`` counts the messages of one connection: a jump means messages were lost; a
-number at or below one already seen is a late or repeated message (its trades still go through
-the cursor, which drops what was published).
+``sequence_num`` goes up by exactly one per message of a product (Coinbase's reference: a larger
+jump is dropped messages, a smaller number a late one that can be ignored); with one connection
+per product it is the connection's count, afresh on each connection. A late or repeated message's
+trades still go through the cursor, which drops what was published.
 """
 
 from __future__ import annotations
