@@ -112,8 +112,10 @@ def test_production_safety_starts_without_the_exchange_secret() -> None:
     from services.safety.config import SafetySettings
 
     shared = settings(render("production"))
-    safety = SafetySettings(**{k.removeprefix("TRANCHE_").lower(): v for k, v in shared.items()
-                               if k in ("TRANCHE_MODE", "TRANCHE_LIVE_TRADING_CONFIRMED")})  # fmt: skip
+    wanted = ("TRANCHE_MODE", "TRANCHE_LIVE_TRADING_CONFIRMED")
+    safety = SafetySettings(
+        **{k.removeprefix("TRANCHE_").lower(): v for k, v in shared.items() if k in wanted}
+    )
     assert safety.mode == "production"
     assert safety.production_opt_in_missing() == []
 
