@@ -33,6 +33,12 @@ class ExecutorSettings(ServiceSettings):
     poll_max_interval_s: float = Field(default=30.0, gt=0)
     exchange_requests_per_s: float = Field(default=30.0, gt=0)
     """One limiter for every exchange call: Coinbase allows 30 private requests/s per key."""
+    order_requests_per_minute: int = Field(default=30, ge=3, le=1800)
+    """Exchange requests one order may make in any minute (polls, fills, cancels, look-ups),
+    whatever it meets: a failing order never eats the account's shared rate limit."""
+    lost_order_grace_s: float = Field(default=300, gt=0)
+    """How long an order the exchange accepted may answer 404 before it is looked for by
+    ``client_order_id`` and, not found, marked ``unknown_at_exchange`` (an alert)."""
     retry_attempts: int = Field(default=5, ge=1, le=20)
     """Attempts per exchange call on 429/5xx (backoff with full jitter)."""
     retry_base_delay_s: float = Field(default=0.25, ge=0)

@@ -42,6 +42,7 @@ RANK: dict[str, int] = {
     "submitted": 1,
     "open": 2,
     "partially_filled": 3,
+    "unknown_at_exchange": 2,  # local: the exchange answers 404 for it (sync.py)
     "filled": 4,
     "cancelled": 4,
     "expired": 4,
@@ -436,11 +437,3 @@ def refusal_event(
         status="failed",
         reason=reason,
     )
-
-
-def backoff(previous_s: float | None, changed: bool, base_s: float, cap_s: float) -> float:
-    """The next poll interval: back to ``base_s`` after a change, doubled (up to ``cap_s``) while
-    nothing changes or the exchange is unavailable."""
-    if changed or previous_s is None:
-        return base_s
-    return min(cap_s, previous_s * 2)

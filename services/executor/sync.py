@@ -24,8 +24,9 @@ import os
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from prometheus_client import Counter, Gauge
 from sqlmodel import Session
@@ -35,6 +36,7 @@ from services.executor.config import ExecutorSettings
 from services.executor.exchanges.base import (
     ExchangeError,
     ExchangeOrder,
+    OrderNotFound,
     OrderRefused,
     OrderRequest,
 )
@@ -44,7 +46,6 @@ from services.executor.orders import (
     ExchangeReport,
     OpenOrder,
     advance,
-    backoff,
     cancels_for,
     convert_fill,
     is_final,
@@ -53,6 +54,7 @@ from services.executor.orders import (
     refusal_reason,
     size_order,
 )
+from services.executor.polling import Due, RequestBudget
 from services.executor.reconcile import adopt
 from services.executor.store import (
     OrderPricingRow,
@@ -72,21 +74,21 @@ from shared.money import utc_now
 from shared.service import Service
 
 log = get_logger("tranche.executor")
+T = TypeVar("T")
 
 ORDER_EVENTS = Counter("tranche_executor_order_changes_total", "Order status changes", ["status"])
 OPEN_ORDERS = Gauge("tranche_executor_open_orders", "Orders not final yet")
 POLLS = Counter("tranche_executor_polls_total", "Order status polls", ["outcome"])
+CANCELS = Counter("tranche_executor_cancel_requests_total", "Cancels asked", ["outcome"])
+LOST_ORDERS = Gauge(
+    "tranche_executor_orders_unknown_at_exchange",
+    "Orders the exchange accepted and now answers 404 for, past the grace period (an alert)",
+)
+UNKNOWN_AT_EXCHANGE = "unknown_at_exchange"
 LOOKBACK = timedelta(minutes=10)  # how far before its record an order is looked up by id
 
 
 WAIT_FOR_FILLS_POLLS = 10  # then an order the exchange says is final is made final anyway
-
-
-@dataclass
-class Due:
-    at: float
-    interval_s: float | None = None
-    waited_for_fills: int = 0
 
 
 class Executor:
@@ -116,6 +118,8 @@ class Executor:
         self._monotonic = monotonic
         self.stamp_at_intent = stamp_at_intent
         self._due: dict[str, Due] = {}
+        self._budgets: dict[str, RequestBudget] = {}
+        self._lost: set[str] = set()
         self._locks: dict[str, asyncio.Lock] = {}
         self._wake = asyncio.Event()
         self.adoption_pending = True
@@ -157,6 +161,31 @@ class Executor:
 
     def exchange_cid(self, cid: str) -> str:
         return f"{self.settings.client_order_prefix}{cid}"
+
+    async def _call(self, cid: str, name: str, fn: Callable[..., T], *args: object) -> T:
+        """An exchange call made for one order: within the order's request budget (then
+        through the gateway's shared rate limiter)."""
+        budget = self._budgets.setdefault(
+            cid, RequestBudget(self.settings.order_requests_per_minute)
+        )
+        now = self._monotonic()
+        wait = budget.wait_s(now)
+        if wait > 0:
+            raise ExchangeError(
+                f"{cid} used its {budget.limit} exchange requests of the last minute "
+                f"(TRANCHE_ORDER_REQUESTS_PER_MINUTE); asking again in {wait:.0f} s",
+                code="ORDER_REQUEST_BUDGET",
+                retry_after_s=wait,
+            )
+        budget.spend(now)
+        return await self.gateway.call(name, fn, *args)
+
+    def _forget(self, cid: str) -> None:
+        self._due.pop(cid, None)
+        self._budgets.pop(cid, None)
+        if cid in self._lost:
+            self._lost.discard(cid)
+            LOST_ORDERS.set(len(self._lost))
 
     def _request(self, order: OrderRow, pricing: OrderPricingRow | None) -> OrderRequest:
         return OrderRequest(
@@ -255,17 +284,24 @@ class Executor:
 
     async def sync(self, cid: str, fresh: bool = False) -> bool:
         """Bring one order up to date with the exchange; returns whether anything changed.
-        Exchange failures leave it as it was (to be asked again), never failed. ``fresh``: the
-        order was recorded just now, so it cannot be on the exchange yet."""
+        Exchange failures leave it as it was (to be asked again after a back-off), never failed.
+        ``fresh``: the order was recorded just now, so it cannot be on the exchange yet."""
         async with self._lock(cid):
             if not await asyncio.to_thread(self.claims.hold, cid):
-                self._due.pop(cid, None)  # another live instance looks after it
+                self._forget(cid)  # another live instance looks after it
                 return False
             order = await self.service.read(lambda session: session.get(OrderRow, cid))
             if order is None or is_final(order.status):
-                self._due.pop(cid, None)
+                self._forget(cid)
                 return False
+            due = self._due.setdefault(cid, Due(0))
+            if order.status == UNKNOWN_AT_EXCHANGE:
+                self._lost.add(cid)
+                LOST_ORDERS.set(len(self._lost))
+            retry_after = None
             with correlated(order.intent_id, bot_id=order.bot_id, client_order_id=cid):
+                # The cancel first, on its own schedule: it goes out whatever the polls return.
+                await self._cancel_if_due(order, due)
                 try:
                     changed = await self._sync(order, fresh)
                 except ExchangeError as error:
@@ -273,24 +309,76 @@ class Executor:
                     log.warning("order.sync_failed", code=error.code, error=error.message)
                     await self._note_error(cid, error)
                     changed = False
+                    retry_after = error.retry_after_s
+                    if isinstance(error, OrderNotFound) and order.exchange_order_id is not None:
+                        changed = await self._maybe_lost(order, due)
                 else:
                     POLLS.labels("ok").inc()
+                    due.lost_since = None
             current = await self.service.read(lambda session: session.get(OrderRow, cid))
             if current is None or is_final(current.status):
-                self._due.pop(cid, None)
+                self._forget(cid)
             else:
-                due = self._due.setdefault(cid, Due(0))
-                due.interval_s = backoff(
-                    due.interval_s,
+                settings = self.settings
+                due.after_poll(
+                    self._monotonic(),
                     changed,
-                    self.settings.poll_interval_s,
-                    self.settings.poll_max_interval_s,
+                    settings.poll_interval_s,
+                    settings.poll_max_interval_s,
+                    retry_after_s=retry_after,
+                    ttl_in_s=self._ttl_deadline(current),
                 )
-                due.at = self._monotonic() + due.interval_s
-                deadline = self._ttl_deadline(current)
-                if deadline is not None:  # the backoff never makes a time-to-live late
-                    due.at = min(due.at, self._monotonic() + max(0.0, deadline))
             return changed
+
+    async def _maybe_lost(self, order: OrderRow, due: Due) -> bool:
+        """The exchange answers 404 for an order it accepted. Within the grace period that is
+        only a failed poll (backed off like any other); past it, the order is looked for by
+        ``client_order_id`` and, not found, marked ``unknown_at_exchange``: not final (its bot
+        stays blocked, its fills may still turn up), alerted on, settled by an operator
+        (``tranche orders resolve``)."""
+        now = self._monotonic()
+        if due.lost_since is None:
+            due.lost_since = now
+        grace = self.settings.lost_order_grace_s
+        if order.status == UNKNOWN_AT_EXCHANGE or now - due.lost_since < grace:
+            return False
+        cid = order.client_order_id
+        try:
+            found = await self._call(
+                cid,
+                "find_order",
+                self.exchange.find,
+                order.exchange_client_order_id,
+                order.product_id,
+                order.created_at - LOOKBACK,
+            )
+        except ExchangeError as error:
+            log.warning("order.lost_search_failed", code=error.code, error=error.message)
+            return False
+        if found is not None and found.exchange_order_id != order.exchange_order_id:
+            log.warning("order.found_under_another_id", exchange_order_id=found.exchange_order_id)
+            return await self._record(order, found)
+        message = (
+            f"the exchange answers 404 for order {order.exchange_order_id} it accepted, for "
+            f"{now - due.lost_since:.0f} s, and lists no order with client_order_id "
+            f"{order.exchange_client_order_id}: settle it with `tranche orders resolve {cid}`"
+        )
+
+        def mark(session: Session) -> bool:
+            row = session.get(OrderRow, cid)
+            if row is None or is_final(row.status):
+                return False
+            row.status = UNKNOWN_AT_EXCHANGE
+            row.last_error = f"{UNKNOWN_AT_EXCHANGE.upper()}: {message}"[:500]
+            session.add(row)
+            return True
+
+        marked = await self.service.transact(mark)
+        if marked:
+            self._lost.add(cid)
+            LOST_ORDERS.set(len(self._lost))
+            log.error("order.unknown_at_exchange", reason=message)
+        return marked
 
     async def _sync(self, order: OrderRow, fresh: bool) -> bool:
         cid = order.client_order_id
@@ -300,9 +388,7 @@ class Executor:
             if answer is None:
                 return True  # settled without the exchange (never placed: failed or cancelled)
         else:
-            answer = await self.gateway.call(
-                "get_order", self.exchange.get, order.exchange_order_id
-            )
+            answer = await self._call(cid, "get_order", self.exchange.get, order.exchange_order_id)
         changed = await self._record(order, answer)
         order = await self.service.read(lambda session: session.get(OrderRow, cid))
         if order is None or is_final(order.status):
@@ -312,10 +398,46 @@ class Executor:
                 cid, "LIMIT_TTL", f"not filled within its time-to-live of {order.ttl_s} s"
             )
             return True
-        if order.cancel_code is not None and answer.status in ("OPEN", "PENDING", "QUEUED"):
-            # Asked before (a halt, the time-to-live) and still resting: ask again.
-            await self.gateway.call("cancel_orders", self.exchange.cancel, answer.exchange_order_id)
         return changed
+
+    async def _cancel_if_due(self, order: OrderRow, due: Due) -> None:
+        """Mark a resting limit order past its time-to-live for cancelling, and ask the
+        exchange to cancel whenever the order's cancel schedule says so (a failed cancel backs
+        off; the polls tell whether it took effect)."""
+        now = self._monotonic()
+        if order.cancel_code is None and order.exchange_order_id and self._ttl_passed(order):
+            message = f"not filled within its time-to-live of {order.ttl_s} s"
+            marked = await self._mark_cancel(order.client_order_id, "LIMIT_TTL", message)
+            if marked is None:
+                return
+            order = marked
+            due.cancel_at = now
+            log.info("order.cancel_requested", code="LIMIT_TTL")
+        if order.cancel_code is None or order.exchange_order_id is None:
+            return
+        if due.cancel_at is None:  # asked before a restart: ask again now
+            due.cancel_at = now
+        if due.cancel_due(now):
+            await self._send_cancel(order, due)
+
+    async def _send_cancel(self, order: OrderRow, due: Due) -> None:
+        try:
+            await self._call(
+                order.client_order_id,
+                "cancel_orders",
+                self.exchange.cancel,
+                order.exchange_order_id,
+            )
+        except ExchangeError as error:
+            CANCELS.labels(error.code).inc()
+            log.warning("order.cancel_failed", code=error.code, error=error.message)
+        else:
+            CANCELS.labels("ok").inc()
+        finally:
+            settings = self.settings
+            due.after_cancel(
+                self._monotonic(), settings.poll_interval_s, settings.poll_max_interval_s
+            )
 
     def _ttl_deadline(self, order: OrderRow) -> float | None:
         """Seconds until a resting limit order's time-to-live runs out (None: no such limit)."""
@@ -340,7 +462,8 @@ class Executor:
         first. ``None``: settled here without an exchange order."""
         found = None
         if not fresh or order.cancel_code is not None:
-            found = await self.gateway.call(
+            found = await self._call(
+                order.client_order_id,
                 "find_order",
                 self.exchange.find,
                 order.exchange_client_order_id,
@@ -367,8 +490,11 @@ class Executor:
             lambda session: pricing_of(session, order.client_order_id)
         )
         try:
-            answer = await self.gateway.call(
-                "create_order", self.exchange.place, self._request(order, pricing)
+            answer = await self._call(
+                order.client_order_id,
+                "create_order",
+                self.exchange.place,
+                self._request(order, pricing),
             )
         except OrderRefused as error:
             await self._settle_unplaced(order, "failed", error.code, error.message)
@@ -410,8 +536,8 @@ class Executor:
             or answer.number_of_fills > known
             or (answer.filled_size > order.filled_size)
         ):
-            raw_fills = await self.gateway.call(
-                "get_fills", self.exchange.fills, answer.exchange_order_id
+            raw_fills = await self._call(
+                order.client_order_id, "get_fills", self.exchange.fills, answer.exchange_order_id
             )
         reason = None
         if answer.status == "FAILED":
@@ -491,9 +617,8 @@ class Executor:
 
     # -- cancels --------------------------------------------------------------------------------
 
-    async def request_cancel(self, cid: str, code: str, message: str) -> None:
-        """Record why, then ask the exchange; the next polls report the cancellation (or the fill
-        that beat it). An order not yet on the exchange is settled without placing it."""
+    async def _mark_cancel(self, cid: str, code: str, message: str) -> OrderRow | None:
+        """Record why the order is to be cancelled (the first reason stays)."""
 
         def mark(session: Session) -> OrderRow | None:
             row = session.get(OrderRow, cid)
@@ -504,17 +629,18 @@ class Executor:
                 session.add(row)
             return row
 
-        order = await self.service.transact(mark)
+        return await self.service.transact(mark)
+
+    async def request_cancel(self, cid: str, code: str, message: str) -> None:
+        """Record why, then ask the exchange; the next polls report the cancellation (or the fill
+        that beat it). An order not yet on the exchange is settled without placing it."""
+        order = await self._mark_cancel(cid, code, message)
         if order is None:
             return
         log.info("order.cancel_requested", client_order_id=cid, code=code)
+        due = self._due.setdefault(cid, Due(self._monotonic()))
         if order.exchange_order_id is not None:
-            try:
-                await self.gateway.call(
-                    "cancel_orders", self.exchange.cancel, order.exchange_order_id
-                )
-            except ExchangeError as error:
-                log.warning("order.cancel_failed", client_order_id=cid, code=error.code)
+            await self._send_cancel(order, due)
         self.schedule(cid)
 
     async def on_safety_event(self, event: SafetyEvent) -> list[str]:
@@ -574,7 +700,8 @@ class Executor:
                     await self.sync(cid)
                 except Exception as error:  # storage trouble: keep polling the others
                     log.error("order.sync_crashed", client_order_id=cid, error=repr(error))
-                    self._due[cid] = Due(self._monotonic() + self.settings.poll_max_interval_s)
+                    entry = self._due.setdefault(cid, Due(0))
+                    entry.at = self._monotonic() + self.settings.poll_max_interval_s
 
         while True:
             now = self._monotonic()

@@ -11,7 +11,9 @@
   the trades a test added with :meth:`CoinbaseStandIn.trade`, newest first, and the best bid/ask;
 * failures queued by the test: ``429`` (with Retry-After), ``500``, ``503``, ``timeout`` (no effect,
   answers too late), ``timeout_after_create`` (creates the order, then answers too late) and
-  ``garbage`` (HTTP 200 with a body that is not JSON).
+  ``garbage`` (HTTP 200 with a body that is not JSON);
+* standing troubles a test switches on: a revoked key (``revoked``: every private request 401)
+  and orders the exchange has lost (``lost``: ``get_order`` answers 404).
 """
 
 from __future__ import annotations
@@ -147,6 +149,10 @@ class CoinbaseStandIn:
         self.faults: deque[str] = deque()
         self.reject_next: str | None = None
         self.refuse_duplicates = False
+        self.revoked = False
+        """The key was revoked: every private request answers 401."""
+        self.lost: set[str] = set()
+        """Order ids the exchange answers 404 for (an order it has lost)."""
         self.requests: list[tuple[str, str]] = []
         self.trades: dict[str, list[dict]] = {}
         self._trade_ids = 0
@@ -222,6 +228,8 @@ class CoinbaseStandIn:
             if public
             else self.check_jwt(request.headers.get("Authorization", ""), method, url.path)
         )
+        if not public and self.revoked:
+            problem = "the key was revoked"
         if problem:
             self.auth_failures.append(problem)
             return self.send(request, 401, {"error": "UNAUTHENTICATED", "message": problem})
@@ -335,7 +343,7 @@ class CoinbaseStandIn:
                 return 200, {"fills": fills, "cursor": ""}
             if method == "GET" and path.startswith(f"{PREFIX}/orders/historical/"):
                 order = self.orders.get(path.rsplit("/", 1)[-1])
-                if order is None:
+                if order is None or order.order_id in self.lost:
                     return 404, {"error": "NOT_FOUND", "message": "order not found"}
                 return 200, {"order": order.as_json()}
             return 404, {"error": "NOT_FOUND", "message": f"no route {method} {path}"}

@@ -18,7 +18,6 @@ from services.executor.orders import (
     OrderSpec,
     OrderState,
     advance,
-    backoff,
     cancels_for,
     convert_fill,
     fill_market_order,
@@ -28,6 +27,7 @@ from services.executor.orders import (
     refusal_reason,
     size_order,
 )
+from services.executor.polling import backoff
 from shared.catalog import Product
 from shared.contracts import Fill, OrderApproved, Reason, SafetyEvent, TradeIntent
 
