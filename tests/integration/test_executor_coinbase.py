@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -40,18 +39,6 @@ from tests.support.coinbase_standin import ApiKey, CoinbaseStandIn, make_api_key
 from tests.support.nats_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def key() -> ApiKey:
-    return make_api_key()
-
-
-@pytest.fixture
-def standin(key: ApiKey, tmp_path: Path) -> Iterator[CoinbaseStandIn]:
-    running = CoinbaseStandIn(key, tmp_path, answer_late_s=1.5).start()
-    yield running
-    running.stop()
 
 
 def adapter(standin: CoinbaseStandIn, key: ApiKey, timeout_s: float = 1.0) -> CoinbaseExchange:

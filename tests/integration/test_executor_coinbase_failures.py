@@ -6,7 +6,7 @@ requests per order stays bounded. (SQLite only: the scheduling does not depend o
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -23,23 +23,11 @@ from services.executor.store import OrderRow
 from shared.contracts import OrderApproved, Reason, TradeIntent
 from shared.money import utc_now
 from shared.service import Service
-from tests.support.coinbase_standin import ApiKey, CoinbaseStandIn, make_api_key
+from tests.support.coinbase_standin import ApiKey, CoinbaseStandIn
 from tests.support.waiting import eventually
 
 PREFIX = "/api/v3/brokerage"
 BOT = "live-bot"
-
-
-@pytest.fixture
-def key() -> ApiKey:
-    return make_api_key()
-
-
-@pytest.fixture
-def standin(key: ApiKey, tmp_path: Path) -> Iterator[CoinbaseStandIn]:
-    running = CoinbaseStandIn(key, tmp_path, answer_late_s=1.0).start()
-    yield running
-    running.stop()
 
 
 @dataclass
