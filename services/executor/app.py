@@ -25,7 +25,14 @@ from services.executor.exchanges.mock import MOCK_TABLES, MockExchange, Quote
 from services.executor.gateway import Gateway
 from services.executor.ratelimit import RateLimiter
 from services.executor.reconcile import reconcile
-from services.executor.store import TABLES, OrderRow, fills_of, pricing_of, recent_orders
+from services.executor.store import (
+    TABLES,
+    OrderRow,
+    fills_of,
+    pricing_of,
+    reasons_of,
+    recent_orders,
+)
 from services.executor.sync import Executor
 from shared import subjects
 from shared.bots import LiveCatalog
@@ -116,10 +123,17 @@ def build(settings: ExecutorSettings, exchange: Any = None) -> Service:
 
     api = APIRouter(tags=["orders"])
 
-    @api.get("/orders", summary="Recent orders, newest first")
+    @api.get("/orders", summary="Recent orders, newest first, each with why it ended")
     async def orders(limit: int = Query(50, ge=1, le=1000)) -> list[dict]:
-        rows = await service.read(lambda session: recent_orders(session, limit))
-        return [row.model_dump(mode="json") for row in rows]
+        def read(session):
+            rows = recent_orders(session, limit)
+            reasons = reasons_of(session, [row.client_order_id for row in rows])
+            return [
+                row.model_dump(mode="json") | {"reason": reasons.get(row.client_order_id)}
+                for row in rows
+            ]
+
+        return await service.read(read)
 
     @api.get("/orders/{client_order_id}", summary="One order with its fills")
     async def order(client_order_id: str) -> dict:
@@ -132,7 +146,8 @@ def build(settings: ExecutorSettings, exchange: Any = None) -> Service:
             priced = {"reference_price": None, "market_time": None}
             if pricing is not None:
                 priced = pricing.model_dump(mode="json", include=set(priced))
-            return row.model_dump(mode="json") | priced | {"fills": fills}
+            reason = reasons_of(session, [client_order_id]).get(client_order_id)
+            return row.model_dump(mode="json") | priced | {"fills": fills, "reason": reason}
 
         found = await service.read(read)
         if found is None:

@@ -78,7 +78,19 @@ class FillRow(SQLModel, table=True):
     time: datetime = Field(sa_type=UtcDateTime)
 
 
-TABLES: list[type[SQLModel]] = [OrderRow, FillRow, OrderPricingRow]
+class OrderReasonRow(SQLModel, table=True):
+    """Why an order ended failed, cancelled or expired: the code and sentence of its final
+    event, kept on the record (``GET /orders``) and not only in the event and the log. A table of
+    its own, like the pricing, so an executor upgraded in place keeps its orders."""
+
+    __tablename__ = "executor_order_reasons_v1"
+
+    client_order_id: str = Field(primary_key=True, max_length=128)
+    code: str = Field(max_length=64)
+    message: str = Field(max_length=500)
+
+
+TABLES: list[type[SQLModel]] = [OrderRow, FillRow, OrderPricingRow, OrderReasonRow]
 
 
 def is_final(order: OrderRow) -> bool:
@@ -150,7 +162,29 @@ def apply(session: Session, order: OrderRow, step: Advance, exchange_order_id: s
     order.updated_at = utc_now()
     session.add(order)
     for event in step.events:
+        _keep_reason(session, event)
         stage(session, subjects.for_token(subjects.ORDERS_EVENTS, order.bot_id), event)
+
+
+def _keep_reason(session: Session, event: OrderEvent) -> None:
+    if event.reason is not None and event.status in FINAL_ORDER_STATUSES:
+        session.merge(
+            OrderReasonRow(
+                client_order_id=event.client_order_id,
+                code=event.reason.code,
+                message=event.reason.message[:500],
+            )
+        )
+
+
+def reasons_of(session: Session, client_order_ids: list[str]) -> dict[str, dict[str, str]]:
+    """``{client_order_id: {"code", "message"}}`` for the orders among these that have one."""
+    if not client_order_ids:
+        return {}
+    rows = session.exec(
+        select(OrderReasonRow).where(col(OrderReasonRow.client_order_id).in_(client_order_ids))
+    )
+    return {row.client_order_id: {"code": row.code, "message": row.message} for row in rows}
 
 
 def record_event(session: Session, order: OrderRow, event: OrderEvent) -> None:
@@ -160,6 +194,7 @@ def record_event(session: Session, order: OrderRow, event: OrderEvent) -> None:
     order.filled_size = event.filled_size
     order.updated_at = utc_now()
     session.add(order)
+    _keep_reason(session, event)
     stage(session, subjects.for_token(subjects.ORDERS_EVENTS, order.bot_id), event)
 
 
