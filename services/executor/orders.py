@@ -4,11 +4,15 @@ base currency, order sizing by the product's rules, and which approvals and halt
 No broker, database or clock in here: callers pass ``now`` and what they stored and what the
 exchange answered, and get back the new status and the events to publish.
 
-The state machine (``new`` is local only: recorded, not yet confirmed by the exchange)::
+The state machine is a table (:mod:`services.executor.states`): every (state, event) pair is a
+transition or a named refusal. :func:`advance` applies a report from the exchange to it and says
+which events that means::
 
     new ─► submitted ─► open ─► partially_filled ─► filled | cancelled | expired
      │         │          │            ▲  (each new fill: one more partially_filled event)
      └─────────┴──────────┴──► failed  └── cancelled / expired keep the fills before them
+    (local, never published: pending_cancel once a cancel is asked or queued;
+     unknown_at_exchange for an order the exchange has lost)
 
 A status never moves backwards, a final status never changes, and an order is made final only
 once every fill the exchange counts is known, so the final event carries all of them.
@@ -20,6 +24,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, ROUND_UP, Decimal
 
+from services.executor.states import (
+    NEW,
+    OPEN,
+    PARTIALLY_FILLED,
+    SUBMITTED,
+    UNKNOWN_AT_EXCHANGE,
+    Refusal,
+    transition,
+)
 from shared.catalog import Product
 from shared.contracts import (
     FINAL_ORDER_STATUSES,
@@ -27,54 +40,19 @@ from shared.contracts import (
     Mode,
     OrderApproved,
     OrderEvent,
-    OrderStatus,
     Reason,
     SafetyEvent,
     Side,
 )
 
-NEW = "new"
-"""Recorded locally; the exchange may or may not have it (ask it by ``client_order_id``)."""
-
-#: How far along an order is: a status only ever moves to a higher rank.
-RANK: dict[str, int] = {
-    NEW: 0,
-    "submitted": 1,
-    "open": 2,
-    "partially_filled": 3,
-    "unknown_at_exchange": 2,  # local: the exchange answers 404 for it (sync.py)
-    "filled": 4,
-    "cancelled": 4,
-    "expired": 4,
-    "failed": 4,
-}
-
-#: Coinbase's order statuses and ours. ``None``: the exchange does not know yet (``UNKNOWN``):
-#: nothing changes, ask again. ``open`` becomes ``partially_filled`` once something filled.
-COINBASE_STATUS: dict[str, OrderStatus | None] = {
-    "PENDING": "submitted",
-    "QUEUED": "submitted",
-    "OPEN": "open",
-    "CANCEL_QUEUED": "open",  # a cancel is on its way; the order still rests and may fill
-    "FILLED": "filled",
-    "CANCELLED": "cancelled",
-    "EXPIRED": "expired",
-    "FAILED": "failed",
-    "UNKNOWN": None,
-}
+PARTIALLY_FILLED_OR_EARLIER = (NEW, SUBMITTED, OPEN, UNKNOWN_AT_EXCHANGE)
+"""States an order with fills is reported as ``partially_filled`` from (unless it is final or
+a cancel is pending)."""
 BASE_PRECISION = Decimal("1E-18")  # what a NUMERIC(38, 18) column keeps
 
 
 def is_final(status: str) -> bool:
     return status in FINAL_ORDER_STATUSES
-
-
-def map_coinbase_status(status: str, filled_size: Decimal = Decimal(0)) -> OrderStatus | None:
-    """Our status for a Coinbase status; an unrecognised status counts as ``UNKNOWN``."""
-    ours = COINBASE_STATUS.get(status.upper())
-    if ours in ("submitted", "open") and filled_size > 0:
-        return "partially_filled"
-    return ours
 
 
 # -- fills ---------------------------------------------------------------------------------------
@@ -325,6 +303,9 @@ class Advance:
     """Every fill now known (the stored ones and the new ones)."""
     events: list[OrderEvent] = field(default_factory=list)
     waiting_for_fills: bool = False
+    alert: Refusal | None = None
+    """The report was refused in a way an operator must see (an unknown status, an exchange
+    contradicting a final order)."""
 
     @property
     def changed(self) -> bool:
@@ -349,22 +330,23 @@ def advance(
     A final report with fewer fills than the exchange counts waits for them (the final event
     carries every fill); ``stop_waiting`` makes it final anyway with the fills it has, so an order
     is never left pending for good while the exchange says it is final."""
+    outcome = transition(state.status, report.status)
+    alert = outcome if isinstance(outcome, Refusal) and outcome.alert else None
     if is_final(state.status):
-        return Advance(state.status, state.known_fills)
+        return Advance(state.status, state.known_fills, alert=alert)
     known_ids = {fill.trade_id for fill in state.known_fills}
     new_fills = tuple(fill for fill in report.fills if fill.trade_id not in known_ids)
     fills = state.known_fills + new_fills
     filled_size = sum((fill.size for fill in fills), Decimal(0))
-    mapped = map_coinbase_status(report.status, filled_size)
+    target = state.status if isinstance(outcome, Refusal) else outcome
     waiting = False
-    if mapped is not None and is_final(mapped) and report.number_of_fills is not None:
+    if is_final(target) and report.number_of_fills is not None:
+        # Final with fills still missing: report what filled, decide when they are all known.
         waiting = len(fills) < report.number_of_fills and not stop_waiting
-    if mapped is None or waiting:
-        # Unknown, or final with fills still missing: report what filled, decide later.
-        mapped = "partially_filled" if filled_size > 0 else state.status  # type: ignore[assignment]
-    target = mapped if RANK[mapped] >= RANK[state.status] else state.status  # type: ignore[index]
-    if filled_size > 0 and target in (NEW, "submitted", "open"):
-        target = "partially_filled"
+        if waiting:
+            target = state.status
+    if filled_size > 0 and target in PARTIALLY_FILLED_OR_EARLIER:
+        target = PARTIALLY_FILLED
 
     events: list[OrderEvent] = []
     exchange_order_id = report.exchange_order_id or state.exchange_order_id
@@ -390,7 +372,7 @@ def advance(
     cid = order.client_order_id
     if state.status == NEW and target != NEW:
         events.append(event("submitted", f"order-{cid}-submitted"))
-    if target == "open" and state.status != "open":
+    if target == OPEN and state.status != OPEN:
         events.append(event("open", f"order-{cid}-open"))
     if is_final(target):
         reason = report.reason
@@ -405,7 +387,7 @@ def advance(
                 reason=reason,
             )
         )
-    elif target == "partially_filled" and (new_fills or state.status != "partially_filled"):
+    elif new_fills or (target == PARTIALLY_FILLED and state.status != PARTIALLY_FILLED):
         events.append(
             event(
                 "partially_filled",
@@ -414,7 +396,7 @@ def advance(
                 filled_size=filled_size,
             )
         )
-    return Advance(target, fills, events, waiting)
+    return Advance(target, fills, events, waiting, alert)
 
 
 def refusal_event(

@@ -56,6 +56,13 @@ from services.executor.orders import (
 )
 from services.executor.polling import Due, RequestBudget
 from services.executor.reconcile import adopt
+from services.executor.states import (
+    CANCEL_ASKED,
+    NOT_FOUND,
+    UNKNOWN_AT_EXCHANGE,
+    Refusal,
+    transition,
+)
 from services.executor.store import (
     OrderPricingRow,
     OrderRow,
@@ -84,7 +91,12 @@ LOST_ORDERS = Gauge(
     "tranche_executor_orders_unknown_at_exchange",
     "Orders the exchange accepted and now answers 404 for, past the grace period (an alert)",
 )
-UNKNOWN_AT_EXCHANGE = "unknown_at_exchange"
+STATUS_ALERTS = Counter(
+    "tranche_executor_status_alerts_total",
+    "Exchange reports the state machine refused with an alert (an unknown status, a final "
+    "order contradicted)",
+    ["code"],
+)
 LOOKBACK = timedelta(minutes=10)  # how far before its record an order is looked up by id
 
 
@@ -366,9 +378,12 @@ class Executor:
 
         def mark(session: Session) -> bool:
             row = session.get(OrderRow, cid)
-            if row is None or is_final(row.status):
+            if row is None:
                 return False
-            row.status = UNKNOWN_AT_EXCHANGE
+            moved = transition(row.status, NOT_FOUND)
+            if isinstance(moved, Refusal):
+                return False
+            row.status = moved
             row.last_error = f"{UNKNOWN_AT_EXCHANGE.upper()}: {message}"[:500]
             session.add(row)
             return True
@@ -591,6 +606,14 @@ class Executor:
         step = await self.service.transact(store)
         if step is None:
             return False
+        if step.alert is not None:
+            STATUS_ALERTS.labels(step.alert.code).inc()
+            log.error(
+                "order.status_alert",
+                code=step.alert.code,
+                exchange_status=answer.status,
+                reason=step.alert.message,
+            )
         for event in step.events:
             ORDER_EVENTS.labels(event.status).inc()
             log.info(
@@ -626,7 +649,11 @@ class Executor:
                 return None
             if row.cancel_code is None:
                 row.cancel_code, row.cancel_message = code, message[:500]
-                session.add(row)
+            if row.exchange_order_id is not None:
+                moved = transition(row.status, CANCEL_ASKED)
+                if isinstance(moved, str):
+                    row.status = moved
+            session.add(row)
             return row
 
         return await self.service.transact(mark)
