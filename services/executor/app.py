@@ -15,6 +15,7 @@ The rules are in ``orders.py`` (pure), placing and status sync in ``sync.py``, t
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query
@@ -23,6 +24,7 @@ from faststream.nats.annotations import NatsMessage
 from services.executor.config import ExecutorSettings
 from services.executor.exchanges.mock import MOCK_TABLES, MockExchange, Quote
 from services.executor.gateway import Gateway
+from services.executor.listing import Listing
 from services.executor.ratelimit import RateLimiter
 from services.executor.reconcile import reconcile
 from services.executor.store import (
@@ -93,6 +95,15 @@ def build(settings: ExecutorSettings, exchange: Any = None) -> Service:
 
     # Bots created at run time are in the tranche_bots bucket: adopted orders look them up there.
     live = LiveCatalog(catalog)
+    # Production sizes by the exchange's product rules (get_product), mock by the bots file's.
+    listing = None
+    if hasattr(exchange, "product") and not mock:
+        listing = Listing(
+            service,
+            gateway,
+            lambda: list(live.products),
+            timedelta(seconds=settings.product_rules_refresh_s),
+        )
     executor = Executor(
         service,
         settings,
@@ -100,6 +111,7 @@ def build(settings: ExecutorSettings, exchange: Any = None) -> Service:
         gateway,
         event_clock=market_time,
         stamp_at_intent=mock and settings.mock_fill_at == "intent",
+        listing=listing,
     )
     service.executor = executor  # type: ignore[attr-defined]  # for tests and operators
 
@@ -157,6 +169,8 @@ def build(settings: ExecutorSettings, exchange: Any = None) -> Service:
     service.publishes(
         "tranche.orders.events.{bot_id}", OrderEvent, "Order lifecycle with fills (outbox)."
     )
+    if listing is not None:
+        service.background.append(listing.keep_current)  # at start, then on the schedule
     service.on_start.append(lambda: reconcile(executor))
     service.background.append(executor.run)
     service.background.append(lambda: live.follow(service.nc))  # type: ignore[arg-type]

@@ -44,6 +44,10 @@ class ExecutorSettings(ServiceSettings):
     retry_base_delay_s: float = Field(default=0.25, ge=0)
     retry_max_delay_s: float = Field(default=8.0, ge=0)
 
+    product_rules_refresh_s: float = Field(default=3600, ge=10)
+    """Production: how often each product's rules are fetched again from the exchange
+    (``get_product``); also fetched at start and when an approval names a new product."""
+
     # -- mock exchange
     mock_fee_rate: Decimal = Field(default=Decimal("0.006"), ge=0, lt=1)
     """Taker fee of the mock exchange."""

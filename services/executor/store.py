@@ -90,7 +90,37 @@ class OrderReasonRow(SQLModel, table=True):
     message: str = Field(max_length=500)
 
 
-TABLES: list[type[SQLModel]] = [OrderRow, FillRow, OrderPricingRow, OrderReasonRow]
+class ProductRulesRow(SQLModel, table=True):
+    """A product's trading rules as the exchange last published them (production): what the
+    executor sizes by, kept so a restart while the exchange is unreachable still has them."""
+
+    __tablename__ = "executor_product_rules_v1"
+
+    product_id: str = Field(primary_key=True, max_length=64)
+    listed: bool = True
+    """False: the exchange answered that it does not list the product."""
+    base_increment: Decimal = Field(sa_type=ExactDecimal)
+    quote_increment: Decimal = Field(sa_type=ExactDecimal)
+    base_min_size: Decimal = Field(sa_type=ExactDecimal)
+    quote_min_size: Decimal = Field(sa_type=ExactDecimal)
+    base_max_size: Decimal | None = Field(default=None, sa_type=ExactDecimal)
+    quote_max_size: Decimal | None = Field(default=None, sa_type=ExactDecimal)
+    status: str = Field(default="online", max_length=32)
+    is_disabled: bool = False
+    trading_disabled: bool = False
+    cancel_only: bool = False
+    limit_only: bool = False
+    post_only: bool = False
+    fetched_at: datetime = Field(sa_type=UtcDateTime)
+
+
+TABLES: list[type[SQLModel]] = [
+    OrderRow,
+    FillRow,
+    OrderPricingRow,
+    OrderReasonRow,
+    ProductRulesRow,
+]
 
 
 def is_final(order: OrderRow) -> bool:

@@ -41,6 +41,7 @@ from services.executor.exchanges.base import (
     OrderRequest,
 )
 from services.executor.gateway import Gateway
+from services.executor.listing import Listing
 from services.executor.orders import (
     NEW,
     ExchangeReport,
@@ -55,6 +56,7 @@ from services.executor.orders import (
     size_order,
 )
 from services.executor.polling import Due, RequestBudget
+from services.executor.products import ProductRules, above_maximum, tradable_refusal
 from services.executor.reconcile import adopt
 from services.executor.states import (
     CANCEL_ASKED,
@@ -116,11 +118,14 @@ class Executor:
         monotonic: Callable[[], float] = time.monotonic,
         stamp_at_intent: bool = False,
         claims: Claims | None = None,
+        listing: Listing | None = None,
     ):
         """``stamp_at_intent``: events without fills carry the market time of the order's intent
         instead of the market's latest (the mock filling at the intent's price: replays)."""
         self.service = service
         self.claims = claims or Claims(service.engine)
+        self.listing = listing
+        """The exchange's product rules (production); ``None``: the bots file's (mock)."""
         self.settings = settings
         self.catalog = catalog
         self.gateway = gateway
@@ -228,6 +233,7 @@ class Executor:
         intent = approval.intent
         cid = approval.client_order_id
         now = self.clock()
+        listed, unavailable = await self._exchange_rules(intent.product_id)
 
         def record(session: Session) -> tuple[OrderRow | None, bool]:
             """(the order to go on with, whether it was recorded just now)"""
@@ -236,8 +242,16 @@ class Executor:
                 return (None if is_final(order.status) else order), False
             reason = refusal_reason(approval, self.settings.mode, now, self.settings.approval_ttl)
             spec = None
+            if reason is None and self.listing is not None:
+                reason = unavailable or tradable_refusal(
+                    intent.product_id, listed, intent.order_type
+                )
             if reason is None:
-                product = self.catalog.products.get(intent.product_id)
+                product = (
+                    listed.as_product()
+                    if listed is not None
+                    else self.catalog.products.get(intent.product_id)
+                )
                 if product is None:
                     reason = Reason(
                         code="UNKNOWN_PRODUCT", message=f"{intent.product_id} is not in the catalog"
@@ -253,6 +267,8 @@ class Executor:
                         product=product,
                     )
                     reason, spec = (sized, None) if isinstance(sized, Reason) else (None, sized)
+                    if spec is not None and listed is not None:
+                        reason = above_maximum(listed, spec.base_size, spec.quote_size)
             order = OrderRow(
                 client_order_id=cid,
                 exchange_client_order_id=self.exchange_cid(cid),
@@ -291,6 +307,22 @@ class Executor:
                 log.info("approval.done_or_refused")
                 return
             await self.sync(cid, fresh=fresh)
+
+    async def _exchange_rules(self, product_id: str) -> tuple[ProductRules | None, Reason | None]:
+        """(the exchange's rules of the product, why there are none) in production; nothing
+        in mock mode. Fails closed: no rules at all means no order."""
+        if self.listing is None:
+            return None, None
+        try:
+            return await self.listing.rules_for(product_id), None
+        except ExchangeError as error:
+            return None, Reason(
+                code="PRODUCT_RULES_UNAVAILABLE",
+                message=(
+                    f"the exchange's rules for {product_id} could not be fetched and none are "
+                    f"stored ({error.code}): no order sized by guesswork"
+                ),
+            )
 
     # -- one order ----------------------------------------------------------------------------
 

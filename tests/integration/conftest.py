@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.coinbase_standin import ApiKey, CoinbaseStandIn, make_api_key
+from tests.support.live_executor import Live, start_live, stop_live
 
 
 @pytest.fixture
@@ -21,3 +22,15 @@ def standin(key: ApiKey, tmp_path: Path) -> Iterator[CoinbaseStandIn]:
     running = CoinbaseStandIn(key, tmp_path, answer_late_s=1.5).start()
     yield running
     running.stop()
+
+
+@pytest.fixture
+async def live(
+    standin: CoinbaseStandIn, key: ApiKey, nats_url: str, tmp_path: Path
+) -> AsyncIterator[Live]:
+    """An executor in production mode against the stand-in (polls every 0.05 s up to 0.4 s)."""
+    running = await start_live(standin, key, nats_url, tmp_path)
+    try:
+        yield running
+    finally:
+        await stop_live(running)

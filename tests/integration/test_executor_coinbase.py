@@ -78,16 +78,6 @@ def test_a_repeated_client_order_id_answers_with_the_existing_order(
     assert found is not None and found.exchange_order_id == first.exchange_order_id
 
 
-def test_a_duplicate_refused_by_the_exchange_is_the_existing_order_not_a_failure(
-    standin: CoinbaseStandIn, key: ApiKey
-) -> None:
-    coinbase = adapter(standin, key)
-    first = coinbase.place(market_buy("tranche-dup"))
-    standin.refuse_duplicates = True
-    again = coinbase.place(market_buy("tranche-dup"))
-    assert again.exchange_order_id == first.exchange_order_id and len(standin.orders) == 1
-
-
 def test_a_limit_order_rests_fills_in_parts_and_cancels(
     standin: CoinbaseStandIn, key: ApiKey
 ) -> None:

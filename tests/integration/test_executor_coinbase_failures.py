@@ -6,93 +6,10 @@ requests per order stays bounded. (SQLite only: the scheduling does not depend o
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from decimal import Decimal
-from pathlib import Path
-from typing import Any
 
-import nats
-import pytest
-from sqlmodel import Session
-
-from services.executor.app import build
-from services.executor.config import ExecutorSettings
-from services.executor.exchanges.coinbase import CoinbaseExchange
 from services.executor.store import OrderRow
-from shared.contracts import OrderApproved, Reason, TradeIntent
-from shared.money import utc_now
-from shared.service import Service
-from tests.support.coinbase_standin import ApiKey, CoinbaseStandIn
+from tests.support.live_executor import PREFIX, Live
 from tests.support.waiting import eventually
-
-PREFIX = "/api/v3/brokerage"
-BOT = "live-bot"
-
-
-@dataclass
-class Live:
-    service: Service
-    standin: CoinbaseStandIn
-    nc: Any
-
-    def order(self, cid: str) -> OrderRow | None:
-        with Session(self.service.engine) as session:
-            return session.get(OrderRow, cid)
-
-    def requests(self, method: str, path: str) -> int:
-        return sum(1 for m, p in self.standin.requests if m == method and p.startswith(path))
-
-    async def approve(self, n: int, **intent_kw: Any) -> str:
-        fields = {
-            "message_id": f"i-{n}", "correlation_id": f"i-{n}", "time": utc_now(),
-            "intent_id": f"i-{n}", "signal_id": "s", "bot_id": BOT, "product_id": "BTC-USD",
-            "action": "entry", "side": "buy", "base_size": Decimal("0.01"),
-            "order_type": "limit", "limit_price": Decimal("40000"),
-            "temperature": Decimal(80), "band": "hot", "reason": Reason(code="SIGNAL", message="t"),
-        } | intent_kw  # fmt: skip
-        approval = OrderApproved(
-            message_id=f"d-{n}", correlation_id=f"i-{n}", time=utc_now(),
-            intent=TradeIntent(**fields), client_order_id=f"c-{n}", mode="production",
-            decided_at=utc_now(),
-        )  # fmt: skip
-        await self.nc.jetstream().publish(
-            f"tranche.orders.approved.{BOT}",
-            approval.model_dump_json().encode(),
-            headers={"Nats-Msg-Id": approval.message_id},
-            stream="TRANCHE_ORDERS",
-        )
-        return approval.client_order_id
-
-    async def resting(self, cid: str) -> OrderRow:
-        async def probe() -> OrderRow | None:
-            row = self.order(cid)
-            return row if row is not None and row.status == "open" else None
-
-        return await eventually(probe, timeout=10, what=f"{cid} resting on the exchange")
-
-
-@pytest.fixture
-async def live(
-    standin: CoinbaseStandIn, key: ApiKey, nats_url: str, tmp_path: Path
-) -> AsyncIterator[Live]:
-    settings = ExecutorSettings(
-        mode="production", nats_url=nats_url, data_dir=tmp_path,
-        database_url=f"sqlite:///{tmp_path / 'executor.db'}",
-        coinbase_api_key=key.name, coinbase_api_secret=key.secret, live_trading_confirmed=True,
-        coinbase_base_url=standin.base_url, coinbase_ca_file=standin.cert_file,
-        coinbase_timeout_s=2, outbox_poll_s=0.1, poll_interval_s=0.05, poll_max_interval_s=0.4,
-        retry_base_delay_s=0.01, retry_max_delay_s=0.05,
-    )  # fmt: skip
-    service = build(settings, exchange=CoinbaseExchange.from_settings(settings))
-    await service.start()
-    nc = await nats.connect(nats_url)
-    try:
-        yield Live(service, standin, nc)
-    finally:
-        await service.stop()
-        await nc.close()
-
 
 WINDOW_S = 3.0
 # With polls every 0.05 s doubling to 0.4 s, 3 s of failures need about 3 / 0.4 + 4 polls.

@@ -42,6 +42,47 @@ from cryptography.x509.oid import NameOID
 PREFIX = "/api/v3/brokerage"
 
 
+def product_json(
+    product_id: str,
+    *,
+    base_increment: str = "0.00000001",
+    quote_increment: str = "0.01",
+    base_min_size: str = "0.00000001",
+    quote_min_size: str = "1",
+    base_max_size: str = "3400",
+    quote_max_size: str = "150000000",
+    **flags: Any,
+) -> dict:
+    """A product as ``GET /api/v3/brokerage/products/{id}`` answers it; ``flags`` override
+    ``status``, ``is_disabled``, ``trading_disabled``, ``cancel_only``, ``limit_only``,
+    ``post_only``."""
+    base, quote = product_id.split("-")
+    return {
+        "product_id": product_id, "price": "", "price_percentage_change_24h": "",
+        "volume_24h": "", "volume_percentage_change_24h": "",
+        "base_increment": base_increment, "quote_increment": quote_increment,
+        "quote_min_size": quote_min_size, "quote_max_size": quote_max_size,
+        "base_min_size": base_min_size, "base_max_size": base_max_size,
+        "base_name": base, "quote_name": quote, "watched": False, "is_disabled": False,
+        "new": False, "status": "online", "cancel_only": False, "limit_only": False,
+        "post_only": False, "trading_disabled": False, "auction_mode": False,
+        "product_type": "SPOT", "quote_currency_id": quote, "base_currency_id": base,
+        "base_display_symbol": base, "quote_display_symbol": quote,
+    } | flags  # fmt: skip
+
+
+#: What the stand-in lists by default (Coinbase's rules in 2026-11; ETH-BTC's differ from the
+#: bots file's on purpose: minimum size 0.00022, price increment 0.00001).
+PRODUCTS = {
+    "BTC-USD": product_json("BTC-USD"),
+    "ETH-USD": product_json("ETH-USD", base_min_size="0.00000001", base_max_size="44000"),
+    "ETH-BTC": product_json(
+        "ETH-BTC", quote_increment="0.00001", base_min_size="0.00022",
+        quote_min_size="0.00001", base_max_size="2600", quote_max_size="200",
+    ),
+}  # fmt: skip
+
+
 def make_certificate(directory: Path) -> tuple[Path, Path]:
     """A self-signed certificate (its own CA) for 127.0.0.1 and localhost: (cert, key) files."""
     key = ec.generate_private_key(ec.SECP256R1())
@@ -148,7 +189,7 @@ class CoinbaseStandIn:
         self.orders: dict[str, StandInOrder] = {}
         self.faults: deque[str] = deque()
         self.reject_next: str | None = None
-        self.refuse_duplicates = False
+        self.products: dict[str, dict] = {k: dict(v) for k, v in PRODUCTS.items()}
         self.revoked = False
         """The key was revoked: every private request answers 401."""
         self.lost: set[str] = set()
@@ -313,6 +354,11 @@ class CoinbaseStandIn:
                     "trades": list(reversed(tape))[:limit],
                     "best_bid": str(last - 1), "best_ask": str(last + 1),
                 }  # fmt: skip
+            if method == "GET" and path.startswith(f"{PREFIX}/products/"):
+                product = self.products.get(path.rsplit("/", 1)[-1])
+                if product is None:
+                    return 404, {"error": "NOT_FOUND", "message": "product not found"}
+                return 200, product
             if method == "POST" and path == f"{PREFIX}/orders":
                 return self.create(body)
             if method == "POST" and path == f"{PREFIX}/orders/batch_cancel":
@@ -353,15 +399,7 @@ class CoinbaseStandIn:
         if not cid:
             return 400, {"error": "INVALID_ARGUMENT", "message": "client_order_id is required"}
         for order in self.orders.values():
-            if order.client_order_id == cid:
-                if self.refuse_duplicates:  # the other answer an exchange might give
-                    return 200, {
-                        "success": False, "failure_reason": "UNKNOWN_FAILURE_REASON",
-                        "order_id": "", "error_response": {
-                            "error": "DUPLICATE_CLIENT_ORDER_ID",
-                            "message": "client_order_id already used",
-                        },
-                    }  # fmt: skip
+            if order.client_order_id == cid:  # Coinbase answers with the existing order
                 return 200, self.created(order)
         if self.reject_next:
             code, self.reject_next = self.reject_next, None
@@ -374,6 +412,17 @@ class CoinbaseStandIn:
                 "order_configuration": body["order_configuration"],
             }  # fmt: skip
         configuration = body["order_configuration"]
+        problem = self.refusal(body["product_id"], configuration)
+        if problem is not None:
+            error, preview, message = problem
+            return 200, {
+                "success": False, "failure_reason": "UNKNOWN_FAILURE_REASON", "order_id": "",
+                "error_response": {
+                    "error": error, "message": message, "error_details": message,
+                    "preview_failure_reason": preview,
+                },
+                "order_configuration": configuration,
+            }  # fmt: skip
         order = StandInOrder(
             order_id=str(uuid.uuid4()), client_order_id=cid, product_id=body["product_id"],
             side=body["side"], configuration=configuration, status="OPEN",
@@ -388,6 +437,42 @@ class CoinbaseStandIn:
                 self._add_fill(order, Decimal(market["base_size"]), self.price, "TAKER")
             order.status = "FILLED"
         return 200, self.created(order)
+
+    def refusal(self, product_id: str, configuration: dict) -> tuple[str, str, str] | None:
+        """Coinbase's answer to an order its product's rules refuse: (error, preview failure
+        reason, message); ``None``: acceptable."""
+        product = self.products.get(product_id)
+        if product is None:
+            return ("INVALID_PRODUCT_ID", "PREVIEW_INVALID_PRODUCT_ID", "invalid product_id")
+        if product["cancel_only"] or product["trading_disabled"] or product["is_disabled"]:
+            return ("ORDER_ENTRY_DISABLED", "PREVIEW_ORDER_ENTRY_DISABLED", "trading disabled")
+        terms = next(iter(configuration.values()))
+        if product["limit_only"] and "market_market_ioc" in configuration:
+            return ("UNSUPPORTED_ORDER_CONFIGURATION", "PREVIEW_LIMIT_ONLY", "limit only")
+        base = Decimal(terms["base_size"]) if "base_size" in terms else None
+        quote = Decimal(terms["quote_size"]) if "quote_size" in terms else None
+        price = Decimal(terms["limit_price"]) if "limit_price" in terms else None
+        if price is not None and price % Decimal(product["quote_increment"]):
+            return (
+                "INVALID_PRICE_PRECISION", "PREVIEW_INVALID_PRICE_PRECISION",
+                f"limit price {price} is not a multiple of {product['quote_increment']}",
+            )  # fmt: skip
+        if base is not None and base % Decimal(product["base_increment"]):
+            return (
+                "INVALID_SIZE_PRECISION", "PREVIEW_INVALID_SIZE_PRECISION",
+                f"size {base} is not a multiple of {product['base_increment']}",
+            )  # fmt: skip
+        if base is not None and base < Decimal(product["base_min_size"]):
+            return (
+                "UNKNOWN_FAILURE_REASON", "PREVIEW_INVALID_BASE_SIZE_TOO_SMALL",
+                f"size {base} is below the minimum {product['base_min_size']}",
+            )  # fmt: skip
+        if quote is not None and quote < Decimal(product["quote_min_size"]):
+            return (
+                "UNKNOWN_FAILURE_REASON", "PREVIEW_INVALID_QUOTE_SIZE_TOO_SMALL",
+                f"quote size {quote} is below the minimum {product['quote_min_size']}",
+            )  # fmt: skip
+        return None
 
     @staticmethod
     def created(order: StandInOrder) -> dict:

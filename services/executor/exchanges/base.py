@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Protocol
 
 from services.executor.orders import ExchangeFill
+from services.executor.products import ProductRules
 
 
 @dataclass(frozen=True)
@@ -112,4 +113,13 @@ class Exchange(Protocol):
 
     def open_orders(self) -> list[ExchangeOrder]:
         """Every resting order of the account (reconciliation adopts ours among them)."""
+        ...
+
+
+class ListsProducts(Protocol):
+    """An exchange that publishes its products' trading rules (Coinbase; the mock trades by the
+    bots file's rules)."""
+
+    def product(self, product_id: str) -> ProductRules | None:
+        """The product's rules; ``None``: the exchange does not list it."""
         ...
