@@ -15,15 +15,18 @@ The rules are in ``orders.py`` (pure), placing and status sync in ``sync.py``, t
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query
 from faststream.nats.annotations import NatsMessage
+from prometheus_client import Gauge
 
 from services.executor.config import ExecutorSettings
 from services.executor.exchanges.mock import MOCK_TABLES, MockExchange, Quote
 from services.executor.gateway import Gateway
+from services.executor.health import ExchangeHealth
 from services.executor.listing import Listing
 from services.executor.ratelimit import RateLimiter
 from services.executor.reconcile import reconcile
@@ -43,6 +46,18 @@ from shared.catalog import CatalogError, load_catalog
 from shared.contracts import OrderApproved, OrderEvent, SafetyEvent, Ticker
 from shared.service import Service, serve
 from shared.streams import EXECUTOR_APPROVED, EXECUTOR_SAFETY_EVENTS
+
+EXCHANGE_STATES = ("reachable", "degraded", "unreachable", "refused")
+EXCHANGE_STATE = Gauge(
+    "tranche_executor_exchange_state",
+    "1 for how the exchange answers now: reachable, degraded (429/5xx/timeouts), unreachable "
+    "(degraded with no answer for a while) or refused (401/403)",
+    ["state"],
+)
+
+
+class ExchangeNotReady(Exception):
+    """The exchange refuses the key or has not answered for a while (``/ready`` says why)."""
 
 
 def production_refusal(settings: ExecutorSettings) -> str | None:
@@ -88,6 +103,24 @@ def build(settings: ExecutorSettings, exchange: Any = None) -> Service:
         seed=settings.mock_seed,
     )
     mock = isinstance(exchange, MockExchange)
+    health = ExchangeHealth(unreachable_after_s=settings.exchange_unreachable_after_s)
+
+    def observe(error) -> None:
+        before = health.state
+        health.record(error, time.monotonic())
+        if health.state != before:
+            for state in EXCHANGE_STATES:
+                EXCHANGE_STATE.labels(state).set(1 if state == health.state else 0)
+            log.warning("exchange.health", state=health.state, reason=health.reason)
+
+    gateway.observer = observe
+
+    async def exchange_ready() -> str | None:
+        if not health.ready:
+            raise ExchangeNotReady(health.describe())
+        return None if health.state == "reachable" else health.describe()
+
+    service.ready_checks["exchange"] = exchange_ready
 
     def market_time(product_id: str):
         quote = quotes.get(product_id)
@@ -170,7 +203,9 @@ def build(settings: ExecutorSettings, exchange: Any = None) -> Service:
         "tranche.orders.events.{bot_id}", OrderEvent, "Order lifecycle with fills (outbox)."
     )
     if listing is not None:
-        service.background.append(listing.keep_current)  # at start, then on the schedule
+        service.background.append(  # at start, then on the schedule; a heartbeat when quiet
+            lambda: listing.keep_current(settings.exchange_check_s, lambda: health.last_answer_at)
+        )
     service.on_start.append(lambda: reconcile(executor))
     service.background.append(executor.run)
     service.background.append(lambda: live.follow(service.nc))  # type: ignore[arg-type]

@@ -44,6 +44,12 @@ class ExecutorSettings(ServiceSettings):
     retry_base_delay_s: float = Field(default=0.25, ge=0)
     retry_max_delay_s: float = Field(default=8.0, ge=0)
 
+    exchange_check_s: float = Field(default=30, ge=1)
+    """Production: when no call reached the exchange for this long, one product's rules are
+    fetched, so ``/ready`` tells the truth without orders."""
+    exchange_unreachable_after_s: float = Field(default=60, gt=0)
+    """Degraded answers (429/5xx/timeouts) with nothing else for this long: ``/ready`` says
+    unreachable (503). A refused key (401/403) is 503 at once."""
     product_rules_refresh_s: float = Field(default=3600, ge=10)
     """Production: how often each product's rules are fetched again from the exchange
     (``get_product``); also fetched at start and when an approval names a new product."""

@@ -109,16 +109,40 @@ class Listing:
             except Exception as error:  # storage trouble: the next round tries again
                 log.error("product_rules.store_failed", product_id=product_id, error=repr(error))
 
-    async def keep_current(self) -> None:
+    async def keep_current(
+        self, quiet_s: float | None = None, last_answer: Callable[[], float | None] = lambda: None
+    ) -> None:
         """Fetch every product's rules now and then on the schedule, forever (a background
-        job, so an unreachable exchange never holds up the start)."""
+        job, so an unreachable exchange never holds up the start). ``quiet_s``: when no call
+        reached the exchange for that long, ask for one product's rules (the exchange health
+        stays current without orders)."""
+        next_refresh = 0.0
+        loop = asyncio.get_running_loop()
         while True:
-            await self.refresh_all()
-            for product_id, known in self._known.items():
-                if isinstance(known, ProductRules) and known.fetched_at is not None:
-                    age = (self.clock() - known.fetched_at).total_seconds()
-                    RULES_AGE.labels(product_id).set(age)
-            await asyncio.sleep(self.refresh.total_seconds())
+            now = loop.time()
+            if now >= next_refresh:
+                next_refresh = now + self.refresh.total_seconds()
+                await self.refresh_all()
+                self._report_age()
+            elif quiet_s is not None:
+                seen = last_answer()
+                if seen is None or now - seen >= quiet_s:
+                    await self._heartbeat()
+            await asyncio.sleep(min(self.refresh.total_seconds(), quiet_s or float("inf")))
+
+    async def _heartbeat(self) -> None:
+        products = sorted(set(self.products()) | set(self._known))
+        if products:
+            try:
+                await self.fetch(products[0])
+            except Exception as error:  # told to the health already; try at the next tick
+                log.debug("exchange.heartbeat_failed", error=repr(error))
+
+    def _report_age(self) -> None:
+        for product_id, known in self._known.items():
+            if isinstance(known, ProductRules) and known.fetched_at is not None:
+                age = (self.clock() - known.fetched_at).total_seconds()
+                RULES_AGE.labels(product_id).set(age)
 
 
 def _load(session: Session, product_id: str) -> ProductRules | str | None:

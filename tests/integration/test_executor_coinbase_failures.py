@@ -6,9 +6,13 @@ requests per order stays bounded. (SQLite only: the scheduling does not depend o
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
+
+import httpx
 
 from services.executor.store import OrderRow
-from tests.support.live_executor import PREFIX, Live
+from tests.support.coinbase_standin import ApiKey, CoinbaseStandIn
+from tests.support.live_executor import PREFIX, Live, start_live, stop_live
 from tests.support.waiting import eventually
 
 WINDOW_S = 3.0
@@ -51,3 +55,33 @@ async def test_an_order_the_exchange_lost_is_polled_with_back_off(live: Live) ->
     polls = live.requests("GET", path) - before
     print(f"404s: {polls} get_order polls in {WINDOW_S:g} s")
     assert polls <= MOST_POLLS, f"{polls} polls in {WINDOW_S} s of 404 answers"
+
+
+async def test_ready_says_when_the_exchange_refuses_the_key_and_reads_keep_working(
+    standin: CoinbaseStandIn, key: ApiKey, nats_url: str, tmp_path: Path
+) -> None:
+    """Issue 17 item 5: /ready stayed 200 while the exchange refused the key."""
+    live = await start_live(standin, key, nats_url, tmp_path, exchange_check_s=1)
+    app = live.service.http_app()
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://executor"
+        ) as client:
+
+            async def ready(expected: int) -> dict | None:
+                answer = await client.get("/ready")
+                return answer.json() if answer.status_code == expected else None
+
+            fine = await eventually(lambda: ready(200), timeout=10, what="ready")
+            assert fine["checks"]["exchange"] == "ok"
+            standin.revoked = True
+            refused = await eventually(lambda: ready(503), timeout=10, what="not ready")
+            assert refused["checks"]["exchange"].startswith("failing: ExchangeNotReady: refused")
+            assert "401" in refused["checks"]["exchange"]
+            assert (await client.get("/orders")).status_code == 200  # reads keep working
+            metrics = (await client.get("/metrics")).text
+            assert 'tranche_executor_exchange_state{state="refused"} 1.0' in metrics
+            standin.revoked = False
+            await eventually(lambda: ready(200), timeout=10, what="ready again")
+    finally:
+        await stop_live(live)
