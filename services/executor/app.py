@@ -17,11 +17,13 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import timedelta
-from typing import Any
+from decimal import Decimal
+from typing import Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query
 from faststream.nats.annotations import NatsMessage
 from prometheus_client import Gauge
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.executor.config import ExecutorSettings
 from services.executor.exchanges.mock import MOCK_TABLES, MockExchange, Quote
@@ -43,7 +45,9 @@ from shared import subjects
 from shared.bots import LiveCatalog
 from shared.bus import durable, require_subject_token
 from shared.catalog import CatalogError, load_catalog
-from shared.contracts import OrderApproved, OrderEvent, SafetyEvent, Ticker
+from shared.contracts import Fill, OrderApproved, OrderEvent, SafetyEvent, Ticker
+from shared.http import bearer_guard
+from shared.money import NonNegativeDec, PositiveDec, utc_now
 from shared.service import Service, serve
 from shared.streams import EXECUTOR_APPROVED, EXECUTOR_SAFETY_EVENTS
 
@@ -54,6 +58,27 @@ EXCHANGE_STATE = Gauge(
     "(degraded with no answer for a while) or refused (401/403)",
     ["state"],
 )
+
+
+class ResolveRequest(BaseModel):
+    """``tranche orders resolve``: how an order the exchange lost ended, and why we know."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    settled_as: Literal["cancelled", "filled"] = Field(alias="as")
+    reason: str = Field(min_length=3, max_length=300)
+    operator: str = Field(default="http", min_length=1, max_length=64)
+    size: PositiveDec | None = None
+    """``filled``: the base size the exchange filled."""
+    price: PositiveDec | None = None
+    """``filled``: the average fill price."""
+    fee: NonNegativeDec = Decimal(0)
+    """``filled``: the fee paid, quote currency."""
+
+    @model_validator(mode="after")
+    def _filled_needs_its_fill(self) -> ResolveRequest:
+        if self.settled_as == "filled" and (self.size is None or self.price is None):
+            raise ValueError("settling as filled needs the size and price the exchange filled")
+        return self
 
 
 class ExchangeNotReady(Exception):
@@ -198,6 +223,31 @@ def build(settings: ExecutorSettings, exchange: Any = None) -> Service:
         if found is None:
             raise HTTPException(404, f"no order {client_order_id}")
         return found
+
+    @api.post(
+        "/orders/{client_order_id}/resolve",
+        summary="Settle an order the exchange lost (unknown_at_exchange) by hand, audited",
+        dependencies=[
+            Depends(bearer_guard(settings.control_token, "TRANCHE_CONTROL_TOKEN", "resolving"))
+        ],
+    )
+    async def resolve(client_order_id: str, request: ResolveRequest) -> dict:
+        fill = None
+        if request.settled_as == "filled":
+            fill = Fill(
+                trade_id=f"resolved-{client_order_id}",
+                entry_id=f"resolved-{client_order_id}",
+                price=request.price,  # type: ignore[arg-type]  # checked by ResolveRequest
+                size=request.size,  # type: ignore[arg-type]
+                fee=request.fee,
+                time=utc_now(),
+            )
+        refused = await executor.resolve(
+            client_order_id, request.settled_as, request.reason, request.operator, fill
+        )
+        if refused is not None:
+            raise HTTPException(409, f"{refused.code}: {refused.message}")
+        return {"client_order_id": client_order_id, "status": request.settled_as}
 
     service.publishes(
         "tranche.orders.events.{bot_id}", OrderEvent, "Order lifecycle with fills (outbox)."

@@ -83,6 +83,10 @@ class ExecutorSettings(ServiceSettings):
     coinbase_ca_file: Path | None = None
     """Trust this CA bundle instead of the system's (a test stand-in; never needed live)."""
 
+    control_token: SecretStr | None = None
+    """Bearer token for ``POST /orders/{id}/resolve`` (``tranche orders resolve``); unset:
+    resolving over HTTP is refused."""
+
     # -- fault injection for the test suite
     executor_fault: Literal["", "crash_after_send"] = ""
     """``crash_after_send`` exits the process right after the exchange accepted an order and

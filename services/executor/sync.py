@@ -44,6 +44,7 @@ from services.executor.gateway import Gateway
 from services.executor.listing import Listing
 from services.executor.orders import (
     NEW,
+    Advance,
     ExchangeReport,
     OpenOrder,
     advance,
@@ -61,6 +62,8 @@ from services.executor.reconcile import adopt
 from services.executor.states import (
     CANCEL_ASKED,
     NOT_FOUND,
+    RESOLVED_CANCELLED,
+    RESOLVED_FILLED,
     UNKNOWN_AT_EXCHANGE,
     Refusal,
     transition,
@@ -77,7 +80,7 @@ from services.executor.store import (
 )
 from shared.bots import LiveCatalog
 from shared.catalog import Catalog
-from shared.contracts import OrderApproved, Reason, SafetyEvent
+from shared.contracts import Fill, OrderApproved, Reason, SafetyEvent
 from shared.logging import correlated, get_logger
 from shared.money import utc_now
 from shared.service import Service
@@ -669,6 +672,57 @@ class Executor:
                 counted=answer.number_of_fills,
             )
         return step.changed
+
+    # -- an operator settles an order the exchange lost ---------------------------------------
+
+    async def resolve(
+        self, cid: str, settled_as: str, why: str, operator: str, fill: Fill | None = None
+    ) -> Reason | None:
+        """Settle an ``unknown_at_exchange`` order by hand, as ``cancelled`` or ``filled``
+        (with the fill the operator found on the exchange), audited: the final event carries
+        who and why, the record keeps it, the log says it. Returns why not, or ``None``."""
+        event = RESOLVED_CANCELLED if settled_as == "cancelled" else RESOLVED_FILLED
+        reason = Reason(
+            code="OPERATOR_RESOLVED",
+            message=f"resolved by {operator} as {settled_as}: {why}"[:500],
+        )
+
+        def settle(session: Session) -> Reason | Advance:
+            row = session.get(OrderRow, cid)
+            if row is None:
+                return Reason(code="UNKNOWN_ORDER", message=f"no order {cid}")
+            moved = transition(row.status, event)
+            if isinstance(moved, Refusal):
+                return Reason(
+                    code=moved.code, message=f"{cid} is {row.status}: {moved.message}"[:500]
+                )
+            state = state_of(session, row)
+            fills = state.known_fills + ((fill,) if fill is not None else ())
+            report = ExchangeReport(
+                exchange_order_id=row.exchange_order_id or "",
+                status=settled_as.upper(),
+                fills=fills,
+                reason=reason,
+            )
+            step = advance(identity(row), state, report, self.clock())
+            apply(session, row, step, row.exchange_order_id)
+            return step
+
+        async with self._lock(cid):
+            outcome = await self.service.transact(settle)
+        if isinstance(outcome, Reason):
+            log.warning("order.resolve_refused", client_order_id=cid, code=outcome.code)
+            return outcome
+        self._forget(cid)
+        ORDER_EVENTS.labels(outcome.status).inc()
+        log.warning(
+            "order.resolved_by_operator",
+            client_order_id=cid,
+            settled_as=settled_as,
+            operator=operator,
+            reason=why,
+        )
+        return None
 
     # -- cancels --------------------------------------------------------------------------------
 

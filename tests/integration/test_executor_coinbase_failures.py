@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 
+from services.executor.states import UNKNOWN_AT_EXCHANGE as UNKNOWN
 from services.executor.store import OrderRow
 from tests.support.coinbase_standin import ApiKey, CoinbaseStandIn
 from tests.support.live_executor import PREFIX, Live, start_live, stop_live
@@ -83,5 +84,58 @@ async def test_ready_says_when_the_exchange_refuses_the_key_and_reads_keep_worki
             assert 'tranche_executor_exchange_state{state="refused"} 1.0' in metrics
             standin.revoked = False
             await eventually(lambda: ready(200), timeout=10, what="ready again")
+    finally:
+        await stop_live(live)
+
+
+async def test_an_order_the_exchange_lost_becomes_unknown_and_an_operator_settles_it(
+    standin: CoinbaseStandIn, key: ApiKey, nats_url: str, tmp_path: Path
+) -> None:
+    """Issue 17 item 3: a 404 order never became final and blocked its bot for good, and no
+    operator command could settle it."""
+    live = await start_live(
+        standin, key, nats_url, tmp_path, lost_order_grace_s=1, control_token="t0ken-for-test"
+    )
+    app = live.service.http_app()
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://executor"
+        ) as client:
+            lost = await live.approve(5)
+            other = await live.approve(6)
+            row = await live.resting(lost)
+            await live.resting(other)
+            standin.lost.add(row.exchange_order_id)  # type: ignore[arg-type]
+
+            async def unknown() -> OrderRow | None:
+                found = live.order(lost)
+                return found if found is not None and found.status == UNKNOWN else None
+
+            marked = await eventually(unknown, timeout=10, what="marked unknown_at_exchange")
+            assert marked.last_error and "tranche orders resolve c-5" in marked.last_error
+            metrics = (await client.get("/metrics")).text
+            assert "tranche_executor_orders_unknown_at_exchange 1.0" in metrics
+            assert live.order(other).status == "open"  # type: ignore[union-attr]  # only this one
+            listed = {o["client_order_id"]: o for o in (await client.get("/orders")).json()}
+            assert listed[lost]["status"] == UNKNOWN
+
+            body = {"as": "cancelled", "reason": "not on coinbase.com either", "operator": "ann"}
+            path = f"/orders/{lost}/resolve"
+            assert (await client.post(path, json=body)).status_code == 401  # no token
+            auth = {"Authorization": "Bearer t0ken-for-test"}
+            refused = await client.post(f"/orders/{other}/resolve", json=body, headers=auth)
+            assert refused.status_code == 409 and "NOT_LOST" in refused.text
+            settled = await client.post(path, json=body, headers=auth)
+            assert settled.status_code == 200, settled.text
+            again = await client.post(path, json=body, headers=auth)
+            assert again.status_code == 409  # final stays final
+            assert live.order(lost).status == "cancelled"  # type: ignore[union-attr]
+            reason = live.reason(lost)
+            assert reason == {
+                "code": "OPERATOR_RESOLVED",
+                "message": "resolved by ann as cancelled: not on coinbase.com either",
+            }
+            metrics = (await client.get("/metrics")).text
+            assert "tranche_executor_orders_unknown_at_exchange 0.0" in metrics
     finally:
         await stop_live(live)
