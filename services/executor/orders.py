@@ -70,14 +70,22 @@ class ExchangeFill:
     commission: Decimal
     liquidity_indicator: str
     trade_time: datetime
+    entry_id: str | None = None
+    """Coinbase's unique id of this fill record (``trade_id`` repeats for adjustments)."""
+    trade_type: str = "FILL"
+    """``FILL``, ``REVERSAL`` (undoes an earlier fill), ``CORRECTION`` or ``SYNTHETIC``."""
 
 
-def convert_fill(fill: ExchangeFill) -> Fill:
-    """Our :class:`Fill`: size always in base currency, fee in quote.
+def convert_fill(fill: ExchangeFill, size_includes_fee: bool = False) -> Fill:
+    """Our :class:`Fill`: size always in base currency, fee in quote (as reported: at the
+    quote currency's precision, never rounded to cents).
 
     A ``size_in_quote`` fill of 100 USD at 50,000 USD is 0.002 BTC, not 100 BTC: reading the
-    quote amount as base once made another bot's P&L thousands of times too large."""
-    size = fill.size / fill.price if fill.size_in_quote else fill.size
+    quote amount as base once made another bot's P&L thousands of times too large.
+    ``size_includes_fee``: the quote amount includes the fee (see :func:`quote_includes_fee`),
+    so only the rest bought base."""
+    quote = fill.size - fill.commission if size_includes_fee else fill.size
+    size = quote / fill.price if fill.size_in_quote else fill.size
     return Fill(
         trade_id=fill.trade_id,
         price=fill.price,
@@ -85,7 +93,42 @@ def convert_fill(fill: ExchangeFill) -> Fill:
         fee=fill.commission,
         liquidity="maker" if fill.liquidity_indicator.upper() == "MAKER" else "taker",
         time=fill.trade_time,
+        entry_id=fill.entry_id,
+        trade_type=fill.trade_type.upper()
+        if fill.trade_type.upper() in ("FILL", "REVERSAL", "CORRECTION", "SYNTHETIC")
+        else "FILL",  # type: ignore[arg-type]
     )
+
+
+def quote_includes_fee(
+    fills: list[ExchangeFill], size_inclusive_of_fees: bool, total_value_after_fees: Decimal
+) -> bool:
+    """Whether a quote-sized order's fills report their quote amount with the fee inside.
+
+    Coinbase sizes a quote-sized buy with the fee included (``size_inclusive_of_fees``) and
+    says what it cost in all (``total_value_after_fees``): fills whose quote amounts add up to
+    that total include the fee; fills that add up to it only with their commissions do not."""
+    quoted = [fill for fill in fills if fill.size_in_quote]
+    if not size_inclusive_of_fees or not quoted or total_value_after_fees <= 0:
+        return False
+    amounts = sum((fill.size for fill in quoted), Decimal(0))
+    fees = sum((fill.commission for fill in quoted), Decimal(0))
+    return abs(amounts - total_value_after_fees) < abs(amounts + fees - total_value_after_fees)
+
+
+def fill_key(fill: Fill) -> str:
+    """What tells one fill record from another: Coinbase's ``entry_id`` where there is one
+    (a reversal repeats the ``trade_id`` it reverses), else the ``trade_id``."""
+    return fill.entry_id or fill.trade_id
+
+
+def signed_size(fill: Fill) -> Decimal:
+    """The fill's contribution to the order's filled size: a reversal takes its size back."""
+    return -fill.size if fill.trade_type == "REVERSAL" else fill.size
+
+
+def filled_size_of(fills: tuple[Fill, ...] | list[Fill]) -> Decimal:
+    return sum((signed_size(fill) for fill in fills), Decimal(0))
 
 
 # -- sizing ----------------------------------------------------------------------------------------
@@ -313,7 +356,7 @@ class Advance:
 
     @property
     def filled_size(self) -> Decimal:
-        return sum((fill.size for fill in self.fills), Decimal(0))
+        return filled_size_of(self.fills)
 
 
 def advance(
@@ -334,10 +377,10 @@ def advance(
     alert = outcome if isinstance(outcome, Refusal) and outcome.alert else None
     if is_final(state.status):
         return Advance(state.status, state.known_fills, alert=alert)
-    known_ids = {fill.trade_id for fill in state.known_fills}
-    new_fills = tuple(fill for fill in report.fills if fill.trade_id not in known_ids)
+    known_ids = {fill_key(fill) for fill in state.known_fills}
+    new_fills = tuple(fill for fill in report.fills if fill_key(fill) not in known_ids)
     fills = state.known_fills + new_fills
-    filled_size = sum((fill.size for fill in fills), Decimal(0))
+    filled_size = filled_size_of(fills)
     target = state.status if isinstance(outcome, Refusal) else outcome
     waiting = False
     if is_final(target) and report.number_of_fills is not None:

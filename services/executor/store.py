@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from sqlmodel import Field, Session, SQLModel, col, select
 
-from services.executor.orders import Advance, OrderIdentity, OrderState
+from services.executor.orders import Advance, OrderIdentity, OrderState, fill_key
 from shared import subjects
 from shared.contracts import FINAL_ORDER_STATUSES, Fill, OrderEvent
 from shared.db import ExactDecimal, UtcDateTime
@@ -114,7 +114,28 @@ class ProductRulesRow(SQLModel, table=True):
     fetched_at: datetime = Field(sa_type=UtcDateTime)
 
 
+class FillEntryRow(SQLModel, table=True):
+    """A fill that carries Coinbase's ``entry_id`` (its unique id; ``trade_id`` repeats for a
+    reversal or correction) and ``trade_type``. A table of its own beside ``executor_fills_v1``
+    (keyed by ``trade_id``, which stays for the mock's fills), so an upgraded executor keeps
+    every fill it has."""
+
+    __tablename__ = "executor_fill_entries_v1"
+
+    entry_id: str = Field(primary_key=True, max_length=128)
+    trade_id: str = Field(max_length=128)
+    trade_type: str = Field(default="FILL", max_length=16)
+    client_order_id: str = Field(index=True, max_length=128)
+    price: Decimal = Field(sa_type=ExactDecimal)
+    size: Decimal = Field(sa_type=ExactDecimal)
+    """Base currency, positive; a ``REVERSAL`` takes it back."""
+    fee: Decimal = Field(sa_type=ExactDecimal)
+    liquidity: str = Field(max_length=8)
+    time: datetime = Field(sa_type=UtcDateTime)
+
+
 TABLES: list[type[SQLModel]] = [
+    FillEntryRow,
     OrderRow,
     FillRow,
     OrderPricingRow,
@@ -144,14 +165,15 @@ def pricing_of(session: Session, client_order_id: str) -> OrderPricingRow | None
 
 
 def fills_of(session: Session, client_order_id: str) -> tuple[Fill, ...]:
-    rows = session.exec(
-        select(FillRow)
-        .where(FillRow.client_order_id == client_order_id)
-        .order_by(col(FillRow.time), col(FillRow.trade_id))
-    ).all()
-    return tuple(
+    rows: list[FillRow | FillEntryRow] = [
+        *session.exec(select(FillRow).where(FillRow.client_order_id == client_order_id)),
+        *session.exec(select(FillEntryRow).where(FillEntryRow.client_order_id == client_order_id)),
+    ]
+    fills = [
         Fill(
             trade_id=row.trade_id,
+            entry_id=getattr(row, "entry_id", None),
+            trade_type=getattr(row, "trade_type", "FILL"),  # type: ignore[arg-type]
             price=row.price,
             size=row.size,
             fee=row.fee,
@@ -159,7 +181,8 @@ def fills_of(session: Session, client_order_id: str) -> tuple[Fill, ...]:
             time=row.time,
         )
         for row in rows
-    )
+    ]
+    return tuple(sorted(fills, key=lambda fill: (fill.time, fill_key(fill))))
 
 
 def state_of(session: Session, order: OrderRow) -> OrderState:
@@ -169,20 +192,24 @@ def state_of(session: Session, order: OrderRow) -> OrderState:
 
 def apply(session: Session, order: OrderRow, step: Advance, exchange_order_id: str | None) -> None:
     """Store the new status and fills and stage the events, in the caller's transaction."""
-    known = {fill.trade_id for fill in fills_of(session, order.client_order_id)}
+    known = {fill_key(fill) for fill in fills_of(session, order.client_order_id)}
     for fill in step.fills:
-        if fill.trade_id not in known:
-            session.add(
-                FillRow(
-                    trade_id=fill.trade_id,
-                    client_order_id=order.client_order_id,
-                    price=fill.price,
-                    size=fill.size,
-                    fee=fill.fee,
-                    liquidity=fill.liquidity,
-                    time=fill.time,
-                )
-            )
+        if fill_key(fill) in known:
+            continue
+        values = {
+            "trade_id": fill.trade_id,
+            "client_order_id": order.client_order_id,
+            "price": fill.price,
+            "size": fill.size,
+            "fee": fill.fee,
+            "liquidity": fill.liquidity,
+            "time": fill.time,
+        }
+        if fill.entry_id is not None:
+            entry = {"entry_id": fill.entry_id, "trade_type": fill.trade_type}
+            session.add(FillEntryRow(**entry, **values))
+        else:
+            session.add(FillRow(**values))
     if exchange_order_id and order.placed_at is None:
         order.placed_at = utc_now()
     order.exchange_order_id = exchange_order_id or order.exchange_order_id

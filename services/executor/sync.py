@@ -52,6 +52,7 @@ from services.executor.orders import (
     convert_fill,
     is_final,
     limit_order_expired,
+    quote_includes_fee,
     refusal_event,
     refusal_reason,
     size_order,
@@ -593,7 +594,10 @@ class Executor:
         if answer.status == "FAILED":
             code, _, message = (answer.reject_reason or "EXCHANGE_FAILED").partition(": ")
             reason = Reason(code=_code(code), message=(message or code)[:500])
-        fills = tuple(convert_fill(fill) for fill in raw_fills)
+        inclusive = quote_includes_fee(
+            raw_fills, answer.size_inclusive_of_fees, answer.total_value_after_fees
+        )
+        fills = tuple(convert_fill(fill, inclusive) for fill in raw_fills)
         report = ExchangeReport(
             exchange_order_id=answer.exchange_order_id,
             status=answer.status,

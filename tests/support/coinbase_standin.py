@@ -27,7 +27,7 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from decimal import ROUND_DOWN, Decimal
+from decimal import ROUND_DOWN, ROUND_UP, Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 PREFIX = "/api/v3/brokerage"
+TAKER_FEE, MAKER_FEE = Decimal("0.006"), Decimal("0.004")
+FEE_PRECISION = Decimal("1E-8")
 
 
 def product_json(
@@ -146,33 +148,54 @@ class StandInOrder:
     status: str
     created_time: str
     fills: list[dict] = field(default_factory=list)
+    fee_inside: bool = False
+    """Its quote-sized fills report the quote amount with the fee inside."""
+
+    def _amounts(self) -> tuple[Decimal, Decimal]:
+        """(base filled, quote value without fees); a reversal takes its fill back."""
+        base = value = Decimal(0)
+        for f in self.fills:
+            size, price = Decimal(f["size"]), Decimal(f["price"])
+            if f["size_in_quote"] and self.fee_inside:
+                size -= Decimal(f["commission"])
+            sign = -1 if f["trade_type"] == "REVERSAL" else 1
+            base += sign * (size / price if f["size_in_quote"] else size)
+            value += sign * (size if f["size_in_quote"] else size * price)
+        return base, value
 
     @property
     def filled_size(self) -> Decimal:
-        return sum(
-            (
-                Decimal(f["size"]) / Decimal(f["price"])
-                if f["size_in_quote"]
-                else Decimal(f["size"])
-                for f in self.fills
-            ),
-            Decimal(0),
-        )
+        return self._amounts()[0]
+
+    @property
+    def filled_value(self) -> Decimal:
+        return self._amounts()[1]
 
     def as_json(self) -> dict:
         kind = "MARKET" if "market_market_ioc" in self.configuration else "LIMIT"
         fees = sum((Decimal(f["commission"]) for f in self.fills), Decimal(0))
+        terms = next(iter(self.configuration.values()))
+        ordered = Decimal(terms.get("base_size") or 0)
+        filled, value = self.filled_size, self.filled_value
+        average = (value / filled).quantize(Decimal("1E-8")) if filled else Decimal(0)
+        if ordered:
+            completion = filled / ordered * 100
+        else:  # quote-sized: how much of the quote (fees included) was spent
+            completion = (value + fees) / Decimal(terms["quote_size"]) * 100
+        in_quote = "quote_size" in terms
         return {
             "order_id": self.order_id, "product_id": self.product_id, "user_id": "user-1",
             "order_configuration": self.configuration, "side": self.side,
             "client_order_id": self.client_order_id, "status": self.status,
             "time_in_force": "IMMEDIATE_OR_CANCEL" if kind == "MARKET" else "GOOD_UNTIL_CANCELLED",
-            "created_time": self.created_time, "completion_percentage": "0",
-            "filled_size": str(self.filled_size), "average_filled_price": "0",
-            "fee": "", "number_of_fills": str(len(self.fills)), "filled_value": "0",
-            "pending_cancel": False, "size_in_quote": "quote_size" in str(self.configuration),
-            "total_fees": str(fees), "size_inclusive_of_fees": False,
-            "total_value_after_fees": "0", "trigger_status": "INVALID_ORDER_TYPE",
+            "created_time": self.created_time,
+            "completion_percentage": str(completion.quantize(Decimal("0.01"))),
+            "filled_size": str(filled), "average_filled_price": str(average),
+            "fee": "", "number_of_fills": str(len(self.fills)), "filled_value": str(value),
+            "pending_cancel": self.status == "CANCEL_QUEUED", "size_in_quote": in_quote,
+            "total_fees": str(fees), "size_inclusive_of_fees": in_quote,
+            "total_value_after_fees": str(value + fees if self.side == "BUY" else value - fees),
+            "trigger_status": "INVALID_ORDER_TYPE",
             "order_type": kind, "reject_reason": "", "settled": self.status == "FILLED",
             "product_type": "SPOT", "reject_message": "", "cancel_message": "",
             "order_placement_source": "RETAIL_ADVANCED", "outstanding_hold_amount": "0",
@@ -190,6 +213,10 @@ class CoinbaseStandIn:
         self.faults: deque[str] = deque()
         self.reject_next: str | None = None
         self.products: dict[str, dict] = {k: dict(v) for k, v in PRODUCTS.items()}
+        self.page_size = 100
+        self.fill_size_includes_fee = False
+        """Report a quote-sized fill's quote amount with its fee inside."""
+        """At most this many orders or fills per list page (a test makes it small)."""
         self.revoked = False
         """The key was revoked: every private request answers 401."""
         self.lost: set[str] = set()
@@ -242,6 +269,26 @@ class CoinbaseStandIn:
             self._add_fill(order, Decimal(size), Decimal(price or limit["limit_price"]), "MAKER")
             if order.filled_size >= Decimal(limit["base_size"]):
                 order.status = "FILLED"
+
+    def set_status(self, order_id: str, status: str) -> None:
+        """The order's status as Coinbase would report it next (any documented status)."""
+        with self.lock:
+            self.orders[order_id].status = status
+
+    def adjust(self, order_id: str, trade_type: str, price: str | None = None) -> dict:
+        """An adjustment of the order's last fill, as Coinbase lists it: the same ``trade_id``,
+        a new ``entry_id``, ``trade_type`` ``REVERSAL`` (the fill undone) or ``CORRECTION``
+        (the fill as it should have been, at ``price``)."""
+        with self.lock:
+            order = self.orders[order_id]
+            adjusted = dict(order.fills[-1]) | {
+                "entry_id": str(uuid.uuid4()), "trade_type": trade_type,
+                "sequence_timestamp": dt.datetime.now(dt.UTC).isoformat(),
+            }  # fmt: skip
+            if price is not None:
+                adjusted["price"] = price
+            order.fills.append(adjusted)
+            return adjusted
 
     def trade(self, product_id: str, price: str, at: dt.datetime | None = None) -> dict:
         """A trade on the public tape (``at``: its exchange time, default now)."""
@@ -374,25 +421,41 @@ class CoinbaseStandIn:
                     )  # fmt: skip
                 return 200, {"results": results}
             if method == "GET" and path == f"{PREFIX}/orders/historical/batch":
+                start = query.get("start_date", [""])[0]
                 orders = [
-                    o for o in self.orders.values()
-                    if ("product_ids" not in query or o.product_id in query["product_ids"])
+                    o for o in reversed(list(self.orders.values()))  # newest first
+                    if ("order_ids" not in query or o.order_id in query["order_ids"])
+                    and ("product_ids" not in query or o.product_id in query["product_ids"])
                     and ("order_status" not in query or o.status in query["order_status"])
+                    and (not start or o.created_time >= start)
                 ]  # fmt: skip
+                page, cursor = self.page(orders, query)
                 return 200, {
-                    "orders": [o.as_json() for o in orders], "sequence": "0",
-                    "has_next": False, "cursor": "",
+                    "orders": [o.as_json() for o in page], "sequence": "0",
+                    "has_next": bool(cursor), "cursor": cursor,
                 }  # fmt: skip
             if method == "GET" and path == f"{PREFIX}/orders/historical/fills":
-                ids = set(query.get("order_ids", []))
-                fills = [f for o in self.orders.values() if o.order_id in ids for f in o.fills]
-                return 200, {"fills": fills, "cursor": ""}
+                fills = [
+                    f for o in self.orders.values() for f in o.fills
+                    if ("order_ids" not in query or o.order_id in query["order_ids"])
+                    and ("product_ids" not in query or o.product_id in query["product_ids"])
+                ]  # fmt: skip
+                page, cursor = self.page(fills, query)
+                return 200, {"fills": page, "cursor": cursor}
             if method == "GET" and path.startswith(f"{PREFIX}/orders/historical/"):
                 order = self.orders.get(path.rsplit("/", 1)[-1])
                 if order is None or order.order_id in self.lost:
                     return 404, {"error": "NOT_FOUND", "message": "order not found"}
                 return 200, {"order": order.as_json()}
             return 404, {"error": "NOT_FOUND", "message": f"no route {method} {path}"}
+
+    def page(self, items: list, query: dict) -> tuple[list, str]:
+        """One page of ``limit`` (default and at most ``page_size``) from ``cursor`` (an
+        offset, opaque to the client); the next cursor, empty at the end."""
+        limit = min(int(query.get("limit", [self.page_size])[0]), self.page_size)
+        offset = int(query.get("cursor", ["0"])[0] or 0)
+        following = offset + limit
+        return items[offset:following], str(following) if following < len(items) else ""
 
     def create(self, body: dict) -> tuple[int, dict]:
         cid = body.get("client_order_id")
@@ -431,8 +494,17 @@ class CoinbaseStandIn:
         self.orders[order.order_id] = order
         market = configuration.get("market_market_ioc")
         if market is not None:
-            if "quote_size" in market:  # fills are reported in quote, as Coinbase does
-                self._add_fill(order, Decimal(market["quote_size"]), self.price, "TAKER", True)
+            if "quote_size" in market:
+                # The quote size includes the fee (size_inclusive_of_fees): the base bought is
+                # what the rest buys, on the product's increment; the fill is reported in quote.
+                increment = Decimal(self.products[order.product_id]["base_increment"])
+                spendable = Decimal(market["quote_size"]) / (1 + TAKER_FEE)
+                base = (spendable / self.price).quantize(increment, ROUND_DOWN)
+                self._add_fill(order, base * self.price, self.price, "TAKER", True)
+                if self.fill_size_includes_fee:  # the other way to report the same fill
+                    order.fee_inside = True
+                    fill = order.fills[-1]
+                    fill["size"] = str(Decimal(fill["size"]) + Decimal(fill["commission"]))
             else:
                 self._add_fill(order, Decimal(market["base_size"]), self.price, "TAKER")
             order.status = "FILLED"
@@ -489,14 +561,15 @@ class CoinbaseStandIn:
         self, order: StandInOrder, size: Decimal, price: Decimal, liquidity: str, in_quote=False
     ) -> None:
         notional = size if in_quote else size * price
-        rate = Decimal("0.006") if liquidity == "TAKER" else Decimal("0.004")
+        rate = TAKER_FEE if liquidity == "TAKER" else MAKER_FEE
         order.fills.append(
             {
                 "entry_id": str(uuid.uuid4()), "trade_id": str(uuid.uuid4()),
                 "order_id": order.order_id,
                 "trade_time": dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z"),
                 "trade_type": "FILL", "price": str(price), "size": str(size),
-                "commission": str((notional * rate).quantize(Decimal("0.01"), ROUND_DOWN)),
+                # Coinbase reports the fee at the quote currency's precision, not in cents.
+                "commission": str((notional * rate).quantize(FEE_PRECISION, ROUND_UP)),
                 "product_id": order.product_id,
                 "sequence_timestamp": dt.datetime.now(dt.UTC).isoformat(),
                 "liquidity_indicator": liquidity, "size_in_quote": in_quote,

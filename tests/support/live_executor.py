@@ -6,9 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import nats
+from pydantic import SecretStr
 from sqlmodel import Session
 
 from services.executor.app import build
@@ -100,3 +102,15 @@ async def start_live(
 async def stop_live(live: Live) -> None:
     await live.service.stop()
     await live.nc.close()
+
+
+def coinbase_adapter(
+    standin: CoinbaseStandIn, key: ApiKey, timeout_s: float = 1.0
+) -> CoinbaseExchange:
+    """The Coinbase adapter (the real SDK) pointed at the stand-in."""
+    settings = SimpleNamespace(
+        coinbase_api_key=SecretStr(key.name), coinbase_api_secret=SecretStr(key.secret),
+        coinbase_base_url=standin.base_url, coinbase_timeout_s=timeout_s,
+        coinbase_ca_file=standin.cert_file,
+    )  # fmt: skip
+    return CoinbaseExchange.from_settings(settings)

@@ -45,6 +45,10 @@ class ExchangeOrder:
     number_of_fills: int | None = None
     created_time: datetime | None = None
     reject_reason: str | None = None
+    size_inclusive_of_fees: bool = False
+    """A quote-sized order whose quote size includes the fee (Coinbase's flag)."""
+    total_value_after_fees: Decimal = Decimal(0)
+    """What the order cost (a buy) or brought (a sell) in quote, fees included."""
 
 
 class ExchangeError(Exception):

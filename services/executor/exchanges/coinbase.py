@@ -191,6 +191,8 @@ class CoinbaseExchange:
                         commission=_decimal(getattr(fill, "commission", 0)),
                         liquidity_indicator=str(getattr(fill, "liquidity_indicator", "TAKER")),
                         trade_time=_time(fill.trade_time) or datetime.now(UTC),
+                        entry_id=getattr(fill, "entry_id", None) or None,
+                        trade_type=str(getattr(fill, "trade_type", "") or "FILL"),
                     )
                 )
         return fills
@@ -280,6 +282,8 @@ class CoinbaseExchange:
             number_of_fills=int(number) if number not in (None, "") else None,
             created_time=_time(getattr(order, "created_time", None)),
             reject_reason=f"{reject}: {message or reject}" if reject else None,
+            size_inclusive_of_fees=_flag(getattr(order, "size_inclusive_of_fees", False)),
+            total_value_after_fees=_decimal(getattr(order, "total_value_after_fees", 0)),
         )
 
 

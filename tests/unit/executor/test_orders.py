@@ -351,3 +351,15 @@ def test_each_change_is_published_once_with_stable_ids() -> None:
         for e in s.events
     ]  # fmt: skip
     assert len(ids) == len(set(ids)) == 4
+
+
+def test_a_quote_amount_with_the_fee_inside_buys_only_the_rest() -> None:
+    from services.executor.orders import quote_includes_fee
+
+    outside = ExchangeFill("t", D(50000), D("99.4035"), True, D("0.596421"), "TAKER", NOW)
+    inside = ExchangeFill("t", D(50000), D("99.999921"), True, D("0.596421"), "TAKER", NOW)
+    total = D("99.999921")
+    assert not quote_includes_fee([outside], True, total)
+    assert quote_includes_fee([inside], True, total)
+    assert not quote_includes_fee([inside], False, total)  # not a fee-inclusive order
+    assert convert_fill(outside).size == convert_fill(inside, True).size == D("0.00198807")
