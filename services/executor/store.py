@@ -160,6 +160,20 @@ def identity(order: OrderRow) -> OrderIdentity:
     )
 
 
+def identity_fields(order: OrderRow) -> dict[str, object]:
+    """What every order event of this order repeats (as ``OrderEvent`` fields)."""
+    return {
+        "bot_id": order.bot_id,
+        "product_id": order.product_id,
+        "mode": order.mode,
+        "intent_id": order.intent_id,
+        "client_order_id": order.client_order_id,
+        "exchange_order_id": order.exchange_order_id,
+        "action": order.action,
+        "side": order.side,
+    }
+
+
 def pricing_of(session: Session, client_order_id: str) -> OrderPricingRow | None:
     return session.get(OrderPricingRow, client_order_id)
 

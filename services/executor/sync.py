@@ -74,6 +74,7 @@ from services.executor.store import (
     OrderRow,
     apply,
     identity,
+    identity_fields,
     open_orders,
     pricing_of,
     record_event,
@@ -81,7 +82,7 @@ from services.executor.store import (
 )
 from shared.bots import LiveCatalog
 from shared.catalog import Catalog
-from shared.contracts import Fill, OrderApproved, Reason, SafetyEvent
+from shared.contracts import Fill, OrderApproved, OrderEvent, Reason, SafetyEvent
 from shared.logging import correlated, get_logger
 from shared.money import utc_now
 from shared.service import Service
@@ -419,7 +420,17 @@ class Executor:
             moved = transition(row.status, NOT_FOUND)
             if isinstance(moved, Refusal):
                 return False
-            row.status = moved
+            # Said on the bus too: the dashboard and the live view show it with why.
+            event = OrderEvent(
+                message_id=f"order-{cid}-{UNKNOWN_AT_EXCHANGE}-{row.filled_size}",
+                correlation_id=row.intent_id,
+                time=self.order_time(session, row),
+                status=UNKNOWN_AT_EXCHANGE,
+                reason=Reason(code=UNKNOWN_AT_EXCHANGE.upper(), message=message[:500]),
+                filled_size=row.filled_size,
+                **identity_fields(row),
+            )
+            record_event(session, row, event)
             row.last_error = f"{UNKNOWN_AT_EXCHANGE.upper()}: {message}"[:500]
             session.add(row)
             return True

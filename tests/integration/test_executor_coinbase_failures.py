@@ -135,7 +135,21 @@ async def test_an_order_the_exchange_lost_becomes_unknown_and_an_operator_settle
                 "code": "OPERATOR_RESOLVED",
                 "message": "resolved by ann as cancelled: not on coinbase.com either",
             }
+            # The dashboard and the live view see it on the bus, with why.
+            statuses = await eventually(
+                lambda: _with_final(live, lost), timeout=10, what="the events on the stream"
+            )
+            assert statuses == [
+                ("submitted", None), ("open", None),
+                ("unknown_at_exchange", "UNKNOWN_AT_EXCHANGE"),
+                ("cancelled", "OPERATOR_RESOLVED"),
+            ]  # fmt: skip
             metrics = (await client.get("/metrics")).text
             assert "tranche_executor_orders_unknown_at_exchange 0.0" in metrics
     finally:
         await stop_live(live)
+
+
+async def _with_final(live: Live, cid: str) -> list | None:
+    found = await live.statuses(cid)
+    return found if found and found[-1][0] == "cancelled" else None

@@ -3,6 +3,7 @@ SQLite): what the integration tests of the production path drive."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -67,6 +68,19 @@ class Live:
             return row if row is not None and row.status == "open" else None
 
         return await eventually(probe, timeout=10, what=f"{cid} resting on the exchange")
+
+    async def statuses(self, cid: str) -> list[tuple[str, str | None]]:
+        """(status, reason code) of every order event of ``cid`` on the stream, in order."""
+        js = self.nc.jetstream()
+        info = await js.stream_info("TRANCHE_ORDERS")
+        found = []
+        for seq in range(max(info.state.first_seq, 1), info.state.last_seq + 1):
+            message = await js.get_msg("TRANCHE_ORDERS", seq)
+            if message.subject.startswith("tranche.orders.events."):
+                event = json.loads(message.data)
+                if event["client_order_id"] == cid:
+                    found.append((event["status"], (event["reason"] or {}).get("code")))
+        return found
 
     def reason(self, cid: str) -> dict[str, str] | None:
         with Session(self.service.engine) as session:
