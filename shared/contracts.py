@@ -22,8 +22,17 @@ Side = Literal["buy", "sell"]
 Action = Literal["entry", "add", "exit"]
 Band = Literal["frozen", "cool", "warm", "hot"]
 OrderStatus = Literal[
-    "submitted", "open", "partially_filled", "filled", "cancelled", "expired", "failed"
+    "submitted",
+    "open",
+    "partially_filled",
+    "filled",
+    "cancelled",
+    "expired",
+    "failed",
+    "unknown_at_exchange",
 ]
+"""``unknown_at_exchange``: the exchange answers 404 for an order it accepted, past a grace
+period (not final: an alert; an operator settles it with ``tranche orders resolve``)."""
 FINAL_ORDER_STATUSES: frozenset[str] = frozenset({"filled", "cancelled", "expired", "failed"})
 TradingState = Literal["active", "reducing", "halted"]
 

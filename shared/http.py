@@ -13,8 +13,9 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import SecretStr
 
-Check = Callable[[], Awaitable[None]]
-"""A readiness check: returns when fine, raises with a reason when not."""
+Check = Callable[[], Awaitable[str | None]]
+"""A readiness check: returns when fine (optionally a note, e.g. ``degraded: 429``), raises with
+a reason when not."""
 
 
 def health_router(service: str, mode: str, checks: dict[str, Check]) -> APIRouter:
@@ -27,13 +28,15 @@ def health_router(service: str, mode: str, checks: dict[str, Check]) -> APIRoute
     @router.get("/ready", summary="NATS connected and storage reachable")
     async def ready() -> JSONResponse:
         results: dict[str, str] = {}
+        failing = False
         for name, check in checks.items():
             try:
-                await asyncio.wait_for(check(), timeout=2.0)
-                results[name] = "ok"
+                note = await asyncio.wait_for(check(), timeout=2.0)
+                results[name] = f"ok ({note})"[:300] if note else "ok"
             except Exception as error:  # report the failure, never crash the probe
                 results[name] = f"failing: {type(error).__name__}: {error}"[:300]
-        ok = all(value == "ok" for value in results.values())
+                failing = True
+        ok = not failing
         return JSONResponse(
             {"status": "ready" if ok else "not ready", "service": service, "checks": results},
             status_code=200 if ok else 503,

@@ -66,6 +66,8 @@ class Service:
         self.on_start: list[Callable[[], Awaitable[None]]] = []
         self.background: list[Callable[[], Awaitable[None]]] = []
         self.http_routers: list[APIRouter] = []
+        self.ready_checks: dict[str, Callable[[], Awaitable[str | None]]] = {}
+        """Service-specific readiness checks beside NATS and storage (the executor's exchange)."""
         self.started = False
         self._router_included = False
 
@@ -208,7 +210,7 @@ class Service:
             health_router(
                 self.name,
                 self.settings.mode,
-                {"nats": self._nats_ok, "storage": self._storage_ok},
+                {"nats": self._nats_ok, "storage": self._storage_ok, **self.ready_checks},
             )
         )
         for router in self.http_routers:

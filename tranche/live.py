@@ -153,7 +153,8 @@ def _orders_table(state: LiveState) -> Table:
         "Orders and fills (newest first)", "time-utc bot order action status filled fills"
     )
     table.add_column("reason", overflow="fold")
-    styles = {"filled": "green", "failed": "red", "cancelled": "yellow", "expired": "yellow"}
+    styles = {"filled": "green", "failed": "red", "cancelled": "yellow", "expired": "yellow",
+              "unknown_at_exchange": "bold red reverse"}  # fmt: skip
     for e in reversed(state.orders):
         fills = "\n".join(
             f"{_plain(f.size)} @ {_plain(f.price)} fee {_plain(f.fee)}" for f in e.fills

@@ -7,6 +7,7 @@ a message carried is escaped: a bot id or a reason is text, never markup.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from html import escape
 
@@ -318,6 +319,20 @@ def health(found: HealthMap) -> str:
         css, word = ("ready", "ready") if ready else ("down", "NOT READY")
         items.append(
             f'<span class="service {css}" data-service="{e(name)}" title="{e(detail)}">'
-            f"{e(name)} {word}</span>"
+            f"{e(name)} {word}</span>{_exchange(detail)}"
         )
     return "".join(items)
+
+
+def _exchange(detail: str) -> str:
+    """The executor's word on the exchange (reachable, degraded, unreachable, refused), shown
+    whenever it is anything but plainly reachable."""
+    try:
+        said = json.loads(detail).get("checks", {}).get("exchange")
+    except (ValueError, AttributeError):
+        return ""
+    if not said or said == "ok":
+        return ""
+    said = said.removeprefix("failing: ExchangeNotReady: ").removeprefix("ok (").rstrip(")")
+    css = "ready" if said.startswith(("degraded", "not asked")) else "down"
+    return f'<span class="service exchange {css}" title="{e(said)}">exchange {e(said)}</span>'

@@ -15,25 +15,74 @@ The rules are in ``orders.py`` (pure), placing and status sync in ``sync.py``, t
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import time
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query
 from faststream.nats.annotations import NatsMessage
+from prometheus_client import Gauge
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.executor.config import ExecutorSettings
 from services.executor.exchanges.mock import MOCK_TABLES, MockExchange, Quote
 from services.executor.gateway import Gateway
+from services.executor.health import ExchangeHealth
+from services.executor.listing import Listing
 from services.executor.ratelimit import RateLimiter
 from services.executor.reconcile import reconcile
-from services.executor.store import TABLES, OrderRow, fills_of, pricing_of, recent_orders
+from services.executor.store import (
+    TABLES,
+    OrderRow,
+    fills_of,
+    pricing_of,
+    reasons_of,
+    recent_orders,
+)
 from services.executor.sync import Executor
 from shared import subjects
 from shared.bots import LiveCatalog
 from shared.bus import durable, require_subject_token
 from shared.catalog import CatalogError, load_catalog
-from shared.contracts import OrderApproved, OrderEvent, SafetyEvent, Ticker
+from shared.contracts import Fill, OrderApproved, OrderEvent, SafetyEvent, Ticker
+from shared.http import bearer_guard
+from shared.money import NonNegativeDec, PositiveDec, utc_now
 from shared.service import Service, serve
 from shared.streams import EXECUTOR_APPROVED, EXECUTOR_SAFETY_EVENTS
+
+EXCHANGE_STATES = ("reachable", "degraded", "unreachable", "refused")
+EXCHANGE_STATE = Gauge(
+    "tranche_executor_exchange_state",
+    "1 for how the exchange answers now: reachable, degraded (429/5xx/timeouts), unreachable "
+    "(degraded with no answer for a while) or refused (401/403)",
+    ["state"],
+)
+
+
+class ResolveRequest(BaseModel):
+    """``tranche orders resolve``: how an order the exchange lost ended, and why we know."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    settled_as: Literal["cancelled", "filled"] = Field(alias="as")
+    reason: str = Field(min_length=3, max_length=300)
+    operator: str = Field(default="http", min_length=1, max_length=64)
+    size: PositiveDec | None = None
+    """``filled``: the base size the exchange filled."""
+    price: PositiveDec | None = None
+    """``filled``: the average fill price."""
+    fee: NonNegativeDec = Decimal(0)
+    """``filled``: the fee paid, quote currency."""
+
+    @model_validator(mode="after")
+    def _filled_needs_its_fill(self) -> ResolveRequest:
+        if self.settled_as == "filled" and (self.size is None or self.price is None):
+            raise ValueError("settling as filled needs the size and price the exchange filled")
+        return self
+
+
+class ExchangeNotReady(Exception):
+    """The exchange refuses the key or has not answered for a while (``/ready`` says why)."""
 
 
 def production_refusal(settings: ExecutorSettings) -> str | None:
@@ -79,6 +128,24 @@ def build(settings: ExecutorSettings, exchange: Any = None) -> Service:
         seed=settings.mock_seed,
     )
     mock = isinstance(exchange, MockExchange)
+    health = ExchangeHealth(unreachable_after_s=settings.exchange_unreachable_after_s)
+
+    def observe(error) -> None:
+        before = health.state
+        health.record(error, time.monotonic())
+        if health.state != before:
+            for state in EXCHANGE_STATES:
+                EXCHANGE_STATE.labels(state).set(1 if state == health.state else 0)
+            log.warning("exchange.health", state=health.state, reason=health.reason)
+
+    gateway.observer = observe
+
+    async def exchange_ready() -> str | None:
+        if not health.ready:
+            raise ExchangeNotReady(health.describe())
+        return None if health.state == "reachable" else health.describe()
+
+    service.ready_checks["exchange"] = exchange_ready
 
     def market_time(product_id: str):
         quote = quotes.get(product_id)
@@ -86,6 +153,15 @@ def build(settings: ExecutorSettings, exchange: Any = None) -> Service:
 
     # Bots created at run time are in the tranche_bots bucket: adopted orders look them up there.
     live = LiveCatalog(catalog)
+    # Production sizes by the exchange's product rules (get_product), mock by the bots file's.
+    listing = None
+    if hasattr(exchange, "product") and not mock:
+        listing = Listing(
+            service,
+            gateway,
+            lambda: list(live.products),
+            timedelta(seconds=settings.product_rules_refresh_s),
+        )
     executor = Executor(
         service,
         settings,
@@ -93,6 +169,7 @@ def build(settings: ExecutorSettings, exchange: Any = None) -> Service:
         gateway,
         event_clock=market_time,
         stamp_at_intent=mock and settings.mock_fill_at == "intent",
+        listing=listing,
     )
     service.executor = executor  # type: ignore[attr-defined]  # for tests and operators
 
@@ -116,10 +193,17 @@ def build(settings: ExecutorSettings, exchange: Any = None) -> Service:
 
     api = APIRouter(tags=["orders"])
 
-    @api.get("/orders", summary="Recent orders, newest first")
+    @api.get("/orders", summary="Recent orders, newest first, each with why it ended")
     async def orders(limit: int = Query(50, ge=1, le=1000)) -> list[dict]:
-        rows = await service.read(lambda session: recent_orders(session, limit))
-        return [row.model_dump(mode="json") for row in rows]
+        def read(session):
+            rows = recent_orders(session, limit)
+            reasons = reasons_of(session, [row.client_order_id for row in rows])
+            return [
+                row.model_dump(mode="json") | {"reason": reasons.get(row.client_order_id)}
+                for row in rows
+            ]
+
+        return await service.read(read)
 
     @api.get("/orders/{client_order_id}", summary="One order with its fills")
     async def order(client_order_id: str) -> dict:
@@ -132,16 +216,46 @@ def build(settings: ExecutorSettings, exchange: Any = None) -> Service:
             priced = {"reference_price": None, "market_time": None}
             if pricing is not None:
                 priced = pricing.model_dump(mode="json", include=set(priced))
-            return row.model_dump(mode="json") | priced | {"fills": fills}
+            reason = reasons_of(session, [client_order_id]).get(client_order_id)
+            return row.model_dump(mode="json") | priced | {"fills": fills, "reason": reason}
 
         found = await service.read(read)
         if found is None:
             raise HTTPException(404, f"no order {client_order_id}")
         return found
 
+    @api.post(
+        "/orders/{client_order_id}/resolve",
+        summary="Settle an order the exchange lost (unknown_at_exchange) by hand, audited",
+        dependencies=[
+            Depends(bearer_guard(settings.control_token, "TRANCHE_CONTROL_TOKEN", "resolving"))
+        ],
+    )
+    async def resolve(client_order_id: str, request: ResolveRequest) -> dict:
+        fill = None
+        if request.settled_as == "filled":
+            fill = Fill(
+                trade_id=f"resolved-{client_order_id}",
+                entry_id=f"resolved-{client_order_id}",
+                price=request.price,  # type: ignore[arg-type]  # checked by ResolveRequest
+                size=request.size,  # type: ignore[arg-type]
+                fee=request.fee,
+                time=utc_now(),
+            )
+        refused = await executor.resolve(
+            client_order_id, request.settled_as, request.reason, request.operator, fill
+        )
+        if refused is not None:
+            raise HTTPException(409, f"{refused.code}: {refused.message}")
+        return {"client_order_id": client_order_id, "status": request.settled_as}
+
     service.publishes(
         "tranche.orders.events.{bot_id}", OrderEvent, "Order lifecycle with fills (outbox)."
     )
+    if listing is not None:
+        service.background.append(  # at start, then on the schedule; a heartbeat when quiet
+            lambda: listing.keep_current(settings.exchange_check_s, lambda: health.last_answer_at)
+        )
     service.on_start.append(lambda: reconcile(executor))
     service.background.append(executor.run)
     service.background.append(lambda: live.follow(service.nc))  # type: ignore[arg-type]

@@ -33,10 +33,26 @@ class ExecutorSettings(ServiceSettings):
     poll_max_interval_s: float = Field(default=30.0, gt=0)
     exchange_requests_per_s: float = Field(default=30.0, gt=0)
     """One limiter for every exchange call: Coinbase allows 30 private requests/s per key."""
+    order_requests_per_minute: int = Field(default=30, ge=3, le=1800)
+    """Exchange requests one order may make in any minute (polls, fills, cancels, look-ups),
+    whatever it meets: a failing order never eats the account's shared rate limit."""
+    lost_order_grace_s: float = Field(default=300, gt=0)
+    """How long an order the exchange accepted may answer 404 before it is looked for by
+    ``client_order_id`` and, not found, marked ``unknown_at_exchange`` (an alert)."""
     retry_attempts: int = Field(default=5, ge=1, le=20)
     """Attempts per exchange call on 429/5xx (backoff with full jitter)."""
     retry_base_delay_s: float = Field(default=0.25, ge=0)
     retry_max_delay_s: float = Field(default=8.0, ge=0)
+
+    exchange_check_s: float = Field(default=30, ge=1)
+    """Production: when no call reached the exchange for this long, one product's rules are
+    fetched, so ``/ready`` tells the truth without orders."""
+    exchange_unreachable_after_s: float = Field(default=60, gt=0)
+    """Degraded answers (429/5xx/timeouts) with nothing else for this long: ``/ready`` says
+    unreachable (503). A refused key (401/403) is 503 at once."""
+    product_rules_refresh_s: float = Field(default=3600, ge=10)
+    """Production: how often each product's rules are fetched again from the exchange
+    (``get_product``); also fetched at start and when an approval names a new product."""
 
     # -- mock exchange
     mock_fee_rate: Decimal = Field(default=Decimal("0.006"), ge=0, lt=1)
@@ -66,6 +82,10 @@ class ExecutorSettings(ServiceSettings):
     coinbase_timeout_s: float = Field(default=10.0, gt=0)
     coinbase_ca_file: Path | None = None
     """Trust this CA bundle instead of the system's (a test stand-in; never needed live)."""
+
+    control_token: SecretStr | None = None
+    """Bearer token for ``POST /orders/{id}/resolve`` (``tranche orders resolve``); unset:
+    resolving over HTTP is refused."""
 
     # -- fault injection for the test suite
     executor_fault: Literal["", "crash_after_send"] = ""

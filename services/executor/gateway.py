@@ -42,6 +42,8 @@ class Gateway:
         self._random = random.Random(seed)
         self._sleep = sleep
         self.retries = 0
+        self.observer: Callable[[ExchangeError | None], None] | None = None
+        """Told every call's outcome (the executor's exchange health)."""
 
     def delay(self, attempt: int, error: ExchangeError) -> float:
         """Full jitter: uniform in [0, min(cap, base * 2^(attempt-1))]; Retry-After wins."""
@@ -57,6 +59,8 @@ class Gateway:
                 result = await asyncio.to_thread(fn, *args)
             except ExchangeError as error:
                 CALLS.labels(name, error.code).inc()
+                if self.observer is not None:
+                    self.observer(error)
                 if not error.retryable or attempt == self.attempts:
                     raise
                 wait = self.delay(attempt, error)
@@ -67,5 +71,7 @@ class Gateway:
                 await self._sleep(wait)
             else:
                 CALLS.labels(name, "ok").inc()
+                if self.observer is not None:
+                    self.observer(None)
                 return result
         raise AssertionError("unreachable")

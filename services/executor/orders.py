@@ -4,11 +4,15 @@ base currency, order sizing by the product's rules, and which approvals and halt
 No broker, database or clock in here: callers pass ``now`` and what they stored and what the
 exchange answered, and get back the new status and the events to publish.
 
-The state machine (``new`` is local only: recorded, not yet confirmed by the exchange)::
+The state machine is a table (:mod:`services.executor.states`): every (state, event) pair is a
+transition or a named refusal. :func:`advance` applies a report from the exchange to it and says
+which events that means::
 
     new ─► submitted ─► open ─► partially_filled ─► filled | cancelled | expired
      │         │          │            ▲  (each new fill: one more partially_filled event)
      └─────────┴──────────┴──► failed  └── cancelled / expired keep the fills before them
+    (local, never published: pending_cancel once a cancel is asked or queued;
+     unknown_at_exchange for an order the exchange has lost)
 
 A status never moves backwards, a final status never changes, and an order is made final only
 once every fill the exchange counts is known, so the final event carries all of them.
@@ -20,6 +24,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, ROUND_UP, Decimal
 
+from services.executor.states import (
+    NEW,
+    OPEN,
+    PARTIALLY_FILLED,
+    SUBMITTED,
+    UNKNOWN_AT_EXCHANGE,
+    Refusal,
+    transition,
+)
 from shared.catalog import Product
 from shared.contracts import (
     FINAL_ORDER_STATUSES,
@@ -27,53 +40,19 @@ from shared.contracts import (
     Mode,
     OrderApproved,
     OrderEvent,
-    OrderStatus,
     Reason,
     SafetyEvent,
     Side,
 )
 
-NEW = "new"
-"""Recorded locally; the exchange may or may not have it (ask it by ``client_order_id``)."""
-
-#: How far along an order is: a status only ever moves to a higher rank.
-RANK: dict[str, int] = {
-    NEW: 0,
-    "submitted": 1,
-    "open": 2,
-    "partially_filled": 3,
-    "filled": 4,
-    "cancelled": 4,
-    "expired": 4,
-    "failed": 4,
-}
-
-#: Coinbase's order statuses and ours. ``None``: the exchange does not know yet (``UNKNOWN``):
-#: nothing changes, ask again. ``open`` becomes ``partially_filled`` once something filled.
-COINBASE_STATUS: dict[str, OrderStatus | None] = {
-    "PENDING": "submitted",
-    "QUEUED": "submitted",
-    "OPEN": "open",
-    "CANCEL_QUEUED": "open",  # a cancel is on its way; the order still rests and may fill
-    "FILLED": "filled",
-    "CANCELLED": "cancelled",
-    "EXPIRED": "expired",
-    "FAILED": "failed",
-    "UNKNOWN": None,
-}
+PARTIALLY_FILLED_OR_EARLIER = (NEW, SUBMITTED, OPEN, UNKNOWN_AT_EXCHANGE)
+"""States an order with fills is reported as ``partially_filled`` from (unless it is final or
+a cancel is pending)."""
 BASE_PRECISION = Decimal("1E-18")  # what a NUMERIC(38, 18) column keeps
 
 
 def is_final(status: str) -> bool:
     return status in FINAL_ORDER_STATUSES
-
-
-def map_coinbase_status(status: str, filled_size: Decimal = Decimal(0)) -> OrderStatus | None:
-    """Our status for a Coinbase status; an unrecognised status counts as ``UNKNOWN``."""
-    ours = COINBASE_STATUS.get(status.upper())
-    if ours in ("submitted", "open") and filled_size > 0:
-        return "partially_filled"
-    return ours
 
 
 # -- fills ---------------------------------------------------------------------------------------
@@ -91,14 +70,22 @@ class ExchangeFill:
     commission: Decimal
     liquidity_indicator: str
     trade_time: datetime
+    entry_id: str | None = None
+    """Coinbase's unique id of this fill record (``trade_id`` repeats for adjustments)."""
+    trade_type: str = "FILL"
+    """``FILL``, ``REVERSAL`` (undoes an earlier fill), ``CORRECTION`` or ``SYNTHETIC``."""
 
 
-def convert_fill(fill: ExchangeFill) -> Fill:
-    """Our :class:`Fill`: size always in base currency, fee in quote.
+def convert_fill(fill: ExchangeFill, size_includes_fee: bool = False) -> Fill:
+    """Our :class:`Fill`: size always in base currency, fee in quote (as reported: at the
+    quote currency's precision, never rounded to cents).
 
     A ``size_in_quote`` fill of 100 USD at 50,000 USD is 0.002 BTC, not 100 BTC: reading the
-    quote amount as base once made another bot's P&L thousands of times too large."""
-    size = fill.size / fill.price if fill.size_in_quote else fill.size
+    quote amount as base once made another bot's P&L thousands of times too large.
+    ``size_includes_fee``: the quote amount includes the fee (see :func:`quote_includes_fee`),
+    so only the rest bought base."""
+    quote = fill.size - fill.commission if size_includes_fee else fill.size
+    size = quote / fill.price if fill.size_in_quote else fill.size
     return Fill(
         trade_id=fill.trade_id,
         price=fill.price,
@@ -106,7 +93,42 @@ def convert_fill(fill: ExchangeFill) -> Fill:
         fee=fill.commission,
         liquidity="maker" if fill.liquidity_indicator.upper() == "MAKER" else "taker",
         time=fill.trade_time,
+        entry_id=fill.entry_id,
+        trade_type=fill.trade_type.upper()
+        if fill.trade_type.upper() in ("FILL", "REVERSAL", "CORRECTION", "SYNTHETIC")
+        else "FILL",  # type: ignore[arg-type]
     )
+
+
+def quote_includes_fee(
+    fills: list[ExchangeFill], size_inclusive_of_fees: bool, total_value_after_fees: Decimal
+) -> bool:
+    """Whether a quote-sized order's fills report their quote amount with the fee inside.
+
+    Coinbase sizes a quote-sized buy with the fee included (``size_inclusive_of_fees``) and
+    says what it cost in all (``total_value_after_fees``): fills whose quote amounts add up to
+    that total include the fee; fills that add up to it only with their commissions do not."""
+    quoted = [fill for fill in fills if fill.size_in_quote]
+    if not size_inclusive_of_fees or not quoted or total_value_after_fees <= 0:
+        return False
+    amounts = sum((fill.size for fill in quoted), Decimal(0))
+    fees = sum((fill.commission for fill in quoted), Decimal(0))
+    return abs(amounts - total_value_after_fees) < abs(amounts + fees - total_value_after_fees)
+
+
+def fill_key(fill: Fill) -> str:
+    """What tells one fill record from another: Coinbase's ``entry_id`` where there is one
+    (a reversal repeats the ``trade_id`` it reverses), else the ``trade_id``."""
+    return fill.entry_id or fill.trade_id
+
+
+def signed_size(fill: Fill) -> Decimal:
+    """The fill's contribution to the order's filled size: a reversal takes its size back."""
+    return -fill.size if fill.trade_type == "REVERSAL" else fill.size
+
+
+def filled_size_of(fills: tuple[Fill, ...] | list[Fill]) -> Decimal:
+    return sum((signed_size(fill) for fill in fills), Decimal(0))
 
 
 # -- sizing ----------------------------------------------------------------------------------------
@@ -324,6 +346,9 @@ class Advance:
     """Every fill now known (the stored ones and the new ones)."""
     events: list[OrderEvent] = field(default_factory=list)
     waiting_for_fills: bool = False
+    alert: Refusal | None = None
+    """The report was refused in a way an operator must see (an unknown status, an exchange
+    contradicting a final order)."""
 
     @property
     def changed(self) -> bool:
@@ -331,7 +356,7 @@ class Advance:
 
     @property
     def filled_size(self) -> Decimal:
-        return sum((fill.size for fill in self.fills), Decimal(0))
+        return filled_size_of(self.fills)
 
 
 def advance(
@@ -348,22 +373,23 @@ def advance(
     A final report with fewer fills than the exchange counts waits for them (the final event
     carries every fill); ``stop_waiting`` makes it final anyway with the fills it has, so an order
     is never left pending for good while the exchange says it is final."""
+    outcome = transition(state.status, report.status)
+    alert = outcome if isinstance(outcome, Refusal) and outcome.alert else None
     if is_final(state.status):
-        return Advance(state.status, state.known_fills)
-    known_ids = {fill.trade_id for fill in state.known_fills}
-    new_fills = tuple(fill for fill in report.fills if fill.trade_id not in known_ids)
+        return Advance(state.status, state.known_fills, alert=alert)
+    known_ids = {fill_key(fill) for fill in state.known_fills}
+    new_fills = tuple(fill for fill in report.fills if fill_key(fill) not in known_ids)
     fills = state.known_fills + new_fills
-    filled_size = sum((fill.size for fill in fills), Decimal(0))
-    mapped = map_coinbase_status(report.status, filled_size)
+    filled_size = filled_size_of(fills)
+    target = state.status if isinstance(outcome, Refusal) else outcome
     waiting = False
-    if mapped is not None and is_final(mapped) and report.number_of_fills is not None:
+    if is_final(target) and report.number_of_fills is not None:
+        # Final with fills still missing: report what filled, decide when they are all known.
         waiting = len(fills) < report.number_of_fills and not stop_waiting
-    if mapped is None or waiting:
-        # Unknown, or final with fills still missing: report what filled, decide later.
-        mapped = "partially_filled" if filled_size > 0 else state.status  # type: ignore[assignment]
-    target = mapped if RANK[mapped] >= RANK[state.status] else state.status  # type: ignore[index]
-    if filled_size > 0 and target in (NEW, "submitted", "open"):
-        target = "partially_filled"
+        if waiting:
+            target = state.status
+    if filled_size > 0 and target in PARTIALLY_FILLED_OR_EARLIER:
+        target = PARTIALLY_FILLED
 
     events: list[OrderEvent] = []
     exchange_order_id = report.exchange_order_id or state.exchange_order_id
@@ -389,7 +415,7 @@ def advance(
     cid = order.client_order_id
     if state.status == NEW and target != NEW:
         events.append(event("submitted", f"order-{cid}-submitted"))
-    if target == "open" and state.status != "open":
+    if target == OPEN and state.status != OPEN:
         events.append(event("open", f"order-{cid}-open"))
     if is_final(target):
         reason = report.reason
@@ -404,7 +430,7 @@ def advance(
                 reason=reason,
             )
         )
-    elif target == "partially_filled" and (new_fills or state.status != "partially_filled"):
+    elif new_fills or (target == PARTIALLY_FILLED and state.status != PARTIALLY_FILLED):
         events.append(
             event(
                 "partially_filled",
@@ -413,7 +439,7 @@ def advance(
                 filled_size=filled_size,
             )
         )
-    return Advance(target, fills, events, waiting)
+    return Advance(target, fills, events, waiting, alert)
 
 
 def refusal_event(
@@ -436,11 +462,3 @@ def refusal_event(
         status="failed",
         reason=reason,
     )
-
-
-def backoff(previous_s: float | None, changed: bool, base_s: float, cap_s: float) -> float:
-    """The next poll interval: back to ``base_s`` after a change, doubled (up to ``cap_s``) while
-    nothing changes or the exchange is unavailable."""
-    if changed or previous_s is None:
-        return base_s
-    return min(cap_s, previous_s * 2)

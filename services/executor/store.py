@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from sqlmodel import Field, Session, SQLModel, col, select
 
-from services.executor.orders import Advance, OrderIdentity, OrderState
+from services.executor.orders import Advance, OrderIdentity, OrderState, fill_key
 from shared import subjects
 from shared.contracts import FINAL_ORDER_STATUSES, Fill, OrderEvent
 from shared.db import ExactDecimal, UtcDateTime
@@ -78,7 +78,70 @@ class FillRow(SQLModel, table=True):
     time: datetime = Field(sa_type=UtcDateTime)
 
 
-TABLES: list[type[SQLModel]] = [OrderRow, FillRow, OrderPricingRow]
+class OrderReasonRow(SQLModel, table=True):
+    """Why an order ended failed, cancelled or expired: the code and sentence of its final
+    event, kept on the record (``GET /orders``) and not only in the event and the log. A table of
+    its own, like the pricing, so an executor upgraded in place keeps its orders."""
+
+    __tablename__ = "executor_order_reasons_v1"
+
+    client_order_id: str = Field(primary_key=True, max_length=128)
+    code: str = Field(max_length=64)
+    message: str = Field(max_length=500)
+
+
+class ProductRulesRow(SQLModel, table=True):
+    """A product's trading rules as the exchange last published them (production): what the
+    executor sizes by, kept so a restart while the exchange is unreachable still has them."""
+
+    __tablename__ = "executor_product_rules_v1"
+
+    product_id: str = Field(primary_key=True, max_length=64)
+    listed: bool = True
+    """False: the exchange answered that it does not list the product."""
+    base_increment: Decimal = Field(sa_type=ExactDecimal)
+    quote_increment: Decimal = Field(sa_type=ExactDecimal)
+    base_min_size: Decimal = Field(sa_type=ExactDecimal)
+    quote_min_size: Decimal = Field(sa_type=ExactDecimal)
+    base_max_size: Decimal | None = Field(default=None, sa_type=ExactDecimal)
+    quote_max_size: Decimal | None = Field(default=None, sa_type=ExactDecimal)
+    status: str = Field(default="online", max_length=32)
+    is_disabled: bool = False
+    trading_disabled: bool = False
+    cancel_only: bool = False
+    limit_only: bool = False
+    post_only: bool = False
+    fetched_at: datetime = Field(sa_type=UtcDateTime)
+
+
+class FillEntryRow(SQLModel, table=True):
+    """A fill that carries Coinbase's ``entry_id`` (its unique id; ``trade_id`` repeats for a
+    reversal or correction) and ``trade_type``. A table of its own beside ``executor_fills_v1``
+    (keyed by ``trade_id``, which stays for the mock's fills), so an upgraded executor keeps
+    every fill it has."""
+
+    __tablename__ = "executor_fill_entries_v1"
+
+    entry_id: str = Field(primary_key=True, max_length=128)
+    trade_id: str = Field(max_length=128)
+    trade_type: str = Field(default="FILL", max_length=16)
+    client_order_id: str = Field(index=True, max_length=128)
+    price: Decimal = Field(sa_type=ExactDecimal)
+    size: Decimal = Field(sa_type=ExactDecimal)
+    """Base currency, positive; a ``REVERSAL`` takes it back."""
+    fee: Decimal = Field(sa_type=ExactDecimal)
+    liquidity: str = Field(max_length=8)
+    time: datetime = Field(sa_type=UtcDateTime)
+
+
+TABLES: list[type[SQLModel]] = [
+    FillEntryRow,
+    OrderRow,
+    FillRow,
+    OrderPricingRow,
+    OrderReasonRow,
+    ProductRulesRow,
+]
 
 
 def is_final(order: OrderRow) -> bool:
@@ -97,19 +160,34 @@ def identity(order: OrderRow) -> OrderIdentity:
     )
 
 
+def identity_fields(order: OrderRow) -> dict[str, object]:
+    """What every order event of this order repeats (as ``OrderEvent`` fields)."""
+    return {
+        "bot_id": order.bot_id,
+        "product_id": order.product_id,
+        "mode": order.mode,
+        "intent_id": order.intent_id,
+        "client_order_id": order.client_order_id,
+        "exchange_order_id": order.exchange_order_id,
+        "action": order.action,
+        "side": order.side,
+    }
+
+
 def pricing_of(session: Session, client_order_id: str) -> OrderPricingRow | None:
     return session.get(OrderPricingRow, client_order_id)
 
 
 def fills_of(session: Session, client_order_id: str) -> tuple[Fill, ...]:
-    rows = session.exec(
-        select(FillRow)
-        .where(FillRow.client_order_id == client_order_id)
-        .order_by(col(FillRow.time), col(FillRow.trade_id))
-    ).all()
-    return tuple(
+    rows: list[FillRow | FillEntryRow] = [
+        *session.exec(select(FillRow).where(FillRow.client_order_id == client_order_id)),
+        *session.exec(select(FillEntryRow).where(FillEntryRow.client_order_id == client_order_id)),
+    ]
+    fills = [
         Fill(
             trade_id=row.trade_id,
+            entry_id=getattr(row, "entry_id", None),
+            trade_type=getattr(row, "trade_type", "FILL"),  # type: ignore[arg-type]
             price=row.price,
             size=row.size,
             fee=row.fee,
@@ -117,7 +195,8 @@ def fills_of(session: Session, client_order_id: str) -> tuple[Fill, ...]:
             time=row.time,
         )
         for row in rows
-    )
+    ]
+    return tuple(sorted(fills, key=lambda fill: (fill.time, fill_key(fill))))
 
 
 def state_of(session: Session, order: OrderRow) -> OrderState:
@@ -127,20 +206,24 @@ def state_of(session: Session, order: OrderRow) -> OrderState:
 
 def apply(session: Session, order: OrderRow, step: Advance, exchange_order_id: str | None) -> None:
     """Store the new status and fills and stage the events, in the caller's transaction."""
-    known = {fill.trade_id for fill in fills_of(session, order.client_order_id)}
+    known = {fill_key(fill) for fill in fills_of(session, order.client_order_id)}
     for fill in step.fills:
-        if fill.trade_id not in known:
-            session.add(
-                FillRow(
-                    trade_id=fill.trade_id,
-                    client_order_id=order.client_order_id,
-                    price=fill.price,
-                    size=fill.size,
-                    fee=fill.fee,
-                    liquidity=fill.liquidity,
-                    time=fill.time,
-                )
-            )
+        if fill_key(fill) in known:
+            continue
+        values = {
+            "trade_id": fill.trade_id,
+            "client_order_id": order.client_order_id,
+            "price": fill.price,
+            "size": fill.size,
+            "fee": fill.fee,
+            "liquidity": fill.liquidity,
+            "time": fill.time,
+        }
+        if fill.entry_id is not None:
+            entry = {"entry_id": fill.entry_id, "trade_type": fill.trade_type}
+            session.add(FillEntryRow(**entry, **values))
+        else:
+            session.add(FillRow(**values))
     if exchange_order_id and order.placed_at is None:
         order.placed_at = utc_now()
     order.exchange_order_id = exchange_order_id or order.exchange_order_id
@@ -150,7 +233,29 @@ def apply(session: Session, order: OrderRow, step: Advance, exchange_order_id: s
     order.updated_at = utc_now()
     session.add(order)
     for event in step.events:
+        _keep_reason(session, event)
         stage(session, subjects.for_token(subjects.ORDERS_EVENTS, order.bot_id), event)
+
+
+def _keep_reason(session: Session, event: OrderEvent) -> None:
+    if event.reason is not None and event.status in FINAL_ORDER_STATUSES:
+        session.merge(
+            OrderReasonRow(
+                client_order_id=event.client_order_id,
+                code=event.reason.code,
+                message=event.reason.message[:500],
+            )
+        )
+
+
+def reasons_of(session: Session, client_order_ids: list[str]) -> dict[str, dict[str, str]]:
+    """``{client_order_id: {"code", "message"}}`` for the orders among these that have one."""
+    if not client_order_ids:
+        return {}
+    rows = session.exec(
+        select(OrderReasonRow).where(col(OrderReasonRow.client_order_id).in_(client_order_ids))
+    )
+    return {row.client_order_id: {"code": row.code, "message": row.message} for row in rows}
 
 
 def record_event(session: Session, order: OrderRow, event: OrderEvent) -> None:
@@ -160,6 +265,7 @@ def record_event(session: Session, order: OrderRow, event: OrderEvent) -> None:
     order.filled_size = event.filled_size
     order.updated_at = utc_now()
     session.add(order)
+    _keep_reason(session, event)
     stage(session, subjects.for_token(subjects.ORDERS_EVENTS, order.bot_id), event)
 
 

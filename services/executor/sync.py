@@ -24,8 +24,9 @@ import os
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from prometheus_client import Counter, Gauge
 from sqlmodel import Session
@@ -35,30 +36,45 @@ from services.executor.config import ExecutorSettings
 from services.executor.exchanges.base import (
     ExchangeError,
     ExchangeOrder,
+    OrderNotFound,
     OrderRefused,
     OrderRequest,
 )
 from services.executor.gateway import Gateway
+from services.executor.listing import Listing
 from services.executor.orders import (
     NEW,
+    Advance,
     ExchangeReport,
     OpenOrder,
     advance,
-    backoff,
     cancels_for,
     convert_fill,
     is_final,
     limit_order_expired,
+    quote_includes_fee,
     refusal_event,
     refusal_reason,
     size_order,
 )
+from services.executor.polling import Due, RequestBudget
+from services.executor.products import ProductRules, above_maximum, tradable_refusal
 from services.executor.reconcile import adopt
+from services.executor.states import (
+    CANCEL_ASKED,
+    NOT_FOUND,
+    RESOLVED_CANCELLED,
+    RESOLVED_FILLED,
+    UNKNOWN_AT_EXCHANGE,
+    Refusal,
+    transition,
+)
 from services.executor.store import (
     OrderPricingRow,
     OrderRow,
     apply,
     identity,
+    identity_fields,
     open_orders,
     pricing_of,
     record_event,
@@ -66,27 +82,32 @@ from services.executor.store import (
 )
 from shared.bots import LiveCatalog
 from shared.catalog import Catalog
-from shared.contracts import OrderApproved, Reason, SafetyEvent
+from shared.contracts import Fill, OrderApproved, OrderEvent, Reason, SafetyEvent
 from shared.logging import correlated, get_logger
 from shared.money import utc_now
 from shared.service import Service
 
 log = get_logger("tranche.executor")
+T = TypeVar("T")
 
 ORDER_EVENTS = Counter("tranche_executor_order_changes_total", "Order status changes", ["status"])
 OPEN_ORDERS = Gauge("tranche_executor_open_orders", "Orders not final yet")
 POLLS = Counter("tranche_executor_polls_total", "Order status polls", ["outcome"])
+CANCELS = Counter("tranche_executor_cancel_requests_total", "Cancels asked", ["outcome"])
+LOST_ORDERS = Gauge(
+    "tranche_executor_orders_unknown_at_exchange",
+    "Orders the exchange accepted and now answers 404 for, past the grace period (an alert)",
+)
+STATUS_ALERTS = Counter(
+    "tranche_executor_status_alerts_total",
+    "Exchange reports the state machine refused with an alert (an unknown status, a final "
+    "order contradicted)",
+    ["code"],
+)
 LOOKBACK = timedelta(minutes=10)  # how far before its record an order is looked up by id
 
 
 WAIT_FOR_FILLS_POLLS = 10  # then an order the exchange says is final is made final anyway
-
-
-@dataclass
-class Due:
-    at: float
-    interval_s: float | None = None
-    waited_for_fills: int = 0
 
 
 class Executor:
@@ -102,11 +123,14 @@ class Executor:
         monotonic: Callable[[], float] = time.monotonic,
         stamp_at_intent: bool = False,
         claims: Claims | None = None,
+        listing: Listing | None = None,
     ):
         """``stamp_at_intent``: events without fills carry the market time of the order's intent
         instead of the market's latest (the mock filling at the intent's price: replays)."""
         self.service = service
         self.claims = claims or Claims(service.engine)
+        self.listing = listing
+        """The exchange's product rules (production); ``None``: the bots file's (mock)."""
         self.settings = settings
         self.catalog = catalog
         self.gateway = gateway
@@ -116,6 +140,8 @@ class Executor:
         self._monotonic = monotonic
         self.stamp_at_intent = stamp_at_intent
         self._due: dict[str, Due] = {}
+        self._budgets: dict[str, RequestBudget] = {}
+        self._lost: set[str] = set()
         self._locks: dict[str, asyncio.Lock] = {}
         self._wake = asyncio.Event()
         self.adoption_pending = True
@@ -158,6 +184,31 @@ class Executor:
     def exchange_cid(self, cid: str) -> str:
         return f"{self.settings.client_order_prefix}{cid}"
 
+    async def _call(self, cid: str, name: str, fn: Callable[..., T], *args: object) -> T:
+        """An exchange call made for one order: within the order's request budget (then
+        through the gateway's shared rate limiter)."""
+        budget = self._budgets.setdefault(
+            cid, RequestBudget(self.settings.order_requests_per_minute)
+        )
+        now = self._monotonic()
+        wait = budget.wait_s(now)
+        if wait > 0:
+            raise ExchangeError(
+                f"{cid} used its {budget.limit} exchange requests of the last minute "
+                f"(TRANCHE_ORDER_REQUESTS_PER_MINUTE); asking again in {wait:.0f} s",
+                code="ORDER_REQUEST_BUDGET",
+                retry_after_s=wait,
+            )
+        budget.spend(now)
+        return await self.gateway.call(name, fn, *args)
+
+    def _forget(self, cid: str) -> None:
+        self._due.pop(cid, None)
+        self._budgets.pop(cid, None)
+        if cid in self._lost:
+            self._lost.discard(cid)
+            LOST_ORDERS.set(len(self._lost))
+
     def _request(self, order: OrderRow, pricing: OrderPricingRow | None) -> OrderRequest:
         return OrderRequest(
             client_order_id=order.exchange_client_order_id,
@@ -187,6 +238,7 @@ class Executor:
         intent = approval.intent
         cid = approval.client_order_id
         now = self.clock()
+        listed, unavailable = await self._exchange_rules(intent.product_id)
 
         def record(session: Session) -> tuple[OrderRow | None, bool]:
             """(the order to go on with, whether it was recorded just now)"""
@@ -195,8 +247,16 @@ class Executor:
                 return (None if is_final(order.status) else order), False
             reason = refusal_reason(approval, self.settings.mode, now, self.settings.approval_ttl)
             spec = None
+            if reason is None and self.listing is not None:
+                reason = unavailable or tradable_refusal(
+                    intent.product_id, listed, intent.order_type
+                )
             if reason is None:
-                product = self.catalog.products.get(intent.product_id)
+                product = (
+                    listed.as_product()
+                    if listed is not None
+                    else self.catalog.products.get(intent.product_id)
+                )
                 if product is None:
                     reason = Reason(
                         code="UNKNOWN_PRODUCT", message=f"{intent.product_id} is not in the catalog"
@@ -212,6 +272,8 @@ class Executor:
                         product=product,
                     )
                     reason, spec = (sized, None) if isinstance(sized, Reason) else (None, sized)
+                    if spec is not None and listed is not None:
+                        reason = above_maximum(listed, spec.base_size, spec.quote_size)
             order = OrderRow(
                 client_order_id=cid,
                 exchange_client_order_id=self.exchange_cid(cid),
@@ -251,21 +313,44 @@ class Executor:
                 return
             await self.sync(cid, fresh=fresh)
 
+    async def _exchange_rules(self, product_id: str) -> tuple[ProductRules | None, Reason | None]:
+        """(the exchange's rules of the product, why there are none) in production; nothing
+        in mock mode. Fails closed: no rules at all means no order."""
+        if self.listing is None:
+            return None, None
+        try:
+            return await self.listing.rules_for(product_id), None
+        except ExchangeError as error:
+            return None, Reason(
+                code="PRODUCT_RULES_UNAVAILABLE",
+                message=(
+                    f"the exchange's rules for {product_id} could not be fetched and none are "
+                    f"stored ({error.code}): no order sized by guesswork"
+                ),
+            )
+
     # -- one order ----------------------------------------------------------------------------
 
     async def sync(self, cid: str, fresh: bool = False) -> bool:
         """Bring one order up to date with the exchange; returns whether anything changed.
-        Exchange failures leave it as it was (to be asked again), never failed. ``fresh``: the
-        order was recorded just now, so it cannot be on the exchange yet."""
+        Exchange failures leave it as it was (to be asked again after a back-off), never failed.
+        ``fresh``: the order was recorded just now, so it cannot be on the exchange yet."""
         async with self._lock(cid):
             if not await asyncio.to_thread(self.claims.hold, cid):
-                self._due.pop(cid, None)  # another live instance looks after it
+                self._forget(cid)  # another live instance looks after it
                 return False
             order = await self.service.read(lambda session: session.get(OrderRow, cid))
             if order is None or is_final(order.status):
-                self._due.pop(cid, None)
+                self._forget(cid)
                 return False
+            due = self._due.setdefault(cid, Due(0))
+            if order.status == UNKNOWN_AT_EXCHANGE:
+                self._lost.add(cid)
+                LOST_ORDERS.set(len(self._lost))
+            retry_after = None
             with correlated(order.intent_id, bot_id=order.bot_id, client_order_id=cid):
+                # The cancel first, on its own schedule: it goes out whatever the polls return.
+                await self._cancel_if_due(order, due)
                 try:
                     changed = await self._sync(order, fresh)
                 except ExchangeError as error:
@@ -273,24 +358,89 @@ class Executor:
                     log.warning("order.sync_failed", code=error.code, error=error.message)
                     await self._note_error(cid, error)
                     changed = False
+                    retry_after = error.retry_after_s
+                    if isinstance(error, OrderNotFound) and order.exchange_order_id is not None:
+                        changed = await self._maybe_lost(order, due)
                 else:
                     POLLS.labels("ok").inc()
+                    due.lost_since = None
             current = await self.service.read(lambda session: session.get(OrderRow, cid))
             if current is None or is_final(current.status):
-                self._due.pop(cid, None)
+                self._forget(cid)
             else:
-                due = self._due.setdefault(cid, Due(0))
-                due.interval_s = backoff(
-                    due.interval_s,
+                settings = self.settings
+                due.after_poll(
+                    self._monotonic(),
                     changed,
-                    self.settings.poll_interval_s,
-                    self.settings.poll_max_interval_s,
+                    settings.poll_interval_s,
+                    settings.poll_max_interval_s,
+                    retry_after_s=retry_after,
+                    ttl_in_s=self._ttl_deadline(current),
                 )
-                due.at = self._monotonic() + due.interval_s
-                deadline = self._ttl_deadline(current)
-                if deadline is not None:  # the backoff never makes a time-to-live late
-                    due.at = min(due.at, self._monotonic() + max(0.0, deadline))
             return changed
+
+    async def _maybe_lost(self, order: OrderRow, due: Due) -> bool:
+        """The exchange answers 404 for an order it accepted. Within the grace period that is
+        only a failed poll (backed off like any other); past it, the order is looked for by
+        ``client_order_id`` and, not found, marked ``unknown_at_exchange``: not final (its bot
+        stays blocked, its fills may still turn up), alerted on, settled by an operator
+        (``tranche orders resolve``)."""
+        now = self._monotonic()
+        if due.lost_since is None:
+            due.lost_since = now
+        grace = self.settings.lost_order_grace_s
+        if order.status == UNKNOWN_AT_EXCHANGE or now - due.lost_since < grace:
+            return False
+        cid = order.client_order_id
+        try:
+            found = await self._call(
+                cid,
+                "find_order",
+                self.exchange.find,
+                order.exchange_client_order_id,
+                order.product_id,
+                order.created_at - LOOKBACK,
+            )
+        except ExchangeError as error:
+            log.warning("order.lost_search_failed", code=error.code, error=error.message)
+            return False
+        if found is not None and found.exchange_order_id != order.exchange_order_id:
+            log.warning("order.found_under_another_id", exchange_order_id=found.exchange_order_id)
+            return await self._record(order, found)
+        message = (
+            f"the exchange answers 404 for order {order.exchange_order_id} it accepted, for "
+            f"{now - due.lost_since:.0f} s, and lists no order with client_order_id "
+            f"{order.exchange_client_order_id}: settle it with `tranche orders resolve {cid}`"
+        )
+
+        def mark(session: Session) -> bool:
+            row = session.get(OrderRow, cid)
+            if row is None:
+                return False
+            moved = transition(row.status, NOT_FOUND)
+            if isinstance(moved, Refusal):
+                return False
+            # Said on the bus too: the dashboard and the live view show it with why.
+            event = OrderEvent(
+                message_id=f"order-{cid}-{UNKNOWN_AT_EXCHANGE}-{row.filled_size}",
+                correlation_id=row.intent_id,
+                time=self.order_time(session, row),
+                status=UNKNOWN_AT_EXCHANGE,
+                reason=Reason(code=UNKNOWN_AT_EXCHANGE.upper(), message=message[:500]),
+                filled_size=row.filled_size,
+                **identity_fields(row),
+            )
+            record_event(session, row, event)
+            row.last_error = f"{UNKNOWN_AT_EXCHANGE.upper()}: {message}"[:500]
+            session.add(row)
+            return True
+
+        marked = await self.service.transact(mark)
+        if marked:
+            self._lost.add(cid)
+            LOST_ORDERS.set(len(self._lost))
+            log.error("order.unknown_at_exchange", reason=message)
+        return marked
 
     async def _sync(self, order: OrderRow, fresh: bool) -> bool:
         cid = order.client_order_id
@@ -300,9 +450,7 @@ class Executor:
             if answer is None:
                 return True  # settled without the exchange (never placed: failed or cancelled)
         else:
-            answer = await self.gateway.call(
-                "get_order", self.exchange.get, order.exchange_order_id
-            )
+            answer = await self._call(cid, "get_order", self.exchange.get, order.exchange_order_id)
         changed = await self._record(order, answer)
         order = await self.service.read(lambda session: session.get(OrderRow, cid))
         if order is None or is_final(order.status):
@@ -312,10 +460,46 @@ class Executor:
                 cid, "LIMIT_TTL", f"not filled within its time-to-live of {order.ttl_s} s"
             )
             return True
-        if order.cancel_code is not None and answer.status in ("OPEN", "PENDING", "QUEUED"):
-            # Asked before (a halt, the time-to-live) and still resting: ask again.
-            await self.gateway.call("cancel_orders", self.exchange.cancel, answer.exchange_order_id)
         return changed
+
+    async def _cancel_if_due(self, order: OrderRow, due: Due) -> None:
+        """Mark a resting limit order past its time-to-live for cancelling, and ask the
+        exchange to cancel whenever the order's cancel schedule says so (a failed cancel backs
+        off; the polls tell whether it took effect)."""
+        now = self._monotonic()
+        if order.cancel_code is None and order.exchange_order_id and self._ttl_passed(order):
+            message = f"not filled within its time-to-live of {order.ttl_s} s"
+            marked = await self._mark_cancel(order.client_order_id, "LIMIT_TTL", message)
+            if marked is None:
+                return
+            order = marked
+            due.cancel_at = now
+            log.info("order.cancel_requested", code="LIMIT_TTL")
+        if order.cancel_code is None or order.exchange_order_id is None:
+            return
+        if due.cancel_at is None:  # asked before a restart: ask again now
+            due.cancel_at = now
+        if due.cancel_due(now):
+            await self._send_cancel(order, due)
+
+    async def _send_cancel(self, order: OrderRow, due: Due) -> None:
+        try:
+            await self._call(
+                order.client_order_id,
+                "cancel_orders",
+                self.exchange.cancel,
+                order.exchange_order_id,
+            )
+        except ExchangeError as error:
+            CANCELS.labels(error.code).inc()
+            log.warning("order.cancel_failed", code=error.code, error=error.message)
+        else:
+            CANCELS.labels("ok").inc()
+        finally:
+            settings = self.settings
+            due.after_cancel(
+                self._monotonic(), settings.poll_interval_s, settings.poll_max_interval_s
+            )
 
     def _ttl_deadline(self, order: OrderRow) -> float | None:
         """Seconds until a resting limit order's time-to-live runs out (None: no such limit)."""
@@ -340,7 +524,8 @@ class Executor:
         first. ``None``: settled here without an exchange order."""
         found = None
         if not fresh or order.cancel_code is not None:
-            found = await self.gateway.call(
+            found = await self._call(
+                order.client_order_id,
                 "find_order",
                 self.exchange.find,
                 order.exchange_client_order_id,
@@ -367,8 +552,11 @@ class Executor:
             lambda session: pricing_of(session, order.client_order_id)
         )
         try:
-            answer = await self.gateway.call(
-                "create_order", self.exchange.place, self._request(order, pricing)
+            answer = await self._call(
+                order.client_order_id,
+                "create_order",
+                self.exchange.place,
+                self._request(order, pricing),
             )
         except OrderRefused as error:
             await self._settle_unplaced(order, "failed", error.code, error.message)
@@ -410,14 +598,17 @@ class Executor:
             or answer.number_of_fills > known
             or (answer.filled_size > order.filled_size)
         ):
-            raw_fills = await self.gateway.call(
-                "get_fills", self.exchange.fills, answer.exchange_order_id
+            raw_fills = await self._call(
+                order.client_order_id, "get_fills", self.exchange.fills, answer.exchange_order_id
             )
         reason = None
         if answer.status == "FAILED":
             code, _, message = (answer.reject_reason or "EXCHANGE_FAILED").partition(": ")
             reason = Reason(code=_code(code), message=(message or code)[:500])
-        fills = tuple(convert_fill(fill) for fill in raw_fills)
+        inclusive = quote_includes_fee(
+            raw_fills, answer.size_inclusive_of_fees, answer.total_value_after_fees
+        )
+        fills = tuple(convert_fill(fill, inclusive) for fill in raw_fills)
         report = ExchangeReport(
             exchange_order_id=answer.exchange_order_id,
             status=answer.status,
@@ -465,6 +656,14 @@ class Executor:
         step = await self.service.transact(store)
         if step is None:
             return False
+        if step.alert is not None:
+            STATUS_ALERTS.labels(step.alert.code).inc()
+            log.error(
+                "order.status_alert",
+                code=step.alert.code,
+                exchange_status=answer.status,
+                reason=step.alert.message,
+            )
         for event in step.events:
             ORDER_EVENTS.labels(event.status).inc()
             log.info(
@@ -489,11 +688,61 @@ class Executor:
             )
         return step.changed
 
+    # -- an operator settles an order the exchange lost ---------------------------------------
+
+    async def resolve(
+        self, cid: str, settled_as: str, why: str, operator: str, fill: Fill | None = None
+    ) -> Reason | None:
+        """Settle an ``unknown_at_exchange`` order by hand, as ``cancelled`` or ``filled``
+        (with the fill the operator found on the exchange), audited: the final event carries
+        who and why, the record keeps it, the log says it. Returns why not, or ``None``."""
+        event = RESOLVED_CANCELLED if settled_as == "cancelled" else RESOLVED_FILLED
+        reason = Reason(
+            code="OPERATOR_RESOLVED",
+            message=f"resolved by {operator} as {settled_as}: {why}"[:500],
+        )
+
+        def settle(session: Session) -> Reason | Advance:
+            row = session.get(OrderRow, cid)
+            if row is None:
+                return Reason(code="UNKNOWN_ORDER", message=f"no order {cid}")
+            moved = transition(row.status, event)
+            if isinstance(moved, Refusal):
+                return Reason(
+                    code=moved.code, message=f"{cid} is {row.status}: {moved.message}"[:500]
+                )
+            state = state_of(session, row)
+            fills = state.known_fills + ((fill,) if fill is not None else ())
+            report = ExchangeReport(
+                exchange_order_id=row.exchange_order_id or "",
+                status=settled_as.upper(),
+                fills=fills,
+                reason=reason,
+            )
+            step = advance(identity(row), state, report, self.clock())
+            apply(session, row, step, row.exchange_order_id)
+            return step
+
+        async with self._lock(cid):
+            outcome = await self.service.transact(settle)
+        if isinstance(outcome, Reason):
+            log.warning("order.resolve_refused", client_order_id=cid, code=outcome.code)
+            return outcome
+        self._forget(cid)
+        ORDER_EVENTS.labels(outcome.status).inc()
+        log.warning(
+            "order.resolved_by_operator",
+            client_order_id=cid,
+            settled_as=settled_as,
+            operator=operator,
+            reason=why,
+        )
+        return None
+
     # -- cancels --------------------------------------------------------------------------------
 
-    async def request_cancel(self, cid: str, code: str, message: str) -> None:
-        """Record why, then ask the exchange; the next polls report the cancellation (or the fill
-        that beat it). An order not yet on the exchange is settled without placing it."""
+    async def _mark_cancel(self, cid: str, code: str, message: str) -> OrderRow | None:
+        """Record why the order is to be cancelled (the first reason stays)."""
 
         def mark(session: Session) -> OrderRow | None:
             row = session.get(OrderRow, cid)
@@ -501,20 +750,25 @@ class Executor:
                 return None
             if row.cancel_code is None:
                 row.cancel_code, row.cancel_message = code, message[:500]
-                session.add(row)
+            if row.exchange_order_id is not None:
+                moved = transition(row.status, CANCEL_ASKED)
+                if isinstance(moved, str):
+                    row.status = moved
+            session.add(row)
             return row
 
-        order = await self.service.transact(mark)
+        return await self.service.transact(mark)
+
+    async def request_cancel(self, cid: str, code: str, message: str) -> None:
+        """Record why, then ask the exchange; the next polls report the cancellation (or the fill
+        that beat it). An order not yet on the exchange is settled without placing it."""
+        order = await self._mark_cancel(cid, code, message)
         if order is None:
             return
         log.info("order.cancel_requested", client_order_id=cid, code=code)
+        due = self._due.setdefault(cid, Due(self._monotonic()))
         if order.exchange_order_id is not None:
-            try:
-                await self.gateway.call(
-                    "cancel_orders", self.exchange.cancel, order.exchange_order_id
-                )
-            except ExchangeError as error:
-                log.warning("order.cancel_failed", client_order_id=cid, code=error.code)
+            await self._send_cancel(order, due)
         self.schedule(cid)
 
     async def on_safety_event(self, event: SafetyEvent) -> list[str]:
@@ -574,7 +828,8 @@ class Executor:
                     await self.sync(cid)
                 except Exception as error:  # storage trouble: keep polling the others
                     log.error("order.sync_crashed", client_order_id=cid, error=repr(error))
-                    self._due[cid] = Due(self._monotonic() + self.settings.poll_max_interval_s)
+                    entry = self._due.setdefault(cid, Due(0))
+                    entry.at = self._monotonic() + self.settings.poll_max_interval_s
 
         while True:
             now = self._monotonic()

@@ -88,19 +88,13 @@ class SafetySettings(ServiceSettings):
     """Per-bot overrides as JSON, e.g. ``{"bot-1": {"max_entries_per_bot_hour": 2}}``."""
     control_token: SecretStr | None = None
     """Bearer token for ``POST /halt`` and ``POST /resume``; unset: HTTP control refused."""
-    # The executor's production opt-in, read here only to check that it is all present.
-    coinbase_api_key: SecretStr | None = None
-    coinbase_api_secret: SecretStr | None = None
+    # The live-trading confirmation, read here only to check that it is set. Safety never calls
+    # the exchange, so it needs no credentials: the secret stays with the executor.
     live_trading_confirmed: bool = False
 
     def production_opt_in_missing(self) -> list[str]:
-        """The executor's triple opt-in for live trading, named by what is missing."""
-        missing = []
-        if not self.coinbase_api_key or not self.coinbase_api_secret:
-            missing.append("TRANCHE_COINBASE_API_KEY and TRANCHE_COINBASE_API_SECRET")
-        if not self.live_trading_confirmed:
-            missing.append("TRANCHE_LIVE_TRADING_CONFIRMED=true")
-        return missing
+        """What production still needs on safety's side (the executor checks its credentials)."""
+        return [] if self.live_trading_confirmed else ["TRANCHE_LIVE_TRADING_CONFIRMED=true"]
 
     def limits_for(self, bot_id: str) -> Limits:
         """The global defaults with the bot's overrides."""

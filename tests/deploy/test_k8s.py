@@ -107,6 +107,19 @@ def test_mock_is_the_default_and_production_needs_its_secret() -> None:
         assert {"secretRef": {"name": "tranche-coinbase"}} not in other["envFrom"], name
 
 
+def test_production_safety_starts_without_the_exchange_secret() -> None:
+    """Safety gets the shared settings but not the Coinbase secret: its opt-in is all there."""
+    from services.safety.config import SafetySettings
+
+    shared = settings(render("production"))
+    wanted = ("TRANCHE_MODE", "TRANCHE_LIVE_TRADING_CONFIRMED")
+    safety = SafetySettings(
+        **{k.removeprefix("TRANCHE_").lower(): v for k, v in shared.items() if k in wanted}
+    )
+    assert safety.mode == "production"
+    assert safety.production_opt_in_missing() == []
+
+
 def test_kubernetes_and_compose_create_the_same_databases() -> None:
     def databases(path: Path) -> set[str]:
         return {line.split()[2].rstrip(";") for line in path.read_text().splitlines()

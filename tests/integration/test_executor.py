@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import httpx
 import nats
 import pytest
 from sqlmodel import Session, select
@@ -120,6 +121,15 @@ class Harness:
                 if body["client_order_id"] == cid:
                     found.append(body)
         return found
+
+    async def get(self, path: str) -> Any:
+        """GET from the executor's HTTP API, in-process."""
+        app = self.service.http_app()  # type: ignore[union-attr]
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://executor") as client:
+            answer = await client.get(path)
+        assert answer.status_code == 200, answer.text
+        return answer.json()
 
     async def statuses(self, cid: str) -> list[str]:
         return [event["status"] for event in await self.events(cid)]
@@ -304,6 +314,7 @@ async def test_a_restart_resumes_every_open_order_and_adopts_ours_it_did_not_kno
         ({"mode": "production"}, "MODE_MISMATCH"),
         ({"decided_at": datetime(2018, 1, 20, tzinfo=UTC)}, "APPROVAL_EXPIRED"),
         ({"quote_size": Decimal("0.00001")}, "BELOW_MIN_NOTIONAL"),
+        ({"product_id": "BTC-USD", "quote_size": Decimal("100")}, "NO_MARKET_PRICE"),
     ],
 )
 async def test_approvals_the_executor_will_not_place_fail_with_a_reason(
@@ -311,9 +322,14 @@ async def test_approvals_the_executor_will_not_place_fail_with_a_reason(
 ) -> None:
     await harness.approve(approval(10, **kw))
     await until(final(harness, "c-10", "failed"), what="refused")
-    (failed,) = await harness.events("c-10")
+    (failed,) = [e for e in await harness.events("c-10") if e["status"] == "failed"]
     assert failed["reason"]["code"] == code
-    assert harness.exchange_orders() == []
+    assert harness.exchange_orders() == [] or code == "NO_MARKET_PRICE"
+    # The reason is on the record, not only in the event and the log (issue 17, item 7).
+    (listed,) = [o for o in await harness.get("/orders") if o["client_order_id"] == "c-10"]
+    one = await harness.get("/orders/c-10")
+    for shown in (listed, one):
+        assert shown["reason"]["code"] == code and shown["reason"]["message"]
 
 
 async def test_a_halt_of_an_order_the_exchange_never_confirmed_cancels_it_without_placing(

@@ -10,16 +10,13 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from types import SimpleNamespace
 
 import httpx
 import nats
 import pytest
-from pydantic import SecretStr
 
 from services.executor.app import build, production_refusal
 from services.executor.config import ExecutorSettings
@@ -30,37 +27,16 @@ from services.executor.exchanges.base import (
     OutcomeUnknown,
     RateLimited,
 )
-from services.executor.exchanges.coinbase import CoinbaseExchange
 from services.executor.gateway import Gateway
 from services.executor.orders import convert_fill
 from services.executor.ratelimit import RateLimiter
 from shared.contracts import OrderApproved, Reason, TradeIntent
 from shared.money import utc_now
 from tests.support.coinbase_standin import ApiKey, CoinbaseStandIn, make_api_key
+from tests.support.live_executor import coinbase_adapter as adapter
 from tests.support.nats_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def key() -> ApiKey:
-    return make_api_key()
-
-
-@pytest.fixture
-def standin(key: ApiKey, tmp_path: Path) -> Iterator[CoinbaseStandIn]:
-    running = CoinbaseStandIn(key, tmp_path, answer_late_s=1.5).start()
-    yield running
-    running.stop()
-
-
-def adapter(standin: CoinbaseStandIn, key: ApiKey, timeout_s: float = 1.0) -> CoinbaseExchange:
-    settings = SimpleNamespace(
-        coinbase_api_key=SecretStr(key.name), coinbase_api_secret=SecretStr(key.secret),
-        coinbase_base_url=standin.base_url, coinbase_timeout_s=timeout_s,
-        coinbase_ca_file=standin.cert_file,
-    )  # fmt: skip
-    return CoinbaseExchange.from_settings(settings)
 
 
 def market_buy(cid: str, quote: str = "100") -> OrderRequest:
@@ -75,8 +51,11 @@ def test_a_market_buy_sized_in_quote_goes_through_the_sdk_with_a_checked_jwt(
     order = coinbase.get(placed.exchange_order_id)
     (fill,) = [convert_fill(f) for f in coinbase.fills(placed.exchange_order_id)]
     assert order.status == "FILLED" and order.number_of_fills == 1
-    assert fill.size == Decimal("0.002")  # 100 USD at 50,000, not 100 BTC
-    assert fill.fee == Decimal("0.60") and fill.liquidity == "taker"
+    # 100 USD at 50,000 with the 0.6 % fee inside the 100 (size_inclusive_of_fees), on the
+    # product's 0.00000001 increment: 0.00198807 BTC, not 100 BTC and not 0.002.
+    assert fill.size == Decimal("0.00198807") and fill.entry_id and fill.trade_type == "FILL"
+    assert fill.fee == Decimal("0.596421") and fill.liquidity == "taker"
+    assert fill.size * fill.price + fill.fee <= Decimal("100")
     assert standin.auth_failures == [] and len(standin.requests) == 3
 
 
@@ -89,16 +68,6 @@ def test_a_repeated_client_order_id_answers_with_the_existing_order(
     assert first.exchange_order_id == again.exchange_order_id and len(standin.orders) == 1
     found = coinbase.find("tranche-2", "BTC-USD", datetime.now(UTC) - timedelta(minutes=5))
     assert found is not None and found.exchange_order_id == first.exchange_order_id
-
-
-def test_a_duplicate_refused_by_the_exchange_is_the_existing_order_not_a_failure(
-    standin: CoinbaseStandIn, key: ApiKey
-) -> None:
-    coinbase = adapter(standin, key)
-    first = coinbase.place(market_buy("tranche-dup"))
-    standin.refuse_duplicates = True
-    again = coinbase.place(market_buy("tranche-dup"))
-    assert again.exchange_order_id == first.exchange_order_id and len(standin.orders) == 1
 
 
 def test_a_limit_order_rests_fills_in_parts_and_cancels(
@@ -292,7 +261,7 @@ async def test_production_trades_on_coinbase_and_never_shows_the_secret(
             await asyncio.sleep(0.2)
             events = await order_events(nc, "live-bot")
         assert [e["status"] for e in events] == ["submitted", "filled"]
-        assert events[1]["filled_size"] == "0.002" and events[1]["mode"] == "production"
+        assert events[1]["filled_size"] == "0.00198807" and events[1]["mode"] == "production"
         assert len(standin.orders) == 1 and standin.auth_failures == []
         (order,) = standin.orders.values()
         assert order.client_order_id == "tranche-c-1"

@@ -11,7 +11,9 @@
   the trades a test added with :meth:`CoinbaseStandIn.trade`, newest first, and the best bid/ask;
 * failures queued by the test: ``429`` (with Retry-After), ``500``, ``503``, ``timeout`` (no effect,
   answers too late), ``timeout_after_create`` (creates the order, then answers too late) and
-  ``garbage`` (HTTP 200 with a body that is not JSON).
+  ``garbage`` (HTTP 200 with a body that is not JSON);
+* standing troubles a test switches on: a revoked key (``revoked``: every private request 401)
+  and orders the exchange has lost (``lost``: ``get_order`` answers 404).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from decimal import ROUND_DOWN, Decimal
+from decimal import ROUND_DOWN, ROUND_UP, Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,49 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 PREFIX = "/api/v3/brokerage"
+TAKER_FEE, MAKER_FEE = Decimal("0.006"), Decimal("0.004")
+FEE_PRECISION = Decimal("1E-8")
+
+
+def product_json(
+    product_id: str,
+    *,
+    base_increment: str = "0.00000001",
+    quote_increment: str = "0.01",
+    base_min_size: str = "0.00000001",
+    quote_min_size: str = "1",
+    base_max_size: str = "3400",
+    quote_max_size: str = "150000000",
+    **flags: Any,
+) -> dict:
+    """A product as ``GET /api/v3/brokerage/products/{id}`` answers it; ``flags`` override
+    ``status``, ``is_disabled``, ``trading_disabled``, ``cancel_only``, ``limit_only``,
+    ``post_only``."""
+    base, quote = product_id.split("-")
+    return {
+        "product_id": product_id, "price": "", "price_percentage_change_24h": "",
+        "volume_24h": "", "volume_percentage_change_24h": "",
+        "base_increment": base_increment, "quote_increment": quote_increment,
+        "quote_min_size": quote_min_size, "quote_max_size": quote_max_size,
+        "base_min_size": base_min_size, "base_max_size": base_max_size,
+        "base_name": base, "quote_name": quote, "watched": False, "is_disabled": False,
+        "new": False, "status": "online", "cancel_only": False, "limit_only": False,
+        "post_only": False, "trading_disabled": False, "auction_mode": False,
+        "product_type": "SPOT", "quote_currency_id": quote, "base_currency_id": base,
+        "base_display_symbol": base, "quote_display_symbol": quote,
+    } | flags  # fmt: skip
+
+
+#: What the stand-in lists by default (Coinbase's rules in 2026-11; ETH-BTC's differ from the
+#: bots file's on purpose: minimum size 0.00022, price increment 0.00001).
+PRODUCTS = {
+    "BTC-USD": product_json("BTC-USD"),
+    "ETH-USD": product_json("ETH-USD", base_min_size="0.00000001", base_max_size="44000"),
+    "ETH-BTC": product_json(
+        "ETH-BTC", quote_increment="0.00001", base_min_size="0.00022",
+        quote_min_size="0.00001", base_max_size="2600", quote_max_size="200",
+    ),
+}  # fmt: skip
 
 
 def make_certificate(directory: Path) -> tuple[Path, Path]:
@@ -103,33 +148,54 @@ class StandInOrder:
     status: str
     created_time: str
     fills: list[dict] = field(default_factory=list)
+    fee_inside: bool = False
+    """Its quote-sized fills report the quote amount with the fee inside."""
+
+    def _amounts(self) -> tuple[Decimal, Decimal]:
+        """(base filled, quote value without fees); a reversal takes its fill back."""
+        base = value = Decimal(0)
+        for f in self.fills:
+            size, price = Decimal(f["size"]), Decimal(f["price"])
+            if f["size_in_quote"] and self.fee_inside:
+                size -= Decimal(f["commission"])
+            sign = -1 if f["trade_type"] == "REVERSAL" else 1
+            base += sign * (size / price if f["size_in_quote"] else size)
+            value += sign * (size if f["size_in_quote"] else size * price)
+        return base, value
 
     @property
     def filled_size(self) -> Decimal:
-        return sum(
-            (
-                Decimal(f["size"]) / Decimal(f["price"])
-                if f["size_in_quote"]
-                else Decimal(f["size"])
-                for f in self.fills
-            ),
-            Decimal(0),
-        )
+        return self._amounts()[0]
+
+    @property
+    def filled_value(self) -> Decimal:
+        return self._amounts()[1]
 
     def as_json(self) -> dict:
         kind = "MARKET" if "market_market_ioc" in self.configuration else "LIMIT"
         fees = sum((Decimal(f["commission"]) for f in self.fills), Decimal(0))
+        terms = next(iter(self.configuration.values()))
+        ordered = Decimal(terms.get("base_size") or 0)
+        filled, value = self.filled_size, self.filled_value
+        average = (value / filled).quantize(Decimal("1E-8")) if filled else Decimal(0)
+        if ordered:
+            completion = filled / ordered * 100
+        else:  # quote-sized: how much of the quote (fees included) was spent
+            completion = (value + fees) / Decimal(terms["quote_size"]) * 100
+        in_quote = "quote_size" in terms
         return {
             "order_id": self.order_id, "product_id": self.product_id, "user_id": "user-1",
             "order_configuration": self.configuration, "side": self.side,
             "client_order_id": self.client_order_id, "status": self.status,
             "time_in_force": "IMMEDIATE_OR_CANCEL" if kind == "MARKET" else "GOOD_UNTIL_CANCELLED",
-            "created_time": self.created_time, "completion_percentage": "0",
-            "filled_size": str(self.filled_size), "average_filled_price": "0",
-            "fee": "", "number_of_fills": str(len(self.fills)), "filled_value": "0",
-            "pending_cancel": False, "size_in_quote": "quote_size" in str(self.configuration),
-            "total_fees": str(fees), "size_inclusive_of_fees": False,
-            "total_value_after_fees": "0", "trigger_status": "INVALID_ORDER_TYPE",
+            "created_time": self.created_time,
+            "completion_percentage": str(completion.quantize(Decimal("0.01"))),
+            "filled_size": str(filled), "average_filled_price": str(average),
+            "fee": "", "number_of_fills": str(len(self.fills)), "filled_value": str(value),
+            "pending_cancel": self.status == "CANCEL_QUEUED", "size_in_quote": in_quote,
+            "total_fees": str(fees), "size_inclusive_of_fees": in_quote,
+            "total_value_after_fees": str(value + fees if self.side == "BUY" else value - fees),
+            "trigger_status": "INVALID_ORDER_TYPE",
             "order_type": kind, "reject_reason": "", "settled": self.status == "FILLED",
             "product_type": "SPOT", "reject_message": "", "cancel_message": "",
             "order_placement_source": "RETAIL_ADVANCED", "outstanding_hold_amount": "0",
@@ -146,7 +212,15 @@ class CoinbaseStandIn:
         self.orders: dict[str, StandInOrder] = {}
         self.faults: deque[str] = deque()
         self.reject_next: str | None = None
-        self.refuse_duplicates = False
+        self.products: dict[str, dict] = {k: dict(v) for k, v in PRODUCTS.items()}
+        self.page_size = 100
+        self.fill_size_includes_fee = False
+        """Report a quote-sized fill's quote amount with its fee inside."""
+        """At most this many orders or fills per list page (a test makes it small)."""
+        self.revoked = False
+        """The key was revoked: every private request answers 401."""
+        self.lost: set[str] = set()
+        """Order ids the exchange answers 404 for (an order it has lost)."""
         self.requests: list[tuple[str, str]] = []
         self.trades: dict[str, list[dict]] = {}
         self._trade_ids = 0
@@ -196,6 +270,26 @@ class CoinbaseStandIn:
             if order.filled_size >= Decimal(limit["base_size"]):
                 order.status = "FILLED"
 
+    def set_status(self, order_id: str, status: str) -> None:
+        """The order's status as Coinbase would report it next (any documented status)."""
+        with self.lock:
+            self.orders[order_id].status = status
+
+    def adjust(self, order_id: str, trade_type: str, price: str | None = None) -> dict:
+        """An adjustment of the order's last fill, as Coinbase lists it: the same ``trade_id``,
+        a new ``entry_id``, ``trade_type`` ``REVERSAL`` (the fill undone) or ``CORRECTION``
+        (the fill as it should have been, at ``price``)."""
+        with self.lock:
+            order = self.orders[order_id]
+            adjusted = dict(order.fills[-1]) | {
+                "entry_id": str(uuid.uuid4()), "trade_type": trade_type,
+                "sequence_timestamp": dt.datetime.now(dt.UTC).isoformat(),
+            }  # fmt: skip
+            if price is not None:
+                adjusted["price"] = price
+            order.fills.append(adjusted)
+            return adjusted
+
     def trade(self, product_id: str, price: str, at: dt.datetime | None = None) -> dict:
         """A trade on the public tape (``at``: its exchange time, default now)."""
         with self.lock:
@@ -222,6 +316,8 @@ class CoinbaseStandIn:
             if public
             else self.check_jwt(request.headers.get("Authorization", ""), method, url.path)
         )
+        if not public and self.revoked:
+            problem = "the key was revoked"
         if problem:
             self.auth_failures.append(problem)
             return self.send(request, 401, {"error": "UNAUTHENTICATED", "message": problem})
@@ -305,6 +401,11 @@ class CoinbaseStandIn:
                     "trades": list(reversed(tape))[:limit],
                     "best_bid": str(last - 1), "best_ask": str(last + 1),
                 }  # fmt: skip
+            if method == "GET" and path.startswith(f"{PREFIX}/products/"):
+                product = self.products.get(path.rsplit("/", 1)[-1])
+                if product is None:
+                    return 404, {"error": "NOT_FOUND", "message": "product not found"}
+                return 200, product
             if method == "POST" and path == f"{PREFIX}/orders":
                 return self.create(body)
             if method == "POST" and path == f"{PREFIX}/orders/batch_cancel":
@@ -320,40 +421,48 @@ class CoinbaseStandIn:
                     )  # fmt: skip
                 return 200, {"results": results}
             if method == "GET" and path == f"{PREFIX}/orders/historical/batch":
+                start = query.get("start_date", [""])[0]
                 orders = [
-                    o for o in self.orders.values()
-                    if ("product_ids" not in query or o.product_id in query["product_ids"])
+                    o for o in reversed(list(self.orders.values()))  # newest first
+                    if ("order_ids" not in query or o.order_id in query["order_ids"])
+                    and ("product_ids" not in query or o.product_id in query["product_ids"])
                     and ("order_status" not in query or o.status in query["order_status"])
+                    and (not start or o.created_time >= start)
                 ]  # fmt: skip
+                page, cursor = self.page(orders, query)
                 return 200, {
-                    "orders": [o.as_json() for o in orders], "sequence": "0",
-                    "has_next": False, "cursor": "",
+                    "orders": [o.as_json() for o in page], "sequence": "0",
+                    "has_next": bool(cursor), "cursor": cursor,
                 }  # fmt: skip
             if method == "GET" and path == f"{PREFIX}/orders/historical/fills":
-                ids = set(query.get("order_ids", []))
-                fills = [f for o in self.orders.values() if o.order_id in ids for f in o.fills]
-                return 200, {"fills": fills, "cursor": ""}
+                fills = [
+                    f for o in self.orders.values() for f in o.fills
+                    if ("order_ids" not in query or o.order_id in query["order_ids"])
+                    and ("product_ids" not in query or o.product_id in query["product_ids"])
+                ]  # fmt: skip
+                page, cursor = self.page(fills, query)
+                return 200, {"fills": page, "cursor": cursor}
             if method == "GET" and path.startswith(f"{PREFIX}/orders/historical/"):
                 order = self.orders.get(path.rsplit("/", 1)[-1])
-                if order is None:
+                if order is None or order.order_id in self.lost:
                     return 404, {"error": "NOT_FOUND", "message": "order not found"}
                 return 200, {"order": order.as_json()}
             return 404, {"error": "NOT_FOUND", "message": f"no route {method} {path}"}
+
+    def page(self, items: list, query: dict) -> tuple[list, str]:
+        """One page of ``limit`` (default and at most ``page_size``) from ``cursor`` (an
+        offset, opaque to the client); the next cursor, empty at the end."""
+        limit = min(int(query.get("limit", [self.page_size])[0]), self.page_size)
+        offset = int(query.get("cursor", ["0"])[0] or 0)
+        following = offset + limit
+        return items[offset:following], str(following) if following < len(items) else ""
 
     def create(self, body: dict) -> tuple[int, dict]:
         cid = body.get("client_order_id")
         if not cid:
             return 400, {"error": "INVALID_ARGUMENT", "message": "client_order_id is required"}
         for order in self.orders.values():
-            if order.client_order_id == cid:
-                if self.refuse_duplicates:  # the other answer an exchange might give
-                    return 200, {
-                        "success": False, "failure_reason": "UNKNOWN_FAILURE_REASON",
-                        "order_id": "", "error_response": {
-                            "error": "DUPLICATE_CLIENT_ORDER_ID",
-                            "message": "client_order_id already used",
-                        },
-                    }  # fmt: skip
+            if order.client_order_id == cid:  # Coinbase answers with the existing order
                 return 200, self.created(order)
         if self.reject_next:
             code, self.reject_next = self.reject_next, None
@@ -366,6 +475,17 @@ class CoinbaseStandIn:
                 "order_configuration": body["order_configuration"],
             }  # fmt: skip
         configuration = body["order_configuration"]
+        problem = self.refusal(body["product_id"], configuration)
+        if problem is not None:
+            error, preview, message = problem
+            return 200, {
+                "success": False, "failure_reason": "UNKNOWN_FAILURE_REASON", "order_id": "",
+                "error_response": {
+                    "error": error, "message": message, "error_details": message,
+                    "preview_failure_reason": preview,
+                },
+                "order_configuration": configuration,
+            }  # fmt: skip
         order = StandInOrder(
             order_id=str(uuid.uuid4()), client_order_id=cid, product_id=body["product_id"],
             side=body["side"], configuration=configuration, status="OPEN",
@@ -374,12 +494,57 @@ class CoinbaseStandIn:
         self.orders[order.order_id] = order
         market = configuration.get("market_market_ioc")
         if market is not None:
-            if "quote_size" in market:  # fills are reported in quote, as Coinbase does
-                self._add_fill(order, Decimal(market["quote_size"]), self.price, "TAKER", True)
+            if "quote_size" in market:
+                # The quote size includes the fee (size_inclusive_of_fees): the base bought is
+                # what the rest buys, on the product's increment; the fill is reported in quote.
+                increment = Decimal(self.products[order.product_id]["base_increment"])
+                spendable = Decimal(market["quote_size"]) / (1 + TAKER_FEE)
+                base = (spendable / self.price).quantize(increment, ROUND_DOWN)
+                self._add_fill(order, base * self.price, self.price, "TAKER", True)
+                if self.fill_size_includes_fee:  # the other way to report the same fill
+                    order.fee_inside = True
+                    fill = order.fills[-1]
+                    fill["size"] = str(Decimal(fill["size"]) + Decimal(fill["commission"]))
             else:
                 self._add_fill(order, Decimal(market["base_size"]), self.price, "TAKER")
             order.status = "FILLED"
         return 200, self.created(order)
+
+    def refusal(self, product_id: str, configuration: dict) -> tuple[str, str, str] | None:
+        """Coinbase's answer to an order its product's rules refuse: (error, preview failure
+        reason, message); ``None``: acceptable."""
+        product = self.products.get(product_id)
+        if product is None:
+            return ("INVALID_PRODUCT_ID", "PREVIEW_INVALID_PRODUCT_ID", "invalid product_id")
+        if product["cancel_only"] or product["trading_disabled"] or product["is_disabled"]:
+            return ("ORDER_ENTRY_DISABLED", "PREVIEW_ORDER_ENTRY_DISABLED", "trading disabled")
+        terms = next(iter(configuration.values()))
+        if product["limit_only"] and "market_market_ioc" in configuration:
+            return ("UNSUPPORTED_ORDER_CONFIGURATION", "PREVIEW_LIMIT_ONLY", "limit only")
+        base = Decimal(terms["base_size"]) if "base_size" in terms else None
+        quote = Decimal(terms["quote_size"]) if "quote_size" in terms else None
+        price = Decimal(terms["limit_price"]) if "limit_price" in terms else None
+        if price is not None and price % Decimal(product["quote_increment"]):
+            return (
+                "INVALID_PRICE_PRECISION", "PREVIEW_INVALID_PRICE_PRECISION",
+                f"limit price {price} is not a multiple of {product['quote_increment']}",
+            )  # fmt: skip
+        if base is not None and base % Decimal(product["base_increment"]):
+            return (
+                "INVALID_SIZE_PRECISION", "PREVIEW_INVALID_SIZE_PRECISION",
+                f"size {base} is not a multiple of {product['base_increment']}",
+            )  # fmt: skip
+        if base is not None and base < Decimal(product["base_min_size"]):
+            return (
+                "UNKNOWN_FAILURE_REASON", "PREVIEW_INVALID_BASE_SIZE_TOO_SMALL",
+                f"size {base} is below the minimum {product['base_min_size']}",
+            )  # fmt: skip
+        if quote is not None and quote < Decimal(product["quote_min_size"]):
+            return (
+                "UNKNOWN_FAILURE_REASON", "PREVIEW_INVALID_QUOTE_SIZE_TOO_SMALL",
+                f"quote size {quote} is below the minimum {product['quote_min_size']}",
+            )  # fmt: skip
+        return None
 
     @staticmethod
     def created(order: StandInOrder) -> dict:
@@ -396,14 +561,15 @@ class CoinbaseStandIn:
         self, order: StandInOrder, size: Decimal, price: Decimal, liquidity: str, in_quote=False
     ) -> None:
         notional = size if in_quote else size * price
-        rate = Decimal("0.006") if liquidity == "TAKER" else Decimal("0.004")
+        rate = TAKER_FEE if liquidity == "TAKER" else MAKER_FEE
         order.fills.append(
             {
                 "entry_id": str(uuid.uuid4()), "trade_id": str(uuid.uuid4()),
                 "order_id": order.order_id,
                 "trade_time": dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z"),
                 "trade_type": "FILL", "price": str(price), "size": str(size),
-                "commission": str((notional * rate).quantize(Decimal("0.01"), ROUND_DOWN)),
+                # Coinbase reports the fee at the quote currency's precision, not in cents.
+                "commission": str((notional * rate).quantize(FEE_PRECISION, ROUND_UP)),
                 "product_id": order.product_id,
                 "sequence_timestamp": dt.datetime.now(dt.UTC).isoformat(),
                 "liquidity_indicator": liquidity, "size_in_quote": in_quote,

@@ -13,6 +13,7 @@ from decimal import Decimal
 from typing import Protocol
 
 from services.executor.orders import ExchangeFill
+from services.executor.products import ProductRules
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,10 @@ class ExchangeOrder:
     number_of_fills: int | None = None
     created_time: datetime | None = None
     reject_reason: str | None = None
+    size_inclusive_of_fees: bool = False
+    """A quote-sized order whose quote size includes the fee (Coinbase's flag)."""
+    total_value_after_fees: Decimal = Decimal(0)
+    """What the order cost (a buy) or brought (a sell) in quote, fees included."""
 
 
 class ExchangeError(Exception):
@@ -112,4 +117,13 @@ class Exchange(Protocol):
 
     def open_orders(self) -> list[ExchangeOrder]:
         """Every resting order of the account (reconciliation adopts ours among them)."""
+        ...
+
+
+class ListsProducts(Protocol):
+    """An exchange that publishes its products' trading rules (Coinbase; the mock trades by the
+    bots file's rules)."""
+
+    def product(self, product_id: str) -> ProductRules | None:
+        """The product's rules; ``None``: the exchange does not list it."""
         ...

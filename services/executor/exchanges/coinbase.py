@@ -34,6 +34,7 @@ from services.executor.exchanges.base import (
     RateLimited,
 )
 from services.executor.orders import ExchangeFill
+from services.executor.products import ProductRules
 
 T = TypeVar("T")
 PAGE = 250
@@ -163,6 +164,8 @@ class CoinbaseExchange:
             return existing
         failure = answer["error_response"] or {}
         code = failure.get("error") or answer["failure_reason"] or "ORDER_REFUSED"
+        if code.startswith("UNKNOWN_") and failure.get("preview_failure_reason"):
+            code = failure["preview_failure_reason"]  # e.g. PREVIEW_INVALID_BASE_SIZE_TOO_SMALL
         detail = failure.get("message") or failure.get("preview_failure_reason") or code
         raise OrderRefused(f"coinbase refused the order: {detail}", code=_code_or(code, ""))
 
@@ -188,6 +191,8 @@ class CoinbaseExchange:
                         commission=_decimal(getattr(fill, "commission", 0)),
                         liquidity_indicator=str(getattr(fill, "liquidity_indicator", "TAKER")),
                         trade_time=_time(fill.trade_time) or datetime.now(UTC),
+                        entry_id=getattr(fill, "entry_id", None) or None,
+                        trade_type=str(getattr(fill, "trade_type", "") or "FILL"),
                     )
                 )
         return fills
@@ -210,6 +215,34 @@ class CoinbaseExchange:
         # says what the order is.
         self._call(
             "cancel_orders", lambda: self.client.cancel_orders(order_ids=[exchange_order_id])
+        )
+
+    def product(self, product_id: str) -> ProductRules | None:
+        """The product's trading rules as Coinbase publishes them; ``None``: not listed (404)."""
+        try:
+            answer = self._call("get_product", lambda: self.client.get_product(product_id))
+        except OrderNotFound:
+            return None
+
+        def optional(name: str) -> Decimal | None:
+            value = getattr(answer, name, None)
+            return _decimal(value) if value not in (None, "") else None
+
+        return ProductRules(
+            product_id=getattr(answer, "product_id", product_id),
+            base_increment=_decimal(answer.base_increment),
+            quote_increment=_decimal(answer.quote_increment),
+            base_min_size=_decimal(answer.base_min_size),
+            quote_min_size=_decimal(answer.quote_min_size),
+            base_max_size=optional("base_max_size"),
+            quote_max_size=optional("quote_max_size"),
+            status=str(getattr(answer, "status", "") or ""),
+            is_disabled=_flag(getattr(answer, "is_disabled", False)),
+            trading_disabled=_flag(getattr(answer, "trading_disabled", False)),
+            cancel_only=_flag(getattr(answer, "cancel_only", False)),
+            limit_only=_flag(getattr(answer, "limit_only", False)),
+            post_only=_flag(getattr(answer, "post_only", False)),
+            fetched_at=datetime.now(UTC),
         )
 
     def open_orders(self) -> list[ExchangeOrder]:
@@ -249,6 +282,8 @@ class CoinbaseExchange:
             number_of_fills=int(number) if number not in (None, "") else None,
             created_time=_time(getattr(order, "created_time", None)),
             reject_reason=f"{reject}: {message or reject}" if reject else None,
+            size_inclusive_of_fees=_flag(getattr(order, "size_inclusive_of_fees", False)),
+            total_value_after_fees=_decimal(getattr(order, "total_value_after_fees", 0)),
         )
 
 

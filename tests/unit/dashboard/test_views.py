@@ -126,6 +126,17 @@ def test_controls_are_on_every_card_but_carry_no_token() -> None:
     assert "Bearer" not in card
 
 
+def test_health_shows_the_exchange_as_the_executor_sees_it() -> None:
+    refused = '{"status": "not ready", "checks": {"exchange": "failing: ExchangeNotReady: '
+    refused += 'refused: coinbase get_order: HTTP 401"}}'
+    degraded = '{"status": "ready", "checks": {"exchange": "ok (degraded: HTTP 429)"}}'
+    shown = views.health({"executor": (False, refused)})
+    assert "exchange refused: coinbase get_order: HTTP 401" in shown
+    assert "exchange degraded: HTTP 429" in views.health({"executor": (True, degraded)})
+    plain = '{"status": "ready", "checks": {"exchange": "ok"}}'
+    assert "service exchange" not in views.health({"executor": (True, plain)})
+
+
 def test_health_says_which_service_is_not_ready() -> None:
     shown = views.health({"signal": (True, "ok"), "ledger": (False, "unreachable: ConnectError")})
 

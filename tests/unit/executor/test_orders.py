@@ -18,12 +18,10 @@ from services.executor.orders import (
     OrderSpec,
     OrderState,
     advance,
-    backoff,
     cancels_for,
     convert_fill,
     fill_market_order,
     limit_order_expired,
-    map_coinbase_status,
     refusal_event,
     refusal_reason,
     size_order,
@@ -56,31 +54,6 @@ def a_fill(n: int, size: str = "0.1") -> Fill:
         trade_id=f"t-{n}", price=Decimal("0.09"), size=Decimal(size), fee=Decimal("0.0001"),
         liquidity="maker", time=NOW + timedelta(seconds=n),
     )  # fmt: skip
-
-
-# -- Coinbase's statuses, one by one -----------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("coinbase", "filled", "ours"),
-    [
-        ("PENDING", "0", "submitted"),
-        ("QUEUED", "0", "submitted"),
-        ("OPEN", "0", "open"),
-        ("OPEN", "0.5", "partially_filled"),
-        ("CANCEL_QUEUED", "0", "open"),
-        ("CANCEL_QUEUED", "0.5", "partially_filled"),
-        ("FILLED", "1", "filled"),
-        ("CANCELLED", "0", "cancelled"),
-        ("CANCELLED", "0.5", "cancelled"),
-        ("EXPIRED", "0", "expired"),
-        ("FAILED", "0", "failed"),
-        ("UNKNOWN", "0", None),
-        ("SOMETHING_NEW", "0", None),
-    ],
-)
-def test_every_coinbase_status_maps_to_one_of_ours(coinbase: str, filled: str, ours: str) -> None:
-    assert map_coinbase_status(coinbase, Decimal(filled)) == ours
 
 
 # -- fills ----------------------------------------------------------------------------------------
@@ -306,12 +279,19 @@ def step(current: str, known: tuple = (), **report: object):
         ("partially_filled", (a_fill(1),),
          {"status": "FILLED", "fills": (a_fill(1), a_fill(2)), "number_of_fills": 2},
          "filled", ["filled"]),
-        ("open", (), {"status": "CANCEL_QUEUED"}, "open", []),
+        ("open", (), {"status": "CANCEL_QUEUED"}, "pending_cancel", []),
+        ("partially_filled", (a_fill(1),), {"status": "CANCEL_QUEUED", "fills": (a_fill(1),)},
+         "pending_cancel", []),
+        ("open", (), {"status": "EDIT_QUEUED"}, "open", []),
+        ("pending_cancel", (), {"status": "OPEN", "fills": (a_fill(1),)}, "pending_cancel",
+         ["partially_filled"]),  # a cancel is pending and the order still fills
+        ("pending_cancel", (), {"status": "CANCELLED"}, "cancelled", ["cancelled"]),
+        ("unknown_at_exchange", (), {"status": "OPEN"}, "open", ["open"]),
         ("open", (), {"status": "CANCELLED"}, "cancelled", ["cancelled"]),
         ("partially_filled", (a_fill(1),), {"status": "CANCELLED", "fills": (a_fill(1),)},
          "cancelled", ["cancelled"]),
         ("open", (), {"status": "EXPIRED"}, "expired", ["expired"]),
-        ("open", (), {"status": "UNKNOWN"}, "open", []),
+        ("open", (), {"status": "UNKNOWN_ORDER_STATUS"}, "open", []),
         ("open", (), {"status": "PENDING"}, "open", []),  # never backwards
         ("filled", (a_fill(1),), {"status": "OPEN"}, "filled", []),  # final stays final
         ("cancelled", (), {"status": "FILLED"}, "cancelled", []),
@@ -373,10 +353,13 @@ def test_each_change_is_published_once_with_stable_ids() -> None:
     assert len(ids) == len(set(ids)) == 4
 
 
-@pytest.mark.parametrize(
-    ("previous", "changed", "expected"),
-    [(None, False, 1.0), (1.0, False, 2.0), (16.0, False, 30.0), (30.0, False, 30.0),
-     (30.0, True, 1.0)],
-)  # fmt: skip
-def test_polling_backs_off_while_nothing_changes_up_to_a_cap(previous, changed, expected) -> None:
-    assert backoff(previous, changed, base_s=1.0, cap_s=30.0) == expected
+def test_a_quote_amount_with_the_fee_inside_buys_only_the_rest() -> None:
+    from services.executor.orders import quote_includes_fee
+
+    outside = ExchangeFill("t", D(50000), D("99.4035"), True, D("0.596421"), "TAKER", NOW)
+    inside = ExchangeFill("t", D(50000), D("99.999921"), True, D("0.596421"), "TAKER", NOW)
+    total = D("99.999921")
+    assert not quote_includes_fee([outside], True, total)
+    assert quote_includes_fee([inside], True, total)
+    assert not quote_includes_fee([inside], False, total)  # not a fee-inclusive order
+    assert convert_fill(outside).size == convert_fill(inside, True).size == D("0.00198807")

@@ -39,18 +39,15 @@ def test_zero_switches_the_time_based_checks_off() -> None:
     assert limits.intent_ttl is None and limits.max_market_age is None
 
 
-def test_production_needs_the_executors_opt_in(tmp_path) -> None:
+def test_production_needs_the_live_trading_confirmation(tmp_path) -> None:
     bare = SafetySettings(mode="production", data_dir=tmp_path)
-    assert len(bare.production_opt_in_missing()) == 2
+    assert len(bare.production_opt_in_missing()) == 1
     with pytest.raises(SystemExit, match="TRANCHE_LIVE_TRADING_CONFIRMED"):
         build(bare)
-    ready = SafetySettings(
-        mode="production",
-        data_dir=tmp_path,
-        coinbase_api_key="key",
-        coinbase_api_secret="hush-hush-value",
-        live_trading_confirmed=True,
-    )
+
+
+def test_production_safety_needs_no_exchange_credentials(tmp_path) -> None:
+    """Safety never calls Coinbase: the secret stays with the executor alone (issue 17, item 6)."""
+    ready = SafetySettings(mode="production", data_dir=tmp_path, live_trading_confirmed=True)
     assert ready.production_opt_in_missing() == []
-    assert "hush-hush-value" not in repr(ready)
     build(ready).engine.dispose()
