@@ -134,6 +134,7 @@ class ExitAllocation:
     realized_pnl: Decimal
     per_tranche: tuple[tuple[int, Decimal, Decimal], ...]  # (tranche index, qty taken, pnl)
     key: str = ""  # the fill's key (``LedgerFill.key``): its entry id, else its trade id
+    time: datetime | None = None  # of the exit fill
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,7 @@ class Position:
     tranches: tuple[Tranche, ...]
     exits: tuple[ExitAllocation, ...]
     dust_cost: Decimal = ZERO  # cost basis of the dust, written off into realized_pnl
+    entries: tuple[LedgerFill, ...] = ()  # its entry fills as booked (adjusted), in order
 
 
 @dataclass(frozen=True)
@@ -328,6 +330,7 @@ class _OpenPosition:
     dust: Decimal = ZERO
     dust_cost: Decimal = ZERO
     unmatched_exit_size: Decimal = ZERO
+    entries: list[LedgerFill] = field(default_factory=list)
 
     @property
     def quantity(self) -> Decimal:
@@ -359,6 +362,7 @@ class _OpenPosition:
             tranches=tuple(t.freeze() for t in self.tranches),
             exits=tuple(self.exits),
             dust_cost=self.dust_cost,
+            entries=tuple(self.entries),
         )
 
 
@@ -408,6 +412,7 @@ class _Booker:
             tranche = _OpenTranche(len(position.tranches) + 1, fill.client_order_id)
             position.tranches.append(tranche)
         tranche.add(fill)
+        position.entries.append(fill)
 
     def _exit(self, position: _OpenPosition, fill: LedgerFill) -> None:
         qty = min(fill.size, position.quantity)
@@ -432,7 +437,7 @@ class _Booker:
             per_tranche.append((tranche.index, q, pnl))
         total = sum((p for _, _, p in per_tranche), ZERO)
         exit_ = ExitAllocation(
-            fill.trade_id, qty, fill.price, fill.fee, total, tuple(per_tranche), fill.key
+            fill.trade_id, qty, fill.price, fill.fee, total, tuple(per_tranche), fill.key, fill.time
         )
         position.exits.append(exit_)
         remaining = position.quantity

@@ -150,7 +150,7 @@ async def test_designs_worked_example_books_through_the_service(ledger: Ledger) 
         [("buy", "10", "100"), ("buy", "15", "100"), ("sell", "12", "50"), ("sell", "20", "100")]
     ):
         await ledger.send(event(n, side, price, size))
-    detail = await ledger.position("l-1", sequence=4)
+    detail = await ledger.position("l-1", sequence=6)
     position = detail["position"]
     assert position["average_entry_price"] == "12.5"
     assert Decimal(position["quantity"]) == 50
@@ -159,13 +159,15 @@ async def test_designs_worked_example_books_through_the_service(ledger: Ledger) 
     # Pro rata: every exit takes from both tranches, so the average entry stays at 12.5.
     assert [len(e["per_tranche"]) for e in detail["exits"]] == [2, 2]
     # The bucket follows the stored position through the outbox, a moment later.
+    # Its sequence counts 4 fills and 2 finished exit orders.
+    assert position["sequence"] == 6
     bucket = await ledger.nc.jetstream().key_value("tranche_positions")
     for _ in range(600):
         stored = PositionUpdate.model_validate_json((await bucket.get("l-1")).value)
-        if stored.sequence == 4:
+        if stored.sequence == 6:
             break
         await asyncio.sleep(0.05)
-    assert stored.sequence == 4 and stored.realized_pnl == Decimal(725)
+    assert stored.sequence == 6 and stored.realized_pnl == Decimal(725)
 
 
 async def test_a_fill_is_booked_once_however_often_it_arrives(ledger: Ledger) -> None:
