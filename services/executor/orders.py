@@ -31,6 +31,7 @@ from shared.contracts import (
     Reason,
     SafetyEvent,
     Side,
+    TradeType,
 )
 
 NEW = "new"
@@ -91,6 +92,9 @@ class ExchangeFill:
     commission: Decimal
     liquidity_indicator: str
     trade_time: datetime
+    entry_id: str | None = None
+    """The exchange's unique id of this fill record (Coinbase's ``entry_id``)."""
+    trade_type: TradeType = "FILL"
 
 
 def convert_fill(fill: ExchangeFill) -> Fill:
@@ -101,6 +105,8 @@ def convert_fill(fill: ExchangeFill) -> Fill:
     size = fill.size / fill.price if fill.size_in_quote else fill.size
     return Fill(
         trade_id=fill.trade_id,
+        entry_id=fill.entry_id,
+        trade_type=fill.trade_type,
         price=fill.price,
         size=size.quantize(BASE_PRECISION, rounding=ROUND_HALF_EVEN).normalize(),
         fee=fill.commission,

@@ -161,14 +161,28 @@ def sort_fills(session: Session, event: OrderEvent) -> Sorted | Conflict:
             continue  # the same fill twice in one event: booked once
         row = session.exec(select(FillRow).where(FillRow.fill_key == key)).first()
         if row is None:
-            new[key] = (index, fill)
-            continue
+            row = _same_fill_other_key(session, fill)
+            if row is None:
+                new[key] = (index, fill)
+                continue
+            facts = facts | {"entry_id": row.entry_id}  # one side did not know the entry id
         if row_facts(row) != facts:
             return Conflict(key, row_facts(row), facts)
         if event.sequence is not None and (row.sequence is None or row.sequence > event.sequence):
             row.sequence, row.fill_index = event.sequence, index
             moved.append(row)
     return Sorted(list(new.values()), moved)
+
+
+def _same_fill_other_key(session: Session, fill: Fill) -> FillRow | None:
+    """A fill booked under its trade id when this one brings an entry id, or the other way
+    round (a message from before the executor carried entry ids): the same trade, one record."""
+    if fill.trade_type != "FILL":
+        return None
+    query = select(FillRow).where(FillRow.trade_id == fill.trade_id, FillRow.trade_type == "FILL")
+    if fill.entry_id is not None:
+        query = query.where(col(FillRow.entry_id).is_(None))
+    return session.exec(query).first()
 
 
 def add_fills(session: Session, event: OrderEvent, fills: list[tuple[int, Fill]]) -> None:

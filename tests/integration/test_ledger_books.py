@@ -188,3 +188,13 @@ async def test_a_reversal_and_a_correction_are_booked_as_adjustments(ledger: Led
 async def test_history_of_an_unknown_bot_is_a_404(ledger: Ledger) -> None:
     response = await ledger.http.get("/positions/nobody/history")
     assert response.status_code == 404
+
+
+async def test_a_fill_booked_before_entry_ids_is_not_booked_again_with_one(ledger: Ledger) -> None:
+    await ledger.send(order_event(1, "o-buy", "buy", "filled", [fill("t1", "1", "0.05")]))
+    await settle_on(ledger, "l-1", lambda d: d["position"]["sequence"] >= 1)
+    same = fill("t1", "1", "0.05", entry_id="e1")
+    await ledger.send(order_event(2, "o-buy", "buy", "filled", [same, fill("t2", "2", "0.05")]))
+    detail = await settle_on(ledger, "l-1", lambda d: d["position"]["sequence"] >= 2)
+    assert D(detail["position"]["quantity"]) == 3
+    assert await dead_letters(ledger) == []
