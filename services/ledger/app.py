@@ -35,6 +35,7 @@ from services.ledger.store import (
     LedgerOrderRow,
     PositionRow,
     add_fills,
+    has_fills,
     lock_position,
     note_order,
     position_of,
@@ -91,14 +92,18 @@ def build(settings: LedgerSettings) -> Service:
                 Reason(code="UNKNOWN_PRODUCT", message=f"{body.product_id} is not a known product")
             )
 
-        def book(session: Session) -> tuple[PositionUpdate, SafetyEvent | None] | Conflict | None:
+        def book(
+            session: Session,
+        ) -> tuple[PositionUpdate, SafetyEvent | None, int] | Conflict | None:
             lock_position(session, body.bot_id, body.mode)  # first: later reads see every fill
             sorted_ = sort_fills(session, body)
             if isinstance(sorted_, Conflict):
                 session.rollback()  # nothing of this event is booked
                 return sorted_
-            finished = note_order(session, body)
-            if not sorted_.new and not sorted_.moved and not (finished and body.side == "sell"):
+            # An exit order that finished may close the position (dust), if it filled at all.
+            closing = note_order(session, body) and body.side == "sell"
+            closing = closing and (bool(sorted_.new) or has_fills(session, body.client_order_id))
+            if not sorted_.new and not sorted_.moved and not closing:
                 return None  # nothing the books depend on changed: a redelivery, a status
             add_fills(session, body, sorted_.new)
             booked = recompute(
@@ -116,7 +121,7 @@ def build(settings: LedgerSettings) -> Service:
             save_position(session, booked.position)
             if booked.breach is not None:
                 stage(session, subjects.SAFETY_EVENTS, booked.breach)
-            return booked.position, booked.breach
+            return booked.position, booked.breach, len(sorted_.new)
 
         with correlated(body.intent_id, bot_id=body.bot_id, client_order_id=body.client_order_id):
             outcome = await service.transact(book)
@@ -132,11 +137,12 @@ def build(settings: LedgerSettings) -> Service:
             if outcome is None:
                 FILLS_SEEN_AGAIN.inc(len(body.fills))
                 return
-            position, breach = outcome
-            FILLS_BOOKED.labels(body.mode).inc(len(body.fills))
+            position, breach, booked_now = outcome
+            FILLS_BOOKED.labels(body.mode).inc(booked_now)
+            FILLS_SEEN_AGAIN.inc(len(body.fills) - booked_now)
             log.info(
                 "fills.booked",
-                fills=len(body.fills),
+                fills=booked_now,
                 quantity=str(position.quantity),
                 average_entry_price=str(position.average_entry_price),
                 realized_pnl=str(position.realized_pnl),

@@ -228,6 +228,11 @@ def note_order(session: Session, event: OrderEvent) -> bool:
     return row.final
 
 
+def has_fills(session: Session, client_order_id: str) -> bool:
+    query = select(FillRow.id).where(FillRow.client_order_id == client_order_id)
+    return session.exec(query).first() is not None
+
+
 def final_orders(session: Session, bot_id: str, mode: str) -> set[str]:
     """Orders of the bot the exchange has finished; orders the ledger never heard a status of
     (fills booked before it kept statuses) count as finished."""

@@ -256,7 +256,7 @@ async def test_daily_realized_pnl_and_summary_reconcile(ledger: Ledger) -> None:
     await ledger.send(event(1, "buy", "10", "100", at=day1))
     await ledger.send(event(2, "sell", "12", "50", at=day1 + timedelta(hours=1)))
     await ledger.send(event(3, "sell", "9", "50", at=day2))
-    await ledger.position("l-1", sequence=3)
+    await ledger.position("l-1", sequence=5)  # 3 fills and 2 finished exit orders
     days = (await ledger.http.get("/pnl/daily", params={"bot_id": "l-1"})).json()
     assert [(d["day"], Decimal(d["realized_pnl"])) for d in days] == [
         ("2018-01-20", Decimal(100)),
