@@ -48,7 +48,9 @@ def recompute(
         allocation=allocation,
         final_orders=finished,
     )
-    # Grows with every fill booked and every exit order finished (which may close the position).
+    # A finished exit order may change the books without a new fill (dust closes the position):
+    # its message needs an id of its own, while ``sequence`` keeps counting fills, as readers
+    # compare it with the fills they have seen.
     exits_finished = {row.client_order_id for row in rows if row.side == "sell"} & finished
     time = max(row.time for row in rows)
     position = position_message(
@@ -56,7 +58,8 @@ def recompute(
         bot_id=bot_id,
         product_id=product_id,
         mode=mode,
-        sequence=len(rows) + len(exits_finished),
+        sequence=len(rows),
+        exits_finished=len(exits_finished),
         time=time,
         correlation_id=correlation_id,
         last_order_event_id=last_order_event_id,

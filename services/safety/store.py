@@ -480,10 +480,12 @@ def decisions(session: Session, bot_id: str | None = None, limit: int = 50) -> l
 
 
 def save_position(session: Session, update_: PositionUpdate) -> bool:
-    """Keep the newest position per bot and mode (by the ledger's sequence); an older or repeated
-    update changes nothing. Returns whether it was newer."""
+    """Keep the newest position per bot and mode (by the ledger's sequence); an older update
+    changes nothing, a repeated one stores the same again. Returns whether it was kept."""
     row = session.get(PositionRow, (update_.bot_id, update_.mode), with_for_update=True)
-    if row is not None and row.sequence >= update_.sequence:
+    # An equal sequence is newer too: the ledger closes a position when an exit order finishes
+    # without a new fill (dust), at the same fill count (the bucket delivers updates in order).
+    if row is not None and row.sequence > update_.sequence:
         return False
     row = row or PositionRow(bot_id=update_.bot_id, mode=update_.mode)
     row.sequence = update_.sequence

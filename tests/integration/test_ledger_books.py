@@ -76,7 +76,7 @@ async def test_a_buy_then_a_sell_at_one_instant_book_in_the_executors_sequence(
     await ledger.send(
         order_event(2, "o-sell", "sell", "filled", [fill("aa-1", "0.2", "0.06", "0.00018012")])
     )
-    detail = await settle_on(ledger, "l-1", lambda d: d["position"]["sequence"] >= 3)
+    detail = await settle_on(ledger, "l-1", lambda d: d["position"]["sequence"] >= 2)
     assert detail["position"]["status"] == "flat"
     assert D(detail["position"]["quantity"]) == 0
     summary = (await ledger.http.get("/summary")).json()
@@ -91,13 +91,33 @@ async def test_an_exit_whose_last_fills_are_below_min_size_books_them_all(ledger
              ("filled", "s3", "0.0001")]  # fmt: skip
     for n, (status, trade_id, size) in enumerate(parts, start=2):
         await ledger.send(order_event(n, "o-sell", "sell", status, [fill(trade_id, size, "30")]))
-    detail = await settle_on(ledger, "l-1", lambda d: d["position"]["sequence"] >= 5)
+    detail = await settle_on(ledger, "l-1", lambda d: d["position"]["sequence"] >= 4)
     assert detail["position"]["status"] == "flat"
     assert D(detail["position"]["realized_pnl_total"]) == 0
     history = (await ledger.http.get("/positions/l-1/history")).json()
     (closed,) = history["positions"]
     assert [D(e["size"]) for e in closed["exits"]] == [D("0.0195"), D("0.0004"), D("0.0001")]
     assert D(closed["dust"]) == 0 and D(closed["realized_pnl"]) == 0
+
+
+async def test_an_exit_cancelled_below_min_size_closes_with_dust_at_the_same_sequence(
+    ledger: Ledger,
+) -> None:
+    await ledger.send(order_event(1, "o-buy", "buy", "filled", [fill("b1", "0.02", "30")]))
+    await ledger.send(
+        order_event(2, "o-sell", "sell", "partially_filled", [fill("s1", "0.0195", "30")])
+    )
+    open_ = await settle_on(ledger, "l-1", lambda d: d["position"]["sequence"] >= 2)
+    assert open_["position"]["status"] == "open"  # the exit order may still fill
+    assert D(open_["position"]["quantity"]) == D("0.0005")
+    await ledger.send(order_event(3, "o-sell", "sell", "cancelled", []))
+    closed = await settle_on(ledger, "l-1", lambda d: d["position"]["status"] == "flat")
+    assert closed["position"]["sequence"] == 2  # still counts the fills
+    history = (await ledger.http.get("/positions/l-1/history")).json()
+    (position,) = history["positions"]
+    assert D(position["dust"]) == D("0.0005") and D(position["dust_cost"]) == D("0.015")
+    published = await stream_subjects(ledger.nc, "TRANCHE_LEDGER", "tranche.ledger.positions.l-1")
+    assert [p["status"] for p in published][-1] == "flat"
 
 
 # 3
