@@ -218,3 +218,32 @@ async def test_a_fill_booked_before_entry_ids_is_not_booked_again_with_one(ledge
     detail = await settle_on(ledger, "l-1", lambda d: d["position"]["sequence"] >= 2)
     assert D(detail["position"]["quantity"]) == 3
     assert await dead_letters(ledger) == []
+
+
+# 8
+async def test_a_dead_lettered_fill_is_booked_once_when_replayed(ledger: Ledger) -> None:
+    import base64
+
+    from shared.contracts import DeadLetter, Reason
+    from tranche.dlq_cli import replay
+
+    event = order_event(1, "o-buy", "buy", "filled", [fill("t1", "1", "0.05")])
+    payload = event.model_dump_json().encode()
+    letter = DeadLetter(
+        message_id="dlq-ledger-test-1", service="ledger", subject="tranche.orders.events.l-1",
+        payload=payload.decode(), payload_base64=base64.b64encode(payload).decode(),
+        error="database unavailable", time=T0,
+        reasons=[Reason(code="HANDLER_FAILED", message="OperationalError: database unavailable")],
+    )  # fmt: skip
+    await ledger.nc.jetstream().publish("tranche.dlq.ledger", letter.model_dump_json().encode())
+    _, sent = await replay(ledger.nc, "dlq-ledger-test-1", "tester")
+    assert sent
+    detail = await settle_on(ledger, "l-1", lambda d: d["position"]["sequence"] >= 1)
+    assert D(detail["position"]["quantity"]) == 1
+    _, again = await replay(ledger.nc, "dlq-ledger-test-1", "tester")
+    assert not again  # audited: the second replay only says when the first was
+    _, forced = await replay(ledger.nc, "dlq-ledger-test-1", "tester", again=True)
+    assert forced
+    await asyncio.sleep(1)
+    detail = (await ledger.http.get("/positions/l-1")).json()
+    assert D(detail["position"]["quantity"]) == 1  # the ledger booked the fill once
