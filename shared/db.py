@@ -77,7 +77,8 @@ class UtcDateTime(TypeDecorator[datetime]):
 
 
 class ExactDecimal(TypeDecorator[Decimal]):
-    """Money and quantities, exact on every database: NUMERIC(38, 18) on PostgreSQL, text on
+    """Money and quantities, exact on every database: NUMERIC without precision or scale on
+    PostgreSQL (any digits a decimal string carries, never rounded to a fixed scale), text on
     SQLite (whose NUMERIC would store a float). Read back normalised, so ``0.0100`` stored on
     PostgreSQL reads as ``0.01`` exactly as SQLite gives it."""
 
@@ -87,7 +88,7 @@ class ExactDecimal(TypeDecorator[Decimal]):
     def load_dialect_impl(self, dialect):
         if dialect.name == "sqlite":
             return dialect.type_descriptor(String(64))
-        return dialect.type_descriptor(Numeric(38, 18, asdecimal=True))
+        return dialect.type_descriptor(Numeric(asdecimal=True))
 
     def process_bind_param(self, value: Decimal | None, dialect) -> object:
         if value is None:
@@ -100,7 +101,7 @@ class ExactDecimal(TypeDecorator[Decimal]):
         if value is None:
             return None
         # normalize() and quantize() round to the context's precision: 28 digits by default,
-        # fewer than a NUMERIC(38, 18) holds, so give them room.
+        # fewer than a stored decimal may carry, so give them room.
         with localcontext(Context(prec=80)):
             number = Decimal(str(value)).normalize()
             # normalize() writes 100 as 1E+2; back to an integer exponent for plain output.

@@ -25,7 +25,16 @@ from pathlib import Path
 from rich.console import Console
 
 from shared.settings import DEFAULT_PORTS
-from tranche import bots_cli, ledger_cli, nats_cli, orders_cli, outbox_cli, replay, safety_cli
+from tranche import (
+    bots_cli,
+    dlq_cli,
+    ledger_cli,
+    nats_cli,
+    orders_cli,
+    outbox_cli,
+    replay,
+    safety_cli,
+)
 from tranche.credentials import operator_connect
 from tranche.stack import EmbeddedStack, StackConfig, StackError, free_port
 from tranche.status import SERVICES, VIEWS, gather, render
@@ -200,6 +209,7 @@ def parser() -> argparse.ArgumentParser:
     nats_cli.register(commands)
     replay.register(commands)
     outbox_cli.register(commands)
+    dlq_cli.register(commands)
     return root
 
 

@@ -10,6 +10,7 @@ Writes: nothing, except the operator's halt/resume, forwarded to safety's kill s
 HTTP:   GET /                             the page (static/index.html and static/)
         GET /events                       server-sent events: the page's parts as they change
         POST /control/{halt|resume}[/{bot_id}]  forwarded to safety with the caller's token
+        GET /history/{bot_id}[.csv]       the ledger's closed positions of a bot (read through)
 
 Reading never changes anything (DESIGN.md, promise 8): the page and its stream only read; no
 business rule lives here (the board shows what the services said).
@@ -25,7 +26,7 @@ from typing import Annotated
 
 import httpx
 from fastapi import APIRouter, Header, Path
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse, Response
 from prometheus_client import Counter, Gauge
 from sse_starlette import EventSourceResponse
 from starlette.staticfiles import StaticFiles
@@ -36,7 +37,7 @@ from services.dashboard.control import Command, forward
 from services.dashboard.feed import follow
 from services.dashboard.stream import Health, Pulse, page_events
 from services.dashboard.views import e
-from shared.contracts import BotReadiness
+from shared.contracts import BotReadiness, Mode
 from shared.service import Service, bootstrap
 from shared.settings import load
 
@@ -168,6 +169,41 @@ def build(settings: DashboardSettings) -> Service:
         authorization: Annotated[str | None, Header()] = None,
     ) -> HTMLResponse:
         return await control(command, bot_id, authorization)
+
+    async def from_ledger(path: str, mode: str) -> Response:
+        try:
+            answer = await client.get(
+                settings.url_of("ledger") + path, params={"mode": mode}, timeout=10
+            )
+        except httpx.HTTPError as error:
+            return PlainTextResponse(f"the ledger did not answer: {error}", status_code=502)
+        keep = {k: v for k, v in answer.headers.items() if k.lower() == "content-disposition"}
+        return Response(
+            answer.content,
+            status_code=answer.status_code,
+            media_type=answer.headers.get("content-type"),
+            headers=keep,
+        )
+
+    @api.get(
+        "/history/{bot_id}.csv",
+        summary="A bot's closed positions as CSV, one row per fill (from the ledger)",
+        response_class=Response,
+    )
+    async def history_csv(
+        bot_id: Annotated[str, Path(pattern=f"^{TOKEN.pattern}$")], mode: Mode = "mock"
+    ) -> Response:
+        return await from_ledger(f"/positions/{bot_id}/history.csv", mode)
+
+    @api.get(
+        "/history/{bot_id}",
+        summary="A bot's closed positions: entries, exits, fees, realized P&L (from the ledger)",
+        response_class=Response,
+    )
+    async def history(
+        bot_id: Annotated[str, Path(pattern=f"^{TOKEN.pattern}$")], mode: Mode = "mock"
+    ) -> Response:
+        return await from_ledger(f"/positions/{bot_id}/history", mode)
 
     api.mount("/static", StaticFiles(directory=STATIC), name="static")
     service.on_start.append(start_following)

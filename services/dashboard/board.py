@@ -44,6 +44,7 @@ _FAMILIES: dict[str, type[BaseModel]] = {
 }
 
 Decision = c.OrderApproved | c.OrderRejected
+DLQ_REPLAYS = f"{s.DLQ}.replays"
 
 
 @dataclass(frozen=True)
@@ -260,6 +261,8 @@ class Board:
         return points, marks
 
     def _apply(self, subject: str, payload: bytes) -> None:
+        if subject == DLQ_REPLAYS:
+            return  # `tranche dlq replay`'s audit record, not a dead letter
         if subject == s.SAFETY_EVENTS:
             model, token = c.SafetyEvent, ""
         elif subject == s.BOTS_CHANGED:

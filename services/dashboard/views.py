@@ -224,10 +224,15 @@ def _position(board: Board, bot: BotView) -> str:
         if tranches
         else ""
     )
+    history = (
+        f'<div class="history">closed positions: <a href="/history/{e(bot.bot_id)}'
+        f'?mode={e(pos.mode)}">view</a> · <a href="/history/{e(bot.bot_id)}.csv?mode='
+        f'{e(pos.mode)}" download>CSV</a></div>'
+    )
     return (
         f'<div class="position" data-status="{e(pos.status)}" data-quantity="'
         f'{e(plain(pos.quantity))}"><div class="position-title">position '
-        f"<b>{e(pos.status)}</b>{breach}</div><dl>{cells}</dl>{table}</div>"
+        f"<b>{e(pos.status)}</b>{breach}</div><dl>{cells}</dl>{table}{history}</div>"
     )
 
 

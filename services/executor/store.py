@@ -6,6 +6,9 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
+from sqlalchemy import update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from services.executor.orders import Advance, OrderIdentity, OrderState, fill_key
@@ -13,7 +16,7 @@ from shared import subjects
 from shared.contracts import FINAL_ORDER_STATUSES, Fill, OrderEvent
 from shared.db import ExactDecimal, UtcDateTime
 from shared.money import utc_now
-from shared.outbox import stage
+from shared.outbox import OutboxMessage, stage
 
 
 class OrderRow(SQLModel, table=True):
@@ -134,7 +137,17 @@ class FillEntryRow(SQLModel, table=True):
     time: datetime = Field(sa_type=UtcDateTime)
 
 
+class BotSequenceRow(SQLModel, table=True):
+    """The last ``OrderEvent.sequence`` drawn for each bot, shared by every executor instance."""
+
+    __tablename__ = "executor_bot_sequences_v1"
+
+    bot_id: str = Field(primary_key=True, max_length=64)
+    last: int = 0
+
+
 TABLES: list[type[SQLModel]] = [
+    BotSequenceRow,
     FillEntryRow,
     OrderRow,
     FillRow,
@@ -234,7 +247,7 @@ def apply(session: Session, order: OrderRow, step: Advance, exchange_order_id: s
     session.add(order)
     for event in step.events:
         _keep_reason(session, event)
-        stage(session, subjects.for_token(subjects.ORDERS_EVENTS, order.bot_id), event)
+        stage_order_event(session, order.bot_id, event)
 
 
 def _keep_reason(session: Session, event: OrderEvent) -> None:
@@ -266,7 +279,35 @@ def record_event(session: Session, order: OrderRow, event: OrderEvent) -> None:
     order.updated_at = utc_now()
     session.add(order)
     _keep_reason(session, event)
-    stage(session, subjects.for_token(subjects.ORDERS_EVENTS, order.bot_id), event)
+    stage_order_event(session, order.bot_id, event)
+
+
+def stage_order_event(session: Session, bot_id: str, event: OrderEvent) -> None:
+    """Stage ``event`` stamped with the bot's next sequence (the order the ledger books fills
+    in). An event already staged keeps its number and draws none."""
+    if session.exec(
+        select(OutboxMessage.id).where(OutboxMessage.message_id == event.message_id)
+    ).first():
+        return
+    stamped = event.model_copy(update={"sequence": next_sequence(session, bot_id)})
+    stage(session, subjects.for_token(subjects.ORDERS_EVENTS, bot_id), stamped)
+
+
+def next_sequence(session: Session, bot_id: str) -> int:
+    """The bot's next event number, durable and growing across restarts and instances: the
+    counter row is updated in the caller's transaction, so a second instance drawing for the
+    same bot waits for the first to commit (PostgreSQL row lock; SQLite has one writer)."""
+    table = BotSequenceRow.__table__  # type: ignore[attr-defined]
+    dialect = session.get_bind().dialect.name
+    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    session.execute(insert(table).values(bot_id=bot_id, last=0).on_conflict_do_nothing())
+    drawn = session.execute(
+        update(table)
+        .where(table.c.bot_id == bot_id)
+        .values(last=table.c.last + 1)
+        .returning(table.c.last)
+    )
+    return int(drawn.scalar_one())
 
 
 def open_orders(session: Session) -> list[OrderRow]:

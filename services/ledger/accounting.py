@@ -4,9 +4,19 @@ Pure (standard library only, no I/O, no clock). Prices are quote per base, sizes
 costs and P&L quote. Never float.
 
 Long-only spot, one position per bot (DESIGN.md): a ``buy`` fill is an entry, a ``sell`` an exit.
-Flat -> open (first entry fill) -> reduced by exits -> closed once what remains is below
-``min_size``. That remainder is *dust*: it leaves the books and its cost basis is realized as a
-loss (``Position.dust_cost``), because it cannot be sold. The next entry opens a new position.
+Fills are booked in the order they happened: the ``sequence`` the executor stamps on the order
+event that brought them, then their place in it (never by trade id; fills of messages without a
+sequence, older than the stamp, come first, by time, in the order given). Flat -> open (first
+entry fill) -> reduced by exits -> closed when nothing remains, or when the exit order is final,
+its last fill is booked and what remains is below ``min_size``. That remainder is *dust*: it
+leaves the books and its cost basis is realized as a loss (``Position.dust_cost``), because it
+cannot be sold. The next entry opens a new position.
+
+A fill is identified by the exchange's ``entry_id`` (its ``trade_id`` when there is none).
+Coinbase's adjustments repeat the ``trade_id`` of the fill they adjust: a ``REVERSAL`` takes that
+fill back, a ``CORRECTION`` replaces its price, size and fee; the fill keeps its place in the
+sequence, so the books read as if the exchange had reported the right fill the first time, and
+``Book.adjustments`` says what each adjustment changed.
 Buy fills sharing a ``client_order_id`` form one tranche; past ``MAX_TRANCHES`` a tranche is
 booked anyway and flagged. Exits are split ``pro_rata`` (by remaining size, so the average entry
 holds) or ``fifo`` (oldest first). An oversell books what is held, carries the whole fill fee
@@ -36,11 +46,14 @@ traps ``Inexact``, so any other rounding fails loudly instead of leaking.
 from __future__ import annotations
 
 import decimal
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Context, Decimal, localcontext
 from typing import Literal
+
+FillKind = Literal["FILL", "REVERSAL", "CORRECTION", "SYNTHETIC"]
+ADJUSTMENTS = ("REVERSAL", "CORRECTION")
 
 MAX_TRANCHES = 3
 MONEY_QUANTUM = Decimal("1E-18")
@@ -63,6 +76,39 @@ class LedgerFill:
     size: Decimal  # base
     fee: Decimal  # quote
     time: datetime  # aware UTC
+    entry_id: str | None = None  # the exchange's unique id of this record; None: trade_id is
+    trade_type: FillKind = "FILL"
+    # Where it was booked: the sequence of the order event that first brought it and its place
+    # there. Not part of the fill's facts (a redelivery in a later event is the same fill).
+    sequence: int | None = field(default=None, compare=False)
+    index: int = field(default=0, compare=False)
+
+    @property
+    def key(self) -> str:
+        """The dedupe key: a fill seen twice under one key is one fill."""
+        return self.entry_id or self.trade_id
+
+    @property
+    def place(self) -> tuple:
+        """Booking order; unstamped (older) fills first, by time, ties in the order given."""
+        if self.sequence is None:
+            return (0, self.time)
+        return (1, self.sequence, self.index)
+
+
+@dataclass(frozen=True)
+class Adjustment:
+    """A reversal or correction as booked, with what it changed on the bot's books (quote and
+    base, the books with it minus the books without it)."""
+
+    entry_id: str
+    trade_id: str  # the fill it adjusts
+    trade_type: FillKind
+    found: bool  # False: no fill with that trade id is booked (yet); it changed nothing
+    quantity_change: Decimal
+    cost_basis_change: Decimal
+    realized_pnl_change: Decimal
+    fees_change: Decimal
 
 
 @dataclass(frozen=True)
@@ -87,6 +133,8 @@ class ExitAllocation:
     fee: Decimal
     realized_pnl: Decimal
     per_tranche: tuple[tuple[int, Decimal, Decimal], ...]  # (tranche index, qty taken, pnl)
+    key: str = ""  # the fill's key (``LedgerFill.key``): its entry id, else its trade id
+    time: datetime | None = None  # of the exit fill
 
 
 @dataclass(frozen=True)
@@ -107,6 +155,7 @@ class Position:
     tranches: tuple[Tranche, ...]
     exits: tuple[ExitAllocation, ...]
     dust_cost: Decimal = ZERO  # cost basis of the dust, written off into realized_pnl
+    entries: tuple[LedgerFill, ...] = ()  # its entry fills as booked (adjusted), in order
 
 
 @dataclass(frozen=True)
@@ -114,6 +163,7 @@ class Book:
     positions: tuple[Position, ...]  # oldest first; the last may be open
     unmatched_exit_size: Decimal  # sells booked while flat (base)
     unmatched_exits: tuple[LedgerFill, ...] = ()  # those sell fills, for the trader to inspect
+    adjustments: tuple[Adjustment, ...] = ()
 
     @property
     def current(self) -> Position | None:
@@ -129,23 +179,98 @@ def book_fills(
     min_size: Decimal,
     size_increment: Decimal,
     allocation: Allocation = "pro_rata",
+    final_orders: Collection[str] | None = None,
 ) -> Book:
-    """Book one bot's fills, in (time, trade_id) order, whatever order they arrive in.
+    """Book one bot's fills in the order they happened (``LedgerFill.place``), whatever order
+    they arrive in. ``final_orders`` names the orders the exchange has finished (``None``: all
+    of them, as when rebuilding from a complete history); an exit order closes the position
+    only once it is final.
 
-    A trade_id seen twice with identical content is booked once; seen twice with different
-    content is a ValueError, because no order of booking would be right.
+    A key (entry id, else trade id) seen twice with identical facts is booked once, at its
+    earliest place; seen twice with different facts it is a :class:`FillConflict`, because no
+    order of booking would be right.
     """
     unique: dict[str, LedgerFill] = {}
     for fill in fills:
         _validate(fill)
-        seen = unique.setdefault(fill.trade_id, fill)
+        seen = unique.setdefault(fill.key, fill)
         if seen != fill:
-            raise ValueError(f"trade_id {fill.trade_id!r} appears with different contents")
-    booker = _Booker(min_size, size_increment, allocation)
+            raise FillConflict(seen, fill)
+        if fill.place < seen.place:
+            unique[fill.key] = fill
+    ordered = sorted(unique.values(), key=lambda f: f.place)
+    adjustments = [f for f in ordered if f.trade_type in ADJUSTMENTS]
     with localcontext(_EXACT):
-        for fill in sorted(unique.values(), key=lambda f: (f.time, f.trade_id)):
-            booker.apply(fill)
-        return booker.book()
+        book = _book(ordered, adjustments, min_size, size_increment, allocation, final_orders)
+        effects = []
+        for adjustment in adjustments:
+            others = [a for a in adjustments if a is not adjustment]
+            without = _book(ordered, others, min_size, size_increment, allocation, final_orders)
+            effects.append(_effect(adjustment, ordered, book, without))
+    return Book(book.positions, book.unmatched_exit_size, book.unmatched_exits, tuple(effects))
+
+
+class FillConflict(ValueError):
+    """One fill key with two different sets of facts: ``booked`` first, ``incoming`` second."""
+
+    def __init__(self, booked: LedgerFill, incoming: LedgerFill):
+        super().__init__(f"fill {booked.key!r} appears with different contents")
+        self.booked, self.incoming = booked, incoming
+
+
+def _effective(ordered: list[LedgerFill], adjustments: list[LedgerFill]) -> list[LedgerFill]:
+    """The fills as adjusted: the last adjustment naming a trade id wins."""
+    latest = {a.trade_id: a for a in adjustments}
+    out = []
+    for fill in ordered:
+        if fill.trade_type in ADJUSTMENTS:
+            continue
+        adjustment = latest.get(fill.trade_id)
+        if adjustment is None:
+            out.append(fill)
+        elif adjustment.trade_type == "CORRECTION":
+            out.append(replace(fill, price=adjustment.price, size=adjustment.size,
+                               fee=adjustment.fee))  # fmt: skip
+    return out
+
+
+def _book(
+    ordered: list[LedgerFill],
+    adjustments: list[LedgerFill],
+    min_size: Decimal,
+    size_increment: Decimal,
+    allocation: Allocation,
+    final_orders: Collection[str] | None,
+) -> Book:
+    effective = _effective(ordered, adjustments)
+    last_of_order = {fill.client_order_id: fill.key for fill in effective}
+    closing = {
+        key for order, key in last_of_order.items() if final_orders is None or order in final_orders
+    }
+    booker = _Booker(min_size, size_increment, allocation, closing)
+    for fill in effective:
+        booker.apply(fill)
+    return booker.book()
+
+
+def _effect(adjustment: LedgerFill, ordered: list[LedgerFill], book: Book, without: Book):
+    def totals(b: Book) -> tuple[Decimal, Decimal, Decimal, Decimal]:
+        current = b.current
+        return (
+            current.quantity if current else ZERO,
+            current.cost_basis if current else ZERO,
+            sum((p.realized_pnl for p in b.positions), ZERO),
+            sum((p.fees_paid for p in b.positions), ZERO),
+        )
+
+    after, before = totals(book), totals(without)
+    found = any(
+        f.trade_id == adjustment.trade_id and f.trade_type not in ADJUSTMENTS for f in ordered
+    )
+    return Adjustment(
+        adjustment.key, adjustment.trade_id, adjustment.trade_type, found,
+        *(a - b for a, b in zip(after, before, strict=True)),
+    )  # fmt: skip
 
 
 def unrealized_pnl(position: Position, mark_price: Decimal) -> Decimal:
@@ -205,6 +330,7 @@ class _OpenPosition:
     dust: Decimal = ZERO
     dust_cost: Decimal = ZERO
     unmatched_exit_size: Decimal = ZERO
+    entries: list[LedgerFill] = field(default_factory=list)
 
     @property
     def quantity(self) -> Decimal:
@@ -236,6 +362,7 @@ class _OpenPosition:
             tranches=tuple(t.freeze() for t in self.tranches),
             exits=tuple(self.exits),
             dust_cost=self.dust_cost,
+            entries=tuple(self.entries),
         )
 
 
@@ -245,7 +372,13 @@ class _Booker:
     Call it inside the exact decimal context (``book_fills`` does).
     """
 
-    def __init__(self, min_size: Decimal, size_increment: Decimal, allocation: Allocation):
+    def __init__(
+        self,
+        min_size: Decimal,
+        size_increment: Decimal,
+        allocation: Allocation,
+        closing: Collection[str] = (),
+    ):
         if min_size < 0 or size_increment <= 0:
             raise ValueError("min_size must be >= 0 and size_increment > 0")
         if allocation not in ("pro_rata", "fifo"):
@@ -253,6 +386,7 @@ class _Booker:
         self.min_size = min_size
         self.size_increment = size_increment
         self.allocation = allocation
+        self.closing = closing  # keys of the last fill of each final order
         self.positions: list[_OpenPosition] = []
         self.unmatched_exits: list[LedgerFill] = []
 
@@ -278,6 +412,7 @@ class _Booker:
             tranche = _OpenTranche(len(position.tranches) + 1, fill.client_order_id)
             position.tranches.append(tranche)
         tranche.add(fill)
+        position.entries.append(fill)
 
     def _exit(self, position: _OpenPosition, fill: LedgerFill) -> None:
         qty = min(fill.size, position.quantity)
@@ -301,10 +436,14 @@ class _Booker:
             tranche.realized_pnl += pnl
             per_tranche.append((tranche.index, q, pnl))
         total = sum((p for _, _, p in per_tranche), ZERO)
-        exit_ = ExitAllocation(fill.trade_id, qty, fill.price, fill.fee, total, tuple(per_tranche))
+        exit_ = ExitAllocation(
+            fill.trade_id, qty, fill.price, fill.fee, total, tuple(per_tranche), fill.key, fill.time
+        )
         position.exits.append(exit_)
         remaining = position.quantity
-        if remaining == 0 or remaining < self.min_size:
+        # Below min_size the rest cannot be sold: dust, but only once the exit order is final
+        # and its last fill is booked, or its later fills would find the position gone.
+        if remaining == 0 or (remaining < self.min_size and fill.key in self.closing):
             self._close(position, fill.time)
 
     def _split(self, qty: Decimal, remaining: list[Decimal]) -> list[Decimal]:

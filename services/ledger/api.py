@@ -9,13 +9,15 @@ from decimal import Decimal
 from typing import Literal
 
 from fastapi import APIRouter, HTTPException, Query
+from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
 from sqlmodel import Session
 
-from services.ledger.accounting import Allocation, Book
+from services.ledger.accounting import Allocation, Book, ExitAllocation, Position
 from services.ledger.booking import Booked, recompute
+from services.ledger.history import closed_positions, duration_s, to_csv
 from services.ledger.reports import Mark, realized_by_day, unrealized
-from services.ledger.store import FillRow, as_ledger_fill, bots_with_fills, fills_of, positions
+from services.ledger.store import as_ledger_fill, bots_with_fills, fills_of, positions
 from shared.bots import LiveCatalog
 from shared.catalog import Catalog
 from shared.contracts import Mode, PositionUpdate
@@ -68,6 +70,86 @@ class PositionDetail(PositionView):
     history: list[PastPosition]
 
 
+class FillView(BaseModel):
+    """A booked fill as the exchange reported it, with where the ledger placed it."""
+
+    trade_id: str
+    entry_id: str | None
+    trade_type: str
+    client_order_id: str
+    intent_id: str
+    side: str
+    price: Dec
+    size: Dec
+    fee: Dec
+    liquidity: str
+    time: UtcTime
+    sequence: int | None
+    """The executor's sequence of the order event that first brought it."""
+    order_event_id: str
+
+
+class EntryView(BaseModel):
+    trade_id: str
+    entry_id: str | None
+    client_order_id: str
+    time: UtcTime
+    size: Dec
+    price: Dec
+    fee: Dec
+
+
+class TrancheHistory(BaseModel):
+    index: int
+    client_order_id: str
+    entry_price: Dec
+    size: Dec
+    fees: Dec
+    realized_pnl: Dec
+
+
+class ClosedPosition(BaseModel):
+    number: int
+    status: Literal["open", "closed"]
+    opened_at: UtcTime
+    closed_at: UtcTime | None
+    duration_s: int | None
+    entries: list[EntryView]
+    exits: list[ExitView]
+    tranches: list[TrancheHistory]
+    fees_paid: Dec
+    realized_pnl: Dec
+    """Quote, fees included; the dust's cost (written off) counted in."""
+    dust: Dec
+    """Base left below the product's minimum size when the exit order finished."""
+    dust_cost: Dec
+    tranche_breach: bool
+
+
+class AdjustmentView(BaseModel):
+    """A reversal or correction the exchange made to a booked fill, and what it changed."""
+
+    entry_id: str
+    trade_id: str
+    trade_type: str
+    found: bool
+    quantity_change: Dec
+    cost_basis_change: Dec
+    realized_pnl_change: Dec
+    fees_change: Dec
+
+
+class History(BaseModel):
+    bot_id: str
+    product_id: str
+    mode: Mode
+    positions: list[ClosedPosition]
+    """Closed positions, oldest first."""
+    realized_pnl: Dec
+    """Of the closed positions."""
+    adjustments: list[AdjustmentView]
+
+
 class DayView(BaseModel):
     bot_id: str
     day: date
@@ -84,6 +166,57 @@ class Summary(BaseModel):
     unrealized_pnl: Dec | None
     fees_paid: Dec
     unrealized_note: str | None = None
+
+
+def exit_view(e: ExitAllocation) -> ExitView:
+    return ExitView(
+        trade_id=e.trade_id,
+        time=e.time,
+        size=e.size,
+        price=e.price,
+        fee=e.fee,
+        realized_pnl=e.realized_pnl,
+        per_tranche=[TranchePart(tranche=i, size=q, realized_pnl=p) for i, q, p in e.per_tranche],
+    )
+
+
+def closed_view(p: Position) -> ClosedPosition:
+    return ClosedPosition(
+        number=p.number,
+        status=p.status,
+        opened_at=p.opened_at,
+        closed_at=p.closed_at,
+        duration_s=duration_s(p),
+        entries=[
+            EntryView(
+                trade_id=f.trade_id,
+                entry_id=f.entry_id,
+                client_order_id=f.client_order_id,
+                time=f.time,
+                size=f.size,
+                price=f.price,
+                fee=f.fee,
+            )
+            for f in p.entries
+        ],
+        exits=[exit_view(e) for e in p.exits],
+        tranches=[
+            TrancheHistory(
+                index=t.index,
+                client_order_id=t.client_order_id,
+                entry_price=t.entry_price,
+                size=t.size,
+                fees=t.entry_fees,
+                realized_pnl=t.realized_pnl,
+            )
+            for t in p.tranches
+        ],
+        fees_paid=p.fees_paid,
+        realized_pnl=p.realized_pnl,
+        dust=p.dust,
+        dust_cost=p.dust_cost,
+        tranche_breach=p.tranche_breach,
+    )
 
 
 def view(position: PositionUpdate, mark: Mark | None) -> PositionView:
@@ -145,13 +278,9 @@ def ledger_api(
         known_bot(bot_id)
         bot = catalog.all_bots[bot_id]
 
-        def compute(session: Session) -> tuple[Booked | None, list[FillRow]]:
-            return book_of(session, bot_id, mode), fills_of(session, bot_id, mode)
-
-        booked, rows = await service.read(compute)
+        booked = await service.read(lambda session: book_of(session, bot_id, mode))
         if booked is None:
             raise HTTPException(404, f"no fill booked for bot {bot_id!r} in {mode} mode")
-        times = {row.trade_id: row.time for row in rows}
         current = booked.book.current
         mark = marks.get(bot.product_id)
         base = view(booked.position, mark)
@@ -160,20 +289,7 @@ def ledger_api(
             **base.model_dump(exclude={"unrealized_pnl"}),
             unrealized_pnl=amount,
             allocation=allocation_of(bot_id),
-            exits=[
-                ExitView(
-                    trade_id=e.trade_id,
-                    time=times[e.trade_id],
-                    size=e.size,
-                    price=e.price,
-                    fee=e.fee,
-                    realized_pnl=e.realized_pnl,
-                    per_tranche=[
-                        TranchePart(tranche=i, size=q, realized_pnl=p) for i, q, p in e.per_tranche
-                    ],
-                )
-                for e in (current.exits if current else ())
-            ],
+            exits=[exit_view(e) for e in (current.exits if current else ())],
             history=[
                 PastPosition(
                     number=p.number,
@@ -189,13 +305,50 @@ def ledger_api(
             ],
         )
 
+    async def booked_of(bot_id: str, mode: Mode) -> Booked:
+        known_bot(bot_id)
+        booked = await service.read(lambda session: book_of(session, bot_id, mode))
+        if booked is None:
+            raise HTTPException(404, f"no fill booked for bot {bot_id!r} in {mode} mode")
+        return booked
+
+    @api.get(
+        "/positions/{bot_id}/history",
+        summary="A bot's closed positions: entries, exits, tranches, fees, realized P&L, duration",
+    )
+    async def position_history(bot_id: str, mode: Mode = "mock") -> History:
+        book = (await booked_of(bot_id, mode)).book
+        closed = closed_positions(book)
+        return History(
+            bot_id=bot_id,
+            product_id=catalog.all_bots[bot_id].product_id,
+            mode=mode,
+            positions=[closed_view(p) for p in closed],
+            realized_pnl=sum((p.realized_pnl for p in closed), Decimal(0)),
+            adjustments=[AdjustmentView(**vars(a)) for a in book.adjustments],
+        )
+
+    @api.get(
+        "/positions/{bot_id}/history.csv",
+        summary="The closed positions' fills as CSV, one row per fill and per dust write-off",
+        response_class=PlainTextResponse,
+        responses={200: {"content": {"text/csv": {}}}},
+    )
+    async def position_history_csv(bot_id: str, mode: Mode = "mock") -> PlainTextResponse:
+        book = (await booked_of(bot_id, mode)).book
+        return PlainTextResponse(
+            to_csv(book, catalog.all_bots[bot_id].product_id),
+            media_type="text/csv",
+            headers={"Content-Disposition": f'attachment; filename="{bot_id}-{mode}-history.csv"'},
+        )
+
     @api.get("/fills", summary="Booked fills of a bot, oldest first")
     async def fills(
         bot_id: str, mode: Mode = "mock", limit: int = Query(500, ge=1, le=10_000)
-    ) -> list[dict]:
+    ) -> list[FillView]:
         known_bot(bot_id)
         rows = await service.read(lambda session: fills_of(session, bot_id, mode))
-        return [row.model_dump(mode="json") for row in rows[-limit:]]
+        return [FillView.model_validate(row, from_attributes=True) for row in rows[-limit:]]
 
     def daily(session: Session, bot_id: str, mode: Mode) -> list[DayView]:
         booked = book_of(session, bot_id, mode)

@@ -30,13 +30,17 @@ from services.ledger.config import LedgerSettings
 from services.ledger.reports import Mark
 from services.ledger.schema import migrate
 from services.ledger.store import (
+    Conflict,
     FillRow,
+    LedgerOrderRow,
     PositionRow,
     add_fills,
+    has_fills,
     lock_position,
-    new_fills,
+    note_order,
     position_of,
     save_position,
+    sort_fills,
 )
 from shared import subjects
 from shared.bots import LiveCatalog
@@ -58,11 +62,15 @@ from shared.streams import LEDGER_ORDER_EVENTS
 
 FILLS_BOOKED = Counter("tranche_ledger_fills_booked_total", "Fills booked", ["mode"])
 FILLS_SEEN_AGAIN = Counter("tranche_ledger_fills_duplicate_total", "Fills already booked")
+FILL_CONFLICTS = Counter(
+    "tranche_ledger_fill_conflicts_total",
+    "Fills refused (to the DLQ as FILL_CONFLICT): a booked fill with their key says otherwise",
+)
 BREACHES = Counter("tranche_ledger_tranche_breaches_total", "Positions past three tranches")
 
 
 def build(settings: LedgerSettings) -> Service:
-    service = Service(settings, [FillRow, PositionRow], migrate=migrate)
+    service = Service(settings, [FillRow, LedgerOrderRow, PositionRow], migrate=migrate)
     log = service.log
     try:
         # Bots created at run time are in the tranche_bots bucket, followed in the background.
@@ -83,15 +91,21 @@ def build(settings: LedgerSettings) -> Service:
             raise InvalidMessage(
                 Reason(code="UNKNOWN_PRODUCT", message=f"{body.product_id} is not a known product")
             )
-        if not body.fills:
-            return  # a status without fills changes no position
 
-        def book(session: Session) -> tuple[PositionUpdate, SafetyEvent | None] | None:
+        def book(
+            session: Session,
+        ) -> tuple[PositionUpdate, SafetyEvent | None, int] | Conflict | None:
             lock_position(session, body.bot_id, body.mode)  # first: later reads see every fill
-            fresh = new_fills(session, body)
-            if not fresh:
-                return None  # every fill already booked: a redelivery or a re-publish
-            add_fills(session, body, fresh)
+            sorted_ = sort_fills(session, body)
+            if isinstance(sorted_, Conflict):
+                session.rollback()  # nothing of this event is booked
+                return sorted_
+            # An exit order that finished may close the position (dust), if it filled at all.
+            closing = note_order(session, body) and body.side == "sell"
+            closing = closing and (bool(sorted_.new) or has_fills(session, body.client_order_id))
+            if not sorted_.new and not sorted_.moved and not closing:
+                return None  # nothing the books depend on changed: a redelivery, a status
+            add_fills(session, body, sorted_.new)
             booked = recompute(
                 session,
                 bot_id=body.bot_id,
@@ -102,22 +116,33 @@ def build(settings: LedgerSettings) -> Service:
                 correlation_id=body.correlation_id,
                 last_order_event_id=body.message_id,
             )
-            assert booked is not None  # the fills just added are there
+            if booked is None:
+                return None  # an exit order finished with no fill booked for the bot
             save_position(session, booked.position)
             if booked.breach is not None:
                 stage(session, subjects.SAFETY_EVENTS, booked.breach)
-            return booked.position, booked.breach
+            return booked.position, booked.breach, len(sorted_.new)
 
         with correlated(body.intent_id, bot_id=body.bot_id, client_order_id=body.client_order_id):
             outcome = await service.transact(book)
+            if isinstance(outcome, Conflict):
+                FILL_CONFLICTS.inc()
+                log.error(
+                    "fill.conflict",
+                    fill_key=outcome.key,
+                    booked={k: str(v) for k, v in outcome.booked.items()},
+                    incoming={k: str(v) for k, v in outcome.incoming.items()},
+                )
+                raise InvalidMessage(Reason(code="FILL_CONFLICT", message=outcome.sentence()[:500]))
             if outcome is None:
                 FILLS_SEEN_AGAIN.inc(len(body.fills))
                 return
-            position, breach = outcome
-            FILLS_BOOKED.labels(body.mode).inc(len(body.fills))
+            position, breach, booked_now = outcome
+            FILLS_BOOKED.labels(body.mode).inc(booked_now)
+            FILLS_SEEN_AGAIN.inc(len(body.fills) - booked_now)
             log.info(
                 "fills.booked",
-                fills=len(body.fills),
+                fills=booked_now,
                 quantity=str(position.quantity),
                 average_entry_price=str(position.average_entry_price),
                 realized_pnl=str(position.realized_pnl),

@@ -13,7 +13,7 @@ from sqlmodel import Session
 
 from services.ledger.accounting import MAX_TRANCHES, Allocation, Book, book_fills
 from services.ledger.positions import position_message
-from services.ledger.store import as_ledger_fill, fills_of
+from services.ledger.store import as_ledger_fill, fills_of, final_orders
 from shared.catalog import Product
 from shared.contracts import Mode, PositionUpdate, SafetyEvent
 
@@ -40,12 +40,18 @@ def recompute(
     rows = fills_of(session, bot_id, mode)
     if not rows:
         return None
+    finished = final_orders(session, bot_id, mode)
     book = book_fills(
         [as_ledger_fill(row) for row in rows],
         min_size=product.base_min_size,
         size_increment=product.base_increment,
         allocation=allocation,
+        final_orders=finished,
     )
+    # A finished exit order may change the books without a new fill (dust closes the position):
+    # its message needs an id of its own, while ``sequence`` keeps counting fills, as readers
+    # compare it with the fills they have seen.
+    exits_finished = {row.client_order_id for row in rows if row.side == "sell"} & finished
     time = max(row.time for row in rows)
     position = position_message(
         book=book,
@@ -53,6 +59,7 @@ def recompute(
         product_id=product_id,
         mode=mode,
         sequence=len(rows),
+        exits_finished=len(exits_finished),
         time=time,
         correlation_id=correlation_id,
         last_order_event_id=last_order_event_id,

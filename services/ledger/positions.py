@@ -19,12 +19,17 @@ def position_message(
     time: datetime,
     correlation_id: str | None,
     last_order_event_id: str | None,
+    exits_finished: int = 0,
 ) -> PositionUpdate:
     """The bot's current position (flat when none is open): ``realized_pnl`` of the current
     position, ``realized_pnl_total`` of all of them; ``sequence`` counts the fills booked for the
-    bot in this mode, so a reader can tell the newer of two updates."""
+    bot in this mode, so a reader can tell the newer of two updates (an exit order finishing with
+    no new fill may close the position at the same ``sequence``: the later message wins, and its
+    id names the finished exits, ``exits_finished``, so it is not dropped as a duplicate)."""
     current = book.current
     message_id = f"position-{mode}-{bot_id}-{sequence}"
+    if exits_finished:
+        message_id += f"-x{exits_finished}"
     common = {
         "message_id": message_id,
         "correlation_id": correlation_id or message_id,

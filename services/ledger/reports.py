@@ -32,11 +32,11 @@ class DayPnl:
 
 def realized_by_day(book: Book, fills: list[LedgerFill]) -> list[DayPnl]:
     """Realized P&L per UTC day of the exit fill; dust written off counts on its closing day."""
-    times = {fill.trade_id: fill.time for fill in fills}
+    times = {fill.key: fill.time for fill in fills}
     days: dict[date, list[Decimal]] = defaultdict(lambda: [Decimal(0), Decimal(0), Decimal(0)])
     for position in book.positions:
         for exit_ in position.exits:
-            day = days[times[exit_.trade_id].date()]
+            day = days[times[exit_.key].date()]
             day[0] += exit_.realized_pnl
             day[1] += exit_.fee
             day[2] += 1

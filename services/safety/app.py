@@ -32,7 +32,12 @@ from sqlmodel import Session, select
 
 from services.safety.config import SafetySettings
 from services.safety.control import run_command
-from services.safety.handlers import decide_and_store, readiness_of, record_order_event
+from services.safety.handlers import (
+    decide_and_store,
+    readiness_of,
+    record_order_event,
+    record_position,
+)
 from services.safety.readiness import BotClock, ReadinessPublisher
 from services.safety.rules import Market, decision_time
 from services.safety.store import (
@@ -42,7 +47,6 @@ from services.safety.store import (
     decisions,
     latest_decision_times,
     ledger_behind,
-    save_position,
     serialise_sqlite_writers,
 )
 from shared import subjects
@@ -200,10 +204,14 @@ def build(settings: SafetySettings) -> Service:
 
     async def keep_position(position: PositionUpdate) -> None:
         try:
-            await service.transact(lambda session: save_position(session, position))
+            news = await service.transact(
+                lambda session: record_position(session, position, settings)
+            )
         except Exception as error:  # the next update or a restart brings it again
             log.warning("position.not_saved", bot_id=position.bot_id, error=str(error))
         else:
+            for item in news:
+                log.warning("breaker.tripped", code=item.code, state=item.state)
             heard_of(position.bot_id, position.product_id, position.time)
         position_saved[0].set()
         position_saved[0] = asyncio.Event()

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from shared.contracts import Fill, TradingState
+from shared.contracts import TradingState
 from shared.money import format_decimal
 
 ZERO = Decimal(0)
@@ -38,7 +38,8 @@ class BreakerLimits:
 
 @dataclass(frozen=True)
 class ExitResult:
-    """A finished exit and the P&L it realized (quote, fees included)."""
+    """A finished exit and the P&L it realized (quote, fees included), as the ledger booked it:
+    safety never computes realized P&L itself (``store.book_realized``)."""
 
     time: datetime
     realized_pnl: Decimal
@@ -52,15 +53,6 @@ class Trip:
     """``None``: every bot."""
     state: TradingState
     resets_at: datetime | None
-
-
-def realized_pnl_of_exit(fills: Sequence[Fill], cost_per_unit: Decimal) -> Decimal:
-    """DESIGN.md's formula: qty × exit price − exit fee − qty × cost basis per unit (entry fees
-    included). ``cost_per_unit`` is the ledger's cost basis / quantity when the exit was approved;
-    pro-rata exits leave it unchanged, so it holds for every fill of the exit."""
-    return sum(
-        (fill.size * fill.price - fill.fee - fill.size * cost_per_unit for fill in fills), ZERO
-    )
 
 
 def _loss(results: Sequence[ExitResult], since: datetime) -> Decimal:

@@ -8,7 +8,7 @@ from datetime import datetime
 
 from sqlmodel import Session
 
-from services.safety.breakers import all_bots_trips, bot_trips, realized_pnl_of_exit
+from services.safety.breakers import all_bots_trips, bot_trips
 from services.safety.config import SafetySettings
 from services.safety.readiness import BotClock, assess
 from services.safety.rules import BotState, Market, client_order_id_for, decide, decision_time
@@ -17,24 +17,26 @@ from services.safety.store import (
     TradingStateRow,
     apply_order_event,
     apply_trips,
+    book_realized,
     breaker_facts,
     current_mode,
     decision_exists,
-    fills_of,
     gather_state,
     lock_scopes,
+    note_realized,
     peek_scopes,
     reset_due_breakers,
     safety_event,
     save_decision,
+    save_position,
 )
 from shared import subjects
 from shared.contracts import (
     BotReadiness,
-    Fill,
     OrderApproved,
     OrderEvent,
     OrderRejected,
+    PositionUpdate,
     SafetyEvent,
     TradeIntent,
 )
@@ -157,28 +159,46 @@ def decide_and_store(
 def record_order_event(
     session: Session, body: OrderEvent, settings: SafetySettings
 ) -> list[SafetyEvent]:
-    """Record an order event; when it makes the order final, book an exit's realized P&L and
-    check the breakers. Returns the trips it caused (each already staged as an event)."""
+    """Record an order event; when it makes the order final, check the breakers (a failed
+    order counts at once; an exit's realized P&L comes with the ledger's position, see
+    :func:`record_position`). Returns the trips it caused (each already staged as an event)."""
     system, bot = lock_scopes(session, body.bot_id)
     finished = apply_order_event(session, body)
     if finished is None:
         return []
-    if finished.action == "exit" and finished.filled_size > 0 and finished.cost_per_unit:
-        fills = [
-            Fill(trade_id=f.trade_id, price=f.price, size=f.size, fee=f.fee, time=f.time)
-            for f in fills_of(session, body.client_order_id)
-        ]
-        finished.realized_pnl = realized_pnl_of_exit(fills, finished.cost_per_unit)
-        session.add(finished)
-        session.flush()
-    exits, failures = breaker_facts(session, body.mode, body.bot_id)
-    limits = settings.breakers_for(body.bot_id)
-    trips = bot_trips(body.bot_id, exits, failures, limits, body.time)
-    all_exits, _ = breaker_facts(session, body.mode, None)
-    trips += all_bots_trips(all_exits, settings.breakers_for(None), body.time)
-    return apply_trips(
-        session, trips, {SYSTEM: system, body.bot_id: bot}, body.client_order_id, body.time
-    )
+    return _check_breakers(session, body.mode, body.bot_id, system, bot, body.client_order_id,
+                           body.time, settings)  # fmt: skip
+
+
+def record_position(
+    session: Session, position: PositionUpdate, settings: SafetySettings
+) -> list[SafetyEvent]:
+    """Keep the ledger's newest position; what its realized P&L moved since the last one is the
+    realized P&L of the bot's latest exit (one source: the ledger's books, FIFO or pro rata,
+    dust and adjustments included). Once that exit's order is final the breakers judge it."""
+    system, bot = lock_scopes(session, position.bot_id)
+    if not save_position(session, position):
+        return []
+    change = note_realized(session, position)
+    if not change:
+        return []
+    exit_ = book_realized(session, position.bot_id, position.mode, change)
+    if exit_ is None or not exit_.final:
+        return []
+    return _check_breakers(session, position.mode, position.bot_id, system, bot,
+                           exit_.client_order_id or position.message_id, position.time,
+                           settings)  # fmt: skip
+
+
+def _check_breakers(
+    session: Session, mode: str, bot_id: str, system: TradingStateRow, bot: TradingStateRow,
+    cause: str, now: datetime, settings: SafetySettings,
+) -> list[SafetyEvent]:  # fmt: skip
+    exits, failures = breaker_facts(session, mode, bot_id)
+    trips = bot_trips(bot_id, exits, failures, settings.breakers_for(bot_id), now)
+    all_exits, _ = breaker_facts(session, mode, None)
+    trips += all_bots_trips(all_exits, settings.breakers_for(None), now)
+    return apply_trips(session, trips, {SYSTEM: system, bot_id: bot}, cause, now)
 
 
 def readiness_of(

@@ -117,6 +117,17 @@ class PositionRow(SQLModel, table=True):
     last_entry_price: Decimal | None = Field(default=None, sa_type=ExactDecimal)
 
 
+class RealizedRow(SQLModel, table=True):
+    """The ledger's ``realized_pnl_total`` last seen per bot and mode: the breakers' only source
+    of realized P&L (what changed between two position messages was realized by an exit)."""
+
+    __tablename__ = "safety_realized_v1"
+
+    bot_id: str = Field(primary_key=True, max_length=64)
+    mode: str = Field(primary_key=True, max_length=16)
+    realized_pnl_total: Decimal = Field(default=ZERO, sa_type=ExactDecimal)
+
+
 class TradingStateRow(SQLModel, table=True):
     __tablename__ = "safety_trading_states"
 
@@ -133,7 +144,7 @@ class TradingStateRow(SQLModel, table=True):
     """System row only: the mode approvals are made in now (``None``: the start mode)."""
 
 
-TABLES: list[type[SQLModel]] = [DecisionRow, FillRow, PositionRow, TradingStateRow]
+TABLES: list[type[SQLModel]] = [DecisionRow, FillRow, PositionRow, RealizedRow, TradingStateRow]
 
 
 def serialise_sqlite_writers(engine: Engine) -> None:
@@ -469,10 +480,12 @@ def decisions(session: Session, bot_id: str | None = None, limit: int = 50) -> l
 
 
 def save_position(session: Session, update_: PositionUpdate) -> bool:
-    """Keep the newest position per bot and mode (by the ledger's sequence); an older or repeated
-    update changes nothing. Returns whether it was newer."""
+    """Keep the newest position per bot and mode (by the ledger's sequence); an older update
+    changes nothing, a repeated one stores the same again. Returns whether it was kept."""
     row = session.get(PositionRow, (update_.bot_id, update_.mode), with_for_update=True)
-    if row is not None and row.sequence >= update_.sequence:
+    # An equal sequence is newer too: the ledger closes a position when an exit order finishes
+    # without a new fill (dust), at the same fill count (the bucket delivers updates in order).
+    if row is not None and row.sequence > update_.sequence:
         return False
     row = row or PositionRow(bot_id=update_.bot_id, mode=update_.mode)
     row.sequence = update_.sequence
@@ -483,6 +496,49 @@ def save_position(session: Session, update_: PositionUpdate) -> bool:
     row.last_entry_price = update_.tranches[-1].entry_price if update_.tranches else None
     session.add(row)
     return True
+
+
+def note_realized(session: Session, update_: PositionUpdate) -> Decimal | None:
+    """How much the ledger's realized P&L of the bot moved since the last position seen (call it
+    for a newer position only). ``None`` the first time: that total is the baseline, realized
+    before safety watched (its exits are not safety's to count)."""
+    row = session.get(RealizedRow, (update_.bot_id, update_.mode), with_for_update=True)
+    if row is None:
+        session.add(
+            RealizedRow(
+                bot_id=update_.bot_id,
+                mode=update_.mode,
+                realized_pnl_total=update_.realized_pnl_total,
+            )
+        )
+        return None
+    change = update_.realized_pnl_total - row.realized_pnl_total
+    row.realized_pnl_total = update_.realized_pnl_total
+    session.add(row)
+    return change
+
+
+def book_realized(session: Session, bot_id: str, mode: str, change: Decimal) -> DecisionRow | None:
+    """Add ``change`` (quote) to the realized P&L of the bot's latest approved exit: the exit
+    order the ledger just booked (only an exit realizes, and only what safety approved is
+    placed). Its order event may reach safety after the ledger's position does, so the exit is
+    not required to have fills recorded yet. Returns that row (``None``: no exit approved)."""
+    row = session.exec(
+        select(DecisionRow)
+        .where(
+            DecisionRow.bot_id == bot_id,
+            DecisionRow.mode == mode,
+            DecisionRow.action == "exit",
+            col(DecisionRow.approved).is_(True),
+        )
+        .order_by(col(DecisionRow.decided_at).desc())
+    ).first()
+    if row is None:
+        return None
+    row.realized_pnl = (row.realized_pnl or ZERO) + change
+    session.add(row)
+    session.flush()
+    return row
 
 
 # -- order events -----------------------------------------------------------------------------

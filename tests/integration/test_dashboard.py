@@ -417,6 +417,10 @@ async def test_halt_reaches_safety_with_the_operators_token_and_nothing_without_
             "/control/halt/no.dots", headers={"Authorization": f"Bearer {TOKEN}"}
         )
         assert bad_bot.status_code == 422
+        # The history link reads through to the ledger, which is not running here.
+        no_ledger = await client.get("/history/dash-1.csv")
+        assert no_ledger.status_code == 502 and "ledger did not answer" in no_ledger.text
+        assert (await client.get("/history/no.dots")).status_code == 422
 
         metrics = (await client.get("/metrics")).text
     assert [(path, auth) for path, auth, _ in safety.requests] == [

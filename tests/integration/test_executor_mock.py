@@ -67,6 +67,19 @@ def test_a_quote_sized_buy_reports_its_fills_in_quote_like_coinbase(engine) -> N
     assert order.status == "FILLED" and order.number_of_fills == 3
 
 
+def test_each_fill_carries_a_unique_entry_id_and_its_trade_type_like_coinbase(engine) -> None:
+    mock, _ = exchange(engine, market_fill_parts=3)
+    order = mock.place(market("e", quote="0.01"))
+    fills = [convert_fill(f) for f in mock.fills(order.exchange_order_id)]
+    entry_ids = {fill.entry_id for fill in fills}
+    assert None not in entry_ids and len(entry_ids) == 3
+    assert entry_ids.isdisjoint({fill.trade_id for fill in fills})
+    assert {fill.trade_type for fill in fills} == {"FILL"}
+    # The same fill read again has the same entry id: the ledger dedupes by it.
+    again = [convert_fill(f) for f in mock.fills(order.exchange_order_id)]
+    assert [f.entry_id for f in again] == [f.entry_id for f in fills]
+
+
 def test_a_resting_limit_order_fills_in_parts_as_maker_at_its_limit(engine) -> None:
     mock, quotes = exchange(
         engine, partial_fill_ratio=Decimal("0.5"), maker_fee_rate=Decimal("0.004")

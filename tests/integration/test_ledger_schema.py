@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import sqlalchemy as sa
 
 from services.ledger.schema import VERSION_TABLE, migrate
-from services.ledger.store import FillRow, PositionRow
+from services.ledger.store import FillRow, LedgerOrderRow, PositionRow
 from shared.db import create_tables, make_engine
 from shared.outbox import OutboxMessage
 
-MODELS = (FillRow, PositionRow, OutboxMessage)
+MODELS = (FillRow, LedgerOrderRow, PositionRow, OutboxMessage)
 
 
 def columns(engine: sa.Engine, table: str) -> dict[str, bool]:
@@ -26,7 +28,7 @@ def test_migrations_match_the_models_and_run_twice(database_url: str) -> None:
         assert columns(engine, table.name) == expected, table.name
     with engine.connect() as connection:
         (version,) = connection.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).one()
-    assert version == "0001"
+    assert version == "0002"
     engine.dispose()
 
 
@@ -35,4 +37,39 @@ def test_a_database_made_by_the_walking_skeleton_is_adopted(database_url: str) -
     create_tables(engine, list(MODELS))  # the skeleton's create_all, no version table
     migrate(engine)
     assert VERSION_TABLE in sa.inspect(engine).get_table_names()
+    engine.dispose()
+
+
+def test_fills_booked_under_0001_keep_their_facts_and_booking_order(database_url: str) -> None:
+    from alembic import command
+
+    from services.ledger.schema import alembic_config
+
+    engine = make_engine(database_url)
+    config = alembic_config()
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0001")
+        for trade_id, minute in (("b", 1), ("a", 2)):  # time first, then trade id, as 0001 did
+            connection.execute(
+                sa.text(
+                    "INSERT INTO ledger_fills (trade_id, bot_id, mode, product_id, intent_id, "
+                    "client_order_id, side, price, size, fee, liquidity, time, order_event_id) "
+                    "VALUES (:t, 'l-1', 'mock', 'ETH-BTC', 'i', 'o', 'buy', '0.05', '1', '0.001', "
+                    "'taker', :at, 'e')"
+                ),
+                {"t": trade_id, "at": f"2024-01-01 00:0{minute}:00+00:00"},
+            )
+    migrate(engine)
+    with engine.connect() as connection:
+        rows = connection.execute(
+            sa.text(
+                "SELECT fill_key, trade_id, trade_type, sequence, fee FROM ledger_fills ORDER BY id"
+            )
+        ).all()
+    assert [(r[0], r[1], r[2], r[3]) for r in rows] == [
+        ("b", "b", "FILL", None),
+        ("a", "a", "FILL", None),
+    ]
+    assert {str(Decimal(str(r[4])).normalize()) for r in rows} == {"0.001"}
     engine.dispose()

@@ -159,6 +159,7 @@ async def test_designs_worked_example_books_through_the_service(ledger: Ledger) 
     # Pro rata: every exit takes from both tranches, so the average entry stays at 12.5.
     assert [len(e["per_tranche"]) for e in detail["exits"]] == [2, 2]
     # The bucket follows the stored position through the outbox, a moment later.
+    assert position["sequence"] == 4  # the fills booked
     bucket = await ledger.nc.jetstream().key_value("tranche_positions")
     for _ in range(600):
         stored = PositionUpdate.model_validate_json((await bucket.get("l-1")).value)

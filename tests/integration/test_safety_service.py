@@ -115,7 +115,9 @@ class Harness:
             headers={"Nats-Msg-Id": event.message_id},
         )
 
-    async def put_position(self, bot: str, sequence: int, quantity: str, cost: str) -> None:
+    async def put_position(
+        self, bot: str, sequence: int, quantity: str, cost: str, realized_total: str = "0"
+    ) -> None:
         kv = await self.js.key_value(subjects.POSITIONS_BUCKET)
         tranches = (
             [
@@ -135,6 +137,7 @@ class Harness:
             average_entry_price=Decimal("0.09") if tranches else None,
             break_even_price=Decimal("0.09") if tranches else None, cost_basis=Decimal(cost),
             realized_pnl=Decimal(0), fees_paid=Decimal(0), tranches=tranches, sequence=sequence,
+            realized_pnl_total=Decimal(realized_total),
         )  # fmt: skip
         await kv.put(bot, position.model_dump_json().encode())
 
@@ -452,7 +455,12 @@ async def test_losing_exits_trip_the_breaker_and_an_operator_resumes(
                             fee=Decimal(0), time=at)  # fmt: skip
                 await h.order_event(approval, "filled", [fill])
                 left = str(Decimal("0.9") - n * Decimal("0.1"))
-                await h.put_position(bot, sequence=n + 1, quantity=left, cost="0.09")
+                # The ledger's figure (say FIFO from a dearer tranche), not the average cost's
+                # -0.002: safety counts what the ledger booked.
+                total = str(Decimal("-0.003") * (n + 1))
+                await h.put_position(
+                    bot, sequence=n + 1, quantity=left, cost="0.09", realized_total=total
+                )
                 await asyncio.sleep(0.5)  # the order event and the position reach safety
             events = await wait_until(
                 lambda: h.stream("TRANCHE_SAFETY", subjects.SAFETY_EVENTS), what="a safety event"
@@ -463,7 +471,7 @@ async def test_losing_exits_trip_the_breaker_and_an_operator_resumes(
             with Session(h.engine) as session:
                 rows = session.exec(select(DecisionRow)).all()
                 losses = [r.realized_pnl for r in rows if r.realized_pnl is not None]
-            assert losses == [Decimal("-0.002"), Decimal("-0.002")]
+            assert losses == [Decimal("-0.003"), Decimal("-0.003")]
             await asyncio.sleep(0.3)
             await h.send(intent(bot, T0 + timedelta(minutes=5)))
             rows = await h.decided(3, bot)

@@ -181,6 +181,10 @@ def _as_fill(row: MockFillRow) -> ExchangeFill:
         commission=row.commission,
         liquidity_indicator=row.liquidity_indicator,
         trade_time=row.trade_time,
+        # Like Coinbase, a unique id per fill record besides the trade id (the mock never
+        # adjusts a fill, so every record is a FILL).
+        entry_id=str(uuid.uuid5(MOCK_NAMESPACE, f"{row.trade_id}:entry")),
+        trade_type="FILL",
     )
 
 

@@ -144,3 +144,17 @@ def test_health_says_which_service_is_not_ready() -> None:
     assert "signal ready" in shown
     assert "ledger NOT READY" in shown
     assert 'title="unreachable: ConnectError"' in shown
+
+
+def test_a_position_links_to_the_bots_closed_positions_and_their_csv() -> None:
+    board = Board()
+    send(board, f"tranche.ledger.positions.{BOT}", position())
+    card = views.bots(board)
+    assert f'href="/history/{BOT}?mode=mock"' in card
+    assert f'href="/history/{BOT}.csv?mode=mock" download' in card
+
+
+def test_a_replay_audit_record_on_the_dead_letter_stream_is_not_an_invalid_message() -> None:
+    board = Board()
+    board.apply("tranche.dlq.replays", b'{"letter_id": "dlq-ledger-1"}')
+    assert board.invalid_messages == 0

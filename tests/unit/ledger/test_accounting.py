@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -224,8 +225,9 @@ def test_a_trade_id_with_two_different_contents_is_refused():
 
 def test_fill_order_does_not_matter():
     ordered = fills(*WORKED, ("buy", "3", "9"), ("sell", "7", "8"), fee_rate="0.001")
-    # Same timestamp: trade_id breaks the tie, so input order still cannot matter.
+    # Same timestamp: the executor's sequence orders them, so input order still cannot matter.
     ordered += [fill(90, "sell", "1", "9", trade_id="t0090b"), fill(90, "sell", "2", "9")]
+    ordered = [replace(f, sequence=n) for n, f in enumerate(ordered)]
     expected = book(ordered)
     shuffler = random.Random(7)
     for _ in range(20):
@@ -302,8 +304,9 @@ def _random_fills(rng: random.Random) -> list[LedgerFill]:
             side = "sell"
             held = max(held - size, D(0))
         fee = (size * price * D(rng.randint(0, 60)) / 10**4).quantize(D("1E-12"))
-        # Repeated seconds make trade_id the tie-breaker.
-        out.append(fill(n // 2, side, size, price, fee, order, trade_id=f"x{rng.random()}"))
+        # Repeated seconds: the executor's sequence, never the trade id, breaks the tie.
+        made = fill(n // 2, side, size, price, fee, order, trade_id=f"x{rng.random()}")
+        out.append(replace(made, sequence=n))
         if rng.random() < 0.1:
             out.append(out[rng.randrange(len(out))])
     return out

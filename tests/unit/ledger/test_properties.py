@@ -48,7 +48,17 @@ def histories(draw: st.DrawFn) -> list[LedgerFill]:
         for k, part in enumerate(parts):
             fee = (part * price * rate).quantize(Decimal("1E-12"))
             fills.append(
-                LedgerFill(f"t{n}-{k}", f"order-{n}", side, price, part, fee, at)  # type: ignore[arg-type]
+                LedgerFill(
+                    f"t{n}-{k}",
+                    f"order-{n}",
+                    side,
+                    price,
+                    part,
+                    fee,
+                    at,  # type: ignore[arg-type]
+                    sequence=n,
+                    index=k,
+                )
             )
     return fills
 

@@ -13,10 +13,8 @@ from services.safety.breakers import (
     ExitResult,
     all_bots_trips,
     bot_trips,
-    realized_pnl_of_exit,
     stricter,
 )
-from shared.contracts import Fill
 
 D = Decimal
 T0 = datetime(2018, 1, 20, tzinfo=UTC)
@@ -86,13 +84,6 @@ def test_the_all_bots_daily_loss_is_off_unless_set() -> None:
         results, replace(LIMITS, daily_loss_all_bots=D(15)), T0 + timedelta(hours=2)
     )
     assert trip.code == "DAILY_LOSS_ALL_BOTS" and trip.bot_id is None
-
-
-def test_realized_pnl_of_an_exit_follows_the_design_example() -> None:
-    # DESIGN.md: buy 100 @ 10 and 100 @ 15 with a 0.25 % fee; sell 50 @ 12 realizes -28.0625.
-    cost_basis = D(100) * 10 * D("1.0025") + D(100) * 15 * D("1.0025")
-    fill = Fill(trade_id="t", price=D(12), size=D(50), fee=D(50) * 12 * D("0.0025"), time=T0)
-    assert realized_pnl_of_exit([fill], cost_basis / 200) == D("-28.0625")
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,94 @@
+"""Safety's loss breakers take realized P&L from the ledger's position messages, never from
+their own arithmetic, whichever of the order event and the position reaches safety first
+(straight on the database, SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+from sqlmodel import Session, select
+
+from services.safety.config import SafetySettings
+from services.safety.handlers import record_order_event, record_position
+from services.safety.store import TABLES, DecisionRow, serialise_sqlite_writers
+from shared.contracts import Fill, OrderEvent, PositionUpdate
+from shared.db import create_tables, make_engine
+from shared.outbox import OutboxMessage
+
+T0 = datetime(2018, 1, 20, 12, 0, tzinfo=UTC)
+D = Decimal
+
+
+@pytest.fixture
+def run(database_url: str):
+    engine = make_engine(database_url)
+    serialise_sqlite_writers(engine)
+    create_tables(engine, [OutboxMessage, *TABLES])
+
+    def in_transaction(change):
+        with Session(engine, expire_on_commit=False) as session:
+            result = change(session)
+            session.commit()
+            return result
+
+    yield in_transaction
+    engine.dispose()
+
+
+def approved_exit(bot: str, cid: str) -> DecisionRow:
+    return DecisionRow(
+        intent_id=f"i-{cid}", bot_id=bot, mode="mock", action="exit", approved=True,
+        client_order_id=cid, market_time=T0, decided_at=T0, order_status="approved", final=False,
+        cost_per_unit=D("0.09"),  # what the old arithmetic would have used: -0.002 here
+    )  # fmt: skip
+
+
+def filled(bot: str, cid: str) -> OrderEvent:
+    return OrderEvent(
+        message_id=f"order-{cid}-filled", correlation_id=cid, time=T0, bot_id=bot,
+        product_id="ETH-BTC", mode="mock", intent_id=f"i-{cid}", client_order_id=cid,
+        action="exit", side="sell", status="filled", filled_size=D("0.1"),
+        fills=[Fill(trade_id=f"t-{cid}", price=D("0.07"), size=D("0.1"), fee=D(0), time=T0)],
+    )  # fmt: skip
+
+
+def position(bot: str, sequence: int, realized_total: str) -> PositionUpdate:
+    return PositionUpdate(
+        message_id=f"p-{bot}-{sequence}", correlation_id="c", time=T0, bot_id=bot,
+        product_id="ETH-BTC", mode="mock", position_id=None, status="flat", quantity=D(0),
+        average_entry_price=None, break_even_price=None, cost_basis=D(0), realized_pnl=D(0),
+        fees_paid=D(0), tranches=[], sequence=sequence, realized_pnl_total=D(realized_total),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("position_first", [True, False])
+def test_an_exit_is_judged_on_the_ledgers_realized_pnl(run, database_url, position_first) -> None:
+    settings = SafetySettings(database_url=database_url, losing_exits_in_a_row=1)
+    bot = "fifo-bot"
+
+    def setup(session: Session) -> None:
+        session.add(approved_exit(bot, "c1"))
+
+    run(setup)
+    run(lambda s: record_position(s, position(bot, 0, "-1"), settings))  # the baseline
+    steps = [
+        lambda s: record_position(s, position(bot, 1, "-1.005"), settings),
+        lambda s: record_order_event(s, filled(bot, "c1"), settings),
+    ]
+    if not position_first:
+        steps.reverse()
+    trips = [event for step in steps for event in run(step)]
+    assert [t.code for t in trips] == ["LOSING_STREAK"]
+    assert "-0.005" in trips[0].message
+    row = run(
+        lambda s: s.exec(select(DecisionRow).where(DecisionRow.client_order_id == "c1")).one()
+    )
+    assert row.realized_pnl == D("-0.005")
+
+
+def test_a_realized_change_without_an_approved_exit_counts_for_nothing(run, database_url) -> None:
+    settings = SafetySettings(database_url=database_url, losing_exits_in_a_row=1)
+    run(lambda s: record_position(s, position("lone", 0, "0"), settings))
+    assert run(lambda s: record_position(s, position("lone", 1, "-3"), settings)) == []
