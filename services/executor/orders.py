@@ -43,7 +43,6 @@ from shared.contracts import (
     Reason,
     SafetyEvent,
     Side,
-    TradeType,
 )
 
 PARTIALLY_FILLED_OR_EARLIER = (NEW, SUBMITTED, OPEN, UNKNOWN_AT_EXCHANGE)
@@ -73,8 +72,9 @@ class ExchangeFill:
     trade_time: datetime
     entry_id: str | None = None
     """Coinbase's unique id of this fill record (``trade_id`` repeats for adjustments)."""
-    trade_type: TradeType = "FILL"
-    """``FILL``, ``REVERSAL`` (undoes an earlier fill), ``CORRECTION`` or ``SYNTHETIC``."""
+    trade_type: str = "FILL"
+    """As the exchange sent it: ``FILL``, ``REVERSAL`` (undoes an earlier fill), ``CORRECTION``
+    or ``SYNTHETIC``; anything else is read as ``FILL`` by :func:`convert_fill`."""
 
 
 def convert_fill(fill: ExchangeFill, size_includes_fee: bool = False) -> Fill:
@@ -89,8 +89,6 @@ def convert_fill(fill: ExchangeFill, size_includes_fee: bool = False) -> Fill:
     size = quote / fill.price if fill.size_in_quote else fill.size
     return Fill(
         trade_id=fill.trade_id,
-        entry_id=fill.entry_id,
-        trade_type=fill.trade_type,
         price=fill.price,
         size=size.quantize(BASE_PRECISION, rounding=ROUND_HALF_EVEN).normalize(),
         fee=fill.commission,
