@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlmodel import Field, Session, SQLModel
+from sqlmodel import Field, Session, SQLModel, select
 
 from shared import subjects
 from shared.contracts import TradeIntent
@@ -32,3 +32,18 @@ def record(session: Session, record: SignalRecord, intent: TradeIntent | None) -
     session.add(record)
     if intent is not None:
         stage(session, subjects.for_token(subjects.INTENTS, intent.bot_id), intent)
+
+
+class FlattenRecord(SQLModel, table=True):
+    """A flatten an operator asked for and that is not done yet: it stands across restarts."""
+
+    __tablename__ = "signal_flattens"
+
+    bot_id: str = Field(primary_key=True, max_length=64)
+    reason: str = Field(max_length=500)
+    event_id: str = Field(max_length=200)
+
+
+def flattens(session: Session) -> dict[str, str]:
+    """Every standing flatten: bot -> reason."""
+    return {row.bot_id: row.reason for row in session.exec(select(FlattenRecord))}
