@@ -315,11 +315,10 @@ def _last_approval(session: Session, bot_id: str, mode: str, actions: tuple[str,
         .order_by(col(DecisionRow.market_time).desc())
         .limit(1)
     ).first()
-    if row is None:
-        return None
-    # Counted from the later of the approval and the last fill: a slow fill and a new entry
-    # must not overlap.
-    return max(t for t in (row.market_time, row.last_fill_at) if t is not None)
+    # Counted from the approval's market time, the clock the next intent is judged on: the
+    # exchange's fill time is another clock (a replay's market time is years behind it). A slow
+    # fill and a new entry cannot overlap anyway: ORDER_IN_FLIGHT holds until the order is final.
+    return row.market_time if row is not None else None
 
 
 def position_of(
