@@ -238,8 +238,12 @@ class SignalHandlers:
         ):
             return False
         self.positions[position.bot_id] = position
-        if not holds(position) and position.bot_id in self.flattening:
-            await self.flatten_done(position.bot_id, "the position is flat")
+        if position.bot_id in self.flattening:
+            if holds(position):
+                # A flatten is asked again when the position changes, ticks or not.
+                await self.ask_at_newest_price(position.bot_id)
+            else:
+                await self.flatten_done(position.bot_id, "the position is flat")
         return True
 
     async def flatten_requested(self, bot_id: str, reason: str, event_id: str) -> None:
@@ -253,6 +257,16 @@ class SignalHandlers:
 
         await self.transact(change)
         self.log.info("flatten.standing", bot_id=bot_id, reason=reason)
+        await self.ask_at_newest_price(bot_id)
+
+    async def ask_at_newest_price(self, bot_id: str) -> None:
+        """Evaluate the bot's standing exits at the newest price (a flatten is asked at once,
+        not only at the next tick); nothing without a price."""
+        running = self.bots.get(bot_id)
+        market = self.markets.get(running.config.product_id) if running else None
+        if running is not None and market is not None:
+            now = Ticker(product_id=running.config.product_id, price=market.price, time=market.time)
+            await self.protect(bot_id, running, now)
 
     async def flatten_done(self, bot_id: str, why: str) -> None:
         self.flattening.pop(bot_id, None)

@@ -167,3 +167,16 @@ def test_temperature_bands_must_rise() -> None:
 
     with pytest.raises(ValueError, match="temperature bands"):
         Bot(product_id="ETH-BTC", quote_size=Decimal("0.01"), cool_below=Decimal(20))
+
+
+def test_a_flatten_is_asked_at_once_at_the_newest_price() -> None:
+    harness = signal_harness()
+    harness.bots.add("b", Bot(product_id="ETH-BTC", quote_size=Decimal("0.01")))
+
+    async def run() -> None:
+        await harness.handlers.evaluate_tick(tick("100", 0))
+        await harness.handlers.keep_position(position())
+        await harness.handlers.flatten_requested("b", "operator", "evt-1")
+
+    asyncio.run(run())
+    assert [(i.reason.code, i.market_time) for i in harness.intents] == [("FLATTEN", T0)]
