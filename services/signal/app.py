@@ -32,11 +32,24 @@ from services.signal.bots_api import PositionStatus, bots_api
 from services.signal.config import SignalSettings
 from services.signal.feeds.coinbase import CoinbaseFeed, make_client, parse_live_spec
 from services.signal.feeds.random_walk import parse_walk_spec, random_walk
-from services.signal.feeds.replay import ReplayError, parse_replay_spec, read_ticks, replay
+from services.signal.feeds.replay import (
+    BackInTime,
+    ReplayError,
+    parse_replay_spec,
+    read_ticks,
+    replay,
+    resume_after,
+)
 from services.signal.handlers import SignalHandlers
 from services.signal.lockstep import Lockstep, SettleTimeout
 from services.signal.registry import BotRegistry
-from services.signal.store import FlattenRecord, SignalRecord
+from services.signal.store import (
+    FeedProgress,
+    FlattenRecord,
+    SignalRecord,
+    feed_progress,
+    save_feed_progress,
+)
 from shared import subjects
 from shared.bots import LiveCatalog
 from shared.bus import InvalidMessage, delivery_of, durable
@@ -65,7 +78,7 @@ STALE = Gauge(
 
 
 def build(settings: SignalSettings) -> Service:
-    service = Service(settings, [SignalRecord, FlattenRecord])
+    service = Service(settings, [SignalRecord, FlattenRecord, FeedProgress])
     log = service.log
     try:
         catalog = load_catalog(settings.config_file)
@@ -225,11 +238,26 @@ def build(settings: SignalSettings) -> Service:
     async def run_feeds() -> None:
         async def one_replay(product_id: str, path: Path) -> None:
             feeds[product_id] = {"kind": "replay", "file": path.name, "finished": False}
-            ticks = read_ticks(path, product_id)
+            last = await service.read(lambda session: feed_progress(session, product_id))
+            if last is not None:
+                feeds[product_id]["resumed_after"] = last.isoformat()
+                log.info("replay.resumed", product_id=product_id, after=last.isoformat())
+            ticks = resume_after(read_ticks(path, product_id), last, path)
             barrier = lockstep.after_tick if lockstep is not None else None
+
+            async def publish_and_remember(tick: Ticker) -> None:
+                await publish_ticker(tick)
+                await service.transact(
+                    lambda session: save_feed_progress(session, product_id, tick.time, path.name)
+                )
+
             try:
-                count = await replay(ticks, publish_ticker, settings.replay_speed,
+                count = await replay(ticks, publish_and_remember, settings.replay_speed,
                                      after_publish=barrier)  # fmt: skip
+            except BackInTime as error:
+                feeds[product_id] |= {"finished": True, "refused": str(error)}
+                log.error("replay.refused", product_id=product_id, reason=str(error))
+                return
             except SettleTimeout as error:
                 feeds[product_id] |= {"finished": True, "failed": str(error)}
                 log.error("replay.failed", product_id=product_id, error=str(error))
