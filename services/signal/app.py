@@ -8,6 +8,7 @@ Reads:  tranche.signals.inject.<bot>   (durable, consumer signal-inject-v1)
                                         when an intent has settled; services/signal/lockstep.py)
         tranche_bots bucket             (watch: bots created, changed, paused, removed)
         tranche.safety.events           (core NATS: a flatten asked, a bot resumed)
+        tranche.safety.readiness.<bot>  (core NATS: orders in flight, so removal can wait)
 Writes: tranche.intents.<bot>           (outbox)
         tranche_bots bucket             (seeded from the bots file; changed over HTTP /bots)
         tranche.bots.changed            (outbox: every change of a bot)
@@ -41,6 +42,7 @@ from services.signal.feeds.replay import (
     resume_after,
 )
 from services.signal.handlers import SignalHandlers
+from services.signal.inflight import InFlight
 from services.signal.lockstep import Lockstep, SettleTimeout
 from services.signal.registry import BotRegistry
 from services.signal.store import (
@@ -56,6 +58,7 @@ from shared.bus import InvalidMessage, delivery_of, durable
 from shared.catalog import CatalogError, load_catalog
 from shared.contracts import (
     BotChanged,
+    BotReadiness,
     InjectedSignal,
     PositionUpdate,
     Reason,
@@ -105,6 +108,8 @@ def build(settings: SignalSettings) -> Service:
             evaluation.model_dump_json().encode(),
         )
         EVALUATIONS.labels(evaluation.bot_id).inc()
+
+    in_flight = InFlight()
 
     handlers = SignalHandlers(
         bots=roster,
@@ -165,6 +170,13 @@ def build(settings: SignalSettings) -> Service:
             STALE.labels(body.product_id).set(0)
             log.info("market.fresh", product_id=body.product_id)
 
+    @service.router.subscriber(
+        subjects.all_of(subjects.SAFETY_READINESS), title="signal-safety-readiness"
+    )
+    async def on_readiness(body: BotReadiness) -> None:
+        """Safety's count of a bot's orders in flight: a bot is not removed while it has one."""
+        in_flight.readiness(body.bot_id, body.orders_in_flight)
+
     @service.router.subscriber(subjects.SAFETY_EVENTS, title="signal-safety-events")
     async def on_safety_event(body: SafetyEvent) -> None:
         """A flatten stands until the position is flat; a resume of the bot ends it."""
@@ -201,8 +213,12 @@ def build(settings: SignalSettings) -> Service:
             return position.status
         return "flat" if positions_read.is_set() else "unknown"
 
-    async def open_position(bot_id: str) -> str | None:
-        """Why a bot may not be removed now, or None."""
+    async def open_position(bot_id: str) -> str | tuple[str, str] | None:
+        """Why a bot may not be removed now, or None: an order in flight (its fill would leave
+        a position no signal protects), or an open position."""
+        waiting = in_flight.why_not_removable(bot_id)
+        if waiting is not None:
+            return "ORDER_IN_FLIGHT", waiting
         try:
             await asyncio.wait_for(positions_read.wait(), 5)
         except TimeoutError:
