@@ -150,7 +150,7 @@ def build(settings: SignalSettings) -> Service:
             log.info("signal.injected", side=body.side, temperature=str(temperature))
         await handlers.confirm(
             bot_id, running, body.side, temperature, time, signal_id, body.source, None,
-            body.confirmed,
+            body.confirmed, position_wait_s=settings.position_wait_s,
         )  # fmt: skip
 
     @service.router.subscriber(subjects.all_of(subjects.MARKET_TICKER), title="signal-ticker")

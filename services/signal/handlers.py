@@ -6,6 +6,7 @@ protection, standing, confirmation); this module keeps the per-bot state between
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -60,6 +61,7 @@ class SignalHandlers:
 
     def __post_init__(self) -> None:
         self.log = get_logger("signal")
+        self._position_changed: dict[str, asyncio.Event] = {}
 
     # -- intents ----------------------------------------------------------------------------------
 
@@ -73,10 +75,14 @@ class SignalHandlers:
         time: datetime,
         source: str,
         protective: Reason | None = None,
+        position_wait_s: float = 0.0,
     ) -> TradeIntent | None:
         """Turn a confirmed signal (or a standing exit) into an intent, stored with its outbox
-        message; a signal already handled makes nothing new."""
+        message; a signal already handled makes nothing new. A sell that finds no position
+        first waits up to ``position_wait_s`` for a newer one (the position lags a fill)."""
         bot = running.config
+        if side == "sell" and position_wait_s > 0 and not holds(self.positions.get(bot_id)):
+            await self.newer_position(bot_id, position_wait_s)
         outcome: TradeIntent | Reason
         if side == "buy" and running.state.paused:
             outcome = Reason(
@@ -142,6 +148,7 @@ class SignalHandlers:
         source: str,
         score: Decimal | None,
         skip_confirmation: bool = False,
+        position_wait_s: float = 0.0,
     ) -> None:
         """Feed the bot's confirmation; act when it fires; publish the evaluation either way."""
         runtime = running.runtime
@@ -150,7 +157,8 @@ class SignalHandlers:
         progress = runtime.confirmation.feed(side, band, time)
         intent = None
         if side != "hold" and (progress.fires or skip_confirmation):
-            intent = await self.act(bot_id, running, side, temperature, signal_id, time, source)
+            intent = await self.act(bot_id, running, side, temperature, signal_id, time, source,
+                                    position_wait_s=position_wait_s)  # fmt: skip
         held = progress.held_for(time).total_seconds()
         await self.publish_evaluation(
             SignalEvaluation(
@@ -230,6 +238,16 @@ class SignalHandlers:
 
     # -- positions and flatten --------------------------------------------------------------------
 
+    async def newer_position(self, bot_id: str, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for the next position of the bot; True when one came."""
+        changed = self._position_changed.setdefault(bot_id, asyncio.Event())
+        changed.clear()
+        try:
+            await asyncio.wait_for(changed.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
     async def keep_position(self, position: PositionUpdate) -> bool:
         """Keep the newest position of each bot; a flat one ends its flatten. True when kept."""
         known = self.positions.get(position.bot_id)
@@ -238,6 +256,8 @@ class SignalHandlers:
         ):
             return False
         self.positions[position.bot_id] = position
+        if position.bot_id in self._position_changed:
+            self._position_changed[position.bot_id].set()
         if position.bot_id in self.flattening:
             if holds(position):
                 # A flatten is asked again when the position changes, ticks or not.

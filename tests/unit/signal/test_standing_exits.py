@@ -180,3 +180,40 @@ def test_a_flatten_is_asked_at_once_at_the_newest_price() -> None:
 
     asyncio.run(run())
     assert [(i.reason.code, i.market_time) for i in harness.intents] == [("FLATTEN", T0)]
+
+
+def test_a_sell_right_after_a_fill_waits_for_the_newer_position() -> None:
+    # Issue 15, reproduced 3: a sell sent at once after a fill was NOTHING_TO_SELL.
+    harness = signal_harness()
+    running = harness.bots.add("b", Bot(product_id="ETH-BTC", quote_size=Decimal("0.01")))
+    handlers = harness.handlers
+
+    async def run() -> None:
+        await handlers.evaluate_tick(tick("100", 0))
+
+        async def ledger_books_the_fill() -> None:
+            await asyncio.sleep(0.1)
+            await handlers.keep_position(position())
+
+        booked = asyncio.create_task(ledger_books_the_fill())
+        await handlers.confirm("b", running, "sell", Decimal(80), at(1), "s1", "test", None,
+                               skip_confirmation=True, position_wait_s=2)  # fmt: skip
+        await booked
+
+    asyncio.run(run())
+    assert [(i.action, i.base_size) for i in harness.intents] == [("exit", Decimal(2))]
+
+
+def test_a_sell_with_nothing_held_answers_after_the_bounded_wait() -> None:
+    harness = signal_harness()
+    running = harness.bots.add("b", Bot(product_id="ETH-BTC", quote_size=Decimal("0.01")))
+
+    async def run() -> None:
+        await harness.handlers.evaluate_tick(tick("100", 0))
+        await harness.handlers.confirm(
+            "b", running, "sell", Decimal(80), at(1), "s1", "test", None,
+            skip_confirmation=True, position_wait_s=0.1,
+        )  # fmt: skip
+
+    asyncio.run(run())
+    assert harness.intents == []
