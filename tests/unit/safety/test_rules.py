@@ -28,7 +28,7 @@ def codes(intent, state: BotState, limits: Limits = LIMITS) -> list[str]:
     return [r.code for r in decide(intent, state, limits, decision_time(intent)).reasons]
 
 
-# -- cooldowns, counted from the approval's market time (event time) ---------------------------
+# -- cooldowns, counted from the later of the approval and the last fill, in event time ----------
 
 
 @pytest.mark.parametrize(
@@ -54,7 +54,8 @@ def test_cooldowns(action: str, changes: dict, minutes_later: float, expected: l
     assert codes(intent, state_for(action, **changes)) == expected
 
 
-def test_the_cooldown_runs_from_the_last_entry_it_is_given() -> None:
+def test_a_slow_fill_moves_the_cooldown_start() -> None:
+    # The store passes the later of approval and last fill as last_entry_at.
     fill = T0 + timedelta(minutes=3)
     intent = make_intent(at=T0 + timedelta(minutes=6))
     assert codes(intent, state_for("entry", last_entry_at=fill)) == ["ENTRY_COOLDOWN"]
