@@ -39,6 +39,10 @@ def test_tranche_flatten_alone_leaves_the_position_flat(
     ticker(url, "0.09")
     inject(stack, "flatten-e2e", "buy")
     wait_for(position_of(stack, "flatten-e2e"), what="the position to flatten")
+    # Market data moves on before the flatten: a sell filled at the very market time of the buy
+    # is booked before it by today's ledger (it orders fills by time, then trade id; promise
+    # 12 is another issue's), which this test is not about.
+    ticker(url, "0.09", after=timedelta(minutes=1))
 
     code, out = tranche(capsys, "flatten", "flatten-e2e", "--wait", "60", "--nats-url", url)
     assert code == 0, out

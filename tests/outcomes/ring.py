@@ -172,7 +172,9 @@ class World:
             held_qty = held.quantity if held is not None else Decimal(0)
             if size > held_qty:
                 self.violations.append(f"a sell of {size} while {held_qty} is held")
-        order = Order(f"order-{len(self.orders)}", intent, size)
+        # Ids that sort in the order things happened: today's ledger books fills of one time by
+        # trade id (promise 12 is another issue's), which this ring is not about.
+        order = Order(f"order-{len(self.orders):05d}", intent, size)
         self.orders.append(order)
         if fill == "fail":
             order.final = True
@@ -185,7 +187,7 @@ class World:
         if size > 0:
             self.fills.append(
                 LedgerFill(
-                    trade_id=f"{order.client_order_id}-{len(self.fills)}",
+                    trade_id=f"{order.client_order_id}-{len(self.fills):05d}",
                     client_order_id=order.client_order_id,
                     side=order.intent.side,
                     price=self.price,
