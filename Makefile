@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install up test test-unit test-integration test-e2e test-faults test-deploy lint format docs bench test-deps clean
+.PHONY: install up test test-unit test-integration test-outcomes test-e2e test-faults test-deploy lint format docs bench test-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ test-unit: install
 
 test-integration: install
 	$(BIN)/pytest tests/integration
+
+test-outcomes: install
+	$(BIN)/pytest tests/outcomes
 
 test-e2e: install
 	$(BIN)/pytest tests/e2e

@@ -65,9 +65,18 @@ class Bot(Contract):
     """Temperature of an injected signal that does not say its own."""
     exit_allocation: Literal["pro_rata", "fifo"] | None = None
     """How the ledger splits this bot's exits across tranches; default: the ledger's setting."""
+    frozen_below: Dec = Decimal(25)
+    cool_below: Dec = Decimal(50)
+    warm_below: Dec = Decimal(75)
+    """Temperature bands (DESIGN.md): below ``frozen_below`` no trade, up to ``cool_below``
+    signal-driven exits only, up to ``warm_below`` half-size entries, above full size."""
 
     @model_validator(mode="after")
     def _sane(self) -> Bot:
+        if not 0 < self.frozen_below < self.cool_below < self.warm_below <= 100:
+            raise ValueError(
+                "temperature bands need 0 < frozen_below < cool_below < warm_below <= 100"
+            )
         if not (0 < self.buy_threshold <= 1 and 0 < self.sell_threshold <= 1):
             raise ValueError("buy_threshold and sell_threshold are scores in (0, 1]")
         if not 0 < self.exit_fraction <= 1:

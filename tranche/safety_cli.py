@@ -2,7 +2,7 @@
 
 tranche halt [BOT]           kill switch: no approvals for BOT (or every bot) until resumed
 tranche resume [BOT]         after a halt or a tripped breaker
-tranche flatten BOT          ask for an exit of BOT's whole position (the bot goes to reducing)
+tranche flatten BOT          exit BOT's whole position (the bot goes to reducing), wait until flat
 tranche mode mock|production switch approvals at once (production needs the executor's opt-in)
 tranche limits reset BOT     release BOT's mock counters and cooldowns (refused in production)
 tranche decisions BOT        BOT's decisions with every reason and the counters they saw
@@ -19,12 +19,13 @@ import getpass
 import json
 import os
 import sys
+import time
 import uuid
 
 import httpx
 
 from shared import subjects
-from shared.contracts import SafetyCommand, SafetyCommandResult
+from shared.contracts import PositionUpdate, SafetyCommand, SafetyCommandResult
 from tranche.credentials import operator_connect
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4250"
@@ -92,8 +93,57 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return _command(args, "resume", bot_id=args.bot)
 
 
+def held_by(nats_url: str, bot_id: str) -> PositionUpdate | None:
+    """The bot's newest position from the ``tranche_positions`` bucket (``None``: never had
+    one)."""
+    from nats.js.errors import KeyNotFoundError
+
+    async def read() -> PositionUpdate | None:
+        nc = await operator_connect(nats_url)
+        try:
+            bucket = await nc.jetstream().key_value(subjects.POSITIONS_BUCKET)
+            entry = await bucket.get(bot_id)
+            return PositionUpdate.model_validate_json(entry.value) if entry.value else None
+        except KeyNotFoundError:
+            return None
+        finally:
+            await nc.close()
+
+    return asyncio.run(read())
+
+
+def wait_until_flat(nats_url: str, bot_id: str, wait_s: float, poll_s: float = 0.5) -> str | None:
+    """Wait up to ``wait_s`` for the bot's position to be flat; ``None`` when it is, else what it
+    still holds."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        position = held_by(nats_url, bot_id)
+        if position is None or position.status != "open" or position.quantity == 0:
+            return None
+        if time.monotonic() >= deadline:
+            return f"{position.quantity} {position.product_id} ({position.mode})"
+        time.sleep(poll_s)
+
+
 def cmd_flatten(args: argparse.Namespace) -> int:
-    return _command(args, "flatten", bot_id=args.bot)
+    """Ask safety to flatten, then (unless ``--wait 0``) report when the position is flat."""
+    code = _command(args, "flatten", bot_id=args.bot)
+    if code != 0 or args.wait <= 0 or args.json:
+        return code
+    try:
+        still = wait_until_flat(args.nats_url, args.bot, args.wait)
+    except ConnectionError as error:
+        print(error, file=sys.stderr)
+        return 1
+    if still is None:
+        print(f"FLAT: bot {args.bot} holds nothing; it stays reducing until resumed")
+        return 0
+    print(
+        f"NOT_FLAT_YET: bot {args.bot} still holds {still} after {args.wait:g} s; the signal "
+        "service asks again at every tick: is its market feed running, is the bot or the system "
+        f"halted? (tranche decisions {args.bot})"
+    )
+    return 1
 
 
 def cmd_mode(args: argparse.Namespace) -> int:
@@ -160,6 +210,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     flatten = commands.add_parser("flatten", help="exit a bot's whole position")
     flatten.add_argument("bot")
     flatten.add_argument("--reason", default="")
+    flatten.add_argument(
+        "--wait", type=float, default=60.0,
+        help="seconds to wait for the position to be flat (0: do not wait)",
+    )  # fmt: skip
     common(flatten)
     flatten.set_defaults(run=cmd_flatten)
 

@@ -313,7 +313,9 @@ def _entries(session: Session, mode: str, since: datetime):
     ).all()
 
 
-def _last_approval(session: Session, bot_id: str, mode: str, actions: tuple[str, ...]):
+def _last_approval(
+    session: Session, bot_id: str, mode: str, actions: tuple[str, ...], now: datetime
+):
     row = session.exec(
         select(DecisionRow)
         .where(
@@ -328,9 +330,11 @@ def _last_approval(session: Session, bot_id: str, mode: str, actions: tuple[str,
     ).first()
     if row is None:
         return None
-    # Counted from the later of the approval and the last fill: a slow fill and a new entry
-    # must not overlap.
-    return max(t for t in (row.market_time, row.last_fill_at) if t is not None)
+    # Counted from the later of the approval and the last fill (a slow fill and a new entry must
+    # not overlap), but only a fill time on the clock of ``now``: one after ``now`` is another
+    # clock (a mock fill at the wall clock during a replay years back), never a later start.
+    fill = row.last_fill_at
+    return max(row.market_time, fill) if fill is not None and fill <= now else row.market_time
 
 
 def position_of(
@@ -419,8 +423,8 @@ def gather_state(
         mode=mode,
         trading_state=state,
         trading_reason=why,
-        last_entry_at=_last_approval(session, bot_id, mode, ("entry", "add")),
-        last_exit_at=_last_approval(session, bot_id, mode, ("exit",)),
+        last_entry_at=_last_approval(session, bot_id, mode, ("entry", "add"), now),
+        last_exit_at=_last_approval(session, bot_id, mode, ("exit",), now),
         orders_in_flight=len(mine),
         entries_in_flight=sum(1 for action in mine if action != "exit"),
         position=position_of(session, bot_id, mode, positions_synced),

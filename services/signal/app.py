@@ -7,6 +7,8 @@ Reads:  tranche.signals.inject.<bot>   (durable, consumer signal-inject-v1)
                                         consumers, and safety's consumer's progress, to know
                                         when an intent has settled; services/signal/lockstep.py)
         tranche_bots bucket             (watch: bots created, changed, paused, removed)
+        tranche.safety.events           (core NATS: a flatten asked, a bot resumed)
+        tranche.safety.readiness.<bot>  (core NATS: orders in flight, so removal can wait)
 Writes: tranche.intents.<bot>           (outbox)
         tranche_bots bucket             (seeded from the bots file; changed over HTTP /bots)
         tranche.bots.changed            (outbox: every change of a bot)
@@ -18,40 +20,50 @@ Writes: tranche.intents.<bot>           (outbox)
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from time import monotonic
-from typing import Literal
 
 from fastapi import APIRouter
 from faststream.nats.annotations import NatsMessage
 from prometheus_client import Counter, Gauge
-from sqlmodel import Session
 
-from services.signal.bots import Roster, RunningBot
+from services.signal.bots import Roster
 from services.signal.bots_api import PositionStatus, bots_api
 from services.signal.config import SignalSettings
 from services.signal.feeds.coinbase import CoinbaseFeed, make_client, parse_live_spec
 from services.signal.feeds.coinbase_ws import stream_feed
 from services.signal.feeds.random_walk import parse_walk_spec, random_walk
-from services.signal.feeds.replay import ReplayError, parse_replay_spec, read_ticks, replay
-from services.signal.intents import Market, decide_intent
+from services.signal.feeds.replay import (
+    BackInTime,
+    ReplayError,
+    parse_replay_spec,
+    read_ticks,
+    replay,
+    resume_after,
+)
+from services.signal.handlers import SignalHandlers
+from services.signal.inflight import InFlight
 from services.signal.lockstep import Lockstep, SettleTimeout
-from services.signal.protection import protective_exit
 from services.signal.registry import BotRegistry
-from services.signal.store import SignalRecord, already_handled, record
-from services.signal.temperature import band_of
+from services.signal.store import (
+    FeedProgress,
+    FlattenRecord,
+    SignalRecord,
+    feed_progress,
+    save_feed_progress,
+)
 from shared import subjects
 from shared.bots import LiveCatalog
 from shared.bus import InvalidMessage, delivery_of, durable
 from shared.catalog import CatalogError, load_catalog
 from shared.contracts import (
     BotChanged,
+    BotReadiness,
     InjectedSignal,
     PositionUpdate,
     Reason,
-    Side,
+    SafetyEvent,
     SignalEvaluation,
     Ticker,
     TradeIntent,
@@ -63,8 +75,6 @@ from shared.positions import watch_positions as follow_positions
 from shared.service import Service, serve
 from shared.streams import SIGNAL_INJECT
 
-INTENTS = Counter("tranche_signal_intents_total", "Intents created", ["action", "band"])
-NO_INTENT = Counter("tranche_signal_no_intent_total", "Signals that made no intent", ["code"])
 EVALUATIONS = Counter("tranche_signal_evaluations_total", "Evaluations published", ["bot_id"])
 STALE = Gauge(
     "tranche_signal_market_stale", "1 while a product's market data is stale", ["product_id"]
@@ -72,7 +82,7 @@ STALE = Gauge(
 
 
 def build(settings: SignalSettings) -> Service:
-    service = Service(settings, [SignalRecord])
+    service = Service(settings, [SignalRecord, FlattenRecord, FeedProgress])
     log = service.log
     try:
         catalog = load_catalog(settings.config_file)
@@ -84,81 +94,13 @@ def build(settings: SignalSettings) -> Service:
     except (CatalogError, ReplayError, ValueError) as error:
         raise SystemExit(f"signal: {error}") from None
     registry = BotRegistry(live, service.transact)
-    markets: dict[str, Market] = {}
     last_tick: dict[str, float] = {}  # product -> monotonic time of its last tick
-    stale: set[str] = set()
-    positions: dict[str, PositionUpdate] = {}
     lockstep = (
         Lockstep(lambda: service.nc, settings.replay_settle_timeout_s)
         if settings.replay_lockstep and replays
         else None
     )
     positions_read = asyncio.Event()
-
-    async def act(
-        bot_id: str,
-        running: RunningBot,
-        side: Side,
-        temperature: Decimal,
-        signal_id: str,
-        time: datetime,
-        source: str,
-        protective: Reason | None = None,
-    ) -> TradeIntent | None:
-        bot = running.config
-        outcome: TradeIntent | Reason
-        if side == "buy" and running.state.paused:
-            outcome = Reason(
-                code="BOT_PAUSED", message=f"bot {bot_id} is paused: no entries or adds"
-            )
-        elif side == "buy" and bot.product_id in stale:
-            outcome = Reason(
-                code="STALE_MARKET_DATA",
-                message=f"no tick for {bot.product_id} in {settings.stale_after_s:g} s: no entry",
-            )
-        else:
-            outcome = decide_intent(
-                bot_id=bot_id,
-                bot=bot,
-                side=side,
-                temperature=temperature,
-                signal_id=signal_id,
-                signal_time=time,
-                source=source,
-                position=positions.get(bot_id),
-                market=markets.get(bot.product_id),
-                protective=protective,
-            )
-        intent = outcome if isinstance(outcome, TradeIntent) else None
-        reason = outcome.reason if isinstance(outcome, TradeIntent) else outcome
-
-        def change(session: Session) -> TradeIntent | None:
-            if already_handled(session, signal_id):
-                return None
-            entry = SignalRecord(
-                signal_id=signal_id,
-                bot_id=bot_id,
-                side=side,
-                time=time,
-                intent_id=intent.intent_id if intent else None,
-                outcome_code=reason.code,
-                outcome=reason.message,
-            )
-            record(session, entry, intent)
-            return intent
-
-        staged = await service.transact(change)
-        with correlated(intent.intent_id if intent else signal_id, bot_id=bot_id):
-            if staged is not None:
-                INTENTS.labels(staged.action, staged.band).inc()
-                log.info("intent.created", action=staged.action, side=side, band=staged.band,
-                         reason=reason.code)  # fmt: skip
-            elif intent is None:
-                NO_INTENT.labels(reason.code).inc()
-                log.info("signal.no_intent", code=reason.code, reason=reason.message)
-        if staged is not None and lockstep is not None:
-            lockstep.created(staged.intent_id, staged.bot_id)
-        return staged
 
     async def publish_evaluation(evaluation: SignalEvaluation) -> None:
         assert service.nc is not None
@@ -168,49 +110,20 @@ def build(settings: SignalSettings) -> Service:
         )
         EVALUATIONS.labels(evaluation.bot_id).inc()
 
-    async def confirm(
-        bot_id: str,
-        running: RunningBot,
-        side: Side | Literal["hold"],
-        temperature: Decimal,
-        time: datetime,
-        signal_id: str,
-        source: str,
-        score: Decimal | None,
-        skip_confirmation: bool = False,
-    ) -> None:
-        """Feed the bot's confirmation; act when it fires; publish the evaluation either way."""
-        runtime = running.runtime
-        band = band_of(temperature)
-        runtime.temperature = temperature
-        progress = runtime.confirmation.feed(side, band, time)
-        intent = None
-        if side != "hold" and (progress.fires or skip_confirmation):
-            intent = await act(bot_id, running, side, temperature, signal_id, time, source)
-        held = progress.held_for(time).total_seconds()
-        await publish_evaluation(
-            SignalEvaluation(
-                bot_id=bot_id,
-                product_id=running.config.product_id,
-                time=time,
-                direction=side,
-                temperature=temperature,
-                band=band,
-                score=score,
-                confirmations=progress.count,
-                confirmations_needed=progress.needed,
-                confirming_since=progress.since,
-                confirm_seconds=int(runtime.confirmation.hold.total_seconds()),
-                intent_id=intent.intent_id if intent else None,
-                reason=Reason(
-                    code="CONFIRMED" if progress.fires or skip_confirmation else "EVALUATED",
-                    message=(
-                        f"{source}: {side} at temperature {temperature}, {progress.count} of "
-                        f"{progress.needed} evaluations over {held:g} s"
-                    ),
-                ),
-            )
-        )
+    in_flight = InFlight()
+
+    handlers = SignalHandlers(
+        bots=roster,
+        transact=service.transact,
+        publish_evaluation=publish_evaluation,
+        stale_after_s=settings.stale_after_s,
+        on_intent=(
+            (lambda intent: lockstep.created(intent.intent_id, intent.bot_id))
+            if lockstep is not None
+            else None
+        ),
+    )
+    markets, stale, positions = handlers.markets, handlers.stale, handlers.positions
 
     @durable(service.router, SIGNAL_INJECT, title="signal-inject")
     async def on_inject(body: InjectedSignal, msg: NatsMessage) -> None:
@@ -236,26 +149,10 @@ def build(settings: SignalSettings) -> Service:
         )
         with correlated(body.correlation_id or signal_id, bot_id=bot_id):
             log.info("signal.injected", side=body.side, temperature=str(temperature))
-        await confirm(
+        await handlers.confirm(
             bot_id, running, body.side, temperature, time, signal_id, body.source, None,
-            body.confirmed,
+            body.confirmed, position_wait_s=settings.position_wait_s,
         )  # fmt: skip
-
-    async def protect(bot_id: str, running: RunningBot, tick: Ticker) -> None:
-        """Stop-loss, take-profit, trailing stop: on every tick, paused or not."""
-        position = positions.get(bot_id)
-        if position is None or position.status != "open" or position.position_id is None:
-            return
-        runtime = running.runtime
-        high = max(runtime.highest.get(position.position_id, tick.price), tick.price)
-        runtime.highest[position.position_id] = high
-        reason = protective_exit(running.config, position, tick.price, high)
-        if reason is not None:
-            # One protective exit per state of the position: a redelivered tick or the next
-            # tick before the ledger has booked the exit asks for nothing more.
-            signal_id = f"protect:{bot_id}:{position.position_id}:{position.sequence}"
-            await act(bot_id, running, "sell", runtime.temperature, signal_id, tick.time,
-                      reason.code, protective=reason)  # fmt: skip
 
     @service.router.subscriber(subjects.all_of(subjects.MARKET_TICKER), title="signal-ticker")
     async def on_ticker(body: Ticker) -> None:
@@ -266,32 +163,30 @@ def build(settings: SignalSettings) -> Service:
                 lockstep.ticked(body)
 
     async def evaluate_tick(body: Ticker) -> None:
-        known = markets.get(body.product_id)
-        if known is not None and body.time < known.time:
-            return  # an older tick never replaces a newer price
-        markets[body.product_id] = Market(price=body.price, time=body.time)
+        if not await handlers.evaluate_tick(body):
+            return
         last_tick[body.product_id] = monotonic()
         if body.product_id in stale:
             stale.discard(body.product_id)
             STALE.labels(body.product_id).set(0)
             log.info("market.fresh", product_id=body.product_id)
-        for bot_id, running in roster.trading(body.product_id):
-            await protect(bot_id, running, body)
-            runtime = running.runtime
-            candle = runtime.candles.add(body.price, body.time)
-            if candle is None or runtime.blend is None:
-                continue
-            evaluation = runtime.blend.update(candle)
-            await confirm(
-                bot_id,
-                running,
-                evaluation.direction,  # type: ignore[arg-type]
-                evaluation.temperature,
-                candle.end,
-                f"candle:{bot_id}:{candle.end.isoformat()}",
-                "signals",
-                evaluation.score,
-            )
+
+    @service.router.subscriber(
+        subjects.all_of(subjects.SAFETY_READINESS), title="signal-safety-readiness"
+    )
+    async def on_readiness(body: BotReadiness) -> None:
+        """Safety's count of a bot's orders in flight: a bot is not removed while it has one."""
+        in_flight.readiness(body.bot_id, body.orders_in_flight)
+
+    @service.router.subscriber(subjects.SAFETY_EVENTS, title="signal-safety-events")
+    async def on_safety_event(body: SafetyEvent) -> None:
+        """A flatten stands until the position is flat; a resume of the bot ends it."""
+        if body.bot_id is None:
+            return
+        if body.code == "FLATTEN_REQUESTED":
+            await handlers.flatten_requested(body.bot_id, body.message, body.message_id)
+        elif body.code == "RESUME" and body.bot_id in handlers.flattening:
+            await handlers.flatten_done(body.bot_id, "the bot was resumed")
 
     async def watch_staleness() -> None:
         while True:
@@ -306,11 +201,8 @@ def build(settings: SignalSettings) -> Service:
                                 silent_s=round(now - seen, 1))  # fmt: skip
 
     async def keep_position(position: PositionUpdate) -> None:
-        known = positions.get(position.bot_id)
-        if known is None or known.mode != position.mode or position.sequence >= known.sequence:
-            positions[position.bot_id] = position
-            if lockstep is not None:
-                lockstep.position(position)
+        if await handlers.keep_position(position) and lockstep is not None:
+            lockstep.position(position)
 
     async def watch_positions() -> None:
         assert service.nc is not None
@@ -322,8 +214,12 @@ def build(settings: SignalSettings) -> Service:
             return position.status
         return "flat" if positions_read.is_set() else "unknown"
 
-    async def open_position(bot_id: str) -> str | None:
-        """Why a bot may not be removed now, or None."""
+    async def open_position(bot_id: str) -> str | tuple[str, str] | None:
+        """Why a bot may not be removed now, or None: an order in flight (its fill would leave
+        a position no signal protects), or an open position."""
+        waiting = in_flight.why_not_removable(bot_id)
+        if waiting is not None:
+            return "ORDER_IN_FLIGHT", waiting
         try:
             await asyncio.wait_for(positions_read.wait(), 5)
         except TimeoutError:
@@ -359,11 +255,26 @@ def build(settings: SignalSettings) -> Service:
     async def run_feeds() -> None:
         async def one_replay(product_id: str, path: Path) -> None:
             feeds[product_id] = {"kind": "replay", "file": path.name, "finished": False}
-            ticks = read_ticks(path, product_id)
+            last = await service.read(lambda session: feed_progress(session, product_id))
+            if last is not None:
+                feeds[product_id]["resumed_after"] = last.isoformat()
+                log.info("replay.resumed", product_id=product_id, after=last.isoformat())
+            ticks = resume_after(read_ticks(path, product_id), last, path)
             barrier = lockstep.after_tick if lockstep is not None else None
+
+            async def publish_and_remember(tick: Ticker) -> None:
+                await publish_ticker(tick)
+                await service.transact(
+                    lambda session: save_feed_progress(session, product_id, tick.time, path.name)
+                )
+
             try:
-                count = await replay(ticks, publish_ticker, settings.replay_speed,
+                count = await replay(ticks, publish_and_remember, settings.replay_speed,
                                      after_publish=barrier)  # fmt: skip
+            except BackInTime as error:
+                feeds[product_id] |= {"finished": True, "refused": str(error)}
+                log.error("replay.refused", product_id=product_id, reason=str(error))
+                return
             except SettleTimeout as error:
                 feeds[product_id] |= {"finished": True, "failed": str(error)}
                 log.error("replay.failed", product_id=product_id, error=str(error))
@@ -436,6 +347,7 @@ def build(settings: SignalSettings) -> Service:
         subjects.BOTS_CHANGED, BotChanged, "A bot created, changed, paused, resumed or removed."
     )
     service.on_start.append(load_bots)
+    service.on_start.append(handlers.load_flattens)
     service.background.append(follow_bots)
     service.background.append(watch_positions)
     service.background.append(watch_staleness)

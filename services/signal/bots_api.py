@@ -61,7 +61,7 @@ def bots_api(
     registry: BotRegistry,
     guard: Callable[..., None],
     position_of: Callable[[str], PositionStatus],
-    open_position: Callable[[str], Awaitable[str | None]],
+    open_position: Callable[[str], Awaitable[str | tuple[str, str] | None]],
     evaluating: Callable[[str], bool],
 ) -> APIRouter:
     api = APIRouter(prefix="/bots", tags=["bots"])

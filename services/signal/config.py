@@ -26,6 +26,9 @@ class SignalSettings(ServiceSettings):
     random_walk_seed: int = 1
     stale_after_s: float = Field(default=120.0, gt=0)
     """A product without a tick for this long (wall clock) is stale: announced, no new entries."""
+    position_wait_s: float = Field(default=2.0, ge=0, le=30)
+    """An injected sell that finds no position waits up to this long (wall clock) for the
+    ledger's newer one before it answers NOTHING_TO_SELL: the position lags a fill."""
     bots_reseed: bool = False
     """On start, put every bot of the bots file in the ``tranche_bots`` bucket as the file says,
     replacing what run-time changes made (bots only in the bucket stay). Default: the file only

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from services.signal.temperature import allows_exit, band_of, size_factor
+from services.signal.temperature import allows_exit, bands_of, size_factor
 from shared.catalog import Bot
 from shared.contracts import PositionUpdate, Reason, Side, TradeIntent
 
@@ -49,7 +49,7 @@ def decide_intent(
     A ``protective`` exit (stop-loss, take-profit, trailing stop) sells the whole position
     whatever the temperature; a signal-driven exit sells ``bot.exit_fraction`` of it.
     """
-    band = band_of(temperature)
+    band = bands_of(bot).band_of(temperature)
     holding = position is not None and position.status == "open" and position.quantity > 0
     if side == "buy":
         factor = size_factor(band)
@@ -57,7 +57,8 @@ def decide_intent(
             return Reason(
                 code="TOO_COLD",
                 message=(
-                    f"a {band} signal (temperature {temperature}) does not enter; warm needs 50"
+                    f"a {band} signal (temperature {temperature}) does not enter; "
+                    f"warm needs {bot.cool_below}"
                 ),
             )
         action = "add" if holding else "entry"

@@ -119,15 +119,17 @@ class BotRegistry:
         self,
         bot_id: str,
         by: str,
-        holds_position: Callable[[str], Awaitable[str | None]],
+        holds_position: Callable[[str], Awaitable[str | tuple[str, str] | None]],
         expected_revision: int | None = None,
     ) -> BotState:
-        """Remove a bot (it stops at once); refused while ``holds_position`` gives a reason."""
+        """Remove a bot (it stops at once); refused while ``holds_position`` gives a reason (a
+        sentence: ``POSITION_OPEN``; or a code and a sentence)."""
         current = self.current(bot_id)
         last = self._expect(current, expected_revision)
-        reason = await holds_position(bot_id)
-        if reason is not None:
-            raise BotConflict(reason, "POSITION_OPEN")
+        refusal = await holds_position(bot_id)
+        if refusal is not None:
+            code, reason = refusal if isinstance(refusal, tuple) else ("POSITION_OPEN", refusal)
+            raise BotConflict(reason, code)
         record = self._record(bot_id, current.config, "removed", "removed", by)
         return await self._write(record, last)
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlmodel import Field, Session, SQLModel
+from sqlmodel import Field, Session, SQLModel, select
 
 from shared import subjects
 from shared.contracts import TradeIntent
+from shared.db import UtcDateTime
 from shared.outbox import stage
 
 
@@ -32,3 +33,43 @@ def record(session: Session, record: SignalRecord, intent: TradeIntent | None) -
     session.add(record)
     if intent is not None:
         stage(session, subjects.for_token(subjects.INTENTS, intent.bot_id), intent)
+
+
+class FlattenRecord(SQLModel, table=True):
+    """A flatten an operator asked for and that is not done yet: it stands across restarts."""
+
+    __tablename__ = "signal_flattens"
+
+    bot_id: str = Field(primary_key=True, max_length=64)
+    reason: str = Field(max_length=500)
+    event_id: str = Field(max_length=200)
+
+
+def flattens(session: Session) -> dict[str, str]:
+    """Every standing flatten: bot -> reason."""
+    return {row.bot_id: row.reason for row in session.exec(select(FlattenRecord))}
+
+
+class FeedProgress(SQLModel, table=True):
+    """The time of the last tick a feed published per product: a replay started again resumes
+    after it, so event time never goes backwards."""
+
+    __tablename__ = "signal_feed_progress"
+
+    product_id: str = Field(primary_key=True, max_length=64)
+    last_time: datetime = Field(sa_type=UtcDateTime)
+    source: str = Field(max_length=200)
+
+
+def feed_progress(session: Session, product_id: str) -> datetime | None:
+    found = session.get(FeedProgress, product_id)
+    return found.last_time if found is not None else None
+
+
+def save_feed_progress(session: Session, product_id: str, time: datetime, source: str) -> None:
+    found = session.get(FeedProgress, product_id)
+    if found is None:
+        session.add(FeedProgress(product_id=product_id, last_time=time, source=source[:200]))
+    elif time > found.last_time:
+        found.last_time, found.source = time, source[:200]
+        session.add(found)

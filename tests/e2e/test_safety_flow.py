@@ -105,7 +105,8 @@ def test_halt_resume_flatten_and_the_audit_trail(
     held = wait_for(bucket_position(url, tranches=2), what="the second tranche")
 
     # Flatten: the bot goes to reducing, an entry is refused, the whole position may exit.
-    code, out = tranche(capsys, "flatten", BOT, *cli)
+    # No signal runs this bot: the test sends the exit itself, so the command does not wait.
+    code, out = tranche(capsys, "flatten", BOT, "--wait", "0", *cli)
     assert code == 0 and out.startswith("FLATTEN_REQUESTED:")
     at = ticker(url, "0.08", after=timedelta(minutes=10))
     refused = decision(stack, send_intent(url, 4, "add", at, "0.08"))

@@ -12,8 +12,8 @@ from sqlmodel import Session, col, select
 
 from services.safety.config import SafetySettings
 from services.safety.handlers import decide_and_store, record_order_event
-from services.safety.store import TABLES, serialise_sqlite_writers
-from shared.contracts import OrderApproved, OrderEvent, Reason, TradeIntent
+from services.safety.store import TABLES, PositionRow, serialise_sqlite_writers
+from shared.contracts import Fill, OrderApproved, OrderEvent, Reason, TradeIntent
 from shared.db import create_tables, make_engine
 from shared.outbox import OutboxMessage
 
@@ -87,3 +87,51 @@ def test_order_failures_trip_the_breaker_which_resets_at_its_time_with_an_event(
     # The failures before the reset no longer count: one more failure does not trip again.
     assert run(lambda s: record_order_event(s, failed(again), settings)) == []
     engine.dispose()
+
+
+def filled(approval: OrderApproved, at: datetime) -> OrderEvent:
+    intent = approval.intent
+    fill = Fill(trade_id=f"t-{intent.intent_id}", price=Decimal("0.09"), size=Decimal("0.1"),
+                fee=Decimal(0), time=at)  # fmt: skip
+    return OrderEvent(
+        message_id=f"order-{approval.client_order_id}-filled", correlation_id=intent.intent_id,
+        time=at, bot_id=intent.bot_id, product_id=intent.product_id, mode=approval.mode,
+        intent_id=intent.intent_id, client_order_id=approval.client_order_id,
+        action=intent.action, side=intent.side, status="filled", fills=[fill],
+        filled_size=Decimal("0.1"),
+    )  # fmt: skip
+
+
+def test_the_entry_cooldown_compares_times_of_one_clock(database_url: str) -> None:
+    # Issue 15, reproduced 4: ENTRY_COOLDOWN_S=0 rejected an add because the exchange's fill
+    # time (the wall clock) was compared with the replay's older market time.
+    settings = SafetySettings(database_url=database_url, entry_cooldown_s=0)
+    engine = make_engine(database_url)
+    serialise_sqlite_writers(engine)
+    create_tables(engine, [OutboxMessage, *TABLES])
+
+    def run(change):
+        with Session(engine, expire_on_commit=False) as session:
+            result = change(session)
+            session.commit()
+            return result
+
+    first = run(
+        lambda s: decide_and_store(s, entry(20, T0), settings, positions_synced=True, markets={})
+    )
+    assert isinstance(first, OrderApproved)
+    wall_clock = datetime(2026, 12, 1, 5, 0, tzinfo=UTC)
+    run(lambda s: record_order_event(s, filled(first, wall_clock), settings))
+    later = entry(21, T0 + timedelta(seconds=1))
+    # The ledger has booked the fill (safety's position is as new as its last fill).
+    run(lambda s: _book_position(s, later.bot_id))
+    second = run(lambda s: decide_and_store(s, later, settings, positions_synced=True, markets={}))
+    assert isinstance(second, OrderApproved), [r.message for r in second.reasons]
+    engine.dispose()
+
+
+def _book_position(session: Session, bot_id: str) -> None:
+    row = PositionRow(bot_id=bot_id, mode="mock", sequence=1, is_open=True,
+                      quantity=Decimal("0.1"), cost_basis=Decimal("0.009"), tranches=1,
+                      last_entry_price=Decimal("0.09"))  # fmt: skip
+    session.add(row)

@@ -26,7 +26,7 @@ from services.signal.config import SignalSettings
 from shared import subjects
 from shared.bots import BotRecord, LiveCatalog, read_bucket
 from shared.catalog import Bot, load_catalog
-from shared.contracts import BotChanged, PositionUpdate, TradeIntent
+from shared.contracts import BotChanged, BotReadiness, PositionUpdate, TradeIntent
 from shared.money import utc_now
 from shared.service import Service
 from shared.streams import BOTS, INTENTS, ensure_streams
@@ -322,6 +322,39 @@ async def test_a_bot_holding_a_position_cannot_be_removed_but_can_be_paused(
         assert "holds 0.1 ETH-BTC" in refused.json()["detail"]["message"]
         assert (await web.post("/bots/from-file/pause", headers=AUTH)).status_code == 200
     assert (await read_bucket(js._nc))["from-file"][0].status == "paused"
+
+
+async def publish_readiness(js, bot_id: str, orders_in_flight: int) -> None:
+    readiness = BotReadiness(
+        bot_id=bot_id, mode="mock", time=utc_now(), trading_state="active", can_enter=False,
+        can_exit=False, max_tranches=3, orders_in_flight=orders_in_flight,
+    )  # fmt: skip
+    await js._nc.publish(
+        subjects.for_token(subjects.SAFETY_READINESS, bot_id), readiness.model_dump_json().encode()
+    )
+    await js._nc.flush()
+
+
+async def test_a_bot_with_an_order_in_flight_is_not_removed_until_it_is_final(
+    tmp_path: Path, nats_url: str, js
+) -> None:
+    # Issue 15, reproduced 6: removal during an approved entry left an unprotected position.
+    async with running(settings_for(tmp_path, nats_url)) as (_, web):
+
+        async def refused() -> httpx.Response | None:
+            await publish_readiness(js, "from-file", 1)
+            answer = await web.delete("/bots/from-file", headers=AUTH)
+            return answer if answer.status_code == 409 else None
+
+        answer = await eventually(refused, "the removal refused while an order is in flight")
+        assert answer.json()["detail"]["code"] == "ORDER_IN_FLIGHT"
+        assert "1 order(s) in flight" in answer.json()["detail"]["message"]
+        await publish_readiness(js, "from-file", 0)
+
+        async def removed() -> bool:
+            return (await web.delete("/bots/from-file", headers=AUTH)).status_code == 200
+
+        await eventually(removed, "the removal once the order is final")
 
 
 async def _position_is(web: httpx.AsyncClient, bot_id: str, status: str) -> bool:

@@ -87,3 +87,26 @@ async def replay(
         previous = tick.time
         count += 1
     return count
+
+
+class BackInTime(ReplayError):
+    """A replay whose ticks all precede the last tick already published for the product."""
+
+
+def resume_after(ticks: Iterator[Ticker], last: datetime | None, path: Path) -> Iterator[Ticker]:
+    """The ticks after ``last`` (the last tick published for the product before a restart), so
+    event time never goes backwards; :class:`BackInTime` when the file has none."""
+    if last is None:
+        yield from ticks
+        return
+    resumed = False
+    for tick in ticks:
+        if tick.time > last:
+            resumed = True
+            yield tick
+    if not resumed:
+        raise BackInTime(
+            f"{path.name} has no tick after {last:%Y-%m-%d %H:%M:%S}Z, the last one published "
+            f"for this product: event time never goes backwards, so it is not replayed (start "
+            "with a new data directory to replay it from its beginning)"
+        )

@@ -1,0 +1,305 @@
+"""What the signal service does with a tick, an injected signal, a position and a flatten: the
+handlers, with the store, the publisher and the bots injected (``app.py`` wires them to NATS,
+tests and the outcome ring wire them to fakes). Decisions are the pure modules' (intents,
+protection, standing, confirmation); this module keeps the per-bot state between them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Literal, Protocol, TypeVar
+
+from prometheus_client import Counter
+from sqlmodel import Session
+
+from services.signal.bots import RunningBot
+from services.signal.intents import Market, decide_intent
+from services.signal.protection import protective_exit
+from services.signal.standing import StandingExits, flatten_reason, holds
+from services.signal.store import (
+    FlattenRecord,
+    SignalRecord,
+    already_handled,
+    flattens,
+    record,
+)
+from services.signal.temperature import bands_of
+from shared.contracts import PositionUpdate, Reason, Side, SignalEvaluation, Ticker, TradeIntent
+from shared.logging import correlated, get_logger
+
+T = TypeVar("T")
+Transact = Callable[[Callable[[Session], T]], Awaitable[T]]
+
+INTENTS = Counter("tranche_signal_intents_total", "Intents created", ["action", "band"])
+NO_INTENT = Counter("tranche_signal_no_intent_total", "Signals that made no intent", ["code"])
+
+
+class Bots(Protocol):
+    def get(self, bot_id: str) -> RunningBot | None: ...
+
+    def trading(self, product_id: str) -> list[tuple[str, RunningBot]]: ...
+
+
+@dataclass
+class SignalHandlers:
+    bots: Bots
+    transact: Transact[Any]
+    publish_evaluation: Callable[[SignalEvaluation], Awaitable[None]]
+    stale_after_s: float = 30.0
+    on_intent: Callable[[TradeIntent], None] | None = None
+    """Told of every stored intent (the lock-step replay counts them)."""
+    markets: dict[str, Market] = field(default_factory=dict)
+    stale: set[str] = field(default_factory=set)
+    positions: dict[str, PositionUpdate] = field(default_factory=dict)
+    standing: StandingExits = field(default_factory=StandingExits)
+    flattening: dict[str, str] = field(default_factory=dict)
+    """Bots an operator asked to flatten, with the reason; cleared when flat or resumed."""
+
+    def __post_init__(self) -> None:
+        self.log = get_logger("signal")
+        self._position_changed: dict[str, asyncio.Event] = {}
+
+    # -- intents ----------------------------------------------------------------------------------
+
+    async def act(
+        self,
+        bot_id: str,
+        running: RunningBot,
+        side: Side,
+        temperature: Decimal,
+        signal_id: str,
+        time: datetime,
+        source: str,
+        protective: Reason | None = None,
+        position_wait_s: float = 0.0,
+    ) -> TradeIntent | None:
+        """Turn a confirmed signal (or a standing exit) into an intent, stored with its outbox
+        message; a signal already handled makes nothing new. A sell that finds no position
+        first waits up to ``position_wait_s`` for a newer one (the position lags a fill)."""
+        bot = running.config
+        if side == "sell" and position_wait_s > 0 and not holds(self.positions.get(bot_id)):
+            await self.newer_position(bot_id, position_wait_s)
+        outcome: TradeIntent | Reason
+        if side == "buy" and running.state.paused:
+            outcome = Reason(
+                code="BOT_PAUSED", message=f"bot {bot_id} is paused: no entries or adds"
+            )
+        elif side == "buy" and bot.product_id in self.stale:
+            outcome = Reason(
+                code="STALE_MARKET_DATA",
+                message=f"no tick for {bot.product_id} in {self.stale_after_s:g} s: no entry",
+            )
+        else:
+            outcome = decide_intent(
+                bot_id=bot_id,
+                bot=bot,
+                side=side,
+                temperature=temperature,
+                signal_id=signal_id,
+                signal_time=time,
+                source=source,
+                position=self.positions.get(bot_id),
+                market=self.markets.get(bot.product_id),
+                protective=protective,
+            )
+        intent = outcome if isinstance(outcome, TradeIntent) else None
+        reason = outcome.reason if isinstance(outcome, TradeIntent) else outcome
+
+        def change(session: Session) -> TradeIntent | None:
+            if already_handled(session, signal_id):
+                return None
+            entry = SignalRecord(
+                signal_id=signal_id,
+                bot_id=bot_id,
+                side=side,
+                time=time,
+                intent_id=intent.intent_id if intent else None,
+                outcome_code=reason.code,
+                outcome=reason.message,
+            )
+            record(session, entry, intent)
+            return intent
+
+        staged = await self.transact(change)
+        with correlated(intent.intent_id if intent else signal_id, bot_id=bot_id):
+            if staged is not None:
+                INTENTS.labels(staged.action, staged.band).inc()
+                self.log.info("intent.created", action=staged.action, side=side,
+                              band=staged.band, reason=reason.code)  # fmt: skip
+            elif intent is None:
+                NO_INTENT.labels(reason.code).inc()
+                self.log.info("signal.no_intent", code=reason.code, reason=reason.message)
+        if staged is not None and self.on_intent is not None:
+            self.on_intent(staged)
+        return staged
+
+    async def confirm(
+        self,
+        bot_id: str,
+        running: RunningBot,
+        side: Side | Literal["hold"],
+        temperature: Decimal,
+        time: datetime,
+        signal_id: str,
+        source: str,
+        score: Decimal | None,
+        skip_confirmation: bool = False,
+        position_wait_s: float = 0.0,
+    ) -> None:
+        """Feed the bot's confirmation; act when it fires; publish the evaluation either way."""
+        runtime = running.runtime
+        band = bands_of(running.config).band_of(temperature)
+        runtime.temperature = temperature
+        progress = runtime.confirmation.feed(side, band, time)
+        intent = None
+        if side != "hold" and (progress.fires or skip_confirmation):
+            intent = await self.act(bot_id, running, side, temperature, signal_id, time, source,
+                                    position_wait_s=position_wait_s)  # fmt: skip
+        held = progress.held_for(time).total_seconds()
+        await self.publish_evaluation(
+            SignalEvaluation(
+                bot_id=bot_id,
+                product_id=running.config.product_id,
+                time=time,
+                direction=side,
+                temperature=temperature,
+                band=band,
+                score=score,
+                confirmations=progress.count,
+                confirmations_needed=progress.needed,
+                confirming_since=progress.since,
+                confirm_seconds=int(runtime.confirmation.hold.total_seconds()),
+                intent_id=intent.intent_id if intent else None,
+                reason=Reason(
+                    code="CONFIRMED" if progress.fires or skip_confirmation else "EVALUATED",
+                    message=(
+                        f"{source}: {side} at temperature {temperature}, {progress.count} of "
+                        f"{progress.needed} evaluations over {held:g} s"
+                    ),
+                ),
+            )
+        )
+
+    # -- standing exits ---------------------------------------------------------------------------
+
+    def trigger_of(self, bot_id: str, running: RunningBot, tick: Ticker) -> Reason | None:
+        """What asks this bot to exit at this tick: a flatten first, then a protective exit."""
+        position = self.positions.get(bot_id)
+        if not holds(position):
+            return None
+        assert position is not None and position.position_id is not None
+        runtime = running.runtime
+        high = max(runtime.highest.get(position.position_id, tick.price), tick.price)
+        runtime.highest[position.position_id] = high
+        if bot_id in self.flattening:
+            return flatten_reason(self.flattening[bot_id])
+        return protective_exit(running.config, position, tick.price, high)
+
+    async def protect(self, bot_id: str, running: RunningBot, tick: Ticker) -> None:
+        """Stop-loss, take-profit, trailing stop and flatten: standing orders, asked on every
+        tick (paused or not) while the trigger holds, backing off in event time."""
+        trigger = self.trigger_of(bot_id, running, tick)
+        position = self.positions.get(bot_id)
+        signal_id = self.standing.ask(bot_id, position, trigger, tick.time)
+        if signal_id is None or trigger is None:
+            return
+        await self.act(bot_id, running, "sell", running.runtime.temperature, signal_id,
+                       tick.time, trigger.code, protective=trigger)  # fmt: skip
+
+    async def evaluate_tick(self, tick: Ticker) -> bool:
+        """One ticker: the newest price, standing exits, then each bot's candle and strategy.
+        False when the tick is older than the price already known (it changes nothing)."""
+        known = self.markets.get(tick.product_id)
+        if known is not None and tick.time < known.time:
+            return False  # an older tick never replaces a newer price
+        self.markets[tick.product_id] = Market(price=tick.price, time=tick.time)
+        for bot_id, running in self.bots.trading(tick.product_id):
+            await self.protect(bot_id, running, tick)
+            runtime = running.runtime
+            candle = runtime.candles.add(tick.price, tick.time)
+            if candle is None or runtime.blend is None:
+                continue
+            evaluation = runtime.blend.update(candle)
+            await self.confirm(
+                bot_id,
+                running,
+                evaluation.direction,  # type: ignore[arg-type]
+                evaluation.temperature,
+                candle.end,
+                f"candle:{bot_id}:{candle.end.isoformat()}",
+                "signals",
+                evaluation.score,
+            )
+        return True
+
+    # -- positions and flatten --------------------------------------------------------------------
+
+    async def newer_position(self, bot_id: str, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for the next position of the bot; True when one came."""
+        changed = self._position_changed.setdefault(bot_id, asyncio.Event())
+        changed.clear()
+        try:
+            await asyncio.wait_for(changed.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+    async def keep_position(self, position: PositionUpdate) -> bool:
+        """Keep the newest position of each bot; a flat one ends its flatten. True when kept."""
+        known = self.positions.get(position.bot_id)
+        if not (
+            known is None or known.mode != position.mode or position.sequence >= known.sequence
+        ):
+            return False
+        self.positions[position.bot_id] = position
+        if position.bot_id in self._position_changed:
+            self._position_changed[position.bot_id].set()
+        if position.bot_id in self.flattening:
+            if holds(position):
+                # A flatten is asked again when the position changes, ticks or not.
+                await self.ask_at_newest_price(position.bot_id)
+            else:
+                await self.flatten_done(position.bot_id, "the position is flat")
+        return True
+
+    async def flatten_requested(self, bot_id: str, reason: str, event_id: str) -> None:
+        """An operator asked to flatten the bot: exit at every tick until flat (or resumed)."""
+        self.flattening[bot_id] = reason
+        self.standing.forget(bot_id)
+
+        def change(session: Session) -> None:
+            if session.get(FlattenRecord, bot_id) is None:
+                session.add(FlattenRecord(bot_id=bot_id, reason=reason[:500], event_id=event_id))
+
+        await self.transact(change)
+        self.log.info("flatten.standing", bot_id=bot_id, reason=reason)
+        await self.ask_at_newest_price(bot_id)
+
+    async def ask_at_newest_price(self, bot_id: str) -> None:
+        """Evaluate the bot's standing exits at the newest price (a flatten is asked at once,
+        not only at the next tick); nothing without a price."""
+        running = self.bots.get(bot_id)
+        market = self.markets.get(running.config.product_id) if running else None
+        if running is not None and market is not None:
+            now = Ticker(product_id=running.config.product_id, price=market.price, time=market.time)
+            await self.protect(bot_id, running, now)
+
+    async def flatten_done(self, bot_id: str, why: str) -> None:
+        self.flattening.pop(bot_id, None)
+        self.standing.forget(bot_id)
+
+        def change(session: Session) -> None:
+            found = session.get(FlattenRecord, bot_id)
+            if found is not None:
+                session.delete(found)
+
+        await self.transact(change)
+        self.log.info("flatten.ended", bot_id=bot_id, why=why)
+
+    async def load_flattens(self) -> None:
+        """The flattens asked before a restart stand again."""
+        self.flattening.update(await self.transact(flattens))
