@@ -58,7 +58,9 @@ ORDERS = Stream(
     "safety decisions and order lifecycle events",
 )
 LEDGER = Stream(
-    "TRANCHE_LEDGER", (subjects.all_of(subjects.LEDGER_POSITIONS),), "positions after every change"
+    "TRANCHE_LEDGER",
+    (subjects.all_of(subjects.LEDGER_POSITIONS), subjects.all_of(subjects.LEDGER_BREACHES)),
+    "positions after every change, tranche-cap breaches",
 )
 SAFETY = Stream("TRANCHE_SAFETY", (subjects.SAFETY_EVENTS,), "breakers, halts, limits")
 DLQ = Stream("TRANCHE_DLQ", (subjects.all_of(subjects.DLQ),), "messages a service refused")
@@ -116,6 +118,10 @@ EXECUTOR_SAFETY_EVENTS = Consumer(
     SAFETY, "executor-safety-events-v1", subjects.SAFETY_EVENTS, new_only=True
 )
 """A halt cancels the open orders it covers; halts from before the executor first ran do not."""
+SAFETY_LEDGER_BREACHES = Consumer(
+    LEDGER, "safety-ledger-breaches-v1", subjects.all_of(subjects.LEDGER_BREACHES)
+)
+"""The ledger's tranche-cap breaches, which safety reports as its own safety events."""
 LEDGER_ORDER_EVENTS = Consumer(
     ORDERS, "ledger-order-events-v1", subjects.all_of(subjects.ORDERS_EVENTS)
 )

@@ -6,72 +6,22 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import nats
 import pytest
-from nats.aio.client import Client
 
 from shared import streams
 from shared.service import Service, StartupError
 from shared.settings import ServiceSettings
 from shared.streams import Consumer, ensure_streams
 from tests.support.nats_server import ROOT, NatsServer
+from tests.support.nats_users import As, denied, stored
 from tranche import credentials
 
-AUTH_CONFIG = ROOT / "deploy" / "nats" / "tranche-auth.conf"
 PERMISSIONS = ROOT / "deploy" / "nats" / "permissions.conf"
 USERS = credentials.USERS
 CONSUMERS = [value for value in vars(streams).values() if isinstance(value, Consumer)]
-
-
-@pytest.fixture
-def passwords() -> dict[str, str]:
-    return credentials.new_passwords()
-
-
-@pytest.fixture
-def secured(tmp_path: Path, passwords: dict[str, str]) -> Iterator[NatsServer]:
-    env = credentials.server_env(passwords)
-    server = NatsServer(store_dir=tmp_path / "nats", config=AUTH_CONFIG, env=env).start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-class As:
-    """A connection as one user, remembering the errors the server sent it."""
-
-    def __init__(self, server: NatsServer, passwords: dict[str, str]):
-        self.server, self.passwords = server, passwords
-        self.errors: list[str] = []
-
-    async def connect(self, user: str) -> Client:
-        async def on_error(error: Exception) -> None:
-            self.errors.append(str(error))
-
-        return await nats.connect(
-            self.server.url,
-            user=user,
-            password=self.passwords[user],
-            error_cb=on_error,
-            max_reconnect_attempts=0,
-        )
-
-
-@pytest.fixture
-async def users(secured: NatsServer, passwords: dict[str, str]) -> AsyncIterator[As]:
-    who = As(secured, passwords)
-    setup = await who.connect("admin")  # provisioning: only admin may create streams
-    await ensure_streams(setup.jetstream())
-    await setup.close()
-    yield who
-
-
-async def stored(nc: Client, stream: str) -> int:
-    return (await nc.jetstream().stream_info(stream)).state.messages
 
 
 async def test_only_safety_may_publish_an_approval(users: As) -> None:
@@ -165,10 +115,6 @@ def test_each_durable_consumer_is_usable_by_its_service_only(consumer: Consumer)
     for user in (*credentials.SERVICE_USERS, "operator"):
         listed = f'"{api}"' in rules_of(user) and f'"{ack}"' in rules_of(user)
         assert listed == (user == owner), (user, consumer.durable)
-
-
-def denied(users: As) -> bool:
-    return any("permissions violation" in e.lower() for e in users.errors)
 
 
 async def test_the_dashboard_cannot_delete_a_stream_or_publish_an_order_event(users: As) -> None:
