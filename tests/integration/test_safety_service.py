@@ -21,6 +21,8 @@ from services.safety.app import build
 from services.safety.config import SafetySettings
 from services.safety.store import DecisionRow
 from shared import subjects
+from shared.bots import BotRecord
+from shared.catalog import Bot
 from shared.contracts import (
     BotReadiness,
     Fill,
@@ -31,6 +33,7 @@ from shared.contracts import (
     SafetyCommand,
     SafetyCommandResult,
     TradeIntent,
+    TrancheCapBreach,
     TrancheView,
 )
 from shared.service import Service
@@ -137,6 +140,15 @@ class Harness:
             realized_pnl=Decimal(0), fees_paid=Decimal(0), tranches=tranches, sequence=sequence,
         )  # fmt: skip
         await kv.put(bot, position.model_dump_json().encode())
+
+    async def add_bot(self, bot_id: str) -> None:
+        """Put a bot in the tranche_bots bucket, as the signal service does for every bot."""
+        record = BotRecord(
+            bot_id=bot_id, config=Bot(product_id="ETH-BTC", quote_size=Decimal("0.01")),
+            change="created", changed_at=T0, changed_by="test",
+        )  # fmt: skip
+        bucket = await self.js.key_value(subjects.BOTS_BUCKET)
+        await bucket.put(bot_id, record.model_dump_json().encode())
 
     def decisions(self, bot: str | None = None) -> list[DecisionRow]:
         with Session(self.engine) as session:
@@ -494,6 +506,7 @@ async def test_the_kill_switch_over_http_needs_the_token_and_over_nats_halts_eve
             wrong = {"Authorization": "Bearer nope"}
             assert (await web.post("/halt", json={}, headers=wrong)).status_code == 401
             good = {"Authorization": "Bearer s3cret-token"}
+            await h.add_bot("k-1")
             answer = await web.post("/halt", json={"bot_id": "k-1"}, headers=good)
             assert answer.status_code == 200 and answer.json()["state"] == "halted"
             await h.send(intent("k-1", action="entry"))
@@ -646,5 +659,85 @@ async def test_readiness_follows_decisions_fills_and_halts(
             assert served["trading_state"] == "halted" and served["can_exit"] is False
             assert [r["bot_id"] for r in (await web.get("/readiness")).json()] == [bot]
             assert (await web.get("/readiness/nobody")).status_code == 404
+    finally:
+        await stop(service)
+
+
+# -- commands that cannot be carried out get an answer with the reason (issue 14, item 11) ------
+
+
+async def test_a_malformed_command_gets_an_answer_with_the_reason(
+    database_url: str, nats_url: str, tmp_path: Path
+) -> None:
+    service = await started(settings_for(database_url, nats_url, tmp_path))
+    try:
+        async with Harness(nats_url, database_url) as h:
+            for payload in (b"not json", b'{"command": "explode", "command_id": "c"}', b"{}"):
+                reply = await h.nc.request(subjects.SAFETY_CONTROL, payload, timeout=3)
+                answer = SafetyCommandResult.model_validate_json(reply.data)
+                assert not answer.ok and answer.code == "INVALID_COMMAND", payload
+                assert answer.message, payload
+    finally:
+        await stop(service)
+
+
+async def test_halts_and_limit_resets_for_a_bot_that_does_not_exist_are_refused(
+    database_url: str, nats_url: str, tmp_path: Path
+) -> None:
+    service = await started(settings_for(database_url, nats_url, tmp_path))
+    try:
+        async with Harness(nats_url, database_url) as h:
+            for command in ("halt", "limits_reset"):
+                refused = await h.command(command=command, bot_id="no-such-bot")
+                assert not refused.ok and refused.code == "UNKNOWN_BOT", command
+                assert "no-such-bot" in refused.message
+            await h.add_bot("known-1")  # in the bots bucket: a bot that exists
+            assert (await h.command(command="halt", bot_id="known-1")).state == "halted"
+            assert (await h.command(command="limits_reset", bot_id="known-1")).ok
+            await h.send(intent("traded-1"))  # never in the bucket, but safety decided for it
+            await h.decided(1, "traded-1")
+            assert (await h.command(command="halt", bot_id="traded-1")).state == "halted"
+            states = {s["scope"] for s in (await safety_states(service))["states"]}
+            assert "no-such-bot" not in states
+    finally:
+        await stop(service)
+
+
+async def safety_states(service: Service) -> dict:
+    app = service.http_app()
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://s"
+    ) as web:
+        return (await web.get("/states")).json()
+
+
+async def test_the_ledgers_breach_report_becomes_one_safety_event_of_safetys(
+    database_url: str, nats_url: str, tmp_path: Path
+) -> None:
+    service = await started(settings_for(database_url, nats_url, tmp_path))
+    try:
+        async with Harness(nats_url, database_url) as h:
+            breach = TrancheCapBreach(
+                message_id="breach-mock-b-1-1-4", correlation_id="c", time=T0, bot_id="b-1",
+                mode="mock", position_number=1, tranches=4, max_tranches=3,
+                message="bot b-1 holds 4 entry tranches in position 1; the cap is 3.",
+            )  # fmt: skip
+            for _ in range(2):  # a redelivery or a re-publish is reported once
+                await h.js.publish(
+                    "tranche.ledger.breaches.b-1", breach.model_dump_json().encode(),
+                    headers={"Nats-Msg-Id": f"{breach.message_id}-{_}"},
+                )  # fmt: skip
+
+            async def reported():
+                found = await h.stream("TRANCHE_SAFETY", subjects.SAFETY_EVENTS)
+                return found or None
+
+            (event,) = [json.loads(m.data) for m in await wait_until(reported, what="event")]
+            await asyncio.sleep(0.5)
+            assert len(await h.stream("TRANCHE_SAFETY", subjects.SAFETY_EVENTS)) == 1
+            assert event["code"] == "TRANCHE_CAP_BREACHED" and event["bot_id"] == "b-1"
+            assert (
+                event["caused_by"].startswith("ledger") and "4 entry tranches" in event["message"]
+            )
     finally:
         await stop(service)
