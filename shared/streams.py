@@ -155,11 +155,18 @@ async def check_streams(js: JetStreamContext) -> None:
         f"KV_{bucket}" for bucket in (subjects.POSITIONS_BUCKET, subjects.BOTS_BUCKET)
     ]
     missing = []
+    declared = {stream.name: stream.subjects for stream in ALL_STREAMS}
     for name in names:
         try:
-            await js.stream_info(name)
+            info = await js.stream_info(name)
         except NotFoundError:
             missing.append(name)
+            continue
+        # A stream provisioned by an older version may lack a subject added since: a publish on
+        # it would find no stream, and the outbox would wait on it forever.
+        lacking = set(declared.get(name, ())) - set(info.config.subjects or ())
+        if lacking:
+            missing.append(f"{name}'s subjects {', '.join(sorted(lacking))}")
     if missing:
         raise StreamsMissing(
             f"JetStream has no {', '.join(missing)}: provision the streams first as the admin "
