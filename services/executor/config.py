@@ -67,6 +67,12 @@ class ExecutorSettings(ServiceSettings):
     coinbase_ca_file: Path | None = None
     """Trust this CA bundle instead of the system's (a test stand-in; never needed live)."""
 
+    # -- defence in depth (shared/signing.py)
+    signing_public_key: str | None = None
+    """Safety's Ed25519 public key (PEM): the executor places an approval and follows a safety
+    event only with safety's signature. Required; or ``signing_public_key_file``."""
+    signing_public_key_file: Path | None = None
+
     # -- fault injection for the test suite
     executor_fault: Literal["", "crash_after_send"] = ""
     """``crash_after_send`` exits the process right after the exchange accepted an order and

@@ -28,6 +28,7 @@ from time import monotonic
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query
+from faststream.nats import NatsResponse
 from faststream.nats.annotations import NatsMessage
 from nats.js.errors import KeyDeletedError, KeyNotFoundError
 from pydantic import BaseModel, Field, ValidationError
@@ -75,6 +76,7 @@ from shared.logging import correlated
 from shared.money import utc_now
 from shared.positions import watch_positions as follow_positions
 from shared.service import Service, serve
+from shared.signing import Signer, SigningKeyError, key_text
 from shared.streams import (
     SAFETY_INTENTS,
     SAFETY_LEDGER_BREACHES,
@@ -95,7 +97,20 @@ def build(settings: SafetySettings) -> Service:
         raise SystemExit(
             f"safety: production mode needs the executor's opt-in too: {', '.join(missing)}"
         )
+    try:
+        signer = Signer(
+            key_text(
+                settings.signing_key.get_secret_value() if settings.signing_key else None,
+                settings.signing_key_file,
+                "TRANCHE_SIGNING_KEY",
+            )
+        )
+    except SigningKeyError as error:
+        raise SystemExit(
+            f"safety: {error}; the executor places only approvals safety signed"
+        ) from None
     service = Service(settings, TABLES)
+    service.sign = signer.headers  # approvals, rejections and safety events, in the outbox
     serialise_sqlite_writers(service.engine)
     log = service.log
     markets: dict[str, Market] = {}
@@ -306,10 +321,16 @@ def build(settings: SafetySettings) -> Service:
         return result
 
     @service.broker.subscriber(subjects.SAFETY_CONTROL, queue="safety", title="safety-control")
-    async def on_command(msg: NatsMessage) -> SafetyCommandResult:
-        """A ``SafetyCommand`` request; the reply is a ``SafetyCommandResult``. Every request
-        gets one: a command that does not parse is refused with the reason (``INVALID_COMMAND``)
-        rather than left to the requester's timeout, so the body is parsed here."""
+    async def on_command(msg: NatsMessage) -> NatsResponse:
+        """A ``SafetyCommand`` request; the reply is a ``SafetyCommandResult`` signed by safety.
+        Every request gets one: a command that does not parse is refused with the reason
+        (``INVALID_COMMAND``) rather than left to the requester's timeout."""
+        result = await answer_command(msg)
+        payload = result.model_dump_json().encode()
+        # Signed for the requester's own inbox: the CLI says "halted" only on safety's word.
+        return NatsResponse(payload, headers=signer.headers(msg.raw_message.reply, payload))
+
+    async def answer_command(msg: NatsMessage) -> SafetyCommandResult:
         try:
             body = SafetyCommand.model_validate_json(msg.body or b"")
         except ValidationError as error:

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import nats
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import create_engine
 from sqlmodel import Session, select
 
@@ -37,7 +38,9 @@ from shared.contracts import (
     TrancheView,
 )
 from shared.service import Service
+from shared.signing import Verifier
 from shared.streams import SAFETY_INTENTS, SAFETY_ORDER_EVENTS, Consumer, ensure_streams
+from tests.support import signing
 from tests.support.waiting import eventually as wait_until
 
 T0 = datetime(2018, 1, 20, 12, 0, tzinfo=UTC)
@@ -741,3 +744,47 @@ async def test_the_ledgers_breach_report_becomes_one_safety_event_of_safetys(
             )
     finally:
         await stop(service)
+
+
+async def test_safety_signs_its_approvals_events_and_answers(
+    database_url: str, nats_url: str, tmp_path: Path
+) -> None:
+    verifier = Verifier(signing.PUBLIC_KEY)
+    service = await started(settings_for(database_url, nats_url, tmp_path))
+    try:
+        async with Harness(nats_url, database_url) as h:
+            await h.send(intent("signed-1"))
+            (approved,) = await wait_until(
+                lambda: h.stream("TRANCHE_ORDERS", "tranche.orders.approved.signed-1"),
+                what="an approval",
+            )
+            assert verifier.valid(approved.subject, approved.data, approved.headers)
+            assert not verifier.valid(
+                "tranche.orders.approved.other", approved.data, approved.headers
+            )
+            await h.add_bot("signed-2")
+            reply = await h.nc.request(
+                subjects.SAFETY_CONTROL,
+                SafetyCommand(command="halt", command_id="c-s", bot_id="signed-2").model_dump_json()
+                .encode(),
+                timeout=5,
+            )  # fmt: skip
+            assert verifier.valid(reply.subject, reply.data, reply.headers)
+            (halt,) = await wait_until(
+                lambda: h.stream("TRANCHE_SAFETY", subjects.SAFETY_EVENTS), what="the halt event"
+            )
+            assert verifier.valid(halt.subject, halt.data, halt.headers)
+    finally:
+        await stop(service)
+
+
+def test_safety_does_not_start_without_its_signing_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TRANCHE_SIGNING_KEY")
+    settings = settings_for(f"sqlite:///{tmp_path / 's.db'}", "nats://127.0.0.1:1", tmp_path)
+    with pytest.raises(SystemExit, match="TRANCHE_SIGNING_KEY"):
+        build(settings)
+    garbage = settings.model_copy(update={"signing_key": SecretStr("not a key")})
+    with pytest.raises(SystemExit, match="not an unencrypted PEM private key"):
+        build(garbage)
