@@ -234,3 +234,25 @@ async def test_an_operator_command_refused_by_nats_says_so_in_one_sentence(
     credentials.write_passwords(data_dir, passwords)  # this run's, as tranche up writes them
     nc = await credentials.operator_connect(secured.url, data_dir)
     await nc.close()
+
+
+async def test_a_service_refuses_to_start_on_a_stream_provisioned_without_a_newer_subject(
+    secured: NatsServer, passwords: dict[str, str], tmp_path: Path
+) -> None:
+    admin = await nats.connect(secured.url, user="admin", password=passwords["admin"])
+    await ensure_streams(admin.jetstream())
+    older = streams.LEDGER.config()
+    older.subjects = ["tranche.ledger.positions.>"]  # as provisioned before the breach reports
+    await admin.jetstream().update_stream(older)
+    await admin.close()
+    settings = ServiceSettings(
+        service="ledger", nats_url=secured.url, nats_user="ledger",
+        nats_password=passwords["ledger"], stream_setup="check",
+        database_url=f"sqlite:///{tmp_path / 'ledger.db'}", nats_connect_timeout_s=5,
+    )  # fmt: skip
+    service = Service(settings, [])
+    with pytest.raises(StartupError, match=r"TRANCHE_LEDGER's subjects tranche\.ledger\.breaches"):
+        await service.start()
+    await service.broker.stop()
+    if service.nc is not None:
+        await service.nc.close()
