@@ -75,3 +75,17 @@ def test_the_cli_finds_safetys_public_key(tmp_path: Path, monkeypatch: pytest.Mo
     assert credentials.signing_public_key(tmp_path) == public.read_text()
     monkeypatch.setenv("TRANCHE_SIGNING_PUBLIC_KEY", "given")
     assert credentials.signing_public_key(tmp_path) == "given"
+
+
+def test_an_outbox_replay_re_signs_safetys_rows_with_its_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared.signing import SigningKeyError, Verifier
+    from tranche.outbox_cli import _safety_signer
+
+    monkeypatch.delenv("TRANCHE_SIGNING_KEY", raising=False)
+    with pytest.raises(SigningKeyError, match="TRANCHE_SIGNING_KEY"):
+        _safety_signer(tmp_path)
+    _, public = credentials.signing_keys(tmp_path)  # what tranche up keeps
+    headers = _safety_signer(tmp_path).headers("s", b"{}")
+    assert Verifier(public.read_text()).valid("s", b"{}", headers)
