@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlmodel import Field, Session, SQLModel, select
+from sqlmodel import Field, Session, SQLModel, col, select
 
 from shared.contracts import Reason, SafetyEvent
 from shared.db import UtcDateTime
@@ -53,7 +53,7 @@ def record_state(session: Session, event: SafetyEvent) -> bool:
 def states_for(session: Session, bot_id: str) -> dict[str, str]:
     """``{"*": ..., bot_id: ...}`` as far as known (missing: active)."""
     rows = session.exec(
-        select(TradingStateRow).where(TradingStateRow.scope.in_([SYSTEM, bot_id]))  # type: ignore[attr-defined]
+        select(TradingStateRow).where(col(TradingStateRow.scope).in_([SYSTEM, bot_id]))
     )
     return {row.scope: row.state for row in rows}
 
