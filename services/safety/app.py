@@ -314,9 +314,9 @@ def build(settings: SafetySettings) -> Service:
             ok=result.ok,
             code=result.code,
         )
-        if body.bot_id:
+        if body.bot_id and exists:
             readiness.mark(body.bot_id)
-        else:
+        elif not body.bot_id:
             readiness.mark_all()
         return result
 

@@ -706,12 +706,15 @@ async def test_halts_and_limit_resets_for_a_bot_that_does_not_exist_are_refused(
         await stop(service)
 
 
-async def safety_states(service: Service) -> dict:
-    app = service.http_app()
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://s"
-    ) as web:
-        return (await web.get("/states")).json()
+def service_readiness(service: Service) -> set[str]:
+    """The bots safety has published a readiness for (what GET /readiness lists)."""
+    return set(service.readiness.latest)  # type: ignore[attr-defined]
+
+
+async def safety_states(service: Service, path: str = "/states") -> dict:
+    transport = httpx.ASGITransport(app=service.http_app())
+    async with httpx.AsyncClient(transport=transport, base_url="http://s") as web:
+        return (await web.get(path)).json()
 
 
 async def test_the_ledgers_breach_report_becomes_one_safety_event_of_safetys(
