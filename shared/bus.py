@@ -17,6 +17,7 @@ import asyncio
 import base64
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -312,9 +313,14 @@ async def connect(
     )
 
 
-def outbox_publisher(nc: NatsClient, timeout: float = 5.0):
+def outbox_publisher(
+    nc: NatsClient,
+    timeout: float = 5.0,
+    sign: Callable[[str, bytes], dict[str, str]] | None = None,
+):
     """Publish a batch of outbox rows in their order: JetStream messages with their id, key-value
     puts (a publish on the bucket's ``$KV.<bucket>.<key>`` subject, what ``kv.put`` sends).
+    ``sign`` adds headers that sign each message (safety's, shared/signing.py).
 
     Pipelined: every row is sent before any acknowledgement is awaited (one round trip per
     batch, not per row), in order on one connection, so the server stores them in order. Raises
@@ -330,10 +336,11 @@ def outbox_publisher(nc: NatsClient, timeout: float = 5.0):
                 else:
                     stream = stream_for(row.subject).name
                     headers = {"Nats-Msg-Id": row.message_id}
+                payload = row.payload.encode()
+                if sign is not None:
+                    headers = (headers or {}) | sign(row.subject, payload)
                 acks.append(
-                    await js.publish_async(
-                        row.subject, row.payload.encode(), stream=stream, headers=headers
-                    )
+                    await js.publish_async(row.subject, payload, stream=stream, headers=headers)
                 )
         except Exception as error:
             await _confirmed_prefix(acks, timeout, error)

@@ -256,6 +256,19 @@ class PositionUpdate(Envelope):
     """More than three entry tranches were filled (booked as they happened, and reported)."""
 
 
+class TrancheCapBreach(Envelope):
+    """``tranche.ledger.breaches.<bot_id>``: the ledger booked more entry tranches than the cap
+    in the bot's current position (reality wins: the fills are booked). Only the ledger sends
+    it; safety reports it as its own ``TRANCHE_CAP_BREACHED`` safety event."""
+
+    bot_id: Token
+    mode: Mode
+    position_number: int = Field(ge=1)
+    tranches: int = Field(ge=1)
+    max_tranches: int = Field(ge=1)
+    message: Annotated[str, StringConstraints(min_length=1, max_length=500)]
+
+
 class PositionQuery(Contract):
     """``tranche.ledger.query.<bot_id>`` (core NATS request): the bot's current position now."""
 

@@ -62,6 +62,8 @@ class Service:
         self.nc: NatsClient | None = None
         self.relay = OutboxRelay(self.engine, self._publish, fault=settings.fault)
         self._publisher: Callable[[list[OutboxMessage]], Awaitable[None]] | None = None
+        self.sign: Callable[[str, bytes], dict[str, str]] | None = None
+        """Headers that sign each outbox message (safety's signature; shared/signing.py)."""
         self._tasks: list[asyncio.Task[Any]] = []
         self.on_start: list[Callable[[], Awaitable[None]]] = []
         self.background: list[Callable[[], Awaitable[None]]] = []
@@ -153,7 +155,7 @@ class Service:
         except StreamsMissing as error:
             raise StartupError(str(error)) from None
         self.dead_letters.nc = self.nc
-        self._publisher = outbox_publisher(self.nc)
+        self._publisher = outbox_publisher(self.nc, sign=self.sign)
         for hook in self.on_start:
             await hook()
         self._include_router()

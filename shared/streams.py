@@ -58,7 +58,9 @@ ORDERS = Stream(
     "safety decisions and order lifecycle events",
 )
 LEDGER = Stream(
-    "TRANCHE_LEDGER", (subjects.all_of(subjects.LEDGER_POSITIONS),), "positions after every change"
+    "TRANCHE_LEDGER",
+    (subjects.all_of(subjects.LEDGER_POSITIONS), subjects.all_of(subjects.LEDGER_BREACHES)),
+    "positions after every change, tranche-cap breaches",
 )
 SAFETY = Stream("TRANCHE_SAFETY", (subjects.SAFETY_EVENTS,), "breakers, halts, limits")
 DLQ = Stream("TRANCHE_DLQ", (subjects.all_of(subjects.DLQ),), "messages a service refused")
@@ -116,6 +118,10 @@ EXECUTOR_SAFETY_EVENTS = Consumer(
     SAFETY, "executor-safety-events-v1", subjects.SAFETY_EVENTS, new_only=True
 )
 """A halt cancels the open orders it covers; halts from before the executor first ran do not."""
+SAFETY_LEDGER_BREACHES = Consumer(
+    LEDGER, "safety-ledger-breaches-v1", subjects.all_of(subjects.LEDGER_BREACHES)
+)
+"""The ledger's tranche-cap breaches, which safety reports as its own safety events."""
 LEDGER_ORDER_EVENTS = Consumer(
     ORDERS, "ledger-order-events-v1", subjects.all_of(subjects.ORDERS_EVENTS)
 )
@@ -149,11 +155,18 @@ async def check_streams(js: JetStreamContext) -> None:
         f"KV_{bucket}" for bucket in (subjects.POSITIONS_BUCKET, subjects.BOTS_BUCKET)
     ]
     missing = []
+    declared = {stream.name: stream.subjects for stream in ALL_STREAMS}
     for name in names:
         try:
-            await js.stream_info(name)
+            info = await js.stream_info(name)
         except NotFoundError:
             missing.append(name)
+            continue
+        # A stream provisioned by an older version may lack a subject added since: a publish on
+        # it would find no stream, and the outbox would wait on it forever.
+        lacking = set(declared.get(name, ())) - set(info.config.subjects or ())
+        if lacking:
+            missing.append(f"{name}'s subjects {', '.join(sorted(lacking))}")
     if missing:
         raise StreamsMissing(
             f"JetStream has no {', '.join(missing)}: provision the streams first as the admin "

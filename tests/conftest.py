@@ -7,8 +7,17 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import signing
 from tests.support.nats_server import NatsServer
 from tests.support.postgres import fresh_database
+
+
+@pytest.fixture(autouse=True)
+def signing_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Safety signs and the executor verifies with the suite's key pair (shared/signing.py),
+    unless a test or the embedded stack gives them another."""
+    monkeypatch.setenv("TRANCHE_SIGNING_KEY", signing.PRIVATE_KEY)
+    monkeypatch.setenv("TRANCHE_SIGNING_PUBLIC_KEY", signing.PUBLIC_KEY)
 
 
 @pytest.fixture

@@ -36,13 +36,17 @@ def documents(data_dir: Path) -> dict[str, Any]:
         "ledger": (build_ledger, LedgerSettings),
         "dashboard": (build_dashboard, DashboardSettings),
     }
+    from shared.signing import new_key_pair
+
+    private_key, public_key = new_key_pair()  # a throwaway pair: signing is not documented here
+    extra: dict[str, dict[str, Any]] = {
+        "signal": {"replay": ""},
+        "safety": {"signing_key": private_key},
+        "executor": {"signing_public_key": public_key},
+    }
     out: dict[str, Any] = {}
     for name, (build, settings_class) in builders.items():
-        service = build(
-            settings_class(data_dir=data_dir, replay="")
-            if name == "signal"
-            else settings_class(data_dir=data_dir)
-        )  # type: ignore[call-arg]
+        service = build(settings_class(data_dir=data_dir, **extra.get(name, {})))  # type: ignore[call-arg]
         out[f"{name}.asyncapi.json"] = service.asyncapi()
         out[f"{name}.openapi.json"] = service.http_app().openapi()
         service.engine.dispose()

@@ -56,6 +56,43 @@ def write_passwords(data_dir: Path, passwords: dict[str, str]) -> None:
         path.chmod(0o600)  # an older file keeps its mode through O_CREAT
 
 
+SIGNING_KEY = "signing-key.pem"
+SIGNING_PUBLIC_KEY = "signing-public-key.pem"
+
+
+def signing_keys(data_dir: Path) -> tuple[Path, Path]:
+    """Safety's Ed25519 key pair of this data directory (shared/signing.py): made once, kept
+    across restarts (approvals stored in the streams stay verifiable), the private key readable
+    by the owner only. Returns (private key file, public key file)."""
+    from shared.signing import new_key_pair
+
+    folder = data_dir / SECRETS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o700)
+    private, public = folder / SIGNING_KEY, folder / SIGNING_PUBLIC_KEY
+    if not private.is_file() or not public.is_file():
+        private_pem, public_pem = new_key_pair()
+        descriptor = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as out:
+            out.write(private_pem)
+        public.write_text(public_pem)
+    private.chmod(0o600)
+    public.chmod(0o600)
+    return private, public
+
+
+def signing_public_key(data_dir: str | Path | None = None) -> str | None:
+    """Safety's public key for the operator's commands: ``TRANCHE_SIGNING_PUBLIC_KEY``, else
+    the file ``TRANCHE_SIGNING_PUBLIC_KEY_FILE`` names, else the embedded stack's, else none."""
+    given = os.environ.get("TRANCHE_SIGNING_PUBLIC_KEY")
+    if given:
+        return given
+    named = os.environ.get("TRANCHE_SIGNING_PUBLIC_KEY_FILE")
+    folder = Path(data_dir or os.environ.get("TRANCHE_DATA_DIR") or "var")
+    path = Path(named) if named else folder / SECRETS_DIR / SIGNING_PUBLIC_KEY
+    return path.read_text() if path.is_file() else None
+
+
 def with_user(nats_url: str, user: str, password: str) -> str:
     """``nats://user:password@host:port`` (for tests and tools that take one URL)."""
     parts = urlsplit(nats_url)

@@ -15,6 +15,7 @@ import asyncio
 import sys
 
 from shared.settings import ServiceSettings, load
+from shared.signing import new_key_pair, one_line
 from shared.streams import ensure_streams
 from tranche import credentials
 
@@ -60,9 +61,14 @@ def cmd_provision(args: argparse.Namespace) -> int:
 
 
 def cmd_passwords(args: argparse.Namespace) -> int:
-    """Fresh passwords for every NATS user, as ``.env`` lines (docker compose reads them)."""
+    """Fresh passwords for every NATS user and safety's signing key pair, as ``.env`` lines
+    (docker compose reads them)."""
     for name, value in credentials.server_env(credentials.new_passwords()).items():
         print(f"{name}={value}")
+    # Safety's signing key pair (shared/signing.py): the private key for safety only.
+    private, public = one_line(new_key_pair()[0])
+    print(f"TRANCHE_SIGNING_KEY={private}")
+    print(f"TRANCHE_SIGNING_PUBLIC_KEY={public}")
     return 0
 
 

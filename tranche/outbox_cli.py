@@ -14,7 +14,11 @@ import argparse
 import asyncio
 import os
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
+
+from shared.signing import Signer, SigningKeyError, key_text
 
 SERVICES = ("signal", "safety", "executor", "ledger")
 
@@ -66,11 +70,21 @@ def cmd_replay(args: argparse.Namespace) -> int:
         settings = load(ServiceSettings, service=name)
         url = args.database_url or settings.db_url
         nats_url = args.nats_url or settings.nats_url
+        sign = None
+        if name == "safety":  # the executor believes only what safety signed
+            try:
+                sign = _safety_signer(settings.data_dir).headers
+            except SigningKeyError as error:
+                print(f"safety: cannot replay its outbox unsigned: {error}", file=sys.stderr)
+                return 1
         engine = make_engine(url)
         try:
             sent = asyncio.run(
-                _replay(engine, nats_url, args.since, settings.stream_replicas, settings.nats_auth)
-            )
+                _replay(
+                    engine, nats_url, args.since, settings.stream_replicas, settings.nats_auth,
+                    sign,
+                )
+            )  # fmt: skip
         except Exception as error:
             print(
                 f"{name}: cannot replay its outbox: {type(error).__name__}: {error}",
@@ -85,8 +99,23 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _safety_signer(data_dir: Path) -> Signer:
+    """Safety's key: TRANCHE_SIGNING_KEY(_FILE), else the one tranche up keeps in the data dir."""
+    from tranche.credentials import SECRETS_DIR, SIGNING_KEY
+
+    kept = data_dir / SECRETS_DIR / SIGNING_KEY
+    named = os.environ.get("TRANCHE_SIGNING_KEY_FILE")
+    file = Path(named) if named else (kept if kept.is_file() else None)
+    return Signer(key_text(os.environ.get("TRANCHE_SIGNING_KEY"), file, "TRANCHE_SIGNING_KEY"))
+
+
 async def _replay(
-    engine, nats_url: str, since: datetime, replicas: int, auth: dict[str, str]
+    engine,
+    nats_url: str,
+    since: datetime,
+    replicas: int,
+    auth: dict[str, str],
+    sign: Callable[[str, bytes], dict[str, str]] | None = None,
 ) -> int:
     from shared.bus import connect, outbox_publisher
     from shared.outbox import replay_since
@@ -96,6 +125,6 @@ async def _replay(
     nc = await connect(nats_url, "tranche-outbox-replay", **auth)
     try:
         await ensure_streams(nc.jetstream(), replicas=replicas)
-        return await replay_since(engine, since, outbox_publisher(nc))
+        return await replay_since(engine, since, outbox_publisher(nc, sign=sign))
     finally:
         await nc.drain()

@@ -8,7 +8,8 @@ tranche limits reset BOT     release BOT's mock counters and cooldowns (refused 
 tranche decisions BOT        BOT's decisions with every reason and the counters they saw
 
 Commands travel as ``tranche.safety.control`` requests over NATS (NATS permissions decide who
-may send them); ``decisions`` reads safety's HTTP API.
+may send them, and that only safety may answer); an answer counts only with safety's signature
+(shared/signing.py), checked with its public key. ``decisions`` reads safety's HTTP API.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ import httpx
 
 from shared import subjects
 from shared.contracts import PositionUpdate, SafetyCommand, SafetyCommandResult
-from tranche.credentials import operator_connect
+from shared.signing import SigningKeyError, Verifier
+from tranche.credentials import operator_connect, signing_public_key
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4250"
 DEFAULT_SAFETY_URL = "http://127.0.0.1:8102"
@@ -40,10 +42,23 @@ def _operator() -> str:
 
 
 def send(nats_url: str, command: SafetyCommand, timeout: float = 5) -> SafetyCommandResult:
-    """Send one command to safety and return its answer (raises ``ConnectionError`` when no
-    safety instance answers)."""
+    """Send one command to safety and return its answer, once its signature shows that safety
+    gave it (raises ``ConnectionError`` when no safety instance answers or the answer is not
+    safety's: "halted" is said only on safety's own word)."""
     from nats.errors import NoRespondersError
     from nats.errors import TimeoutError as NatsTimeout
+
+    public_key = signing_public_key()
+    if public_key is None:
+        raise ConnectionError(
+            "cannot confirm safety's answer without its public key: set "
+            "TRANCHE_SIGNING_PUBLIC_KEY or TRANCHE_SIGNING_PUBLIC_KEY_FILE, or TRANCHE_DATA_DIR "
+            "to the data directory of the running tranche up"
+        )
+    try:
+        verifier = Verifier(public_key)
+    except SigningKeyError as error:
+        raise ConnectionError(str(error)) from None
 
     async def request() -> SafetyCommandResult:
         nc = await operator_connect(nats_url)
@@ -53,6 +68,11 @@ def send(nats_url: str, command: SafetyCommand, timeout: float = 5) -> SafetyCom
             )
         finally:
             await nc.close()
+        if not verifier.valid(reply.subject, reply.data, reply.headers):
+            raise ConnectionError(
+                f"an answer on {subjects.SAFETY_CONTROL} was not signed by safety: nothing is "
+                "confirmed (check tranche status or safety's GET /states)"
+            )
         return SafetyCommandResult.model_validate_json(reply.data)
 
     try:

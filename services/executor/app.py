@@ -1,7 +1,10 @@
 """Executor service wiring.
 
 Reads:  tranche.orders.approved.<bot>     (durable, consumer executor-approved-v1)
-        tranche.safety.events             (durable, consumer executor-safety-events-v1: halts)
+        tranche.safety.events             (durable, consumer executor-safety-events-v1: halts
+                                          and the trading state, services/executor/trading.py)
+Approvals and safety events count only with safety's signature (shared/signing.py); anything
+else is dead-lettered (APPROVAL_NOT_SIGNED, SAFETY_EVENT_NOT_SIGNED).
         tranche.market.ticker.<product>   (core NATS: the mock exchange's prices)
 Writes: tranche.orders.events.<bot>       (outbox)
         tranche.dlq.executor              (refused input)
@@ -41,14 +44,16 @@ from services.executor.store import (
     recent_orders,
 )
 from services.executor.sync import Executor
+from services.executor.trading import TradingStateRow
 from shared import subjects
 from shared.bots import LiveCatalog
-from shared.bus import durable, require_subject_token
+from shared.bus import InvalidMessage, durable, require_subject_token
 from shared.catalog import CatalogError, load_catalog
-from shared.contracts import Fill, OrderApproved, OrderEvent, SafetyEvent, Ticker
+from shared.contracts import Fill, OrderApproved, OrderEvent, Reason, SafetyEvent, Ticker
 from shared.http import bearer_guard
 from shared.money import NonNegativeDec, PositiveDec, utc_now
 from shared.service import Service, serve
+from shared.signing import SigningKeyError, Verifier, key_text
 from shared.streams import EXECUTOR_APPROVED, EXECUTOR_SAFETY_EVENTS
 
 EXCHANGE_STATES = ("reachable", "degraded", "unreachable", "refused")
@@ -103,7 +108,19 @@ def build(settings: ExecutorSettings, exchange: Any = None) -> Service:
     refusal = production_refusal(settings)
     if refusal:
         raise SystemExit(refusal)
-    service = Service(settings, [*TABLES, *MOCK_TABLES])
+    try:
+        verifier = Verifier(
+            key_text(
+                settings.signing_public_key,
+                settings.signing_public_key_file,
+                "TRANCHE_SIGNING_PUBLIC_KEY",
+            )
+        )
+    except SigningKeyError as error:
+        raise SystemExit(
+            f"executor: {error}; it places only approvals signed by safety's key"
+        ) from None
+    service = Service(settings, [*TABLES, *MOCK_TABLES, TradingStateRow])
     log = service.log
     try:
         catalog = load_catalog(settings.config_file)
@@ -176,11 +193,25 @@ def build(settings: ExecutorSettings, exchange: Any = None) -> Service:
     @durable(service.router, EXECUTOR_APPROVED, title="executor-approved")
     async def on_approved(body: OrderApproved, msg: NatsMessage) -> None:
         require_subject_token(msg, body.intent.bot_id, "approval")
+        require_signature(
+            msg, "APPROVAL_NOT_SIGNED", "an approval without safety's valid signature"
+        )
         await executor.on_approval(body)
 
     @durable(service.router, EXECUTOR_SAFETY_EVENTS, title="executor-safety-events")
-    async def on_safety_event(body: SafetyEvent) -> None:
+    async def on_safety_event(body: SafetyEvent, msg: NatsMessage) -> None:
+        require_signature(
+            msg, "SAFETY_EVENT_NOT_SIGNED", "a safety event without safety's valid signature"
+        )
         await executor.on_safety_event(body)
+
+    def require_signature(msg: NatsMessage, code: str, what: str) -> None:
+        """Only what safety signed is acted on; the rest goes to the dead-letter subject."""
+        raw = msg.raw_message
+        if not verifier.valid(raw.subject, raw.data, raw.headers):
+            raise InvalidMessage(
+                Reason(code=code, message=f"{what} (shared/signing.py): not acted on")
+            )
 
     @service.router.subscriber(subjects.all_of(subjects.MARKET_TICKER), title="executor-ticker")
     async def on_ticker(body: Ticker) -> None:

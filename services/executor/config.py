@@ -86,6 +86,11 @@ class ExecutorSettings(ServiceSettings):
     control_token: SecretStr | None = None
     """Bearer token for ``POST /orders/{id}/resolve`` (``tranche orders resolve``); unset:
     resolving over HTTP is refused."""
+    # -- defence in depth (shared/signing.py)
+    signing_public_key: str | None = None
+    """Safety's Ed25519 public key (PEM): the executor places an approval and follows a safety
+    event only with safety's signature. Required; or ``signing_public_key_file``."""
+    signing_public_key_file: Path | None = None
 
     # -- fault injection for the test suite
     executor_fault: Literal["", "crash_after_send"] = ""

@@ -80,6 +80,7 @@ from services.executor.store import (
     record_event,
     state_of,
 )
+from services.executor.trading import placement_block, record_state, states_for
 from shared.bots import LiveCatalog
 from shared.catalog import Catalog
 from shared.contracts import Fill, OrderApproved, OrderEvent, Reason, SafetyEvent
@@ -548,6 +549,13 @@ class Executor:
                 "its approval is past its time-to-live: not placed",
             )
             return None
+        # The last step before the exchange: never while halted, no entry while reducing,
+        # whatever the approval said (safety's signed events, services/executor/trading.py).
+        states = await self.service.read(lambda session: states_for(session, order.bot_id))
+        blocked = placement_block(states, order.bot_id, order.action)
+        if blocked is not None:
+            await self._settle_unplaced(order, "failed", blocked.code, blocked.message)
+            return None
         pricing = await self.service.read(
             lambda session: pricing_of(session, order.client_order_id)
         )
@@ -772,7 +780,10 @@ class Executor:
         self.schedule(cid)
 
     async def on_safety_event(self, event: SafetyEvent) -> list[str]:
-        """A halt cancels the open orders it covers (``reducing``: the entries); returns them."""
+        """Keep the trading state it sets; a halt cancels the open orders it covers
+        (``reducing``: the entries); returns them. Only for events safety signed (app.py)."""
+        if await self.service.transact(lambda session: record_state(session, event)):
+            log.info("trading_state.changed", scope=event.bot_id or "*", state=event.state)
 
         def covered(session: Session) -> list[str]:
             orders = [

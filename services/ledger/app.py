@@ -5,7 +5,7 @@ Reads:  tranche.orders.events.<bot>      (durable, consumer ledger-order-events-
         tranche.ledger.query.<bot>       (core NATS request/reply: the current position now)
 Writes: tranche.ledger.positions.<bot>   (outbox)
         tranche_positions bucket, key = bot id (outbox, after the message; only the ledger writes)
-        tranche.safety.events            (outbox: TRANCHE_CAP_BREACHED when a 4th tranche fills)
+        tranche.ledger.breaches.<bot>    (outbox: a 4th tranche filled; safety reports it)
         tranche.dlq.ledger               (refused input)
 HTTP:   GET /positions, /positions/{bot_id}, /fills, /pnl/daily, /summary (services/ledger/api.py)
 
@@ -52,8 +52,8 @@ from shared.contracts import (
     PositionQuery,
     PositionUpdate,
     Reason,
-    SafetyEvent,
     Ticker,
+    TrancheCapBreach,
 )
 from shared.logging import correlated
 from shared.outbox import stage
@@ -94,7 +94,7 @@ def build(settings: LedgerSettings) -> Service:
 
         def book(
             session: Session,
-        ) -> tuple[PositionUpdate, SafetyEvent | None, int] | Conflict | None:
+        ) -> tuple[PositionUpdate, TrancheCapBreach | None, int] | Conflict | None:
             lock_position(session, body.bot_id, body.mode)  # first: later reads see every fill
             sorted_ = sort_fills(session, body)
             if isinstance(sorted_, Conflict):
@@ -120,7 +120,11 @@ def build(settings: LedgerSettings) -> Service:
                 return None  # an exit order finished with no fill booked for the bot
             save_position(session, booked.position)
             if booked.breach is not None:
-                stage(session, subjects.SAFETY_EVENTS, booked.breach)
+                stage(
+                    session,
+                    subjects.for_token(subjects.LEDGER_BREACHES, body.bot_id),
+                    booked.breach,
+                )
             return booked.position, booked.breach, len(sorted_.new)
 
         with correlated(body.intent_id, bot_id=body.bot_id, client_order_id=body.client_order_id):
@@ -181,7 +185,9 @@ def build(settings: LedgerSettings) -> Service:
         "The position after every change; also put in the tranche_positions bucket.",
     )
     service.publishes(
-        "tranche.safety.events", SafetyEvent, "TRANCHE_CAP_BREACHED when a fourth tranche fills."
+        "tranche.ledger.breaches.{bot_id}",
+        TrancheCapBreach,
+        "A fourth entry tranche was booked; safety reports it as TRANCHE_CAP_BREACHED.",
     )
     service.http_routers.append(ledger_api(service, catalog, allocation_of, marks))
     service.background.append(lambda: catalog.follow(service.nc))  # type: ignore[arg-type]

@@ -15,14 +15,14 @@ from services.ledger.accounting import MAX_TRANCHES, Allocation, Book, book_fill
 from services.ledger.positions import position_message
 from services.ledger.store import as_ledger_fill, fills_of, final_orders
 from shared.catalog import Product
-from shared.contracts import Mode, PositionUpdate, SafetyEvent
+from shared.contracts import Mode, PositionUpdate, TrancheCapBreach
 
 
 @dataclass(frozen=True)
 class Booked:
     book: Book
     position: PositionUpdate
-    breach: SafetyEvent | None
+    breach: TrancheCapBreach | None
 
 
 def recompute(
@@ -67,8 +67,9 @@ def recompute(
     return Booked(book, position, breach_report(book, position, time))
 
 
-def breach_report(book: Book, position: PositionUpdate, time: datetime) -> SafetyEvent | None:
-    """A ``TRANCHE_CAP_BREACHED`` event while the current position has more than three tranches.
+def breach_report(book: Book, position: PositionUpdate, time: datetime) -> TrancheCapBreach | None:
+    """A breach report (``tranche.ledger.breaches.<bot>``) while the current position has more
+    than three tranches; safety turns it into its ``TRANCHE_CAP_BREACHED`` safety event.
 
     Its id names the position and the tranche count, so re-booking reports each breach once.
     """
@@ -76,15 +77,17 @@ def breach_report(book: Book, position: PositionUpdate, time: datetime) -> Safet
     if current is None or len(current.tranches) <= MAX_TRANCHES:
         return None
     count = len(current.tranches)
-    return SafetyEvent(
+    return TrancheCapBreach(
         message_id=f"breach-{position.mode}-{position.bot_id}-{current.number}-{count}",
         correlation_id=position.correlation_id,
         time=time,
-        code="TRANCHE_CAP_BREACHED",
+        bot_id=position.bot_id,
+        mode=position.mode,
+        position_number=current.number,
+        tranches=count,
+        max_tranches=MAX_TRANCHES,
         message=(
             f"bot {position.bot_id} holds {count} entry tranches in position {current.number}; "
             f"the cap is {MAX_TRANCHES}. Booked as filled: reality wins."
         ),
-        bot_id=position.bot_id,
-        caused_by="ledger",
     )

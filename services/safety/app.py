@@ -4,10 +4,12 @@ Reads:  tranche.intents.<bot>             (durable, consumer safety-intents-v1)
         tranche.orders.events.<bot>       (durable, consumer safety-order-events-v1)
         tranche_positions bucket          (watch; copied to safety_positions)
         tranche.market.ticker.<product>   (core NATS: newest price, for the price band and TTL)
+        tranche.ledger.breaches.<bot>     (durable, consumer safety-ledger-breaches-v1)
         tranche.safety.control            (core NATS request/reply, queue group: commands)
 Writes: tranche.orders.approved.<bot>     (outbox; only safety may)
         tranche.orders.rejected.<bot>     (outbox, with every reason)
-        tranche.safety.events             (outbox: trips, resets, halts, limits reached)
+        tranche.safety.events             (outbox: trips, resets, halts, limits reached, the
+                                          ledger's tranche-cap breaches; only safety may)
         tranche.dlq.safety                (refused input)
 HTTP:   GET /decisions?bot=               decisions with their reasons and counters
         GET /states                       trading states and the current mode
@@ -26,8 +28,10 @@ from time import monotonic
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query
+from faststream.nats import NatsResponse
 from faststream.nats.annotations import NatsMessage
-from pydantic import BaseModel, Field
+from nats.js.errors import KeyDeletedError, KeyNotFoundError
+from pydantic import BaseModel, Field, ValidationError
 from sqlmodel import Session, select
 
 from services.safety.config import SafetySettings
@@ -37,6 +41,7 @@ from services.safety.handlers import (
     readiness_of,
     record_order_event,
     record_position,
+    report_breach,
 )
 from services.safety.readiness import BotClock, ReadinessPublisher
 from services.safety.rules import Market, decision_time
@@ -50,7 +55,8 @@ from services.safety.store import (
     serialise_sqlite_writers,
 )
 from shared import subjects
-from shared.bus import delivery_of, durable, require_subject_token
+from shared.bots import read_record
+from shared.bus import delivery_of, durable, reasons_from, require_subject_token
 from shared.contracts import (
     BotReadiness,
     OrderApproved,
@@ -64,12 +70,19 @@ from shared.contracts import (
     Ticker,
     Token,
     TradeIntent,
+    TrancheCapBreach,
 )
 from shared.logging import correlated
 from shared.money import utc_now
 from shared.positions import watch_positions as follow_positions
 from shared.service import Service, serve
-from shared.streams import SAFETY_INTENTS, SAFETY_ORDER_EVENTS, stream_for
+from shared.signing import Signer, SigningKeyError, key_text
+from shared.streams import (
+    SAFETY_INTENTS,
+    SAFETY_LEDGER_BREACHES,
+    SAFETY_ORDER_EVENTS,
+    stream_for,
+)
 
 
 class ControlRequest(BaseModel):
@@ -84,7 +97,20 @@ def build(settings: SafetySettings) -> Service:
         raise SystemExit(
             f"safety: production mode needs the executor's opt-in too: {', '.join(missing)}"
         )
+    try:
+        signer = Signer(
+            key_text(
+                settings.signing_key.get_secret_value() if settings.signing_key else None,
+                settings.signing_key_file,
+                "TRANCHE_SIGNING_KEY",
+            )
+        )
+    except SigningKeyError as error:
+        raise SystemExit(
+            f"safety: {error}; the executor places only approvals safety signed"
+        ) from None
     service = Service(settings, TABLES)
+    service.sign = signer.headers  # approvals, rejections and safety events, in the outbox
     serialise_sqlite_writers(service.engine)
     log = service.log
     markets: dict[str, Market] = {}
@@ -200,6 +226,12 @@ def build(settings: SafetySettings) -> Service:
                 log.warning("breaker.tripped", code=item.code, state=item.state)
             heard_of(body.bot_id, body.product_id, body.time)
 
+    @durable(service.router, SAFETY_LEDGER_BREACHES, title="safety-ledger-breaches")
+    async def on_breach(body: TrancheCapBreach, msg: NatsMessage) -> None:
+        require_subject_token(msg, body.bot_id, "tranche-cap breach")
+        event = await service.transact(lambda session: report_breach(session, body))
+        log.warning("tranche_cap.breached", bot_id=body.bot_id, event_id=event.message_id)
+
     # -- positions and prices ------------------------------------------------------------------
 
     async def keep_position(position: PositionUpdate) -> None:
@@ -249,7 +281,25 @@ def build(settings: SafetySettings) -> Service:
 
     # -- commands ------------------------------------------------------------------------------
 
+    async def bot_exists(bot_id: str) -> bool:
+        """A bot of the deployment (in the tranche_bots bucket, not removed) or one safety has
+        decided for or heard of. When the bucket cannot be read, yes: a halt must not fail on it."""
+        if bot_id in clocks:
+            return True
+        assert service.nc is not None
+        try:
+            bucket = await service.nc.jetstream().key_value(subjects.BOTS_BUCKET)
+            entry = await bucket.get(bot_id)
+        except (KeyNotFoundError, KeyDeletedError):
+            return False
+        except Exception as error:
+            log.warning("bots.unreadable", error=type(error).__name__)
+            return True
+        record = read_record(bot_id, entry.value or b"")
+        return record is None or record.status != "removed"
+
     async def command(body: SafetyCommand) -> SafetyCommandResult:
+        exists = await bot_exists(body.bot_id) if body.bot_id else True
         result = await service.transact(
             lambda session: run_command(
                 session,
@@ -257,6 +307,7 @@ def build(settings: SafetySettings) -> Service:
                 start_mode=settings.mode,
                 production_missing=settings.production_opt_in_missing(),
                 now=utc_now(),
+                bot_exists=exists,
             )
         )
         log.info(
@@ -267,14 +318,31 @@ def build(settings: SafetySettings) -> Service:
             ok=result.ok,
             code=result.code,
         )
-        if body.bot_id:
+        if body.bot_id and exists:
             readiness.mark(body.bot_id)
-        else:
+        elif not body.bot_id:
             readiness.mark_all()
         return result
 
-    @service.router.subscriber(subjects.SAFETY_CONTROL, queue="safety", title="safety-control")
-    async def on_command(body: SafetyCommand) -> SafetyCommandResult:
+    @service.broker.subscriber(subjects.SAFETY_CONTROL, queue="safety", title="safety-control")
+    async def on_command(msg: NatsMessage) -> NatsResponse:
+        """A ``SafetyCommand`` request; the reply is a ``SafetyCommandResult`` signed by safety.
+        Every request gets one: a command that does not parse is refused with the reason
+        (``INVALID_COMMAND``) rather than left to the requester's timeout."""
+        result = await answer_command(msg)
+        payload = result.model_dump_json().encode()
+        # Signed for the requester's own inbox: the CLI says "halted" only on safety's word.
+        return NatsResponse(payload, headers=signer.headers(msg.raw_message.reply, payload))
+
+    async def answer_command(msg: NatsMessage) -> SafetyCommandResult:
+        try:
+            body = SafetyCommand.model_validate_json(msg.body or b"")
+        except ValidationError as error:
+            reasons = "; ".join(reason.message for reason in reasons_from(error))
+            log.warning("safety.command_invalid", reasons=reasons[:300])
+            return SafetyCommandResult(
+                ok=False, code="INVALID_COMMAND", message=f"not a safety command: {reasons}"[:500]
+            )
         return await command(body)
 
     def require_token(authorization: Annotated[str | None, Header()] = None) -> None:

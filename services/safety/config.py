@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
@@ -88,6 +89,11 @@ class SafetySettings(ServiceSettings):
     """Per-bot overrides as JSON, e.g. ``{"bot-1": {"max_entries_per_bot_hour": 2}}``."""
     control_token: SecretStr | None = None
     """Bearer token for ``POST /halt`` and ``POST /resume``; unset: HTTP control refused."""
+    signing_key: SecretStr | None = None
+    """Safety's Ed25519 private key (PEM): it signs every approval, rejection, safety event and
+    command answer (shared/signing.py). Required; or ``signing_key_file``."""
+    signing_key_file: Path | None = None
+    """A file holding ``signing_key`` (a mounted secret)."""
     # The live-trading confirmation, read here only to check that it is set. Safety never calls
     # the exchange, so it needs no credentials: the secret stays with the executor.
     live_trading_confirmed: bool = False

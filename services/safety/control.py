@@ -31,8 +31,20 @@ def run_command(
     start_mode: Mode,
     production_missing: list[str],
     now: datetime,
+    bot_exists: bool = True,
 ) -> SafetyCommandResult:
-    """Apply ``command``; the answer says what changed, or why nothing did (``ok=False``)."""
+    """Apply ``command``; the answer says what changed, or why nothing did (``ok=False``).
+
+    ``bot_exists`` is False for a ``bot_id`` that is neither a bot of the deployment nor one
+    safety has heard of: a halt or a limits reset for it (a typo, most likely) is refused
+    rather than recorded for a bot that will never trade."""
+    if command.bot_id and not bot_exists and command.command in ("halt", "limits_reset"):
+        return SafetyCommandResult(
+            ok=False,
+            code="UNKNOWN_BOT",
+            message=f"there is no bot {command.bot_id}: nothing was changed (tranche bots list "
+            "shows the bots)",
+        )
     system, scope = lock_scopes(session, command.bot_id)
     who = f"{command.operator} ({command.command})"
     target = f"bot {command.bot_id}" if command.bot_id else "all bots"

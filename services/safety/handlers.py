@@ -39,6 +39,7 @@ from shared.contracts import (
     PositionUpdate,
     SafetyEvent,
     TradeIntent,
+    TrancheCapBreach,
 )
 from shared.money import utc_now
 from shared.outbox import stage
@@ -227,3 +228,20 @@ def readiness_of(
         price = market.price if market else None
         found.append(assess(bot_id, clock.product_id, state, limits, now, price))
     return found
+
+
+def report_breach(session: Session, breach: TrancheCapBreach) -> SafetyEvent:
+    """Stage safety's own ``TRANCHE_CAP_BREACHED`` event for the ledger's breach report (the
+    ledger may not publish safety events). Its id derives from the report's, so a redelivered
+    report is staged once."""
+    event = safety_event(
+        code="TRANCHE_CAP_BREACHED",
+        message=breach.message,
+        bot_id=breach.bot_id,
+        state=None,
+        caused_by=f"ledger (position {breach.position_number}, {breach.mode} mode)",
+        message_id=f"safety-{breach.message_id}",
+        time=breach.time,
+    )
+    stage(session, subjects.SAFETY_EVENTS, event)
+    return event

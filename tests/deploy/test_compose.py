@@ -272,9 +272,12 @@ def compose_tool(name: str) -> list[str]:
 @pytest.mark.parametrize("tool", ["docker-compose", "docker compose"])
 def test_compose_validates_the_file_and_resolves_the_defaults(tool: str, tmp_path: Path) -> None:
     # No .env of the developer's and no TRANCHE_ variable of the shell: the file's own defaults.
-    # Only the required NATS passwords, as `tranche nats passwords >> .env` writes them.
+    # Only the required NATS passwords and signing keys, as `tranche nats passwords` writes them.
     env_file = tmp_path / "passwords.env"
-    env_file.write_text("".join(f"TRANCHE_NATS_PASSWORD_{u.upper()}=p{u}\n" for u in NATS_USERS))
+    env_file.write_text(
+        "".join(f"TRANCHE_NATS_PASSWORD_{u.upper()}=p{u}\n" for u in NATS_USERS)
+        + "TRANCHE_SIGNING_KEY=ed25519:k\nTRANCHE_SIGNING_PUBLIC_KEY=ed25519:p\n"
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TRANCHE_", "COMPOSE_"))}
     command = [
         *compose_tool(tool),
@@ -387,3 +390,15 @@ def test_env_example_names_only_settings_compose_uses_and_defaults_to_mock() -> 
         assert used, f".env.example sets {name}, which compose ignores"
         if SECRET_NAME.search(name):
             assert value == "", f".env.example must not carry a value for {name}"
+
+
+def test_only_safety_holds_the_signing_key_and_the_executor_its_public_half(
+    services: dict,
+) -> None:
+    for name, service in services.items():
+        env = environment(service)
+        assert ("TRANCHE_SIGNING_KEY" in env) == (name == "safety"), name
+        assert ("TRANCHE_SIGNING_PUBLIC_KEY" in env) == (name == "executor"), name
+    assert required_variable(environment(services["safety"])["TRANCHE_SIGNING_KEY"]) == (
+        "TRANCHE_SIGNING_KEY"
+    )

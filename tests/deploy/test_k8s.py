@@ -182,3 +182,16 @@ def test_the_dashboard_runs_read_only_with_probes_and_finds_the_services() -> No
     assert urls == {name: f"http://{name}:8080" for name in APP_SERVICES}
     assert "TRANCHE_CONTROL_TOKEN" not in env and "TRANCHE_DATABASE_URL" not in env
     assert find(docs, "Service", "dashboard")["spec"]["ports"][0]["port"] == 8080
+
+
+@pytest.mark.parametrize("service", [*APP_SERVICES, "dashboard"])
+def test_only_safety_holds_the_signing_key_and_the_executor_its_public_half(service: str) -> None:
+    docs = render("mock")
+    container = find(docs, "Deployment", service)["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert ("TRANCHE_SIGNING_KEY" in env) == (service == "safety")
+    assert ("TRANCHE_SIGNING_PUBLIC_KEY" in env) == (service == "executor")
+    if service == "safety":
+        assert secret_of(env, "TRANCHE_SIGNING_KEY") == ("tranche-signing", "private")
+    if service == "executor":
+        assert secret_of(env, "TRANCHE_SIGNING_PUBLIC_KEY") == ("tranche-signing", "public")

@@ -6,72 +6,22 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import nats
 import pytest
-from nats.aio.client import Client
 
 from shared import streams
 from shared.service import Service, StartupError
 from shared.settings import ServiceSettings
 from shared.streams import Consumer, ensure_streams
 from tests.support.nats_server import ROOT, NatsServer
+from tests.support.nats_users import As, denied, stored
 from tranche import credentials
 
-AUTH_CONFIG = ROOT / "deploy" / "nats" / "tranche-auth.conf"
 PERMISSIONS = ROOT / "deploy" / "nats" / "permissions.conf"
 USERS = credentials.USERS
 CONSUMERS = [value for value in vars(streams).values() if isinstance(value, Consumer)]
-
-
-@pytest.fixture
-def passwords() -> dict[str, str]:
-    return credentials.new_passwords()
-
-
-@pytest.fixture
-def secured(tmp_path: Path, passwords: dict[str, str]) -> Iterator[NatsServer]:
-    env = credentials.server_env(passwords)
-    server = NatsServer(store_dir=tmp_path / "nats", config=AUTH_CONFIG, env=env).start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-class As:
-    """A connection as one user, remembering the errors the server sent it."""
-
-    def __init__(self, server: NatsServer, passwords: dict[str, str]):
-        self.server, self.passwords = server, passwords
-        self.errors: list[str] = []
-
-    async def connect(self, user: str) -> Client:
-        async def on_error(error: Exception) -> None:
-            self.errors.append(str(error))
-
-        return await nats.connect(
-            self.server.url,
-            user=user,
-            password=self.passwords[user],
-            error_cb=on_error,
-            max_reconnect_attempts=0,
-        )
-
-
-@pytest.fixture
-async def users(secured: NatsServer, passwords: dict[str, str]) -> AsyncIterator[As]:
-    who = As(secured, passwords)
-    setup = await who.connect("admin")  # provisioning: only admin may create streams
-    await ensure_streams(setup.jetstream())
-    await setup.close()
-    yield who
-
-
-async def stored(nc: Client, stream: str) -> int:
-    return (await nc.jetstream().stream_info(stream)).state.messages
 
 
 async def test_only_safety_may_publish_an_approval(users: As) -> None:
@@ -165,10 +115,6 @@ def test_each_durable_consumer_is_usable_by_its_service_only(consumer: Consumer)
     for user in (*credentials.SERVICE_USERS, "operator"):
         listed = f'"{api}"' in rules_of(user) and f'"{ack}"' in rules_of(user)
         assert listed == (user == owner), (user, consumer.durable)
-
-
-def denied(users: As) -> bool:
-    return any("permissions violation" in e.lower() for e in users.errors)
 
 
 async def test_the_dashboard_cannot_delete_a_stream_or_publish_an_order_event(users: As) -> None:
@@ -288,3 +234,25 @@ async def test_an_operator_command_refused_by_nats_says_so_in_one_sentence(
     credentials.write_passwords(data_dir, passwords)  # this run's, as tranche up writes them
     nc = await credentials.operator_connect(secured.url, data_dir)
     await nc.close()
+
+
+async def test_a_service_refuses_to_start_on_a_stream_provisioned_without_a_newer_subject(
+    secured: NatsServer, passwords: dict[str, str], tmp_path: Path
+) -> None:
+    admin = await nats.connect(secured.url, user="admin", password=passwords["admin"])
+    await ensure_streams(admin.jetstream())
+    older = streams.LEDGER.config()
+    older.subjects = ["tranche.ledger.positions.>"]  # as provisioned before the breach reports
+    await admin.jetstream().update_stream(older)
+    await admin.close()
+    settings = ServiceSettings(
+        service="ledger", nats_url=secured.url, nats_user="ledger",
+        nats_password=passwords["ledger"], stream_setup="check",
+        database_url=f"sqlite:///{tmp_path / 'ledger.db'}", nats_connect_timeout_s=5,
+    )  # fmt: skip
+    service = Service(settings, [])
+    with pytest.raises(StartupError, match=r"TRANCHE_LEDGER's subjects tranche\.ledger\.breaches"):
+        await service.start()
+    await service.broker.stop()
+    if service.nc is not None:
+        await service.nc.close()

@@ -17,7 +17,9 @@ import pytest
 
 from shared.contracts import OrderApproved, Reason, TradeIntent
 from shared.money import utc_now
+from shared.signing import Signer
 from tests.e2e.conftest import get_json, stream_messages, ticker, wait_for
+from tranche import credentials
 from tranche.stack import EmbeddedStack
 
 pytestmark = pytest.mark.e2e
@@ -36,14 +38,15 @@ def approve(stack: EmbeddedStack, n: str, bot: str, msg_id: str | None = None, *
         decided_at=utc_now(),
     )  # fmt: skip
 
+    subject, payload = f"tranche.orders.approved.{bot}", approval.model_dump_json().encode()
+    # Signed with the stack's own key, as its safety signs (shared/signing.py).
+    private_key, _ = credentials.signing_keys(stack.config.data_dir.resolve())
+    headers = {"Nats-Msg-Id": msg_id or approval.message_id}
+    headers |= Signer(private_key.read_text()).headers(subject, payload)
+
     async def send() -> None:
         nc = await nats.connect(stack.config.admin_url)
-        await nc.jetstream().publish(
-            f"tranche.orders.approved.{bot}",
-            approval.model_dump_json().encode(),
-            headers={"Nats-Msg-Id": msg_id or approval.message_id},
-            stream="TRANCHE_ORDERS",
-        )
+        await nc.jetstream().publish(subject, payload, headers=headers, stream="TRANCHE_ORDERS")
         await nc.close()
 
     asyncio.run(send())

@@ -127,12 +127,16 @@ def republish_recorded(stack: EmbeddedStack) -> None:
             for seq in range(info.state.first_seq, info.state.last_seq + 1):
                 message = await js.get_msg(stream, seq)
                 own = (message.headers or {}).get("Nats-Msg-Id", f"seq-{seq}")
+                # A copy keeps safety's signature: the consumers' idempotency is what is tested.
+                signature = {
+                    k: v for k, v in (message.headers or {}).items() if k == "Tranche-Signature"
+                }
                 same = await js.publish(message.subject, message.data, stream=stream,
-                                        headers={"Nats-Msg-Id": own})  # fmt: skip
+                                        headers={"Nats-Msg-Id": own, **signature})  # fmt: skip
                 RECORD.faults["duplicate publish, same id"] += 1
                 RECORD.totals["duplicates JetStream dropped"] += int(same.duplicate)
                 await js.publish(message.subject, message.data, stream=stream,
-                                 headers={"Nats-Msg-Id": f"{own}-again"})  # fmt: skip
+                                 headers={"Nats-Msg-Id": f"{own}-again", **signature})  # fmt: skip
                 RECORD.faults["duplicate publish, new id"] += 1
         await nc.close()
 
@@ -150,6 +154,8 @@ def wipe_nats_and_replay(stack: EmbeddedStack, since: datetime) -> None:
            "TRANCHE_NATS_URL": stack.config.admin_url, "TRANCHE_NATS_USER": "admin",
            "TRANCHE_NATS_PASSWORD": stack.config.passwords["admin"]}  # fmt: skip
     env.pop("TRANCHE_DATABASE_URL", None)
+    for variable in ("TRANCHE_SIGNING_KEY", "TRANCHE_SIGNING_KEY_FILE"):
+        env.pop(variable, None)  # safety's rows are re-signed with the stack's own key
     replayed = subprocess.run(
         [sys.executable, "-m", "tranche", "outbox", "replay", "--since", since.isoformat()],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,

@@ -21,12 +21,15 @@ from services.executor.config import ExecutorSettings
 from services.executor.exchanges.base import OrderRequest
 from services.executor.exchanges.mock import MockExchange, MockOrderRow, Quote
 from services.executor.store import OrderRow, pricing_of
+from services.executor.trading import TradingStateRow
 from shared.catalog import load_catalog
 from shared.contracts import OrderApproved, Reason, SafetyEvent, TradeIntent
 from shared.db import make_engine
 from shared.money import utc_now
 from shared.service import Service
+from shared.signing import Signer, new_key_pair
 from shared.streams import ORDERS
+from tests.support.signing import signed
 from tests.support.waiting import eventually as until
 
 MARKET = [datetime(2018, 1, 20, tzinfo=UTC)]
@@ -82,11 +85,17 @@ class Harness:
     def exchange(self) -> MockExchange:
         return self.executor.exchange
 
-    async def approve(self, message: OrderApproved, msg_id: str | None = None) -> None:
+    async def approve(
+        self, message: OrderApproved, msg_id: str | None = None, sign: bool = True
+    ) -> None:
+        """Publish ``message`` as safety would (signed), or ``sign=False`` as anyone else."""
+        subject = f"tranche.orders.approved.{message.intent.bot_id}"
+        payload = message.model_dump_json().encode()
+        headers = {"Nats-Msg-Id": msg_id or message.message_id}
         await self.nc.jetstream().publish(
-            f"tranche.orders.approved.{message.intent.bot_id}",
-            message.model_dump_json().encode(),
-            headers={"Nats-Msg-Id": msg_id or message.message_id},
+            subject,
+            payload,
+            headers=signed(subject, payload, headers) if sign else headers,
             stream=ORDERS.name,
         )
 
@@ -97,14 +106,20 @@ class Harness:
         await self.nc.flush()
         await asyncio.sleep(0.1)
 
-    async def halt(self, bot: str | None, n: int = 1, state: str = "halted") -> None:
+    async def halt(
+        self, bot: str | None, n: int = 1, state: str = "halted", sign: bool = True
+    ) -> None:
         event = SafetyEvent(
             message_id=f"halt-{n}", correlation_id=f"halt-{n}", time=MARKET[0], code="HALT",
             message="operator pressed the kill switch", bot_id=bot, state=state,
             caused_by="operator",
         )  # fmt: skip
+        payload = event.model_dump_json().encode()
         await self.nc.jetstream().publish(
-            "tranche.safety.events", event.model_dump_json().encode(), stream="TRANCHE_SAFETY"
+            "tranche.safety.events",
+            payload,
+            headers=signed("tranche.safety.events", payload) if sign else None,
+            stream="TRANCHE_SAFETY",
         )
 
     async def events(self, cid: str) -> list[dict]:
@@ -133,6 +148,11 @@ class Harness:
 
     async def statuses(self, cid: str) -> list[str]:
         return [event["status"] for event in await self.events(cid)]
+
+    def trading_state(self, bot: str) -> str | None:
+        with Session(self.service.engine) as session:  # type: ignore[union-attr]
+            row = session.get(TradingStateRow, bot)
+            return row.state if row else None
 
     def exchange_orders(self) -> list[MockOrderRow]:
         with Session(self.service.engine) as session:  # type: ignore[union-attr]
@@ -371,3 +391,98 @@ async def test_fill_at_intent_fills_at_the_intent_price_and_stamps_every_event_w
     finally:
         await harness.stop()
         await harness.nc.close()
+
+
+# -- defence in depth: only what safety signed counts (issue 14) -------------------------------
+
+
+async def dead_letters(harness: Harness, code: str) -> list[dict]:
+    js = harness.nc.jetstream()
+    info = await js.stream_info("TRANCHE_DLQ")
+    found = []
+    for seq in range(max(info.state.first_seq, 1), info.state.last_seq + 1):
+        letter = json.loads((await js.get_msg("TRANCHE_DLQ", seq)).data)
+        if letter["service"] == "executor" and code in [r["code"] for r in letter["reasons"]]:
+            found.append(letter)
+    return found
+
+
+async def test_an_unsigned_or_wrongly_signed_approval_is_dead_lettered_never_placed(
+    harness: Harness,
+) -> None:
+    await harness.approve(approval(20), sign=False)
+    forged = approval(21)
+    subject = f"tranche.orders.approved.{BOT}"
+    payload = forged.model_dump_json().encode()
+    other_key = Signer(new_key_pair()[0])  # a key that is not safety's
+    await harness.nc.jetstream().publish(
+        subject, payload, headers=other_key.headers(subject, payload), stream=ORDERS.name
+    )
+    # Safety's signature over another payload does not cover this one.
+    tampered = approval(22)
+    signature = signed(subject, approval(23).model_dump_json().encode())
+    await harness.nc.jetstream().publish(
+        subject, tampered.model_dump_json().encode(), headers=signature, stream=ORDERS.name
+    )
+
+    async def three():
+        found = await dead_letters(harness, "APPROVAL_NOT_SIGNED")
+        return found if len(found) >= 3 else None
+
+    letters = await until(three, what="three dead letters")
+    assert {json.loads(x["payload"])["client_order_id"] for x in letters} == {
+        "c-20",
+        "c-21",
+        "c-22",
+    }
+    await harness.approve(approval(24))  # what safety signed still trades
+    await until(final(harness, "c-24", "filled"), what="the signed approval filled")
+    assert [o.client_order_id for o in harness.exchange_orders()] == ["tranche-c-24"]
+    for n in (20, 21, 22):
+        assert await harness.events(f"c-{n}") == []
+
+
+async def test_an_unsigned_halt_cancels_nothing(harness: Harness) -> None:
+    await harness.approve(
+        approval(
+            25, order_type="limit", limit_price=Decimal("0.08"), quote_size=None,
+            base_size=Decimal("0.2"),
+        )
+    )  # fmt: skip
+    await until(final(harness, "c-25", "open"), what="c-25 resting")
+    await asyncio.sleep(0.3)  # the safety consumer exists (it only takes new halts)
+    await harness.halt(BOT, n=25, sign=False)  # the ledger's (or anyone's) fake halt
+    await until(lambda: dead_letters(harness, "SAFETY_EVENT_NOT_SIGNED"), what="dead letter")
+    await asyncio.sleep(0.5)
+    assert await harness.statuses("c-25") == ["submitted", "open"]
+    await harness.approve(approval(26))  # and it did not stop placing either
+    await until(final(harness, "c-26", "filled"), what="c-26 filled")
+
+
+async def test_the_last_step_refuses_placing_while_halted_and_entries_while_reducing(
+    harness: Harness,
+) -> None:
+    await asyncio.sleep(0.3)  # the safety consumer exists (it only takes new halts)
+    await harness.halt(BOT, n=30)
+    await until(lambda: harness.trading_state(BOT) == "halted", what="the halt recorded")
+    await harness.approve(approval(30))  # an approval safety made before the halt, say
+    await until(final(harness, "c-30", "failed"), what="refused at the last step")
+    (failed,) = await harness.events("c-30")
+    assert failed["reason"]["code"] == "TRADING_HALTED"
+    await harness.halt(BOT, n=31, state="reducing")
+    await until(lambda: harness.trading_state(BOT) == "reducing", what="reducing recorded")
+    await harness.approve(approval(31))
+    await until(final(harness, "c-31", "failed"), what="an entry refused while reducing")
+    assert (await harness.events("c-31"))[0]["reason"]["code"] == "TRADING_REDUCING"
+    await harness.halt(None, n=32, state="active")  # the system is active: the bot still reduces
+    await harness.approve(approval(32, action="exit", side="sell", quote_size=None,
+                                   base_size=Decimal("0.1")))  # fmt: skip
+    await until(final(harness, "c-32", "filled"), what="an exit placed while reducing")
+    await harness.halt(BOT, n=33, state="active")
+    await until(lambda: harness.trading_state(BOT) == "active", what="resumed")
+    await harness.approve(approval(33))
+    await until(final(harness, "c-33", "filled"), what="an entry placed once active")
+    assert [o.client_order_id for o in harness.exchange_orders()] == [
+        "tranche-c-32",
+        "tranche-c-33",
+    ]

@@ -35,6 +35,7 @@ from shared.money import utc_now
 from tests.support.coinbase_standin import ApiKey, CoinbaseStandIn, make_api_key
 from tests.support.live_executor import coinbase_adapter as adapter
 from tests.support.nats_server import free_port
+from tests.support.signing import signed
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -249,9 +250,11 @@ async def test_production_trades_on_coinbase_and_never_shows_the_secret(
                 pass
             await asyncio.sleep(0.1)
         nc = await nats.connect(nats_url)
+        payload = production_approval(1).model_dump_json().encode()
         await nc.jetstream().publish(
             "tranche.orders.approved.live-bot",
-            production_approval(1).model_dump_json().encode(),
+            payload,
+            headers=signed("tranche.orders.approved.live-bot", payload),
             stream="TRANCHE_ORDERS",
         )
         standin.faults.extend(["429", "503"])  # and a small storm on the way

@@ -22,7 +22,7 @@ from shared import subjects
 from shared.catalog import load_catalog
 from shared.contracts import Fill, OrderEvent, PositionAnswer, PositionUpdate
 from shared.service import Service
-from shared.streams import ORDERS, SAFETY, ensure_streams
+from shared.streams import LEDGER, ORDERS, SAFETY, ensure_streams
 
 T0 = datetime(2018, 1, 20, 12, 0, tzinfo=UTC)
 CATALOG = """
@@ -204,11 +204,13 @@ async def test_a_fourth_tranche_is_booked_and_reported_once(ledger: Ledger) -> N
     assert len(detail["position"]["tranches"]) == 4 and detail["position"]["tranche_breach"]
 
     async def reports() -> list[dict]:
-        return await stream_subjects(ledger.nc, SAFETY.name, "tranche.safety.events")
+        return await stream_subjects(ledger.nc, LEDGER.name, "tranche.ledger.breaches.l-1")
 
     found = await settled(reports, None, count=1)
-    assert [r["code"] for r in found] == ["TRANCHE_CAP_BREACHED"]
+    assert [(r["tranches"], r["max_tranches"]) for r in found] == [(4, 3)]
     assert found[0]["bot_id"] == "l-1" and "4 entry tranches" in found[0]["message"]
+    # The ledger reports; only safety publishes safety events (it turns this one into its own).
+    assert await stream_subjects(ledger.nc, SAFETY.name, "tranche.safety.events") == []
 
 
 async def test_mock_and_production_books_never_mix(ledger: Ledger) -> None:

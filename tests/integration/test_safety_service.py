@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import nats
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import create_engine
 from sqlmodel import Session, select
 
@@ -21,6 +22,8 @@ from services.safety.app import build
 from services.safety.config import SafetySettings
 from services.safety.store import DecisionRow
 from shared import subjects
+from shared.bots import BotRecord
+from shared.catalog import Bot
 from shared.contracts import (
     BotReadiness,
     Fill,
@@ -31,10 +34,13 @@ from shared.contracts import (
     SafetyCommand,
     SafetyCommandResult,
     TradeIntent,
+    TrancheCapBreach,
     TrancheView,
 )
 from shared.service import Service
+from shared.signing import Verifier
 from shared.streams import SAFETY_INTENTS, SAFETY_ORDER_EVENTS, Consumer, ensure_streams
+from tests.support import signing
 from tests.support.waiting import eventually as wait_until
 
 T0 = datetime(2018, 1, 20, 12, 0, tzinfo=UTC)
@@ -140,6 +146,15 @@ class Harness:
             realized_pnl_total=Decimal(realized_total),
         )  # fmt: skip
         await kv.put(bot, position.model_dump_json().encode())
+
+    async def add_bot(self, bot_id: str) -> None:
+        """Put a bot in the tranche_bots bucket, as the signal service does for every bot."""
+        record = BotRecord(
+            bot_id=bot_id, config=Bot(product_id="ETH-BTC", quote_size=Decimal("0.01")),
+            change="created", changed_at=T0, changed_by="test",
+        )  # fmt: skip
+        bucket = await self.js.key_value(subjects.BOTS_BUCKET)
+        await bucket.put(bot_id, record.model_dump_json().encode())
 
     def decisions(self, bot: str | None = None) -> list[DecisionRow]:
         with Session(self.engine) as session:
@@ -502,6 +517,7 @@ async def test_the_kill_switch_over_http_needs_the_token_and_over_nats_halts_eve
             wrong = {"Authorization": "Bearer nope"}
             assert (await web.post("/halt", json={}, headers=wrong)).status_code == 401
             good = {"Authorization": "Bearer s3cret-token"}
+            await h.add_bot("k-1")
             answer = await web.post("/halt", json={"bot_id": "k-1"}, headers=good)
             assert answer.status_code == 200 and answer.json()["state"] == "halted"
             await h.send(intent("k-1", action="entry"))
@@ -656,3 +672,130 @@ async def test_readiness_follows_decisions_fills_and_halts(
             assert (await web.get("/readiness/nobody")).status_code == 404
     finally:
         await stop(service)
+
+
+# -- commands that cannot be carried out get an answer with the reason (issue 14, item 11) ------
+
+
+async def test_a_malformed_command_gets_an_answer_with_the_reason(
+    database_url: str, nats_url: str, tmp_path: Path
+) -> None:
+    service = await started(settings_for(database_url, nats_url, tmp_path))
+    try:
+        async with Harness(nats_url, database_url) as h:
+            for payload in (b"not json", b'{"command": "explode", "command_id": "c"}', b"{}"):
+                reply = await h.nc.request(subjects.SAFETY_CONTROL, payload, timeout=3)
+                answer = SafetyCommandResult.model_validate_json(reply.data)
+                assert not answer.ok and answer.code == "INVALID_COMMAND", payload
+                assert answer.message, payload
+    finally:
+        await stop(service)
+
+
+async def test_halts_and_limit_resets_for_a_bot_that_does_not_exist_are_refused(
+    database_url: str, nats_url: str, tmp_path: Path
+) -> None:
+    service = await started(settings_for(database_url, nats_url, tmp_path))
+    try:
+        async with Harness(nats_url, database_url) as h:
+            for command in ("halt", "limits_reset"):
+                refused = await h.command(command=command, bot_id="no-such-bot")
+                assert not refused.ok and refused.code == "UNKNOWN_BOT", command
+                assert "no-such-bot" in refused.message
+            await h.add_bot("known-1")  # in the bots bucket: a bot that exists
+            assert (await h.command(command="halt", bot_id="known-1")).state == "halted"
+            assert (await h.command(command="limits_reset", bot_id="known-1")).ok
+            await h.send(intent("traded-1"))  # never in the bucket, but safety decided for it
+            await h.decided(1, "traded-1")
+            assert (await h.command(command="halt", bot_id="traded-1")).state == "halted"
+            states = {s["scope"] for s in (await safety_states(service))["states"]}
+            assert "no-such-bot" not in states
+    finally:
+        await stop(service)
+
+
+def service_readiness(service: Service) -> set[str]:
+    """The bots safety has published a readiness for (what GET /readiness lists)."""
+    return set(service.readiness.latest)  # type: ignore[attr-defined]
+
+
+async def safety_states(service: Service, path: str = "/states") -> dict:
+    transport = httpx.ASGITransport(app=service.http_app())
+    async with httpx.AsyncClient(transport=transport, base_url="http://s") as web:
+        return (await web.get(path)).json()
+
+
+async def test_the_ledgers_breach_report_becomes_one_safety_event_of_safetys(
+    database_url: str, nats_url: str, tmp_path: Path
+) -> None:
+    service = await started(settings_for(database_url, nats_url, tmp_path))
+    try:
+        async with Harness(nats_url, database_url) as h:
+            breach = TrancheCapBreach(
+                message_id="breach-mock-b-1-1-4", correlation_id="c", time=T0, bot_id="b-1",
+                mode="mock", position_number=1, tranches=4, max_tranches=3,
+                message="bot b-1 holds 4 entry tranches in position 1; the cap is 3.",
+            )  # fmt: skip
+            for _ in range(2):  # a redelivery or a re-publish is reported once
+                await h.js.publish(
+                    "tranche.ledger.breaches.b-1", breach.model_dump_json().encode(),
+                    headers={"Nats-Msg-Id": f"{breach.message_id}-{_}"},
+                )  # fmt: skip
+
+            async def reported():
+                found = await h.stream("TRANCHE_SAFETY", subjects.SAFETY_EVENTS)
+                return found or None
+
+            (event,) = [json.loads(m.data) for m in await wait_until(reported, what="event")]
+            await asyncio.sleep(0.5)
+            assert len(await h.stream("TRANCHE_SAFETY", subjects.SAFETY_EVENTS)) == 1
+            assert event["code"] == "TRANCHE_CAP_BREACHED" and event["bot_id"] == "b-1"
+            assert (
+                event["caused_by"].startswith("ledger") and "4 entry tranches" in event["message"]
+            )
+    finally:
+        await stop(service)
+
+
+async def test_safety_signs_its_approvals_events_and_answers(
+    database_url: str, nats_url: str, tmp_path: Path
+) -> None:
+    verifier = Verifier(signing.PUBLIC_KEY)
+    service = await started(settings_for(database_url, nats_url, tmp_path))
+    try:
+        async with Harness(nats_url, database_url) as h:
+            await h.send(intent("signed-1"))
+            (approved,) = await wait_until(
+                lambda: h.stream("TRANCHE_ORDERS", "tranche.orders.approved.signed-1"),
+                what="an approval",
+            )
+            assert verifier.valid(approved.subject, approved.data, approved.headers)
+            assert not verifier.valid(
+                "tranche.orders.approved.other", approved.data, approved.headers
+            )
+            await h.add_bot("signed-2")
+            reply = await h.nc.request(
+                subjects.SAFETY_CONTROL,
+                SafetyCommand(command="halt", command_id="c-s", bot_id="signed-2").model_dump_json()
+                .encode(),
+                timeout=5,
+            )  # fmt: skip
+            assert verifier.valid(reply.subject, reply.data, reply.headers)
+            (halt,) = await wait_until(
+                lambda: h.stream("TRANCHE_SAFETY", subjects.SAFETY_EVENTS), what="the halt event"
+            )
+            assert verifier.valid(halt.subject, halt.data, halt.headers)
+    finally:
+        await stop(service)
+
+
+def test_safety_does_not_start_without_its_signing_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TRANCHE_SIGNING_KEY")
+    settings = settings_for(f"sqlite:///{tmp_path / 's.db'}", "nats://127.0.0.1:1", tmp_path)
+    with pytest.raises(SystemExit, match="TRANCHE_SIGNING_KEY"):
+        build(settings)
+    garbage = settings.model_copy(update={"signing_key": SecretStr("not a key")})
+    with pytest.raises(SystemExit, match="not an unencrypted PEM private key"):
+        build(garbage)

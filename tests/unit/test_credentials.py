@@ -51,3 +51,41 @@ def test_a_url_carries_the_user_and_password() -> None:
     url = credentials.with_user("nats://127.0.0.1:4250", "admin", "Pass9")
     assert url == "nats://admin:Pass9@127.0.0.1:4250"
     assert credentials.server_env({"admin": "Pass9"}) == {"TRANCHE_NATS_PASSWORD_ADMIN": "Pass9"}
+
+
+def test_safetys_signing_keys_are_made_once_per_data_dir_readable_by_the_owner_only(
+    tmp_path: Path,
+) -> None:
+    from shared.signing import Signer, Verifier
+
+    private, public = credentials.signing_keys(tmp_path)
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / credentials.SECRETS_DIR).stat().st_mode) == 0o700
+    headers = Signer(private.read_text()).headers("s", b"{}")
+    assert Verifier(public.read_text()).valid("s", b"{}", headers)
+    again = credentials.signing_keys(tmp_path)  # a restart keeps the pair
+    assert again[0].read_text() == private.read_text()
+
+
+def test_the_cli_finds_safetys_public_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TRANCHE_SIGNING_PUBLIC_KEY", raising=False)
+    monkeypatch.delenv("TRANCHE_SIGNING_PUBLIC_KEY_FILE", raising=False)
+    assert credentials.signing_public_key(tmp_path) is None
+    _, public = credentials.signing_keys(tmp_path)
+    assert credentials.signing_public_key(tmp_path) == public.read_text()
+    monkeypatch.setenv("TRANCHE_SIGNING_PUBLIC_KEY", "given")
+    assert credentials.signing_public_key(tmp_path) == "given"
+
+
+def test_an_outbox_replay_re_signs_safetys_rows_with_its_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared.signing import SigningKeyError, Verifier
+    from tranche.outbox_cli import _safety_signer
+
+    monkeypatch.delenv("TRANCHE_SIGNING_KEY", raising=False)
+    with pytest.raises(SigningKeyError, match="TRANCHE_SIGNING_KEY"):
+        _safety_signer(tmp_path)
+    _, public = credentials.signing_keys(tmp_path)  # what tranche up keeps
+    headers = _safety_signer(tmp_path).headers("s", b"{}")
+    assert Verifier(public.read_text()).valid("s", b"{}", headers)
