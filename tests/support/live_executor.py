@@ -22,6 +22,7 @@ from shared.contracts import OrderApproved, Reason, TradeIntent
 from shared.money import utc_now
 from shared.service import Service
 from tests.support.coinbase_standin import ApiKey, CoinbaseStandIn
+from tests.support.signing import signed
 from tests.support.waiting import eventually
 
 PREFIX = "/api/v3/brokerage"
@@ -54,10 +55,11 @@ class Live:
             intent=TradeIntent(**fields), client_order_id=f"c-{n}", mode="production",
             decided_at=utc_now(),
         )  # fmt: skip
+        subject, payload = f"tranche.orders.approved.{BOT}", approval.model_dump_json().encode()
         await self.nc.jetstream().publish(
-            f"tranche.orders.approved.{BOT}",
-            approval.model_dump_json().encode(),
-            headers={"Nats-Msg-Id": approval.message_id},
+            subject,
+            payload,
+            headers=signed(subject, payload, {"Nats-Msg-Id": approval.message_id}),
             stream="TRANCHE_ORDERS",
         )
         return approval.client_order_id
