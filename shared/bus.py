@@ -38,7 +38,7 @@ from shared.contracts import DeadLetter, Reason
 from shared.logging import get_logger
 from shared.money import utc_now
 from shared.outbox import BatchFailed, OutboxMessage
-from shared.streams import DLQ, Consumer, stream_for
+from shared.streams import DLQ, RETRY_DELAYS_S, Consumer, stream_for
 
 log = get_logger(__name__)
 
@@ -158,7 +158,15 @@ class DeadLetters:
         )
 
 
-def dead_letter_middleware(dead_letters: DeadLetters, max_deliver: int) -> ExceptionMiddleware:
+def retry_delay(delays_s: tuple[float, ...], num_delivered: int) -> float:
+    """The nack delay after failed delivery number ``num_delivered`` (1-based): the schedule's
+    entry for it, the last entry once the schedule runs out."""
+    return delays_s[min(max(num_delivered, 1), len(delays_s)) - 1]
+
+
+def dead_letter_middleware(
+    dead_letters: DeadLetters, max_deliver: int, retry_delays_s: tuple[float, ...] = RETRY_DELAYS_S
+) -> ExceptionMiddleware:
     """Route bad input to the DLQ and retry transient failures (see the module docstring)."""
 
     async def on_error(error: Exception, message: NatsMessage = Context("message")) -> None:
@@ -172,7 +180,7 @@ def dead_letter_middleware(dead_letters: DeadLetters, max_deliver: int) -> Excep
                 delivered=delivery.num_delivered,
                 error=f"{type(error).__name__}: {error}",
             )
-            raise NackMessage(delay=RETRY_DELAY_S * delivery.num_delivered)
+            raise NackMessage(delay=retry_delay(retry_delays_s, delivery.num_delivered))
         try:
             await dead_letters.send(message, error)
         except Exception as dlq_error:  # never drop: try again later

@@ -1,7 +1,7 @@
 """The JetStream streams, consumers and key-value bucket, declared in one place.
 
 Only durable subjects live in streams; market tickers and signal evaluations stay core NATS.
-Durable consumer names carry a version (``-v1``): NATS binds to an existing consumer and silently
+Durable consumer names carry a version (``-v2``): NATS binds to an existing consumer and silently
 ignores a changed config, so a config change ships as a new name.
 """
 
@@ -76,6 +76,16 @@ def stream_for(subject: str) -> Stream:
     raise LookupError(f"{subject} is not a durable subject")
 
 
+ACK_WAIT_S = 60.0
+"""Longer than the slowest handler (a safety decision or a booking waits at most a few seconds
+for storage). No consumer sets ``backoff``: with one, NATS times the *first* redelivery of an
+unacknowledged message by ``backoff[0]`` instead of ``ack_wait``, so a handler slower than 1 s
+was delivered again while it still ran (STACK-NOTES)."""
+RETRY_DELAYS_S: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0, 30.0)
+"""After a failed delivery the handler nacks with these delays (by delivery count) instead of
+the hot loop a plain nack gives."""
+
+
 @dataclass(frozen=True)
 class Consumer:
     """A durable pull consumer: several instances of a service share it as a work queue."""
@@ -84,9 +94,10 @@ class Consumer:
     durable: str
     filter_subject: str
     max_deliver: int = 10
-    ack_wait_s: float = 30.0
-    # Redelivery backs off instead of the hot loop a plain nack gives (see STACK-NOTES).
-    backoff_s: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0, 30.0)
+    ack_wait_s: float = ACK_WAIT_S
+    retry_delays_s: tuple[float, ...] = RETRY_DELAYS_S
+    """Delay of the nack after a failed delivery, by delivery count (the last repeats): sent
+    with the nack (:func:`shared.bus.retry_delay`), never as the consumer's ``backoff``."""
     new_only: bool = False
     """Start with the messages published after the consumer was first created (not the stream's
     whole history): for commands such as a halt, which mean something only when they happen."""
@@ -99,25 +110,24 @@ class Consumer:
             deliver_policy=DeliverPolicy.NEW if self.new_only else DeliverPolicy.ALL,
             ack_wait=self.ack_wait_s,
             max_deliver=self.max_deliver,
-            backoff=list(self.backoff_s),
             max_ack_pending=1000,
         )
 
 
-SIGNAL_INJECT = Consumer(SIGNALS, "signal-inject-v1", subjects.all_of(subjects.SIGNALS_INJECT))
-SAFETY_INTENTS = Consumer(INTENTS, "safety-intents-v1", subjects.all_of(subjects.INTENTS))
+SIGNAL_INJECT = Consumer(SIGNALS, "signal-inject-v2", subjects.all_of(subjects.SIGNALS_INJECT))
+SAFETY_INTENTS = Consumer(INTENTS, "safety-intents-v2", subjects.all_of(subjects.INTENTS))
 SAFETY_ORDER_EVENTS = Consumer(
-    ORDERS, "safety-order-events-v1", subjects.all_of(subjects.ORDERS_EVENTS)
+    ORDERS, "safety-order-events-v2", subjects.all_of(subjects.ORDERS_EVENTS)
 )
 EXECUTOR_APPROVED = Consumer(
-    ORDERS, "executor-approved-v1", subjects.all_of(subjects.ORDERS_APPROVED)
+    ORDERS, "executor-approved-v2", subjects.all_of(subjects.ORDERS_APPROVED)
 )
 EXECUTOR_SAFETY_EVENTS = Consumer(
-    SAFETY, "executor-safety-events-v1", subjects.SAFETY_EVENTS, new_only=True
+    SAFETY, "executor-safety-events-v2", subjects.SAFETY_EVENTS, new_only=True
 )
 """A halt cancels the open orders it covers; halts from before the executor first ran do not."""
 LEDGER_ORDER_EVENTS = Consumer(
-    ORDERS, "ledger-order-events-v1", subjects.all_of(subjects.ORDERS_EVENTS)
+    ORDERS, "ledger-order-events-v2", subjects.all_of(subjects.ORDERS_EVENTS)
 )
 
 

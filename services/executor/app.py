@@ -1,7 +1,7 @@
 """Executor service wiring.
 
-Reads:  tranche.orders.approved.<bot>     (durable, consumer executor-approved-v1)
-        tranche.safety.events             (durable, consumer executor-safety-events-v1: halts)
+Reads:  tranche.orders.approved.<bot>     (durable, consumer executor-approved-v2)
+        tranche.safety.events             (durable, consumer executor-safety-events-v2: halts)
         tranche.market.ticker.<product>   (core NATS: the mock exchange's prices)
 Writes: tranche.orders.events.<bot>       (outbox)
         tranche.dlq.executor              (refused input)

@@ -1,6 +1,6 @@
 """Ledger service wiring.
 
-Reads:  tranche.orders.events.<bot>      (durable, consumer ledger-order-events-v1)
+Reads:  tranche.orders.events.<bot>      (durable, consumer ledger-order-events-v2)
         tranche.market.ticker.<product>  (core NATS: marks for unrealized P&L)
         tranche.ledger.query.<bot>       (core NATS request/reply: the current position now)
 Writes: tranche.ledger.positions.<bot>   (outbox)

@@ -1,7 +1,7 @@
 """Safety service wiring.
 
-Reads:  tranche.intents.<bot>             (durable, consumer safety-intents-v1)
-        tranche.orders.events.<bot>       (durable, consumer safety-order-events-v1)
+Reads:  tranche.intents.<bot>             (durable, consumer safety-intents-v2)
+        tranche.orders.events.<bot>       (durable, consumer safety-order-events-v2)
         tranche_positions bucket          (watch; copied to safety_positions)
         tranche.market.ticker.<product>   (core NATS: newest price, for the price band and TTL)
         tranche.safety.control            (core NATS request/reply, queue group: commands)

@@ -1,6 +1,6 @@
 """Signal service wiring.
 
-Reads:  tranche.signals.inject.<bot>   (durable, consumer signal-inject-v1)
+Reads:  tranche.signals.inject.<bot>   (durable, consumer signal-inject-v2)
         tranche.market.ticker.<product> (core NATS)
         tranche_positions bucket        (watch)
         tranche.orders.approved|rejected|events.<bot>  (lock-step replay only: ordered
