@@ -58,7 +58,16 @@ def _positive(value: Decimal) -> Decimal:
     return value
 
 
+EARLIEST_YEAR, LATEST_YEAR = 1970, 2999
+"""Times outside these years are refused on the wire: none is real market data, and inside them
+adding or subtracting any duration the services use (at most years) cannot overflow."""
+
+
 def _to_utc(value: datetime) -> datetime:
+    if not EARLIEST_YEAR <= value.year <= LATEST_YEAR:
+        raise ValueError(
+            f"year {value.year} is outside {EARLIEST_YEAR}-{LATEST_YEAR}: not a real event time"
+        )
     return value.astimezone(UTC)
 
 

@@ -32,6 +32,8 @@ from shared.bots import LiveCatalog
 from shared.bus import durable, require_subject_token
 from shared.catalog import CatalogError, load_catalog
 from shared.contracts import OrderApproved, OrderEvent, SafetyEvent, Ticker
+from shared.eventtime import NewestTimes, bounds_for
+from shared.money import utc_now
 from shared.service import Service, serve
 from shared.streams import EXECUTOR_APPROVED, EXECUTOR_SAFETY_EVENTS
 
@@ -61,6 +63,8 @@ def build(settings: ExecutorSettings, exchange: Any = None) -> Service:
     except CatalogError as error:
         raise SystemExit(f"executor: {error}") from None
     quotes: dict[str, Quote] = {}
+    # A tick far ahead of the newest (or of the clock) would become "now" for good: refused.
+    ticker_times = NewestTimes(bounds_for(settings.mode), utc_now)
     if exchange is None:
         if settings.mode == "production":
             from services.executor.exchanges.coinbase import CoinbaseExchange
@@ -107,6 +111,7 @@ def build(settings: ExecutorSettings, exchange: Any = None) -> Service:
 
     @service.router.subscriber(subjects.all_of(subjects.MARKET_TICKER), title="executor-ticker")
     async def on_ticker(body: Ticker) -> None:
+        ticker_times.admit(body.product_id, body.time, "ticker time")
         known = quotes.get(body.product_id)
         if known is not None and body.time < known.time:
             return

@@ -51,7 +51,9 @@ from shared.contracts import (
     SafetyEvent,
     Ticker,
 )
+from shared.eventtime import NewestTimes, bounds_for, check_times
 from shared.logging import correlated
+from shared.money import utc_now
 from shared.outbox import stage
 from shared.service import Service, serve
 from shared.streams import LEDGER_ORDER_EVENTS
@@ -70,6 +72,8 @@ def build(settings: LedgerSettings) -> Service:
     except CatalogError as error:
         raise SystemExit(f"ledger: {error}") from None
     marks: dict[str, Mark] = {}
+    # A tick far ahead of the newest (or of the clock) would become "now" for good: refused.
+    ticker_times = NewestTimes(bounds_for(settings.mode), utc_now)
 
     def allocation_of(bot_id: str) -> Allocation:
         bot = catalog.all_bots.get(bot_id)
@@ -78,6 +82,8 @@ def build(settings: LedgerSettings) -> Service:
     @durable(service.router, LEDGER_ORDER_EVENTS, title="ledger-order-events")
     async def on_order_event(body: OrderEvent, msg: NatsMessage) -> None:
         require_subject_token(msg, body.bot_id, "order event")
+        check_times([body.time, *(fill.time for fill in body.fills)], utc_now(),
+                    bounds_for(body.mode), "order event time")  # fmt: skip
         product = catalog.products.get(body.product_id)
         if product is None:
             raise InvalidMessage(
@@ -128,6 +134,7 @@ def build(settings: LedgerSettings) -> Service:
 
     @service.router.subscriber(subjects.all_of(subjects.MARKET_TICKER), title="ledger-ticker")
     async def on_ticker(body: Ticker) -> None:
+        ticker_times.admit(body.product_id, body.time, "ticker time")
         known = marks.get(body.product_id)
         if known is None or body.time >= known.time:
             marks[body.product_id] = Mark(price=body.price, time=body.time)

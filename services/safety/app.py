@@ -61,6 +61,7 @@ from shared.contracts import (
     Token,
     TradeIntent,
 )
+from shared.eventtime import NewestTimes, bounds_for, check_times
 from shared.logging import correlated
 from shared.money import utc_now
 from shared.positions import watch_positions as follow_positions
@@ -84,6 +85,8 @@ def build(settings: SafetySettings) -> Service:
     serialise_sqlite_writers(service.engine)
     log = service.log
     markets: dict[str, Market] = {}
+    # A tick far ahead of the newest (or of the clock) would become "now" for good: refused.
+    ticker_times = NewestTimes(bounds_for(settings.mode), utc_now)
     positions_synced = asyncio.Event()
     clocks: dict[str, BotClock] = {}
 
@@ -188,6 +191,8 @@ def build(settings: SafetySettings) -> Service:
     @durable(service.router, SAFETY_ORDER_EVENTS, title="safety-order-events")
     async def on_order_event(body: OrderEvent, msg: NatsMessage) -> None:
         require_subject_token(msg, body.bot_id, "order event")
+        check_times([body.time, *(fill.time for fill in body.fills)], utc_now(),
+                    bounds_for(body.mode), "order event time")  # fmt: skip
         with correlated(body.intent_id, bot_id=body.bot_id, client_order_id=body.client_order_id):
             news = await service.transact(
                 lambda session: record_order_event(session, body, settings)
@@ -235,6 +240,7 @@ def build(settings: SafetySettings) -> Service:
 
     @service.router.subscriber(subjects.all_of(subjects.MARKET_TICKER), title="safety-ticker")
     async def on_ticker(body: Ticker) -> None:
+        ticker_times.admit(body.product_id, body.time, "ticker time")
         known = markets.get(body.product_id)
         if known is None or body.time >= known.time:
             markets[body.product_id] = Market(price=body.price, time=body.time)

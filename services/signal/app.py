@@ -55,6 +55,7 @@ from shared.contracts import (
     Ticker,
     TradeIntent,
 )
+from shared.eventtime import NewestTimes, bounds_for
 from shared.http import bearer_guard
 from shared.logging import correlated
 from shared.money import utc_now
@@ -84,6 +85,8 @@ def build(settings: SignalSettings) -> Service:
         raise SystemExit(f"signal: {error}") from None
     registry = BotRegistry(live, service.transact)
     markets: dict[str, Market] = {}
+    # A tick far ahead of the newest (or of the clock) would become "now" for good: refused.
+    ticker_times = NewestTimes(bounds_for(settings.mode), utc_now)
     last_tick: dict[str, float] = {}  # product -> monotonic time of its last tick
     stale: set[str] = set()
     positions: dict[str, PositionUpdate] = {}
@@ -265,6 +268,7 @@ def build(settings: SignalSettings) -> Service:
                 lockstep.ticked(body)
 
     async def evaluate_tick(body: Ticker) -> None:
+        ticker_times.admit(body.product_id, body.time, "ticker time")
         known = markets.get(body.product_id)
         if known is not None and body.time < known.time:
             return  # an older tick never replaces a newer price
@@ -363,7 +367,7 @@ def build(settings: SignalSettings) -> Service:
             try:
                 count = await replay(ticks, publish_ticker, settings.replay_speed,
                                      after_publish=barrier)  # fmt: skip
-            except SettleTimeout as error:
+            except (SettleTimeout, ReplayError) as error:
                 feeds[product_id] |= {"finished": True, "failed": str(error)}
                 log.error("replay.failed", product_id=product_id, error=str(error))
                 return
