@@ -97,6 +97,15 @@ def build(settings: LedgerSettings) -> Service:
             fresh = new_fills(session, body)
             if not fresh:
                 return None  # every fill already booked: a redelivery or a re-publish
+            held = position_of(session, body.bot_id, body.mode)
+            if held is not None and held.status == "open" and held.product_id != body.product_id:
+                raise InvalidMessage(  # rolls the transaction back: nothing is booked
+                    Reason(
+                        code="PRODUCT_MISMATCH",
+                        message=f"a fill of {body.product_id} for bot {body.bot_id}, whose open "
+                        f"position holds {held.product_id}: one position never mixes products",
+                    )
+                )
             add_fills(session, body, fresh)
             booked = recompute(
                 session,

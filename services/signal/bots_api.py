@@ -106,7 +106,12 @@ def bots_api(
         except BotError as error:
             raise refused(error) from None
 
-    @api.put("/{bot_id}", summary="Replace a bot's whole config", dependencies=writer)
+    @api.put(
+        "/{bot_id}",
+        summary="Replace a bot's whole config (409 POSITION_OPEN for a new product_id or "
+        "exit_allocation while it holds a position)",
+        dependencies=writer,
+    )
     async def change(
         bot_id: str,
         config: Bot,
@@ -115,7 +120,8 @@ def bots_api(
         if_match: Annotated[str | None, Header()] = None,
     ) -> BotView:
         try:
-            state = await registry.change(bot_id, config, operator, _revision(if_match))
+            revision = _revision(if_match)
+            state = await registry.change(bot_id, config, operator, open_position, revision)
             return answer(state, response)
         except BotError as error:
             raise refused(error) from None
