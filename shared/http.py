@@ -6,12 +6,16 @@ from __future__ import annotations
 import asyncio
 import hmac
 from collections.abc import Awaitable, Callable
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import SecretStr
+
+MAX_BODY_BYTES = 256 * 1024
+"""The largest request body any service reads: far above any real bot or command, far below
+NATS's max payload (1 MB), which a bot record must fit in."""
 
 Check = Callable[[], Awaitable[None]]
 """A readiness check: returns when fine, raises with a reason when not."""
@@ -64,3 +68,53 @@ def bearer_guard(token: SecretStr | None, variable: str, what: str) -> Callable[
             )
 
     return require
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over ``max_bytes`` is answered 413 with a code and a
+    sentence before the app sees it (never a 500 from a publish that is too large). The body is
+    read here, at most ``max_bytes`` + one chunk of it, and handed on unchanged."""
+
+    def __init__(self, app: Any, max_bytes: int = MAX_BODY_BYTES):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"0")
+        too_large = declared.isdigit() and int(declared) > self.max_bytes
+        chunks: list[bytes] = []
+        size = 0
+        while not too_large:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away: let the app see it
+                await self.app(scope, _replay([message]), send)
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            too_large = size > self.max_bytes
+            if not message.get("more_body"):
+                break
+        if too_large:
+            answer = JSONResponse(
+                {"detail": {"code": "BODY_TOO_LARGE", "message": f"the request body is over "
+                            f"{self.max_bytes} bytes, the most this service reads"}},
+                status_code=413,
+            )  # fmt: skip
+            await answer(scope, receive, send)
+            return
+        body = b"".join(chunks)
+        await self.app(scope, _replay([{"type": "http.request", "body": body}]), send)
+
+
+def _replay(messages: list[dict]) -> Callable[[], Awaitable[dict]]:
+    pending = list(messages)
+
+    async def receive() -> dict:
+        if pending:
+            return pending.pop(0)
+        return {"type": "http.disconnect"}
+
+    return receive

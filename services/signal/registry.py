@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from nats.aio.client import Client as NatsClient
+from nats.errors import MaxPayloadError
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from sqlmodel import Session
 
@@ -40,11 +41,13 @@ class BotError(Exception):
     status = 400
     code = "BOT_REFUSED"
 
-    def __init__(self, message: str, code: str | None = None):
+    def __init__(self, message: str, code: str | None = None, status: int | None = None):
         super().__init__(message)
         self.message = message
         if code:
             self.code = code
+        if status:
+            self.status = status
 
 
 class BotNotFound(BotError):
@@ -237,6 +240,12 @@ class BotRegistry:
             ) from None
         except KeyNotFoundError:
             raise BotNotFound(f"no bot named {record.bot_id!r}") from None
+        except MaxPayloadError:
+            raise BotError(
+                f"bot {record.bot_id} is too large to store (over NATS's max payload)",
+                "BODY_TOO_LARGE",
+                status=413,
+            ) from None
         await self.live.apply(record, revision)
         message = announcement(record, revision)
         await self._transact(lambda session: stage(session, subjects.BOTS_CHANGED, message))
