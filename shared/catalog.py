@@ -79,6 +79,8 @@ class Bot(Contract):
             raise ValueError("buy_threshold and sell_threshold are scores in (0, 1]")
         if not 0 < self.exit_fraction <= 1:
             raise ValueError("exit_fraction is a share in (0, 1]")
+        if not 0 <= self.inject_temperature <= 100:
+            raise ValueError("inject_temperature is a temperature from 0 to 100")
         for name in ("stop_loss_pct", "take_profit_pct", "trailing_stop_pct"):
             value = getattr(self, name)
             if value is not None and not 0 < value < 100:

@@ -20,6 +20,8 @@ import uvicorn
 from fastapi import APIRouter, FastAPI
 from nats.aio.client import Client as NatsClient
 from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, SQLModel
 
 from shared import logging as tranche_logging
@@ -118,10 +120,13 @@ class Service:
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        if self._migrate is not None:
-            await asyncio.to_thread(self._migrate, self.engine)
-        else:
-            await asyncio.to_thread(create_tables, self.engine, self.tables)
+        try:
+            if self._migrate is not None:
+                await asyncio.to_thread(self._migrate, self.engine)
+            else:
+                await asyncio.to_thread(create_tables, self.engine, self.tables)
+        except SQLAlchemyError as error:
+            raise StartupError(storage_problem(self.settings.db_url, error)) from None
         timeout = self.settings.nats_connect_timeout_s
         seen: list[Exception] = []
         try:
@@ -244,6 +249,15 @@ class Service:
         except StartupError as error:
             print(f"{self.name}: {error}", file=sys.stderr)
             raise SystemExit(2) from None
+
+
+def storage_problem(url: str, error: SQLAlchemyError) -> str:
+    """The database error in one sentence, naming the setting and the URL without its
+    password (the driver's own first line says what failed: refused, unknown host, auth)."""
+    where = make_url(url).render_as_string(hide_password=True)
+    cause = str(getattr(error, "orig", None) or error).strip().splitlines()
+    detail = cause[0][:300] if cause else type(error).__name__
+    return f"cannot use the database at {where} (TRANCHE_DATABASE_URL): {detail}"
 
 
 async def cancel_all(tasks: list[asyncio.Task[Any]]) -> None:
