@@ -130,12 +130,18 @@ class DeadLetters:
         # A stream sequence names a durable message for good; a core message by its content.
         origin = delivery.stream_sequence or hashlib.sha256(body).hexdigest()[:20]
         letter_id = f"dlq-{self.service}-{delivery.subject}-{origin}"
+        kept = body[:100_000]
+        try:
+            text: str | None = kept.decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
         letter = DeadLetter(
             message_id=letter_id,
             service=self.service,
             subject=delivery.subject,
-            payload=body.decode("utf-8", errors="replace")[:100_000],
-            payload_base64=base64.b64encode(body[:100_000]).decode(),
+            payload=text if text is not None else kept.decode("utf-8", errors="replace"),
+            # Base64 only when the text is not exact: a letter is not twice its payload.
+            payload_base64=None if text is not None else base64.b64encode(kept).decode(),
             error=str(error)[:2000],
             reasons=reasons_from(error),
             time=utc_now(),

@@ -30,9 +30,16 @@ from shared.db import create_tables, make_engine, ping
 from shared.http import BodyLimit, health_router
 from shared.outbox import OutboxMessage, OutboxRelay
 from shared.settings import ServiceSettings, load
-from shared.streams import StreamsMissing, check_streams, ensure_streams
+from shared.streams import (
+    ALL_STREAMS,
+    StreamsMissing,
+    check_streams,
+    ensure_streams,
+    watch_stream_use_once,
+)
 
 T = TypeVar("T")
+STREAM_WATCH_S = 60.0
 
 
 class StartupError(Exception):
@@ -162,10 +169,18 @@ class Service:
         self._include_router()
         await asyncio.wait_for(self.broker.start(), timeout)
         self._tasks.append(asyncio.create_task(self.relay.run(self.settings.outbox_poll_s)))
+        self._tasks.append(asyncio.create_task(self._watch_streams()))
         for job in self.background:
             self._tasks.append(asyncio.create_task(job()))
         self.started = True
         self.log.info("service.started", port=self.settings.port, mode=self.settings.mode)
+
+    async def _watch_streams(self) -> None:
+        """Stream use and drops on /metrics, and a warning when one is nearly full."""
+        assert self.nc is not None
+        while True:
+            await watch_stream_use_once(self.nc.jetstream(), ALL_STREAMS)
+            await asyncio.sleep(STREAM_WATCH_S)
 
     async def stop(self) -> None:
         self.log.info("service.stopping")

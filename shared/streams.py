@@ -14,16 +14,40 @@ from nats.js.api import (
     AckPolicy,
     ConsumerConfig,
     DeliverPolicy,
+    DiscardPolicy,
     KeyValueConfig,
     StorageType,
     StreamConfig,
 )
 from nats.js.errors import BadRequestError, NotFoundError
+from prometheus_client import Gauge
 
 from shared import subjects
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+
+STREAM_USED = Gauge(
+    "tranche_stream_used_ratio", "Bytes a stream holds over its max_bytes", ["stream"]
+)
+STREAM_DROPPED = Gauge(
+    "tranche_stream_dropped",
+    "Messages a stream dropped by its limits (age or size) since it was created",
+    ["stream"],
+)
 
 DUPLICATE_WINDOW_S = 15 * 60  # a re-publish from an outbox within 15 minutes is dropped by id
 MAX_AGE_S = 30 * 24 * 3600
+MiB = 1024 * 1024
+BUSINESS_MAX_BYTES = 1024 * MiB
+"""A business stream (signals, intents, orders, positions, safety events, bot changes) refuses
+a publish once it holds this much (``discard: new``): the publisher's outbox keeps the message
+and retries, so a limit never drops a message nobody has processed yet."""
+DLQ_MAX_BYTES = 256 * MiB
+DLQ_MAX_AGE_S = 7 * 24 * 3600
+"""The dead-letter stream drops its oldest letters beyond these (``discard: old``): a flood of
+hostile input must not fill the disk, and a letter is read within days or never."""
+NEARLY_FULL = 0.8
 
 
 @dataclass(frozen=True)
@@ -31,6 +55,10 @@ class Stream:
     name: str
     subjects: tuple[str, ...]
     description: str
+    max_bytes: int = BUSINESS_MAX_BYTES
+    max_age_s: float = MAX_AGE_S
+    drops_oldest: bool = False
+    """``discard: old`` (the oldest messages go when full) instead of refusing new ones."""
 
     def config(self, replicas: int = 1) -> StreamConfig:
         return StreamConfig(
@@ -38,7 +66,9 @@ class Stream:
             subjects=list(self.subjects),
             description=self.description,
             storage=StorageType.FILE,
-            max_age=MAX_AGE_S,
+            max_age=self.max_age_s,
+            max_bytes=self.max_bytes,
+            discard=DiscardPolicy.OLD if self.drops_oldest else DiscardPolicy.NEW,
             duplicate_window=DUPLICATE_WINDOW_S,
             num_replicas=replicas,
         )
@@ -61,7 +91,14 @@ LEDGER = Stream(
     "TRANCHE_LEDGER", (subjects.all_of(subjects.LEDGER_POSITIONS),), "positions after every change"
 )
 SAFETY = Stream("TRANCHE_SAFETY", (subjects.SAFETY_EVENTS,), "breakers, halts, limits")
-DLQ = Stream("TRANCHE_DLQ", (subjects.all_of(subjects.DLQ),), "messages a service refused")
+DLQ = Stream(
+    "TRANCHE_DLQ",
+    (subjects.all_of(subjects.DLQ),),
+    "messages a service refused",
+    max_bytes=DLQ_MAX_BYTES,
+    max_age_s=DLQ_MAX_AGE_S,
+    drops_oldest=True,
+)
 BOTS = Stream("TRANCHE_BOTS", (subjects.BOTS_CHANGED,), "bots created, changed or removed")
 
 ALL_STREAMS: tuple[Stream, ...] = (SIGNALS, INTENTS, ORDERS, LEDGER, SAFETY, DLQ, BOTS)
@@ -201,3 +238,27 @@ async def ensure_bots_bucket(js: JetStreamContext, replicas: int = 1):
     return await _ensure_bucket(
         js, subjects.BOTS_BUCKET, "bots at run time, written only by the signal service", replicas
     )
+
+
+async def watch_stream_use_once(js: JetStreamContext, streams: tuple[Stream, ...] | list[Stream]):
+    """Set the use and drop gauges of ``streams`` and warn about one nearly full: a full
+    dead-letter stream drops its oldest letters, a full business stream refuses publishes."""
+    for stream in streams:
+        try:
+            info = await js.stream_info(stream.name)
+        except Exception as error:  # not allowed or not there: nothing to report
+            log.debug("stream.info_failed", stream=stream.name, error=str(error))
+            continue
+        limit = info.config.max_bytes or 0
+        used = info.state.bytes / limit if limit > 0 else 0.0
+        STREAM_USED.labels(stream.name).set(used)
+        # With limits retention a message leaves only by a limit: what went before first_seq.
+        STREAM_DROPPED.labels(stream.name).set(max(info.state.first_seq - 1, 0))
+        if used >= NEARLY_FULL:
+            log.warning(
+                "stream.nearly_full",
+                stream=stream.name,
+                bytes=info.state.bytes,
+                max_bytes=limit,
+                when_full="drops its oldest" if stream.drops_oldest else "refuses publishes",
+            )
