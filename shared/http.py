@@ -90,7 +90,7 @@ class BodyLimit:
         while not too_large:
             message = await receive()
             if message["type"] != "http.request":  # the client went away: let the app see it
-                await self.app(scope, _replay([message]), send)
+                await self.app(scope, _replay([message], receive), send)
                 return
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
@@ -106,15 +106,17 @@ class BodyLimit:
             await answer(scope, receive, send)
             return
         body = b"".join(chunks)
-        await self.app(scope, _replay([{"type": "http.request", "body": body}]), send)
+        await self.app(scope, _replay([{"type": "http.request", "body": body}], receive), send)
 
 
-def _replay(messages: list[dict]) -> Callable[[], Awaitable[dict]]:
+def _replay(messages: list[dict], receive: Callable) -> Callable[[], Awaitable[dict]]:
+    """``messages`` first, then the real channel: a streaming answer (server-sent events) keeps
+    listening for the client's disconnect, which must come when it happens, not at once."""
     pending = list(messages)
 
-    async def receive() -> dict:
+    async def replayed() -> dict:
         if pending:
             return pending.pop(0)
-        return {"type": "http.disconnect"}
+        return await receive()
 
-    return receive
+    return replayed
