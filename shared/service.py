@@ -27,7 +27,7 @@ from sqlmodel import Session, SQLModel
 from shared import logging as tranche_logging
 from shared.bus import DeadLetters, connect, make_broker, make_router, outbox_publisher
 from shared.db import create_tables, make_engine, ping
-from shared.http import BodyLimit, health_router
+from shared.http import BodyLimit, document_answers, health_router
 from shared.outbox import OutboxMessage, OutboxRelay
 from shared.settings import ServiceSettings, load
 from shared.streams import (
@@ -234,6 +234,7 @@ class Service:
         for router in self.http_routers:
             app.include_router(router)
         app.add_middleware(BodyLimit)
+        document_answers(app)
         return app
 
     def run(self) -> None:

@@ -33,6 +33,7 @@ from shared.bus import durable, require_subject_token
 from shared.catalog import CatalogError, load_catalog
 from shared.contracts import OrderApproved, OrderEvent, SafetyEvent, Ticker
 from shared.eventtime import NewestTimes, bounds_for
+from shared.http import answers
 from shared.money import utc_now
 from shared.service import Service, serve
 from shared.streams import EXECUTOR_APPROVED, EXECUTOR_SAFETY_EVENTS
@@ -126,7 +127,9 @@ def build(settings: ExecutorSettings, exchange: Any = None) -> Service:
         rows = await service.read(lambda session: recent_orders(session, limit))
         return [row.model_dump(mode="json") for row in rows]
 
-    @api.get("/orders/{client_order_id}", summary="One order with its fills")
+    @api.get(
+        "/orders/{client_order_id}", summary="One order with its fills", responses=answers(404)
+    )
     async def order(client_order_id: str) -> dict:
         def read(session):
             row = session.get(OrderRow, client_order_id)

@@ -19,6 +19,7 @@ from services.ledger.store import FillRow, as_ledger_fill, bots_with_fills, fill
 from shared.bots import LiveCatalog
 from shared.catalog import Catalog
 from shared.contracts import Mode, PositionUpdate
+from shared.http import answers
 from shared.money import Dec, UtcTime
 from shared.service import Service
 
@@ -140,6 +141,7 @@ def ledger_api(
     @api.get(
         "/positions/{bot_id}",
         summary="One bot's position: tranches, exits split across them, earlier positions",
+        responses=answers(404),
     )
     async def one_position(bot_id: str, mode: Mode = "mock") -> PositionDetail:
         known_bot(bot_id)
@@ -189,7 +191,7 @@ def ledger_api(
             ],
         )
 
-    @api.get("/fills", summary="Booked fills of a bot, oldest first")
+    @api.get("/fills", summary="Booked fills of a bot, oldest first", responses=answers(404))
     async def fills(
         bot_id: str, mode: Mode = "mock", limit: int = Query(500, ge=1, le=10_000)
     ) -> list[dict]:
@@ -207,7 +209,11 @@ def ledger_api(
             for day in realized_by_day(booked.book, ledger_fills)
         ]
 
-    @api.get("/pnl/daily", summary="Realized P&L by bot and UTC day (of the exit fill)")
+    @api.get(
+        "/pnl/daily",
+        summary="Realized P&L by bot and UTC day (of the exit fill)",
+        responses=answers(404),
+    )
     async def pnl_daily(mode: Mode = "mock", bot_id: str | None = None) -> list[DayView]:
         if bot_id is not None:
             known_bot(bot_id)

@@ -62,6 +62,7 @@ from shared.contracts import (
     TradeIntent,
 )
 from shared.eventtime import NewestTimes, bounds_for, check_times
+from shared.http import answers
 from shared.logging import correlated
 from shared.money import utc_now
 from shared.positions import watch_positions as follow_positions
@@ -292,6 +293,7 @@ def build(settings: SafetySettings) -> Service:
         "/halt",
         summary="Kill switch: halt one bot or everything",
         dependencies=[Depends(require_token)],
+        responses=answers(401),
     )
     async def halt(request: ControlRequest) -> SafetyCommandResult:
         return await command(
@@ -302,6 +304,7 @@ def build(settings: SafetySettings) -> Service:
         "/resume",
         summary="Resume one bot or everything after a halt or a tripped breaker",
         dependencies=[Depends(require_token)],
+        responses=answers(401),
     )
     async def resume(request: ControlRequest) -> SafetyCommandResult:
         return await command(
@@ -337,7 +340,11 @@ def build(settings: SafetySettings) -> Service:
     async def all_readiness() -> list[BotReadiness]:
         return [readiness.latest[bot] for bot in sorted(readiness.latest)]
 
-    @api.get("/readiness/{bot_id}", summary="One bot's readiness as last published")
+    @api.get(
+        "/readiness/{bot_id}",
+        summary="One bot's readiness as last published",
+        responses=answers(404),
+    )
     async def bot_readiness(bot_id: Token) -> BotReadiness:
         if bot_id not in readiness.latest:
             raise HTTPException(404, f"safety has not judged bot {bot_id} yet")

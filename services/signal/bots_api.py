@@ -22,6 +22,7 @@ from services.signal.registry import BotError, BotRegistry
 from shared.bots import BotState
 from shared.catalog import Bot
 from shared.contracts import BotChange, BotStatus, Contract, Token
+from shared.http import answers
 
 PositionStatus = Literal["open", "flat", "unknown"]
 Operator = Annotated[str, Header(alias="X-Tranche-Operator", max_length=64)]
@@ -92,14 +93,24 @@ def bots_api(
     async def list_bots() -> list[BotView]:
         return [view(state) for _, state in sorted(registry.live.states.items())]
 
-    @api.get("/{bot_id}", summary="One bot: config, status, revision (ETag); evaluates nothing")
+    @api.get(
+        "/{bot_id}",
+        summary="One bot: config, status, revision (ETag); evaluates nothing",
+        responses=answers(404),
+    )
     async def one_bot(bot_id: str, response: Response) -> BotView:
         try:
             return answer(registry.current(bot_id), response)
         except BotError as error:
             raise refused(error) from None
 
-    @api.post("", status_code=201, summary="Create a bot (409 if it exists)", dependencies=writer)
+    @api.post(
+        "",
+        status_code=201,
+        summary="Create a bot (409 if it exists)",
+        dependencies=writer,
+        responses=answers(401, 403, 409, 422),
+    )
     async def create(body: NewBot, response: Response, operator: Operator = "http") -> BotView:
         try:
             return answer(await registry.create(body.bot_id, body.config, operator), response)
@@ -111,6 +122,7 @@ def bots_api(
         summary="Replace a bot's whole config (409 POSITION_OPEN for a new product_id or "
         "exit_allocation while it holds a position)",
         dependencies=writer,
+        responses=answers(401, 403, 404, 409, 422),
     )
     async def change(
         bot_id: str,
@@ -139,11 +151,17 @@ def bots_api(
         "/{bot_id}/pause",
         summary="Pause: no new entries or adds; exits (protective and signal) still act",
         dependencies=writer,
+        responses=answers(401, 403, 404, 409),
     )
     async def pause(bot_id: str, response: Response, operator: Operator = "http") -> BotView:
         return await set_status(bot_id, "paused", operator, response)
 
-    @api.post("/{bot_id}/resume", summary="Resume a paused bot", dependencies=writer)
+    @api.post(
+        "/{bot_id}/resume",
+        summary="Resume a paused bot",
+        dependencies=writer,
+        responses=answers(401, 403, 404, 409),
+    )
     async def resume(bot_id: str, response: Response, operator: Operator = "http") -> BotView:
         return await set_status(bot_id, "active", operator, response)
 
@@ -151,6 +169,7 @@ def bots_api(
         "/{bot_id}",
         summary="Remove a bot (409 while it holds a position)",
         dependencies=writer,
+        responses=answers(401, 403, 404, 409, 422),
     )
     async def remove(
         bot_id: str,
