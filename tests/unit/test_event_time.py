@@ -4,6 +4,7 @@ out that time arithmetic on it overflows; a bad replay row names its file, row a
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -92,3 +93,14 @@ def test_a_bad_replay_row_names_the_file_row_and_field(tmp_path: Path, row: str,
     message = str(error.value)
     assert "ETH-BTC-1m.csv" in message and "row 3" in message and f"field {field}" in message
     assert "\n" not in message
+
+
+def test_the_dashboard_does_not_draw_a_tick_far_ahead_of_the_newest() -> None:
+    from services.dashboard.board import Board
+
+    board = Board()
+    for price, at in (("10", T0), ("99", T0 + timedelta(days=30)), ("11", T0 + timedelta(hours=1))):
+        body = {"product_id": "ETH-BTC", "price": price, "time": at.isoformat()}
+        board.apply("tranche.market.ticker.ETH-BTC", json.dumps(body).encode())
+    assert board.prices["ETH-BTC"] == Decimal("11") and board.invalid_messages == 1
+    assert "ahead" in (board.last_invalid or "")
