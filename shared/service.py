@@ -178,8 +178,9 @@ class Service:
     async def _watch_streams(self) -> None:
         """Stream use and drops on /metrics, and a warning when one is nearly full."""
         assert self.nc is not None
-        while True:
-            await watch_stream_use_once(self.nc.jetstream(), ALL_STREAMS)
+        watched = list(ALL_STREAMS)
+        while watched:
+            watched = await watch_stream_use_once(self.nc.jetstream(), watched)
             await asyncio.sleep(STREAM_WATCH_S)
 
     async def stop(self) -> None:

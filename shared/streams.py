@@ -240,15 +240,20 @@ async def ensure_bots_bucket(js: JetStreamContext, replicas: int = 1):
     )
 
 
-async def watch_stream_use_once(js: JetStreamContext, streams: tuple[Stream, ...] | list[Stream]):
+async def watch_stream_use_once(
+    js: JetStreamContext, streams: tuple[Stream, ...] | list[Stream]
+) -> list[Stream]:
     """Set the use and drop gauges of ``streams`` and warn about one nearly full: a full
-    dead-letter stream drops its oldest letters, a full business stream refuses publishes."""
+    dead-letter stream drops its oldest letters, a full business stream refuses publishes.
+    Returns the streams it could read (a user without the right to look is not asked again)."""
+    readable = []
     for stream in streams:
         try:
             info = await js.stream_info(stream.name)
         except Exception as error:  # not allowed or not there: nothing to report
             log.debug("stream.info_failed", stream=stream.name, error=str(error))
             continue
+        readable.append(stream)
         limit = info.config.max_bytes or 0
         used = info.state.bytes / limit if limit > 0 else 0.0
         STREAM_USED.labels(stream.name).set(used)
@@ -262,3 +267,4 @@ async def watch_stream_use_once(js: JetStreamContext, streams: tuple[Stream, ...
                 max_bytes=limit,
                 when_full="drops its oldest" if stream.drops_oldest else "refuses publishes",
             )
+    return readable
