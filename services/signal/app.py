@@ -7,6 +7,8 @@ Reads:  tranche.signals.inject.<bot>   (durable, consumer signal-inject-v2)
                                         consumers, and safety's consumer's progress, to know
                                         when an intent has settled; services/signal/lockstep.py)
         tranche_bots bucket             (watch: bots created, changed, paused, removed)
+        tranche.safety.readiness.<bot>  (core NATS: a bot's orders in flight, so its product
+                                        cannot change under them)
 Writes: tranche.intents.<bot>           (outbox)
         tranche_bots bucket             (seeded from the bots file; changed over HTTP /bots)
         tranche.bots.changed            (outbox: every change of a bot)
@@ -47,6 +49,7 @@ from shared.bus import InvalidMessage, delivery_of, durable
 from shared.catalog import CatalogError, load_catalog
 from shared.contracts import (
     BotChanged,
+    BotReadiness,
     InjectedSignal,
     PositionUpdate,
     Reason,
@@ -325,6 +328,27 @@ def build(settings: SignalSettings) -> Service:
             return position.status
         return "flat" if positions_read.is_set() else "unknown"
 
+    orders_in_flight: dict[str, int] = {}
+    """Per bot, safety's count of its orders not final yet (from its readiness messages)."""
+
+    @service.router.subscriber(
+        subjects.all_of(subjects.SAFETY_READINESS), title="signal-safety-readiness"
+    )
+    async def on_readiness(body: BotReadiness) -> None:
+        if body.mode == settings.mode:
+            orders_in_flight[body.bot_id] = body.orders_in_flight
+
+    async def position_fixed(bot_id: str) -> str | None:
+        """Why what a bot's position means (its product) may not change now, or None: it holds
+        a position, or an order of it is in flight (its fills would land in the old product)."""
+        reason = await open_position(bot_id)
+        if reason is None and orders_in_flight.get(bot_id, 0) > 0:
+            reason = (
+                f"bot {bot_id} has {orders_in_flight[bot_id]} order(s) in flight: wait until "
+                "they are final (pause it meanwhile)"
+            )
+        return reason
+
     async def open_position(bot_id: str) -> str | None:
         """Why a bot may not be removed now, or None."""
         try:
@@ -422,7 +446,14 @@ def build(settings: SignalSettings) -> Service:
     service.http_routers.append(api)
     guard = bearer_guard(settings.control_token, "TRANCHE_CONTROL_TOKEN on signal", "changing bots")
     service.http_routers.append(
-        bots_api(registry, guard, position_of, open_position, lambda b: roster.get(b) is not None)
+        bots_api(
+            registry,
+            guard,
+            position_of,
+            open_position,
+            lambda b: roster.get(b) is not None,
+            position_fixed=position_fixed,
+        )
     )
     service.publishes("tranche.intents.{bot_id}", TradeIntent, "A trade intent (outbox).")
     service.publishes(

@@ -64,7 +64,11 @@ def bots_api(
     position_of: Callable[[str], PositionStatus],
     open_position: Callable[[str], Awaitable[str | None]],
     evaluating: Callable[[str], bool],
+    position_fixed: Callable[[str], Awaitable[str | None]] | None = None,
 ) -> APIRouter:
+    """``open_position``: why a bot may not be removed now (or None); ``position_fixed``: why
+    its product may not change now (default: the same)."""
+    position_fixed = position_fixed or open_position
     api = APIRouter(prefix="/bots", tags=["bots"])
     writer = [Depends(guard)]
 
@@ -133,7 +137,7 @@ def bots_api(
     ) -> BotView:
         try:
             revision = _revision(if_match)
-            state = await registry.change(bot_id, config, operator, open_position, revision)
+            state = await registry.change(bot_id, config, operator, position_fixed, revision)
             return answer(state, response)
         except BotError as error:
             raise refused(error) from None

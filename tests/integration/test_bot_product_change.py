@@ -7,7 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from shared import subjects
 from shared.bots import read_bucket
+from shared.contracts import BotReadiness
+from shared.money import utc_now
 from tests.integration import test_signal_bots
 from tests.integration.test_signal_bots import (
     AUTH,
@@ -62,3 +65,38 @@ async def test_a_flat_bot_may_change_product(tmp_path: Path, nats_url: str, js) 
         changed = await web.put("/bots/from-file", json=moved, headers=AUTH)
         assert changed.status_code == 200, changed.text
         assert changed.json()["config"]["product_id"] == "XRP-ETH"
+
+
+async def test_a_bot_with_an_order_in_flight_cannot_change_product(
+    tmp_path: Path, nats_url: str, js
+) -> None:
+    (tmp_path / "bots.toml").write_text(TWO_PRODUCTS)
+    async with running(settings_for(tmp_path, nats_url)) as (_, web):
+        await eventually(lambda: _position_is(web, "from-file", "flat"), "the positions read")
+        await readiness(js, "from-file", orders_in_flight=1)
+        moved = BOT | {"product_id": "XRP-ETH", "quote_size": "0.001"}
+
+        async def refused() -> bool:
+            answer = await web.put("/bots/from-file", json=moved, headers=AUTH)
+            assert answer.status_code in (200, 409), answer.text
+            return answer.status_code == 409 and "in flight" in answer.text
+
+        await eventually(refused, "the change refused while an order is in flight")
+        await readiness(js, "from-file", orders_in_flight=0)
+
+        async def accepted() -> bool:
+            return (await web.put("/bots/from-file", json=moved, headers=AUTH)).status_code == 200
+
+        await eventually(accepted, "the change accepted once the order is final")
+
+
+async def readiness(js, bot_id: str, orders_in_flight: int) -> None:
+    """What safety publishes after every decision and order event of the bot (core NATS)."""
+    body = BotReadiness(
+        bot_id=bot_id, product_id="ETH-BTC", mode="mock", time=utc_now(),
+        trading_state="active", can_enter=True, can_exit=True, max_tranches=3,
+        orders_in_flight=orders_in_flight,
+    )  # fmt: skip
+    await js._nc.publish(
+        subjects.for_token(subjects.SAFETY_READINESS, bot_id), body.model_dump_json().encode()
+    )
