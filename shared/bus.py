@@ -39,7 +39,7 @@ from shared.contracts import DeadLetter, Reason
 from shared.logging import get_logger
 from shared.money import utc_now
 from shared.outbox import BatchFailed, OutboxMessage
-from shared.streams import DLQ, Consumer, stream_for
+from shared.streams import DLQ, RETRY_DELAYS_S, Consumer, stream_for
 
 log = get_logger(__name__)
 
@@ -131,12 +131,18 @@ class DeadLetters:
         # A stream sequence names a durable message for good; a core message by its content.
         origin = delivery.stream_sequence or hashlib.sha256(body).hexdigest()[:20]
         letter_id = f"dlq-{self.service}-{delivery.subject}-{origin}"
+        kept = body[:100_000]
+        try:
+            text: str | None = kept.decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
         letter = DeadLetter(
             message_id=letter_id,
             service=self.service,
             subject=delivery.subject,
-            payload=body.decode("utf-8", errors="replace")[:100_000],
-            payload_base64=base64.b64encode(body[:100_000]).decode(),
+            payload=text if text is not None else kept.decode("utf-8", errors="replace"),
+            # Base64 only when the text is not exact: a letter is not twice its payload.
+            payload_base64=None if text is not None else base64.b64encode(kept).decode(),
             error=str(error)[:2000],
             reasons=reasons_from(error),
             time=utc_now(),
@@ -159,7 +165,15 @@ class DeadLetters:
         )
 
 
-def dead_letter_middleware(dead_letters: DeadLetters, max_deliver: int) -> ExceptionMiddleware:
+def retry_delay(delays_s: tuple[float, ...], num_delivered: int) -> float:
+    """The nack delay after failed delivery number ``num_delivered`` (1-based): the schedule's
+    entry for it, the last entry once the schedule runs out."""
+    return delays_s[min(max(num_delivered, 1), len(delays_s)) - 1]
+
+
+def dead_letter_middleware(
+    dead_letters: DeadLetters, max_deliver: int, retry_delays_s: tuple[float, ...] = RETRY_DELAYS_S
+) -> ExceptionMiddleware:
     """Route bad input to the DLQ and retry transient failures (see the module docstring)."""
 
     async def on_error(error: Exception, message: NatsMessage = Context("message")) -> None:
@@ -173,7 +187,7 @@ def dead_letter_middleware(dead_letters: DeadLetters, max_deliver: int) -> Excep
                 delivered=delivery.num_delivered,
                 error=f"{type(error).__name__}: {error}",
             )
-            raise NackMessage(delay=RETRY_DELAY_S * delivery.num_delivered)
+            raise NackMessage(delay=retry_delay(retry_delays_s, delivery.num_delivered))
         try:
             await dead_letters.send(message, error)
         except Exception as dlq_error:  # never drop: try again later

@@ -9,9 +9,9 @@ from __future__ import annotations
 import tomllib
 from decimal import Decimal
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, StringConstraints, ValidationError, model_validator
 
 from shared.contracts import Contract, Token
 from shared.money import Dec, PositiveDec
@@ -31,12 +31,19 @@ class Product(Contract):
     quote_min_size: PositiveDec
 
 
+ParamName = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+ParamText = Annotated[str, StringConstraints(max_length=256)]
+MAX_SIGNALS = 32
+"""Signals per bot: more than any blend needs, and a bot record stays far below NATS's max
+payload (a record over it could not be stored)."""
+
+
 class SignalSpec(Contract):
     """One of a bot's signals: a registered name, its weight in the blend, its parameters."""
 
-    name: str
+    name: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     weight: PositiveDec = Decimal(1)
-    params: dict[str, int | str | bool] = Field(default_factory=dict)
+    params: dict[ParamName, int | ParamText | bool] = Field(default_factory=dict, max_length=32)
     """Numbers that are not whole are written as strings (``full_pct = "0.5"``): no floats."""
 
 
@@ -44,7 +51,7 @@ class Bot(Contract):
     product_id: Token
     quote_size: PositiveDec
     """Quote currency spent by one full-size entry (a warm signal spends half)."""
-    signals: list[SignalSpec] = Field(default_factory=list)
+    signals: list[SignalSpec] = Field(default_factory=list, max_length=MAX_SIGNALS)
     """What the bot evaluates on every closed candle; none: it trades only injected signals."""
     candle_s: int = Field(default=60, ge=60, le=86_400)
     """Candle interval, 1 minute to 1 day."""
@@ -81,6 +88,8 @@ class Bot(Contract):
             raise ValueError("buy_threshold and sell_threshold are scores in (0, 1]")
         if not 0 < self.exit_fraction <= 1:
             raise ValueError("exit_fraction is a share in (0, 1]")
+        if not 0 <= self.inject_temperature <= 100:
+            raise ValueError("inject_temperature is a temperature from 0 to 100")
         for name in ("stop_loss_pct", "take_profit_pct", "trailing_stop_pct"):
             value = getattr(self, name)
             if value is not None and not 0 < value < 100:

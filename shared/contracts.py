@@ -8,6 +8,7 @@ a decimal string on the wire, ``Decimal`` in code.
 
 from __future__ import annotations
 
+import base64
 from decimal import Decimal
 from typing import Annotated, Literal
 
@@ -383,9 +384,16 @@ class DeadLetter(Contract):
     service: str
     subject: str
     payload: str
-    """The raw payload as text (undecodable bytes replaced); ``payload_base64`` is exact."""
-    payload_base64: str
+    """The raw payload as text: exact when it was UTF-8 (then ``payload_base64`` is None);
+    otherwise with undecodable bytes replaced and ``payload_base64`` exact."""
+    payload_base64: str | None = None
     error: str
     reasons: list[Reason]
     time: UtcTime
     stream_sequence: int | None = None
+
+    def raw_payload(self) -> bytes:
+        """The refused message's bytes (its first 100,000)."""
+        if self.payload_base64 is not None:
+            return base64.b64decode(self.payload_base64)
+        return self.payload.encode()

@@ -7,13 +7,22 @@ Times are timezone-aware and normalised to UTC; a naive time is refused.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from decimal import Context, Decimal, InvalidOperation, localcontext
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, AwareDatetime, BeforeValidator, PlainSerializer
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BeforeValidator,
+    PlainSerializer,
+    WithJsonSchema,
+)
 
 MAX_DIGITS = 38  # what a NUMERIC(38, 18) column and any sane order size fit in
+DECIMAL_PATTERN = r"^\s*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\s*$"
+DECIMAL_TEXT = re.compile(DECIMAL_PATTERN)
 
 
 def parse_decimal(value: Any) -> Decimal:
@@ -21,6 +30,8 @@ def parse_decimal(value: Any) -> Decimal:
     if isinstance(value, Decimal):
         number = value
     elif isinstance(value, str):
+        if not DECIMAL_TEXT.match(value):  # what the OpenAPI says (no NaN, no 1_000)
+            raise ValueError(f"{value[:40]!r} is not a decimal number")
         try:
             number = Decimal(value.strip())
         except InvalidOperation:
@@ -58,7 +69,16 @@ def _positive(value: Decimal) -> Decimal:
     return value
 
 
+EARLIEST_YEAR, LATEST_YEAR = 1970, 2999
+"""Times outside these years are refused on the wire: none is real market data, and inside them
+adding or subtracting any duration the services use (at most years) cannot overflow."""
+
+
 def _to_utc(value: datetime) -> datetime:
+    if not EARLIEST_YEAR <= value.year <= LATEST_YEAR:
+        raise ValueError(
+            f"year {value.year} is outside {EARLIEST_YEAR}-{LATEST_YEAR}: not a real event time"
+        )
     return value.astimezone(UTC)
 
 
@@ -66,6 +86,8 @@ Dec = Annotated[
     Decimal,
     BeforeValidator(parse_decimal),
     PlainSerializer(format_decimal, return_type=str, when_used="json"),
+    # A string on the wire, never a JSON number (which is refused): say so in every schema.
+    WithJsonSchema({"type": "string", "pattern": DECIMAL_PATTERN, "examples": ["0.25"]}),
 ]
 """Any decimal amount: price, size, fee, P&L (may be negative)."""
 

@@ -20,17 +20,26 @@ import uvicorn
 from fastapi import APIRouter, FastAPI
 from nats.aio.client import Client as NatsClient
 from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, SQLModel
 
 from shared import logging as tranche_logging
 from shared.bus import DeadLetters, connect, make_broker, make_router, outbox_publisher
 from shared.db import create_tables, make_engine, ping
-from shared.http import health_router
+from shared.http import BodyLimit, document_answers, health_router
 from shared.outbox import OutboxMessage, OutboxRelay
 from shared.settings import ServiceSettings, load
-from shared.streams import StreamsMissing, check_streams, ensure_streams
+from shared.streams import (
+    ALL_STREAMS,
+    StreamsMissing,
+    check_streams,
+    ensure_streams,
+    watch_stream_use_once,
+)
 
 T = TypeVar("T")
+STREAM_WATCH_S = 60.0
 
 
 class StartupError(Exception):
@@ -122,10 +131,13 @@ class Service:
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        if self._migrate is not None:
-            await asyncio.to_thread(self._migrate, self.engine)
-        else:
-            await asyncio.to_thread(create_tables, self.engine, self.tables)
+        try:
+            if self._migrate is not None:
+                await asyncio.to_thread(self._migrate, self.engine)
+            else:
+                await asyncio.to_thread(create_tables, self.engine, self.tables)
+        except SQLAlchemyError as error:
+            raise StartupError(storage_problem(self.settings.db_url, error)) from None
         timeout = self.settings.nats_connect_timeout_s
         seen: list[Exception] = []
         try:
@@ -161,10 +173,19 @@ class Service:
         self._include_router()
         await asyncio.wait_for(self.broker.start(), timeout)
         self._tasks.append(asyncio.create_task(self.relay.run(self.settings.outbox_poll_s)))
+        self._tasks.append(asyncio.create_task(self._watch_streams()))
         for job in self.background:
             self._tasks.append(asyncio.create_task(job()))
         self.started = True
         self.log.info("service.started", port=self.settings.port, mode=self.settings.mode)
+
+    async def _watch_streams(self) -> None:
+        """Stream use and drops on /metrics, and a warning when one is nearly full."""
+        assert self.nc is not None
+        watched = list(ALL_STREAMS)
+        while watched:
+            watched = await watch_stream_use_once(self.nc.jetstream(), watched)
+            await asyncio.sleep(STREAM_WATCH_S)
 
     async def stop(self) -> None:
         self.log.info("service.stopping")
@@ -217,6 +238,8 @@ class Service:
         )
         for router in self.http_routers:
             app.include_router(router)
+        app.add_middleware(BodyLimit)
+        document_answers(app)
         return app
 
     def run(self) -> None:
@@ -247,6 +270,15 @@ class Service:
         except StartupError as error:
             print(f"{self.name}: {error}", file=sys.stderr)
             raise SystemExit(2) from None
+
+
+def storage_problem(url: str, error: SQLAlchemyError) -> str:
+    """The database error in one sentence, naming the setting and the URL without its
+    password (the driver's own first line says what failed: refused, unknown host, auth)."""
+    where = make_url(url).render_as_string(hide_password=True)
+    cause = str(getattr(error, "orig", None) or error).strip().splitlines()
+    detail = cause[0][:300] if cause else type(error).__name__
+    return f"cannot use the database at {where} (TRANCHE_DATABASE_URL): {detail}"
 
 
 async def cancel_all(tasks: list[asyncio.Task[Any]]) -> None:

@@ -1,7 +1,7 @@
 """The JetStream streams, consumers and key-value bucket, declared in one place.
 
 Only durable subjects live in streams; market tickers and signal evaluations stay core NATS.
-Durable consumer names carry a version (``-v1``): NATS binds to an existing consumer and silently
+Durable consumer names carry a version (``-v2``): NATS binds to an existing consumer and silently
 ignores a changed config, so a config change ships as a new name.
 """
 
@@ -14,16 +14,40 @@ from nats.js.api import (
     AckPolicy,
     ConsumerConfig,
     DeliverPolicy,
+    DiscardPolicy,
     KeyValueConfig,
     StorageType,
     StreamConfig,
 )
 from nats.js.errors import BadRequestError, NotFoundError
+from prometheus_client import Gauge
 
 from shared import subjects
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+
+STREAM_USED = Gauge(
+    "tranche_stream_used_ratio", "Bytes a stream holds over its max_bytes", ["stream"]
+)
+STREAM_DROPPED = Gauge(
+    "tranche_stream_dropped",
+    "Messages a stream dropped by its limits (age or size) since it was created",
+    ["stream"],
+)
 
 DUPLICATE_WINDOW_S = 15 * 60  # a re-publish from an outbox within 15 minutes is dropped by id
 MAX_AGE_S = 30 * 24 * 3600
+MiB = 1024 * 1024
+BUSINESS_MAX_BYTES = 1024 * MiB
+"""A business stream (signals, intents, orders, positions, safety events, bot changes) refuses
+a publish once it holds this much (``discard: new``): the publisher's outbox keeps the message
+and retries, so a limit never drops a message nobody has processed yet."""
+DLQ_MAX_BYTES = 256 * MiB
+DLQ_MAX_AGE_S = 7 * 24 * 3600
+"""The dead-letter stream drops its oldest letters beyond these (``discard: old``): a flood of
+hostile input must not fill the disk, and a letter is read within days or never."""
+NEARLY_FULL = 0.8
 
 
 @dataclass(frozen=True)
@@ -31,6 +55,10 @@ class Stream:
     name: str
     subjects: tuple[str, ...]
     description: str
+    max_bytes: int = BUSINESS_MAX_BYTES
+    max_age_s: float = MAX_AGE_S
+    drops_oldest: bool = False
+    """``discard: old`` (the oldest messages go when full) instead of refusing new ones."""
 
     def config(self, replicas: int = 1) -> StreamConfig:
         return StreamConfig(
@@ -38,7 +66,9 @@ class Stream:
             subjects=list(self.subjects),
             description=self.description,
             storage=StorageType.FILE,
-            max_age=MAX_AGE_S,
+            max_age=self.max_age_s,
+            max_bytes=self.max_bytes,
+            discard=DiscardPolicy.OLD if self.drops_oldest else DiscardPolicy.NEW,
             duplicate_window=DUPLICATE_WINDOW_S,
             num_replicas=replicas,
         )
@@ -63,7 +93,14 @@ LEDGER = Stream(
     "positions after every change, tranche-cap breaches",
 )
 SAFETY = Stream("TRANCHE_SAFETY", (subjects.SAFETY_EVENTS,), "breakers, halts, limits")
-DLQ = Stream("TRANCHE_DLQ", (subjects.all_of(subjects.DLQ),), "messages a service refused")
+DLQ = Stream(
+    "TRANCHE_DLQ",
+    (subjects.all_of(subjects.DLQ),),
+    "messages a service refused",
+    max_bytes=DLQ_MAX_BYTES,
+    max_age_s=DLQ_MAX_AGE_S,
+    drops_oldest=True,
+)
 BOTS = Stream("TRANCHE_BOTS", (subjects.BOTS_CHANGED,), "bots created, changed or removed")
 
 ALL_STREAMS: tuple[Stream, ...] = (SIGNALS, INTENTS, ORDERS, LEDGER, SAFETY, DLQ, BOTS)
@@ -78,6 +115,16 @@ def stream_for(subject: str) -> Stream:
     raise LookupError(f"{subject} is not a durable subject")
 
 
+ACK_WAIT_S = 60.0
+"""Longer than the slowest handler (a safety decision or a booking waits at most a few seconds
+for storage). No consumer sets ``backoff``: with one, NATS times the *first* redelivery of an
+unacknowledged message by ``backoff[0]`` instead of ``ack_wait``, so a handler slower than 1 s
+was delivered again while it still ran (STACK-NOTES)."""
+RETRY_DELAYS_S: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0, 30.0)
+"""After a failed delivery the handler nacks with these delays (by delivery count) instead of
+the hot loop a plain nack gives."""
+
+
 @dataclass(frozen=True)
 class Consumer:
     """A durable pull consumer: several instances of a service share it as a work queue."""
@@ -86,9 +133,10 @@ class Consumer:
     durable: str
     filter_subject: str
     max_deliver: int = 10
-    ack_wait_s: float = 30.0
-    # Redelivery backs off instead of the hot loop a plain nack gives (see STACK-NOTES).
-    backoff_s: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0, 30.0)
+    ack_wait_s: float = ACK_WAIT_S
+    retry_delays_s: tuple[float, ...] = RETRY_DELAYS_S
+    """Delay of the nack after a failed delivery, by delivery count (the last repeats): sent
+    with the nack (:func:`shared.bus.retry_delay`), never as the consumer's ``backoff``."""
     new_only: bool = False
     """Start with the messages published after the consumer was first created (not the stream's
     whole history): for commands such as a halt, which mean something only when they happen."""
@@ -101,21 +149,20 @@ class Consumer:
             deliver_policy=DeliverPolicy.NEW if self.new_only else DeliverPolicy.ALL,
             ack_wait=self.ack_wait_s,
             max_deliver=self.max_deliver,
-            backoff=list(self.backoff_s),
             max_ack_pending=1000,
         )
 
 
-SIGNAL_INJECT = Consumer(SIGNALS, "signal-inject-v1", subjects.all_of(subjects.SIGNALS_INJECT))
-SAFETY_INTENTS = Consumer(INTENTS, "safety-intents-v1", subjects.all_of(subjects.INTENTS))
+SIGNAL_INJECT = Consumer(SIGNALS, "signal-inject-v2", subjects.all_of(subjects.SIGNALS_INJECT))
+SAFETY_INTENTS = Consumer(INTENTS, "safety-intents-v2", subjects.all_of(subjects.INTENTS))
 SAFETY_ORDER_EVENTS = Consumer(
-    ORDERS, "safety-order-events-v1", subjects.all_of(subjects.ORDERS_EVENTS)
+    ORDERS, "safety-order-events-v2", subjects.all_of(subjects.ORDERS_EVENTS)
 )
 EXECUTOR_APPROVED = Consumer(
-    ORDERS, "executor-approved-v1", subjects.all_of(subjects.ORDERS_APPROVED)
+    ORDERS, "executor-approved-v2", subjects.all_of(subjects.ORDERS_APPROVED)
 )
 EXECUTOR_SAFETY_EVENTS = Consumer(
-    SAFETY, "executor-safety-events-v1", subjects.SAFETY_EVENTS, new_only=True
+    SAFETY, "executor-safety-events-v2", subjects.SAFETY_EVENTS, new_only=True
 )
 """A halt cancels the open orders it covers; halts from before the executor first ran do not."""
 SAFETY_LEDGER_BREACHES = Consumer(
@@ -123,7 +170,7 @@ SAFETY_LEDGER_BREACHES = Consumer(
 )
 """The ledger's tranche-cap breaches, which safety reports as its own safety events."""
 LEDGER_ORDER_EVENTS = Consumer(
-    ORDERS, "ledger-order-events-v1", subjects.all_of(subjects.ORDERS_EVENTS)
+    ORDERS, "ledger-order-events-v2", subjects.all_of(subjects.ORDERS_EVENTS)
 )
 
 
@@ -204,3 +251,33 @@ async def ensure_bots_bucket(js: JetStreamContext, replicas: int = 1):
     return await _ensure_bucket(
         js, subjects.BOTS_BUCKET, "bots at run time, written only by the signal service", replicas
     )
+
+
+async def watch_stream_use_once(
+    js: JetStreamContext, streams: tuple[Stream, ...] | list[Stream]
+) -> list[Stream]:
+    """Set the use and drop gauges of ``streams`` and warn about one nearly full: a full
+    dead-letter stream drops its oldest letters, a full business stream refuses publishes.
+    Returns the streams it could read (a user without the right to look is not asked again)."""
+    readable = []
+    for stream in streams:
+        try:
+            info = await js.stream_info(stream.name)
+        except Exception as error:  # not allowed or not there: nothing to report
+            log.debug("stream.info_failed", stream=stream.name, error=str(error))
+            continue
+        readable.append(stream)
+        limit = info.config.max_bytes or 0
+        used = info.state.bytes / limit if limit > 0 else 0.0
+        STREAM_USED.labels(stream.name).set(used)
+        # With limits retention a message leaves only by a limit: what went before first_seq.
+        STREAM_DROPPED.labels(stream.name).set(max(info.state.first_seq - 1, 0))
+        if used >= NEARLY_FULL:
+            log.warning(
+                "stream.nearly_full",
+                stream=stream.name,
+                bytes=info.state.bytes,
+                max_bytes=limit,
+                when_full="drops its oldest" if stream.drops_oldest else "refuses publishes",
+            )
+    return readable

@@ -30,6 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.table import Table
 
+from services.signal.feeds.replay import ReplayError, read_ticks
 from shared.catalog import load_catalog
 from tranche.journal import Journal, fingerprint, read_journal
 from tranche.stack import SERVICES, EmbeddedStack, StackConfig, StackError, free_port
@@ -99,8 +100,14 @@ def slice_rows(
         writer = csv.DictWriter(out, fieldnames=reader.fieldnames or [], lineterminator="\n")
         writer.writeheader()
         kept = 0
-        for row in reader:
-            at = parse_utc(row["time"])
+        for number, row in enumerate(reader, start=2):
+            try:
+                at = parse_utc(row["time"] or "")
+            except ValueError:
+                raise StackError(
+                    f"{source.name}, row {number}: field time: {row['time']!r} is not an ISO "
+                    "8601 time"
+                ) from None
             if (start and at < start) or (end and at >= end):
                 continue
             if rows is not None and kept >= rows:
@@ -108,6 +115,16 @@ def slice_rows(
             writer.writerow(row)
             kept += 1
     return kept
+
+
+def check_rows(file: Path, product: str) -> None:
+    """Read the whole file as the signal service will, before starting anything: a bad row
+    stops the replay at once with the file, row and field (the services would refuse it)."""
+    try:
+        for _ in read_ticks(file, product):
+            pass
+    except ReplayError as error:
+        raise StackError(str(error)) from None
 
 
 def wait_until_done(
@@ -258,6 +275,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             file = data_dir / f"{args.file.stem}-slice.csv"
             if not slice_rows(args.file, file, args.start, args.end, args.rows):
                 raise StackError(f"no rows of {args.file.name} in the slice asked for")
+        check_rows(file, product)
         stack = replay_stack(
             file, product, data_dir, config_file=args.config, speed=args.speed,
             lockstep=args.lockstep, settle_timeout_s=args.settle_timeout,

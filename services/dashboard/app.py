@@ -54,6 +54,17 @@ CONTROLS = Counter(
 MESSAGES = Counter("tranche_dashboard_messages_total", "Messages applied to the board")
 
 
+FORWARDED: dict[int | str, dict] = {
+    status: {"description": why, "content": {"text/html": {"schema": {"type": "string"}}}}
+    for status, why in (
+        (401, "No token given, or safety refused it"),
+        (409, "Safety refused the command (its code and sentence)"),
+        (502, "Safety unreachable, or its answer unexpected"),
+    )
+}
+"""What a control button can answer besides 200: safety's verdict as an HTML fragment."""
+
+
 def build(settings: DashboardSettings) -> Service:
     service = Service(settings, [])
     board = Board(feed_size=FEED_SIZE)
@@ -121,7 +132,12 @@ def build(settings: DashboardSettings) -> Service:
     async def page() -> FileResponse:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
-    @api.get("/events", summary="Server-sent events: the page's parts as they change")
+    @api.get(
+        "/events",
+        summary="Server-sent events: the page's parts as they change",
+        response_class=EventSourceResponse,
+        responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}},
+    )
     async def events() -> EventSourceResponse:
         async def counted():
             PAGES_OPEN.inc()
@@ -152,6 +168,7 @@ def build(settings: DashboardSettings) -> Service:
         "/control/{command}",
         summary="Halt or resume every bot (forwarded to safety with the caller's bearer token)",
         response_class=HTMLResponse,
+        responses=FORWARDED,
     )
     async def control_all(
         command: Command, authorization: Annotated[str | None, Header()] = None
@@ -162,6 +179,7 @@ def build(settings: DashboardSettings) -> Service:
         "/control/{command}/{bot_id}",
         summary="Halt or resume one bot (forwarded to safety with the caller's bearer token)",
         response_class=HTMLResponse,
+        responses=FORWARDED,
     )
     async def control_bot(
         command: Command,

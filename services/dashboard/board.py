@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 from shared import contracts as c
 from shared import subjects as s
+from shared.eventtime import MOCK_BOUNDS, refuse_time
 from shared.money import MAX_DIGITS, format_decimal
 
 FEED_SIZE = 12
@@ -283,8 +284,12 @@ class Board:
         match msg:
             case c.Ticker():
                 _same(token, msg.product_id)
-                self.prices[msg.product_id] = msg.price
                 known = self.price_times.get(msg.product_id)
+                # The services refuse such a tick; the board does not draw it either.
+                jump = refuse_time(msg.time, known, None, MOCK_BOUNDS, "ticker time")
+                if jump is not None:
+                    raise ValueError(jump.message)
+                self.prices[msg.product_id] = msg.price
                 if known is None or msg.time > known:
                     self.price_times[msg.product_id] = msg.time
                 self._chart_point(msg.product_id, _seconds(msg.time), msg.price)

@@ -1,7 +1,7 @@
 """Executor service wiring.
 
-Reads:  tranche.orders.approved.<bot>     (durable, consumer executor-approved-v1)
-        tranche.safety.events             (durable, consumer executor-safety-events-v1: halts
+Reads:  tranche.orders.approved.<bot>     (durable, consumer executor-approved-v2)
+        tranche.safety.events             (durable, consumer executor-safety-events-v2: halts
                                           and the trading state, services/executor/trading.py)
 Approvals and safety events count only with safety's signature (shared/signing.py); anything
 else is dead-lettered (APPROVAL_NOT_SIGNED, SAFETY_EVENT_NOT_SIGNED).
@@ -50,7 +50,8 @@ from shared.bots import LiveCatalog
 from shared.bus import InvalidMessage, durable, require_subject_token
 from shared.catalog import CatalogError, load_catalog
 from shared.contracts import Fill, OrderApproved, OrderEvent, Reason, SafetyEvent, Ticker
-from shared.http import bearer_guard
+from shared.eventtime import NewestTimes, bounds_for
+from shared.http import answers, bearer_guard
 from shared.money import NonNegativeDec, PositiveDec, utc_now
 from shared.service import Service, serve
 from shared.signing import SigningKeyError, Verifier, key_text
@@ -127,6 +128,8 @@ def build(settings: ExecutorSettings, exchange: Any = None) -> Service:
     except CatalogError as error:
         raise SystemExit(f"executor: {error}") from None
     quotes: dict[str, Quote] = {}
+    # A tick far ahead of the newest (or of the clock) would become "now" for good: refused.
+    ticker_times = NewestTimes(bounds_for(settings.mode), utc_now)
     if exchange is None:
         if settings.mode == "production":
             from services.executor.exchanges.coinbase import CoinbaseExchange
@@ -215,6 +218,7 @@ def build(settings: ExecutorSettings, exchange: Any = None) -> Service:
 
     @service.router.subscriber(subjects.all_of(subjects.MARKET_TICKER), title="executor-ticker")
     async def on_ticker(body: Ticker) -> None:
+        ticker_times.admit(body.product_id, body.time, "ticker time")
         known = quotes.get(body.product_id)
         if known is not None and body.time < known.time:
             return
@@ -236,7 +240,9 @@ def build(settings: ExecutorSettings, exchange: Any = None) -> Service:
 
         return await service.read(read)
 
-    @api.get("/orders/{client_order_id}", summary="One order with its fills")
+    @api.get(
+        "/orders/{client_order_id}", summary="One order with its fills", responses=answers(404)
+    )
     async def order(client_order_id: str) -> dict:
         def read(session):
             row = session.get(OrderRow, client_order_id)

@@ -21,6 +21,7 @@ from services.ledger.store import as_ledger_fill, bots_with_fills, fills_of, pos
 from shared.bots import LiveCatalog
 from shared.catalog import Catalog
 from shared.contracts import Mode, PositionUpdate
+from shared.http import answers
 from shared.money import Dec, UtcTime
 from shared.service import Service
 
@@ -273,6 +274,7 @@ def ledger_api(
     @api.get(
         "/positions/{bot_id}",
         summary="One bot's position: tranches, exits split across them, earlier positions",
+        responses=answers(404),
     )
     async def one_position(bot_id: str, mode: Mode = "mock") -> PositionDetail:
         known_bot(bot_id)
@@ -315,6 +317,7 @@ def ledger_api(
     @api.get(
         "/positions/{bot_id}/history",
         summary="A bot's closed positions: entries, exits, tranches, fees, realized P&L, duration",
+        responses=answers(404),
     )
     async def position_history(bot_id: str, mode: Mode = "mock") -> History:
         book = (await booked_of(bot_id, mode)).book
@@ -332,7 +335,7 @@ def ledger_api(
         "/positions/{bot_id}/history.csv",
         summary="The closed positions' fills as CSV, one row per fill and per dust write-off",
         response_class=PlainTextResponse,
-        responses={200: {"content": {"text/csv": {}}}},
+        responses={200: {"content": {"text/csv": {}}}} | answers(404),
     )
     async def position_history_csv(bot_id: str, mode: Mode = "mock") -> PlainTextResponse:
         book = (await booked_of(bot_id, mode)).book
@@ -342,7 +345,7 @@ def ledger_api(
             headers={"Content-Disposition": f'attachment; filename="{bot_id}-{mode}-history.csv"'},
         )
 
-    @api.get("/fills", summary="Booked fills of a bot, oldest first")
+    @api.get("/fills", summary="Booked fills of a bot, oldest first", responses=answers(404))
     async def fills(
         bot_id: str, mode: Mode = "mock", limit: int = Query(500, ge=1, le=10_000)
     ) -> list[FillView]:
@@ -360,7 +363,11 @@ def ledger_api(
             for day in realized_by_day(booked.book, ledger_fills)
         ]
 
-    @api.get("/pnl/daily", summary="Realized P&L by bot and UTC day (of the exit fill)")
+    @api.get(
+        "/pnl/daily",
+        summary="Realized P&L by bot and UTC day (of the exit fill)",
+        responses=answers(404),
+    )
     async def pnl_daily(mode: Mode = "mock", bot_id: str | None = None) -> list[DayView]:
         if bot_id is not None:
             known_bot(bot_id)

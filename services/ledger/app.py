@@ -1,6 +1,6 @@
 """Ledger service wiring.
 
-Reads:  tranche.orders.events.<bot>      (durable, consumer ledger-order-events-v1)
+Reads:  tranche.orders.events.<bot>      (durable, consumer ledger-order-events-v2)
         tranche.market.ticker.<product>  (core NATS: marks for unrealized P&L)
         tranche.ledger.query.<bot>       (core NATS request/reply: the current position now)
 Writes: tranche.ledger.positions.<bot>   (outbox)
@@ -55,7 +55,9 @@ from shared.contracts import (
     Ticker,
     TrancheCapBreach,
 )
+from shared.eventtime import NewestTimes, bounds_for, check_times
 from shared.logging import correlated
+from shared.money import utc_now
 from shared.outbox import stage
 from shared.service import Service, serve
 from shared.streams import LEDGER_ORDER_EVENTS
@@ -78,6 +80,8 @@ def build(settings: LedgerSettings) -> Service:
     except CatalogError as error:
         raise SystemExit(f"ledger: {error}") from None
     marks: dict[str, Mark] = {}
+    # A tick far ahead of the newest (or of the clock) would become "now" for good: refused.
+    ticker_times = NewestTimes(bounds_for(settings.mode), utc_now)
 
     def allocation_of(bot_id: str) -> Allocation:
         bot = catalog.all_bots.get(bot_id)
@@ -86,6 +90,8 @@ def build(settings: LedgerSettings) -> Service:
     @durable(service.router, LEDGER_ORDER_EVENTS, title="ledger-order-events")
     async def on_order_event(body: OrderEvent, msg: NatsMessage) -> None:
         require_subject_token(msg, body.bot_id, "order event")
+        check_times([body.time, *(fill.time for fill in body.fills)], utc_now(),
+                    bounds_for(body.mode), "order event time")  # fmt: skip
         product = catalog.products.get(body.product_id)
         if product is None:
             raise InvalidMessage(
@@ -100,6 +106,15 @@ def build(settings: LedgerSettings) -> Service:
             if isinstance(sorted_, Conflict):
                 session.rollback()  # nothing of this event is booked
                 return sorted_
+            held = position_of(session, body.bot_id, body.mode) if sorted_.new else None
+            if held is not None and held.status == "open" and held.product_id != body.product_id:
+                raise InvalidMessage(  # rolls the transaction back: nothing is booked
+                    Reason(
+                        code="PRODUCT_MISMATCH",
+                        message=f"a fill of {body.product_id} for bot {body.bot_id}, whose open "
+                        f"position holds {held.product_id}: one position never mixes products",
+                    )
+                )
             # An exit order that finished may close the position (dust), if it filled at all.
             closing = note_order(session, body) and body.side == "sell"
             closing = closing and (bool(sorted_.new) or has_fills(session, body.client_order_id))
@@ -157,6 +172,7 @@ def build(settings: LedgerSettings) -> Service:
 
     @service.router.subscriber(subjects.all_of(subjects.MARKET_TICKER), title="ledger-ticker")
     async def on_ticker(body: Ticker) -> None:
+        ticker_times.admit(body.product_id, body.time, "ticker time")
         known = marks.get(body.product_id)
         if known is None or body.time >= known.time:
             marks[body.product_id] = Mark(price=body.price, time=body.time)

@@ -9,9 +9,15 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from services.ledger.accounting import Allocation
+from services.ledger.accounting import Allocation, Position
 from services.ledger.booking import recompute
-from services.ledger.store import bots_with_fills, fills_of, position_of, save_position
+from services.ledger.store import (
+    FillRow,
+    bots_with_fills,
+    fills_of,
+    position_of,
+    save_position,
+)
 from shared.bots import LiveCatalog
 from shared.catalog import Catalog
 from shared.contracts import Mode, PositionUpdate
@@ -44,6 +50,15 @@ def differences(stored: PositionUpdate | None, fresh: PositionUpdate) -> list[tu
     return found
 
 
+def mixed_products(rows: list[FillRow], current: Position | None) -> str:
+    """The products the open position's fills are of, when more than one (a fill booked into
+    the wrong position before the ledger refused them); empty otherwise."""
+    if current is None:
+        return ""
+    products = sorted({row.product_id for row in rows if row.time >= current.opened_at})
+    return ", ".join(products) if len(products) > 1 else ""
+
+
 def rebuild(
     engine: Engine,
     catalog: Catalog | LiveCatalog,
@@ -74,6 +89,11 @@ def rebuild(
                     last_order_event_id=rows[-1].order_event_id,
                 )
                 assert booked is not None
+                mixed = mixed_products(rows, booked.book.current)
+                if mixed:
+                    report.append(
+                        Difference(bot_id, mode, "product_id", mixed, "one product per position")
+                    )
                 stored = position_of(session, bot_id, mode)
                 found = differences(stored, booked.position)
                 report.extend(Difference(bot_id, mode, *item) for item in found)

@@ -1,7 +1,7 @@
 """Safety service wiring.
 
-Reads:  tranche.intents.<bot>             (durable, consumer safety-intents-v1)
-        tranche.orders.events.<bot>       (durable, consumer safety-order-events-v1)
+Reads:  tranche.intents.<bot>             (durable, consumer safety-intents-v2)
+        tranche.orders.events.<bot>       (durable, consumer safety-order-events-v2)
         tranche_positions bucket          (watch; copied to safety_positions)
         tranche.market.ticker.<product>   (core NATS: newest price, for the price band and TTL)
         tranche.ledger.breaches.<bot>     (durable, consumer safety-ledger-breaches-v1)
@@ -72,6 +72,8 @@ from shared.contracts import (
     TradeIntent,
     TrancheCapBreach,
 )
+from shared.eventtime import NewestTimes, bounds_for, check_times
+from shared.http import answers
 from shared.logging import correlated
 from shared.money import utc_now
 from shared.positions import watch_positions as follow_positions
@@ -114,6 +116,8 @@ def build(settings: SafetySettings) -> Service:
     serialise_sqlite_writers(service.engine)
     log = service.log
     markets: dict[str, Market] = {}
+    # A tick far ahead of the newest (or of the clock) would become "now" for good: refused.
+    ticker_times = NewestTimes(bounds_for(settings.mode), utc_now)
     positions_synced = asyncio.Event()
     clocks: dict[str, BotClock] = {}
 
@@ -218,6 +222,8 @@ def build(settings: SafetySettings) -> Service:
     @durable(service.router, SAFETY_ORDER_EVENTS, title="safety-order-events")
     async def on_order_event(body: OrderEvent, msg: NatsMessage) -> None:
         require_subject_token(msg, body.bot_id, "order event")
+        check_times([body.time, *(fill.time for fill in body.fills)], utc_now(),
+                    bounds_for(body.mode), "order event time")  # fmt: skip
         with correlated(body.intent_id, bot_id=body.bot_id, client_order_id=body.client_order_id):
             news = await service.transact(
                 lambda session: record_order_event(session, body, settings)
@@ -275,6 +281,7 @@ def build(settings: SafetySettings) -> Service:
 
     @service.router.subscriber(subjects.all_of(subjects.MARKET_TICKER), title="safety-ticker")
     async def on_ticker(body: Ticker) -> None:
+        ticker_times.admit(body.product_id, body.time, "ticker time")
         known = markets.get(body.product_id)
         if known is None or body.time >= known.time:
             markets[body.product_id] = Market(price=body.price, time=body.time)
@@ -362,6 +369,7 @@ def build(settings: SafetySettings) -> Service:
         "/halt",
         summary="Kill switch: halt one bot or everything",
         dependencies=[Depends(require_token)],
+        responses=answers(401),
     )
     async def halt(request: ControlRequest) -> SafetyCommandResult:
         return await command(
@@ -372,6 +380,7 @@ def build(settings: SafetySettings) -> Service:
         "/resume",
         summary="Resume one bot or everything after a halt or a tripped breaker",
         dependencies=[Depends(require_token)],
+        responses=answers(401),
     )
     async def resume(request: ControlRequest) -> SafetyCommandResult:
         return await command(
@@ -407,7 +416,11 @@ def build(settings: SafetySettings) -> Service:
     async def all_readiness() -> list[BotReadiness]:
         return [readiness.latest[bot] for bot in sorted(readiness.latest)]
 
-    @api.get("/readiness/{bot_id}", summary="One bot's readiness as last published")
+    @api.get(
+        "/readiness/{bot_id}",
+        summary="One bot's readiness as last published",
+        responses=answers(404),
+    )
     async def bot_readiness(bot_id: Token) -> BotReadiness:
         if bot_id not in readiness.latest:
             raise HTTPException(404, f"safety has not judged bot {bot_id} yet")

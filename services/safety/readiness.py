@@ -54,7 +54,7 @@ def _probe(
 
 
 def _lifts_at(since: datetime | None, cooldown: timedelta, now: datetime) -> datetime | None:
-    if since is None or since + cooldown <= now:
+    if since is None or now - since >= cooldown:
         return None
     return since + cooldown
 

@@ -70,7 +70,7 @@ def duration(delta: timedelta) -> str:
 
 
 def wait(since: datetime, cooldown: timedelta, now: datetime) -> timedelta | None:
-    remaining = since + cooldown - now
+    remaining = cooldown - (now - since)  # a difference of times never overflows
     return remaining if remaining > timedelta(0) else None
 
 

@@ -1,6 +1,6 @@
 """Signal service wiring.
 
-Reads:  tranche.signals.inject.<bot>   (durable, consumer signal-inject-v1)
+Reads:  tranche.signals.inject.<bot>   (durable, consumer signal-inject-v2)
         tranche.market.ticker.<product> (core NATS)
         tranche_positions bucket        (watch)
         tranche.orders.approved|rejected|events.<bot>  (lock-step replay only: ordered
@@ -68,6 +68,7 @@ from shared.contracts import (
     Ticker,
     TradeIntent,
 )
+from shared.eventtime import NewestTimes, bounds_for
 from shared.http import bearer_guard
 from shared.logging import correlated
 from shared.money import utc_now
@@ -94,6 +95,8 @@ def build(settings: SignalSettings) -> Service:
     except (CatalogError, ReplayError, ValueError) as error:
         raise SystemExit(f"signal: {error}") from None
     registry = BotRegistry(live, service.transact)
+    # A tick far ahead of the newest (or of the clock) would become "now" for good: refused.
+    ticker_times = NewestTimes(bounds_for(settings.mode), utc_now)
     last_tick: dict[str, float] = {}  # product -> monotonic time of its last tick
     lockstep = (
         Lockstep(lambda: service.nc, settings.replay_settle_timeout_s)
@@ -163,6 +166,7 @@ def build(settings: SignalSettings) -> Service:
                 lockstep.ticked(body)
 
     async def evaluate_tick(body: Ticker) -> None:
+        ticker_times.admit(body.product_id, body.time, "ticker time")
         if not await handlers.evaluate_tick(body):
             return
         last_tick[body.product_id] = monotonic()
@@ -175,8 +179,10 @@ def build(settings: SignalSettings) -> Service:
         subjects.all_of(subjects.SAFETY_READINESS), title="signal-safety-readiness"
     )
     async def on_readiness(body: BotReadiness) -> None:
-        """Safety's count of a bot's orders in flight: a bot is not removed while it has one."""
-        in_flight.readiness(body.bot_id, body.orders_in_flight)
+        """Safety's count of a bot's orders in flight: a bot is not removed, nor its product
+        changed, while it has one."""
+        if body.mode == settings.mode:
+            in_flight.readiness(body.bot_id, body.orders_in_flight)
 
     @service.router.subscriber(subjects.SAFETY_EVENTS, title="signal-safety-events")
     async def on_safety_event(body: SafetyEvent) -> None:
@@ -220,6 +226,15 @@ def build(settings: SignalSettings) -> Service:
         waiting = in_flight.why_not_removable(bot_id)
         if waiting is not None:
             return "ORDER_IN_FLIGHT", waiting
+        return await held_position(bot_id)
+
+    async def position_fixed(bot_id: str) -> str | None:
+        """Why what a bot's position means (its product) may not change now, or None: an order
+        of it is in flight (its fills would land in the old product), or it holds a position."""
+        return in_flight.why_not_removable(bot_id) or await held_position(bot_id)
+
+    async def held_position(bot_id: str) -> str | None:
+        """Why the bot's position stands in the way, or None (flat)."""
         try:
             await asyncio.wait_for(positions_read.wait(), 5)
         except TimeoutError:
@@ -275,7 +290,7 @@ def build(settings: SignalSettings) -> Service:
                 feeds[product_id] |= {"finished": True, "refused": str(error)}
                 log.error("replay.refused", product_id=product_id, reason=str(error))
                 return
-            except SettleTimeout as error:
+            except (SettleTimeout, ReplayError) as error:
                 feeds[product_id] |= {"finished": True, "failed": str(error)}
                 log.error("replay.failed", product_id=product_id, error=str(error))
                 return
@@ -332,7 +347,14 @@ def build(settings: SignalSettings) -> Service:
     service.http_routers.append(api)
     guard = bearer_guard(settings.control_token, "TRANCHE_CONTROL_TOKEN on signal", "changing bots")
     service.http_routers.append(
-        bots_api(registry, guard, position_of, open_position, lambda b: roster.get(b) is not None)
+        bots_api(
+            registry,
+            guard,
+            position_of,
+            open_position,
+            lambda b: roster.get(b) is not None,
+            position_fixed=position_fixed,
+        )
     )
     service.publishes("tranche.intents.{bot_id}", TradeIntent, "A trade intent (outbox).")
     service.publishes(

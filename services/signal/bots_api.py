@@ -22,6 +22,7 @@ from services.signal.registry import BotError, BotRegistry
 from shared.bots import BotState
 from shared.catalog import Bot
 from shared.contracts import BotChange, BotStatus, Contract, Token
+from shared.http import answers
 
 PositionStatus = Literal["open", "flat", "unknown"]
 Operator = Annotated[str, Header(alias="X-Tranche-Operator", max_length=64)]
@@ -63,7 +64,11 @@ def bots_api(
     position_of: Callable[[str], PositionStatus],
     open_position: Callable[[str], Awaitable[str | tuple[str, str] | None]],
     evaluating: Callable[[str], bool],
+    position_fixed: Callable[[str], Awaitable[str | None]] | None = None,
 ) -> APIRouter:
+    """``open_position``: why a bot may not be removed now (or None); ``position_fixed``: why
+    its product may not change now (default: the same)."""
+    position_fixed = position_fixed or open_position
     api = APIRouter(prefix="/bots", tags=["bots"])
     writer = [Depends(guard)]
 
@@ -92,21 +97,37 @@ def bots_api(
     async def list_bots() -> list[BotView]:
         return [view(state) for _, state in sorted(registry.live.states.items())]
 
-    @api.get("/{bot_id}", summary="One bot: config, status, revision (ETag); evaluates nothing")
+    @api.get(
+        "/{bot_id}",
+        summary="One bot: config, status, revision (ETag); evaluates nothing",
+        responses=answers(404),
+    )
     async def one_bot(bot_id: str, response: Response) -> BotView:
         try:
             return answer(registry.current(bot_id), response)
         except BotError as error:
             raise refused(error) from None
 
-    @api.post("", status_code=201, summary="Create a bot (409 if it exists)", dependencies=writer)
+    @api.post(
+        "",
+        status_code=201,
+        summary="Create a bot (409 if it exists)",
+        dependencies=writer,
+        responses=answers(401, 403, 409, 422),
+    )
     async def create(body: NewBot, response: Response, operator: Operator = "http") -> BotView:
         try:
             return answer(await registry.create(body.bot_id, body.config, operator), response)
         except BotError as error:
             raise refused(error) from None
 
-    @api.put("/{bot_id}", summary="Replace a bot's whole config", dependencies=writer)
+    @api.put(
+        "/{bot_id}",
+        summary="Replace a bot's whole config (409 POSITION_OPEN for a new product_id or "
+        "exit_allocation while it holds a position)",
+        dependencies=writer,
+        responses=answers(401, 403, 404, 409, 422),
+    )
     async def change(
         bot_id: str,
         config: Bot,
@@ -115,7 +136,8 @@ def bots_api(
         if_match: Annotated[str | None, Header()] = None,
     ) -> BotView:
         try:
-            state = await registry.change(bot_id, config, operator, _revision(if_match))
+            revision = _revision(if_match)
+            state = await registry.change(bot_id, config, operator, position_fixed, revision)
             return answer(state, response)
         except BotError as error:
             raise refused(error) from None
@@ -133,11 +155,17 @@ def bots_api(
         "/{bot_id}/pause",
         summary="Pause: no new entries or adds; exits (protective and signal) still act",
         dependencies=writer,
+        responses=answers(401, 403, 404, 409),
     )
     async def pause(bot_id: str, response: Response, operator: Operator = "http") -> BotView:
         return await set_status(bot_id, "paused", operator, response)
 
-    @api.post("/{bot_id}/resume", summary="Resume a paused bot", dependencies=writer)
+    @api.post(
+        "/{bot_id}/resume",
+        summary="Resume a paused bot",
+        dependencies=writer,
+        responses=answers(401, 403, 404, 409),
+    )
     async def resume(bot_id: str, response: Response, operator: Operator = "http") -> BotView:
         return await set_status(bot_id, "active", operator, response)
 
@@ -145,6 +173,7 @@ def bots_api(
         "/{bot_id}",
         summary="Remove a bot (409 while it holds a position)",
         dependencies=writer,
+        responses=answers(401, 403, 404, 409, 422),
     )
     async def remove(
         bot_id: str,

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from nats.aio.client import Client as NatsClient
+from nats.errors import MaxPayloadError
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from sqlmodel import Session
 
@@ -29,17 +30,24 @@ from shared.outbox import stage
 log = get_logger("tranche.signal")
 
 
+POSITION_FIELDS = ("product_id", "exit_allocation")
+"""Fields that change what a bot's open position means: the asset it holds, and how the ledger
+splits its exits across tranches (the whole book is recomputed with the bot's allocation)."""
+
+
 class BotError(Exception):
     """A refused change: an HTTP status, a stable code and one sentence."""
 
     status = 400
     code = "BOT_REFUSED"
 
-    def __init__(self, message: str, code: str | None = None):
+    def __init__(self, message: str, code: str | None = None, status: int | None = None):
         super().__init__(message)
         self.message = message
         if code:
             self.code = code
+        if status:
+            self.status = status
 
 
 class BotNotFound(BotError):
@@ -95,13 +103,31 @@ class BotRegistry:
         return await self._write(record, last)
 
     async def change(
-        self, bot_id: str, config: Bot, by: str, expected_revision: int | None = None
+        self,
+        bot_id: str,
+        config: Bot,
+        by: str,
+        holds_position: Callable[[str], Awaitable[str | None]],
+        expected_revision: int | None = None,
     ) -> BotState:
         """Replace a bot's whole config (its status stays); ``expected_revision`` (If-Match)
-        refuses the change when the bot moved on since the caller read it."""
+        refuses the change when the bot moved on since the caller read it. A change of what
+        the bot's position means (:data:`POSITION_FIELDS`) is refused while ``holds_position``
+        gives a reason, as a removal is: the next exit would sell another asset."""
         current = self.current(bot_id)
         self.validate(bot_id, config)
         last = self._expect(current, expected_revision)
+        moved = [
+            name
+            for name in POSITION_FIELDS
+            if getattr(config, name) != getattr(current.config, name)
+        ]
+        if moved:
+            reason = await holds_position(bot_id)
+            if reason is not None:
+                raise BotConflict(
+                    f"{', '.join(moved)} cannot change now: {reason}", "POSITION_OPEN"
+                )
         record = self._record(bot_id, config, current.status, "changed", by)
         return await self._write(record, last)
 
@@ -216,6 +242,12 @@ class BotRegistry:
             ) from None
         except KeyNotFoundError:
             raise BotNotFound(f"no bot named {record.bot_id!r}") from None
+        except MaxPayloadError:
+            raise BotError(
+                f"bot {record.bot_id} is too large to store (over NATS's max payload)",
+                "BODY_TOO_LARGE",
+                status=413,
+            ) from None
         await self.live.apply(record, revision)
         message = announcement(record, revision)
         await self._transact(lambda session: stage(session, subjects.BOTS_CHANGED, message))

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 
 import httpx
 import pytest
 
+from shared.contracts import DeadLetter
 from tests.e2e.conftest import get_json, position_of, publish, stream_messages, ticker, wait_for
 from tranche.stack import EmbeddedStack
 
@@ -46,7 +46,7 @@ def test_malformed_payloads_reach_the_dlq_with_reasons_and_trading_goes_on(
         lambda: (found := dead_letters(stack, "signal")) and len(found) >= 7 and found,
         what="seven dead letters from signal",
     )
-    by_payload = {base64.b64decode(letter["payload_base64"]): letter for letter in letters}
+    by_payload = {DeadLetter.model_validate(letter).raw_payload(): letter for letter in letters}
     for payload, code in bad.items():
         letter = by_payload[payload]
         assert letter["subject"] == "tranche.signals.inject.dlq-bot"

@@ -32,6 +32,12 @@ base_increment = "0.00000001"
 quote_increment = "0.00000001"
 quote_min_size = "0.0001"
 
+[products.XRP-ETH]
+base_min_size = "1"
+base_increment = "1"
+quote_increment = "0.00000001"
+quote_min_size = "0.001"
+
 [bots.l-1]
 product_id = "ETH-BTC"
 quote_size = "0.01"

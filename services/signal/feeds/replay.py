@@ -14,7 +14,11 @@ from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from shared.contracts import Ticker
+from shared.eventtime import MOCK_BOUNDS, TimeBounds, refuse_time
+from shared.money import utc_now
 
 CANDLE = timedelta(minutes=1)
 
@@ -23,30 +27,70 @@ class ReplayError(Exception):
     pass
 
 
-def read_ticks(path: Path, product_id: str) -> Iterator[Ticker]:
+def read_ticks(
+    path: Path, product_id: str, bounds: TimeBounds = MOCK_BOUNDS, now: datetime | None = None
+) -> Iterator[Ticker]:
+    """The file's ticks in order. A row the services could not accept (a time that is not ISO
+    8601 or far ahead of the row before it or of the clock, a price that is not a positive
+    decimal) raises :class:`ReplayError` naming the file, the row (the header is row 1) and
+    every bad field: the replay stops there instead of feeding the services junk."""
+    now = now or utc_now()
     with path.open(newline="") as handle:
         reader = csv.DictReader(handle)
         columns = set(reader.fieldnames or ())
         if {"time", "close"} <= columns:
-            for row in reader:
-                yield Ticker(
-                    product_id=product_id,
-                    price=row["close"],
-                    time=datetime.fromisoformat(row["time"]) + CANDLE,
-                    source="replay",
-                )
+            price_column, offset = "close", CANDLE
         elif {"time", "price"} <= columns:
-            for row in reader:
-                yield Ticker(
-                    product_id=product_id,
-                    price=row["price"],
-                    time=datetime.fromisoformat(row["time"]),
-                    source="replay",
-                )
+            price_column, offset = "price", timedelta(0)
         else:
             raise ReplayError(
                 f"{path}: expected candle (time, close) or trade (time, price) columns"
             )
+        newest: datetime | None = None
+        for number, row in enumerate(reader, start=2):
+            tick = _tick(row, product_id, price_column, offset, newest, now, bounds)
+            if isinstance(tick, list):
+                raise ReplayError(f"{path.name}, row {number}: " + "; ".join(tick))
+            newest = tick.time if newest is None else max(newest, tick.time)
+            yield tick
+
+
+def _tick(
+    row: dict[str, str],
+    product_id: str,
+    price_column: str,
+    offset: timedelta,
+    newest: datetime | None,
+    now: datetime,
+    bounds: TimeBounds,
+) -> Ticker | list[str]:
+    """One row as a ticker, or the problems with it (one per field)."""
+    problems = []
+    text = row.get("time") or ""
+    time: datetime | None = None
+    try:
+        time = datetime.fromisoformat(text)
+    except ValueError:
+        problems.append(f"field time: {text[:40]!r} is not an ISO 8601 time")
+    if time is not None and time.year < datetime.max.year:
+        time += offset
+    try:
+        tick = Ticker(
+            product_id=product_id, price=row.get(price_column) or "", time=time, source="replay"
+        )
+    except ValidationError as error:
+        for item in error.errors():
+            field = price_column if item["loc"][0] == "price" else str(item["loc"][0])
+            if time is None and field == "time":
+                continue  # said above
+            problems.append(f"field {field}: {item['msg']} (got {str(item['input'])[:40]!r})")
+        return problems
+    if problems:
+        return problems
+    reason = refuse_time(tick.time, newest, now, bounds, "the row's time")
+    if reason is not None:
+        return [f"field time: {reason.message}"]
+    return tick
 
 
 def parse_replay_spec(spec: str) -> list[tuple[str, Path]]:
