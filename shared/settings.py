@@ -130,6 +130,8 @@ TOOL_SETTINGS = frozenset(
     {
         "TRANCHE_SIGNAL_URL",  # tranche bots: where the signal service's HTTP API is
         "TRANCHE_SAFETY_URL",  # tranche halt/resume/limits: where safety's HTTP API is
+        "TRANCHE_EXECUTOR_URL",  # tranche orders: where the executor's HTTP API is
+        "TRANCHE_LEDGER_URL",  # tranche ledger history: where the ledger's HTTP API is
         "TRANCHE_POSTGRES_PASSWORD",  # docker compose: the PostgreSQL container's password
         "TRANCHE_FAULTS_LONG",  # the fault tests' long cases
     }

@@ -73,18 +73,19 @@ async def test_a_bot_with_an_order_in_flight_cannot_change_product(
     (tmp_path / "bots.toml").write_text(TWO_PRODUCTS)
     async with running(settings_for(tmp_path, nats_url)) as (_, web):
         await eventually(lambda: _position_is(web, "from-file", "flat"), "the positions read")
-        await readiness(js, "from-file", orders_in_flight=1)
         moved = BOT | {"product_id": "XRP-ETH", "quote_size": "0.001"}
 
         async def refused() -> bool:
+            # core NATS: a message before the subscription is live is lost, so say it again,
+            # as safety does after every decision and order event
+            await readiness(js, "from-file", orders_in_flight=1)
             answer = await web.put("/bots/from-file", json=moved, headers=AUTH)
             assert answer.status_code in (200, 409), answer.text
             return answer.status_code == 409 and "in flight" in answer.text
 
         await eventually(refused, "the change refused while an order is in flight")
-        await readiness(js, "from-file", orders_in_flight=0)
-
         async def accepted() -> bool:
+            await readiness(js, "from-file", orders_in_flight=0)
             return (await web.put("/bots/from-file", json=moved, headers=AUTH)).status_code == 200
 
         await eventually(accepted, "the change accepted once the order is final")

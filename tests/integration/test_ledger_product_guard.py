@@ -40,7 +40,7 @@ async def test_rebuild_flags_a_position_booked_from_two_products(books: Ledger) 
     await books.position("l-1")
     other = event(2, "buy", "0.001", "100").model_copy(update={"product_id": "XRP-ETH"})
     with Session(books.service.engine) as session:  # what the ledger booked before the guard
-        add_fills(session, other, list(other.fills))
+        add_fills(session, other, list(enumerate(other.fills)))
         session.commit()
     catalog = load_catalog(books.config)
     found = [d for d in rebuild(books.service.engine, catalog, None, "pro_rata")
