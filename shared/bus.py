@@ -17,6 +17,7 @@ import asyncio
 import base64
 import hashlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -222,9 +223,11 @@ def one_at_a_time_per_subject() -> type[BaseMiddleware]:
 
 class TrancheRouter(NatsRouter):
     """A service's router; ``concurrency`` is how many messages each durable consumer fetches
-    and handles at once (:func:`durable`)."""
+    and handles at once (:func:`durable`); ``consumers`` are its durable consumers, which the
+    service makes again if the server loses them (shared/healing.py)."""
 
     concurrency: int = 1
+    consumers: tuple[Consumer, ...] = ()
 
 
 def make_router(
@@ -250,6 +253,8 @@ def make_router(
 def durable(router: NatsRouter, consumer: Consumer, **kwargs: Any):
     """Subscribe a handler to a durable pull consumer: up to the router's ``concurrency``
     messages handled at once, one at a time per subject (per-bot order)."""
+    if isinstance(router, TrancheRouter):
+        router.consumers = (*router.consumers, consumer)
     return router.subscriber(
         consumer.filter_subject,
         stream=JStream(consumer.stream.name, declare=False),
@@ -290,11 +295,16 @@ async def _log_nats_error(error: Exception) -> None:
 
 
 async def connect(
-    nats_url: str, name: str, errors: list[Exception] | None = None, **auth: str
+    nats_url: str,
+    name: str,
+    errors: list[Exception] | None = None,
+    on_reconnect: Callable[[], Awaitable[None]] | None = None,
+    **auth: str,
 ) -> NatsClient:
     """A plain nats-py connection for stream setup, outbox publishing and key-value access;
     ``auth`` is ``user=``/``password=`` of the service's NATS user, if any. Every error the
-    client reports is logged and, if given, appended to ``errors``."""
+    client reports is logged and, if given, appended to ``errors``; ``on_reconnect`` runs after
+    every reconnect."""
 
     async def on_error(error: Exception) -> None:
         if errors is not None:
@@ -309,6 +319,7 @@ async def connect(
         reconnect_time_wait=1,
         max_reconnect_attempts=-1,
         error_cb=on_error,
+        **({"reconnected_cb": on_reconnect} if on_reconnect else {}),
     )
 
 

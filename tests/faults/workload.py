@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import time
 from collections import Counter
 from contextlib import closing
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from tests.e2e.conftest import stream_messages
@@ -125,6 +127,29 @@ def settle(stack: EmbeddedStack, quiet_s: float = 3.0, timeout: float = 120.0) -
             return
         time.sleep(0.2)
     raise AssertionError(f"the workload did not settle within {timeout:g} s: {last}")
+
+
+def wipe_nats(stack: EmbeddedStack) -> None:
+    """kill -9 the NATS server, delete its stream data (streams, consumers, buckets) and start
+    it empty; the stack provisions the streams again as admin, as an operator would."""
+    stack.stop_nats(kill=True)
+    shutil.rmtree(stack.config.data_dir / "nats", ignore_errors=True)
+    stack.start_nats()
+
+
+def replay_outboxes(stack: EmbeddedStack, since: datetime) -> int:
+    """Refill the streams from the services' outboxes with the operator's command
+    (``tranche outbox replay``); the number of messages it published."""
+    env = {**os.environ, "TRANCHE_DATA_DIR": str(stack.config.data_dir.resolve()),
+           "TRANCHE_NATS_URL": stack.config.admin_url, "TRANCHE_NATS_USER": "admin",
+           "TRANCHE_NATS_PASSWORD": stack.config.passwords["admin"]}  # fmt: skip
+    env.pop("TRANCHE_DATABASE_URL", None)
+    replayed = subprocess.run(
+        [sys.executable, "-m", "tranche", "outbox", "replay", "--since", since.isoformat()],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert replayed.returncode == 0, replayed.stderr
+    return int(replayed.stdout.strip().splitlines()[-1].split()[0])
 
 
 def ledger_rebuild_differences(stack: EmbeddedStack, config_file: Path) -> list[dict]:
