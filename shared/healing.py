@@ -119,4 +119,7 @@ class Healer:
     async def ok(self) -> None:
         """A readiness check: raises while a pass has failed and none succeeded since."""
         if not self.healthy:
-            raise ConnectionError("JetStream streams or consumers missing; restoring them")
+            raise ConnectionError(
+                "JetStream did not confirm this service's streams and consumers (missing, or "
+                "no leader or quorum); checking again every second"
+            )

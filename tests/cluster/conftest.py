@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -79,7 +80,11 @@ def cluster_stack(root, bots: list[str], sync_always: bool = True) -> ClusterSta
 def running_cluster(tmp_path_factory: pytest.TempPathFactory, request) -> Iterator[ClusterStack]:
     from tests.faults.test_workload import NAMES
 
-    stack = cluster_stack(tmp_path_factory.mktemp("cluster"), NAMES)
+    # TRANCHE_CLUSTER_SYNC=default: sync_interval left at the server's default (the comparison
+    # run of docs/deploy.md); otherwise the manifests' "always".
+    sync_always = os.environ.get("TRANCHE_CLUSTER_SYNC", "always") != "default"
+    stack = cluster_stack(tmp_path_factory.mktemp("cluster"), NAMES, sync_always)
+    print(f"cluster ring: sync_interval {'always' if sync_always else 'server default'}")
     if not stack.cluster.isolated:
         print("cluster ring: network namespaces are not allowed here; the three nodes run on "
               "loopback ports and the partition faults are left out")  # fmt: skip

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import httpx
 import nats
 
 from shared.streams import ALL_STREAMS, ORDERS, stream_for
@@ -301,3 +302,42 @@ def acknowledged_but_missing(stack: ClusterStack) -> tuple[int, list[str]]:
     for stream, ids in acknowledged.items():
         missing += sorted(ids - asyncio.run(stored(stream)))
     return sum(len(ids) for ids in acknowledged.values()), missing
+
+
+def refused_publishes(stack: ClusterStack, node: Node, attempts: int) -> Counter:
+    """Publish ``attempts`` signals through ``node`` and count the refusals by reason (an
+    acknowledged one is not counted)."""
+    refusals: Counter[str] = Counter()
+
+    async def send() -> None:
+        nc = await nats.connect(node.url, **stack.config.auth("admin"))
+        js = nc.jetstream()
+        try:
+            for n in range(attempts):
+                try:
+                    await js.publish("tranche.signals.inject.wl-0", b'{"side":"buy"}',
+                                     stream="TRANCHE_SIGNALS", timeout=2,
+                                     headers={"Nats-Msg-Id": f"no-quorum-{n}"})  # fmt: skip
+                except Exception as error:
+                    refusals[f"{type(error).__name__}: {error}"[:120]] += 1
+        finally:
+            await nc.close()
+
+    asyncio.run(send())
+    return refusals
+
+
+def services_not_ready(stack: ClusterStack) -> dict[str, object] | None:
+    """Each service's failing readiness checks, once every one of them has some."""
+    failing = {}
+    for name in stack.config.services:
+        try:
+            answer = httpx.get(stack.config.url(name) + "/ready", timeout=3)
+        except httpx.HTTPError as error:
+            failing[name] = str(error)
+            continue
+        if answer.status_code == 200:
+            return None
+        checks = answer.json()["checks"]
+        failing[name] = {check: result for check, result in checks.items() if result != "ok"}
+    return failing

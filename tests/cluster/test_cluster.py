@@ -21,9 +21,12 @@ from tests.cluster.faults import (
     inject_acknowledged,
     intent_latencies,
     percentile,
+    refused_publishes,
     seconds_to_next_fill,
+    services_not_ready,
+    wait_current,
 )
-from tests.e2e.conftest import publish
+from tests.e2e.conftest import publish, wait_for
 from tests.faults.test_workload import HOSTILE, NAMES, Market
 from tests.faults.workload import RECORD, check_invariants, settle
 
@@ -80,4 +83,38 @@ def test_the_workload_keeps_every_promise_through_cluster_faults(
     print("\n" + "\n".join(report))
     assert RECORD.totals["fills booked"] > 0
     assert checked > 0
+    assert violations == []
+
+
+def test_with_the_quorum_lost_publishes_are_refused_and_nothing_acknowledged_is_lost(
+    running_cluster: ClusterStack,
+) -> None:
+    """Two of three nodes down: a client sees its publishes refused (with the reason), the
+    services report not ready; both nodes back, everything acknowledged is still there."""
+    stack = running_cluster
+    survivor, *lost = stack.cluster.nodes
+    for node in lost:
+        stack.cluster.kill(node, hard=True)
+    RECORD.faults["quorum lost (two of three nodes kill -9)"] += 1
+    seen = refused_publishes(stack, survivor, attempts=5)
+    assert sum(seen.values()) == 5, f"a publish was acknowledged without a quorum: {seen}"
+    for reason, count in seen.items():
+        RECORD.totals[f"quorum lost, publish refused: {reason}"] += count
+    print(f"\nquorum lost, a client sees: {dict(seen)}")
+    not_ready = wait_for(lambda: services_not_ready(stack), timeout=30,
+                         what="the services to report not ready")  # fmt: skip
+    print(f"quorum lost, /ready: {not_ready}")
+    for node in lost:
+        stack.cluster.start_node(node)
+    wait_current(stack, lost[0])
+    market = Market()
+    market.at = datetime(2018, 3, 1, tzinfo=UTC)
+    market.tick(stack)
+    inject_acknowledged(stack, NAMES, "sell", "after-quorum")
+    settle(stack)
+    checked, missing = acknowledged_but_missing(stack)
+    assert checked > 0
+    assert missing == []
+    violations = check_invariants(stack, stack.config.config_file, {})  # type: ignore[arg-type]
+    RECORD.violations.extend(violations)
     assert violations == []
