@@ -1,5 +1,6 @@
 """The cluster ring: the four services against a three-node NATS JetStream cluster
-(tests/cluster/nats_cluster.py), streams at three replicas, every service given all three URLs."""
+(tests/cluster/nats_cluster.py), streams at three replicas, every service given all three URLs,
+each on a PostgreSQL database of its own."""
 
 from __future__ import annotations
 
@@ -38,6 +39,8 @@ class ClusterConfig(StackConfig):
 
 class ClusterStack(EmbeddedStack):
     config: ClusterConfig
+    database_urls: dict[str, str] = {}  # noqa: RUF012 - set per instance by the fixture
+    """Each service's PostgreSQL database (tests/faults/workload.py reads the stores there)."""
 
     @property
     def cluster(self) -> NatsCluster:
@@ -58,7 +61,9 @@ class ClusterStack(EmbeddedStack):
             **super().service_env(name),
             "TRANCHE_NATS_URL": ",".join(self.cluster.urls()),
             "TRANCHE_STREAM_REPLICAS": str(REPLICAS),
-        }
+            **({"TRANCHE_DATABASE_URL": self.database_urls[name]} if name in self.database_urls
+               else {}),
+        }  # fmt: skip
 
 
 def cluster_stack(root, bots: list[str], sync_always: bool = True) -> ClusterStack:

@@ -10,7 +10,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 import httpx
 import nats
@@ -261,7 +261,7 @@ def intent_latencies(stack: ClusterStack, start: datetime, end: datetime) -> lis
 
 def _at(value: str | datetime) -> datetime:
     found = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
-    return found.replace(tzinfo=None)
+    return found.astimezone(UTC).replace(tzinfo=None) if found.tzinfo else found
 
 
 def percentile(values: list[float], p: float) -> float:

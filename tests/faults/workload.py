@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from sqlalchemy import Engine, create_engine, text
+
 from tests.e2e.conftest import stream_messages
 from tranche.stack import ROOT, EmbeddedStack
 
@@ -82,7 +84,17 @@ class Record:
 RECORD = Record()
 
 
+_ENGINES: dict[str, Engine] = {}
+
+
 def query(stack: EmbeddedStack, service: str, sql: str) -> list[tuple]:
+    """Rows of ``sql`` in ``service``'s store: its SQLite file, or the PostgreSQL database a
+    stack names in ``database_urls`` (the cluster ring)."""
+    url = getattr(stack, "database_urls", {}).get(service)
+    if url:
+        engine = _ENGINES.setdefault(url, create_engine(url))
+        with engine.connect() as connection:
+            return [tuple(row) for row in connection.execute(text(sql))]
     path = stack.config.data_dir / f"{service}.db"
     with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as db:
         return db.execute(sql).fetchall()
@@ -160,6 +172,9 @@ def ledger_rebuild_differences(stack: EmbeddedStack, config_file: Path) -> list[
         "TRANCHE_LOG_LEVEL": "warning",
     }
     env.pop("TRANCHE_DATABASE_URL", None)
+    ledger_url = getattr(stack, "database_urls", {}).get("ledger")
+    if ledger_url:
+        env["TRANCHE_DATABASE_URL"] = ledger_url
     found = subprocess.run(
         [sys.executable, "-m", "tranche", "ledger", "rebuild", "--json"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
