@@ -30,7 +30,9 @@ from tests.e2e.conftest import publish, wait_for
 from tests.faults.test_workload import HOSTILE, NAMES, Market
 from tests.faults.workload import RECORD, check_invariants, settle
 
-pytestmark = [pytest.mark.e2e, pytest.mark.cluster]
+# Six faults with two 30 s partitions: about three minutes on an idle machine, so more than the
+# suite's 300 s per test is allowed for a loaded one.
+pytestmark = [pytest.mark.e2e, pytest.mark.cluster, pytest.mark.timeout(900)]
 
 
 def test_the_workload_keeps_every_promise_through_cluster_faults(
