@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install up test test-unit test-integration test-outcomes test-e2e test-faults test-deploy lint format docs bench test-deps clean
+.PHONY: install up test test-unit test-integration test-outcomes test-e2e test-faults test-cluster test-deploy lint format docs bench test-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ test-e2e: install
 
 test-faults: install
 	$(BIN)/pytest tests/faults
+
+## Three NATS nodes (network namespaces as root), the workload, node loss, partitions, restarts.
+test-cluster: install
+	$(BIN)/pytest -m cluster tests/cluster
 
 test-deploy: install test-deps
 	$(BIN)/pytest tests/deploy

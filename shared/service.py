@@ -27,6 +27,7 @@ from sqlmodel import Session, SQLModel
 from shared import logging as tranche_logging
 from shared.bus import DeadLetters, connect, make_broker, make_router, outbox_publisher
 from shared.db import create_tables, make_engine, ping
+from shared.healing import Healer
 from shared.http import BodyLimit, document_answers, health_router
 from shared.outbox import OutboxMessage, OutboxRelay
 from shared.settings import ServiceSettings, load
@@ -69,6 +70,7 @@ class Service:
         )
         self.broker = make_broker(settings.nats_url, self.name, settings.nats_auth)
         self.nc: NatsClient | None = None
+        self.healer = Healer(self._jetstream, self.router.consumers, self._setup_streams)
         self.relay = OutboxRelay(self.engine, self._publish, fault=settings.fault)
         self._publisher: Callable[[list[OutboxMessage]], Awaitable[None]] | None = None
         self.sign: Callable[[str, bytes], dict[str, str]] | None = None
@@ -99,6 +101,18 @@ class Service:
         self._include_router()
         spec = AsyncAPI(self.broker, title=f"Tranche {self.name}", version="1")
         return spec.to_specification().to_jsonable()
+
+    def _jetstream(self):
+        if self.nc is None:
+            raise RuntimeError("not connected to NATS yet")
+        return self.nc.jetstream()
+
+    async def _setup_streams(self, js) -> None:
+        """Create the streams, or only check them (``TRANCHE_STREAM_SETUP=check``)."""
+        if self.settings.stream_setup == "check":
+            await check_streams(js)
+        else:
+            await ensure_streams(js, replicas=self.settings.stream_replicas)
 
     async def _publish(self, rows: list[OutboxMessage]) -> None:
         if self._publisher is None:
@@ -143,7 +157,11 @@ class Service:
         try:
             self.nc = await asyncio.wait_for(
                 connect(
-                    self.settings.nats_url, f"tranche-{self.name}", seen, **self.settings.nats_auth
+                    self.settings.nats_url,
+                    f"tranche-{self.name}",
+                    seen,
+                    on_reconnect=self.healer.on_reconnect,
+                    **self.settings.nats_auth,
                 ),
                 timeout,
             )
@@ -160,10 +178,7 @@ class Service:
                 f"{type(error).__name__} {error}".strip()
             ) from None
         try:
-            if self.settings.stream_setup == "check":
-                await check_streams(self.nc.jetstream())
-            else:
-                await ensure_streams(self.nc.jetstream(), replicas=self.settings.stream_replicas)
+            await self._setup_streams(self.nc.jetstream())
         except StreamsMissing as error:
             raise StartupError(str(error)) from None
         self.dead_letters.nc = self.nc
@@ -174,6 +189,8 @@ class Service:
         await asyncio.wait_for(self.broker.start(), timeout)
         self._tasks.append(asyncio.create_task(self.relay.run(self.settings.outbox_poll_s)))
         self._tasks.append(asyncio.create_task(self._watch_streams()))
+        self.healer.consumers = self.router.consumers
+        self._tasks.append(asyncio.create_task(self.healer.run()))
         for job in self.background:
             self._tasks.append(asyncio.create_task(job()))
         self.started = True
@@ -233,7 +250,12 @@ class Service:
             health_router(
                 self.name,
                 self.settings.mode,
-                {"nats": self._nats_ok, "storage": self._storage_ok, **self.ready_checks},
+                {
+                    "nats": self._nats_ok,
+                    "storage": self._storage_ok,
+                    "jetstream": self.healer.ok,
+                    **self.ready_checks,
+                },
             )
         )
         for router in self.http_routers:

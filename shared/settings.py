@@ -36,7 +36,8 @@ class ServiceSettings(BaseSettings):
     service: str = "service"
     mode: Literal["mock", "production"] = "mock"
     nats_url: str = "nats://127.0.0.1:4250"
-    """Default: the embedded stack's server (`tranche up`); 4250 keeps clear of a system NATS."""
+    """Default: the embedded stack's server (`tranche up`); 4250 keeps clear of a system NATS.
+    Several servers of one cluster: comma-separated."""
     nats_connect_timeout_s: float = Field(default=10.0, gt=0)
     nats_user: str | None = None
     """This service's NATS user (deploy/nats/permissions.conf); unset: connect without one."""

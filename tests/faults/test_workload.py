@@ -6,16 +6,13 @@ partial fills (seeded); safety and ledger nacking every first delivery (a redeli
 kill -9 of two services at once mid-round; every recorded intent, approval and order event
 published again with its own and with a new message id; the NATS server killed, its stream data
 deleted, and the streams refilled from the services' outboxes (``tranche outbox replay``);
-hostile payloads. ``TRANCHE_FAULTS_LONG=1`` runs more bots and rounds.
+hostile payloads. The services are not restarted after the wipe: they heal on their own.
+``TRANCHE_FAULTS_LONG=1`` runs more bots and rounds.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -34,11 +31,13 @@ from tests.faults.workload import (
     bots_file,
     check_invariants,
     query,
+    replay_outboxes,
     scalar,
     settle,
+    wipe_nats,
 )
 from tests.support.nats_server import free_port
-from tranche.stack import ROOT, EmbeddedStack, StackConfig
+from tranche.stack import EmbeddedStack, StackConfig
 
 pytestmark = pytest.mark.e2e
 
@@ -145,27 +144,12 @@ def republish_recorded(stack: EmbeddedStack) -> None:
 
 def wipe_nats_and_replay(stack: EmbeddedStack, since: datetime) -> None:
     """kill -9 NATS, delete its stream data, start it empty, refill from the outboxes with the
-    operator's command, restart the services on the refilled streams."""
-    stack.stop_nats(kill=True)
-    shutil.rmtree(stack.config.data_dir / "nats", ignore_errors=True)
+    operator's command; the services, left running, make their consumers again themselves."""
+    wipe_nats(stack)
     RECORD.faults["NATS kill -9 + stream data deleted"] += 1
-    stack.start_nats()
-    env = {**os.environ, "TRANCHE_DATA_DIR": str(stack.config.data_dir.resolve()),
-           "TRANCHE_NATS_URL": stack.config.admin_url, "TRANCHE_NATS_USER": "admin",
-           "TRANCHE_NATS_PASSWORD": stack.config.passwords["admin"]}  # fmt: skip
-    env.pop("TRANCHE_DATABASE_URL", None)
-    for variable in ("TRANCHE_SIGNING_KEY", "TRANCHE_SIGNING_KEY_FILE"):
-        env.pop(variable, None)  # safety's rows are re-signed with the stack's own key
-    replayed = subprocess.run(
-        [sys.executable, "-m", "tranche", "outbox", "replay", "--since", since.isoformat()],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert replayed.returncode == 0, replayed.stderr
-    RECORD.totals["messages refilled from outboxes"] += int(
-        replayed.stdout.strip().splitlines()[-1].split()[0]
-    )
+    RECORD.totals["messages refilled from outboxes"] += replay_outboxes(stack, since)
     for name in stack.config.services:
-        stack.restart_service(name)
+        stack.wait_ready(name, timeout=60)
 
 
 def test_many_bots_trade_through_every_fault_and_every_invariant_holds(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -17,7 +18,10 @@ import time
 from collections import Counter
 from contextlib import closing
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, text
 
 from tests.e2e.conftest import stream_messages
 from tranche.stack import ROOT, EmbeddedStack
@@ -80,7 +84,17 @@ class Record:
 RECORD = Record()
 
 
+_ENGINES: dict[str, Engine] = {}
+
+
 def query(stack: EmbeddedStack, service: str, sql: str) -> list[tuple]:
+    """Rows of ``sql`` in ``service``'s store: its SQLite file, or the PostgreSQL database a
+    stack names in ``database_urls`` (the cluster ring)."""
+    url = getattr(stack, "database_urls", {}).get(service)
+    if url:
+        engine = _ENGINES.setdefault(url, create_engine(url))
+        with engine.connect() as connection:
+            return [tuple(row) for row in connection.execute(text(sql))]
     path = stack.config.data_dir / f"{service}.db"
     with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as db:
         return db.execute(sql).fetchall()
@@ -127,6 +141,31 @@ def settle(stack: EmbeddedStack, quiet_s: float = 3.0, timeout: float = 120.0) -
     raise AssertionError(f"the workload did not settle within {timeout:g} s: {last}")
 
 
+def wipe_nats(stack: EmbeddedStack) -> None:
+    """kill -9 the NATS server, delete its stream data (streams, consumers, buckets) and start
+    it empty; the stack provisions the streams again as admin, as an operator would."""
+    stack.stop_nats(kill=True)
+    shutil.rmtree(stack.config.data_dir / "nats", ignore_errors=True)
+    stack.start_nats()
+
+
+def replay_outboxes(stack: EmbeddedStack, since: datetime) -> int:
+    """Refill the streams from the services' outboxes with the operator's command
+    (``tranche outbox replay``); the number of messages it published."""
+    env = {**os.environ, "TRANCHE_DATA_DIR": str(stack.config.data_dir.resolve()),
+           "TRANCHE_NATS_URL": stack.config.admin_url, "TRANCHE_NATS_USER": "admin",
+           "TRANCHE_NATS_PASSWORD": stack.config.passwords["admin"]}  # fmt: skip
+    env.pop("TRANCHE_DATABASE_URL", None)
+    for variable in ("TRANCHE_SIGNING_KEY", "TRANCHE_SIGNING_KEY_FILE"):
+        env.pop(variable, None)  # safety's rows are re-signed with the stack's own key
+    replayed = subprocess.run(
+        [sys.executable, "-m", "tranche", "outbox", "replay", "--since", since.isoformat()],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert replayed.returncode == 0, replayed.stderr
+    return int(replayed.stdout.strip().splitlines()[-1].split()[0])
+
+
 def ledger_rebuild_differences(stack: EmbeddedStack, config_file: Path) -> list[dict]:
     env = {
         **os.environ,
@@ -135,6 +174,9 @@ def ledger_rebuild_differences(stack: EmbeddedStack, config_file: Path) -> list[
         "TRANCHE_LOG_LEVEL": "warning",
     }
     env.pop("TRANCHE_DATABASE_URL", None)
+    ledger_url = getattr(stack, "database_urls", {}).get("ledger")
+    if ledger_url:
+        env["TRANCHE_DATABASE_URL"] = ledger_url
     found = subprocess.run(
         [sys.executable, "-m", "tranche", "ledger", "rebuild", "--json"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,

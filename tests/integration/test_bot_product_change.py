@@ -84,6 +84,7 @@ async def test_a_bot_with_an_order_in_flight_cannot_change_product(
             return answer.status_code == 409 and "in flight" in answer.text
 
         await eventually(refused, "the change refused while an order is in flight")
+
         async def accepted() -> bool:
             await readiness(js, "from-file", orders_in_flight=0)
             return (await web.put("/bots/from-file", json=moved, headers=AUTH)).status_code == 200

@@ -1,0 +1,56 @@
+"""The cluster ring's own parts, fast: the configuration rendered from the manifests, and the
+loopback fallback forming a JetStream cluster with streams at three replicas."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import nats
+import pytest
+
+from tests.cluster.nats_cluster import MANIFEST, NatsCluster, render
+from tranche import credentials
+from tranche.nats_cli import provision
+
+
+def test_the_rendered_config_is_the_manifests_with_addresses_ports_and_store() -> None:
+    routes = ["10.1.2.1:6222", "10.1.2.2:6222", "10.1.2.3:6222"]
+    text = render(MANIFEST.read_text(), "10.1.2.1", (4222, 6222, 8222), routes, Path("/s"))
+    assert "listen: 10.1.2.1:4222" in text
+    assert "  listen: 10.1.2.1:6222" in text
+    assert all(f"nats-route://{route}" in text for route in routes)
+    assert "nats-headless" not in text
+    assert "sync_interval: always" in text
+    assert "include ./permissions.conf" in text
+    default = render(MANIFEST.read_text(), "10.1.2.1", (4222, 6222, 8222), routes, Path("/s"),
+                     sync_always=False)  # fmt: skip
+    assert "sync_interval" not in default
+
+
+def test_a_manifest_that_changed_shape_is_refused() -> None:
+    changed = MANIFEST.read_text().replace("http_port: 8222", "http: 0.0.0.0:8222")
+    with pytest.raises(ValueError, match="expected one line"):
+        render(changed, "10.1.2.1", (4222, 6222, 8222), [], Path("/s"))
+
+
+def test_the_loopback_fallback_forms_a_cluster_with_three_replicas(tmp_path: Path) -> None:
+    passwords = credentials.new_passwords()
+    cluster = NatsCluster(tmp_path, passwords, isolated=False).start()
+    try:
+        auth = {"user": "admin", "password": passwords["admin"]}
+
+        async def replicas() -> int:
+            await provision(cluster.urls(), auth, replicas=3, wait_s=30)
+            nc = await nats.connect(cluster.urls(), **auth)
+            try:
+                info = await nc.jetstream().stream_info("TRANCHE_ORDERS")
+                assert info.cluster is not None
+                return 1 + len(info.cluster.replicas or [])
+            finally:
+                await nc.close()
+
+        assert asyncio.run(replicas()) == 3
+    finally:
+        cluster.stop()
+    assert all(not node.running for node in cluster.nodes)
