@@ -213,8 +213,17 @@ def check_invariants(
         if orders.get(client_id) not in FINAL:
             violations.append(f"approved intent {intent}: order {orders.get(client_id)}")
     # 3. Every fill booked exactly once: the ledger's fills are the executor's, one row each.
-    executor_fills = set(column(stack, "executor", "SELECT trade_id FROM executor_fills_v1"))
-    ledger_fills = column(stack, "ledger", "SELECT trade_id FROM ledger_fills")
+    # A fill is known by its key: the exchange's entry id where it gives one, else the trade id
+    # (the executor keeps the two kinds in two tables).
+    executor_fills = set(
+        column(
+            stack,
+            "executor",
+            "SELECT trade_id FROM executor_fills_v1 "
+            "UNION ALL SELECT entry_id FROM executor_fill_entries_v1",
+        )
+    )
+    ledger_fills = column(stack, "ledger", "SELECT fill_key FROM ledger_fills")
     if len(ledger_fills) != len(set(ledger_fills)) or set(ledger_fills) != executor_fills:
         violations.append(
             f"fills: ledger {len(ledger_fills)} ({len(set(ledger_fills))} distinct), "
