@@ -43,6 +43,10 @@ _FAMILIES: dict[str, type[BaseModel]] = {
     s.SAFETY_READINESS: c.BotReadiness,
 }
 
+_REQUESTS = (s.SAFETY_CONTROL, s.LEDGER_QUERY)
+"""Requests to a service (the operator's commands, ledger queries), not facts to show: seen,
+never counted as invalid."""
+
 Decision = c.OrderApproved | c.OrderRejected
 
 
@@ -53,6 +57,14 @@ class StateReason:
     code: str
     message: str
     caused_by: str
+
+    def sentence(self) -> str:
+        """``CODE: message (by who)``, leaving out what safety did not say (an active state read
+        from ``/states`` has no code, message or author)."""
+        text = ": ".join(part for part in (self.code, self.message) if part)
+        if text and self.caused_by:
+            text += f" (by {self.caused_by})"
+        return text
 
 
 @dataclass
@@ -208,6 +220,11 @@ class Board:
         if bot.trading_state is None:
             bot.trading_state, bot.state_reason = state, reason
 
+    def know_position(self, position: c.PositionUpdate) -> None:
+        """A position read from the ledger at start; the newer book (by ``sequence``) stays."""
+        self.version += 1
+        self._take(position.bot_id, position)
+
     def know_readiness(self, readiness: c.BotReadiness) -> None:
         """A readiness read from safety at start; a newer one seen since stays."""
         self.version += 1
@@ -260,6 +277,8 @@ class Board:
         return points, marks
 
     def _apply(self, subject: str, payload: bytes) -> None:
+        if any(subject == r or subject.startswith(r + ".") for r in _REQUESTS):
+            return
         if subject == s.SAFETY_EVENTS:
             model, token = c.SafetyEvent, ""
         elif subject == s.BOTS_CHANGED:

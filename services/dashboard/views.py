@@ -72,7 +72,7 @@ def header(board: Board, configured_mode: str) -> str:
     why = ""
     if board.system_reason is not None:
         r = board.system_reason
-        why = f' <span class="why">{e(r.code)}: {e(r.message)} (by {e(r.caused_by)})</span>'
+        why = f' <span class="why">{e(r.sentence())}</span>' if r.sentence() else ""
     alerts = "".join(
         f'<li class="alert">dead letter [{e(d.service)}] {e(d.subject)}: '
         f"{e(', '.join(r.code for r in d.reasons) or d.error[:80])}</li>"
@@ -245,7 +245,7 @@ def bot_card(board: Board, bot: BotView) -> str:
     why = ""
     if bot.state_reason is not None:
         r = bot.state_reason
-        why = f'<div class="why">{e(r.code)}: {e(r.message)} (by {e(r.caused_by)})</div>'
+        why = f'<div class="why">{e(r.sentence())}</div>' if r.sentence() else ""
     price = board.prices.get(bot.product_id or "")
     return (
         f'<article class="bot" id="bot-{e(bot.bot_id)}" data-bot="{e(bot.bot_id)}">'
