@@ -20,6 +20,7 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 from rich.console import Console
@@ -29,6 +30,7 @@ from tranche import bots_cli, ledger_cli, nats_cli, outbox_cli, replay, safety_c
 from tranche.credentials import operator_connect
 from tranche.stack import EmbeddedStack, StackConfig, StackError, free_port
 from tranche.status import SERVICES, VIEWS, gather, render
+from tranche.supervision import SupervisionLog
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4250"
 
@@ -54,7 +56,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         # The bots file only seeds the bots bucket; this makes it win over run-time changes.
         service_env={"signal": {"TRANCHE_BOTS_RESEED": "true"}} if args.reseed_bots else {},
     )
-    console = Console()
+    # Without a terminal (a pipe, a CI log) lines stay whole: no wrapping at 80 columns.
+    console = Console(soft_wrap=not sys.stdout.isatty())
     stack = EmbeddedStack(config)
     console.print(f"starting NATS on {config.nats_url}, four services and the dashboard (mock) ...")
     try:
@@ -75,17 +78,33 @@ def cmd_up(args: argparse.Namespace) -> int:
     )
     console.print(f"  logs      {stack.logs}/   data {config.data_dir}/   Ctrl-C stops everything")
     stop = asyncio.Event()
+    # Without the tables (--no-live, or no terminal) what the supervisor does is printed too.
+    plain = args.no_live or not console.is_terminal
+    notes = SupervisionLog(stack.logs / "up.log", echo=console.print if plain else None)
     try:
-        if args.no_live:
-            asyncio.run(_wait_for_signal(stop))
-        else:
-            from tranche.live import run_live
 
-            async def live() -> None:
-                _install_stop(stop)
-                await run_live(config.nats_url, stop, auth=config.auth("operator"))
+        async def run() -> None:
+            _install_stop(stop)
+            watching = asyncio.create_task(_supervise(stack, stop, notes))
+            try:
+                if args.no_live:
+                    await stop.wait()
+                else:
+                    from tranche.live import run_live
 
-            asyncio.run(live())
+                    await run_live(
+                        config.nats_url,
+                        stop,
+                        auth=config.auth("operator"),
+                        urls={name: config.url(name) for name in config.services},
+                        services=lambda: stack.supervisor.summary(time.monotonic()),
+                        notes=notes.recent,
+                    )
+            finally:
+                stop.set()
+                await watching
+
+        asyncio.run(run())
     except KeyboardInterrupt:
         pass
     finally:
@@ -98,17 +117,21 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _supervise(stack: EmbeddedStack, stop: asyncio.Event, notes: SupervisionLog) -> None:
+    """Restart what exits on its own (with back-off; tranche/supervision.py) until ``stop``."""
+    while not stop.is_set():
+        for sentence in stack.supervise():
+            notes.add(sentence)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=0.5)
+
+
 def _install_stop(stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     # A closed terminal (SIGHUP) stops the stack like Ctrl-C: the services run in sessions of
     # their own and would otherwise outlive it.
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
-
-
-async def _wait_for_signal(stop: asyncio.Event) -> None:
-    _install_stop(stop)
-    await stop.wait()
 
 
 def cmd_status(args: argparse.Namespace) -> int:
