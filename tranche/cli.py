@@ -25,6 +25,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from shared.logging import configure
 from shared.settings import DEFAULT_PORTS
 from tranche import bots_cli, ledger_cli, nats_cli, outbox_cli, replay, safety_cli
 from tranche.credentials import operator_connect
@@ -171,8 +172,8 @@ def cmd_signal(args: argparse.Namespace) -> int:
     except (NoRespondersError, NatsTimeout):
         print(f"no stream answered on {subject}: is the stack running?", file=sys.stderr)
         return 1
-    except OSError as error:
-        print(f"cannot reach NATS at {args.nats_url}: {error}", file=sys.stderr)
+    except OSError as error:  # operator_connect's ConnectionError is the one sentence
+        print(error, file=sys.stderr)
         return 1
     print(f"nats pub {subject} '{body}'  ->  {outcome}")
     return 0
@@ -227,4 +228,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
+    # What the command prints is its answer (``--json``: only JSON); warnings from the shared
+    # code it runs go to stderr as plain lines.
+    configure("tranche", level="warning", fmt="console")
     raise SystemExit(args.run(args))
