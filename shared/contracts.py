@@ -9,13 +9,13 @@ a decimal string on the wire, ``Decimal`` in code.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from shared.money import Dec, NonNegativeDec, PositiveDec, UtcTime
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1
 
 Mode = Literal["mock", "production"]
 Side = Literal["buy", "sell"]

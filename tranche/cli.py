@@ -44,19 +44,17 @@ def _service_urls(args: argparse.Namespace) -> dict[str, str]:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    ports = (
-        {"ports": {name: free_port() for name in (*SERVICES, *VIEWS)}} if args.free_ports else {}
-    )
     config = StackConfig(
         data_dir=Path(args.data_dir),
         nats_port=free_port() if args.free_ports else args.nats_port,
         nats_monitor_port=free_port() if args.free_ports else args.nats_monitor_port,
-        **ports,
         replay="" if args.no_replay else StackConfig().replay,
         replay_speed=args.replay_speed,
         # The bots file only seeds the bots bucket; this makes it win over run-time changes.
         service_env={"signal": {"TRANCHE_BOTS_RESEED": "true"}} if args.reseed_bots else {},
     )
+    if args.free_ports:
+        config.ports = {name: free_port() for name in (*SERVICES, *VIEWS)}
     # Without a terminal (a pipe, a CI log) lines stay whole: no wrapping at 80 columns.
     console = Console(soft_wrap=not sys.stdout.isatty())
     stack = EmbeddedStack(config)

@@ -27,6 +27,7 @@ from decimal import Decimal
 import httpx
 import nats
 import nats.errors
+from nats.aio.client import Client as NatsClient
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.table import Table
@@ -320,7 +321,7 @@ async def first_reads(
                 return
 
 
-async def _no_bucket(nc: nats.NATS, board: Board) -> None:
+async def _no_bucket(nc: NatsClient, board: Board) -> None:
     """The operator reads positions over HTTP (:func:`first_reads`), never the bucket."""
 
 

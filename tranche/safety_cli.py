@@ -68,7 +68,7 @@ def send(nats_url: str, command: SafetyCommand, timeout: float = 5) -> SafetyCom
 
 def _command(args: argparse.Namespace, name: str, **fields: object) -> int:
     command = SafetyCommand(
-        command=name,  # type: ignore[arg-type]
+        command=name,
         command_id=str(uuid.uuid4()),
         reason=getattr(args, "reason", "") or "",
         operator=args.operator,

@@ -20,8 +20,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -47,7 +49,7 @@ _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 _LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if sys.platform == "linux" else None
 
 
-def _dies_with(parent: int):
+def _dies_with(parent: int) -> Callable[[], None]:
     """A ``preexec_fn`` that has the kernel send the child SIGTERM when the thread that started
     it ends, however it ends (SIGKILL included), so no service or NATS server outlives
     ``tranche up`` or a test. The children run in sessions of their own (a Ctrl-C reaches only
@@ -64,11 +66,11 @@ def _dies_with(parent: int):
     return preexec
 
 
-def _child_options() -> dict:
+def _child_options() -> dict[str, Any]:
     """Popen options for every child of the stack. The death signal follows the *thread* that
     forked, so it is set only from the main thread (a helper thread that restarts a service, as
     one fault test does, would otherwise take the service with it when it ends)."""
-    options: dict = {"start_new_session": True}
+    options: dict[str, Any] = {"start_new_session": True}
     if threading.current_thread() is threading.main_thread():
         options["preexec_fn"] = _dies_with(os.getpid())
     return options
@@ -88,7 +90,8 @@ def free_port(host: str = "127.0.0.1") -> int:
     """A port nothing listens on right now (for stacks that must not clash with `tranche up`)."""
     with socket.socket() as probe:
         probe.bind((host, 0))
-        return probe.getsockname()[1]
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -171,8 +174,8 @@ class StackConfig:
 class EmbeddedStack:
     def __init__(self, config: StackConfig):
         self.config = config
-        self.nats: subprocess.Popen | None = None
-        self.services: dict[str, subprocess.Popen] = {}
+        self.nats: subprocess.Popen[bytes] | None = None
+        self.services: dict[str, subprocess.Popen[bytes]] = {}
         self.logs = config.data_dir / "logs"
         self.supervisor = Supervisor(config.restart_policy)
         self._stopping: set[str] = set()
@@ -217,7 +220,7 @@ class EmbeddedStack:
         except Exception as error:
             raise StackError(f"cannot create the streams: {type(error).__name__} {error}") from None
 
-    def _wait_for_port(self, port: int, name: str, process: subprocess.Popen) -> None:
+    def _wait_for_port(self, port: int, name: str, process: subprocess.Popen[bytes]) -> None:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if process.poll() is not None:
@@ -368,7 +371,7 @@ class EmbeddedStack:
         self.stop_nats()
 
 
-def _stop(process: subprocess.Popen | None, kill: bool = False) -> None:
+def _stop(process: subprocess.Popen[bytes] | None, kill: bool = False) -> None:
     if process is None or process.poll() is not None:
         return
     if kill:

@@ -279,6 +279,7 @@ class Board:
     def _apply(self, subject: str, payload: bytes) -> None:
         if any(subject == r or subject.startswith(r + ".") for r in _REQUESTS):
             return
+        model: type[BaseModel] | None
         if subject == s.SAFETY_EVENTS:
             model, token = c.SafetyEvent, ""
         elif subject == s.BOTS_CHANGED:
@@ -312,8 +313,7 @@ class Board:
                 bot = self._bot(token, msg.intent.bot_id, msg.intent.product_id, msg.mode)
                 self.decisions.append(msg)
                 bot.last_decision = msg
-                approved = isinstance(msg, c.OrderApproved)
-                if approved and msg.client_order_id not in self._finished:
+                if isinstance(msg, c.OrderApproved) and msg.client_order_id not in self._finished:
                     bot.open_order = msg
             case c.OrderEvent():
                 bot = self._bot(token, msg.bot_id, msg.product_id, msg.mode)
@@ -357,7 +357,9 @@ class Board:
         if bot.readiness is None or ready.time >= bot.readiness.time:
             bot.readiness = ready
 
-    def _bot(self, token: str, bot_id: str = "", product: str = "", mode: str = "") -> BotView:
+    def _bot(
+        self, token: str, bot_id: str = "", product: str = "", mode: c.Mode | None = None
+    ) -> BotView:
         _same(token, bot_id or token)
         bot = self.bots.setdefault(token, BotView(token))
         bot.product_id = product or bot.product_id

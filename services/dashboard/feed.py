@@ -16,6 +16,7 @@ from typing import get_args
 import httpx
 import nats
 import nats.errors
+from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
@@ -27,7 +28,7 @@ TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 """A bot id as a scope of safety's ``/states`` (``*`` is the whole system)."""
 
 
-async def load_positions(nc: nats.NATS, board: Board) -> None:
+async def load_positions(nc: NatsClient, board: Board) -> None:
     """Show positions stored before the view started; a missing bucket just means none yet."""
     # nats.errors.Error covers BucketNotFoundError, NoKeysError (an empty bucket), KeyNotFoundError
     # (deleted between keys() and get()) and a server without JetStream: the live feed still works.
@@ -72,10 +73,10 @@ async def read_states(client: httpx.AsyncClient, safety_url: str, board: Board) 
 
 
 async def follow(
-    nc: nats.NATS,
+    nc: NatsClient,
     board: Board,
     changed: Callable[[], None] = lambda: None,
-    first_read: Callable[[nats.NATS, Board], Awaitable[None]] = load_positions,
+    first_read: Callable[[NatsClient, Board], Awaitable[None]] = load_positions,
 ) -> Subscription:
     """Feed every ``tranche.>`` message into ``board`` (calling ``changed`` after each), then
     read what was there before (``first_read``: the bucket by default). Subscribing first means
@@ -86,7 +87,7 @@ async def follow(
         board.apply(msg.subject, msg.data)
         changed()
 
-    subscription = await nc.subscribe(s.all_of(s.PREFIX), cb=on_message)
+    subscription: Subscription = await nc.subscribe(s.all_of(s.PREFIX), cb=on_message)
     await first_read(nc, board)
     changed()
     return subscription

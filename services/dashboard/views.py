@@ -7,7 +7,9 @@ a message carried is escaped: a bot id or a reason is text, never markup.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta
+from decimal import Decimal
 from html import escape
 
 from services.dashboard.board import Board, BotView, ReadinessNow, plain, pnl
@@ -27,7 +29,7 @@ def _clock(at: datetime) -> str:
     return at.strftime("%H:%M:%S")
 
 
-def _money(value, product_id: str | None) -> str:
+def _money(value: Decimal | None, product_id: str | None) -> str:
     text, sign = pnl(value, product_id)
     css = {1: "gain", -1: "loss"}.get(sign, "")
     return f'<span class="pnl {css}">{e(text)}</span>'
@@ -151,7 +153,7 @@ def _cooldown(kind: str, until: datetime | None, left: timedelta | None) -> str:
     )
 
 
-def _blocks(verb: str, can: bool, blocks) -> str:
+def _blocks(verb: str, can: bool, blocks: Iterable[c.ReadinessBlock]) -> str:
     if can:
         return f'<div class="can yes" data-can-{verb}="yes">could {verb} now</div>'
     items = "".join(
@@ -183,6 +185,7 @@ def _readiness(ready: ReadinessNow | None) -> str:
 def _open_order(order: c.OrderApproved | c.OrderEvent | None) -> str:
     if order is None:
         return '<div class="order muted">no open order</div>'
+    status: str
     if isinstance(order, c.OrderEvent):
         status = order.status
         what = f"{order.action} {order.side}, filled {plain(order.filled_size)}"
