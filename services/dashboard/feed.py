@@ -63,7 +63,11 @@ async def read_states(client: httpx.AsyncClient, safety_url: str, board: Board) 
     ``KeyError`` or ``TypeError`` when safety cannot be read."""
     response = await client.get(safety_url + "/states", timeout=3)
     response.raise_for_status()
-    for row in response.json()["states"]:
+    rows = response.json()["states"]
+    if not any(row["scope"] == "*" for row in rows):
+        # Safety stores the system's state only once someone changed it: no row is active.
+        board.know_state(None, "active", StateReason("", "", ""))
+    for row in rows:
         if row["scope"] == "*" or TOKEN.fullmatch(row["scope"]):
             board.know_state(
                 None if row["scope"] == "*" else row["scope"],

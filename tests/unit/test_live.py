@@ -427,3 +427,16 @@ async def test_positions_of_every_mode_and_states_are_read_over_http() -> None:
     assert state.bots["live"].position.mode == "production"
     assert state.system_state == "active"
     assert "system: active" in screen(state)
+
+
+async def test_a_system_safety_never_stopped_shows_active_not_unknown() -> None:
+    """Safety stores no row for the whole system until someone halts it: no row is active."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"mode": "mock", "states": []})
+
+    state = LiveState()
+    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
+        await read_states(client, "http://safety", state)
+    assert state.system_state == "active"
+    assert "system: active" in screen(state)
