@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import base64
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from shared.money import Dec, NonNegativeDec, PositiveDec, UtcTime
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1
 
 Mode = Literal["mock", "production"]
 Side = Literal["buy", "sell"]

@@ -42,7 +42,7 @@ def create_tables(engine: Engine, models: list[type[SQLModel]]) -> None:
 
     Two instances starting at once would both see a table missing and one CREATE would fail; on
     PostgreSQL they take an advisory lock for it (SQLite serializes writers by itself)."""
-    tables: list[Table] = [model.__table__ for model in models]  # type: ignore[attr-defined]
+    tables: list[Table] = [model.__table__ for model in models]  # type: ignore[attr-defined]  # SQLModel sets __table__ at class creation, untyped
     with engine.begin() as connection:
         if connection.dialect.name == "postgresql":
             connection.execute(

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import uvicorn
 from fastapi import APIRouter, FastAPI
+from fastapi_offline import FastAPIOffline
 from nats.aio.client import Client as NatsClient
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
@@ -241,7 +242,9 @@ class Service:
                 if manage_lifecycle:
                     await self.stop()
 
-        app = FastAPI(
+        # /docs and /redoc from the package's own Swagger UI and ReDoc files, not a CDN: they
+        # work on a machine without internet access.
+        app = FastAPIOffline(
             title=f"Tranche {self.name}",
             lifespan=lifespan,
             description=f"The {self.name} service of Tranche. Every GET is read-only.",

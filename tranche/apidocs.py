@@ -10,8 +10,13 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from shared.service import Service
+    from shared.settings import ServiceSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,7 +34,7 @@ def documents(data_dir: Path) -> dict[str, Any]:
     from services.signal.app import build as build_signal
     from services.signal.config import SignalSettings
 
-    builders = {
+    builders: dict[str, tuple[Callable[[Any], Service], type[ServiceSettings]]] = {
         "signal": (build_signal, SignalSettings),
         "safety": (build_safety, SafetySettings),
         "executor": (build_executor, ExecutorSettings),
@@ -46,7 +51,8 @@ def documents(data_dir: Path) -> dict[str, Any]:
     }
     out: dict[str, Any] = {}
     for name, (build, settings_class) in builders.items():
-        service = build(settings_class(data_dir=data_dir, **extra.get(name, {})))  # type: ignore[call-arg]
+        fields: dict[str, Any] = {"data_dir": data_dir, **extra.get(name, {})}
+        service = build(settings_class(**fields))
         out[f"{name}.asyncapi.json"] = service.asyncapi()
         out[f"{name}.openapi.json"] = service.http_app().openapi()
         service.engine.dispose()

@@ -20,10 +20,12 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 from rich.console import Console
 
+from shared.logging import configure
 from shared.settings import DEFAULT_PORTS
 from tranche import (
     bots_cli,
@@ -38,6 +40,7 @@ from tranche import (
 from tranche.credentials import operator_connect
 from tranche.stack import EmbeddedStack, StackConfig, StackError, free_port
 from tranche.status import SERVICES, VIEWS, gather, render
+from tranche.supervision import SupervisionLog
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4250"
 
@@ -50,20 +53,19 @@ def _service_urls(args: argparse.Namespace) -> dict[str, str]:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    ports = (
-        {"ports": {name: free_port() for name in (*SERVICES, *VIEWS)}} if args.free_ports else {}
-    )
     config = StackConfig(
         data_dir=Path(args.data_dir),
         nats_port=free_port() if args.free_ports else args.nats_port,
         nats_monitor_port=free_port() if args.free_ports else args.nats_monitor_port,
-        **ports,
         replay="" if args.no_replay else StackConfig().replay,
         replay_speed=args.replay_speed,
         # The bots file only seeds the bots bucket; this makes it win over run-time changes.
         service_env={"signal": {"TRANCHE_BOTS_RESEED": "true"}} if args.reseed_bots else {},
     )
-    console = Console()
+    if args.free_ports:
+        config.ports = {name: free_port() for name in (*SERVICES, *VIEWS)}
+    # Without a terminal (a pipe, a CI log) lines stay whole: no wrapping at 80 columns.
+    console = Console(soft_wrap=not sys.stdout.isatty())
     stack = EmbeddedStack(config)
     console.print(f"starting NATS on {config.nats_url}, four services and the dashboard (mock) ...")
     try:
@@ -84,17 +86,33 @@ def cmd_up(args: argparse.Namespace) -> int:
     )
     console.print(f"  logs      {stack.logs}/   data {config.data_dir}/   Ctrl-C stops everything")
     stop = asyncio.Event()
+    # Without the tables (--no-live, or no terminal) what the supervisor does is printed too.
+    plain = args.no_live or not console.is_terminal
+    notes = SupervisionLog(stack.logs / "up.log", echo=console.print if plain else None)
     try:
-        if args.no_live:
-            asyncio.run(_wait_for_signal(stop))
-        else:
-            from tranche.live import run_live
 
-            async def live() -> None:
-                _install_stop(stop)
-                await run_live(config.nats_url, stop, auth=config.auth("operator"))
+        async def run() -> None:
+            _install_stop(stop)
+            watching = asyncio.create_task(_supervise(stack, stop, notes))
+            try:
+                if args.no_live:
+                    await stop.wait()
+                else:
+                    from tranche.live import run_live
 
-            asyncio.run(live())
+                    await run_live(
+                        config.nats_url,
+                        stop,
+                        auth=config.auth("operator"),
+                        urls={name: config.url(name) for name in config.services},
+                        services=lambda: stack.supervisor.summary(time.monotonic()),
+                        notes=notes.recent,
+                    )
+            finally:
+                stop.set()
+                await watching
+
+        asyncio.run(run())
     except KeyboardInterrupt:
         pass
     finally:
@@ -107,17 +125,21 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _supervise(stack: EmbeddedStack, stop: asyncio.Event, notes: SupervisionLog) -> None:
+    """Restart what exits on its own (with back-off; tranche/supervision.py) until ``stop``."""
+    while not stop.is_set():
+        for sentence in stack.supervise():
+            notes.add(sentence)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=0.5)
+
+
 def _install_stop(stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     # A closed terminal (SIGHUP) stops the stack like Ctrl-C: the services run in sessions of
     # their own and would otherwise outlive it.
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, stop.set)
-
-
-async def _wait_for_signal(stop: asyncio.Event) -> None:
-    _install_stop(stop)
-    await stop.wait()
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -157,8 +179,8 @@ def cmd_signal(args: argparse.Namespace) -> int:
     except (NoRespondersError, NatsTimeout):
         print(f"no stream answered on {subject}: is the stack running?", file=sys.stderr)
         return 1
-    except OSError as error:
-        print(f"cannot reach NATS at {args.nats_url}: {error}", file=sys.stderr)
+    except OSError as error:  # operator_connect's ConnectionError is the one sentence
+        print(error, file=sys.stderr)
         return 1
     print(f"nats pub {subject} '{body}'  ->  {outcome}")
     return 0
@@ -215,4 +237,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
+    # What the command prints is its answer (``--json``: only JSON); warnings from the shared
+    # code it runs go to stderr as plain lines.
+    configure("tranche", level="warning", fmt="console")
     raise SystemExit(args.run(args))

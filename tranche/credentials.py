@@ -10,6 +10,7 @@ backups and repairs.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import string
@@ -118,29 +119,65 @@ def operator_auth(data_dir: str | Path | None = None, user: str = "operator") ->
     return {}
 
 
+CONNECT_S = 2.0
+"""How long an operator command waits for NATS before it says the stack is not running."""
+
+
 async def operator_connect(
     nats_url: str, data_dir: str | Path | None = None, user: str = "operator"
 ):
     """A NATS connection for one operator command (no reconnects), as :func:`operator_auth`'s
-    user. Raises ``ConnectionError`` with one sentence, never a traceback on the terminal."""
+    user. Raises ``ConnectionError`` with one sentence within :data:`CONNECT_S`, never a
+    traceback on the terminal (nats-py alone retries a refused connection for ever)."""
+    import asyncio
+
     import nats
 
     auth = operator_auth(data_dir, user)
     refusals: list[Exception] = []
+    refused = asyncio.Event()
 
     async def on_error(error: Exception) -> None:
         refusals.append(error)
+        refused.set()
 
+    connecting = asyncio.ensure_future(
+        nats.connect(
+            nats_url,
+            connect_timeout=CONNECT_S,
+            allow_reconnect=False,
+            max_reconnect_attempts=0,
+            error_cb=on_error,
+            **auth,
+        )
+    )
+    waiting = asyncio.ensure_future(refused.wait())
     try:
-        return await nats.connect(
-            nats_url, connect_timeout=3, allow_reconnect=False, max_reconnect_attempts=0,
-            error_cb=on_error, **auth,
-        )  # fmt: skip
-    except Exception as error:
-        if any("authorization" in str(seen).lower() for seen in [*refusals, error]):
-            who = f"user {auth['user']}" if auth else "a connection without a user"
-            raise ConnectionError(
-                f"NATS refused {who}: set TRANCHE_NATS_USER and TRANCHE_NATS_PASSWORD, or "
-                "TRANCHE_DATA_DIR to the data directory of the running tranche up"
-            ) from None
-        raise ConnectionError(f"{type(error).__name__} {error}".strip()) from None
+        await asyncio.wait({connecting, waiting}, timeout=CONNECT_S, return_when="FIRST_COMPLETED")
+    finally:
+        waiting.cancel()
+    if connecting.done() and connecting.exception() is None:
+        return connecting.result()
+    error: BaseException | None = None
+    if connecting.done():
+        error = connecting.exception()
+    else:
+        connecting.cancel()
+        with contextlib.suppress(BaseException):
+            await connecting
+    if any("authorization" in str(seen).lower() for seen in [*refusals, error]):
+        who = f"user {auth['user']}" if auth else "a connection without a user"
+        raise ConnectionError(
+            f"NATS refused {who}: set TRANCHE_NATS_USER and TRANCHE_NATS_PASSWORD, or "
+            "TRANCHE_DATA_DIR to the data directory of the running tranche up"
+        )
+    raise ConnectionError(not_running(nats_url))
+
+
+def not_running(nats_url: str) -> str:
+    """The one sentence for a NATS server that does not answer."""
+    address = urlsplit(nats_url)
+    return (
+        f"cannot reach NATS at {address.hostname}:{address.port or 4222}: is the stack running"
+        " (tranche up)?"
+    )

@@ -83,7 +83,7 @@ async def _read(nats_url: str) -> Journal:
         for kind, stream, subject in KINDS:
             info = await js.stream_info(stream, subjects_filter=subject)
             expected = sum((info.state.subjects or {}).values())
-            bodies = []
+            bodies: list[dict[str, Any]] = []
             if expected:
                 reader = await js.subscribe(
                     subject, stream=stream, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL

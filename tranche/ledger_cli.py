@@ -123,11 +123,8 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     try:
         asyncio.run(asyncio.wait_for(read_bots(catalog, settings.nats_url, settings.data_dir), 15))
     except Exception as error:  # the file's bots still rebuild; say what is missing
-        print(
-            f"bots created at run time are not included: cannot read them from NATS at "
-            f"{settings.nats_url} ({type(error).__name__}: {error})",
-            file=sys.stderr,
-        )
+        why = str(error) if isinstance(error, ConnectionError) else f"{type(error).__name__}"
+        print(f"bots created at run time are not included: {why}", file=sys.stderr)
     engine = make_engine(settings.db_url)
     migrate(engine)
     found = rebuild(

@@ -1,5 +1,7 @@
 """``tranche nats provision``: create or update every stream and bucket as the admin user;
-``tranche nats passwords``: fresh passwords for every NATS user as ``.env`` lines.
+``tranche nats passwords``: fresh passwords for every NATS user as ``.env`` lines;
+``tranche nats pub SUBJECT PAYLOAD`` and ``tranche nats req SUBJECT PAYLOAD``: what the NATS CLI's
+``nats pub`` and ``nats req`` do, as the operator user, for those without the NATS CLI.
 
 Services run with users that may not create streams (deploy/nats/permissions.conf); this step
 runs before them: in the embedded stack, as the compose ``provision`` service and as the
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 
 from shared.settings import ServiceSettings, load
@@ -72,8 +75,62 @@ def cmd_passwords(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pub(args: argparse.Namespace) -> int:
+    """``nats pub``: one core-NATS message, no headers (a stream on the subject stores it)."""
+
+    async def publish() -> None:
+        nc = await credentials.operator_connect(args.nats_url)
+        try:
+            await nc.publish(args.subject, args.payload.encode())
+            await nc.flush(timeout=args.timeout)
+        finally:
+            await nc.close()
+
+    return _run(args, publish(), f"published {len(args.payload.encode())} bytes on {args.subject}")
+
+
+def cmd_req(args: argparse.Namespace) -> int:
+    """``nats req``: one request; the reply's payload is printed as it came."""
+    answer: list[bytes] = []
+
+    async def request() -> None:
+        nc = await credentials.operator_connect(args.nats_url)
+        try:
+            reply = await nc.request(args.subject, args.payload.encode(), timeout=args.timeout)
+            answer.append(reply.data)
+        finally:
+            await nc.close()
+
+    code = _run(args, request(), None)
+    if answer:
+        print(answer[0].decode(errors="replace"))
+    return code
+
+
+def _run(args: argparse.Namespace, work, said: str | None) -> int:
+    from nats.errors import NoRespondersError
+    from nats.errors import TimeoutError as NatsTimeout
+
+    try:
+        asyncio.run(work)
+    except NoRespondersError:
+        print(f"nobody answers on {args.subject}: is the stack running?", file=sys.stderr)
+        return 1
+    except (NatsTimeout, TimeoutError):
+        print(f"no answer on {args.subject} within {args.timeout:g} s", file=sys.stderr)
+        return 1
+    except OSError as error:  # operator_connect's one sentence
+        print(error, file=sys.stderr)
+        return 1
+    if said:
+        print(said)
+    return 0
+
+
 def register(commands: argparse._SubParsersAction) -> None:
-    group = commands.add_parser("nats", help="NATS administration (provision the streams)")
+    group = commands.add_parser(
+        "nats", help="NATS administration (provision the streams) and pub/req without the NATS CLI"
+    )
     actions = group.add_subparsers(dest="nats_command", required=True)
     run = actions.add_parser("provision", help="create or update every stream as the admin user")
     run.add_argument("--wait", type=float, default=30, help="seconds to wait for the server")
@@ -82,3 +139,14 @@ def register(commands: argparse._SubParsersAction) -> None:
         "passwords", help="print a fresh password per NATS user as .env lines (docker compose)"
     )
     passwords.set_defaults(run=cmd_passwords)
+    default_url = os.environ.get("TRANCHE_NATS_URL", "nats://127.0.0.1:4250")
+    for name, run_it, what in (
+        ("pub", cmd_pub, "publish one message as the operator (what `nats pub` does)"),
+        ("req", cmd_req, "send one request as the operator and print the reply (`nats req`)"),
+    ):
+        command = actions.add_parser(name, help=what)
+        command.add_argument("subject")
+        command.add_argument("payload", nargs="?", default="")
+        command.add_argument("--nats-url", default=default_url)
+        command.add_argument("--timeout", type=float, default=3.0, help="seconds")
+        command.set_defaults(run=run_it)

@@ -28,12 +28,12 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
-from rich.table import Table
 
 from services.signal.feeds.replay import ReplayError, read_ticks
 from shared.catalog import load_catalog
 from tranche.journal import Journal, fingerprint, read_journal
 from tranche.stack import SERVICES, EmbeddedStack, StackConfig, StackError, free_port
+from tranche.tables import print_fitted
 
 REPLAY_SERVICES = tuple(name for name in SERVICES if name != "dashboard")  # nobody watches
 
@@ -290,22 +290,27 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(outcome, indent=2))
         return 0
-    table = Table(
-        title=f"{file.name}: {product}, mock mode, {outcome['seconds']} s",
+    print_fitted(
+        console,
+        f"{file.name}: {product}, mock mode, {outcome['seconds']} s",
+        ("bot", "fills", "approved", "rejected", "realized P&L", "unrealized P&L", "open", "fees"),
+        [
+            (
+                bot["bot_id"],
+                str(bot["fills"]),
+                str(bot["approved"]),
+                str(bot["rejected"]),
+                bot["realized_pnl"],
+                bot["unrealized_pnl"] or "no price",
+                bot["open_quantity"],
+                bot["fees_paid"],
+            )
+            for bot in outcome["bots"]
+        ],
         caption=(
             f"{outcome['ticks']} ticks, {outcome['evaluations']} evaluations "
             f"({outcome['evaluations_per_s']}/s), {sum(map(len, journal.values()))} messages, "
             f"fingerprint {outcome['fingerprint']}"
         ),
     )
-    for column in ("bot", "fills", "approved", "rejected", "realized P&L", "unrealized P&L",
-                   "open", "fees"):  # fmt: skip
-        table.add_column(column)
-    for bot in outcome["bots"]:
-        table.add_row(
-            bot["bot_id"], str(bot["fills"]), str(bot["approved"]), str(bot["rejected"]),
-            bot["realized_pnl"], bot["unrealized_pnl"] or "no price", bot["open_quantity"],
-            bot["fees_paid"],
-        )  # fmt: skip
-    console.print(table)
     return 0

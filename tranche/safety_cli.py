@@ -81,13 +81,15 @@ def send(nats_url: str, command: SafetyCommand, timeout: float = 5) -> SafetyCom
         raise ConnectionError(
             f"no safety service answered on {subjects.SAFETY_CONTROL}: is it running?"
         ) from None
+    except ConnectionError:
+        raise  # operator_connect's one sentence
     except OSError as error:
         raise ConnectionError(f"cannot reach NATS at {nats_url}: {error}") from None
 
 
 def _command(args: argparse.Namespace, name: str, **fields: object) -> int:
     command = SafetyCommand(
-        command=name,  # type: ignore[arg-type]
+        command=name,
         command_id=str(uuid.uuid4()),
         reason=getattr(args, "reason", "") or "",
         operator=args.operator,

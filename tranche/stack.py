@@ -8,6 +8,8 @@ Used by ``tranche up`` and by the end-to-end tests, so what the tests start is w
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import json
 import os
 import secrets
@@ -16,14 +18,18 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from tranche import credentials
 from tranche.nats_cli import provision
+from tranche.supervision import RUNNING, RestartPolicy, Supervisor, exit_reason
 
 ROOT = Path(__file__).resolve().parent.parent
 NATS_CONFIG = ROOT / "deploy" / "nats" / "tranche.conf"
@@ -37,6 +43,37 @@ DEFAULT_REPLAY = (
 
 class StackError(Exception):
     """A clear reason the stack cannot start (a busy port, a service that died)."""
+
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if sys.platform == "linux" else None
+
+
+def _dies_with(parent: int) -> Callable[[], None]:
+    """A ``preexec_fn`` that has the kernel send the child SIGTERM when the thread that started
+    it ends, however it ends (SIGKILL included), so no service or NATS server outlives
+    ``tranche up`` or a test. The children run in sessions of their own (a Ctrl-C reaches only
+    ``tranche up``, which stops them in order), so nothing else would stop them.
+
+    Linux only; elsewhere the children are stopped by ``tranche up``'s own handlers."""
+
+    def preexec() -> None:
+        if _LIBC is not None:
+            _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
+
+
+def _child_options() -> dict[str, Any]:
+    """Popen options for every child of the stack. The death signal follows the *thread* that
+    forked, so it is set only from the main thread (a helper thread that restarts a service, as
+    one fault test does, would otherwise take the service with it when it ends)."""
+    options: dict[str, Any] = {"start_new_session": True}
+    if threading.current_thread() is threading.main_thread():
+        options["preexec_fn"] = _dies_with(os.getpid())
+    return options
 
 
 def nats_server_binary() -> str:
@@ -53,7 +90,8 @@ def free_port(host: str = "127.0.0.1") -> int:
     """A port nothing listens on right now (for stacks that must not clash with `tranche up`)."""
     with socket.socket() as probe:
         probe.bind((host, 0))
-        return probe.getsockname()[1]
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -101,6 +139,8 @@ class StackConfig:
     """NATS with the per-service users of deploy/nats/permissions.conf, as deployments run it."""
     passwords: dict[str, str] = field(default_factory=credentials.new_passwords)
     """This run's NATS passwords per user (written to ``<data_dir>/secrets/``)."""
+    restart_policy: RestartPolicy = field(default_factory=RestartPolicy)
+    """How :meth:`EmbeddedStack.supervise` restarts a service that exited."""
 
     @property
     def nats_url(self) -> str:
@@ -134,9 +174,11 @@ class StackConfig:
 class EmbeddedStack:
     def __init__(self, config: StackConfig):
         self.config = config
-        self.nats: subprocess.Popen | None = None
-        self.services: dict[str, subprocess.Popen] = {}
+        self.nats: subprocess.Popen[bytes] | None = None
+        self.services: dict[str, subprocess.Popen[bytes]] = {}
         self.logs = config.data_dir / "logs"
+        self.supervisor = Supervisor(config.restart_policy)
+        self._stopping: set[str] = set()
 
     # -- NATS ----------------------------------------------------------------------------------
 
@@ -165,7 +207,7 @@ class EmbeddedStack:
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
-            start_new_session=True,
+            **_child_options(),
         )  # fmt: skip
         self._wait_for_port(c.nats_port, "nats", self.nats)
         if c.secure:
@@ -178,7 +220,7 @@ class EmbeddedStack:
         except Exception as error:
             raise StackError(f"cannot create the streams: {type(error).__name__} {error}") from None
 
-    def _wait_for_port(self, port: int, name: str, process: subprocess.Popen) -> None:
+    def _wait_for_port(self, port: int, name: str, process: subprocess.Popen[bytes]) -> None:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if process.poll() is not None:
@@ -257,8 +299,9 @@ class EmbeddedStack:
             env=self.service_env(name),
             stdout=log,
             stderr=subprocess.STDOUT,
-            start_new_session=True,
+            **_child_options(),
         )
+        self.supervisor.started(name, time.monotonic())
 
     def wait_ready(self, name: str, timeout: float = 30.0) -> None:
         process = self.services[name]
@@ -275,7 +318,33 @@ class EmbeddedStack:
         raise StackError(f"{name} was not ready within {timeout:g} s:\n{self.tail(name)}")
 
     def stop_service(self, name: str, kill: bool = False) -> None:
+        self.supervisor.stopped(name)
         _stop(self.services.get(name), kill)
+
+    def supervise(self, now: float | None = None) -> list[str]:
+        """Restart what exited on its own, with back-off (:mod:`tranche.supervision`); call it
+        every second or so. Returns what happened, one sentence each, for the view and the log.
+        Never blocks on a service's readiness: a restarted service reports through ``/ready``."""
+        now = time.monotonic() if now is None else now
+        said = []
+        for name, process in self.services.items():
+            run = self.supervisor.runs.get(name)
+            if process.poll() is None or run is None or run.state != RUNNING:
+                continue
+            last = self.tail(name, lines=1).splitlines()
+            run = self.supervisor.exited(
+                name, exit_reason(process.returncode, last[-1] if last else ""), now
+            )
+            said.append(f"{name} stopped ({run.last_exit}): {run.describe(now)}")
+        for name in self.supervisor.due(now):
+            try:
+                self.start_service(name, move_if_taken=True)
+            except (StackError, OSError) as error:
+                run = self.supervisor.exited(name, f"cannot start: {error}", now)
+                said.append(f"{name} could not be started again: {run.describe(now)}")
+                continue
+            said.append(f"{name} started again on {self.config.url(name)}")
+        return said
 
     def restart_service(self, name: str, env: dict[str, str] | None = None) -> None:
         self.stop_service(name)
@@ -310,7 +379,7 @@ class EmbeddedStack:
         self.stop_nats()
 
 
-def _stop(process: subprocess.Popen | None, kill: bool = False) -> None:
+def _stop(process: subprocess.Popen[bytes] | None, kill: bool = False) -> None:
     if process is None or process.poll() is not None:
         return
     if kill:

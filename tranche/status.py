@@ -11,6 +11,8 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from tranche.tables import print_fitted
+
 SERVICES = ("signal", "safety", "executor", "ledger")
 """What trading needs: one that is not ready fails ``tranche status``."""
 VIEWS = ("dashboard",)
@@ -64,13 +66,10 @@ def render(status: dict[str, Any], console: Console) -> None:
         services.add_row(f"{name} (view)", shown, str(item["detail"]))
     console.print(services)
 
-    positions = Table(title="positions")
     columns = ("bot", "mode", "status", "quantity", "avg entry", "break-even", "tranches",
                "realized P&L", "unrealized P&L", "realized, all positions")  # fmt: skip
-    for column in columns:
-        positions.add_column(column)
-    for p in status["positions"]:
-        positions.add_row(
+    rows = [
+        (
             p["bot_id"],
             p["mode"].upper(),
             p["status"],
@@ -82,7 +81,9 @@ def render(status: dict[str, Any], console: Console) -> None:
             p["unrealized_pnl"] or "no price yet",
             p.get("realized_pnl_total", "-"),
         )
-    console.print(positions)
+        for p in status["positions"]
+    ]
+    print_fitted(console, "positions", columns, rows)
 
     decisions = Table(title="last decisions")
     for column in ("decided at", "bot", "action", "decision", "reasons"):

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from pathlib import Path as FilePath
 from typing import Annotated
 
@@ -31,10 +30,10 @@ from prometheus_client import Counter, Gauge
 from sse_starlette import EventSourceResponse
 from starlette.staticfiles import StaticFiles
 
-from services.dashboard.board import Board, StateReason
+from services.dashboard.board import Board
 from services.dashboard.config import WATCHED, DashboardSettings
 from services.dashboard.control import Command, forward
-from services.dashboard.feed import follow
+from services.dashboard.feed import TOKEN, follow, read_states
 from services.dashboard.stream import Health, Pulse, page_events
 from services.dashboard.views import e
 from shared.contracts import BotReadiness, Mode
@@ -45,7 +44,6 @@ STATIC = FilePath(__file__).resolve().parent / "static"
 FEED_SIZE = 30
 STATE_READS = 15
 STATE_READ_EVERY_S = 2.0
-TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 PAGES_OPEN = Gauge("tranche_dashboard_pages_open", "Pages following the event stream")
 CONTROLS = Counter(
@@ -98,18 +96,10 @@ def build(settings: DashboardSettings) -> Service:
         safety = settings.url_of("safety")
         for _ in range(STATE_READS):
             try:
-                response = await client.get(safety + "/states", timeout=3)
-                if response.status_code == 200:
-                    await load_readiness(safety)
-                    for row in response.json()["states"]:
-                        if row["scope"] == "*" or TOKEN.fullmatch(row["scope"]):
-                            board.know_state(
-                                None if row["scope"] == "*" else row["scope"],
-                                row["state"],
-                                StateReason(row["code"], row["message"], row["caused_by"]),
-                            )
-                    pulse.beat()
-                    return
+                await read_states(client, safety, board)
+                await load_readiness(safety)
+                pulse.beat()
+                return
             except (httpx.HTTPError, ValueError, KeyError, TypeError) as error:
                 service.log.debug("dashboard.states_unread", error=type(error).__name__)
             await asyncio.sleep(STATE_READ_EVERY_S)

@@ -44,6 +44,10 @@ _FAMILIES: dict[str, type[BaseModel]] = {
     s.SAFETY_READINESS: c.BotReadiness,
 }
 
+_REQUESTS = (s.SAFETY_CONTROL, s.LEDGER_QUERY)
+"""Requests to a service (the operator's commands, ledger queries), not facts to show: seen,
+never counted as invalid."""
+
 Decision = c.OrderApproved | c.OrderRejected
 DLQ_REPLAYS = f"{s.DLQ}.replays"
 
@@ -55,6 +59,14 @@ class StateReason:
     code: str
     message: str
     caused_by: str
+
+    def sentence(self) -> str:
+        """``CODE: message (by who)``, leaving out what safety did not say (an active state read
+        from ``/states`` has no code, message or author)."""
+        text = ": ".join(part for part in (self.code, self.message) if part)
+        if text and self.caused_by:
+            text += f" (by {self.caused_by})"
+        return text
 
 
 @dataclass
@@ -210,6 +222,11 @@ class Board:
         if bot.trading_state is None:
             bot.trading_state, bot.state_reason = state, reason
 
+    def know_position(self, position: c.PositionUpdate) -> None:
+        """A position read from the ledger at start; the newer book (by ``sequence``) stays."""
+        self.version += 1
+        self._take(position.bot_id, position)
+
     def know_readiness(self, readiness: c.BotReadiness) -> None:
         """A readiness read from safety at start; a newer one seen since stays."""
         self.version += 1
@@ -264,6 +281,9 @@ class Board:
     def _apply(self, subject: str, payload: bytes) -> None:
         if subject == DLQ_REPLAYS:
             return  # `tranche dlq replay`'s audit record, not a dead letter
+        if any(subject == r or subject.startswith(r + ".") for r in _REQUESTS):
+            return
+        model: type[BaseModel] | None
         if subject == s.SAFETY_EVENTS:
             model, token = c.SafetyEvent, ""
         elif subject == s.BOTS_CHANGED:
@@ -301,8 +321,7 @@ class Board:
                 bot = self._bot(token, msg.intent.bot_id, msg.intent.product_id, msg.mode)
                 self.decisions.append(msg)
                 bot.last_decision = msg
-                approved = isinstance(msg, c.OrderApproved)
-                if approved and msg.client_order_id not in self._finished:
+                if isinstance(msg, c.OrderApproved) and msg.client_order_id not in self._finished:
                     bot.open_order = msg
             case c.OrderEvent():
                 bot = self._bot(token, msg.bot_id, msg.product_id, msg.mode)
@@ -346,7 +365,9 @@ class Board:
         if bot.readiness is None or ready.time >= bot.readiness.time:
             bot.readiness = ready
 
-    def _bot(self, token: str, bot_id: str = "", product: str = "", mode: str = "") -> BotView:
+    def _bot(
+        self, token: str, bot_id: str = "", product: str = "", mode: c.Mode | None = None
+    ) -> BotView:
         _same(token, bot_id or token)
         bot = self.bots.setdefault(token, BotView(token))
         bot.product_id = product or bot.product_id

@@ -1,5 +1,7 @@
-"""The board's only input: a core-NATS subscription to ``tranche.>`` and a first read of the
-``tranche_positions`` bucket. Shared by the web dashboard and the terminal view.
+"""The board's inputs: a core-NATS subscription to ``tranche.>``, and a first read of what was
+there before the view started: positions (the ``tranche_positions`` bucket, or the ledger's
+``GET /positions`` for users the bucket is closed to) and safety's trading states
+(``GET /states``). Shared by the web dashboard and the terminal view.
 
 Reading never changes anything (DESIGN.md, promise 8): a core subscription sees every publish
 (JetStream ones included) without creating a stream consumer, and the bucket is only read.
@@ -7,17 +9,26 @@ Reading never changes anything (DESIGN.md, promise 8): a core subscription sees 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from collections.abc import Awaitable, Callable
+from typing import get_args
 
+import httpx
 import nats
 import nats.errors
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from services.dashboard.board import Board
+from services.dashboard.board import Board, StateReason
 from shared import subjects as s
+from shared.contracts import Mode, PositionUpdate
+
+TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+"""A bot id as a scope of safety's ``/states`` (``*`` is the whole system)."""
 
 
-async def load_positions(nc: nats.NATS, board: Board) -> None:
+async def load_positions(nc: NatsClient, board: Board) -> None:
     """Show positions stored before the view started; a missing bucket just means none yet."""
     # nats.errors.Error covers BucketNotFoundError, NoKeysError (an empty bucket), KeyNotFoundError
     # (deleted between keys() and get()) and a server without JetStream: the live feed still works.
@@ -35,18 +46,52 @@ async def load_positions(nc: nats.NATS, board: Board) -> None:
             board.apply(s.for_token(s.LEDGER_POSITIONS, key), entry.value)
 
 
+async def read_positions(client: httpx.AsyncClient, ledger_url: str, board: Board) -> None:
+    """Every position the ledger holds, in every mode, from its ``GET /positions`` (what a user
+    without rights on the bucket may read). Raises ``httpx.HTTPError`` or ``ValueError`` when
+    the ledger cannot be read."""
+    for mode in get_args(Mode):
+        response = await client.get(f"{ledger_url}/positions", params={"mode": mode}, timeout=3)
+        response.raise_for_status()
+        for row in response.json():
+            board.know_position(PositionUpdate.model_validate(row["position"]))
+
+
+async def read_states(client: httpx.AsyncClient, safety_url: str, board: Board) -> None:
+    """Safety's trading states (the whole system's and each bot's) from its ``GET /states``,
+    so a halt from before the view started shows. Raises ``httpx.HTTPError``, ``ValueError``,
+    ``KeyError`` or ``TypeError`` when safety cannot be read."""
+    response = await client.get(safety_url + "/states", timeout=3)
+    response.raise_for_status()
+    rows = response.json()["states"]
+    if not any(row["scope"] == "*" for row in rows):
+        # Safety stores the system's state only once someone changed it: no row is active.
+        board.know_state(None, "active", StateReason("", "", ""))
+    for row in rows:
+        if row["scope"] == "*" or TOKEN.fullmatch(row["scope"]):
+            board.know_state(
+                None if row["scope"] == "*" else row["scope"],
+                row["state"],
+                StateReason(row["code"], row["message"], row["caused_by"]),
+            )
+
+
 async def follow(
-    nc: nats.NATS, board: Board, changed: Callable[[], None] = lambda: None
+    nc: NatsClient,
+    board: Board,
+    changed: Callable[[], None] = lambda: None,
+    first_read: Callable[[NatsClient, Board], Awaitable[None]] = load_positions,
 ) -> Subscription:
     """Feed every ``tranche.>`` message into ``board`` (calling ``changed`` after each), then
-    read the bucket. Subscribing first means no update falls between the two; the board keeps
-    the newer of two positions by ``sequence``."""
+    read what was there before (``first_read``: the bucket by default). Subscribing first means
+    no update falls between the two; the board keeps the newer of two positions by
+    ``sequence``."""
 
-    async def on_message(msg) -> None:
+    async def on_message(msg: Msg) -> None:
         board.apply(msg.subject, msg.data)
         changed()
 
-    subscription = await nc.subscribe(s.all_of(s.PREFIX), cb=on_message)
-    await load_positions(nc, board)
+    subscription: Subscription = await nc.subscribe(s.all_of(s.PREFIX), cb=on_message)
+    await first_read(nc, board)
     changed()
     return subscription

@@ -8,7 +8,9 @@ a message carried is escaped: a bot id or a reason is text, never markup.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from datetime import datetime, timedelta
+from decimal import Decimal
 from html import escape
 
 from services.dashboard.board import Board, BotView, ReadinessNow, plain, pnl
@@ -28,7 +30,7 @@ def _clock(at: datetime) -> str:
     return at.strftime("%H:%M:%S")
 
 
-def _money(value, product_id: str | None) -> str:
+def _money(value: Decimal | None, product_id: str | None) -> str:
     text, sign = pnl(value, product_id)
     css = {1: "gain", -1: "loss"}.get(sign, "")
     return f'<span class="pnl {css}">{e(text)}</span>'
@@ -73,7 +75,7 @@ def header(board: Board, configured_mode: str) -> str:
     why = ""
     if board.system_reason is not None:
         r = board.system_reason
-        why = f' <span class="why">{e(r.code)}: {e(r.message)} (by {e(r.caused_by)})</span>'
+        why = f' <span class="why">{e(r.sentence())}</span>' if r.sentence() else ""
     alerts = "".join(
         f'<li class="alert">dead letter [{e(d.service)}] {e(d.subject)}: '
         f"{e(', '.join(r.code for r in d.reasons) or d.error[:80])}</li>"
@@ -152,7 +154,7 @@ def _cooldown(kind: str, until: datetime | None, left: timedelta | None) -> str:
     )
 
 
-def _blocks(verb: str, can: bool, blocks) -> str:
+def _blocks(verb: str, can: bool, blocks: Iterable[c.ReadinessBlock]) -> str:
     if can:
         return f'<div class="can yes" data-can-{verb}="yes">could {verb} now</div>'
     items = "".join(
@@ -184,6 +186,7 @@ def _readiness(ready: ReadinessNow | None) -> str:
 def _open_order(order: c.OrderApproved | c.OrderEvent | None) -> str:
     if order is None:
         return '<div class="order muted">no open order</div>'
+    status: str
     if isinstance(order, c.OrderEvent):
         status = order.status
         what = f"{order.action} {order.side}, filled {plain(order.filled_size)}"
@@ -251,7 +254,7 @@ def bot_card(board: Board, bot: BotView) -> str:
     why = ""
     if bot.state_reason is not None:
         r = bot.state_reason
-        why = f'<div class="why">{e(r.code)}: {e(r.message)} (by {e(r.caused_by)})</div>'
+        why = f'<div class="why">{e(r.sentence())}</div>' if r.sentence() else ""
     price = board.prices.get(bot.product_id or "")
     return (
         f'<article class="bot" id="bot-{e(bot.bot_id)}" data-bot="{e(bot.bot_id)}">'

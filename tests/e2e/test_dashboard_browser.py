@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Page, Route, expect, sync_playwright
 
 from tests.e2e.conftest import HERE, publish, wait_for
 from tests.support.nats_server import free_port
@@ -205,3 +205,34 @@ def test_tranche_status_lists_the_dashboard_beside_the_services(stack: EmbeddedS
     shown = json.loads(status.stdout)
     assert shown["views"]["dashboard"]["ready"] is True
     assert set(shown["services"]) == {"signal", "safety", "executor", "ledger"}
+
+
+def test_every_services_api_docs_render_with_the_network_off(stack: EmbeddedStack) -> None:
+    """``/docs`` on every service: Swagger UI from local files (fastapi-offline), with every
+    request that leaves the machine refused."""
+    assert Path(CHROMIUM).exists(), "install Debian's chromium: apt-get install -y chromium"
+    local = f"http://{stack.config.host}:"
+    refused: list[str] = []
+
+    def only_local(route: Route) -> None:
+        if route.request.url.startswith(local):
+            route.continue_()
+        else:
+            refused.append(route.request.url)
+            route.abort()
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context()
+            context.route("**/*", only_local)
+            tab = context.new_page()
+            for name in stack.config.services:
+                tab.goto(stack.config.url(name) + "/docs")
+                title = tab.locator(".swagger-ui .info .title")
+                title.wait_for(timeout=15_000)
+                assert f"Tranche {name}" in title.inner_text()
+                assert tab.locator(".opblock").count() > 0, f"{name}: no operation listed"
+        finally:
+            browser.close()
+    assert not refused, f"/docs wanted to fetch from outside: {refused}"

@@ -9,6 +9,7 @@ finds a difference as small as one satoshi or one minute.
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from pathlib import Path
 
@@ -42,6 +43,7 @@ def test_two_replays_of_the_same_data_are_the_same_run_cent_for_cent(tmp_path: P
     assert differences(first["journal"], second["journal"]) == []
     assert first["fingerprint"] == second["fingerprint"]
     assert first["bots"] == second["bots"] and first["summary"] == second["summary"]
+    assert_the_readme_example_is_this_run(first)
 
     # The runs did something worth comparing: every kind of message, fills, realized P&L.
     journal = first["journal"]
@@ -61,3 +63,30 @@ def test_two_replays_of_the_same_data_are_the_same_run_cent_for_cent(tmp_path: P
         for fill in event["fills"]:
             assert fill["price"] == intents[event["intent_id"]]["reference_price"]
             assert fill["time"] == intents[event["intent_id"]]["market_time"]
+
+
+def assert_the_readme_example_is_this_run(run: dict) -> None:
+    """The README shows ``tranche replay data/ETH-BTC-1m.csv --rows 2000``: its fingerprint and
+    figures must be what this same replay gives (they drifted once)."""
+    blocks, block, inside = [], [], False
+    for line in (ROOT / "README.md").read_text().splitlines():
+        if line.startswith("```"):
+            if inside:
+                blocks.append("\n".join(block))
+            block, inside = [], not inside
+        elif inside:
+            block.append(line)
+    example = next(text for text in blocks if "fingerprint" in text and " ticks, " in text)
+    fingerprint = re.search(r"fingerprint (\w+)", example)
+    assert fingerprint is not None, "the README's replay example lost its fingerprint"
+    assert fingerprint[1] == run["fingerprint"], "README: update the replay example"
+    counts = re.search(r"(\d+) ticks, (\d+) evaluations", example)
+    assert counts is not None
+    assert (int(counts[1]), int(counts[2])) == (run["ticks"], run["evaluations"])
+    (bot,) = [b for b in run["bots"] if b["bot_id"] == BOT]
+    row = next(line for line in example.splitlines() if f" {BOT} " in line)
+    cells = [cell.strip() for cell in row.strip("│ ").split("│")]
+    assert cells == [
+        BOT, str(bot["fills"]), str(bot["approved"]), str(bot["rejected"]),
+        bot["realized_pnl"], bot["unrealized_pnl"], bot["open_quantity"], bot["fees_paid"],
+    ]  # fmt: skip

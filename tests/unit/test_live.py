@@ -6,8 +6,10 @@ import io
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import httpx
 from rich.console import Console
 
+from services.dashboard.feed import read_positions, read_states
 from shared.contracts import (
     DeadLetter,
     Fill,
@@ -22,7 +24,7 @@ from shared.contracts import (
     TradeIntent,
     TrancheView,
 )
-from tranche.live import LiveState, render
+from tranche.live import LiveState, PlainLines, render
 
 D = Decimal
 T0 = datetime(2024, 1, 1, 12, 0, tzinfo=UTC)
@@ -343,3 +345,98 @@ def test_amounts_are_shown_in_plain_notation_never_exponents() -> None:
     assert "0.00000001 @ 42000 fee 0" in text
     assert "E-8" not in text
     assert "E+4" not in text
+
+
+def narrow_screen(state: LiveState, **kwargs) -> str:
+    console = Console(record=True, width=80, file=io.StringIO())
+    console.print(render(state, width=80, **kwargs))
+    return console.export_text()
+
+
+def test_at_80_columns_bot_names_and_figures_are_whole() -> None:
+    state = LiveState()
+    bot = "eth-btc-momentum"
+    send(state, f"tranche.orders.rejected.{bot}", rejected(bot=bot))
+    send(state, f"tranche.ledger.positions.{bot}", position().model_copy(update={"bot_id": bot}))
+    text = narrow_screen(state)
+    assert all(len(line) <= 80 for line in text.splitlines())
+    assert "…" not in text
+    rows = [line for line in text.splitlines() if line.startswith("│") or line.startswith("┃")]
+    assert any(bot in row for row in rows), text
+    assert any("42000" in row and "-28.06" in row for row in rows), text
+
+
+def test_every_time_shown_is_the_event_time() -> None:
+    """Decisions used to show safety's wall-clock ``decided_at`` beside orders' market time."""
+    state = LiveState()
+    send(state, f"tranche.orders.rejected.{BOT}", rejected(n=5))  # decided 5 s after T0
+    text = screen(state)
+    assert "12:00:00" in text
+    assert "12:00:05" not in text
+    assert "event time, UTC" in text
+
+
+def test_the_services_row_says_which_service_is_down_and_why() -> None:
+    services = {"signal": "running", "executor": "restarting in 2 s (killed by SIGKILL)"}
+    text = narrow_screen(LiveState(), services=services, notes=["12:00:01 executor stopped"])
+    assert "executor restarting in 2 s (killed by SIGKILL)" in " ".join(text.split())
+    assert "12:00:01 executor stopped" in text
+
+
+def test_without_a_terminal_each_event_is_one_plain_line() -> None:
+    state = LiveState()
+    lines: list[str] = []
+    printer = PlainLines(state, lines.append)
+    for subject, message in (
+        (f"tranche.orders.rejected.{BOT}", rejected()),
+        (f"tranche.orders.approved.{BOT}", approved(2)),
+        (f"tranche.orders.events.{BOT}", order_event(2, "filled")),
+        (f"tranche.ledger.positions.{BOT}", position()),
+        (f"tranche.market.ticker.{PRODUCT}", ticker("42000")),
+    ):
+        send(state, subject, message)
+        printer()
+    assert lines == [
+        f"12:00:00 {BOT} REJECTED entry buy: COOLDOWN_ACTIVE: last entry 30 s ago, cooldown 300 s;"
+        " DAILY_LIMIT_REACHED: 5 of 5 entries today",
+        f"12:00:00 {BOT} approved entry buy -> order-2",
+        f"12:00:00 {BOT} order order-2 filled",
+        f"12:00:00 {BOT} position open 0.002 avg 42000 realized -28.0625",
+    ]
+
+
+async def test_positions_of_every_mode_and_states_are_read_over_http() -> None:
+    """The operator may not list the positions bucket's keys: the view reads the ledger."""
+    production = position(sequence=1, mode="production").model_copy(update={"bot_id": "live"})
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/positions":
+            found = {"mock": [position()], "production": [production]}[request.url.params["mode"]]
+            return httpx.Response(
+                200, json=[{"position": p.model_dump(mode="json")} for p in found]
+            )
+        assert request.url.path == "/states"
+        states = [{"scope": "*", "state": "active", "code": "", "message": "", "caused_by": ""}]
+        return httpx.Response(200, json={"states": states})
+
+    state = LiveState()
+    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
+        await read_positions(client, "http://ledger", state)
+        await read_states(client, "http://safety", state)
+    assert state.bots[BOT].position.quantity == D("0.002")
+    assert state.bots["live"].position.mode == "production"
+    assert state.system_state == "active"
+    assert "system: active" in screen(state)
+
+
+async def test_a_system_safety_never_stopped_shows_active_not_unknown() -> None:
+    """Safety stores no row for the whole system until someone halts it: no row is active."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"mode": "mock", "states": []})
+
+    state = LiveState()
+    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
+        await read_states(client, "http://safety", state)
+    assert state.system_state == "active"
+    assert "system: active" in screen(state)

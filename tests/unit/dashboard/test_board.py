@@ -207,3 +207,33 @@ def test_a_state_read_at_start_fills_in_but_never_overrides_a_safety_event() -> 
     assert board.bots[BOT].trading_state == "active"
     assert board.bots["other-bot"].trading_state == "halted"
     assert board.system_state == "reducing"
+
+
+def test_operator_commands_and_ledger_queries_are_not_invalid_messages() -> None:
+    """``tranche halt``/``mode`` (tranche.safety.control) and the README's
+    ``nats req tranche.ledger.query.<bot>`` are requests to a service, not facts to show."""
+    board = Board()
+    board.apply("tranche.safety.control", b'{"command":"halt","caused_by":"me","token":"x"}')
+    board.apply("tranche.safety.control", b'{"command":"mode","bot_id":"b","mode":"mock"}')
+    board.apply(f"tranche.ledger.query.{BOT}", b"")
+    board.apply(f"tranche.ledger.query.{BOT}", b'{"mode":"mock"}')
+    assert board.invalid_messages == 0
+    assert board.last_invalid is None
+    board.apply("tranche.something.else", b"{}")
+    assert board.invalid_messages == 1
+
+
+def test_a_state_without_a_reason_shows_no_stray_punctuation() -> None:
+    assert StateReason("", "", "").sentence() == ""
+    assert StateReason("HALTED", "by hand", "").sentence() == "HALTED: by hand"
+    assert StateReason("HALTED", "by hand", "ops").sentence() == "HALTED: by hand (by ops)"
+
+
+def test_a_position_read_at_start_yields_to_a_newer_one_from_the_feed() -> None:
+    board = Board()
+    send(board, f"tranche.ledger.positions.{BOT}", position(sequence=3, quantity="0.003"))
+    board.know_position(position(sequence=2, quantity="0.002"))
+    assert board.bots[BOT].position.quantity == D("0.003")
+    board.know_position(position(sequence=4, quantity="0.004"))
+    assert board.bots[BOT].position.quantity == D("0.004")
+    assert board.messages_seen == 1

@@ -6,7 +6,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 from services.dashboard import views
-from services.dashboard.board import Board
+from services.dashboard.board import Board, StateReason
 from shared.contracts import Reason, SignalEvaluation
 from tests.unit.test_live import BOT, PRODUCT, T0, position, rejected, send, ticker
 
@@ -158,3 +158,13 @@ def test_a_replay_audit_record_on_the_dead_letter_stream_is_not_an_invalid_messa
     board = Board()
     board.apply("tranche.dlq.replays", b'{"letter_id": "dlq-ledger-1"}')
     assert board.invalid_messages == 0
+
+
+def test_a_state_read_with_empty_reason_shows_no_stray_by() -> None:
+    board = Board()
+    board.know_state(None, "active", StateReason("", "", ""))
+    board.know_state(BOT, "active", StateReason("", "", ""))
+    send(board, f"tranche.orders.rejected.{BOT}", rejected())
+    page = views.header(board, "mock") + views.bot_card(board, board.bots[BOT])
+    assert "(by )" not in page
+    assert ": (by" not in page
