@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, SecretStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
+from starlette.types import Message, Receive, Scope, Send
 
 MAX_BODY_BYTES = 256 * 1024
 """The largest request body any service reads: far above any real bot or command, far below
@@ -172,7 +173,7 @@ class BodyLimit:
         self.app = app
         self.max_bytes = max_bytes
 
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -202,12 +203,12 @@ class BodyLimit:
         await self.app(scope, _replay([{"type": "http.request", "body": body}], receive), send)
 
 
-def _replay(messages: list[dict], receive: Callable) -> Callable[[], Awaitable[dict]]:
+def _replay(messages: list[Message], receive: Receive) -> Receive:
     """``messages`` first, then the real channel: a streaming answer (server-sent events) keeps
     listening for the client's disconnect, which must come when it happens, not at once."""
     pending = list(messages)
 
-    async def replayed() -> dict:
+    async def replayed() -> Message:
         if pending:
             return pending.pop(0)
         return await receive()

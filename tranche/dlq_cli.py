@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import getpass
 import json
 import os
@@ -89,7 +88,7 @@ async def replay(nc, letter_id: str, who: str, again: bool = False) -> tuple[Rep
     message_id = f"replay-{letter_id}" + (f"-{len(done)}" if done else "")
     await js.publish(
         letter.subject,
-        base64.b64decode(letter.payload_base64),
+        letter.raw_payload(),
         headers={"Nats-Msg-Id": message_id},
     )
     record = Replay(

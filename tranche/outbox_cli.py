@@ -122,7 +122,7 @@ async def _replay(
     from shared.streams import ensure_streams
 
     # As the NATS admin (TRANCHE_NATS_USER/PASSWORD): it re-creates the streams first.
-    nc = await connect(nats_url, "tranche-outbox-replay", None, **auth)
+    nc = await connect(nats_url, "tranche-outbox-replay", None, None, **auth)
     try:
         await ensure_streams(nc.jetstream(), replicas=replicas)
         return await replay_since(engine, since, outbox_publisher(nc, sign=sign))

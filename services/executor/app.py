@@ -274,8 +274,8 @@ def build(settings: ExecutorSettings, exchange: Any = None) -> Service:
             fill = Fill(
                 trade_id=f"resolved-{client_order_id}",
                 entry_id=f"resolved-{client_order_id}",
-                price=request.price,  # type: ignore[arg-type]  # checked by ResolveRequest
-                size=request.size,  # type: ignore[arg-type]
+                price=request.price,  # checked by ResolveRequest
+                size=request.size,
                 fee=request.fee,
                 time=utc_now(),
             )

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, fields
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from prometheus_client import Gauge
 from sqlmodel import Session
@@ -156,7 +157,7 @@ def _load(session: Session, product_id: str) -> ProductRules | str | None:
 
 def _save(session: Session, product_id: str, rules: ProductRules | None, now: datetime) -> None:
     if rules is None:
-        zero = dict.fromkeys(_REQUIRED_DECIMALS, Decimal(0))
+        zero: dict[str, Any] = dict.fromkeys(_REQUIRED_DECIMALS, Decimal(0))
         row = ProductRulesRow(product_id=product_id, listed=False, fetched_at=now, **zero)
     else:
         values = asdict(rules) | {"product_id": product_id, "fetched_at": now}

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from sqlmodel import Session, select
 
 from services.executor.exchanges.base import ExchangeError, ExchangeOrder
-from services.executor.orders import NEW
+from services.executor.states import NEW
 from services.executor.store import OrderRow, open_orders
 from shared.bots import LiveCatalog
 from shared.catalog import Catalog

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
@@ -223,7 +224,7 @@ def apply(session: Session, order: OrderRow, step: Advance, exchange_order_id: s
     for fill in step.fills:
         if fill_key(fill) in known:
             continue
-        values = {
+        values: dict[str, Any] = {
             "trade_id": fill.trade_id,
             "client_order_id": order.client_order_id,
             "price": fill.price,
@@ -233,7 +234,7 @@ def apply(session: Session, order: OrderRow, step: Advance, exchange_order_id: s
             "time": fill.time,
         }
         if fill.entry_id is not None:
-            entry = {"entry_id": fill.entry_id, "trade_type": fill.trade_type}
+            entry: dict[str, Any] = {"entry_id": fill.entry_id, "trade_type": fill.trade_type}
             session.add(FillEntryRow(**entry, **values))
         else:
             session.add(FillRow(**values))

@@ -43,7 +43,6 @@ from services.executor.exchanges.base import (
 from services.executor.gateway import Gateway
 from services.executor.listing import Listing
 from services.executor.orders import (
-    NEW,
     Advance,
     ExchangeReport,
     OpenOrder,
@@ -62,6 +61,7 @@ from services.executor.products import ProductRules, above_maximum, tradable_ref
 from services.executor.reconcile import adopt
 from services.executor.states import (
     CANCEL_ASKED,
+    NEW,
     NOT_FOUND,
     RESOLVED_CANCELLED,
     RESOLVED_FILLED,

@@ -43,7 +43,9 @@ def record_state(session: Session, event: SafetyEvent) -> bool:
     row = session.get(TradingStateRow, scope)
     if row is not None and row.event_id == event.message_id:
         return False  # a redelivery
-    row = row or TradingStateRow(scope=scope, state="active", code="", message="", time=event.time)
+    row = row or TradingStateRow(
+        scope=scope, state="active", code="", message="", time=event.time, event_id=""
+    )
     row.state, row.code, row.message = event.state, event.code, event.message[:500]
     row.time, row.event_id = event.time, event.message_id
     session.add(row)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import date
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import PlainTextResponse
@@ -241,6 +241,9 @@ def view(position: PositionUpdate, mark: Mark | None) -> PositionView:
     )
 
 
+CSV_ANSWER: dict[int | str, dict[str, Any]] = {200: {"content": {"text/csv": {}}}}
+
+
 def ledger_api(
     service: Service,
     catalog: Catalog | LiveCatalog,
@@ -335,7 +338,7 @@ def ledger_api(
         "/positions/{bot_id}/history.csv",
         summary="The closed positions' fills as CSV, one row per fill and per dust write-off",
         response_class=PlainTextResponse,
-        responses={200: {"content": {"text/csv": {}}}} | answers(404),
+        responses=CSV_ANSWER | answers(404),
     )
     async def position_history_csv(bot_id: str, mode: Mode = "mock") -> PlainTextResponse:
         book = (await booked_of(bot_id, mode)).book

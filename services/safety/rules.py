@@ -201,7 +201,7 @@ def decide(intent: TradeIntent, state: BotState, limits: Limits, now: datetime) 
         for rule in rules_for(kind_of(intent))
         if not (rule.needs_position and known is None) and (reason := rule.check(facts)) is not None
     ]
-    executed, adjustments = intent, []
+    executed, adjustments = intent, list[Reason]()
     notional = facts.notional
     if not entering and known is not None and not reasons:
         executed, adjustments = _sized_exit(intent, known)

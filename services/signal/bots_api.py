@@ -64,11 +64,10 @@ def bots_api(
     position_of: Callable[[str], PositionStatus],
     open_position: Callable[[str], Awaitable[str | tuple[str, str] | None]],
     evaluating: Callable[[str], bool],
-    position_fixed: Callable[[str], Awaitable[str | None]] | None = None,
+    position_fixed: Callable[[str], Awaitable[str | None]],
 ) -> APIRouter:
-    """``open_position``: why a bot may not be removed now (or None); ``position_fixed``: why
-    its product may not change now (default: the same)."""
-    position_fixed = position_fixed or open_position
+    """``open_position``: why a bot may not be removed now (or None, or a code and a sentence);
+    ``position_fixed``: why its product may not change now (or None)."""
     api = APIRouter(prefix="/bots", tags=["bots"])
     writer = [Depends(guard)]
 

@@ -3,7 +3,6 @@ shown with its reasons and sent again once, with an audit record."""
 
 from __future__ import annotations
 
-import base64
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,9 +19,10 @@ PAYLOAD = b'{"an": "order event the ledger refused"}'
 
 
 def letter(letter_id: str, service: str, subject: str) -> DeadLetter:
+    """As the services write them: a text payload has no base64 copy (only bytes that are not
+    UTF-8 do), so a replay reads ``payload`` itself."""
     return DeadLetter(
-        message_id=letter_id, service=service, subject=subject,
-        payload=PAYLOAD.decode(), payload_base64=base64.b64encode(PAYLOAD).decode(),
+        message_id=letter_id, service=service, subject=subject, payload=PAYLOAD.decode(),
         error="refused", reasons=[Reason(code="FILL_CONFLICT", message="fill t1 differs")],
         time=datetime(2026, 1, 1, tzinfo=UTC),
     )  # fmt: skip

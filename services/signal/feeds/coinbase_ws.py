@@ -68,7 +68,7 @@ FALLBACK = Gauge(
 )
 
 
-class VerifiedWSClient(WSClient):
+class VerifiedWSClient(WSClient):  # type: ignore[misc]  # the SDK's classes are untyped
     """The SDK's ``WSClient``, but a ``wss://`` connection checks the server's certificate and
     host name (the SDK's ``open_async`` passes an ``ssl.SSLContext()`` that verifies nothing).
     Everything else is the SDK's: headers, message handler, subscriptions."""
@@ -90,7 +90,8 @@ class VerifiedWSClient(WSClient):
                 ssl=ssl.create_default_context(cafile=self.ca_file) if secure else None,
             )
         except (TimeoutError, websockets.exceptions.WebSocketException, OSError) as error:
-            self.websocket = None
+            # the SDK declares it never None, yet resets it to None itself on close
+            self.websocket = None  # type: ignore[assignment]
             raise WSClientException(f"{type(error).__name__}: {error}") from error
         if self.on_open:
             self.on_open()

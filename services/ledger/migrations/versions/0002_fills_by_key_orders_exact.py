@@ -58,7 +58,8 @@ def upgrade() -> None:
     columns = {column["name"] for column in inspector.get_columns("ledger_fills")}
     if "fill_key" not in columns:
         for index in inspector.get_indexes("ledger_fills"):
-            op.drop_index(index["name"], table_name="ledger_fills")
+            if index["name"]:  # every index the 0001 schema made has a name
+                op.drop_index(index["name"], table_name="ledger_fills")
         op.rename_table("ledger_fills", "ledger_fills_0001")
         _fills_table("ledger_fills")
         kept = ", ".join(KEPT)
