@@ -43,13 +43,19 @@ WHY = {
     404: "No such thing (bot, order, position, fill)",
     409: "Refused in the current state (exists, changed meanwhile, holds a position)",
     413: "The body is over the size this service reads",
+    502: "The service this one reads through did not answer",
     422: "Invalid input: the fields at fault, or a coded reason",
 }
 
 
-def answers(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """``responses=`` for a route that can answer these error statuses."""
-    return {status: {"model": ErrorAnswer, "description": WHY[status]} for status in statuses}
+def answers(*statuses: int, json: bool = False) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` for a route that can answer these error statuses; ``json``: say the errors
+    are JSON where the route's own answer is another type (a CSV), which FastAPI would otherwise
+    declare for them too."""
+    content: dict[str, Any] = {"content": {"application/json": {}}} if json else {}
+    return {
+        status: {"model": ErrorAnswer, "description": WHY[status]} | content for status in statuses
+    }
 
 
 def document_answers(app: FastAPI) -> None:

@@ -138,7 +138,7 @@ TOOL_SETTINGS = frozenset(
     }
 )
 """``TRANCHE_*`` variables that tools read, not services: a service leaves them alone."""
-TOOL_PREFIXES = ("TRANCHE_NATS_PASSWORD_", "TRANCHE_TEST_", "TRANCHE_BENCH_")
+TOOL_PREFIXES = ("TRANCHE_NATS_PASSWORD_", "TRANCHE_TEST_", "TRANCHE_BENCH_", "TRANCHE_CLUSTER_")
 """Families of tool variables: each NATS user's password for the server's config, the test
 suite's and the benchmarks' own switches."""
 

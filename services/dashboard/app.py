@@ -25,7 +25,7 @@ from typing import Annotated
 
 import httpx
 from fastapi import APIRouter, Header, Path
-from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from prometheus_client import Counter, Gauge
 from sse_starlette import EventSourceResponse
 from starlette.staticfiles import StaticFiles
@@ -37,6 +37,7 @@ from services.dashboard.feed import TOKEN, follow, read_states
 from services.dashboard.stream import Health, Pulse, page_events
 from services.dashboard.views import e
 from shared.contracts import BotReadiness, Mode
+from shared.http import answers
 from shared.service import Service, bootstrap
 from shared.settings import load
 
@@ -184,7 +185,7 @@ def build(settings: DashboardSettings) -> Service:
                 settings.url_of("ledger") + path, params={"mode": mode}, timeout=10
             )
         except httpx.HTTPError as error:
-            return PlainTextResponse(f"the ledger did not answer: {error}", status_code=502)
+            return JSONResponse({"detail": f"the ledger did not answer: {error}"}, status_code=502)
         keep = {k: v for k, v in answer.headers.items() if k.lower() == "content-disposition"}
         return Response(
             answer.content,
@@ -197,6 +198,7 @@ def build(settings: DashboardSettings) -> Service:
         "/history/{bot_id}.csv",
         summary="A bot's closed positions as CSV, one row per fill (from the ledger)",
         response_class=Response,
+        responses=answers(404, 502, json=True),
     )
     async def history_csv(
         bot_id: Annotated[str, Path(pattern=f"^{TOKEN.pattern}$")], mode: Mode = "mock"
@@ -207,6 +209,7 @@ def build(settings: DashboardSettings) -> Service:
         "/history/{bot_id}",
         summary="A bot's closed positions: entries, exits, fees, realized P&L (from the ledger)",
         response_class=Response,
+        responses=answers(404, 502, json=True),
     )
     async def history(
         bot_id: Annotated[str, Path(pattern=f"^{TOKEN.pattern}$")], mode: Mode = "mock"

@@ -216,7 +216,9 @@ def build(settings: ExecutorSettings, exchange: Any = None) -> Service:
                 Reason(code=code, message=f"{what} (shared/signing.py): not acted on")
             )
 
-    @service.router.subscriber(subjects.all_of(subjects.MARKET_TICKER), title="executor-ticker")
+    @service.router.subscriber(
+        subjects.all_of(subjects.MARKET_TICKER), title="executor-ticker", no_reply=True
+    )
     async def on_ticker(body: Ticker) -> None:
         ticker_times.admit(body.product_id, body.time, "ticker time")
         known = quotes.get(body.product_id)
@@ -264,6 +266,7 @@ def build(settings: ExecutorSettings, exchange: Any = None) -> Service:
     @api.post(
         "/orders/{client_order_id}/resolve",
         summary="Settle an order the exchange lost (unknown_at_exchange) by hand, audited",
+        responses=answers(401, 403, 404, 409),
         dependencies=[
             Depends(bearer_guard(settings.control_token, "TRANCHE_CONTROL_TOKEN", "resolving"))
         ],

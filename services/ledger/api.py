@@ -338,7 +338,7 @@ def ledger_api(
         "/positions/{bot_id}/history.csv",
         summary="The closed positions' fills as CSV, one row per fill and per dust write-off",
         response_class=PlainTextResponse,
-        responses=CSV_ANSWER | answers(404),
+        responses=CSV_ANSWER | answers(404, json=True),
     )
     async def position_history_csv(bot_id: str, mode: Mode = "mock") -> PlainTextResponse:
         book = (await booked_of(bot_id, mode)).book

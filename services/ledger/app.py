@@ -170,7 +170,9 @@ def build(settings: LedgerSettings) -> Service:
                 BREACHES.inc()
                 log.warning("tranche_cap.breached", message=breach.message)
 
-    @service.router.subscriber(subjects.all_of(subjects.MARKET_TICKER), title="ledger-ticker")
+    @service.router.subscriber(
+        subjects.all_of(subjects.MARKET_TICKER), title="ledger-ticker", no_reply=True
+    )
     async def on_ticker(body: Ticker) -> None:
         ticker_times.admit(body.product_id, body.time, "ticker time")
         known = marks.get(body.product_id)

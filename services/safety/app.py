@@ -279,7 +279,9 @@ def build(settings: SafetySettings) -> Service:
         # Once the initial values are in, a missing key means a flat bot.
         await follow_positions(service.nc, keep_position, positions_synced.set)
 
-    @service.router.subscriber(subjects.all_of(subjects.MARKET_TICKER), title="safety-ticker")
+    @service.router.subscriber(
+        subjects.all_of(subjects.MARKET_TICKER), title="safety-ticker", no_reply=True
+    )
     async def on_ticker(body: Ticker) -> None:
         ticker_times.admit(body.product_id, body.time, "ticker time")
         known = markets.get(body.product_id)

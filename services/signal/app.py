@@ -157,7 +157,9 @@ def build(settings: SignalSettings) -> Service:
             body.confirmed, position_wait_s=settings.position_wait_s,
         )  # fmt: skip
 
-    @service.router.subscriber(subjects.all_of(subjects.MARKET_TICKER), title="signal-ticker")
+    @service.router.subscriber(
+        subjects.all_of(subjects.MARKET_TICKER), title="signal-ticker", no_reply=True
+    )
     async def on_ticker(body: Ticker) -> None:
         try:
             await evaluate_tick(body)
@@ -176,7 +178,7 @@ def build(settings: SignalSettings) -> Service:
             log.info("market.fresh", product_id=body.product_id)
 
     @service.router.subscriber(
-        subjects.all_of(subjects.SAFETY_READINESS), title="signal-safety-readiness"
+        subjects.all_of(subjects.SAFETY_READINESS), title="signal-safety-readiness", no_reply=True
     )
     async def on_readiness(body: BotReadiness) -> None:
         """Safety's count of a bot's orders in flight: a bot is not removed, nor its product
@@ -184,7 +186,9 @@ def build(settings: SignalSettings) -> Service:
         if body.mode == settings.mode:
             in_flight.readiness(body.bot_id, body.orders_in_flight)
 
-    @service.router.subscriber(subjects.SAFETY_EVENTS, title="signal-safety-events")
+    # JetStream stores these events: its publisher's request for the stream's ack carries a reply
+    # subject, which a plain subscriber must never answer (it may not, and the ack is not ours)
+    @service.router.subscriber(subjects.SAFETY_EVENTS, title="signal-safety-events", no_reply=True)
     async def on_safety_event(body: SafetyEvent) -> None:
         """A flatten stands until the position is flat; a resume of the bot ends it."""
         if body.bot_id is None:

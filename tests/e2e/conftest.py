@@ -16,6 +16,7 @@ import nats
 import pytest
 
 from tests.support.nats_server import free_port
+from tranche import credentials
 from tranche.stack import EmbeddedStack, StackConfig
 
 HERE = Path(__file__).resolve().parent
@@ -44,6 +45,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
     )
     with started(config) as running:
         yield running
+
+
+@pytest.fixture
+def cli_trusts_stack(stack: EmbeddedStack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The operator's commands trust an answer signed by this stack's safety (its data
+    directory's key, not the suite's own pair)."""
+    _, public_key = credentials.signing_keys(stack.config.data_dir.resolve())
+    monkeypatch.setenv("TRANCHE_SIGNING_PUBLIC_KEY", public_key.read_text())
 
 
 @contextmanager

@@ -31,6 +31,7 @@ def flat(stack: EmbeddedStack, bot: str):
     return probe
 
 
+@pytest.mark.usefixtures("cli_trusts_stack")
 def test_tranche_flatten_alone_leaves_the_position_flat(
     stack: EmbeddedStack, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -15,7 +15,6 @@ import pytest
 
 from shared.contracts import Reason, TradeIntent
 from tests.e2e.conftest import get_json, publish, stream_messages, ticker, wait_for
-from tranche import credentials
 from tranche.safety_cli import register
 from tranche.stack import EmbeddedStack
 
@@ -76,13 +75,11 @@ def decision(stack: EmbeddedStack, intent_id: str):
     return wait_for(probe, what=f"the decision on {intent_id}")
 
 
+@pytest.mark.usefixtures("cli_trusts_stack")
 def test_halt_resume_flatten_and_the_audit_trail(
-    stack: EmbeddedStack, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    stack: EmbeddedStack, capsys: pytest.CaptureFixture[str]
 ) -> None:
     url = stack.config.admin_url
-    # The CLI trusts an answer signed by this stack's safety (its data directory's key).
-    _, public_key = credentials.signing_keys(stack.config.data_dir.resolve())
-    monkeypatch.setenv("TRANCHE_SIGNING_PUBLIC_KEY", public_key.read_text())
     cli = ("--nats-url", url)
     at = ticker(url, "0.09")
     assert decision(stack, send_intent(url, 1, "entry", at, "0.09"))["approved"]
