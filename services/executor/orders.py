@@ -97,7 +97,7 @@ def convert_fill(fill: ExchangeFill, size_includes_fee: bool = False) -> Fill:
         entry_id=fill.entry_id,
         trade_type=fill.trade_type.upper()
         if fill.trade_type.upper() in ("FILL", "REVERSAL", "CORRECTION", "SYNTHETIC")
-        else "FILL",  # type: ignore[arg-type]
+        else "FILL",
     )
 
 
@@ -407,10 +407,10 @@ def advance(
             intent_id=order.intent_id,
             client_order_id=order.client_order_id,
             exchange_order_id=exchange_order_id,
-            action=order.action,  # type: ignore[arg-type]
-            side=order.side,  # type: ignore[arg-type]
-            status=status,  # type: ignore[arg-type]
-            **extra,  # type: ignore[arg-type]
+            action=order.action,
+            side=order.side,
+            status=status,
+            **extra,
         )
 
     cid = order.client_order_id

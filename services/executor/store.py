@@ -201,11 +201,11 @@ def fills_of(session: Session, client_order_id: str) -> tuple[Fill, ...]:
         Fill(
             trade_id=row.trade_id,
             entry_id=getattr(row, "entry_id", None),
-            trade_type=getattr(row, "trade_type", "FILL"),  # type: ignore[arg-type]
+            trade_type=getattr(row, "trade_type", "FILL"),
             price=row.price,
             size=row.size,
             fee=row.fee,
-            liquidity=row.liquidity,  # type: ignore[arg-type]
+            liquidity=row.liquidity,
             time=row.time,
         )
         for row in rows
