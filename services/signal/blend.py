@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Literal
 
 from services.signal.candles import Candle
 from services.signal.signals import Score, Signal
@@ -27,7 +28,7 @@ class Weighted:
 
 @dataclass(frozen=True)
 class Evaluation:
-    direction: str
+    direction: Literal["buy", "sell", "hold"]
     score: Decimal
     agreement: Decimal
     temperature: Decimal
@@ -60,6 +61,7 @@ class Blend:
         readiness = spoken_weight / total
         temperature = 100 * abs(score) * (Decimal("0.5") + agreement / 2) * readiness
         temperature = min(Decimal(100), temperature).quantize(ONE_DECIMAL)
+        direction: Literal["buy", "sell", "hold"]
         if score >= self.buy_threshold:
             direction = "buy"
         elif score <= -self.sell_threshold:
