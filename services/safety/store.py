@@ -203,6 +203,7 @@ def latest_decision_times(session: Session) -> dict[str, datetime]:
 
 
 def current_mode(system: TradingStateRow, start_mode: Mode) -> Mode:
+    # a str column, written only from a validated control command's Mode
     return system.mode or start_mode  # type: ignore[return-value]
 
 
