@@ -47,7 +47,7 @@ class Blend:
     def update(self, candle: Candle) -> Evaluation:
         scores = {w.signal.name: w.signal.update(candle) for w in self.signals}
         spoken: list[tuple[Decimal, Score]] = [
-            (w.weight, score) for w in self.signals if (score := scores[w.signal.name]) is not None
+            (w.weight, said) for w in self.signals if (said := scores[w.signal.name]) is not None
         ]
         spoken_weight = sum((weight for weight, _ in spoken), Decimal(0))
         if not spoken_weight:
