@@ -71,3 +71,16 @@ def test_every_type_ignore_has_a_code_and_a_reason() -> None:
     assert not problems, "say why after the ignore (`# type: ignore[code]  # why`):\n" + "\n".join(
         problems
     )
+
+
+def uncommented_overrides(pyproject: str) -> list[str]:
+    """The first module of each `[[tool.mypy.overrides]]` entry that does not open with a comment
+    (on the line under the header) saying why the entry exists."""
+    entries = pyproject.split("[[tool.mypy.overrides]]")[1:]
+    return [entry.split('"')[1] for entry in entries if not entry.lstrip("\n").startswith("#")]
+
+
+def test_every_mypy_override_says_why() -> None:
+    assert uncommented_overrides('[[tool.mypy.overrides]]\nmodule = ["a"]\n') == ["a"]
+    missing = uncommented_overrides((ROOT / "pyproject.toml").read_text())
+    assert not missing, f"say why in a comment under [[tool.mypy.overrides]]: {missing}"
