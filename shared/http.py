@@ -88,6 +88,7 @@ def document_answers(app: FastAPI) -> None:
         app.openapi_schema = schema
         return schema
 
+    # FastAPI's documented way to extend its schema
     app.openapi = openapi  # type: ignore[method-assign]
 
     async def method_not_allowed(request: Request, error: Exception) -> Response:

@@ -298,6 +298,7 @@ def build(settings: ExecutorSettings, exchange: Any = None) -> Service:
         )
     service.on_start.append(lambda: reconcile(executor))
     service.background.append(executor.run)
+    # nc is connected before background jobs start
     service.background.append(lambda: live.follow(service.nc))  # type: ignore[arg-type]
     service.http_routers.append(api)
     log.debug("executor.built", exchange=type(exchange).__name__)

@@ -117,7 +117,7 @@ class Claims:
             holder = session.get(InstanceRow, claim.instance_id)
             if holder is not None and holder.alive_until > self.clock():
                 return False
-            taken = session.exec(  # type: ignore[call-overload]
+            taken = session.exec(
                 update(ClaimRow)
                 .where(
                     col(ClaimRow.client_order_id) == client_order_id,

@@ -69,7 +69,7 @@ class Listing:
                 if known is None:
                     raise
                 log.warning("product_rules.stale_kept", product_id=product_id)
-        return None if known == NOT_LISTED else known  # type: ignore[return-value]
+        return None if isinstance(known, str) else known  # the only text kept is NOT_LISTED
 
     def _stale(self, known: ProductRules | str) -> bool:
         if isinstance(known, str):

@@ -97,7 +97,7 @@ def convert_fill(fill: ExchangeFill, size_includes_fee: bool = False) -> Fill:
         entry_id=fill.entry_id,
         trade_type=fill.trade_type.upper()
         if fill.trade_type.upper() in ("FILL", "REVERSAL", "CORRECTION", "SYNTHETIC")
-        else "FILL",  # type: ignore[arg-type]
+        else "FILL",
     )
 
 
@@ -169,7 +169,7 @@ def size_order(
         price = limit_price.quantize(product.quote_increment, rounding=rounding)
         if price <= 0:
             return Reason(code="BAD_LIMIT_PRICE", message=f"limit price {limit_price} rounds to 0")
-        raw = base_size if base_size is not None else quote_size / price  # type: ignore[operator]
+        raw = in_base(base_size, quote_size, price)
         size = raw.quantize(product.base_increment, rounding=ROUND_DOWN)
         return _check_minimums(size, price, product) or OrderSpec(
             "limit", side, base_size=size, limit_price=price
@@ -223,6 +223,14 @@ class MarketFill:
     """Quote currency, rounded up to the quote increment (never undercount a fee)."""
 
 
+def in_base(base_size: Decimal | None, quote_size: Decimal | None, price: Decimal) -> Decimal:
+    """An order's size in base currency: its base size, else its quote size at ``price``."""
+    if base_size is not None:
+        return base_size
+    assert quote_size is not None, "an order is sized in quote or in base"
+    return quote_size / price
+
+
 def fill_market_order(
     *,
     price: Decimal,
@@ -233,7 +241,7 @@ def fill_market_order(
 ) -> MarketFill | Reason:
     """Fill a market order completely at ``price``; either side may be sized in quote or base,
     and both pay the fee in quote currency."""
-    raw = base_size if base_size is not None else quote_size / price  # type: ignore[operator]
+    raw = in_base(base_size, quote_size, price)
     size = raw.quantize(product.base_increment, rounding=ROUND_DOWN)
     if size < product.base_min_size:
         detail = f" (from {quote_size} quote at {price})" if base_size is None else ""
@@ -400,6 +408,7 @@ def advance(
             message_id=message_id,
             correlation_id=order.intent_id,
             # Event time: the last fill's when it brings fills, else the caller's clock.
+            # `extra` is untyped keyword arguments for OrderEvent; its fills are OrderFills
             time=max((fill.time for fill in extra.get("fills", ())), default=now),  # type: ignore[attr-defined]
             bot_id=order.bot_id,
             product_id=order.product_id,
@@ -407,10 +416,10 @@ def advance(
             intent_id=order.intent_id,
             client_order_id=order.client_order_id,
             exchange_order_id=exchange_order_id,
-            action=order.action,  # type: ignore[arg-type]
-            side=order.side,  # type: ignore[arg-type]
-            status=status,  # type: ignore[arg-type]
-            **extra,  # type: ignore[arg-type]
+            action=order.action,
+            side=order.side,
+            status=status,
+            **extra,
         )
 
     cid = order.client_order_id

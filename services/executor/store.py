@@ -166,6 +166,7 @@ def identity(order: OrderRow) -> OrderIdentity:
     return OrderIdentity(
         bot_id=order.bot_id,
         product_id=order.product_id,
+        # a str column, written only from a validated contract's Mode
         mode=order.mode,  # type: ignore[arg-type]
         intent_id=order.intent_id,
         client_order_id=order.client_order_id,
@@ -201,11 +202,11 @@ def fills_of(session: Session, client_order_id: str) -> tuple[Fill, ...]:
         Fill(
             trade_id=row.trade_id,
             entry_id=getattr(row, "entry_id", None),
-            trade_type=getattr(row, "trade_type", "FILL"),  # type: ignore[arg-type]
+            trade_type=getattr(row, "trade_type", "FILL"),
             price=row.price,
             size=row.size,
             fee=row.fee,
-            liquidity=row.liquidity,  # type: ignore[arg-type]
+            liquidity=row.liquidity,
             time=row.time,
         )
         for row in rows
@@ -298,6 +299,7 @@ def next_sequence(session: Session, bot_id: str) -> int:
     """The bot's next event number, durable and growing across restarts and instances: the
     counter row is updated in the caller's transaction, so a second instance drawing for the
     same bot waits for the first to commit (PostgreSQL row lock; SQLite has one writer)."""
+    # SQLModel sets __table__ at class creation, untyped
     table = BotSequenceRow.__table__  # type: ignore[attr-defined]
     dialect = session.get_bind().dialect.name
     insert = postgresql_insert if dialect == "postgresql" else sqlite_insert

@@ -449,7 +449,7 @@ class _Booker:
     def _split(self, qty: Decimal, remaining: list[Decimal]) -> list[Decimal]:
         """Quantity to take from each tranche; parts sum to ``qty`` (<= total) exactly."""
         if self.allocation == "fifo":
-            takes = []
+            takes: list[Decimal] = []
             for size in remaining:
                 takes.append(min(size, qty - sum(takes, ZERO)))
             return takes

@@ -208,6 +208,7 @@ def build(settings: LedgerSettings) -> Service:
         "A fourth entry tranche was booked; safety reports it as TRANCHE_CAP_BREACHED.",
     )
     service.http_routers.append(ledger_api(service, catalog, allocation_of, marks))
+    # nc is connected before background jobs start
     service.background.append(lambda: catalog.follow(service.nc))  # type: ignore[arg-type]
     return service
 

@@ -271,10 +271,12 @@ def as_ledger_fill(row: FillRow) -> LedgerFill:
     return LedgerFill(
         trade_id=row.trade_id,
         entry_id=row.entry_id,
+        # a str column, written only from a validated Fill contract
         trade_type=row.trade_type,  # type: ignore[arg-type]
         sequence=row.sequence,
         index=row.fill_index,
         client_order_id=row.client_order_id,
+        # a str column, written only from a validated OrderEvent contract
         side=row.side,  # type: ignore[arg-type]
         price=Decimal(row.price),
         size=Decimal(row.size),

@@ -57,7 +57,7 @@ def run_command(
             ok=ok,
             code=code,
             message=message,
-            state=scope.state,  # type: ignore[arg-type]
+            state=scope.state,
             mode=current_mode(system, start_mode),
         )
 

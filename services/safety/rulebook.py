@@ -339,7 +339,8 @@ def nothing_to_sell(f: Facts) -> Reason | None:
     intent, price = f.intent, f.intent.reference_price
     if intent.base_size is not None or price is None:
         return None
-    if intent.quote_size / price <= f.position.quantity:  # type: ignore[operator]
+    assert intent.quote_size is not None, "a TradeIntent has exactly one size"
+    if intent.quote_size / price <= f.position.quantity:
         return None
     return Reason(
         code="NOTHING_TO_SELL",

@@ -150,7 +150,8 @@ def notional_of(intent: TradeIntent) -> Decimal | None:
         return intent.quote_size
     if intent.reference_price is None:
         return None
-    return intent.base_size * intent.reference_price  # type: ignore[operator]
+    assert intent.base_size is not None, "a TradeIntent has exactly one size"
+    return intent.base_size * intent.reference_price
 
 
 def _sized_exit(intent: TradeIntent, position: Position) -> tuple[TradeIntent, list[Reason]]:

@@ -203,6 +203,7 @@ def latest_decision_times(session: Session) -> dict[str, datetime]:
 
 
 def current_mode(system: TradingStateRow, start_mode: Mode) -> Mode:
+    # a str column, written only from a validated control command's Mode
     return system.mode or start_mode  # type: ignore[return-value]
 
 
@@ -416,7 +417,7 @@ def gather_state(
         bot_notional_day=sum((row[2] for row in bot_day), ZERO),
         open_positions=len(open_bots),
     )
-    state = stricter(system.state, bot.state)  # type: ignore[arg-type]
+    state = stricter(system.state, bot.state)
     why = next((f"{r.message} ({r.caused_by})" for r in (system, bot) if r.state == state), "")
     mine = [action for b, action, _ in in_flight if b == bot_id]
     return BotState(
@@ -454,7 +455,7 @@ def save_decision(
             mode=message.mode,
             action=intent.action,
             approved=approved,
-            client_order_id=message.client_order_id if approved else None,  # type: ignore[union-attr]
+            client_order_id=message.client_order_id if approved else None,
             market_time=message.time,
             notional=decision.notional,
             base_size=intent.base_size,
@@ -603,7 +604,7 @@ def breaker_facts(
         query = query.where(DecisionRow.bot_id == bot_id)
     rows = session.exec(query.order_by(col(DecisionRow.final_at))).all()
     exits = [
-        ExitResult(r.final_at, r.realized_pnl)  # type: ignore[arg-type]
+        ExitResult(r.final_at, r.realized_pnl)
         for r in rows
         if r.action == "exit" and r.realized_pnl is not None and r.final_at is not None
     ]
@@ -622,7 +623,7 @@ def apply_trips(
     news = []
     for trip in trips:
         row = rows[trip.bot_id or SYSTEM]
-        if stricter(row.state, trip.state) == row.state:  # type: ignore[arg-type]
+        if stricter(row.state, trip.state) == row.state:
             continue
         news.append(
             set_state(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Literal
 
 from services.signal.candles import Candle
 from services.signal.signals import Score, Signal
@@ -27,7 +28,7 @@ class Weighted:
 
 @dataclass(frozen=True)
 class Evaluation:
-    direction: str
+    direction: Literal["buy", "sell", "hold"]
     score: Decimal
     agreement: Decimal
     temperature: Decimal
@@ -46,7 +47,7 @@ class Blend:
     def update(self, candle: Candle) -> Evaluation:
         scores = {w.signal.name: w.signal.update(candle) for w in self.signals}
         spoken: list[tuple[Decimal, Score]] = [
-            (w.weight, score) for w in self.signals if (score := scores[w.signal.name]) is not None
+            (w.weight, said) for w in self.signals if (said := scores[w.signal.name]) is not None
         ]
         spoken_weight = sum((weight for weight, _ in spoken), Decimal(0))
         if not spoken_weight:
@@ -60,6 +61,7 @@ class Blend:
         readiness = spoken_weight / total
         temperature = 100 * abs(score) * (Decimal("0.5") + agreement / 2) * readiness
         temperature = min(Decimal(100), temperature).quantize(ONE_DECIMAL)
+        direction: Literal["buy", "sell", "hold"]
         if score >= self.buy_threshold:
             direction = "buy"
         elif score <= -self.sell_threshold:

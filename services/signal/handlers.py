@@ -227,7 +227,7 @@ class SignalHandlers:
             await self.confirm(
                 bot_id,
                 running,
-                evaluation.direction,  # type: ignore[arg-type]
+                evaluation.direction,
                 evaluation.temperature,
                 candle.end,
                 f"candle:{bot_id}:{candle.end.isoformat()}",

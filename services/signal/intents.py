@@ -73,7 +73,8 @@ def decide_intent(
             )
         action = "exit"
         fraction = Decimal(1) if protective is not None else bot.exit_fraction
-        sizes = {"base_size": position.quantity * fraction}  # type: ignore[union-attr]
+        assert position is not None  # `holding` says so
+        sizes = {"base_size": position.quantity * fraction}
     intent_id = intent_id_for(bot_id, signal_id)
     reason = protective or Reason(
         code="SIGNAL", message=f"{band} {side} signal from {source} (temperature {temperature})"

@@ -38,7 +38,7 @@ from coinbase.websocket import WSClient, WSClientException
 from prometheus_client import Counter, Gauge
 
 from services.signal.config import SignalSettings
-from services.signal.feeds.coinbase import CoinbaseFeed, Publish, backoff_s
+from services.signal.feeds.coinbase import CoinbaseFeed, Publish, backoff_s, counter
 from services.signal.feeds.coinbase_stream import CHANNELS, Reading, StreamReader
 from shared.logging import get_logger
 
@@ -170,7 +170,7 @@ class CoinbaseStreamFeed:
         }  # fmt: skip
 
     def _count(self, key: str, by: int = 1) -> None:
-        self.status[key] = int(self.status[key]) + by  # type: ignore[call-overload]
+        self.status[key] = counter(self.status, key) + by
 
     async def run(self) -> None:
         """Follow the product until cancelled; never ends on an error."""
@@ -321,9 +321,9 @@ class CoinbaseStreamFeed:
             raise ConnectionOver("closed", f"resubscribe failed: {error}") from None
         self.reader.resubscribed()
         self._count("resubscribes")
-        ticks_before = int(self.rest.status["ticks"])  # type: ignore[call-overload]
+        ticks_before = counter(self.rest.status, "ticks")
         await self.rest.poll_once()  # never raises
-        filled = int(self.rest.status["ticks"]) - ticks_before  # type: ignore[call-overload]
+        filled = counter(self.rest.status, "ticks") - ticks_before
         self._count("gap_fills", filled)
         self._count("ticks", filled)
 
