@@ -740,7 +740,8 @@ class Executor:
         self, cid: str, settled_as: str, why: str, operator: str, fill: Fill | None = None
     ) -> Reason | None:
         """Settle an ``unknown_at_exchange`` order by hand, as ``cancelled`` or ``filled``
-        (with the fill the operator found on the exchange), audited: the final event carries
+        (with the fill the operator found on the exchange, or none when its fills are booked
+        already), audited: the final event carries
         who and why, the record keeps it, the log says it. Returns why not, or ``None``."""
         event = RESOLVED_CANCELLED if settled_as == "cancelled" else RESOLVED_FILLED
         reason = Reason(
@@ -758,6 +759,12 @@ class Executor:
                     code=moved.code, message=f"{cid} is {row.status}: {moved.message}"[:500]
                 )
             state = state_of(session, row)
+            if event == RESOLVED_FILLED and fill is None and not state.known_fills:
+                return Reason(
+                    code="NO_FILL",
+                    message=f"{cid} has no fill booked: settling it as filled needs the size "
+                    "and price the exchange filled (--size, --price)",
+                )
             fills = state.known_fills + ((fill,) if fill is not None else ())
             report = ExchangeReport(
                 exchange_order_id=row.exchange_order_id or "",

@@ -126,6 +126,9 @@ async def test_an_order_the_exchange_lost_becomes_unknown_and_an_operator_settle
             auth = {"Authorization": "Bearer t0ken-for-test"}
             refused = await client.post(f"/orders/{other}/resolve", json=body, headers=auth)
             assert refused.status_code == 409 and "NOT_LOST" in refused.text
+            bare = {"as": "filled", "reason": "no fill given", "operator": "ann"}
+            nothing = await client.post(path, json=bare, headers=auth)
+            assert nothing.status_code == 409 and "NO_FILL" in nothing.text  # none booked either
             settled = await client.post(path, json=body, headers=auth)
             assert settled.status_code == 200, settled.text
             again = await client.post(path, json=body, headers=auth)
@@ -162,8 +165,10 @@ async def test_fills_of_an_order_the_exchange_lost_are_found_in_list_fills_and_b
     """Issue 17, "searched for in list-orders and list-fills": get_order answers 404, but the
     exchange's list of fills still holds what the order filled. Those fills are booked (the
     ledger and safety see them) while the order is marked unknown_at_exchange; a fill that turns
-    up later is booked too."""
-    live = await start_live(standin, key, nats_url, tmp_path, lost_order_grace_s=1)
+    up later is booked too. An operator then settles it as filled with no fill to add."""
+    live = await start_live(
+        standin, key, nats_url, tmp_path, lost_order_grace_s=1, control_token="t0ken-for-test"
+    )
     try:
         lost = await live.approve(7)
         row = await live.resting(lost)
@@ -193,5 +198,18 @@ async def test_fills_of_an_order_the_exchange_lost_are_found_in_list_fills_and_b
         assert statuses[:2] == [("submitted", None), ("open", None)]
         assert ("partially_filled", None) in statuses
         assert statuses[-1] == ("unknown_at_exchange", "UNKNOWN_AT_EXCHANGE")
+
+        body = {"as": "filled", "reason": "both fills are in the list", "operator": "ann"}
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=live.service.http_app()), base_url="http://x"
+        ) as client:
+            settled = await client.post(
+                f"/orders/{lost}/resolve", json=body,
+                headers={"Authorization": "Bearer t0ken-for-test"},
+            )  # fmt: skip
+        assert settled.status_code == 200, settled.text
+        done = live.order(lost)
+        assert done is not None and done.status == "filled"
+        assert done.filled_size == Decimal("0.006"), "no fill added by hand"
     finally:
         await stop_live(live)
