@@ -101,7 +101,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     resolve.add_argument("client_order_id")
     resolve.add_argument("--as", dest="settled_as", choices=["cancelled", "filled"], required=True)
     resolve.add_argument("--reason", required=True, help="what you checked, for the record")
-    resolve.add_argument("--size", help="filled: the base size the exchange filled")
+    resolve.add_argument("--size", help="filled: the base size not yet booked")
     resolve.add_argument("--price", help="filled: the average fill price")
     resolve.add_argument("--fee", help="filled: the fee paid, quote currency")
     resolve.add_argument("--token", default=os.environ.get("TRANCHE_CONTROL_TOKEN"))

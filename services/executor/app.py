@@ -82,8 +82,10 @@ class ResolveRequest(BaseModel):
 
     @model_validator(mode="after")
     def _filled_needs_its_fill(self) -> ResolveRequest:
-        if self.settled_as == "filled" and (self.size is None or self.price is None):
-            raise ValueError("settling as filled needs the size and price the exchange filled")
+        # Neither: the order's fills are all booked already (found in the list of fills); the
+        # executor refuses (NO_FILL) when none is.
+        if self.settled_as == "filled" and (self.size is None) != (self.price is None):
+            raise ValueError("settling as filled takes both the size and the price filled")
         return self
 
 
@@ -273,7 +275,7 @@ def build(settings: ExecutorSettings, exchange: Any = None) -> Service:
     )
     async def resolve(client_order_id: str, request: ResolveRequest) -> dict:
         fill = None
-        if request.settled_as == "filled":
+        if request.settled_as == "filled" and request.size is not None:
             fill = Fill(
                 trade_id=f"resolved-{client_order_id}",
                 entry_id=f"resolved-{client_order_id}",

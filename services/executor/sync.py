@@ -44,6 +44,7 @@ from services.executor.gateway import Gateway
 from services.executor.listing import Listing
 from services.executor.orders import (
     Advance,
+    ExchangeFill,
     ExchangeReport,
     OpenOrder,
     advance,
@@ -390,9 +391,12 @@ class Executor:
         if due.lost_since is None:
             due.lost_since = now
         grace = self.settings.lost_order_grace_s
-        if order.status == UNKNOWN_AT_EXCHANGE or now - due.lost_since < grace:
+        if now - due.lost_since < grace:
             return False
         cid = order.client_order_id
+        booked = await self._book_fills_of_lost(order)
+        if order.status == UNKNOWN_AT_EXCHANGE and not booked:
+            return False
         try:
             found = await self._call(
                 cid,
@@ -408,10 +412,12 @@ class Executor:
         if found is not None and found.exchange_order_id != order.exchange_order_id:
             log.warning("order.found_under_another_id", exchange_order_id=found.exchange_order_id)
             return await self._record(order, found)
+        fills = f" (its {booked} fill(s) in the list of fills are booked)" if booked else ""
         message = (
             f"the exchange answers 404 for order {order.exchange_order_id} it accepted, for "
             f"{now - due.lost_since:.0f} s, and lists no order with client_order_id "
-            f"{order.exchange_client_order_id}: settle it with `tranche orders resolve {cid}`"
+            f"{order.exchange_client_order_id}{fills}: settle it with "
+            f"`tranche orders resolve {cid}`"
         )
 
         def mark(session: Session) -> bool:
@@ -442,6 +448,32 @@ class Executor:
             LOST_ORDERS.set(len(self._lost))
             log.error("order.unknown_at_exchange", reason=message)
         return marked
+
+    async def _book_fills_of_lost(self, order: OrderRow) -> int:
+        """Look for a lost order's fills in the exchange's list of fills (by its order id, which
+        list-fills filters on whatever get_order answers) and book those not known yet; returns
+        how many were new. The order is reported ``OPEN`` with them (it traded, so the exchange
+        accepted it); the caller marks it ``unknown_at_exchange`` again right after."""
+        cid = order.client_order_id
+        try:
+            raw = await self._call(cid, "get_fills", self.exchange.fills, order.exchange_order_id)
+        except ExchangeError as error:
+            log.warning("order.lost_fills_search_failed", code=error.code, error=error.message)
+            return 0
+        known = await self.service.read(lambda session: len(state_of(session, order).known_fills))
+        if len(raw) <= known:
+            return 0
+        seen = ExchangeOrder(
+            exchange_order_id=order.exchange_order_id or "",
+            client_order_id=order.exchange_client_order_id,
+            product_id=order.product_id,
+            side=order.side,
+            status="OPEN",
+            number_of_fills=len(raw),
+        )
+        await self._record(order, seen, raw)
+        log.warning("order.lost_fills_booked", found=len(raw), new=len(raw) - known)
+        return len(raw) - known
 
     async def _sync(self, order: OrderRow, fresh: bool) -> bool:
         cid = order.client_order_id
@@ -598,17 +630,23 @@ class Executor:
         ORDER_EVENTS.labels(status).inc()
         log.info("order.settled_unplaced", status=status, code=code)
 
-    async def _record(self, order: OrderRow, answer: ExchangeOrder) -> bool:
+    async def _record(
+        self, order: OrderRow, answer: ExchangeOrder, raw_fills: list[ExchangeFill] | None = None
+    ) -> bool:
+        """Record what the exchange says of the order; ``raw_fills``: its fills, already asked
+        for (else asked here when the exchange counts more than are known)."""
         known = await self.service.read(lambda session: len(state_of(session, order).known_fills))
-        raw_fills = []
-        if (
-            answer.number_of_fills is None
-            or answer.number_of_fills > known
-            or (answer.filled_size > order.filled_size)
-        ):
-            raw_fills = await self._call(
-                order.client_order_id, "get_fills", self.exchange.fills, answer.exchange_order_id
-            )
+        if raw_fills is None:
+            raw_fills = []
+            if (
+                answer.number_of_fills is None
+                or answer.number_of_fills > known
+                or (answer.filled_size > order.filled_size)
+            ):
+                raw_fills = await self._call(
+                    order.client_order_id, "get_fills", self.exchange.fills,
+                    answer.exchange_order_id,
+                )  # fmt: skip
         reason = None
         if answer.status == "FAILED":
             code, _, message = (answer.reject_reason or "EXCHANGE_FAILED").partition(": ")
@@ -702,7 +740,8 @@ class Executor:
         self, cid: str, settled_as: str, why: str, operator: str, fill: Fill | None = None
     ) -> Reason | None:
         """Settle an ``unknown_at_exchange`` order by hand, as ``cancelled`` or ``filled``
-        (with the fill the operator found on the exchange), audited: the final event carries
+        (with the fill the operator found on the exchange, or none when its fills are booked
+        already), audited: the final event carries
         who and why, the record keeps it, the log says it. Returns why not, or ``None``."""
         event = RESOLVED_CANCELLED if settled_as == "cancelled" else RESOLVED_FILLED
         reason = Reason(
@@ -720,6 +759,12 @@ class Executor:
                     code=moved.code, message=f"{cid} is {row.status}: {moved.message}"[:500]
                 )
             state = state_of(session, row)
+            if event == RESOLVED_FILLED and fill is None and not state.known_fills:
+                return Reason(
+                    code="NO_FILL",
+                    message=f"{cid} has no fill booked: settling it as filled needs the size "
+                    "and price the exchange filled (--size, --price)",
+                )
             fills = state.known_fills + ((fill,) if fill is not None else ())
             report = ExchangeReport(
                 exchange_order_id=row.exchange_order_id or "",

@@ -12,8 +12,8 @@ Which intents a rule stops (``stops``):
 * ``flatten`` — the exit an operator's ``tranche flatten`` asks for (a standing order).
 
 Standing exits pass the exit cooldown (they are asked again until the position is flat, so a
-cooldown would only delay a stop); nothing passes a halt, an order in flight or an unknown
-position. docs/safety.md has the table.
+cooldown would only delay a stop); nothing passes a halt, an order in flight (or one the
+exchange has lost) or an unknown position. docs/safety.md has the table.
 """
 
 from __future__ import annotations
@@ -104,15 +104,27 @@ def position_unknown(f: Facts) -> Reason | None:
     )
 
 
+def order_unknown_at_exchange(f: Facts) -> Reason | None:
+    lost = f.state.unknown_at_exchange
+    if not lost:
+        return None
+    fix = "; ".join(f"tranche orders resolve {c} --as cancelled|filled --reason ..." for c in lost)
+    return Reason(
+        code="ORDER_UNKNOWN_AT_EXCHANGE",
+        message=(
+            f"bot {f.bot}'s order {', '.join(lost)} is unknown at the exchange (it answers 404 "
+            f"and lists neither the order nor its fills); settle it by hand: {fix}"
+        )[:500],
+    )
+
+
 def order_in_flight(f: Facts) -> Reason | None:
-    if f.state.orders_in_flight <= 0:
+    others = f.state.orders_in_flight - len(f.state.unknown_at_exchange)
+    if others <= 0:
         return None
     return Reason(
         code="ORDER_IN_FLIGHT",
-        message=(
-            f"bot {f.bot} has {f.state.orders_in_flight} order(s) not yet final; "
-            "one order in flight per bot"
-        ),
+        message=f"bot {f.bot} has {others} order(s) not yet final; one order in flight per bot",
     )
 
 
@@ -356,6 +368,7 @@ RULEBOOK: tuple[Rule, ...] = (
     Rule("NO_MARKET_DATA", EVERY, no_market_data),
     Rule("HALTED", EVERY, halted),
     Rule("POSITION_UNKNOWN", EVERY, position_unknown),
+    Rule("ORDER_UNKNOWN_AT_EXCHANGE", EVERY, order_unknown_at_exchange),
     Rule("ORDER_IN_FLIGHT", EVERY, order_in_flight),
     Rule("EXIT_COOLDOWN", EXITS_BUT_STANDING, exit_cooldown),
     Rule("INTENT_EXPIRED", EVERY, intent_expired),

@@ -122,6 +122,9 @@ class BotState:
     last_exit_at: datetime | None = None
     orders_in_flight: int = 0
     entries_in_flight: int = 0
+    unknown_at_exchange: tuple[str, ...] = ()
+    """client_order_ids of the bot's orders in flight the exchange has lost (status
+    ``unknown_at_exchange``): counted in ``orders_in_flight`` but reported with their own code."""
     position: Position | None = FLAT
     """``None``: unknown or stale (fail closed)."""
     counters: Counters = field(default_factory=Counters)

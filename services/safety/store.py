@@ -54,6 +54,8 @@ from shared.outbox import stage
 
 SYSTEM = "*"
 ZERO = Decimal(0)
+UNKNOWN_AT_EXCHANGE = "unknown_at_exchange"
+"""The order status the executor gives an order the exchange has lost (not final)."""
 
 
 class DecisionRow(SQLModel, table=True):
@@ -388,10 +390,11 @@ def gather_state(
     all_hour = [row for row in all_day if row[1] > hour]
     bot_day = [row for row in all_day if row[0] == bot_id]
     in_flight = session.exec(
-        select(DecisionRow.bot_id, DecisionRow.action, DecisionRow.mode).where(
-            col(DecisionRow.approved).is_(True), col(DecisionRow.final).is_(False)
-        )
-    ).all()
+        select(
+            DecisionRow.bot_id, DecisionRow.action, DecisionRow.mode,
+            DecisionRow.client_order_id, DecisionRow.order_status,
+        ).where(col(DecisionRow.approved).is_(True), col(DecisionRow.final).is_(False))
+    ).all()  # fmt: skip
     open_bots = set(
         session.exec(
             select(PositionRow.bot_id).where(
@@ -399,7 +402,7 @@ def gather_state(
             )
         ).all()
     )
-    open_bots |= {b for b, action, m in in_flight if m == mode and action != "exit"}
+    open_bots |= {b for b, action, m, _, _ in in_flight if m == mode and action != "exit"}
     production_entries = session.exec(
         select(func.count()).where(
             DecisionRow.bot_id == bot_id,
@@ -419,7 +422,7 @@ def gather_state(
     )
     state = stricter(system.state, bot.state)
     why = next((f"{r.message} ({r.caused_by})" for r in (system, bot) if r.state == state), "")
-    mine = [action for b, action, _ in in_flight if b == bot_id]
+    mine = [(action, order, status) for b, action, _, order, status in in_flight if b == bot_id]
     return BotState(
         mode=mode,
         trading_state=state,
@@ -427,7 +430,10 @@ def gather_state(
         last_entry_at=_last_approval(session, bot_id, mode, ("entry", "add"), now),
         last_exit_at=_last_approval(session, bot_id, mode, ("exit",), now),
         orders_in_flight=len(mine),
-        entries_in_flight=sum(1 for action in mine if action != "exit"),
+        entries_in_flight=sum(1 for action, _, _ in mine if action != "exit"),
+        unknown_at_exchange=tuple(
+            sorted(order for _, order, status in mine if order and status == UNKNOWN_AT_EXCHANGE)
+        ),
         position=position_of(session, bot_id, mode, positions_synced),
         counters=counters,
         production_entries=production_entries,

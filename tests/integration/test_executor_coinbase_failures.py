@@ -6,6 +6,7 @@ requests per order stays bounded. (SQLite only: the scheduling does not depend o
 from __future__ import annotations
 
 import asyncio
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
@@ -125,6 +126,9 @@ async def test_an_order_the_exchange_lost_becomes_unknown_and_an_operator_settle
             auth = {"Authorization": "Bearer t0ken-for-test"}
             refused = await client.post(f"/orders/{other}/resolve", json=body, headers=auth)
             assert refused.status_code == 409 and "NOT_LOST" in refused.text
+            bare = {"as": "filled", "reason": "no fill given", "operator": "ann"}
+            nothing = await client.post(path, json=bare, headers=auth)
+            assert nothing.status_code == 409 and "NO_FILL" in nothing.text  # none booked either
             settled = await client.post(path, json=body, headers=auth)
             assert settled.status_code == 200, settled.text
             again = await client.post(path, json=body, headers=auth)
@@ -153,3 +157,59 @@ async def test_an_order_the_exchange_lost_becomes_unknown_and_an_operator_settle
 async def _with_final(live: Live, cid: str) -> list | None:
     found = await live.statuses(cid)
     return found if found and found[-1][0] == "cancelled" else None
+
+
+async def test_fills_of_an_order_the_exchange_lost_are_found_in_list_fills_and_booked(
+    standin: CoinbaseStandIn, key: ApiKey, nats_url: str, tmp_path: Path
+) -> None:
+    """Issue 17, "searched for in list-orders and list-fills": get_order answers 404, but the
+    exchange's list of fills still holds what the order filled. Those fills are booked (the
+    ledger and safety see them) while the order is marked unknown_at_exchange; a fill that turns
+    up later is booked too. An operator then settles it as filled with no fill to add."""
+    live = await start_live(
+        standin, key, nats_url, tmp_path, lost_order_grace_s=1, control_token="t0ken-for-test"
+    )
+    try:
+        lost = await live.approve(7)
+        row = await live.resting(lost)
+        exchange_id: str = row.exchange_order_id  # type: ignore[assignment]
+        standin.lost.add(exchange_id)
+        standin.fill(exchange_id, "0.004")  # get_order never shows it: only list-fills does
+
+        async def unknown_with_fill() -> OrderRow | None:
+            found = live.order(lost)
+            ok = found is not None and found.status == UNKNOWN and found.filled_size > 0
+            return found if ok else None
+
+        marked = await eventually(unknown_with_fill, timeout=10, what="unknown, its fill booked")
+        assert marked.filled_size == Decimal("0.004")
+        fills = f"{PREFIX}/orders/historical/fills"
+        assert live.requests("GET", fills) >= 1
+
+        standin.fill(exchange_id, "0.002")  # more of it fills while it is lost
+
+        async def both_fills() -> OrderRow | None:
+            found = live.order(lost)
+            ok = found is not None and found.filled_size == Decimal("0.006")
+            return found if ok and found.status == UNKNOWN else None  # still lost: resolved by hand
+
+        await eventually(both_fills, timeout=10, what="the later fill booked, still lost")
+        statuses = await live.statuses(lost)
+        assert statuses[:2] == [("submitted", None), ("open", None)]
+        assert ("partially_filled", None) in statuses
+        assert statuses[-1] == ("unknown_at_exchange", "UNKNOWN_AT_EXCHANGE")
+
+        body = {"as": "filled", "reason": "both fills are in the list", "operator": "ann"}
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=live.service.http_app()), base_url="http://x"
+        ) as client:
+            settled = await client.post(
+                f"/orders/{lost}/resolve", json=body,
+                headers={"Authorization": "Bearer t0ken-for-test"},
+            )  # fmt: skip
+        assert settled.status_code == 200, settled.text
+        done = live.order(lost)
+        assert done is not None and done.status == "filled"
+        assert done.filled_size == Decimal("0.006"), "no fill added by hand"
+    finally:
+        await stop_live(live)

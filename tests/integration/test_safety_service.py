@@ -105,7 +105,9 @@ class Harness:
             headers={"Nats-Msg-Id": msg_id or message.message_id},
         )
 
-    async def order_event(self, approval: OrderApproved, status: str, fills=(), at=None) -> None:
+    async def order_event(
+        self, approval: OrderApproved, status: str, fills=(), at=None, reason: Reason | None = None
+    ) -> None:
         intent_ = approval.intent
         event = OrderEvent(
             message_id=f"order-{approval.client_order_id}-{status}",
@@ -113,7 +115,7 @@ class Harness:
             bot_id=intent_.bot_id, product_id=intent_.product_id, mode=approval.mode,
             intent_id=intent_.intent_id, client_order_id=approval.client_order_id,
             action=intent_.action, side=intent_.side, status=status, fills=list(fills),
-            filled_size=sum((f.size for f in fills), Decimal(0)),
+            filled_size=sum((f.size for f in fills), Decimal(0)), reason=reason,
         )  # fmt: skip
         await self.js.publish(
             subjects.for_token(subjects.ORDERS_EVENTS, intent_.bot_id),
@@ -670,6 +672,57 @@ async def test_readiness_follows_decisions_fills_and_halts(
             assert served["trading_state"] == "halted" and served["can_exit"] is False
             assert [r["bot_id"] for r in (await web.get("/readiness")).json()] == [bot]
             assert (await web.get("/readiness/nobody")).status_code == 404
+    finally:
+        await stop(service)
+
+
+async def test_an_order_the_exchange_lost_blocks_only_its_bot_with_that_reason(
+    database_url: str, nats_url: str, tmp_path: Path
+) -> None:
+    service = await started(settings_for(database_url, nats_url, tmp_path))
+    heard: list[BotReadiness] = []
+    try:
+        async with Harness(nats_url, database_url) as h:
+
+            async def on_readiness(msg) -> None:
+                heard.append(BotReadiness.model_validate_json(msg.data))
+
+            await h.nc.subscribe("tranche.safety.readiness.>", cb=on_readiness)
+            lost_bot, calm_bot = "lost-1", "calm-1"
+            await h.send(intent(lost_bot))
+            (approval,) = await wait_until(lambda: h.approvals(lost_bot), what="approval")
+            lost = approval.client_order_id
+            why = Reason(code="ORDER_UNKNOWN_AT_EXCHANGE", message="404 past the grace period")
+            await h.order_event(approval, "unknown_at_exchange", at=T0 + timedelta(minutes=1),
+                                reason=why)  # fmt: skip
+
+            def blocked(r: BotReadiness) -> bool:
+                return r.bot_id == lost_bot and any(
+                    b.code == "ORDER_UNKNOWN_AT_EXCHANGE" for b in r.entry_blocks
+                )
+
+            ready = await wait_until(
+                lambda: next((r for r in reversed(heard) if blocked(r)), None),
+                what="readiness naming the lost order",
+            )
+            assert ready.exit_blocks[0].code == "ORDER_UNKNOWN_AT_EXCHANGE"
+            assert f"tranche orders resolve {lost}" in ready.entry_blocks[0].message
+
+            await h.send(intent(lost_bot, T0 + timedelta(minutes=2), action="add"))
+            await h.send(intent(calm_bot, T0 + timedelta(minutes=2)))
+            rows = await h.decided(2, lost_bot)
+            reasons = json.loads(rows[1].reasons)
+            assert [r["code"] for r in reasons] == ["ORDER_UNKNOWN_AT_EXCHANGE"]
+            assert f"tranche orders resolve {lost}" in reasons[0]["message"]
+            (calm,) = await h.decided(1, calm_bot)
+            assert calm.approved, "another bot is not blocked by the lost order"
+
+            # Settled by hand (`tranche orders resolve ... --as cancelled`): the block lifts.
+            await h.order_event(approval, "cancelled", at=T0 + timedelta(minutes=3))
+            await asyncio.sleep(0.5)
+            await h.send(intent(lost_bot, T0 + timedelta(minutes=4)))
+            rows = await h.decided(3, lost_bot)
+            assert rows[2].approved, rows[2].reasons
     finally:
         await stop(service)
 

@@ -123,3 +123,17 @@ def test_a_paused_bot_says_so_and_an_older_announcement_never_wins() -> None:
     assert board.bots[BOT].bot_status == "paused"
     send(board, "tranche.bots.changed", changed("active", 4))
     assert "data-bot-status" not in views.bots(board)
+
+
+def test_the_card_names_an_order_the_exchange_lost_and_how_to_settle_it() -> None:
+    lost = ReadinessBlock(
+        code="ORDER_UNKNOWN_AT_EXCHANGE",
+        message="bot b's order tranche-x is unknown at the exchange; settle it by hand: "
+        "tranche orders resolve tranche-x --as cancelled|filled --reason ...",
+    )
+    board = Board()
+    send(board, SUBJECT, readiness(entry_blocks=[lost], exit_blocks=[lost],
+                                   entry_cooldown_until=None))  # fmt: skip
+    card = views.bots(board)
+    assert 'data-can-enter="no"' in card and 'data-can-exit="no"' in card
+    assert "ORDER_UNKNOWN_AT_EXCHANGE" in card and "tranche orders resolve tranche-x" in card

@@ -40,6 +40,7 @@ def test_a_signal_exit_still_waits_for_the_exit_cooldown() -> None:
     [
         ({"trading_state": "halted"}, "HALTED"),
         ({"orders_in_flight": 1}, "ORDER_IN_FLIGHT"),
+        ({"orders_in_flight": 1, "unknown_at_exchange": ("lost",)}, "ORDER_UNKNOWN_AT_EXCHANGE"),
         ({"position": None}, "POSITION_UNKNOWN"),
         ({"position": Position()}, "NOTHING_TO_SELL"),
     ],

@@ -180,3 +180,13 @@ async def test_a_failed_pass_keeps_its_bots_for_the_next():
         await publisher.publish_marked()
     assert await publisher.publish_marked() == 1
     assert publisher.latest["bot-1"].can_enter
+
+
+def test_an_order_the_exchange_lost_is_the_block_readiness_shows():
+    state = state_for("entry", orders_in_flight=1, entries_in_flight=1,
+                      unknown_at_exchange=("tranche-lost-1",))  # fmt: skip
+    ready = assess("bot-1", "ETH-BTC", state, LIMITS, T0, PRICE)
+    assert codes(ready.entry_blocks) == ["ORDER_UNKNOWN_AT_EXCHANGE"]
+    assert codes(ready.exit_blocks) == ["ORDER_UNKNOWN_AT_EXCHANGE", "NOTHING_TO_SELL"]  # flat
+    assert not ready.can_enter and ready.orders_in_flight == 1
+    assert "tranche orders resolve tranche-lost-1" in ready.entry_blocks[0].message

@@ -287,3 +287,28 @@ def test_the_first_production_entries_are_capped(mode, made, size, expected) -> 
 def test_client_order_id_is_derived_from_the_intent() -> None:
     assert client_order_id_for("intent-1") == client_order_id_for("intent-1")
     assert client_order_id_for("intent-1") != client_order_id_for("intent-2")
+
+
+# -- an order the exchange has lost blocks its bot with that reason --------------------------
+
+
+@pytest.mark.parametrize("action", ["entry", "exit"])
+def test_an_order_the_exchange_lost_blocks_its_bot_naming_the_order_and_the_fix(
+    action: str,
+) -> None:
+    lost = "tranche-bot-1-abc123"
+    state = state_for(
+        action,
+        orders_in_flight=1,
+        entries_in_flight=1 if action == "entry" else 0,
+        unknown_at_exchange=(lost,),
+    )
+    (reason,) = decide(make_intent(action), state, LIMITS, T0).reasons
+    assert reason.code == "ORDER_UNKNOWN_AT_EXCHANGE"
+    assert lost in reason.message
+    assert f"tranche orders resolve {lost}" in reason.message
+
+
+def test_a_lost_order_and_another_in_flight_name_both() -> None:
+    state = state_for("exit", orders_in_flight=2, unknown_at_exchange=("tranche-lost",))
+    assert codes(make_intent("exit"), state) == ["ORDER_UNKNOWN_AT_EXCHANGE", "ORDER_IN_FLIGHT"]
