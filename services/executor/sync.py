@@ -636,14 +636,14 @@ class Executor:
         """Record what the exchange says of the order; ``raw_fills``: its fills, already asked
         for (else asked here when the exchange counts more than are known)."""
         known = await self.service.read(lambda session: len(state_of(session, order).known_fills))
+        fetched: list[ExchangeFill] = list(raw_fills or [])
         if raw_fills is None:
-            raw_fills = []
             if (
                 answer.number_of_fills is None
                 or answer.number_of_fills > known
                 or (answer.filled_size > order.filled_size)
             ):
-                raw_fills = await self._call(
+                fetched = await self._call(
                     order.client_order_id, "get_fills", self.exchange.fills,
                     answer.exchange_order_id,
                 )  # fmt: skip
@@ -652,9 +652,9 @@ class Executor:
             code, _, message = (answer.reject_reason or "EXCHANGE_FAILED").partition(": ")
             reason = Reason(code=_code(code), message=(message or code)[:500])
         inclusive = quote_includes_fee(
-            raw_fills, answer.size_inclusive_of_fees, answer.total_value_after_fees
+            fetched, answer.size_inclusive_of_fees, answer.total_value_after_fees
         )
-        fills = tuple(convert_fill(fill, inclusive) for fill in raw_fills)
+        fills = tuple(convert_fill(fill, inclusive) for fill in fetched)
         report = ExchangeReport(
             exchange_order_id=answer.exchange_order_id,
             status=answer.status,
