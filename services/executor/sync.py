@@ -637,16 +637,15 @@ class Executor:
         for (else asked here when the exchange counts more than are known)."""
         known = await self.service.read(lambda session: len(state_of(session, order).known_fills))
         fetched: list[ExchangeFill] = list(raw_fills or [])
-        if raw_fills is None:
-            if (
-                answer.number_of_fills is None
-                or answer.number_of_fills > known
-                or (answer.filled_size > order.filled_size)
-            ):
-                fetched = await self._call(
-                    order.client_order_id, "get_fills", self.exchange.fills,
-                    answer.exchange_order_id,
-                )  # fmt: skip
+        if raw_fills is None and (
+            answer.number_of_fills is None
+            or answer.number_of_fills > known
+            or (answer.filled_size > order.filled_size)
+        ):
+            fetched = await self._call(
+                order.client_order_id, "get_fills", self.exchange.fills,
+                answer.exchange_order_id,
+            )  # fmt: skip
         reason = None
         if answer.status == "FAILED":
             code, _, message = (answer.reject_reason or "EXCHANGE_FAILED").partition(": ")
