@@ -168,11 +168,16 @@ def serialise_sqlite_writers(engine: Engine) -> None:
 # -- locks and trading states ----------------------------------------------------------------
 
 
-def _ensure_row(session: Session, scope: str) -> None:
+def _insert_unless_there(session: Session, model: type[SQLModel], key: list[str], **values) -> None:
+    """Insert the row unless one with its key exists: two instances writing a new key at once
+    then wait for each other (the row lock that follows) instead of one failing on the key."""
     dialect = session.get_bind().dialect.name
     make = pg_insert if dialect == "postgresql" else sqlite_insert
-    statement = make(TradingStateRow).values(scope=scope, state="active")
-    session.execute(statement.on_conflict_do_nothing(index_elements=["scope"]))
+    session.execute(make(model).values(**values).on_conflict_do_nothing(index_elements=key))
+
+
+def _ensure_row(session: Session, scope: str) -> None:
+    _insert_unless_there(session, TradingStateRow, ["scope"], scope=scope, state="active")
 
 
 def lock_scope(session: Session, scope: str) -> TradingStateRow:
@@ -493,6 +498,11 @@ def decisions(session: Session, bot_id: str | None = None, limit: int = 50) -> l
 def save_position(session: Session, update_: PositionUpdate) -> bool:
     """Keep the newest position per bot and mode (by the ledger's sequence); an older update
     changes nothing, a repeated one stores the same again. Returns whether it was kept."""
+    # Every safety instance hears every update: the first of a bot's must not fail on the key.
+    _insert_unless_there(
+        session, PositionRow, ["bot_id", "mode"], bot_id=update_.bot_id, mode=update_.mode,
+        sequence=-1, is_open=False, quantity=ZERO, cost_basis=ZERO, tranches=0,
+    )  # fmt: skip
     row = session.get(PositionRow, (update_.bot_id, update_.mode), with_for_update=True)
     # An equal sequence is newer too: the ledger closes a position when an exit order finishes
     # without a new fill (dust), at the same fill count (the bucket delivers updates in order).

@@ -31,7 +31,7 @@ from tests.support.nats_server import free_port
 from tests.support.postgres import fresh_database
 from tranche.stack import ROOT, EmbeddedStack, StackConfig, _stop
 
-pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
+pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.serial]
 
 SERVICES = ("ledger", "executor", "safety", "signal")  # consumers first, as the stack starts them
 BOTS = [f"scale-{n:02d}" for n in range(40)]
