@@ -42,8 +42,8 @@ def test_a_flatten_right_after_a_partial_exit_ends_flat() -> None:
 def test_a_flatten_sized_from_a_lagging_position_sells_all_of_it() -> None:
     world = new_world()
     world.tick(1, Decimal(0), "full")
-    world.inject("buy", "partial")  # half fills now, the rest at the next tick
-    world.tick(1, Decimal(0), "full")  # the signal sees the half; the rest fills
+    world.inject("buy", "partial")  # half fills now, a share of the rest at the next tick
+    world.tick(1, Decimal(0), "full")  # the signal sees the half; more fills, the rest cancelled
     world.flatten("full")
     run_ticks(world, FLAT_WITHIN + 2)
     assert world.violations == []
