@@ -71,6 +71,7 @@ class RingExchange:
         )
         self.orders: list[RingOrder] = []
         self.events: list[OrderEvent] = []
+        self._final_net: dict[str, Decimal] = {}
 
     def place(self, intent: TradeIntent, fill: Fill, now: datetime) -> RingOrder:
         """Size the intent as the executor does, place it on the mock, apply its answer."""
@@ -150,14 +151,20 @@ class RingExchange:
             self.events.append(event.model_copy(update={"sequence": len(self.events) + 1}))
 
     def net_filled(self) -> Decimal:
-        """What the mock's own book says was bought less what was sold (base)."""
+        """What the mock's own book says was bought less what was sold (base); a final order's
+        share is read once (the mock adds no fill to a final order)."""
         net = Decimal(0)
         for order in self.orders:
-            if order.state.exchange_order_id is None:
+            exchange_order_id = order.state.exchange_order_id
+            if exchange_order_id is None:
                 continue  # refused before the exchange
-            for fill in self.mock.fills(order.state.exchange_order_id):
-                size = convert_fill(fill).size
-                net += size if order.intent.side == "buy" else -size
+            share = self._final_net.get(exchange_order_id)
+            if share is None:
+                sizes = (convert_fill(fill).size for fill in self.mock.fills(exchange_order_id))
+                share = sum(sizes, Decimal(0)) * (1 if order.intent.side == "buy" else -1)
+                if order.final:
+                    self._final_net[exchange_order_id] = share
+            net += share
         return net
 
     def ledger_fills(self) -> list[LedgerFill]:
