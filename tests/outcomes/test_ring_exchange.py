@@ -3,10 +3,10 @@ prices and statuses are the mock exchange's and the order state machine's, not t
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 
 from services.executor.orders import fee_for
-from tests.outcomes.ring import RING_PRODUCT, World, new_world
+from tests.outcomes.ring import INCREMENT, RING_PRODUCT, World, new_world
 
 TAKER = Decimal("0.006")
 MAKER = Decimal("0.004")
@@ -29,12 +29,12 @@ def test_a_market_fill_is_priced_at_the_intent_and_pays_the_taker_fee() -> None:
     [fill] = world.fills
     assert intent.reference_price is not None
     assert fill.price == intent.reference_price
-    assert fill.size == (intent.quote_size / fill.price).quantize(
-        Decimal("0.00000001"), "ROUND_DOWN"
-    )  # type: ignore[operator]
+    assert intent.quote_size is not None
+    assert fill.size == (intent.quote_size / fill.price).quantize(INCREMENT, ROUND_DOWN)
     assert fill.fee == fee_for(fill.size * fill.price, TAKER, RING_PRODUCT) > 0
     assert statuses(world) == ["submitted", "filled"]
-    assert world.book().quantity == fill.size  # type: ignore[union-attr]
+    held = world.book()
+    assert held is not None and held.quantity == fill.size
 
 
 def test_an_order_placed_after_the_market_moved_fills_at_the_intents_price() -> None:
