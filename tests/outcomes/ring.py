@@ -282,8 +282,7 @@ class World:
     def resume(self) -> None:
         self.state = "active"
         self.flatten_asked_at = None
-        if BOT in self.handlers.flattening:
-            self.run(self.handlers.flatten_done(BOT, "resumed"))
+        self.run(self.handlers.resumed(BOT))  # safety's RESUME event, as signal's app hears it
 
     def halt(self) -> None:
         self.state = "halted"
