@@ -186,8 +186,7 @@ def build(settings: SignalSettings) -> Service:
 
     @service.router.subscriber(subjects.SAFETY_EVENTS, title="signal-safety-events")
     async def on_safety_event(body: SafetyEvent) -> None:
-        """A flatten stands until the position is flat; a resume of the bot ends it and
-        restarts its standing exits' back-off."""
+        """A flatten stands until flat; a resume ends it and restarts standing exits' back-off."""
         if body.bot_id is None:
             return
         if body.code == "FLATTEN_REQUESTED":
