@@ -190,13 +190,13 @@ def build(settings: SignalSettings) -> Service:
     # subject, which a plain subscriber must never answer (it may not, and the ack is not ours)
     @service.router.subscriber(subjects.SAFETY_EVENTS, title="signal-safety-events", no_reply=True)
     async def on_safety_event(body: SafetyEvent) -> None:
-        """A flatten stands until the position is flat; a resume of the bot ends it."""
+        """A flatten stands until flat; a resume ends it and restarts standing exits' back-off."""
         if body.bot_id is None:
             return
         if body.code == "FLATTEN_REQUESTED":
             await handlers.flatten_requested(body.bot_id, body.message, body.message_id)
-        elif body.code == "RESUME" and body.bot_id in handlers.flattening:
-            await handlers.flatten_done(body.bot_id, "the bot was resumed")
+        elif body.code == "RESUME":
+            await handlers.resumed(body.bot_id)
 
     async def watch_staleness() -> None:
         while True:

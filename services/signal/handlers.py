@@ -288,6 +288,14 @@ class SignalHandlers:
             now = Ticker(product_id=running.config.product_id, price=market.price, time=market.time)
             await self.protect(bot_id, running, now)
 
+    async def resumed(self, bot_id: str) -> None:
+        """Safety resumed the bot: a flatten ends, and a standing exit's back-off starts again
+        (its attempts were refused by the halt, not by the market), so a position still past its
+        stop is asked at the next evaluation instead of after up to a minute."""
+        if bot_id in self.flattening:
+            await self.flatten_done(bot_id, "the bot was resumed")
+        self.standing.forget(bot_id)
+
     async def flatten_done(self, bot_id: str, why: str) -> None:
         self.flattening.pop(bot_id, None)
         self.standing.forget(bot_id)

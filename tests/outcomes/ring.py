@@ -3,13 +3,14 @@
 * signal: its real handlers (``services/signal/handlers.py``) with an in-memory store;
 * safety: its pure ``decide`` on a :class:`BotState` this module gathers as safety's store
   does (approvals, orders in flight, the ledger's position, the trading state);
-* executor: a market-order exchange that fills at the tick's price, in full, in part (the rest
-  at the next tick) or not at all (a failed order);
+* executor: its order sizing, state machine and mock exchange (matching, pricing at the
+  intent's price, fees, partial limit fills, injected rejects), see ``tests/outcomes/exchange.py``;
 * ledger: its pure ``book_fills``; the position reaches the signal one tick late (as the
   bucket may), and safety sees it fresh (it waits for the ledger's newer position).
 
-No broker, no clock: a tick's time is event time. ``World.violations`` collects every broken
-trader invariant with a sentence; the ring asserts it stays empty.
+No broker, no clock: a tick's time is event time (the mock's book is in-memory SQLite).
+``World.violations`` collects every broken trader invariant with a sentence; the ring asserts
+it stays empty.
 """
 
 from __future__ import annotations
@@ -17,14 +18,16 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_DOWN, Decimal
+from decimal import Decimal
 from typing import Literal
 
-from services.ledger.accounting import LedgerFill, book_fills
+from services.executor.exchanges.mock import Quote
+from services.ledger.accounting import book_fills
 from services.safety.rules import BotState, Counters, Limits, Position, decide, decision_time
 from services.signal.handlers import SignalHandlers
-from shared.catalog import Bot
+from shared.catalog import Bot, Product
 from shared.contracts import PositionUpdate, Reason, Ticker, TradeIntent
+from tests.outcomes.exchange import Fill, RingExchange
 from tests.support.signal_harness import signal_harness
 
 BOT = "ring"
@@ -48,16 +51,12 @@ RING_BOT = Bot(
     stop_loss_pct=STOP_PCT,
     exit_fraction=Decimal("0.5"),
 )
-Fill = Literal["full", "partial", "fail"]
-
-
-@dataclass
-class Order:
-    client_order_id: str
-    intent: TradeIntent
-    size: Decimal
-    filled: Decimal = Decimal(0)
-    final: bool = False
+RING_PRODUCT = Product(
+    base_min_size=MIN_SIZE,
+    base_increment=INCREMENT,
+    quote_increment=INCREMENT,  # the ring's prices move on this grid
+    quote_min_size=INCREMENT,  # no minimum order value: dust at a low price can still be sold
+)
 
 
 @dataclass
@@ -68,8 +67,7 @@ class World:
     price: Decimal = Decimal("0.09")
     state: str = "active"
     flatten_asked_at: int | None = None
-    fills: list[LedgerFill] = field(default_factory=list)
-    orders: list[Order] = field(default_factory=list)
+    exchange: RingExchange = field(init=False)
     approvals: list[tuple[datetime, TradeIntent]] = field(default_factory=list)
     decided: int = 0
     ticks: int = 0
@@ -80,7 +78,16 @@ class World:
     violations: list[str] = field(default_factory=list)
     steps: int = 0
 
+    def __post_init__(self) -> None:
+        self.exchange = RingExchange(
+            PRODUCT, RING_PRODUCT, lambda: Quote(price=self.price, time=self.now)
+        )
+
     # -- the ledger ------------------------------------------------------------------------------
+
+    @property
+    def fills(self):
+        return self.exchange.ledger_fills()
 
     def book(self):
         return book_fills(self.fills, min_size=MIN_SIZE, size_increment=INCREMENT).current
@@ -114,7 +121,7 @@ class World:
         approved = [(t, i) for t, i in self.approvals]
         entries = [t for t, i in approved if i.action != "exit"]
         exits = [t for t, i in approved if i.action == "exit"]
-        in_flight = [o for o in self.orders if not o.final]
+        in_flight = [o for o in self.exchange.orders if not o.final]
         current = self.book()
         position = (
             Position(
@@ -164,45 +171,12 @@ class World:
     # -- the exchange ------------------------------------------------------------------------------
 
     def place(self, intent: TradeIntent, fill: Fill) -> None:
-        if intent.side == "buy":
-            size = (intent.quote_size / self.price).quantize(INCREMENT, ROUND_DOWN)  # type: ignore[operator]
-        else:
-            size = intent.base_size  # type: ignore[assignment]
+        if intent.side == "sell":
             held = self.book()
             held_qty = held.quantity if held is not None else Decimal(0)
-            if size > held_qty:
-                self.violations.append(f"a sell of {size} while {held_qty} is held")
-        # Ids that sort in the order things happened: today's ledger books fills of one time by
-        # trade id (promise 12 is another issue's), which this ring is not about.
-        order = Order(f"order-{len(self.orders):05d}", intent, size)
-        self.orders.append(order)
-        if fill == "fail":
-            order.final = True
-        elif fill == "partial":
-            self.fill(order, (size / 2).quantize(INCREMENT, ROUND_DOWN))
-        else:
-            self.fill(order, size)
-
-    def fill(self, order: Order, size: Decimal) -> None:
-        if size > 0:
-            self.fills.append(
-                LedgerFill(
-                    trade_id=f"{order.client_order_id}-{len(self.fills):05d}",
-                    client_order_id=order.client_order_id,
-                    side=order.intent.side,
-                    price=self.price,
-                    size=size,
-                    fee=Decimal(0),
-                    time=self.now,
-                )
-            )
-            order.filled += size
-        order.final = order.filled >= order.size
-
-    def finish_orders(self) -> None:
-        for order in self.orders:
-            if not order.final:
-                self.fill(order, order.size - order.filled)
+            if intent.base_size is not None and intent.base_size > held_qty:
+                self.violations.append(f"a sell of {intent.base_size} while {held_qty} is held")
+        self.exchange.place(intent, fill, self.now)
 
     # -- invariants ------------------------------------------------------------------------------
 
@@ -212,7 +186,7 @@ class World:
             self.violations.append(f"{len(hour)} entries approved in an hour")
 
     def check(self, stop_within: int, flat_within: int) -> None:
-        net = sum((f.size if f.side == "buy" else -f.size for f in self.fills), Decimal(0))
+        net = self.exchange.net_filled()
         current = self.book()
         booked = current.quantity if current is not None else Decimal(0)
         if (current is None and net >= MIN_SIZE) or (current is not None and booked != net):
@@ -251,11 +225,11 @@ class World:
 
     def tick(self, seconds: int, move_pct: Decimal, fill: Fill) -> None:
         """One ticker: the signal first sees the ledger's position of the tick before (the
-        bucket lags), the exchange finishes partial orders, the signal evaluates the tick."""
+        bucket lags), the exchange matches (or cancels) resting rests, the signal evaluates."""
         self.run(self.handlers.keep_position(self.position_update()))
         self.now += timedelta(seconds=seconds)
         self.price = max((self.price * (1 + move_pct / 100)).quantize(INCREMENT), Decimal("0.0001"))
-        self.finish_orders()
+        self.exchange.on_tick(self.now)
         self.ticks += 1
         current = self.book()
         if self.state == "halted":
@@ -308,8 +282,7 @@ class World:
     def resume(self) -> None:
         self.state = "active"
         self.flatten_asked_at = None
-        if BOT in self.handlers.flattening:
-            self.run(self.handlers.flatten_done(BOT, "resumed"))
+        self.run(self.handlers.resumed(BOT))  # safety's RESUME event, as signal's app hears it
 
     def halt(self) -> None:
         self.state = "halted"

@@ -130,6 +130,37 @@ def test_a_flatten_exits_at_every_tick_until_the_position_is_flat() -> None:
     assert handlers.flattening == {}
 
 
+def test_a_resume_asks_a_backed_off_stop_at_the_next_evaluation() -> None:
+    # Found by the outcome ring: attempts refused by a halt backed the stop off past the resume.
+    harness = signal_harness()
+    harness.bots.add("b", BOT)
+    handlers = harness.handlers
+
+    async def run() -> None:
+        await handlers.keep_position(position())
+        await handlers.evaluate_tick(tick("97", 0))
+        await handlers.evaluate_tick(tick("97", 5))  # backed off: the next one is due at 15 s
+        await handlers.resumed("b")
+        await handlers.evaluate_tick(tick("97", 6))
+
+    asyncio.run(run())
+    assert [i.market_time for i in harness.intents] == [at(0), at(5), at(6)]
+
+
+def test_a_resume_ends_a_flatten() -> None:
+    harness = signal_harness()
+    handlers = harness.handlers
+
+    async def run() -> None:
+        await handlers.flatten_requested("b", "operator", "evt-1")
+        await handlers.resumed("b")
+        handlers.flattening.clear()
+        await handlers.load_flattens()  # nothing stored stands either
+
+    asyncio.run(run())
+    assert handlers.flattening == {}
+
+
 def test_a_flatten_stands_across_a_restart_of_the_handlers() -> None:
     harness = signal_harness()
     handlers = harness.handlers
