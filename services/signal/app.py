@@ -190,8 +190,11 @@ def build(settings: SignalSettings) -> Service:
     # subject, which a plain subscriber must never answer (it may not, and the ack is not ours)
     @service.router.subscriber(subjects.SAFETY_EVENTS, title="signal-safety-events", no_reply=True)
     async def on_safety_event(body: SafetyEvent) -> None:
-        """A flatten stands until flat; a resume ends it and restarts standing exits' back-off."""
+        """A flatten stands until flat; a resume ends it and restarts standing exits' back-off
+        (a resume of the whole system restarts every bot's back-off; flattens stand)."""
         if body.bot_id is None:
+            if body.code == "RESUME":
+                handlers.standing.forget_all()
             return
         if body.code == "FLATTEN_REQUESTED":
             await handlers.flatten_requested(body.bot_id, body.message, body.message_id)

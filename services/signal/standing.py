@@ -85,3 +85,7 @@ class StandingExits:
 
     def forget(self, bot_id: str) -> None:
         self._asked.pop(bot_id, None)
+
+    def forget_all(self) -> None:
+        """The whole system was resumed: every back-off starts again."""
+        self._asked.clear()

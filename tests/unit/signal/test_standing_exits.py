@@ -248,3 +248,19 @@ def test_a_sell_with_nothing_held_answers_after_the_bounded_wait() -> None:
 
     asyncio.run(run())
     assert harness.intents == []
+
+
+def test_a_resume_of_the_whole_system_asks_every_backed_off_stop_at_the_next_evaluation() -> None:
+    harness = signal_harness()
+    harness.bots.add("b", BOT)
+    handlers = harness.handlers
+
+    async def run() -> None:
+        await handlers.keep_position(position())
+        await handlers.evaluate_tick(tick("97", 0))
+        await handlers.evaluate_tick(tick("97", 5))  # backed off: the next one is due at 15 s
+        handlers.standing.forget_all()  # what signal does on a system-wide RESUME event
+        await handlers.evaluate_tick(tick("97", 6))
+
+    asyncio.run(run())
+    assert [i.market_time for i in harness.intents] == [at(0), at(5), at(6)]
