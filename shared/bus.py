@@ -17,7 +17,7 @@ import asyncio
 import base64
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -76,6 +76,7 @@ class Delivery:
     stream_sequence: int | None
     stream_time: datetime | None
     num_delivered: int
+    stream: str | None = None
 
 
 def delivery_of(message: NatsMessage) -> Delivery:
@@ -85,7 +86,11 @@ def delivery_of(message: NatsMessage) -> Delivery:
     except Exception:  # a core NATS message has no JetStream metadata
         return Delivery(raw.subject, None, None, 1)
     return Delivery(
-        raw.subject, metadata.sequence.stream, metadata.timestamp, metadata.num_delivered
+        raw.subject,
+        metadata.sequence.stream,
+        metadata.timestamp,
+        metadata.num_delivered,
+        metadata.stream,
     )
 
 
@@ -124,6 +129,24 @@ def reasons_from(error: Exception) -> list[Reason]:
     return [Reason(code="HANDLER_FAILED", message=f"{type(error).__name__}: {error}"[:500])]
 
 
+LETTER_PAYLOAD_BYTES = 100_000
+"""A letter keeps this much of the refused payload; a replay of a longer one reads the original
+from its stream (``tranche dlq replay``)."""
+LETTER_HEADERS = 16
+LETTER_HEADER_CHARS = 1_000
+
+
+def kept_headers(headers: Mapping[str, str] | None) -> dict[str, str] | None:
+    """The refused message's own headers (a signature, say), without the server's ``Nats-*``
+    ones, bounded so a hostile sender cannot make its letter large."""
+    own = {
+        name[:LETTER_HEADER_CHARS]: value[:LETTER_HEADER_CHARS]
+        for name, value in (headers or {}).items()
+        if not name.lower().startswith("nats-")
+    }
+    return dict(list(own.items())[:LETTER_HEADERS]) or None
+
+
 class DeadLetters:
     """Publishes refused messages to ``tranche.dlq.<service>`` on a JetStream connection."""
 
@@ -137,7 +160,7 @@ class DeadLetters:
         # A stream sequence names a durable message for good; a core message by its content.
         origin = delivery.stream_sequence or hashlib.sha256(body).hexdigest()[:20]
         letter_id = f"dlq-{self.service}-{delivery.subject}-{origin}"
-        kept = body[:100_000]
+        kept = body[:LETTER_PAYLOAD_BYTES]
         try:
             text: str | None = kept.decode("utf-8")
         except UnicodeDecodeError:
@@ -153,6 +176,9 @@ class DeadLetters:
             reasons=reasons_from(error),
             time=utc_now(),
             stream_sequence=delivery.stream_sequence,
+            stream=delivery.stream,
+            payload_bytes=len(body),
+            headers=kept_headers(getattr(message.raw_message, "headers", None)),
         )
         if self.nc is None:
             raise RuntimeError("dead-letter publisher is not connected")

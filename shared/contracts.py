@@ -391,6 +391,17 @@ class DeadLetter(Contract):
     reasons: list[Reason]
     time: UtcTime
     stream_sequence: int | None = None
+    stream: str | None = None
+    """The stream the refused message is stored in (with ``stream_sequence``): where a replay
+    reads it back whole, headers included."""
+    payload_bytes: int | None = None
+    """The refused payload's full length; more than the letter keeps when it was cut."""
+    headers: dict[str, str] | None = None
+    """The refused message's own headers (its signature, say), without the server's."""
+
+    @property
+    def truncated(self) -> bool:
+        return self.payload_bytes is not None and self.payload_bytes > len(self.raw_payload())
 
     def raw_payload(self) -> bytes:
         """The refused message's bytes (its first 100,000)."""

@@ -2,9 +2,12 @@
 read and, after the fix, send again.
 
 ``list`` reads the ``TRANCHE_DLQ`` stream (as the operator user) and shows each letter with its
-id, service, original subject and every reason. ``replay`` publishes a letter's exact original
-payload (``payload_base64``) to its original subject again, with ``Nats-Msg-Id`` =
-``replay-<letter id>``, and records who replayed it and when as a ``tranche.dlq.replays``
+id, service, original subject and every reason. ``replay`` publishes the refused message again,
+as it was sent, to its original subject, with ``Nats-Msg-Id`` = ``replay-<letter id>``: read
+back whole from its own stream while it is still there (so a payload over the letter's 100,000
+bytes and headers such as safety's signature come back exact), else from the letter's copy of
+its payload and headers. A letter whose payload was cut and whose original is gone is refused
+rather than sent in part. It records who replayed it and when as a ``tranche.dlq.replays``
 message in the same stream: the audit trail, and what makes a second ``replay`` of the same
 letter a no-op that says when it was done (``--again`` sends it anyway). Every handler is
 idempotent, so a replayed message whose effect is already stored changes nothing.
@@ -74,6 +77,39 @@ async def read_letters(nc, service: str | None = None) -> tuple[list[DeadLetter]
     return letters, replays
 
 
+class NotReplayable(LookupError):
+    """The letter cannot be sent again as it was: only part of it is left."""
+
+
+def _own_headers(headers: dict[str, str] | None) -> dict[str, str]:
+    return {name: value for name, value in (headers or {}).items() if not name.startswith("Nats-")}
+
+
+async def original_of(nc, letter: DeadLetter) -> tuple[bytes, dict[str, str]]:
+    """The refused message's payload and own headers, as it was sent."""
+    from nats.js.errors import NotFoundError
+
+    kept = letter.raw_payload()
+    if letter.stream and letter.stream_sequence:
+        try:
+            stored = await nc.jetstream().get_msg(letter.stream, letter.stream_sequence)
+        except NotFoundError:  # aged out or deleted: the letter's copy has to do
+            stored = None
+        if (
+            stored is not None
+            and stored.subject == letter.subject
+            and (stored.data or b"").startswith(kept)
+        ):
+            return stored.data or b"", _own_headers(stored.headers)
+    if letter.truncated:
+        raise NotReplayable(
+            f"{letter.message_id} kept only the first {len(kept):,} of {letter.payload_bytes:,} "
+            f"bytes and the original is no longer in {letter.stream or 'its stream'}; "
+            "it cannot be replayed whole"
+        )
+    return kept, _own_headers(letter.headers)
+
+
 async def replay(nc, letter_id: str, who: str, again: bool = False) -> tuple[Replay, bool]:
     """Publish the letter's original payload to its original subject; returns the audit record
     and whether it was sent now (False: it had been replayed before and ``again`` is off)."""
@@ -84,13 +120,10 @@ async def replay(nc, letter_id: str, who: str, again: bool = False) -> tuple[Rep
     done = [item for item in replays if item.letter_id == letter_id]
     if done and not again:
         return done[-1], False
+    payload, headers = await original_of(nc, letter)
     js = nc.jetstream()
     message_id = f"replay-{letter_id}" + (f"-{len(done)}" if done else "")
-    await js.publish(
-        letter.subject,
-        letter.raw_payload(),
-        headers={"Nats-Msg-Id": message_id},
-    )
+    await js.publish(letter.subject, payload, headers=headers | {"Nats-Msg-Id": message_id})
     record = Replay(
         letter_id=letter_id,
         subject=letter.subject,

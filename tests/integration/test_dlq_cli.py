@@ -10,10 +10,13 @@ from pathlib import Path
 import nats
 import pytest
 
+from shared.bus import LETTER_PAYLOAD_BYTES, DeadLetters
 from shared.contracts import DeadLetter, Reason
+from shared.signing import HEADER, Verifier
 from shared.streams import DLQ, ORDERS, ensure_streams
+from tests.support.signing import PUBLIC_KEY, signed
 from tranche.cli import main
-from tranche.dlq_cli import REPLAYS_SUBJECT, read_letters, replay
+from tranche.dlq_cli import REPLAYS_SUBJECT, NotReplayable, read_letters, replay
 
 PAYLOAD = b'{"an": "order event the ledger refused"}'
 
@@ -90,3 +93,75 @@ def test_the_commands_list_and_replay(
     with pytest.raises(SystemExit) as missing:
         main(["dlq", "replay", "dlq-nothing", "--nats-url", nats_url])
     assert missing.value.code == 1
+
+
+# -- a replay sends the refused message as it was sent -----------------------------------------
+
+APPROVED = "tranche.orders.approved.b-1"
+
+
+async def letter_of_stored(nc, subject: str, payload: bytes, headers: dict[str, str]) -> str:
+    """Store a message on its stream, let a consumer receive it, and dead-letter it as a service
+    does (``DeadLetters.send`` on the delivered message); the letter's id."""
+    js = nc.jetstream()
+    await js.publish(subject, payload, headers=headers)
+    subscription = await js.pull_subscribe(subject, durable="dlq-test")
+    (delivered,) = await subscription.fetch(1, timeout=5)
+
+    class Delivered:  # what FastStream hands the middleware: the body and the raw message
+        body = delivered.data
+        raw_message = delivered
+
+    letters = DeadLetters("executor")
+    letters.nc = nc
+    await letters.send(Delivered(), RuntimeError("the exchange was down"))  # type: ignore[arg-type]  # a stand-in of FastStream's message with the two attributes send reads
+    await delivered.ack()
+    (stored,) = [item for item in (await read_letters(nc, "executor"))[0]
+                 if item.subject == subject]  # fmt: skip
+    return stored.message_id
+
+
+async def replayed(nc, subject: str):
+    js = nc.jetstream()
+    return await js.get_last_msg(ORDERS.name, subject)
+
+
+async def test_a_replayed_approval_keeps_safetys_signature(nc) -> None:
+    payload = b'{"an": "approval the executor could not place"}'
+    letter_id = await letter_of_stored(nc, APPROVED, payload, signed(APPROVED, payload))
+    (letter,) = [item for item in (await read_letters(nc, "executor"))[0]
+                 if item.message_id == letter_id]  # fmt: skip
+    assert letter.stream == ORDERS.name and letter.payload_bytes == len(payload)
+    assert set(letter.headers or {}) == {HEADER}  # the server's Nats-* headers are not kept
+    await replay(nc, letter_id, "alice")
+    again = await replayed(nc, APPROVED)
+    assert again.data == payload and again.headers["Nats-Msg-Id"] == f"replay-{letter_id}"
+    assert Verifier(PUBLIC_KEY).valid(APPROVED, again.data, again.headers)
+
+
+async def test_a_letter_whose_original_aged_out_replays_its_own_copy_with_headers(nc) -> None:
+    payload = b'{"an": "approval"}'
+    letter_id = await letter_of_stored(nc, APPROVED, payload, signed(APPROVED, payload))
+    await nc.jetstream().purge_stream(ORDERS.name)  # the original is gone
+    await replay(nc, letter_id, "alice")
+    again = await replayed(nc, APPROVED)
+    assert Verifier(PUBLIC_KEY).valid(APPROVED, again.data, again.headers)
+
+
+async def test_a_payload_longer_than_the_letter_is_replayed_whole_from_its_stream(nc) -> None:
+    payload = json.dumps({"note": "n" * 150_000}).encode()
+    letter_id = await letter_of_stored(nc, APPROVED, payload, {})
+    (letter,) = [item for item in (await read_letters(nc, "executor"))[0]
+                 if item.message_id == letter_id]  # fmt: skip
+    assert letter.truncated and len(letter.raw_payload()) == LETTER_PAYLOAD_BYTES
+    await replay(nc, letter_id, "alice")
+    assert (await replayed(nc, APPROVED)).data == payload
+
+
+async def test_a_cut_letter_whose_original_is_gone_is_refused_and_nothing_sent(nc) -> None:
+    payload = json.dumps({"note": "n" * 150_000}).encode()
+    letter_id = await letter_of_stored(nc, APPROVED, payload, {})
+    await nc.jetstream().purge_stream(ORDERS.name)
+    with pytest.raises(NotReplayable, match="kept only the first 100,000 of 150,012 bytes"):
+        await replay(nc, letter_id, "alice")
+    assert await subjects_in(nc, ORDERS.name) == []
