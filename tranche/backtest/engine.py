@@ -51,7 +51,6 @@ from shared.catalog import Catalog
 from shared.contracts import (
     OrderApproved,
     OrderEvent,
-    OrderRejected,
     PositionUpdate,
     SafetyEvent,
     SignalEvaluation,
@@ -73,8 +72,14 @@ from tranche.backtest.result import (
 from tranche.journal import Journal, fingerprint, group
 
 MAX_TRANCHES = 3
-TRIPS = frozenset({"BREAKER_TRIPPED", "HALTED", "TRANCHE_CAP_BREACHED"})
-"""Safety events that stop trading (reported as breakers); limits reached are decisions."""
+
+
+def is_trip(event: dict[str, Any]) -> bool:
+    """A breaker's trip (``caused_by`` "breaker <code> on ...") or a tranche-cap breach; a
+    limit reached is a rejection, told with the decisions."""
+    return event.get("caused_by", "").startswith("breaker ") or (
+        event["code"] == "TRANCHE_CAP_BREACHED"
+    )
 
 
 class BacktestError(Exception):
@@ -104,6 +109,7 @@ def file_ticks(
 
 def merged(feeds: Iterable[Iterator[Ticker]]) -> Iterator[Ticker]:
     """Several products' ticks in market-time order (ties: in the order the files were given)."""
+
     def key(n: int, ticks: Iterator[Ticker]) -> Iterator[tuple[datetime, int, Ticker]]:
         return ((tick.time, n, tick) for tick in ticks)
 
@@ -377,11 +383,11 @@ class Backtest:
             BreakerTrip(
                 at=datetime.fromisoformat(body["time"]),
                 bot_id=body.get("bot_id"),
-                breaker=body.get("caused_by") or body["code"],
+                breaker=body["code"],
                 detail=body.get("message", ""),
             )
             for body in self.books.kinds.get("safety", [])
-            if body["code"] in TRIPS
+            if is_trip(body)
         ]
         return BacktestResult(
             start=start,
@@ -408,7 +414,7 @@ class Backtest:
 
     def _fills_and_round_trips(self) -> tuple[list[BookedFill], list[RoundTrip]]:
         """Fills from the order events, round trips from the positions: a position that went
-        from open to flat closed one."""
+        from open to flat closed one; its P&L is what the bot's realized total moved by."""
         fills = [
             BookedFill(
                 at=datetime.fromisoformat(fill["time"]),
@@ -425,39 +431,36 @@ class Backtest:
         ]
         round_trips: list[RoundTrip] = []
         last: dict[str, dict[str, Any]] = {}
-        opened: dict[str, dict[str, Any]] = {}
+        opened: dict[str, tuple[datetime, Decimal]] = {}
         for body in self.books.kinds.get("position", []):
-            bot = body["bot_id"]
+            bot, at = body["bot_id"], datetime.fromisoformat(body["time"])
             before = last.get(bot)
-            if body["status"] == "open" and (before is None or before["status"] != "open"):
-                opened[bot] = body
-            if body["status"] == "flat" and before is not None and before["status"] == "open":
-                first = opened.get(bot, before)
-                own = [f for f in fills if f.bot_id == bot and first_time(first) <= f.at]
+            was_open = before is not None and before["status"] == "open"
+            if body["status"] == "open" and not was_open:
+                total = Decimal(before["realized_pnl_total"]) if before else Decimal(0)
+                opened[bot] = (at, total)
+            if body["status"] == "flat" and was_open and before is not None:
+                since, total = opened[bot]
+                own = [f for f in fills if f.bot_id == bot and since <= f.at <= at]
                 bought = [f for f in own if f.side == "BUY"]
-                exit_reason = next(
-                    (f.reason for f in reversed(own) if f.side == "SELL"), "SIGNAL_EXIT"
-                )
+                sold = [f for f in own if f.side == "SELL"]
+                reason = sold[-1].reason if sold else "SIGNAL"
                 round_trips.append(
                     RoundTrip(
                         bot_id=bot,
                         product_id=body["product_id"],
-                        opened_at=first_time(first),
-                        closed_at=datetime.fromisoformat(body["time"]),
+                        opened_at=since,
+                        closed_at=at,
                         tranches=len(before["tranches"]),
                         quantity=sum((f.size for f in bought), Decimal(0)),
                         cost_basis=sum((f.size * f.price + f.fee for f in bought), Decimal(0)),
-                        realized_pnl=Decimal(body["realized_pnl"]),
-                        fees=Decimal(body["fees_paid"]),
-                        exit_reason="SIGNAL_EXIT" if exit_reason == "SIGNAL" else exit_reason,
+                        realized_pnl=Decimal(body["realized_pnl_total"]) - total,
+                        fees=sum((f.fee for f in own), Decimal(0)),
+                        exit_reason="SIGNAL_EXIT" if reason == "SIGNAL" else reason,
                     )
                 )
             last[bot] = body
         return fills, round_trips
-
-
-def first_time(position: dict[str, Any]) -> datetime:
-    return datetime.fromisoformat(position["time"])
 
 
 # -- running it --------------------------------------------------------------------------------
