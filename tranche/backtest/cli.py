@@ -19,6 +19,7 @@ from rich.console import Console
 
 from shared.catalog import CatalogError, load_catalog
 from tranche.backtest.engine import BacktestError, Options, Run, run_backtest
+from tranche.backtest.parity import Parity, compare_with_replay
 from tranche.backtest.result import BacktestResult
 from tranche.replay import _utc, check_rows, product_of
 from tranche.stack import StackError
@@ -91,7 +92,6 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
 
 def compare(args, catalog, files, bots, options, console: Console) -> int:
-    from tranche.backtest.parity import compare_with_replay
 
     if len(files) != 1:
         raise StackError("--compare-replay takes one file (a replay runs one)")
@@ -101,6 +101,12 @@ def compare(args, catalog, files, bots, options, console: Console) -> int:
                                  start=args.start, end=args.end, options=options)  # fmt: skip
     print_summary(parity.run, console)
     write_outputs(parity.run.result, args.json, args.html, console)
+    return print_parity(parity, console)
+
+
+def print_parity(parity: Parity, console: Console) -> int:
+    """Say whether the two runs made the same journal; if not, where they first part. Returns
+    the command's exit status."""
     if parity.equal:
         console.print(
             f"parity: the backtest and the replay ({parity.replay_seconds} s) made the same "
@@ -109,7 +115,7 @@ def compare(args, catalog, files, bots, options, console: Console) -> int:
         return 0
     console.print(
         f"[bold red]parity broken:[/] backtest {parity.backtest}, replay {parity.replay}; "
-        "first differences (replay != backtest):"
+        "where they part (replay != backtest):"
     )
     for line in parity.differences:
         console.print(f"  {line}", soft_wrap=True)
