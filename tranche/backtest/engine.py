@@ -13,6 +13,7 @@ its journal (the same kinds of messages, per bot, in order) has the same fingerp
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import json
 import time
@@ -58,7 +59,7 @@ from shared.contracts import (
     TradeIntent,
     TrancheCapBreach,
 )
-from tranche.backtest.inprocess import FixedBots, MemoryStore
+from tranche.backtest.inprocess import FixedBots, InlineExecutor, MemoryStore
 from tranche.backtest.result import (
     BacktestResult,
     BookedFill,
@@ -84,6 +85,15 @@ def is_trip(event: dict[str, Any]) -> bool:
 
 class BacktestError(Exception):
     pass
+
+
+def why(intent: TradeIntent) -> str:
+    """Why an order was asked, as the result tells it: ``ENTRY`` for an entry or an add,
+    ``SIGNAL_EXIT`` for an exit the strategy asked, else the protective exit's code
+    (``STOP_LOSS``, ``TAKE_PROFIT``, ``TRAILING_STOP``, ``FLATTEN``...)."""
+    if intent.action != "exit":
+        return "ENTRY"
+    return "SIGNAL_EXIT" if intent.reason.code == "SIGNAL" else intent.reason.code
 
 
 # -- the feed ----------------------------------------------------------------------------------
@@ -251,7 +261,7 @@ class Backtest:
             self.books.kinds.setdefault(kind, []).append(json.loads(payload))
         if kind == "intent":
             intent = TradeIntent.model_validate_json(payload)
-            self.books.reasons[intent.intent_id] = intent.reason.code
+            self.books.reasons[intent.intent_id] = why(intent)
             await self.safety_store.transact(
                 lambda session: decide_and_store(
                     session,
@@ -444,7 +454,7 @@ class Backtest:
                 own = [f for f in fills if f.bot_id == bot and since <= f.at <= at]
                 bought = [f for f in own if f.side == "BUY"]
                 sold = [f for f in own if f.side == "SELL"]
-                reason = sold[-1].reason if sold else "SIGNAL"
+                reason = sold[-1].reason if sold else "SIGNAL_EXIT"
                 round_trips.append(
                     RoundTrip(
                         bot_id=bot,
@@ -456,7 +466,7 @@ class Backtest:
                         cost_basis=sum((f.size * f.price + f.fee for f in bought), Decimal(0)),
                         realized_pnl=Decimal(body["realized_pnl_total"]) - total,
                         fees=sum((f.fee for f in own), Decimal(0)),
-                        exit_reason="SIGNAL_EXIT" if reason == "SIGNAL" else reason,
+                        exit_reason=reason,
                     )
                 )
             last[bot] = body
@@ -492,6 +502,7 @@ async def run_backtest(
 ) -> Run:
     """Backtest ``files`` (product, path) merged in market-time order."""
     bots = bots_for(catalog, [product for product, _ in files], bot_ids)
+    asyncio.get_running_loop().set_default_executor(InlineExecutor())
     backtest = Backtest(catalog, bots, options)
     feed = merged(file_ticks(path, product, start, end) for product, path in files)
     started = time.perf_counter()

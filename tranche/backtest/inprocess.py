@@ -6,6 +6,7 @@ unit tests."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -78,6 +79,21 @@ class MemoryStore:
         if staged:
             self._drained = staged[-1].id or self._drained
         return staged
+
+
+class InlineExecutor(ThreadPoolExecutor):
+    """An event loop's default executor that runs each call at once in the caller's thread: the
+    executor's ``asyncio.to_thread`` calls (its claims, the exchange) cost a thread hop each,
+    which in one process with one caller at a time buys nothing. ``loop.set_default_executor``
+    takes only a ``ThreadPoolExecutor``, hence the base class (its threads are never started)."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as error:  # handed to the awaiting caller, as a thread would
+            future.set_exception(error)
+        return future
 
 
 @dataclass

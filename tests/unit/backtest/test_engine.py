@@ -114,7 +114,7 @@ def test_an_entry_adds_refused_by_the_cooldown_an_add_and_a_stop(
     assert (trip.tranches, trip.exit_reason) == (2, "STOP_LOSS")
     assert trip.realized_pnl < 0 and trip.fees == sum(f.fee for f in result.fills)
     assert trip.realized_pnl == Decimal(positions[-1]["realized_pnl_total"])
-    assert [f.reason for f in result.fills] == ["SIGNAL", "SIGNAL", "STOP_LOSS"]
+    assert [f.reason for f in result.fills] == ["ENTRY", "ENTRY", "STOP_LOSS"]
     assert sum(d.approved for d in result.decisions) == 3
     assert {d.reason for d in result.decisions if not d.approved} >= {"ENTRY_COOLDOWN"}
     assert result.open_positions == [] and result.candles == len(rising_then_falling())
