@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install up test test-unit test-integration test-outcomes test-e2e test-faults test-cluster test-deploy lint format docs bench test-deps clean
+.PHONY: install up test test-unit test-integration test-outcomes test-e2e test-faults test-cluster test-deploy lint format docs bench bench-backtest test-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -65,6 +65,9 @@ format: install
 ## Benchmarks (never part of make test): Tranche against a bare NATS relay; BENCH_ARGS=--quick for a subset.
 bench: install
 	$(BIN)/python -m bench.matrix $(BENCH_ARGS)
+
+bench-backtest: install
+	$(BIN)/python -m bench.backtest $(BENCH_ARGS)
 
 ## Regenerate docs/api (AsyncAPI from FastStream, OpenAPI from FastAPI).
 docs: install

@@ -37,6 +37,7 @@ from tranche import (
     replay,
     safety_cli,
 )
+from tranche.backtest import cli as backtest_cli
 from tranche.credentials import operator_connect
 from tranche.stack import EmbeddedStack, StackConfig, StackError, free_port
 from tranche.status import SERVICES, VIEWS, gather, render
@@ -230,6 +231,7 @@ def parser() -> argparse.ArgumentParser:
     orders_cli.register(commands)
     nats_cli.register(commands)
     replay.register(commands)
+    backtest_cli.register(commands)
     outbox_cli.register(commands)
     dlq_cli.register(commands)
     return root

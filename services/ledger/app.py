@@ -21,11 +21,10 @@ from __future__ import annotations
 from faststream.nats.annotations import NatsMessage
 from prometheus_client import Counter
 from pydantic import ValidationError
-from sqlmodel import Session
 
 from services.ledger.accounting import Allocation
 from services.ledger.api import ledger_api
-from services.ledger.booking import recompute
+from services.ledger.booking import book_order_event
 from services.ledger.config import LedgerSettings
 from services.ledger.reports import Mark
 from services.ledger.schema import migrate
@@ -34,13 +33,7 @@ from services.ledger.store import (
     FillRow,
     LedgerOrderRow,
     PositionRow,
-    add_fills,
-    has_fills,
-    lock_position,
-    note_order,
     position_of,
-    save_position,
-    sort_fills,
 )
 from shared import subjects
 from shared.bots import LiveCatalog
@@ -58,7 +51,6 @@ from shared.contracts import (
 from shared.eventtime import NewestTimes, bounds_for, check_times
 from shared.logging import correlated
 from shared.money import utc_now
-from shared.outbox import stage
 from shared.service import Service, serve
 from shared.streams import LEDGER_ORDER_EVENTS
 
@@ -98,52 +90,10 @@ def build(settings: LedgerSettings) -> Service:
                 Reason(code="UNKNOWN_PRODUCT", message=f"{body.product_id} is not a known product")
             )
 
-        def book(
-            session: Session,
-        ) -> tuple[PositionUpdate, TrancheCapBreach | None, int] | Conflict | None:
-            lock_position(session, body.bot_id, body.mode)  # first: later reads see every fill
-            sorted_ = sort_fills(session, body)
-            if isinstance(sorted_, Conflict):
-                session.rollback()  # nothing of this event is booked
-                return sorted_
-            held = position_of(session, body.bot_id, body.mode) if sorted_.new else None
-            if held is not None and held.status == "open" and held.product_id != body.product_id:
-                raise InvalidMessage(  # rolls the transaction back: nothing is booked
-                    Reason(
-                        code="PRODUCT_MISMATCH",
-                        message=f"a fill of {body.product_id} for bot {body.bot_id}, whose open "
-                        f"position holds {held.product_id}: one position never mixes products",
-                    )
-                )
-            # An exit order that finished may close the position (dust), if it filled at all.
-            closing = note_order(session, body) and body.side == "sell"
-            closing = closing and (bool(sorted_.new) or has_fills(session, body.client_order_id))
-            if not sorted_.new and not sorted_.moved and not closing:
-                return None  # nothing the books depend on changed: a redelivery, a status
-            add_fills(session, body, sorted_.new)
-            booked = recompute(
-                session,
-                bot_id=body.bot_id,
-                mode=body.mode,
-                product_id=body.product_id,
-                product=product,
-                allocation=allocation_of(body.bot_id),
-                correlation_id=body.correlation_id,
-                last_order_event_id=body.message_id,
-            )
-            if booked is None:
-                return None  # an exit order finished with no fill booked for the bot
-            save_position(session, booked.position)
-            if booked.breach is not None:
-                stage(
-                    session,
-                    subjects.for_token(subjects.LEDGER_BREACHES, body.bot_id),
-                    booked.breach,
-                )
-            return booked.position, booked.breach, len(sorted_.new)
-
         with correlated(body.intent_id, bot_id=body.bot_id, client_order_id=body.client_order_id):
-            outcome = await service.transact(book)
+            outcome = await service.transact(
+                lambda session: book_order_event(session, body, product, allocation_of(body.bot_id))
+            )
             if isinstance(outcome, Conflict):
                 FILL_CONFLICTS.inc()
                 log.error(

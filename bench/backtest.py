@@ -1,0 +1,88 @@
+"""The backtest's speed beside the service replay's, on the bundled data, in one session.
+
+    python -m bench.backtest                 # both; the replay of the whole file takes a minute+
+    python -m bench.backtest --no-replay     # the backtest only
+    make bench-backtest
+
+Prints candles (ticks) per second of ``tranche backtest`` for one bot on the whole ETH-BTC file,
+for every sample bot on both bundled files merged, and of ``tranche replay`` (the services in
+lock step) on the whole ETH-BTC file, with each run's fingerprint: the backtest's and the
+replay's of the same file and bot must be equal (parity), and the table says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from shared.catalog import load_catalog
+from tranche.backtest.cli import quiet_logs
+from tranche.backtest.engine import Run, run_backtest
+from tranche.backtest.parity import of_bots
+from tranche.journal import fingerprint
+from tranche.replay import replay_stack, run_replay
+from tranche.stack import ROOT
+
+ETH = ROOT / "data" / "ETH-BTC-1m.csv"
+XRP = ROOT / "data" / "XRP-ETH-trades.csv"
+BOT = "eth-btc-momentum"
+
+
+def backtest(files: list[tuple[str, Path]], bots: list[str] | None) -> Run:
+    return asyncio.run(run_backtest(load_catalog(None), files, bots))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--no-replay", action="store_true", help="skip the service replay")
+    parser.add_argument("--rounds", type=int, default=3, help="backtest runs each (best kept)")
+    args = parser.parse_args()
+    quiet_logs()
+    console = Console()
+    table = Table(
+        title=f"backtest and replay, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}"
+    )
+    for column in ("run", "bots", "ticks", "seconds", "ticks/s", "fingerprint"):
+        table.add_column(column, no_wrap=True)
+
+    def best(files: list[tuple[str, Path]], bots: list[str] | None) -> Run:
+        runs = [backtest(files, bots) for _ in range(args.rounds)]
+        return min(runs, key=lambda run: run.seconds)
+
+    one = best([("ETH-BTC", ETH)], [BOT])
+    both = best([("ETH-BTC", ETH), ("XRP-ETH", XRP)], None)
+    for name, run in (("backtest ETH-BTC", one), ("backtest ETH-BTC + XRP-ETH", both)):
+        table.add_row(
+            name, str(len(run.result.bots)), str(run.result.candles), f"{run.seconds:.2f}",
+            f"{run.candles_per_s:,.0f}", run.result.fingerprint or "",
+        )  # fmt: skip
+    if not args.no_replay:
+        work = Path(tempfile.mkdtemp(prefix="tranche-bench-replay-"))
+        started = time.monotonic()
+        outcome = run_replay(
+            replay_stack(ETH, "ETH-BTC", work, settle_timeout_s=90), "ETH-BTC", 1800,
+            Console(quiet=True),
+        )  # fmt: skip
+        wall = time.monotonic() - started
+        theirs = fingerprint(of_bots(outcome["journal"], [BOT]))
+        table.add_row(
+            "replay ETH-BTC (services, lock step)", "1", str(outcome["ticks"]),
+            f"{outcome['seconds']}", f"{outcome['ticks'] / outcome['seconds']:,.0f}", theirs,
+        )  # fmt: skip
+        ours = fingerprint(of_bots(one.journal, [BOT]))
+        table.caption = (
+            f"replay wall time with start and stop {wall:.0f} s; parity on the whole file: "
+            + ("the same journal" if ours == theirs else f"BROKEN ({ours} != {theirs})")
+        )
+    console.print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""Issue 21: the backtest decides exactly what the services decide. The same real data through
+``tranche backtest`` (the services' handlers in one process) and through ``tranche replay`` (the
+running services, lock step) gives the same journal: every intent, decision, order event,
+position and safety event, message for message, so the same fingerprint. On a difference the
+test prints where the two runs part."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from shared.catalog import load_catalog
+from tranche.backtest.parity import compare_with_replay
+from tranche.replay import slice_rows
+from tranche.stack import ROOT
+
+pytestmark = pytest.mark.e2e
+
+BOT = "eth-btc-momentum"
+DATA = ROOT / "data" / "ETH-BTC-1m.csv"
+
+
+def assert_parity(parity) -> None:
+    assert parity.differences == [], "the backtest and the replay part:\n" + "\n".join(
+        parity.differences
+    )
+    assert parity.backtest == parity.replay
+    journal = parity.run.journal
+    assert {
+        f"{kind} {BOT}" for kind in ("intent", "approved", "rejected", "order", "position")
+    } <= (set(journal))  # the runs did something worth comparing
+
+
+def test_the_2000_candle_slice_backtests_as_it_replays(tmp_path: Path) -> None:
+    """The slice of the replay determinism test and of the README's replay example."""
+    data = tmp_path / "ETH-BTC-1m.csv"
+    assert slice_rows(DATA, data, rows=2000) == 2000
+    parity = compare_with_replay(load_catalog(None), None, data, "ETH-BTC", tmp_path / "work")
+    assert_parity(parity)
+    assert parity.run.result.candles == 2000 and parity.run.evaluations == 1999
+    assert len(parity.run.result.round_trips) >= 2
+
+
+def test_a_later_longer_period_backtests_as_it_replays(tmp_path: Path) -> None:
+    """60 hours of other market (3,600 candles), sliced by --start/--end on both sides."""
+    start, end = datetime(2018, 1, 26, tzinfo=UTC), datetime(2018, 1, 28, 12, tzinfo=UTC)
+    parity = compare_with_replay(
+        load_catalog(None), None, DATA, "ETH-BTC", tmp_path / "work", start=start, end=end
+    )
+    assert_parity(parity)
+    assert parity.run.result.candles == 3600
+
+
+def test_the_command_compares_with_the_replay(tmp_path: Path) -> None:
+    data = tmp_path / "ETH-BTC-1m.csv"
+    slice_rows(DATA, data, rows=600)
+    done = subprocess.run(
+        [sys.executable, "-m", "tranche", "backtest", str(data), "--compare-replay",
+         "--json", str(tmp_path / "result.json")],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "parity: the backtest and the replay" in done.stdout
+    assert (tmp_path / "result.json").is_file()

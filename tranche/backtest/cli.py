@@ -1,0 +1,171 @@
+"""``tranche backtest FILE...``: recorded market data through the services' own decision code in
+one process (``tranche/backtest/engine.py``), a summary per bot; ``--compare-replay`` also runs
+``tranche replay`` on the same file and shows that both decided the same (or where they part)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import logging
+import tempfile
+from dataclasses import asdict
+from decimal import Decimal
+from pathlib import Path
+
+import structlog
+from rich.console import Console
+
+from shared.catalog import CatalogError, load_catalog
+from tranche.backtest.engine import BacktestError, Options, Run, run_backtest
+from tranche.backtest.parity import Parity, compare_with_replay
+from tranche.backtest.result import BacktestResult
+from tranche.replay import _utc, check_rows, product_of
+from tranche.stack import StackError
+from tranche.tables import print_fitted
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    backtest = commands.add_parser(
+        "backtest", help="backtest bots on CSV files of candles or trades, in one process"
+    )
+    backtest.add_argument(
+        "files", type=Path, nargs="+", metavar="FILE",
+        help="a CSV per product (its product from the file name, or PRODUCT=FILE)",
+    )  # fmt: skip
+    backtest.add_argument("--config", type=Path, help="bots file (default: the sample)")
+    backtest.add_argument(
+        "--bots", help="comma-separated bot ids (default: every bot whose product is in the files)"
+    )
+    backtest.add_argument("--start", type=_utc, help="rows at or after this time (ISO 8601, UTC)")
+    backtest.add_argument("--end", type=_utc, help="rows before this time (ISO 8601, UTC)")
+    backtest.add_argument("--fee-rate", type=Decimal, help="the mock exchange's taker fee rate")
+    backtest.add_argument("--json", type=Path, metavar="PATH", help="write the result as JSON")
+    backtest.add_argument("--html", type=Path, metavar="PATH", help="write the HTML report")
+    backtest.add_argument(
+        "--compare-replay",
+        action="store_true",
+        help="also replay the file through the services (slow) and compare the journals",
+    )
+    backtest.set_defaults(run=cmd_backtest)
+
+
+def quiet_logs() -> None:
+    """The services' handlers log every signal at info: a backtest keeps warnings only."""
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        cache_logger_on_first_use=True,
+    )
+
+
+def files_of(paths: list[Path], products: list[str]) -> list[tuple[str, Path]]:
+    found = []
+    for given in paths:
+        product, sep, rest = str(given).partition("=")
+        path = Path(rest) if sep else given
+        if not path.is_file():
+            raise StackError(f"{path} does not exist")
+        found.append((product if sep else product_of(path, products), path))
+    return found
+
+
+def cmd_backtest(args: argparse.Namespace) -> int:
+    console = Console()
+    quiet_logs()
+    try:
+        catalog = load_catalog(args.config)
+        files = files_of(args.files, list(catalog.products))
+        for product, path in files:
+            check_rows(path, product)
+        bots = [b.strip() for b in args.bots.split(",") if b.strip()] if args.bots else None
+        options = Options(fee_rate=args.fee_rate)
+        if args.compare_replay:
+            return compare(args, catalog, files, bots, options, console)
+        run = asyncio.run(run_backtest(catalog, files, bots, args.start, args.end, options))
+        print_summary(run, console)
+        write_outputs(run.result, args.json, args.html, console)
+    except (StackError, BacktestError, CatalogError) as error:
+        console.print(f"[bold red]backtest failed:[/] {error}")
+        return 1
+    return 0
+
+
+def compare(args, catalog, files, bots, options, console: Console) -> int:
+
+    if len(files) != 1:
+        raise StackError("--compare-replay takes one file (a replay runs one)")
+    (product, path), work = files[0], Path(tempfile.mkdtemp(prefix="tranche-parity-"))
+    console.print(f"backtesting and replaying {path.name} (the replay takes a while) ...")
+    parity = compare_with_replay(catalog, args.config, path, product, work, bots=bots,
+                                 start=args.start, end=args.end, options=options)  # fmt: skip
+    print_summary(parity.run, console)
+    write_outputs(parity.run.result, args.json, args.html, console)
+    return print_parity(parity, console)
+
+
+def print_parity(parity: Parity, console: Console) -> int:
+    """Say whether the two runs made the same journal; if not, where they first part. Returns
+    the command's exit status."""
+    if parity.equal:
+        console.print(
+            f"parity: the backtest and the replay ({parity.replay_seconds} s) made the same "
+            f"journal, fingerprint {parity.backtest}"
+        )
+        return 0
+    console.print(
+        f"[bold red]parity broken:[/] backtest {parity.backtest}, replay {parity.replay}; "
+        "where they part (replay != backtest):"
+    )
+    for line in parity.differences:
+        console.print(f"  {line}", soft_wrap=True)
+    return 1
+
+
+def print_summary(run: Run, console: Console) -> None:
+    """The run per bot in one table (the report module's terminal table replaces this)."""
+    result = run.result
+    rows = []
+    for bot in result.bots:
+        trips = [t for t in result.round_trips if t.bot_id == bot.bot_id]
+        held = [p for p in result.open_positions if p.bot_id == bot.bot_id]
+        decisions = [d for d in result.decisions if d.bot_id == bot.bot_id]
+        fees = sum((f.fee for f in result.fills if f.bot_id == bot.bot_id), Decimal(0))
+        rows.append(
+            (
+                bot.bot_id,
+                str(len(trips)),
+                str(sum((t.realized_pnl for t in trips), Decimal(0))),
+                str(sum((p.unrealized_pnl for p in held), Decimal(0))) if held else "-",
+                str(fees),
+                str(sum(d.approved for d in decisions)),
+                str(sum(not d.approved for d in decisions)),
+            )
+        )
+    print_fitted(
+        console,
+        f"backtest {result.start:%Y-%m-%d %H:%M} to {result.end:%Y-%m-%d %H:%M} UTC",
+        ("bot", "round trips", "realized P&L", "open P&L", "fees", "approved", "rejected"),
+        rows,
+        caption=(
+            f"{result.candles} candles in {run.seconds:.2f} s ({run.candles_per_s:,.0f}/s), "
+            f"{len(result.breakers)} breaker trips, fingerprint {result.fingerprint}"
+        ),
+    )
+
+
+def write_outputs(
+    result: BacktestResult, json_path: Path | None, html_path: Path | None, console: Console
+) -> None:
+    if json_path is not None:
+        json_path.write_text(json.dumps(asdict(result), default=str, indent=2) + "\n")
+        console.print(f"wrote {json_path}")
+    if html_path is not None:
+        try:
+            report = importlib.import_module("tranche.backtest.report")  # built beside the engine
+        except ImportError:
+            raise StackError(
+                "the HTML report is not built yet (tranche/backtest/report.py)"
+            ) from None
+        report.write_html(result, html_path)
+        console.print(f"wrote {html_path}")

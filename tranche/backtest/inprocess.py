@@ -1,0 +1,114 @@
+"""The services' storage and bots stood in for in one process: an in-memory SQLite database per
+service (its tables and its outbox, drained in order instead of relayed to NATS) and the bots of
+the file as the signal service runs them. Used by the backtest, the outcome ring and the signal
+unit tests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from sqlalchemy import Engine, event
+from sqlalchemy.pool import StaticPool
+from sqlmodel import Session, SQLModel, col, create_engine, select
+
+from services.signal.bots import RunningBot, runtime_for
+from shared.bots import BotState
+from shared.catalog import Bot
+from shared.db import create_tables
+from shared.money import utc_now
+from shared.outbox import OutboxMessage
+
+T = TypeVar("T")
+
+
+def memory_engine(tables: list[type[SQLModel]]) -> Engine:
+    """A private in-memory SQLite database with ``tables`` (and the outbox) created."""
+    engine = create_engine(
+        "sqlite://", connect_args={"check_same_thread": False}, poolclass=StaticPool
+    )
+    create_tables(engine, [OutboxMessage, *tables])
+    return engine
+
+
+_staged_in: set[Engine] = set()
+"""Engines whose outbox got a message since their store last drained it."""
+
+
+@event.listens_for(OutboxMessage, "after_insert")
+def _note_staged(_mapper, connection, _target) -> None:
+    _staged_in.add(connection.engine)
+
+
+class MemoryStore:
+    """What a handler needs of ``shared.service.Service``: ``engine``, ``transact`` and ``read``,
+    run inline (no worker thread: one process, one caller at a time). :meth:`drain` hands back
+    the messages staged since the last drain, in the order the relay would publish them."""
+
+    def __init__(self, tables: list[type[SQLModel]]):
+        self.engine = memory_engine(tables)
+        self._drained = 0
+
+    async def transact(self, change: Callable[[Session], T]) -> T:
+        with Session(self.engine, expire_on_commit=False) as session:
+            result = change(session)
+            session.commit()
+            return result
+
+    async def read(self, query: Callable[[Session], T]) -> T:
+        with Session(self.engine) as session:
+            return query(session)
+
+    def drain(self) -> list[OutboxMessage]:
+        if self.engine not in _staged_in:
+            return []  # nothing staged: no query (the backtest asks after every handler)
+        _staged_in.discard(self.engine)
+        with Session(self.engine, expire_on_commit=False) as session:
+            query = (
+                select(OutboxMessage)
+                .where(col(OutboxMessage.id) > self._drained)
+                .order_by(col(OutboxMessage.id))
+            )
+            staged = list(session.exec(query))
+            for message in staged:
+                message.published_at = utc_now()
+                session.add(message)
+            session.commit()
+        if staged:
+            self._drained = staged[-1].id or self._drained
+        return staged
+
+
+class InlineExecutor(ThreadPoolExecutor):
+    """An event loop's default executor that runs each call at once in the caller's thread: the
+    executor's ``asyncio.to_thread`` calls (its claims, the exchange) cost a thread hop each,
+    which in one process with one caller at a time buys nothing. ``loop.set_default_executor``
+    takes only a ``ThreadPoolExecutor``, hence the base class (its threads are never started)."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as error:  # handed to the awaiting caller, as a thread would
+            future.set_exception(error)
+        return future
+
+
+@dataclass
+class FixedBots:
+    """The signal service's roster for bots that do not change during the run."""
+
+    running: dict[str, RunningBot] = field(default_factory=dict)
+
+    def add(self, bot_id: str, bot: Bot, status: str = "active") -> RunningBot:
+        running = RunningBot(BotState(bot_id, bot, status, 1), runtime_for(bot_id, bot))  # type: ignore[arg-type]  # status is a BotStatus literal; callers pass one
+        self.running[bot_id] = running
+        return running
+
+    def get(self, bot_id: str) -> RunningBot | None:
+        return self.running.get(bot_id)
+
+    def trading(self, product_id: str) -> list[tuple[str, RunningBot]]:
+        return [(b, r) for b, r in self.running.items() if r.config.product_id == product_id]
