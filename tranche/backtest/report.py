@@ -55,10 +55,11 @@ def print_report(report: Report, console: Console) -> None:
         else pct(report.fee_rate * 100)
     )
     console.print(
-        f"Backtest {when(report.start)} → {when(report.end)}: {report.candles:,} candles, "
-        f"fee rate {fee}, fingerprint {report.fingerprint or '—'}",
+        f"Backtest {when(report.start)} → {when(report.end)}: {report.candles:,} candles",
         soft_wrap=True,
     )
+    console.print(f"fee rate {fee}", soft_wrap=True)
+    console.print(f"fingerprint {report.fingerprint or '—'}", soft_wrap=True)
     shown = report.bots + [s for s in report.overall if len(s.bot_ids) > 1]
     for section in shown:
         rows = figure_rows(section.performance, section.buy_and_hold)

@@ -59,6 +59,8 @@ class Outcome:
     overrides: dict[str, object]
     performance: Performance | None = None
     quote_currency: str | None = None
+    fingerprint: str | None = None
+    """The run's journal fingerprint: the same combination run again must give it again."""
     error: str | None = None
 
 
@@ -132,13 +134,14 @@ def sweep(
 
 def _evaluate(run: RunFunction, overrides: dict[str, object]) -> Outcome:
     try:
-        report = report_of(run(overrides))
+        result = run(overrides)
+        report = report_of(result)
     except Exception as error:  # one failed combination must not stop the sweep
         return Outcome(overrides, error=f"{type(error).__name__}: {error}")
     if not report.overall:
         return Outcome(overrides, error="the run had no bot")
     first = report.overall[0]
-    return Outcome(overrides, first.performance, first.quote_currency)
+    return Outcome(overrides, first.performance, first.quote_currency, result.fingerprint)
 
 
 def ranked(outcomes: Sequence[Outcome], sort_by: SortBy) -> list[Outcome]:
