@@ -79,7 +79,10 @@ def equity_curve(
             latest[fill.product_id] = fill.price
             next_fill += 1
         latest[mark.product_id] = mark.price
-        holdings = sum((size * latest[product] for product, size in held.items()), ZERO)
+        holdings = ZERO
+        for product, size in held.items():
+            if size:
+                holdings += size * latest[product]
         curve.append(EquityPoint(mark.at, capital + cash + holdings))
     return curve
 
@@ -89,10 +92,12 @@ def drawdowns(capital: Decimal, curve: Sequence[EquityPoint]) -> list[DrawdownPo
     high = capital
     points: list[DrawdownPoint] = []
     for point in curve:
-        high = max(high, point.equity)
+        if point.equity >= high:
+            high = point.equity
+            points.append(DrawdownPoint(point.at, ZERO, ZERO))
+            continue
         fall = high - point.equity
-        pct = fall / high * HUNDRED if high > 0 else ZERO
-        points.append(DrawdownPoint(point.at, fall, pct))
+        points.append(DrawdownPoint(point.at, fall, fall / high * HUNDRED if high > 0 else ZERO))
     return points
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import ROUND_DOWN, Decimal
 
@@ -44,6 +44,7 @@ from tranche.backtest.result import (
 MONEY_PLACES = Decimal("1e-10")
 RATIO_PLACES = Decimal("1e-6")
 QUANTITY_PLACES = Decimal("1e-10")
+ALL_BOTS = "all bots"
 BUY_AND_HOLD = "BUY_AND_HOLD"
 """The reason on buy-and-hold's one (imagined) fill."""
 
@@ -136,11 +137,14 @@ class Report:
 def report_of(result: BacktestResult) -> Report:
     """Every figure of the report, per bot and overall per quote currency."""
     bots = [_section(result, [bot], bot.bot_id) for bot in result.bots]
-    currencies = sorted({bot.quote_currency for bot in result.bots})
-    overall = [
-        _section(result, [b for b in result.bots if b.quote_currency == currency], "all bots")
-        for currency in currencies
-    ]
+    overall = []
+    for currency in sorted({bot.quote_currency for bot in result.bots}):
+        group = [b for b in result.bots if b.quote_currency == currency]
+        if len(group) == 1:  # all bots of the currency are that one bot: the same figures
+            alone = next(s for s in bots if s.bot_ids == [group[0].bot_id])
+            overall.append(replace(alone, title=ALL_BOTS))
+        else:
+            overall.append(_section(result, group, ALL_BOTS))
     return Report(
         start=result.start,
         end=result.end,
