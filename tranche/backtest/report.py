@@ -4,10 +4,12 @@ page (:func:`write_html`, in ``tranche.backtest.html``). Every figure comes from
 
 from __future__ import annotations
 
+import argparse
 import json
 from dataclasses import fields, is_dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Literal
 
 from rich.console import Console
@@ -30,7 +32,7 @@ from tranche.backtest.metrics import Report, SafetyStory, Section, report_of
 from tranche.backtest.result import BacktestResult
 from tranche.tables import print_fitted
 
-__all__ = ["print_report", "render", "to_json", "write_html"]
+__all__ = ["add_report_options", "print_report", "render", "show", "to_json", "write_html"]
 
 Format = Literal["table", "json"]
 CURVES = ("equity", "buy_and_hold_equity")
@@ -44,6 +46,23 @@ def render(result: BacktestResult, fmt: Format = "table", console: Console | Non
         out.print(to_json(report), markup=False, highlight=False, soft_wrap=True)
     else:
         print_report(report, out)
+
+
+def add_report_options(command: argparse.ArgumentParser) -> None:
+    """``--json`` and ``--html PATH`` on a command that prints a backtest report."""
+    command.add_argument("--json", action="store_true", help="the report as JSON")
+    command.add_argument(
+        "--html", type=Path, metavar="PATH", help="also write the report as one HTML page"
+    )
+
+
+def show(result: BacktestResult, args: argparse.Namespace, console: Console) -> None:
+    """What a backtest command prints, as its ``--json`` and ``--html`` ask."""
+    render(result, "json" if args.json else "table", console)
+    if args.html:
+        path = write_html(result, args.html)
+        if not args.json:
+            console.print(f"HTML report: {path}", soft_wrap=True)
 
 
 def print_report(report: Report, console: Console) -> None:
