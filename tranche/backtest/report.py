@@ -106,11 +106,12 @@ def to_json(report: Report | BacktestResult, curves: bool = False) -> str:
 
 def _plain(value: object, curves: bool) -> object:
     if isinstance(value, Section):
-        plain = {f.name: _plain(getattr(value, f.name), curves) for f in fields(value)}
-        if not curves:
-            for name in CURVES:
-                plain[f"daily_{name}"] = _plain(_daily(getattr(value, name)), curves)
-                del plain[name]
+        plain = {}
+        for f in fields(value):
+            if f.name in CURVES and not curves:
+                plain[f"daily_{f.name}"] = _plain(_daily(getattr(value, f.name)), curves)
+            else:
+                plain[f.name] = _plain(getattr(value, f.name), curves)
         return plain
     if isinstance(value, SafetyStory):
         story = {f.name: _plain(getattr(value, f.name), curves) for f in fields(value)}
