@@ -189,10 +189,11 @@ def sample() -> BacktestResult:
     )
 
 
-def fake_run(overrides: dict[str, object]) -> BacktestResult:
+def fake_run(overrides: dict[str, object], size: str = "1") -> BacktestResult:
     """A stand-in for the engine in the sweep's tests: ``bots.eth.stop_loss_pct`` chooses the
     exit price (higher: better), ``bots.eth.confirm_evaluations`` the entry price; a
-    ``bots.eth.take_profit_pct`` of 13 raises. The fingerprint says which process ran it."""
+    ``bots.eth.take_profit_pct`` of 13 raises. ``size`` is what a real run's other arguments
+    would be (bound with ``functools.partial``). The fingerprint says which process ran it."""
     if overrides.get("bots.eth.take_profit_pct") == D(13):
         raise RuntimeError("unlucky thirteen")
     stop = D(str(overrides.get("bots.eth.stop_loss_pct") or 1))
@@ -202,7 +203,7 @@ def fake_run(overrides: dict[str, object]) -> BacktestResult:
     made = result(
         [bot("eth")],
         marks(["0.0900", f"{entry}", f"{exit_price}", "0.0910"], every_h=24),
-        [fill(24, "BUY", f"{entry}", "1"), fill(48, "SELL", f"{exit_price}", "1")],
+        [fill(24, "BUY", f"{entry}", size), fill(48, "SELL", f"{exit_price}", size)],
     )
     made.fingerprint = str(os.getpid())
     return made

@@ -30,8 +30,9 @@ from tranche.backtest.result import BacktestResult
 SortBy = Literal["sharpe", "pnl", "drawdown", "win_rate"]
 SORT_BY: tuple[SortBy, ...] = ("sharpe", "pnl", "drawdown", "win_rate")
 RunFunction = Callable[[dict[str, object]], BacktestResult]
-"""Runs one backtest with these overrides of the bots' config (must be picklable: a function
-defined at a module's top level)."""
+"""Runs one backtest with these overrides of the bots' config. It goes to the worker processes
+by pickle: a function defined at a module's top level, or a ``functools.partial`` of one with
+picklable arguments (the file, the period, the bots file)."""
 
 
 class SweepError(ValueError):

@@ -4,6 +4,7 @@ ranked by the chosen figure, with the overfitting warning."""
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 from dataclasses import replace
@@ -109,6 +110,13 @@ def test_every_combination_runs_in_a_worker_process_in_order() -> None:
     pnl = [o.performance.total_pnl for o in outcomes if o.performance]
     assert pnl == [Decimal("0.0007"), Decimal("0.0017"), Decimal("0.0027"), Decimal("0.0037")]
     assert {o.quote_currency for o in outcomes} == {"BTC"}
+
+
+def test_a_run_with_its_arguments_bound_by_partial_goes_to_the_workers_too() -> None:
+    combos = combinations(parse_axes(["bots.eth.stop_loss_pct=1,2"], BOTS))
+    outcomes = sweep(functools.partial(fake_run, size="2"), combos, workers=2)
+    pnl = [o.performance.total_pnl for o in outcomes if o.performance]
+    assert pnl == [Decimal("0.0014"), Decimal("0.0034")]  # twice the size of the test above
 
 
 def test_a_failing_combination_is_reported_and_the_others_still_run() -> None:
