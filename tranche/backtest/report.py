@@ -4,7 +4,6 @@ page (:func:`write_html`, in ``tranche.backtest.html``). Every figure comes from
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import fields, is_dataclass
 from datetime import UTC, date, datetime
@@ -32,7 +31,7 @@ from tranche.backtest.metrics import Report, SafetyStory, Section, report_of
 from tranche.backtest.result import BacktestResult
 from tranche.tables import print_fitted
 
-__all__ = ["add_report_options", "print_report", "render", "show", "to_json", "write_html"]
+__all__ = ["print_report", "render", "to_json", "write_html", "write_json", "write_outputs"]
 
 Format = Literal["table", "json"]
 CURVES = ("equity", "buy_and_hold_equity")
@@ -48,21 +47,19 @@ def render(result: BacktestResult, fmt: Format = "table", console: Console | Non
         print_report(report, out)
 
 
-def add_report_options(command: argparse.ArgumentParser) -> None:
-    """``--json`` and ``--html PATH`` on a command that prints a backtest report."""
-    command.add_argument("--json", action="store_true", help="the report as JSON")
-    command.add_argument(
-        "--html", type=Path, metavar="PATH", help="also write the report as one HTML page"
-    )
+def write_json(result: BacktestResult, path: Path, curves: bool = False) -> Path:
+    """Write the report of ``result`` to ``path`` as JSON (:func:`to_json`); returns ``path``."""
+    path.write_text(to_json(result, curves) + "\n", encoding="utf-8")
+    return path
 
 
-def show(result: BacktestResult, args: argparse.Namespace, console: Console) -> None:
-    """What a backtest command prints, as its ``--json`` and ``--html`` ask."""
-    render(result, "json" if args.json else "table", console)
-    if args.html:
-        path = write_html(result, args.html)
-        if not args.json:
-            console.print(f"HTML report: {path}", soft_wrap=True)
+def write_outputs(
+    result: BacktestResult, json_path: Path | None, html_path: Path | None, console: Console
+) -> None:
+    """What ``tranche backtest --json PATH --html PATH`` writes, each file said when written."""
+    for path, write in ((json_path, write_json), (html_path, write_html)):
+        if path is not None:
+            console.print(f"wrote {write(result, path)}", soft_wrap=True, markup=False)
 
 
 def print_report(report: Report, console: Console) -> None:

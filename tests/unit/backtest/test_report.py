@@ -3,7 +3,6 @@ decimal strings and UTC times, and an HTML page that carries its own plotting li
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import re
@@ -12,7 +11,7 @@ from pathlib import Path
 from rich.console import Console
 
 from tests.support.backtest_results import D, at, bot, marks, result, sample
-from tranche.backtest.report import add_report_options, render, show, to_json, write_html
+from tranche.backtest.report import render, to_json, write_html, write_outputs
 
 
 def printed(width: int, fmt: str = "table", made=None) -> str:
@@ -98,14 +97,13 @@ def test_html_escapes_what_it_shows(tmp_path: Path) -> None:
     assert "<b>x</b>" not in html and "&lt;b&gt;x&lt;/b&gt;" in html
 
 
-def test_the_command_options_print_json_and_write_the_page(tmp_path: Path) -> None:
-    command = argparse.ArgumentParser()
-    add_report_options(command)
+def test_the_command_writes_the_json_and_the_page_it_is_given(tmp_path: Path) -> None:
     console = Console(width=120, file=io.StringIO(), color_system=None)
-    page = tmp_path / "report.html"
-    show(sample(), command.parse_args(["--json", "--html", str(page)]), console)
-    assert json.loads(console.file.getvalue())["bots"][0]["title"] == "eth-rsi"
+    page, data = tmp_path / "report.html", tmp_path / "report.json"
+    write_outputs(sample(), data, page, console)
+    assert json.loads(data.read_text())["bots"][0]["title"] == "eth-rsi"
     assert page.read_text().startswith("<!DOCTYPE html>")
+    assert console.file.getvalue().splitlines() == [f"wrote {data}", f"wrote {page}"]
     console = Console(width=120, file=io.StringIO(), color_system=None)
-    show(sample(), command.parse_args([]), console)
-    assert "eth-rsi · ETH-BTC" in console.file.getvalue()
+    write_outputs(sample(), None, None, console)
+    assert console.file.getvalue() == ""
