@@ -69,14 +69,14 @@ def figure_rows(strategy: Performance, held: Performance) -> list[tuple[str, str
     ]
 
 
-POSITION_COLUMNS = ("bot", "opened", "closed", "tranches", "P&L", "fees", "exit")
+POSITION_COLUMNS = ("opened", "closed", "tranches", "P&L", "fees", "exit")
 
 
 def position_rows(positions: Iterable[PositionPnl]) -> list[list[str]]:
-    """One row a position; an open one's P&L is realized + unrealized (JSON has both)."""
+    """One row a position (of one bot); an open one's P&L is realized + unrealized (JSON has
+    both)."""
     return [
         [
-            p.bot_id,
             when(p.opened_at),
             when(p.closed_at) if p.closed_at else "open",
             str(p.tranches),

@@ -80,12 +80,12 @@ def print_report(report: Report, console: Console) -> None:
     for section in shown:
         rows = figure_rows(section.performance, section.buy_and_hold)
         print_fitted(console, section_title(section), ("figure", "strategy", "buy & hold"), rows)
-    positions = [p for section in report.bots for p in section.positions]
-    if positions:
-        ordered = sorted(positions, key=lambda p: (p.opened_at, p.bot_id))
-        print_fitted(console, "Positions", POSITION_COLUMNS, position_rows(ordered))
-    else:
-        console.print("Positions: none (no entry was filled)")
+    for section in report.bots:
+        title = f"Positions of {section.title}"
+        if section.positions:
+            print_fitted(console, title, POSITION_COLUMNS, position_rows(section.positions))
+        else:
+            console.print(f"{title}: none (no entry was filled)", soft_wrap=True)
     print_fitted(console, "Safety", SAFETY_COLUMNS, [safety_row(s) for s in shown])
     breakers = [row for s in report.overall for row in breaker_rows(s)]
     if breakers:

@@ -33,6 +33,10 @@ def test_the_terminal_report_shows_each_bot_beside_buy_and_hold() -> None:
     assert "ENTRY_COOLDOWN 2, DAILY_LOSS_LIMIT 1" in text
     assert "CONSECUTIVE_LOSSES" in text and "2018-01-22T21:00Z" in text
     assert "TAKE_PROFIT" in text and "STOP_LOSS" in text
+    # A position a line, in a table of the bot's own.
+    assert "Positions of eth-macd" in text
+    assert re.search(r"2018-01-22T02:00Z │ 2018-01-22T09:00Z │ 2\s+│ \+0\.0021896 │", text)
+    assert re.search(r"2018-01-24T12:00Z │ open\s+│ 1\s+│ -0\.0005388 │", text)
 
 
 def test_at_80_columns_nothing_is_cut_or_wider() -> None:
@@ -45,7 +49,7 @@ def test_at_80_columns_nothing_is_cut_or_wider() -> None:
 def test_a_run_without_trades_says_so() -> None:
     quiet = result([bot("eth")], marks(["0.09", "0.1"]))
     text = printed(120, made=quiet)
-    assert "Positions: none (no entry was filled)" in text
+    assert "Positions of eth: none (no entry was filled)" in text
     assert "fee rate unknown (buy-and-hold without fees)" in text
 
 
