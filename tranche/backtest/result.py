@@ -119,3 +119,6 @@ class BacktestResult:
     candles: int = 0
     fingerprint: str | None = None
     """The journal fingerprint, comparable with ``tranche replay``'s."""
+    fee_rate: Decimal | None = None
+    """The fee rate the run's fills paid (0.006 = 0.6 %), if one rate applied to all of them; the
+    report charges buy-and-hold the same. None: buy-and-hold is shown without fees."""
