@@ -1,16 +1,17 @@
 """``tranche backtest FILE...``: recorded market data through the services' own decision code in
-one process (``tranche/backtest/engine.py``), a summary per bot; ``--compare-replay`` also runs
-``tranche replay`` on the same file and shows that both decided the same (or where they part)."""
+one process (``tranche/backtest/engine.py``), the report a trader reads (``report.py``: terminal,
+``--json``, ``--html``); ``--compare-replay`` also runs ``tranche replay`` on the same file and
+shows that both decided the same (or where they part); ``--set`` sweeps a bot's settings
+(``sweep.py``), one process per combination."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
-import json
+import functools
 import logging
 import tempfile
-from dataclasses import asdict
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -20,10 +21,11 @@ from rich.console import Console
 from shared.catalog import CatalogError, load_catalog
 from tranche.backtest.engine import BacktestError, Options, Run, run_backtest
 from tranche.backtest.parity import Parity, compare_with_replay
+from tranche.backtest.report import render, write_outputs
 from tranche.backtest.result import BacktestResult
+from tranche.backtest.sweep import add_sweep_options, apply_overrides, run_sweep
 from tranche.replay import _utc, check_rows, product_of
 from tranche.stack import StackError
-from tranche.tables import print_fitted
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -48,6 +50,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also replay the file through the services (slow) and compare the journals",
     )
+    add_sweep_options(backtest)
     backtest.set_defaults(run=cmd_backtest)
 
 
@@ -80,6 +83,15 @@ def cmd_backtest(args: argparse.Namespace) -> int:
             check_rows(path, product)
         bots = [b.strip() for b in args.bots.split(",") if b.strip()] if args.bots else None
         options = Options(fee_rate=args.fee_rate)
+        if args.sweep:
+            if args.compare_replay or args.json or args.html:
+                raise StackError(
+                    "--set runs a sweep: it takes no --compare-replay, --json or --html"
+                )
+            run_one = functools.partial(
+                run_with_overrides, args.config, files, bots, args.start, args.end, args.fee_rate
+            )
+            return run_sweep(run_one, catalog.bots, args.sweep, args.sort_by, console)
         if args.compare_replay:
             return compare(args, catalog, files, bots, options, console)
         run = asyncio.run(run_backtest(catalog, files, bots, args.start, args.end, options))
@@ -123,49 +135,26 @@ def print_parity(parity: Parity, console: Console) -> int:
 
 
 def print_summary(run: Run, console: Console) -> None:
-    """The run per bot in one table (the report module's terminal table replaces this)."""
-    result = run.result
-    rows = []
-    for bot in result.bots:
-        trips = [t for t in result.round_trips if t.bot_id == bot.bot_id]
-        held = [p for p in result.open_positions if p.bot_id == bot.bot_id]
-        decisions = [d for d in result.decisions if d.bot_id == bot.bot_id]
-        fees = sum((f.fee for f in result.fills if f.bot_id == bot.bot_id), Decimal(0))
-        rows.append(
-            (
-                bot.bot_id,
-                str(len(trips)),
-                str(sum((t.realized_pnl for t in trips), Decimal(0))),
-                str(sum((p.unrealized_pnl for p in held), Decimal(0))) if held else "-",
-                str(fees),
-                str(sum(d.approved for d in decisions)),
-                str(sum(not d.approved for d in decisions)),
-            )
-        )
-    print_fitted(
-        console,
-        f"backtest {result.start:%Y-%m-%d %H:%M} to {result.end:%Y-%m-%d %H:%M} UTC",
-        ("bot", "round trips", "realized P&L", "open P&L", "fees", "approved", "rejected"),
-        rows,
-        caption=(
-            f"{result.candles} candles in {run.seconds:.2f} s ({run.candles_per_s:,.0f}/s), "
-            f"{len(result.breakers)} breaker trips, fingerprint {result.fingerprint}"
-        ),
+    """The report's tables, then how long the run took."""
+    render(run.result, "table", console)
+    console.print(
+        f"{run.result.candles:,} candles in {run.seconds:.2f} s ({run.candles_per_s:,.0f}/s)",
+        soft_wrap=True,
     )
 
 
-def write_outputs(
-    result: BacktestResult, json_path: Path | None, html_path: Path | None, console: Console
-) -> None:
-    if json_path is not None:
-        json_path.write_text(json.dumps(asdict(result), default=str, indent=2) + "\n")
-        console.print(f"wrote {json_path}")
-    if html_path is not None:
-        try:
-            report = importlib.import_module("tranche.backtest.report")  # built beside the engine
-        except ImportError:
-            raise StackError(
-                "the HTML report is not built yet (tranche/backtest/report.py)"
-            ) from None
-        report.write_html(result, html_path)
-        console.print(f"wrote {html_path}")
+def run_with_overrides(
+    config: Path | None,
+    files: list[tuple[str, Path]],
+    bots: list[str] | None,
+    start: datetime | None,
+    end: datetime | None,
+    fee_rate: Decimal | None,
+    overrides: dict[str, object],
+) -> BacktestResult:
+    """One combination of a sweep, in a worker process: the bots file with ``overrides`` set."""
+    quiet_logs()
+    catalog = load_catalog(config)
+    catalog = catalog.model_copy(update={"bots": apply_overrides(catalog.bots, overrides)})
+    options = Options(fee_rate=fee_rate)
+    return asyncio.run(run_backtest(catalog, files, bots, start, end, options)).result

@@ -411,6 +411,7 @@ class Backtest:
             breakers=breakers,
             candles=self.candles,
             fingerprint=fingerprint(self.journal()),
+            fee_rate=self.executor_settings.mock_fee_rate,
         )
 
     def _bot_run(self, bot_id: str) -> BotRun:

@@ -32,9 +32,46 @@ def test_the_command_prints_a_summary_and_writes_json(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert "eth-btc-momentum" in done.stdout and "600 candles in" in done.stdout
-    result = json.loads((tmp_path / "r.json").read_text())
-    assert result["candles"] == 600 and result["fingerprint"] in done.stdout
-    assert [bot["bot_id"] for bot in result["bots"]] == ["eth-btc-momentum"]
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["candles"] == 600 and report["fingerprint"] in done.stdout
+    assert [bot["bot_ids"] for bot in report["bots"]] == [["eth-btc-momentum"]]
+    assert report["fee_rate"] == "0.006"  # the executor's default: buy-and-hold pays it too
+    assert "Safety" in done.stdout and "buy & hold" in done.stdout
+
+
+def test_a_sweep_runs_each_combination_and_ranks_them(tmp_path: Path) -> None:
+    data = tmp_path / "ETH-BTC-1m.csv"
+    slice_rows(ROOT / "data" / "ETH-BTC-1m.csv", data, rows=600)
+    setting = "bots.eth-btc-momentum.take_profit_pct=1,3"
+    done = subprocess.run(
+        [sys.executable, "-m", "tranche", "backtest", str(data), "--set", setting,
+         "--sort-by", "pnl"],
+        capture_output=True, text=True, timeout=300, check=False,
+        env={**os.environ, "COLUMNS": "200"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = [line for line in done.stdout.splitlines() if "take_profit_pct=" in line]
+    assert len(lines) == 2 and all(" pnl " in line for line in lines)
+    pnls = [Decimal(line.split(" pnl ")[1].split()[0]) for line in lines]
+    assert pnls == sorted(pnls, reverse=True)  # best P&L first
+    assert "best of 2 combinations" in done.stdout and "overfits" in done.stdout
+    alone = [asyncio.run(run_backtest(swept(value), [("ETH-BTC", data)])) for value in ("1", "3")]
+    shown = sorted(total_pnl(run.result).quantize(Decimal("1e-8")) for run in alone)
+    assert sorted(pnls) == shown  # each line is a real run of its setting
+
+
+def swept(take_profit: str):
+    catalog = load_catalog(None)
+    bot = catalog.bots["eth-btc-momentum"].model_copy(
+        update={"take_profit_pct": Decimal(take_profit)}
+    )
+    return catalog.model_copy(update={"bots": catalog.bots | {"eth-btc-momentum": bot}})
+
+
+def total_pnl(result) -> Decimal:
+    from tranche.backtest.metrics import report_of
+
+    return report_of(result).overall[0].performance.total_pnl
 
 
 def test_a_broken_parity_shows_the_first_message_where_the_runs_part(tmp_path: Path) -> None:
