@@ -11,6 +11,7 @@ import json
 import logging
 import tempfile
 from dataclasses import asdict
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -154,11 +155,17 @@ def print_summary(run: Run, console: Console) -> None:
     )
 
 
+def plain(value: object) -> str:
+    """JSON for what the result holds besides numbers and text: ISO 8601 times, exact decimals."""
+    return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
 def write_outputs(
     result: BacktestResult, json_path: Path | None, html_path: Path | None, console: Console
 ) -> None:
     if json_path is not None:
-        json_path.write_text(json.dumps(asdict(result), default=str, indent=2) + "\n")
+        text = json.dumps(asdict(result), default=plain, indent=2)
+        json_path.write_text(text + "\n")
         console.print(f"wrote {json_path}")
     if html_path is not None:
         try:

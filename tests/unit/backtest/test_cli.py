@@ -35,6 +35,8 @@ def test_the_command_prints_a_summary_and_writes_json(tmp_path: Path) -> None:
     result = json.loads((tmp_path / "r.json").read_text())
     assert result["candles"] == 600 and result["fingerprint"] in done.stdout
     assert [bot["bot_id"] for bot in result["bots"]] == ["eth-btc-momentum"]
+    assert result["start"] == "2018-01-20T04:54:00+00:00"  # the first candle's close
+    assert Decimal(result["fills"][0]["price"]) > 0
 
 
 def test_a_broken_parity_shows_the_first_message_where_the_runs_part(tmp_path: Path) -> None:
