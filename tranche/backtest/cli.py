@@ -14,17 +14,20 @@ from dataclasses import asdict
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 from rich.console import Console
 
 from shared.catalog import CatalogError, load_catalog
-from tranche.backtest.engine import BacktestError, Options, Run, run_backtest
-from tranche.backtest.parity import Parity, compare_with_replay
-from tranche.backtest.result import BacktestResult
 from tranche.replay import _utc, check_rows, product_of
 from tranche.stack import StackError
 from tranche.tables import print_fitted
+
+if TYPE_CHECKING:
+    from tranche.backtest.engine import Run
+    from tranche.backtest.parity import Parity
+    from tranche.backtest.result import BacktestResult
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -72,6 +75,9 @@ def files_of(paths: list[Path], products: list[str]) -> list[tuple[str, Path]]:
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
+    # The services' code loads here, not with every other command (it takes a second or more).
+    from tranche.backtest.engine import BacktestError, Options, run_backtest
+
     console = Console()
     quiet_logs()
     try:
@@ -93,6 +99,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
 
 def compare(args, catalog, files, bots, options, console: Console) -> int:
+    from tranche.backtest.parity import compare_with_replay
 
     if len(files) != 1:
         raise StackError("--compare-replay takes one file (a replay runs one)")
