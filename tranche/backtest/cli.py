@@ -14,18 +14,20 @@ import tempfile
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 from rich.console import Console
 
 from shared.catalog import CatalogError, load_catalog
-from tranche.backtest.engine import BacktestError, Options, Run, run_backtest
-from tranche.backtest.parity import Parity, compare_with_replay
-from tranche.backtest.report import render, write_outputs
-from tranche.backtest.result import BacktestResult
-from tranche.backtest.sweep import add_sweep_options, apply_overrides, run_sweep
+from tranche.backtest.sweep import add_sweep_options
 from tranche.replay import _utc, check_rows, product_of
 from tranche.stack import StackError
+
+if TYPE_CHECKING:
+    from tranche.backtest.engine import Run
+    from tranche.backtest.parity import Parity
+    from tranche.backtest.result import BacktestResult
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -74,6 +76,11 @@ def files_of(paths: list[Path], products: list[str]) -> list[tuple[str, Path]]:
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
+    # The services' code loads here, not with every other command (it takes a second or more).
+    from tranche.backtest.engine import BacktestError, Options, run_backtest
+    from tranche.backtest.report import write_outputs
+    from tranche.backtest.sweep import run_sweep
+
     console = Console()
     quiet_logs()
     try:
@@ -104,6 +111,8 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
 
 def compare(args, catalog, files, bots, options, console: Console) -> int:
+    from tranche.backtest.parity import compare_with_replay
+    from tranche.backtest.report import write_outputs
 
     if len(files) != 1:
         raise StackError("--compare-replay takes one file (a replay runs one)")
@@ -136,6 +145,8 @@ def print_parity(parity: Parity, console: Console) -> int:
 
 def print_summary(run: Run, console: Console) -> None:
     """The report's tables, then how long the run took."""
+    from tranche.backtest.report import render
+
     render(run.result, "table", console)
     console.print(
         f"{run.result.candles:,} candles in {run.seconds:.2f} s ({run.candles_per_s:,.0f}/s)",
@@ -153,6 +164,9 @@ def run_with_overrides(
     overrides: dict[str, object],
 ) -> BacktestResult:
     """One combination of a sweep, in a worker process: the bots file with ``overrides`` set."""
+    from tranche.backtest.engine import Options, run_backtest
+    from tranche.backtest.sweep import apply_overrides
+
     quiet_logs()
     catalog = load_catalog(config)
     catalog = catalog.model_copy(update={"bots": apply_overrides(catalog.bots, overrides)})

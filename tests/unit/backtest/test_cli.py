@@ -35,6 +35,7 @@ def test_the_command_prints_a_summary_and_writes_json(tmp_path: Path) -> None:
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["candles"] == 600 and report["fingerprint"] in done.stdout
     assert [bot["bot_ids"] for bot in report["bots"]] == [["eth-btc-momentum"]]
+    assert report["start"] == "2018-01-20T04:54:00+00:00"  # the first candle's close
     assert report["fee_rate"] == "0.006"  # the executor's default: buy-and-hold pays it too
     assert "Safety" in done.stdout and "buy & hold" in done.stdout
 
