@@ -14,8 +14,8 @@ service processes' user+system CPU during the drive, divided by orders booked); 
 service, and how much of its CPU was the main thread's (the event loop; the rest is the worker
 threads the database work runs in); each also as a ratio to the relay. ``--profile SERVICE``
 (several, or ``all``) runs those services under pyinstrument and writes each one's flame graph
-(HTML) and call tree (text) to ``--profile-dir`` (``build/profiles/``, a build output: ``make
-profile`` makes them again).
+(HTML) and its summary (text, :mod:`bench.profiles`) to ``--profile-dir`` (``build/profiles/``,
+a build output: ``make profile`` makes them again).
 """
 
 from __future__ import annotations
@@ -35,8 +35,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pyinstrument.session import Session
+
 from bench.latency import BOT, PRODUCT, drive, summary
 from bench.procstat import cpu_seconds, peak_rss_mb, thread_cpu_seconds
+from bench.profiles import summarise
 from tranche.stack import NATS_AUTH_CONFIG, NATS_CONFIG, EmbeddedStack, StackConfig, free_port
 
 BUSINESS = ("signal", "safety", "executor", "ledger")
@@ -143,19 +146,18 @@ def stop_profiled(stack: EmbeddedStack, name: str) -> None:
 
 
 def render_profile(session: Path) -> list[Path]:
-    """The flame graph (HTML) and the call tree (text, every frame) of a recorded session,
-    beside it; the session file is removed."""
-    written = []
-    for renderer, extra in (("html", []), ("text", ["--show-all"])):
-        out = session.with_suffix(f".{renderer if renderer == 'html' else 'txt'}")
-        subprocess.run(
-            [sys.executable, "-m", "pyinstrument", "--load", str(session), "-r", renderer,
-             *extra, "-o", str(out)],
-            check=True, timeout=600,
-        )  # fmt: skip
-        written.append(out)
+    """The flame graph (HTML, every frame) of a recorded session and its summary (text: busy
+    time by library and by function, :mod:`bench.profiles`), beside it; the session file is
+    removed."""
+    html, summary = session.with_suffix(".html"), session.with_suffix(".summary.txt")
+    subprocess.run(
+        [sys.executable, "-m", "pyinstrument", "--load", str(session), "-r", "html",
+         "--show-all", "-o", str(html)],
+        check=True, timeout=600,
+    )  # fmt: skip
+    summary.write_text(summarise(Session.load(str(session))))
     session.unlink()
-    return written
+    return [html, summary]
 
 
 def relay_run(nats_url: str, messages: int, burst: int) -> dict:
