@@ -49,7 +49,7 @@ from shared.contracts import (
     SafetyEvent,
     TradingState,
 )
-from shared.db import ExactDecimal, UtcDateTime
+from shared.db import READ_ONLY, ExactDecimal, UtcDateTime
 from shared.money import utc_now
 from shared.outbox import stage
 
@@ -163,7 +163,13 @@ def serialise_sqlite_writers(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _begin_immediate(connection):
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # A read (Service.read: readiness, the wait for the ledger, the HTTP views) takes no
+        # write lock: WAL gives it a consistent snapshot beside the writer. It took the lock
+        # before, so every read queued behind every decision and every decision behind reads.
+        if connection.get_execution_options().get(READ_ONLY):
+            connection.exec_driver_sql("BEGIN")
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 # -- locks and trading states ----------------------------------------------------------------
