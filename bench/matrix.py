@@ -152,7 +152,7 @@ def render_profile(session: Path) -> list[Path]:
     html, summary = session.with_suffix(".html"), session.with_suffix(".summary.txt")
     subprocess.run(
         [sys.executable, "-m", "pyinstrument", "--load", str(session), "-r", "html",
-         "--show-all", "-o", str(html)],
+         "-o", str(html)],
         check=True, timeout=600,
     )  # fmt: skip
     summary.write_text(summarise(Session.load(str(session))))
