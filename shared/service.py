@@ -61,9 +61,7 @@ class Service:
         self.name = settings.service
         self.log = tranche_logging.get_logger(f"tranche.{self.name}")
         self.engine = make_engine(settings.db_url)
-        # Reads (:meth:`read`) change nothing: an engine whose transactions say so, so a store
-        # that locks its writers (safety's BEGIN IMMEDIATE) lets them read beside each other.
-        self.read_engine = self.engine.execution_options(**{READ_ONLY: True})
+        self._read_engine: tuple[Engine, Engine] | None = None
         self.tables = [OutboxMessage, *tables]
         self._migrate = migrate
         self.dead_letters = DeadLetters(self.name)
@@ -138,6 +136,15 @@ class Service:
         result = await asyncio.to_thread(run)
         self.relay.wake()
         return result
+
+    @property
+    def read_engine(self) -> Engine:
+        """:attr:`engine` for transactions that only read (:meth:`read`), marked so: a store that
+        locks its writers (safety's BEGIN IMMEDIATE) lets them read beside each other. It
+        follows ``engine`` if that is replaced (tests take the storage away that way)."""
+        if self._read_engine is None or self._read_engine[0] is not self.engine:
+            self._read_engine = (self.engine, self.engine.execution_options(**{READ_ONLY: True}))
+        return self._read_engine[1]
 
     async def read(self, query: Callable[[Session], T]) -> T:
         def run() -> T:
