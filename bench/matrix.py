@@ -319,7 +319,7 @@ def main() -> None:
         per_service,
     ))  # fmt: skip
     if profile:
-        print(f"\nprofiles of {', '.join(profile)}: {args.profile_dir}/ (HTML flame graphs, text)")
+        print(f"\nprofiles of {', '.join(profile)}: {args.profile_dir}/ (flame graphs, summaries)")
 
 
 if __name__ == "__main__":
