@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install up test test-unit test-integration test-outcomes test-e2e test-faults test-cluster test-deploy lint format docs bench bench-backtest test-deps clean
+.PHONY: install up test test-unit test-integration test-outcomes test-e2e test-faults test-cluster test-deploy lint format docs bench bench-backtest profile test-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -68,6 +68,12 @@ bench: install
 
 bench-backtest: install
 	$(BIN)/python -m bench.backtest $(BENCH_ARGS)
+
+## Flame graphs (pyinstrument, HTML) of the four services at 1 and 100 bots, SQLite, written to
+## build/profiles/ (a build output, git-ignored): what each service's main thread spends per order.
+PROFILE_ARGS ?= --bots 1 100 --storage sqlite --sync always --rounds 4
+profile: install
+	$(BIN)/python -m bench.matrix $(PROFILE_ARGS) --profile all --profile-dir build/profiles
 
 ## Regenerate docs/api (AsyncAPI from FastStream, OpenAPI from FastAPI).
 docs: install

@@ -1,7 +1,7 @@
 """``make bench``: Tranche end to end against the bare relay, over bots x storage x NATS sync.
 
     python -m bench.matrix [--quick] [--bots 1 10 100 1000] [--storage sqlite postgres]
-                           [--sync always default] [--rounds N] [--profile SERVICE]
+                           [--sync always default] [--rounds N] [--profile SERVICE... | all]
 
 For every storage (SQLite files, or one fresh PostgreSQL database per service) and NATS sync
 setting (``sync_interval: always`` as shipped, or the server's default) and number of bots, a fresh
@@ -11,8 +11,11 @@ bare relay (:mod:`bench.relay`, its own process) runs on the same server with th
 
 Figures: latency p50/p95/p99; sustained orders booked per second; CPU time per order (the four
 service processes' user+system CPU during the drive, divided by orders booked); peak RSS per
-service; each also as a ratio to the relay. ``--profile SERVICE`` runs that service under
-pyinstrument and writes its profile next to the results.
+service, and how much of its CPU was the main thread's (the event loop; the rest is the worker
+threads the database work runs in); each also as a ratio to the relay. ``--profile SERVICE``
+(several, or ``all``) runs those services under pyinstrument and writes each one's flame graph
+(HTML) and its summary (text, :mod:`bench.profiles`) to ``--profile-dir`` (``build/profiles/``,
+a build output: ``make profile`` makes them again).
 """
 
 from __future__ import annotations
@@ -32,8 +35,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pyinstrument.session import Session
+
 from bench.latency import BOT, PRODUCT, drive, summary
-from bench.procstat import cpu_seconds, peak_rss_mb
+from bench.procstat import cpu_seconds, peak_rss_mb, thread_cpu_seconds
+from bench.profiles import summarise
 from tranche.stack import NATS_AUTH_CONFIG, NATS_CONFIG, EmbeddedStack, StackConfig, free_port
 
 BUSINESS = ("signal", "safety", "executor", "ledger")
@@ -69,6 +75,9 @@ class Result:
     relay_cpu_ms: float
     rss_mb: dict[str, float] = field(default_factory=dict)
     cpu_ms_by_service: dict[str, float] = field(default_factory=dict)
+    loop_ms_by_service: dict[str, float] = field(default_factory=dict)
+    """Of ``cpu_ms_by_service``, the main thread's (the event loop; the rest is worker threads:
+    the database work)."""
     relay_rss_mb: float = 0.0
 
 
@@ -111,12 +120,14 @@ def databases(storage: str) -> Iterator[dict[str, dict[str, str]]]:
 
 
 def profile_under_pyinstrument(stack: EmbeddedStack, name: str, out: Path) -> None:
-    """Restart one service under pyinstrument; its report is written when it stops on SIGINT
-    (see :func:`stop_profiled`)."""
+    """Restart one service under pyinstrument, recording a session file (``out``); it is written
+    when the service stops on SIGINT (see :func:`stop_profiled`) and rendered by
+    :func:`render_profile`. Pyinstrument samples the main thread: the event loop (FastStream,
+    pydantic, the handlers, logging); the database work in worker threads shows as the await."""
     stack.stop_service(name)
     log = open(stack.logs / f"{name}.profiled.log", "ab")  # noqa: SIM115 - the child owns it
     stack.services[name] = subprocess.Popen(
-        [sys.executable, "-m", "pyinstrument", "-r", "text", "--show-all", "-o", str(out),
+        [sys.executable, "-m", "pyinstrument", "-r", "pyisession", "-o", str(out),
          "-m", f"services.{name}"],
         env=stack.service_env(name),
         stdout=log,
@@ -134,6 +145,21 @@ def stop_profiled(stack: EmbeddedStack, name: str) -> None:
     process.wait(timeout=60)
 
 
+def render_profile(session: Path) -> list[Path]:
+    """The flame graph (HTML, every frame) of a recorded session and its summary (text: busy
+    time by library and by function, :mod:`bench.profiles`), beside it; the session file is
+    removed."""
+    html, summary = session.with_suffix(".html"), session.with_suffix(".summary.txt")
+    subprocess.run(
+        [sys.executable, "-m", "pyinstrument", "--load", str(session), "-r", "html",
+         "-o", str(html)],
+        check=True, timeout=600,
+    )  # fmt: skip
+    summary.write_text(summarise(Session.load(str(session))))
+    session.unlink()
+    return [html, summary]
+
+
 def relay_run(nats_url: str, messages: int, burst: int) -> dict:
     found = subprocess.run(
         [sys.executable, "-m", "bench.relay", nats_url, "--messages", str(messages),
@@ -146,7 +172,7 @@ def relay_run(nats_url: str, messages: int, burst: int) -> dict:
 
 
 def run(storage: str, sync: str, bots: int, rounds: int, relay_messages: int,
-        profile: str | None = None, profile_dir: Path | None = None) -> Result:  # fmt: skip
+        profile: tuple[str, ...] = (), profile_dir: Path | None = None) -> Result:  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="tranche-bench-") as scratch, databases(storage) as dbs:
         root = Path(scratch)
         config = root / "bots.toml"
@@ -166,15 +192,23 @@ def run(storage: str, sync: str, bots: int, rounds: int, relay_messages: int,
         )
         stack.start()
         try:
-            if profile:
+            sessions = {}
+            for name in profile:
                 assert profile_dir is not None
-                out = profile_dir / f"profile-{profile}-{storage}-{sync}-{bots}.txt"
-                profile_under_pyinstrument(stack, profile, out.resolve())
+                sessions[name] = (
+                    profile_dir / f"{name}-{storage}-{sync}-{bots}.pyisession"
+                ).resolve()
+                profile_under_pyinstrument(stack, name, sessions[name])
             pids = {name: stack.services[name].pid for name in BUSINESS}
             before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+            loop_before = {
+                name: thread_cpu_seconds(pid).get(pid, 0.0) for name, pid in pids.items()
+            }
             driven = asyncio.run(drive(stack.config.admin_url, bots, rounds))
             latencies = driven.latencies
             cpu_by = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
+            loop_by = {name: thread_cpu_seconds(pid).get(pid, 0.0) - loop_before[name]
+                       for name, pid in pids.items()}  # fmt: skip
             rss = {name: peak_rss_mb(pid) for name, pid in pids.items()}
             relay = relay_run(stack.config.admin_url, max(relay_messages, bots * 2), bots)
         except BaseException:
@@ -184,9 +218,12 @@ def run(storage: str, sync: str, bots: int, rounds: int, relay_messages: int,
             print(f"failed: the services' logs are in {kept}/", file=sys.stderr)
             raise
         finally:
-            if profile:
-                stop_profiled(stack, profile)
+            for name in profile:
+                stop_profiled(stack, name)
             stack.stop()
+        for session in sessions.values():
+            if session.exists():
+                render_profile(session)
     return Result(
         storage=storage,
         sync=sync,
@@ -202,6 +239,7 @@ def run(storage: str, sync: str, bots: int, rounds: int, relay_messages: int,
         relay_cpu_ms=relay["cpu_s"] * 1000 / len(relay["latencies"]),
         rss_mb=rss,
         cpu_ms_by_service={name: s * 1000 / len(latencies) for name, s in cpu_by.items()},
+        loop_ms_by_service={name: s * 1000 / len(latencies) for name, s in loop_by.items()},
         relay_rss_mb=relay["peak_rss_mb"],
     )
 
@@ -246,14 +284,16 @@ def main() -> None:
     parser.add_argument("--relay-messages", type=int, default=200)
     parser.add_argument("--concurrency", type=int,
                         help="TRANCHE_CONSUMER_CONCURRENCY of the services")  # fmt: skip
-    parser.add_argument("--profile", choices=BUSINESS, help="run this service under pyinstrument")
-    parser.add_argument("--profile-dir", type=Path, default=Path("var/profiles"))
+    parser.add_argument("--profile", nargs="+", choices=[*BUSINESS, "all"], default=[],
+                        help="run these under pyinstrument (HTML flame graphs)")  # fmt: skip
+    parser.add_argument("--profile-dir", type=Path, default=Path("build/profiles"))
     args = parser.parse_args()
     if args.quick:
         args.bots, args.storage, args.rounds = [1, 10], ["sqlite"], 4
     if args.concurrency:
         BENCH_ENV["TRANCHE_CONSUMER_CONCURRENCY"] = str(args.concurrency)
-    if args.profile:
+    profile = BUSINESS if "all" in args.profile else tuple(args.profile)
+    if profile:
         args.profile_dir.mkdir(parents=True, exist_ok=True)
     results: list[Result] = []
     print(" | ".join(HEADER), flush=True)
@@ -262,7 +302,7 @@ def main() -> None:
             for sync in args.sync:
                 # The relay sends max(relay_messages, 2 x bots) messages, `bots` at a time.
                 result = run(storage, sync, bots, args.rounds, args.relay_messages,
-                             args.profile, args.profile_dir)  # fmt: skip
+                             profile, args.profile_dir)  # fmt: skip
                 results.append(result)
                 print(" | ".join(row(result)), flush=True)
     print()
@@ -270,15 +310,16 @@ def main() -> None:
     print()
     # Per service: peak RSS, and CPU per order (the slowest hop is the one that burns most).
     per_service = ("storage", "sync", "bots", *(f"{name} MB" for name in BUSINESS), "relay MB",
-                   *(f"{name} CPU ms" for name in BUSINESS))  # fmt: skip
+                   *(f"{name} CPU ms (loop)" for name in BUSINESS))  # fmt: skip
     print(markdown(
         [[r.storage, r.sync, str(r.bots), *(f"{r.rss_mb[n]:.0f}" for n in BUSINESS),
-          f"{r.relay_rss_mb:.0f}", *(f"{r.cpu_ms_by_service[n]:.1f}" for n in BUSINESS)]
+          f"{r.relay_rss_mb:.0f}",
+          *(f"{r.cpu_ms_by_service[n]:.1f} ({r.loop_ms_by_service[n]:.1f})" for n in BUSINESS)]
          for r in results],
         per_service,
     ))  # fmt: skip
-    if args.profile:
-        print(f"\nprofiles of {args.profile}: {args.profile_dir}/")
+    if profile:
+        print(f"\nprofiles of {', '.join(profile)}: {args.profile_dir}/ (flame graphs, summaries)")
 
 
 if __name__ == "__main__":

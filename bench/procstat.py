@@ -13,11 +13,7 @@ TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU seconds the process has used so far."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    # The command name (field 2) may hold spaces: count the fields after its closing bracket.
-    fields = stat.rsplit(")", 1)[1].split()
-    utime, stime = int(fields[11]), int(fields[12])
-    return (utime + stime) / TICKS_PER_S
+    return cpu_seconds_of(Path(f"/proc/{pid}/stat"))
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -26,3 +22,22 @@ def peak_rss_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmHWM for process {pid}")
+
+
+def thread_cpu_seconds(pid: int) -> dict[int, float]:
+    """User plus system CPU seconds of each live thread of the process, by thread id (the main
+    thread's id is the process id): how a service's CPU splits between its event loop and the
+    worker threads its database work runs in (``asyncio.to_thread``)."""
+    found = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            found[int(task.name)] = cpu_seconds_of(task / "stat")
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+    return found
+
+
+def cpu_seconds_of(stat_file: Path) -> float:
+    # The command name (field 2) may hold spaces: count the fields after its closing bracket.
+    fields = stat_file.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS_PER_S

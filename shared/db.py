@@ -10,6 +10,9 @@ from sqlalchemy import DateTime, Engine, Numeric, String, Table, event, text
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import SQLModel, create_engine
 
+READ_ONLY = "tranche_read_only"
+"""Execution option of an engine (``Service.read_engine``) whose transactions only read."""
+
 
 def make_engine(url: str) -> Engine:
     """An engine for ``url``; a SQLite file's folder is created and the file put in WAL mode."""

@@ -27,7 +27,7 @@ from sqlmodel import Session, SQLModel
 
 from shared import logging as tranche_logging
 from shared.bus import DeadLetters, connect, make_broker, make_router, outbox_publisher
-from shared.db import create_tables, make_engine, ping
+from shared.db import READ_ONLY, create_tables, make_engine, ping
 from shared.healing import Healer
 from shared.http import BodyLimit, document_answers, health_router
 from shared.outbox import OutboxMessage, OutboxRelay
@@ -61,6 +61,7 @@ class Service:
         self.name = settings.service
         self.log = tranche_logging.get_logger(f"tranche.{self.name}")
         self.engine = make_engine(settings.db_url)
+        self._read_engine: tuple[Engine, Engine] | None = None
         self.tables = [OutboxMessage, *tables]
         self._migrate = migrate
         self.dead_letters = DeadLetters(self.name)
@@ -136,9 +137,18 @@ class Service:
         self.relay.wake()
         return result
 
+    @property
+    def read_engine(self) -> Engine:
+        """:attr:`engine` for transactions that only read (:meth:`read`), marked so: a store that
+        locks its writers (safety's BEGIN IMMEDIATE) lets them read beside each other. It
+        follows ``engine`` if that is replaced (tests take the storage away that way)."""
+        if self._read_engine is None or self._read_engine[0] is not self.engine:
+            self._read_engine = (self.engine, self.engine.execution_options(**{READ_ONLY: True}))
+        return self._read_engine[1]
+
     async def read(self, query: Callable[[Session], T]) -> T:
         def run() -> T:
-            with Session(self.engine) as session:
+            with Session(self.read_engine) as session:
                 return query(session)
 
         return await asyncio.to_thread(run)

@@ -14,6 +14,7 @@ from services.safety.readiness import BotClock, assess
 from services.safety.rules import BotState, Market, client_order_id_for, decide, decision_time
 from services.safety.store import (
     SYSTEM,
+    Fleet,
     TradingStateRow,
     apply_order_event,
     apply_trips,
@@ -71,6 +72,7 @@ def state_of(
     *,
     positions_synced: bool,
     arrived_now: bool = False,
+    fleets: dict[str, Fleet] | None = None,
 ) -> BotState:
     """The facts ``decide`` looks at, in the mode approvals are made in now. Live checks compare
     with prices as they arrive and (``arrived_now``) the wall clock: meaningful for live data,
@@ -89,6 +91,7 @@ def state_of(
         positions_synced=positions_synced,
         market=market if live else None,
         received_at=utc_now() if live and arrived_now else None,
+        fleets=fleets,
     )
 
 
@@ -195,9 +198,10 @@ def _check_breakers(
     session: Session, mode: str, bot_id: str, system: TradingStateRow, bot: TradingStateRow,
     cause: str, now: datetime, settings: SafetySettings,
 ) -> list[SafetyEvent]:  # fmt: skip
-    exits, failures = breaker_facts(session, mode, bot_id)
+    facts = breaker_facts(session, mode, bot_id)
+    exits, failures = facts[bot_id]
     trips = bot_trips(bot_id, exits, failures, settings.breakers_for(bot_id), now)
-    all_exits, _ = breaker_facts(session, mode, None)
+    all_exits, _ = facts[None]
     trips += all_bots_trips(all_exits, settings.breakers_for(None), now)
     return apply_trips(session, trips, {SYSTEM: system, bot_id: bot}, cause, now)
 
@@ -212,22 +216,27 @@ def readiness_of(
     markets: dict[str, Market],
 ) -> list[BotReadiness]:
     """Each bot's readiness at its own event time, read without locks (it changes nothing); a
-    bot safety has no time for yet is left out."""
-    found = []
-    for bot_id in sorted(bot_ids):
+    bot safety has no time for yet is left out. The facts about all bots are read once for the
+    pass (earliest event time first, so the first reading covers every later bot's day)."""
+    timed = []
+    for bot_id in bot_ids:
         clock = clocks.get(bot_id, BotClock())
         market = markets.get(clock.product_id) if clock.product_id else None
         now = clock.now(market.time if market else None)
-        if now is None:
-            continue
+        if now is not None:
+            timed.append((now, bot_id, clock, market))
+    fleets: dict[str, Fleet] = {}
+    found = []
+    for now, bot_id, clock, market in sorted(timed, key=lambda item: item[:2]):
         scopes = peek_scopes(session, bot_id)
         state = state_of(
-            session, bot_id, scopes, now, settings, market, positions_synced=positions_synced
-        )
+            session, bot_id, scopes, now, settings, market, positions_synced=positions_synced,
+            fleets=fleets,
+        )  # fmt: skip
         limits = settings.limits_for(bot_id)
         price = market.price if market else None
         found.append(assess(bot_id, clock.product_id, state, limits, now, price))
-    return found
+    return sorted(found, key=lambda readiness: readiness.bot_id)
 
 
 def report_breach(session: Session, breach: TrancheCapBreach) -> SafetyEvent:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
@@ -48,7 +49,7 @@ from shared.contracts import (
     SafetyEvent,
     TradingState,
 )
-from shared.db import ExactDecimal, UtcDateTime
+from shared.db import READ_ONLY, ExactDecimal, UtcDateTime
 from shared.money import utc_now
 from shared.outbox import stage
 
@@ -162,7 +163,13 @@ def serialise_sqlite_writers(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _begin_immediate(connection):
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # A read (Service.read: readiness, the wait for the ledger, the HTTP views) takes no
+        # write lock: WAL gives it a consistent snapshot beside the writer. It took the lock
+        # before, so every read queued behind every decision and every decision behind reads.
+        if connection.get_execution_options().get(READ_ONLY):
+            connection.exec_driver_sql("BEGIN")
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 # -- locks and trading states ----------------------------------------------------------------
@@ -181,10 +188,13 @@ def _ensure_row(session: Session, scope: str) -> None:
 
 
 def lock_scope(session: Session, scope: str) -> TradingStateRow:
-    _ensure_row(session, scope)
-    row = session.exec(
-        select(TradingStateRow).where(TradingStateRow.scope == scope).with_for_update()
-    ).one()
+    """The scope's row, locked; made (``active``) the first time. The insert runs only when the
+    row is missing: every message locks two scopes, and the rows are there after the first."""
+    locked = select(TradingStateRow).where(TradingStateRow.scope == scope).with_for_update()
+    row = session.exec(locked).first()
+    if row is None:
+        _ensure_row(session, scope)
+        row = session.exec(locked).one()
     return row
 
 
@@ -324,8 +334,9 @@ def _entries(session: Session, mode: str, since: datetime):
 def _last_approval(
     session: Session, bot_id: str, mode: str, actions: tuple[str, ...], now: datetime
 ):
+    # The two times only, not the row: loading whole rows was a tenth of a decision's cost.
     row = session.exec(
-        select(DecisionRow)
+        select(DecisionRow.market_time, DecisionRow.last_fill_at)
         .where(
             DecisionRow.bot_id == bot_id,
             DecisionRow.mode == mode,
@@ -338,11 +349,11 @@ def _last_approval(
     ).first()
     if row is None:
         return None
+    market_time, fill = row
     # Counted from the later of the approval and the last fill (a slow fill and a new entry must
     # not overlap), but only a fill time on the clock of ``now``: one after ``now`` is another
     # clock (a mock fill at the wall clock during a replay years back), never a later start.
-    fill = row.last_fill_at
-    return max(row.market_time, fill) if fill is not None and fill <= now else row.market_time
+    return max(market_time, fill) if fill is not None and fill <= now else market_time
 
 
 def position_of(
@@ -377,23 +388,22 @@ def ledger_behind(session: Session, bot_id: str, start_mode: Mode) -> bool:
     return position_of(session, bot_id, mode, positions_synced=True) is None
 
 
-def gather_state(
-    session: Session,
-    *,
-    bot_id: str,
-    mode: Mode,
-    system: TradingStateRow,
-    bot: TradingStateRow,
-    now: datetime,
-    positions_synced: bool,
-    market: Market | None,
-    received_at: datetime | None,
-) -> BotState:
-    """Everything ``decide`` looks at, read inside the decision's locked transaction."""
-    hour = now - HOUR
-    all_day = _entries(session, mode, now - DAY)
-    all_hour = [row for row in all_day if row[1] > hour]
-    bot_day = [row for row in all_day if row[0] == bot_id]
+@dataclass(frozen=True)
+class Fleet:
+    """What a decision reads about every bot of one mode: approved entries after ``since``
+    (bot, event time, notional), orders in flight, bots with an open position. The same for every
+    bot a readiness pass assesses, so read once per pass (:func:`gather_state`'s ``fleets``)
+    rather than once per bot, which made a pass grow with the square of the bots."""
+
+    mode: str
+    since: datetime
+    entries: list[tuple[str, datetime, Decimal]]
+    in_flight: list[tuple[str, str, str, str | None, str]]
+    """(bot, action, mode, client order id, order status) of every approval not final."""
+    open_bots: frozenset[str]
+
+
+def fleet_facts(session: Session, mode: str, since: datetime) -> Fleet:
     in_flight = session.exec(
         select(
             DecisionRow.bot_id, DecisionRow.action, DecisionRow.mode,
@@ -408,6 +418,48 @@ def gather_state(
         ).all()
     )
     open_bots |= {b for b, action, m, _, _ in in_flight if m == mode and action != "exit"}
+    return Fleet(
+        mode=mode,
+        since=since,
+        entries=[tuple(row) for row in _entries(session, mode, since)],
+        in_flight=[tuple(row) for row in in_flight],
+        open_bots=frozenset(open_bots),
+    )
+
+
+def _fleet(session: Session, mode: str, since: datetime, fleets: dict[str, Fleet] | None) -> Fleet:
+    """The facts since ``since``: from ``fleets`` if it holds them (a reading since earlier
+    holds them all), else read (and kept there)."""
+    known = fleets.get(mode) if fleets is not None else None
+    if known is None or known.since > since:
+        known = fleet_facts(session, mode, since)
+        if fleets is not None:
+            fleets[mode] = known
+    return known
+
+
+def gather_state(
+    session: Session,
+    *,
+    bot_id: str,
+    mode: Mode,
+    system: TradingStateRow,
+    bot: TradingStateRow,
+    now: datetime,
+    positions_synced: bool,
+    market: Market | None,
+    received_at: datetime | None,
+    fleets: dict[str, Fleet] | None = None,
+) -> BotState:
+    """Everything ``decide`` looks at, read inside the decision's locked transaction (or, for
+    readiness, without locks: then ``fleets`` shares the all-bots facts between the bots of one
+    pass)."""
+    hour, day = now - HOUR, now - DAY
+    fleet = _fleet(session, mode, day, fleets)
+    all_day = [row for row in fleet.entries if row[1] > day]
+    all_hour = [row for row in all_day if row[1] > hour]
+    bot_day = [row for row in all_day if row[0] == bot_id]
+    in_flight, open_bots = fleet.in_flight, fleet.open_bots
     production_entries = session.exec(
         select(func.count()).where(
             DecisionRow.bot_id == bot_id,
@@ -608,24 +660,37 @@ def fills_of(session: Session, client_order_id: str) -> list[FillRow]:
 
 def breaker_facts(
     session: Session, mode: str, bot_id: str | None
-) -> tuple[list[ExitResult], list[datetime]]:
-    """Finished exits (oldest first) and failed orders counted since the last reset."""
-    query = select(DecisionRow).where(
-        DecisionRow.mode == mode,
-        col(DecisionRow.approved).is_(True),
-        col(DecisionRow.final).is_(True),
-        col(DecisionRow.breaker_counted).is_(True),
-    )
+) -> dict[str | None, tuple[list[ExitResult], list[datetime]]]:
+    """Finished exits (oldest first) and failed orders counted since the last reset, of the bot
+    and (key ``None``) of every bot, from one query of the columns they need: the breakers read
+    both after every final order, and loading every finished decision as a whole row, twice,
+    was most of safety's cost of an order event."""
+    rows = session.exec(
+        select(
+            DecisionRow.bot_id, DecisionRow.action, DecisionRow.order_status,
+            DecisionRow.final_at, DecisionRow.realized_pnl,
+        )
+        .where(
+            DecisionRow.mode == mode,
+            col(DecisionRow.approved).is_(True),
+            col(DecisionRow.final).is_(True),
+            col(DecisionRow.breaker_counted).is_(True),
+        )
+        .order_by(col(DecisionRow.final_at))
+    ).all()  # fmt: skip
+    found: dict[str | None, tuple[list[ExitResult], list[datetime]]] = {None: ([], [])}
     if bot_id is not None:
-        query = query.where(DecisionRow.bot_id == bot_id)
-    rows = session.exec(query.order_by(col(DecisionRow.final_at))).all()
-    exits = [
-        ExitResult(r.final_at, r.realized_pnl)
-        for r in rows
-        if r.action == "exit" and r.realized_pnl is not None and r.final_at is not None
-    ]
-    failures = [r.final_at for r in rows if r.order_status == "failed" and r.final_at]
-    return exits, failures
+        found[bot_id] = ([], [])
+    for bot, action, status, final_at, realized_pnl in rows:
+        if final_at is None:
+            continue
+        for key in {None, bot_id} if bot == bot_id else (None,):
+            exits, failures = found[key]
+            if action == "exit" and realized_pnl is not None:
+                exits.append(ExitResult(final_at, realized_pnl))
+            if status == "failed":
+                failures.append(final_at)
+    return found
 
 
 def apply_trips(

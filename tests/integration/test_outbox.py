@@ -58,6 +58,10 @@ async def test_staged_messages_go_out_once_in_order_with_their_id(engine, nats_u
             stage(session, subject, intent(n))
         stage(session, subject, intent(0))  # staging the same message twice keeps one
         session.commit()
+    with Session(engine) as session:  # and so does staging it again in a later transaction
+        stage(session, subject, intent(1))
+        session.commit()
+        assert len(session.exec(select(OutboxMessage)).all()) == 3
     relay = OutboxRelay(engine, outbox_publisher(nc))
     assert await relay.flush() == 3
     assert await relay.flush() == 0

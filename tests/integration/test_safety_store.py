@@ -5,6 +5,7 @@ and a redelivered order event changes nothing."""
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -14,7 +15,7 @@ from services.safety.config import SafetySettings
 from services.safety.handlers import decide_and_store, record_order_event
 from services.safety.store import TABLES, PositionRow, serialise_sqlite_writers
 from shared.contracts import Fill, OrderApproved, OrderEvent, Reason, TradeIntent
-from shared.db import create_tables, make_engine
+from shared.db import READ_ONLY, create_tables, make_engine
 from shared.outbox import OutboxMessage
 
 T0 = datetime(2018, 1, 20, 12, 0, tzinfo=UTC)
@@ -135,3 +136,25 @@ def _book_position(session: Session, bot_id: str) -> None:
                       quantity=Decimal("0.1"), cost_basis=Decimal("0.009"), tranches=1,
                       last_entry_price=Decimal("0.09"))  # fmt: skip
     session.add(row)
+
+
+def test_a_read_goes_on_beside_a_writer_that_holds_the_lock(database_url: str) -> None:
+    """Readiness and the wait for the ledger read while decisions write: a read takes no write
+    lock (SQLite: no BEGIN IMMEDIATE), so it neither waits for a writer nor makes one wait."""
+    engine = make_engine(database_url)
+    serialise_sqlite_writers(engine)
+    create_tables(engine, [OutboxMessage, *TABLES])
+    reads = engine.execution_options(**{READ_ONLY: True})
+    with Session(engine) as writer:
+        writer.add(PositionRow(bot_id="held", mode="mock", sequence=1))
+        writer.flush()  # the write lock is held (SQLite) and the row locked (PostgreSQL)
+
+        def read() -> list[str]:
+            with Session(reads) as session:
+                return list(session.exec(select(PositionRow.bot_id)).all())
+
+        with ThreadPoolExecutor(1) as pool:
+            # The writer has not committed: the read sees the state before it, at once.
+            assert pool.submit(read).result(timeout=5) == []
+        writer.commit()
+    engine.dispose()
