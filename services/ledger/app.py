@@ -24,8 +24,8 @@ from pydantic import ValidationError
 
 from services.ledger.accounting import Allocation
 from services.ledger.api import ledger_api
-from services.ledger.booking import book_order_event
 from services.ledger.config import LedgerSettings
+from services.ledger.handling import book_order_event
 from services.ledger.reports import Mark
 from services.ledger.schema import migrate
 from services.ledger.store import (

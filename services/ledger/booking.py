@@ -13,24 +13,9 @@ from sqlmodel import Session
 
 from services.ledger.accounting import MAX_TRANCHES, Allocation, Book, book_fills
 from services.ledger.positions import position_message
-from services.ledger.store import (
-    Conflict,
-    add_fills,
-    as_ledger_fill,
-    fills_of,
-    final_orders,
-    has_fills,
-    lock_position,
-    note_order,
-    position_of,
-    save_position,
-    sort_fills,
-)
-from shared import subjects
-from shared.bus import InvalidMessage
+from services.ledger.store import as_ledger_fill, fills_of, final_orders
 from shared.catalog import Product
-from shared.contracts import Mode, OrderEvent, PositionUpdate, Reason, TrancheCapBreach
-from shared.outbox import stage
+from shared.contracts import Mode, PositionUpdate, TrancheCapBreach
 
 
 @dataclass(frozen=True)
@@ -106,48 +91,3 @@ def breach_report(book: Book, position: PositionUpdate, time: datetime) -> Tranc
             f"the cap is {MAX_TRANCHES}. Booked as filled: reality wins."
         ),
     )
-
-
-def book_order_event(
-    session: Session, body: OrderEvent, product: Product, allocation: Allocation
-) -> tuple[PositionUpdate, TrancheCapBreach | None, int] | Conflict | None:
-    """The ledger's whole handling of one order event, in the caller's transaction: its new
-    fills booked, the position recomputed and staged (message, then bucket put), a breach report
-    staged. Returns (position, breach, fills booked now), a :class:`Conflict` (nothing booked),
-    or ``None`` when nothing the books depend on changed (a redelivery, a status)."""
-    lock_position(session, body.bot_id, body.mode)  # first: later reads see every fill
-    sorted_ = sort_fills(session, body)
-    if isinstance(sorted_, Conflict):
-        session.rollback()  # nothing of this event is booked
-        return sorted_
-    held = position_of(session, body.bot_id, body.mode) if sorted_.new else None
-    if held is not None and held.status == "open" and held.product_id != body.product_id:
-        raise InvalidMessage(  # rolls the transaction back: nothing is booked
-            Reason(
-                code="PRODUCT_MISMATCH",
-                message=f"a fill of {body.product_id} for bot {body.bot_id}, whose open "
-                f"position holds {held.product_id}: one position never mixes products",
-            )
-        )
-    # An exit order that finished may close the position (dust), if it filled at all.
-    closing = note_order(session, body) and body.side == "sell"
-    closing = closing and (bool(sorted_.new) or has_fills(session, body.client_order_id))
-    if not sorted_.new and not sorted_.moved and not closing:
-        return None  # nothing the books depend on changed: a redelivery, a status
-    add_fills(session, body, sorted_.new)
-    booked = recompute(
-        session,
-        bot_id=body.bot_id,
-        mode=body.mode,
-        product_id=body.product_id,
-        product=product,
-        allocation=allocation,
-        correlation_id=body.correlation_id,
-        last_order_event_id=body.message_id,
-    )
-    if booked is None:
-        return None  # an exit order finished with no fill booked for the bot
-    save_position(session, booked.position)
-    if booked.breach is not None:
-        stage(session, subjects.for_token(subjects.LEDGER_BREACHES, body.bot_id), booked.breach)
-    return booked.position, booked.breach, len(sorted_.new)

@@ -32,8 +32,8 @@ from services.executor.ratelimit import RateLimiter
 from services.executor.store import TABLES as EXECUTOR_TABLES
 from services.executor.sync import Executor
 from services.executor.trading import TradingStateRow as ExecutorTradingState
-from services.ledger.booking import book_order_event
 from services.ledger.config import LedgerSettings
+from services.ledger.handling import book_order_event
 from services.ledger.store import FillRow, LedgerOrderRow, PositionRow
 from services.safety.config import SafetySettings
 from services.safety.handlers import (
