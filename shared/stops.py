@@ -27,8 +27,7 @@ from shared.catalog import Bot, Product
 from shared.contracts import PositionUpdate, Reason
 
 HUNDRED: Final = Decimal(100)
-STOP_ON_EXCHANGE: Final = "STOP_ON_EXCHANGE"
-"""The reason code of a stop's intent and of the exit its fill books."""
+STOP_INTENT_PREFIX: Final = "stop:"
 STOP_BELOW_MINIMUM: Final = "STOP_BELOW_MINIMUM"
 STOP_DIRECTION_DOWN: Final = "STOP_DIRECTION_STOP_DOWN"
 """Coinbase's direction of a sell stop: it triggers when the last trade price falls to the stop."""
@@ -72,10 +71,17 @@ def _down(value: Decimal, increment: Decimal) -> Decimal:
     return (value / increment).to_integral_value(ROUND_DOWN) * increment
 
 
-def stop_client_order_id(bot_id: str, position_id: str, sequence: int) -> str:
-    """The intent id of the stop asked for one state of a position: the same position at the same
-    sequence always names the same stop, so a retry or a redelivery never places a second one."""
-    return f"stop:{bot_id}:{position_id}:{sequence}"
+def stop_intent_id(bot_id: str, position_id: str, sequence: int) -> str:
+    """The intent id of the stop asked for one state of a position (safety derives the
+    ``client_order_id`` from it): the same position at the same sequence always names the same
+    stop, so a retry or a redelivery never places a second one."""
+    return f"{STOP_INTENT_PREFIX}{bot_id}:{position_id}:{sequence}"
+
+
+def is_stop_intent(intent_id: str) -> bool:
+    """A resting stop is no order "in flight": it does not block the bot's other orders, and its
+    approval starts no exit cooldown (safety reads this)."""
+    return intent_id.startswith(STOP_INTENT_PREFIX)
 
 
 def desired_stop(

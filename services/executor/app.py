@@ -33,6 +33,7 @@ from services.executor.exchanges.mock import MOCK_TABLES, MockExchange, Quote
 from services.executor.gateway import Gateway
 from services.executor.health import ExchangeHealth
 from services.executor.listing import Listing
+from services.executor.protective import OrderStopRow
 from services.executor.ratelimit import RateLimiter
 from services.executor.reconcile import reconcile
 from services.executor.store import (
@@ -123,7 +124,7 @@ def build(settings: ExecutorSettings, exchange: Any = None) -> Service:
         raise SystemExit(
             f"executor: {error}; it places only approvals signed by safety's key"
         ) from None
-    service = Service(settings, [*TABLES, *MOCK_TABLES, TradingStateRow])
+    service = Service(settings, [*TABLES, *MOCK_TABLES, OrderStopRow, TradingStateRow])
     log = service.log
     try:
         catalog = load_catalog(settings.config_file)

@@ -17,8 +17,9 @@ from shared.stops import (
     StopOrder,
     cancel_before_sell,
     desired_stop,
+    is_stop_intent,
     plan,
-    stop_client_order_id,
+    stop_intent_id,
 )
 
 NOW = datetime(2026, 1, 5, tzinfo=UTC)
@@ -156,5 +157,6 @@ def test_every_live_stop_is_cancelled_before_another_sell() -> None:
 
 
 def test_the_stop_is_named_by_the_position_and_its_sequence() -> None:
-    assert stop_client_order_id("b", "b-mock-1", 3) == stop_client_order_id("b", "b-mock-1", 3)
-    assert stop_client_order_id("b", "b-mock-1", 3) != stop_client_order_id("b", "b-mock-1", 4)
+    assert stop_intent_id("b", "b-mock-1", 3) == stop_intent_id("b", "b-mock-1", 3)
+    assert stop_intent_id("b", "b-mock-1", 3) != stop_intent_id("b", "b-mock-1", 4)
+    assert is_stop_intent(stop_intent_id("b", "b-mock-1", 3)) and not is_stop_intent("b:1")
