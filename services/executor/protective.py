@@ -2,10 +2,12 @@
 which stop a position should have; this module keeps the two invariants at the last step before
 the exchange, whatever was approved):
 
-* never two live stops for one bot: a stop is refused while another stop of the bot is not final;
+* never two live stops for one bot: a new stop (the position changed) replaces the live one, and
+  is placed only once the exchange has confirmed the cancel of the one it replaces;
 * never a stop larger than the holding: a stop is refused while another sell of the bot is not
-  final, and any other sell waits until every live stop of the bot is cancelled (and refused when
-  a stop filled in the meantime: it was sized from a holding that is no longer there).
+  final, and any other sell waits until every live stop of the bot is cancelled. A sell (a stop
+  too) that waited while a stop filled is refused: it was sized from a holding that is no longer
+  there, and the next position asks again.
 
 A stop-limit order is recorded as ``order_type = "stop"`` (the store's column holds 8 characters)
 with its stop price in ``executor_order_stops_v1`` beside it, like the pricing: create_all adds a
@@ -20,7 +22,7 @@ from typing import Final
 
 from sqlmodel import Field, Session, SQLModel, col, select
 
-from services.executor.store import OrderRow
+from services.executor.store import FillRow, OrderRow
 from shared.contracts import FINAL_ORDER_STATUSES, Reason
 from shared.db import ExactDecimal
 
@@ -87,9 +89,11 @@ def sell_gate(session: Session, order: OrderRow) -> SellGate:
     if order.side != "sell":
         return GO
     others = _live_sells(session, order)
+    stops = [o for o in others if o.order_type == STOP]
     if order.order_type == STOP:
-        if others:
-            kinds = ", ".join(f"{o.client_order_id} ({o.order_type})" for o in others)
+        sells = [o for o in others if o.order_type != STOP]
+        if sells:
+            kinds = ", ".join(f"{o.client_order_id} ({o.order_type})" for o in sells)
             return SellGate(
                 refusal=Reason(
                     code="SELL_ALREADY_LIVE",
@@ -99,15 +103,15 @@ def sell_gate(session: Session, order: OrderRow) -> SellGate:
                     )[:500],
                 )
             )
-        return GO
-    stops = [o for o in others if o.order_type == STOP]
+    # A stop fill after this sell was decided: the sell was sized from a holding now smaller.
     filled_stop = session.exec(
-        select(OrderRow.client_order_id).where(
+        select(OrderRow.client_order_id)
+        .join(FillRow, col(FillRow.client_order_id) == col(OrderRow.client_order_id))
+        .where(
             OrderRow.bot_id == order.bot_id,
             OrderRow.mode == order.mode,
             OrderRow.order_type == STOP,
-            OrderRow.filled_size > 0,
-            OrderRow.updated_at >= order.created_at,
+            FillRow.time >= order.decided_at,
         )
     ).first()
     if filled_stop is not None:
@@ -115,8 +119,8 @@ def sell_gate(session: Session, order: OrderRow) -> SellGate:
             refusal=Reason(
                 code="STOP_FILLED_FIRST",
                 message=(
-                    f"the protective stop {filled_stop} filled while this sell waited for its "
-                    "cancel: the sell was sized from a holding that is no longer there"
+                    f"the protective stop {filled_stop} filled after this sell was decided: it "
+                    "was sized from a holding that is no longer there; the next position asks again"
                 ),
             )
         )

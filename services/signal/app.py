@@ -120,6 +120,7 @@ def build(settings: SignalSettings) -> Service:
         transact=service.transact,
         publish_evaluation=publish_evaluation,
         stale_after_s=settings.stale_after_s,
+        products=live.products,
         on_intent=(
             (lambda intent: lockstep.created(intent.intent_id, intent.bot_id))
             if lockstep is not None

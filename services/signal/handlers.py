@@ -7,7 +7,7 @@ protection, standing, confirmation); this module keeps the per-bot state between
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -17,6 +17,7 @@ from prometheus_client import Counter
 from sqlmodel import Session
 
 from services.signal.bots import RunningBot
+from services.signal.exchange_stop import stop_intent
 from services.signal.intents import Market, decide_intent
 from services.signal.protection import protective_exit
 from services.signal.standing import StandingExits, flatten_reason, holds
@@ -28,6 +29,7 @@ from services.signal.store import (
     record,
 )
 from services.signal.temperature import bands_of
+from shared.catalog import Product
 from shared.contracts import PositionUpdate, Reason, Side, SignalEvaluation, Ticker, TradeIntent
 from shared.logging import correlated, get_logger
 
@@ -58,6 +60,12 @@ class SignalHandlers:
     standing: StandingExits = field(default_factory=StandingExits)
     flattening: dict[str, str] = field(default_factory=dict)
     """Bots an operator asked to flatten, with the reason; cleared when flat or resumed."""
+    products: Mapping[str, Product] = field(default_factory=dict)
+    """Trading rules a stop on the exchange is sized by (none: no stop is asked)."""
+    stops_asked: dict[str, str] = field(default_factory=dict)
+    """Per bot, the intent id of the stop last asked (one per state of the position)."""
+    stop_reasons: dict[str, Reason | None] = field(default_factory=dict)
+    """Per bot, why it has the stop it has, or none (``tranche status``, the dashboard)."""
 
     def __post_init__(self) -> None:
         self.log = get_logger("signal")
@@ -108,6 +116,30 @@ class SignalHandlers:
             )
         intent = outcome if isinstance(outcome, TradeIntent) else None
         reason = outcome.reason if isinstance(outcome, TradeIntent) else outcome
+        staged = await self._store(bot_id, signal_id, side, time, intent, reason)
+        with correlated(intent.intent_id if intent else signal_id, bot_id=bot_id):
+            if staged is not None:
+                INTENTS.labels(staged.action, staged.band).inc()
+                self.log.info("intent.created", action=staged.action, side=side,
+                              band=staged.band, reason=reason.code)  # fmt: skip
+            elif intent is None:
+                NO_INTENT.labels(reason.code).inc()
+                self.log.info("signal.no_intent", code=reason.code, reason=reason.message)
+        if staged is not None and self.on_intent is not None:
+            self.on_intent(staged)
+        return staged
+
+    async def _store(
+        self,
+        bot_id: str,
+        signal_id: str,
+        side: Side,
+        time: datetime,
+        intent: TradeIntent | None,
+        reason: Reason,
+    ) -> TradeIntent | None:
+        """Store the signal's outcome with its intent's outbox message; a signal already handled
+        stores nothing (``None``)."""
 
         def change(session: Session) -> TradeIntent | None:
             if already_handled(session, signal_id):
@@ -124,18 +156,41 @@ class SignalHandlers:
             record(session, entry, intent)
             return intent
 
-        staged = await self.transact(change)
-        with correlated(intent.intent_id if intent else signal_id, bot_id=bot_id):
-            if staged is not None:
-                INTENTS.labels(staged.action, staged.band).inc()
-                self.log.info("intent.created", action=staged.action, side=side,
-                              band=staged.band, reason=reason.code)  # fmt: skip
-            elif intent is None:
-                NO_INTENT.labels(reason.code).inc()
-                self.log.info("signal.no_intent", code=reason.code, reason=reason.message)
-        if staged is not None and self.on_intent is not None:
-            self.on_intent(staged)
-        return staged
+        return await self.transact(change)
+
+    async def keep_stop(self, bot_id: str, running: RunningBot) -> None:
+        """Ask for the position's protective stop on the exchange once per state of the position
+        (services/signal/exchange_stop.py); a bot without ``stop_on_exchange`` asks nothing."""
+        bot = running.config
+        if not bot.stop_on_exchange:
+            return
+        outcome = stop_intent(
+            bot_id=bot_id,
+            bot=bot,
+            position=self.positions.get(bot_id),
+            product=self.products.get(bot.product_id),
+            market=self.markets.get(bot.product_id),
+            temperature=running.runtime.temperature,
+        )
+        if not isinstance(outcome, TradeIntent):
+            if outcome is not None and self.stop_reasons.get(bot_id) != outcome:
+                self.log.info("stop.none", bot_id=bot_id, code=outcome.code, why=outcome.message)
+            self.stop_reasons[bot_id] = outcome
+            return
+        if self.stops_asked.get(bot_id) == outcome.intent_id:
+            return
+        self.stops_asked[bot_id] = outcome.intent_id
+        self.stop_reasons[bot_id] = outcome.reason
+        staged = await self._store(
+            bot_id, outcome.signal_id, "sell", outcome.time, outcome, outcome.reason
+        )
+        if staged is not None:
+            INTENTS.labels(staged.action, staged.band).inc()
+            with correlated(staged.intent_id, bot_id=bot_id):
+                self.log.info("stop.asked", size=str(staged.base_size),
+                              stop_price=str(staged.stop_price))  # fmt: skip
+            if self.on_intent is not None:
+                self.on_intent(staged)
 
     async def confirm(
         self,
@@ -218,6 +273,7 @@ class SignalHandlers:
             return False  # an older tick never replaces a newer price
         self.markets[tick.product_id] = Market(price=tick.price, time=tick.time)
         for bot_id, running in self.bots.trading(tick.product_id):
+            await self.keep_stop(bot_id, running)
             await self.protect(bot_id, running, tick)
             runtime = running.runtime
             candle = runtime.candles.add(tick.price, tick.time)
@@ -256,6 +312,9 @@ class SignalHandlers:
         ):
             return False
         self.positions[position.bot_id] = position
+        running = self.bots.get(position.bot_id)
+        if running is not None:
+            await self.keep_stop(position.bot_id, running)
         if position.bot_id in self._position_changed:
             self._position_changed[position.bot_id].set()
         if position.bot_id in self.flattening:

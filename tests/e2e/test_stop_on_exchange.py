@@ -1,0 +1,164 @@
+"""Protective stops resting on the exchange (issue 22), through the four running services on the
+mock exchange: the stop holds while the whole stack is down, and it follows the position through
+a partial exit and an add, never two live stops and never one larger than the holding."""
+
+from __future__ import annotations
+
+import itertools
+import sqlite3
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import (
+    get_json,
+    position_of,
+    publish,
+    stack_config,
+    started,
+    ticker,
+    wait_for,
+)
+from tranche.stack import EmbeddedStack
+
+pytestmark = pytest.mark.e2e
+SERVICES = ("signal", "safety", "executor", "ledger")
+
+
+@pytest.fixture(scope="module")
+def own_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
+    """A stack of its own: the test kills every service of it."""
+    config = stack_config(
+        tmp_path_factory.mktemp("xstop"), SERVICES, extra_env={"TRANCHE_OUTBOX_POLL_S": "0.5"}
+    )
+    with started(config) as running:
+        yield running
+
+
+def inject(stack: EmbeddedStack, bot: str, side: str) -> None:
+    body = f'{{"side":"{side}","temperature":80}}'.encode()
+    publish(stack.config.nats_url_as("operator"), f"tranche.signals.inject.{bot}", body)
+
+
+def orders(stack: EmbeddedStack, bot: str) -> list[dict]:
+    found = get_json(stack.config.url("executor") + "/orders?limit=1000") or []
+    return sorted((o for o in found if o["bot_id"] == bot), key=lambda o: o["created_at"])
+
+
+def stops(stack: EmbeddedStack, bot: str) -> list[dict]:
+    return [o for o in orders(stack, bot) if o["order_type"] == "stop"]
+
+
+def live_stop(stack: EmbeddedStack, bot: str, size: Decimal | None = None):
+    """The one live stop of the bot (of ``size``), once it rests on the exchange."""
+
+    def probe() -> dict | None:
+        live = [s for s in stops(stack, bot) if s["status"] == "open"]
+        if len(live) == 1 and (size is None or Decimal(live[0]["base_size"]) == size):
+            return live[0]
+        return None
+
+    return probe
+
+
+def book(stack: EmbeddedStack) -> list[tuple[str, str, str, str]]:
+    """The mock exchange's book (its own table in the executor's database): one row per
+    client_order_id by construction, so what counts is how many orders there are per bot."""
+    path = Path(stack.config.data_dir) / "executor.db"
+    with sqlite3.connect(path) as db:
+        return db.execute(
+            "SELECT client_order_id, side, base_size, status FROM mock_exchange_orders_v2"
+        ).fetchall()
+
+
+def holding(stack: EmbeddedStack, bot: str) -> Decimal:
+    found = get_json(f"{stack.config.url('ledger')}/positions/{bot}")
+    return Decimal(found["position"]["quantity"]) if found else Decimal(0)
+
+
+def test_a_stop_on_the_exchange_acts_while_the_whole_stack_is_down(
+    own_stack: EmbeddedStack,
+) -> None:
+    stack, bot, url = own_stack, "xstop-down", own_stack.config.admin_url
+    ticker(url, "0.09")
+    inject(stack, bot, "buy")
+    position = wait_for(position_of(stack, bot), what="the position")
+    quantity = Decimal(position["quantity"])
+    stop = wait_for(live_stop(stack, bot), what="the stop resting on the exchange")
+    assert Decimal(stop["base_size"]) == quantity  # the whole holding (on the increment)
+    even = Decimal(position["break_even_price"])
+    stop_price = (even * Decimal("0.98")).quantize(Decimal("0.00000001"), rounding="ROUND_DOWN")
+
+    for name in SERVICES:
+        stack.stop_service(name, kill=True)
+    # The market falls through the stop while nothing of Tranche runs (kept by TRANCHE_MARKET).
+    ticker(url, str(stop_price + Decimal("0.0005")), after=timedelta(minutes=1))
+    through = str(stop_price - Decimal("0.00002"))
+    fell_at = ticker(url, through, after=timedelta(minutes=1))
+    for name in SERVICES:
+        stack.start_service(name, move_if_taken=True)
+    for name in SERVICES:
+        stack.wait_ready(name)
+
+    def flat() -> dict | None:
+        found = get_json(f"{stack.config.url('ledger')}/positions/{bot}")
+        return found if found and found["position"]["status"] == "flat" else None
+
+    wait_for(flat, timeout=90, what="the position booked flat at the stop's fill")
+    fills = get_json(f"{stack.config.url('ledger')}/fills?bot_id={bot}")
+    sells = [f for f in fills if f["side"] == "sell"]
+    assert len(sells) == 1, sells
+    assert Decimal(sells[0]["price"]) == Decimal(through)
+    assert datetime.fromisoformat(sells[0]["time"]) == fell_at  # the tick's event time
+    # Nothing placed twice: one buy and one stop at the exchange, each once.
+    mine = list(orders(stack, bot))
+    assert [(o["side"], o["order_type"], o["status"]) for o in mine] == [
+        ("buy", "market", "filled"),
+        ("sell", "stop", "filled"),
+    ]
+    exchange_ids = {o["exchange_client_order_id"] for o in mine}
+    assert len([row for row in book(stack) if row[0] in exchange_ids]) == 2
+
+
+def test_the_stop_follows_the_holding_through_a_partial_exit_and_an_add(
+    own_stack: EmbeddedStack,
+) -> None:
+    stack, bot, url = own_stack, "xstop-trip", own_stack.config.admin_url
+    ticker(url, "0.09", after=timedelta(minutes=5))
+    inject(stack, bot, "buy")
+    wait_for(position_of(stack, bot), what="the position")
+    sizes = [
+        Decimal(wait_for(live_stop(stack, bot, holding(stack, bot)), what="stop 1")["base_size"])
+    ]
+
+    ticker(url, "0.091", after=timedelta(minutes=5))
+    inject(stack, bot, "sell")  # exit_fraction 0.5: half the position
+    wait_for(lambda: holding(stack, bot) < sizes[0] or None, what="the partial exit")
+    sizes.append(
+        Decimal(wait_for(live_stop(stack, bot, holding(stack, bot)), what="stop 2")["base_size"])
+    )
+
+    ticker(url, "0.092", after=timedelta(minutes=5))
+    inject(stack, bot, "buy")  # an add
+    wait_for(lambda: holding(stack, bot) > sizes[1] or None, what="the add")
+    sizes.append(
+        Decimal(wait_for(live_stop(stack, bot, holding(stack, bot)), what="stop 3")["base_size"])
+    )
+
+    assert sizes[1] < sizes[0] and sizes[2] > sizes[1], sizes
+    history = stops(stack, bot)
+    assert [Decimal(s["base_size"]) for s in history] == sizes
+    assert [s["status"] for s in history] == ["cancelled", "cancelled", "open"]
+    # Never two live: each stop's cancel was confirmed before the next one went out, and the
+    # partial exit was sold only once the first stop was cancelled.
+    for before, after in itertools.pairwise(history):
+        assert before["updated_at"] <= after["placed_at"], (before, after)
+    (partial,) = [
+        o for o in orders(stack, bot) if o["side"] == "sell" and o["order_type"] == "market"
+    ]
+    assert history[0]["updated_at"] <= partial["placed_at"]
+    assert history[1]["placed_at"] >= partial["updated_at"]
+    assert history[0]["cancel_code"] == "STOP_BEFORE_SELL"
