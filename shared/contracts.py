@@ -363,6 +363,9 @@ class SafetyCommand(Contract):
     mode: Mode | None = None
     reason: Annotated[str, StringConstraints(max_length=300)] = ""
     operator: Annotated[str, StringConstraints(min_length=1, max_length=64)] = "operator"
+    cancel_stops: bool = False
+    """``halt``: cancel the protective stops resting on the exchange too (a halt keeps them
+    otherwise: they only reduce risk). Its safety event's code is ``HALT_CANCEL_STOPS``."""
 
 
 class SafetyCommandResult(Contract):

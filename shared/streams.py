@@ -290,7 +290,7 @@ async def watch_stream_use_once(
         STREAM_USED.labels(stream.name).set(used)
         # With limits retention a message leaves only by a limit: what went before first_seq.
         STREAM_DROPPED.labels(stream.name).set(max(info.state.first_seq - 1, 0))
-        if used >= NEARLY_FULL:
+        if used >= NEARLY_FULL and not stream.in_memory:  # a window of prices is meant to fill
             log.warning(
                 "stream.nearly_full",
                 stream=stream.name,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import sqlite3
+import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -22,6 +23,8 @@ from tests.e2e.conftest import (
     ticker,
     wait_for,
 )
+from tests.e2e.test_safety_flow import tranche
+from tranche import credentials
 from tranche.stack import EmbeddedStack
 
 pytestmark = pytest.mark.e2e
@@ -36,6 +39,12 @@ def own_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStac
     )
     with started(config) as running:
         yield running
+
+
+@pytest.fixture
+def cli_trusts_own_stack(own_stack: EmbeddedStack, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, public_key = credentials.signing_keys(own_stack.config.data_dir.resolve())
+    monkeypatch.setenv("TRANCHE_SIGNING_PUBLIC_KEY", public_key.read_text())
 
 
 def inject(stack: EmbeddedStack, bot: str, side: str) -> None:
@@ -62,6 +71,14 @@ def live_stop(stack: EmbeddedStack, bot: str, size: Decimal | None = None):
         return None
 
     return probe
+
+
+def buy_with_stop(stack: EmbeddedStack, bot: str) -> dict:
+    """Open a position at 0.09 (five market minutes on) and return its stop once it rests."""
+    ticker(stack.config.admin_url, "0.09", after=timedelta(minutes=5))
+    inject(stack, bot, "buy")
+    wait_for(position_of(stack, bot), what="the position")
+    return wait_for(live_stop(stack, bot), what="the stop resting on the exchange")
 
 
 def book(stack: EmbeddedStack) -> list[tuple[str, str, str, str]]:
@@ -162,3 +179,48 @@ def test_the_stop_follows_the_holding_through_a_partial_exit_and_an_add(
     assert history[0]["updated_at"] <= partial["placed_at"]
     assert history[1]["placed_at"] >= partial["updated_at"]
     assert history[0]["cancel_code"] == "STOP_BEFORE_SELL"
+
+
+@pytest.mark.usefixtures("cli_trusts_own_stack")
+def test_a_halt_keeps_the_stop_and_a_halt_that_says_so_cancels_it(
+    own_stack: EmbeddedStack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stack, bot, url = own_stack, "xstop-halt", own_stack.config.admin_url
+    stop = buy_with_stop(stack, bot)
+    code, out = tranche(capsys, "halt", bot, "--nats-url", url)
+    assert code == 0 and "protective stops on the exchange stay" in out, out
+    time.sleep(3)  # the executor has heard the halt by now (it cancels every other order)
+    kept = live_stop(stack, bot)()
+    assert kept is not None and kept["client_order_id"] == stop["client_order_id"]
+    code, out = tranche(capsys, "halt", bot, "--cancel-stops", "--nats-url", url)
+    assert code == 0 and out.startswith("HALT_CANCEL_STOPS:"), out
+
+    def cancelled() -> dict | None:
+        (only,) = stops(stack, bot)
+        return only if only["status"] == "cancelled" else None
+
+    assert wait_for(cancelled, what="the stop cancelled")["cancel_code"] == "HALT"
+    assert holding(stack, bot) > 0  # cancelling the stop sells nothing
+    code, _ = tranche(capsys, "resume", bot, "--nats-url", url)
+    assert code == 0
+
+
+@pytest.mark.usefixtures("cli_trusts_own_stack")
+def test_a_flatten_cancels_the_stop_and_ends_flat_with_no_stop_left(
+    own_stack: EmbeddedStack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stack, bot, url = own_stack, "xstop-flat", own_stack.config.admin_url
+    buy_with_stop(stack, bot)
+    ticker(url, "0.09", after=timedelta(minutes=1))
+    code, out = tranche(capsys, "flatten", bot, "--wait", "60", "--nats-url", url)
+    assert code == 0, out
+    wait_for(lambda: holding(stack, bot) == 0 or None, what="flat")
+    mine = orders(stack, bot)
+    assert [(o["order_type"], o["status"]) for o in mine] == [
+        ("market", "filled"),
+        ("stop", "cancelled"),
+        ("market", "filled"),
+    ]
+    assert mine[1]["cancel_code"] == "STOP_BEFORE_SELL"
+    code, _ = tranche(capsys, "resume", bot, "--nats-url", url)
+    assert code == 0
