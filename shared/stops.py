@@ -71,11 +71,13 @@ def _down(value: Decimal, increment: Decimal) -> Decimal:
     return (value / increment).to_integral_value(ROUND_DOWN) * increment
 
 
-def stop_intent_id(bot_id: str, position_id: str, sequence: int) -> str:
+def stop_intent_id(bot_id: str, position_id: str, sequence: int, attempt: int = 0) -> str:
     """The intent id of the stop asked for one state of a position (safety derives the
     ``client_order_id`` from it): the same position at the same sequence always names the same
-    stop, so a retry or a redelivery never places a second one."""
-    return f"{STOP_INTENT_PREFIX}{bot_id}:{position_id}:{sequence}"
+    stop, so a retry or a redelivery never places a second one. ``attempt`` counts the stops of
+    that state the exchange refused or cancelled on its own (asked again, each once)."""
+    again = f":{attempt}" if attempt else ""
+    return f"{STOP_INTENT_PREFIX}{bot_id}:{position_id}:{sequence}{again}"
 
 
 def is_stop_intent(intent_id: str) -> bool:

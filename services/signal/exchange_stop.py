@@ -11,6 +11,7 @@ it before any other sell (services/executor/protective.py).
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Final
 
 from services.signal.intents import Market
 from services.signal.temperature import bands_of
@@ -18,6 +19,20 @@ from shared.catalog import Bot, Product
 from shared.contracts import PositionUpdate, Reason, TradeIntent
 from shared.exits import STOP_ON_EXCHANGE
 from shared.stops import StopOrder, desired_stop, stop_intent_id
+
+MAX_ATTEMPTS: Final = 3
+"""Stops asked for one state of a position, at most: an exchange that keeps refusing leaves the
+signal service's own stop-loss to protect it, and says so."""
+MEANT: Final = frozenset({"STOP_BEFORE_SELL", "HALT"})
+"""Why a stop was cancelled on purpose: before another sell (the position changes; its next state
+asks again) or by ``tranche halt --cancel-stops``. Any other end is asked again."""
+
+
+def asks_again(status: str, reason_code: str | None, attempts: int) -> bool:
+    """Whether a stop that ended (``cancelled``, ``expired``, ``failed``: refused by the exchange,
+    cancelled from outside) is asked again for the same state of the position."""
+    ended = status in ("cancelled", "expired", "failed")
+    return ended and reason_code not in MEANT and attempts < MAX_ATTEMPTS
 
 
 def stop_intent(
@@ -28,6 +43,7 @@ def stop_intent(
     product: Product | None,
     market: Market | None,
     temperature: Decimal,
+    attempt: int = 0,
 ) -> TradeIntent | Reason | None:
     """The stop intent the position asks for now, why it asks for none (a reason), or ``None``
     (the bot keeps no stop on the exchange, or holds nothing)."""
@@ -49,7 +65,7 @@ def stop_intent(
                 "refuse it; the signal service's stop-loss acts"
             ),
         )
-    intent_id = stop_intent_id(bot_id, position.position_id, position.sequence)
+    intent_id = stop_intent_id(bot_id, position.position_id, position.sequence, attempt)
     return TradeIntent(
         message_id=intent_id,
         correlation_id=intent_id,

@@ -17,7 +17,7 @@ from prometheus_client import Counter
 from sqlmodel import Session
 
 from services.signal.bots import RunningBot
-from services.signal.exchange_stop import stop_intent
+from services.signal.exchange_stop import asks_again, stop_intent
 from services.signal.intents import Market, decide_intent
 from services.signal.protection import protective_exit
 from services.signal.standing import StandingExits, flatten_reason, holds
@@ -30,8 +30,17 @@ from services.signal.store import (
 )
 from services.signal.temperature import bands_of
 from shared.catalog import Product
-from shared.contracts import PositionUpdate, Reason, Side, SignalEvaluation, Ticker, TradeIntent
+from shared.contracts import (
+    OrderEvent,
+    PositionUpdate,
+    Reason,
+    Side,
+    SignalEvaluation,
+    Ticker,
+    TradeIntent,
+)
 from shared.logging import correlated, get_logger
+from shared.stops import is_stop_intent
 
 T = TypeVar("T")
 Transact = Callable[[Callable[[Session], T]], Awaitable[T]]
@@ -64,6 +73,9 @@ class SignalHandlers:
     """Trading rules a stop on the exchange is sized by (none: no stop is asked)."""
     stops_asked: dict[str, str] = field(default_factory=dict)
     """Per bot, the intent id of the stop last asked (one per state of the position)."""
+    stop_attempts: dict[str, tuple[str, int]] = field(default_factory=dict)
+    """Per bot, the state of the position (position id and sequence) and how many of its stops
+    ended without being meant to (asked again: services/signal/exchange_stop.py)."""
     stop_reasons: dict[str, Reason | None] = field(default_factory=dict)
     """Per bot, why it has the stop it has, or none (``tranche status``, the dashboard)."""
 
@@ -164,13 +176,20 @@ class SignalHandlers:
         bot = running.config
         if not bot.stop_on_exchange:
             return
+        position = self.positions.get(bot_id)
+        state = f"{position.position_id}:{position.sequence}" if position else ""
+        seen, attempt = self.stop_attempts.get(bot_id, (state, 0))
+        if seen != state:
+            attempt = 0
+        self.stop_attempts[bot_id] = (state, attempt)
         outcome = stop_intent(
             bot_id=bot_id,
             bot=bot,
-            position=self.positions.get(bot_id),
+            position=position,
             product=self.products.get(bot.product_id),
             market=self.markets.get(bot.product_id),
             temperature=running.runtime.temperature,
+            attempt=attempt,
         )
         if not isinstance(outcome, TradeIntent):
             if outcome is not None and self.stop_reasons.get(bot_id) != outcome:
@@ -191,6 +210,32 @@ class SignalHandlers:
                               stop_price=str(staged.stop_price))  # fmt: skip
             if self.on_intent is not None:
                 self.on_intent(staged)
+
+    async def stop_ended(self, event: OrderEvent) -> None:
+        """An order event of a stop: one that ended without being meant to (refused by the
+        exchange, cancelled from outside) is asked again for the same state of the position, up
+        to :data:`~services.signal.exchange_stop.MAX_ATTEMPTS`; meanwhile, and after, the signal
+        service's own stop-loss protects the position."""
+        if not is_stop_intent(event.intent_id) or self.stops_asked.get(event.bot_id) != (
+            event.intent_id
+        ):
+            return
+        state, attempts = self.stop_attempts.get(event.bot_id, ("", 0))
+        code = event.reason.code if event.reason else None
+        if not asks_again(event.status, code, attempts + 1):
+            if event.status in ("cancelled", "expired", "failed"):
+                self.stop_reasons[event.bot_id] = Reason(
+                    code="STOP_ENDED",
+                    message=f"the stop on the exchange ended {event.status} ({code}): the "
+                    "signal service's stop-loss protects the position",
+                )
+            return
+        self.stop_attempts[event.bot_id] = (state, attempts + 1)
+        self.stops_asked.pop(event.bot_id, None)
+        self.log.warning("stop.ended", bot_id=event.bot_id, status=event.status, code=code)
+        running = self.bots.get(event.bot_id)
+        if running is not None:
+            await self.keep_stop(event.bot_id, running)
 
     async def confirm(
         self,

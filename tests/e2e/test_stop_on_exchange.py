@@ -224,3 +224,23 @@ def test_a_flatten_cancels_the_stop_and_ends_flat_with_no_stop_left(
     assert mine[1]["cancel_code"] == "STOP_BEFORE_SELL"
     code, _ = tranche(capsys, "resume", bot, "--nats-url", url)
     assert code == 0
+
+
+def test_a_stop_cancelled_from_outside_is_asked_again(own_stack: EmbeddedStack) -> None:
+    stack, bot = own_stack, "xstop-outside"
+    first = buy_with_stop(stack, bot)
+    # The exchange cancels it on its own (an operator on the exchange's site, a maintenance).
+    path = Path(stack.config.data_dir) / "executor.db"
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "UPDATE mock_exchange_orders_v2 SET status = 'CANCELLED' WHERE client_order_id = ?",
+            (first["exchange_client_order_id"],),
+        )
+
+    def replaced() -> dict | None:
+        found = live_stop(stack, bot)()
+        return found if found and found["client_order_id"] != first["client_order_id"] else None
+
+    second = wait_for(replaced, timeout=90, what="a new stop after the outside cancel")
+    assert second["base_size"] == first["base_size"] and holding(stack, bot) > 0
+    assert [s["status"] for s in stops(stack, bot)] == ["cancelled", "open"]
