@@ -208,8 +208,8 @@ class SignalHandlers:
             with correlated(staged.intent_id, bot_id=bot_id):
                 self.log.info("stop.asked", size=str(staged.base_size),
                               stop_price=str(staged.stop_price))  # fmt: skip
-            if self.on_intent is not None:
-                self.on_intent(staged)
+            # Not told to ``on_intent``: a lock-step replay waits for every intent's order to be
+            # final, and a resting stop is not final until it fills or is replaced.
 
     async def stop_ended(self, event: OrderEvent) -> None:
         """An order event of a stop: one that ended without being meant to (refused by the
