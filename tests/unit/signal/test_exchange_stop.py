@@ -11,7 +11,8 @@ import pytest
 from services.signal.exchange_stop import MAX_ATTEMPTS, asks_again, stop_intent
 from services.signal.intents import Market
 from shared.catalog import Bot, Product
-from shared.contracts import PositionUpdate, Reason, TradeIntent
+from shared.contracts import OrderEvent, PositionUpdate, Reason, Ticker, TradeIntent
+from tests.support.signal_harness import signal_harness
 
 NOW = datetime(2026, 1, 5, tzinfo=UTC)
 PRODUCT = Product(
@@ -73,3 +74,31 @@ def test_no_stop_without_a_price_or_below_the_stop_or_without_the_opt_in() -> No
 )
 def test_which_ended_stops_are_asked_again(status, code, attempts, again) -> None:
     assert asks_again(status, code, attempts) is again
+
+
+def order_event(intent_id: str, status: str, code: str | None = None) -> OrderEvent:
+    return OrderEvent(
+        message_id=f"e-{status}", correlation_id=intent_id, time=NOW, bot_id="b",
+        product_id="ETH-BTC", mode="mock", intent_id=intent_id, client_order_id="c",
+        action="exit", side="sell", status=status,
+        reason=Reason(code=code, message="why") if code else None,
+    )  # fmt: skip
+
+
+async def test_the_signal_asks_one_stop_per_position_state_and_again_when_it_ends() -> None:
+    harness = signal_harness()
+    handlers = harness.handlers
+    handlers.products = {"ETH-BTC": PRODUCT}
+    harness.bots.add("b", BOT)
+    await handlers.evaluate_tick(Ticker(product_id="ETH-BTC", price=Decimal("0.09"), time=NOW))
+    await handlers.keep_position(POSITION)
+    assert handlers.stops_asked["b"] == "stop:b:b-mock-1:4"
+    assert harness.intents == []  # not told to a lock-step replay: a resting stop is not final
+    await handlers.evaluate_tick(Ticker(product_id="ETH-BTC", price=Decimal("0.091"), time=NOW))
+    assert handlers.stops_asked["b"] == "stop:b:b-mock-1:4"  # asked once per state
+    await handlers.stop_ended(order_event("stop:b:b-mock-1:4", "cancelled"))  # from outside
+    assert handlers.stops_asked["b"] == "stop:b:b-mock-1:4:1"
+    await handlers.stop_ended(order_event("stop:b:b-mock-1:4:1", "cancelled", "STOP_BEFORE_SELL"))
+    assert handlers.stops_asked["b"] == "stop:b:b-mock-1:4:1"  # meant: not asked again
+    reason = handlers.stop_reasons["b"]
+    assert reason is not None and reason.code == "STOP_ENDED"
