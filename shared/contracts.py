@@ -143,7 +143,9 @@ class TradeIntent(Envelope):
     trade price falls to ``stop_price`` it becomes a limit order at ``limit_price``; it rests
     until it fills or is cancelled (no time-to-live)."""
     limit_price: PositiveDec | None = None
-    stop_price: PositiveDec | None = None
+    # Left off the wire when not set: a reader from before stop orders (extra="forbid") still
+    # reads every other intent.
+    stop_price: PositiveDec | None = Field(default=None, exclude_if=lambda price: price is None)
     order_ttl_s: int | None = Field(default=None, gt=0, le=30 * 24 * 3600)
 
     @model_validator(mode="after")
@@ -363,7 +365,7 @@ class SafetyCommand(Contract):
     mode: Mode | None = None
     reason: Annotated[str, StringConstraints(max_length=300)] = ""
     operator: Annotated[str, StringConstraints(min_length=1, max_length=64)] = "operator"
-    cancel_stops: bool = False
+    cancel_stops: bool = Field(default=False, exclude_if=lambda cancel: not cancel)
     """``halt``: cancel the protective stops resting on the exchange too (a halt keeps them
     otherwise: they only reduce risk). Its safety event's code is ``HALT_CANCEL_STOPS``."""
 
