@@ -68,6 +68,13 @@ class Bot(Contract):
     trailing_stop_pct: Dec | None = None
     """Protective exits, in percent from the break-even price (trailing: from the highest price
     since entry); they act on every tick, whatever the temperature and confirmation."""
+    stop_on_exchange: bool = False
+    """Keep a protective stop-limit sell resting on the exchange for the whole position, at
+    ``stop_loss_pct`` below break-even (shared/stops.py; docs/safety.md): it acts while Tranche
+    is down. Needs ``stop_loss_pct``."""
+    stop_limit_offset_pct: Dec = Decimal("0.5")
+    """How far below the stop price the stop's limit price is, in percent: the room a falling
+    market has to fill the stop before it gaps through the limit and rests unfilled."""
     inject_temperature: Dec = Decimal("80")
     """Temperature of an injected signal that does not say its own."""
     exit_allocation: Literal["pro_rata", "fifo"] | None = None
@@ -90,6 +97,10 @@ class Bot(Contract):
             raise ValueError("exit_fraction is a share in (0, 1]")
         if not 0 <= self.inject_temperature <= 100:
             raise ValueError("inject_temperature is a temperature from 0 to 100")
+        if self.stop_on_exchange and self.stop_loss_pct is None:
+            raise ValueError("stop_on_exchange needs stop_loss_pct (where the stop rests)")
+        if not 0 <= self.stop_limit_offset_pct < 100:
+            raise ValueError("stop_limit_offset_pct is a percentage from 0 to below 100")
         for name in ("stop_loss_pct", "take_profit_pct", "trailing_stop_pct"):
             value = getattr(self, name)
             if value is not None and not 0 < value < 100:

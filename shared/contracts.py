@@ -136,10 +136,16 @@ class TradeIntent(Envelope):
     reason: Reason
     reference_price: PositiveDec | None = None
     market_time: UtcTime | None = None
-    order_type: Literal["market", "limit"] = "market"
+    order_type: Literal["market", "limit", "stop_limit"] = "market"
     """``limit`` is a good-till-cancelled limit order at ``limit_price``, cancelled by the
-    executor when it is not filled within ``order_ttl_s`` (or the executor's default)."""
+    executor when it is not filled within ``order_ttl_s`` (or the executor's default).
+    ``stop_limit`` is a protective sell resting on the exchange (shared/stops.py): when the last
+    trade price falls to ``stop_price`` it becomes a limit order at ``limit_price``; it rests
+    until it fills or is cancelled (no time-to-live)."""
     limit_price: PositiveDec | None = None
+    # Left off the wire when not set: a reader from before stop orders (extra="forbid") still
+    # reads every other intent.
+    stop_price: PositiveDec | None = Field(default=None, exclude_if=lambda price: price is None)
     order_ttl_s: int | None = Field(default=None, gt=0, le=30 * 24 * 3600)
 
     @model_validator(mode="after")
@@ -148,8 +154,20 @@ class TradeIntent(Envelope):
             raise ValueError("exactly one of quote_size and base_size must be set")
         if (self.action == "exit") != (self.side == "sell"):
             raise ValueError("an exit sells and an entry or add buys")
-        if (self.order_type == "limit") != (self.limit_price is not None):
+        if (self.order_type != "market") != (self.limit_price is not None):
             raise ValueError("a limit order needs limit_price and a market order has none")
+        if (self.order_type == "stop_limit") != (self.stop_price is not None):
+            raise ValueError("a stop-limit order needs stop_price and no other order has one")
+        if self.order_type == "stop_limit":
+            stop, limit = self.stop_price, self.limit_price
+            if (
+                self.side != "sell"
+                or self.base_size is None
+                or not (stop and limit and limit <= stop)
+            ):
+                raise ValueError(
+                    "a stop-limit is a protective sell in base, its limit at or below its stop"
+                )
         return self
 
 
@@ -347,6 +365,9 @@ class SafetyCommand(Contract):
     mode: Mode | None = None
     reason: Annotated[str, StringConstraints(max_length=300)] = ""
     operator: Annotated[str, StringConstraints(min_length=1, max_length=64)] = "operator"
+    cancel_stops: bool = Field(default=False, exclude_if=lambda cancel: not cancel)
+    """``halt``: cancel the protective stops resting on the exchange too (a halt keeps them
+    otherwise: they only reduce risk). Its safety event's code is ``HALT_CANCEL_STOPS``."""
 
 
 class SafetyCommandResult(Contract):

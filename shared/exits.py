@@ -8,7 +8,9 @@ from typing import Literal
 
 from shared.contracts import TradeIntent
 
-PROTECTIVE_EXIT_CODES = frozenset({"STOP_LOSS", "TAKE_PROFIT", "TRAILING_STOP"})
+STOP_ON_EXCHANGE = "STOP_ON_EXCHANGE"
+"""A protective stop-limit resting on the exchange (shared/stops.py), and the exit its fill is."""
+PROTECTIVE_EXIT_CODES = frozenset({"STOP_LOSS", "TAKE_PROFIT", "TRAILING_STOP", STOP_ON_EXCHANGE})
 FLATTEN = "FLATTEN"
 
 ExitKind = Literal["signal", "protective", "flatten"]

@@ -1,6 +1,9 @@
 """The JetStream streams, consumers and key-value bucket, declared in one place.
 
-Only durable subjects live in streams; market tickers and signal evaluations stay core NATS.
+Only durable subjects live in streams; signal evaluations stay core NATS. Market tickers are
+published on core NATS and kept a day in memory (``TRANCHE_MARKET``): the mock exchange catches
+up on the prices it missed while the executor was down (its resting stops trigger as they would
+have), nothing else reads them from the stream.
 Durable consumer names carry a version (``-v2``): NATS binds to an existing consumer and silently
 ignores a changed config, so a config change ships as a new name.
 """
@@ -47,6 +50,9 @@ DLQ_MAX_BYTES = 256 * MiB
 DLQ_MAX_AGE_S = 7 * 24 * 3600
 """The dead-letter stream drops its oldest letters beyond these (``discard: old``): a flood of
 hostile input must not fill the disk, and a letter is read within days or never."""
+MARKET_MAX_BYTES = 64 * MiB
+MARKET_MAX_AGE_S = 24 * 3600
+"""Market prices are a model's convenience (docs/executor.md), not a record: the oldest go."""
 NEARLY_FULL = 0.8
 
 
@@ -59,13 +65,15 @@ class Stream:
     max_age_s: float = MAX_AGE_S
     drops_oldest: bool = False
     """``discard: old`` (the oldest messages go when full) instead of refusing new ones."""
+    in_memory: bool = False
+    """Kept in the server's memory, not on disk: lost with the server, never fsynced."""
 
     def config(self, replicas: int = 1) -> StreamConfig:
         return StreamConfig(
             name=self.name,
             subjects=list(self.subjects),
             description=self.description,
-            storage=StorageType.FILE,
+            storage=StorageType.MEMORY if self.in_memory else StorageType.FILE,
             max_age=self.max_age_s,
             max_bytes=self.max_bytes,
             discard=DiscardPolicy.OLD if self.drops_oldest else DiscardPolicy.NEW,
@@ -103,7 +111,17 @@ DLQ = Stream(
 )
 BOTS = Stream("TRANCHE_BOTS", (subjects.BOTS_CHANGED,), "bots created, changed or removed")
 
-ALL_STREAMS: tuple[Stream, ...] = (SIGNALS, INTENTS, ORDERS, LEDGER, SAFETY, DLQ, BOTS)
+MARKET = Stream(
+    "TRANCHE_MARKET",
+    (subjects.all_of(subjects.MARKET_TICKER),),
+    "market prices of the last day, for the mock exchange to catch up after a restart",
+    max_bytes=MARKET_MAX_BYTES,
+    max_age_s=MARKET_MAX_AGE_S,
+    drops_oldest=True,
+    in_memory=True,
+)
+
+ALL_STREAMS: tuple[Stream, ...] = (SIGNALS, INTENTS, ORDERS, LEDGER, SAFETY, DLQ, BOTS, MARKET)
 
 
 def stream_for(subject: str) -> Stream:
@@ -272,7 +290,7 @@ async def watch_stream_use_once(
         STREAM_USED.labels(stream.name).set(used)
         # With limits retention a message leaves only by a limit: what went before first_seq.
         STREAM_DROPPED.labels(stream.name).set(max(info.state.first_seq - 1, 0))
-        if used >= NEARLY_FULL:
+        if used >= NEARLY_FULL and not stream.in_memory:  # a window of prices is meant to fill
             log.warning(
                 "stream.nearly_full",
                 stream=stream.name,

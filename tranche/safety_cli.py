@@ -108,7 +108,7 @@ def _command(args: argparse.Namespace, name: str, **fields: object) -> int:
 
 
 def cmd_halt(args: argparse.Namespace) -> int:
-    return _command(args, "halt", bot_id=args.bot)
+    return _command(args, "halt", bot_id=args.bot, cancel_stops=args.cancel_stops)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -220,6 +220,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     halt = commands.add_parser("halt", help="kill switch: halt a bot, or everything")
     halt.add_argument("bot", nargs="?", help="a bot id; none halts every bot")
     halt.add_argument("--reason", default="")
+    halt.add_argument(
+        "--cancel-stops",
+        action="store_true",
+        help="cancel the protective stops resting on the exchange too (a halt keeps them)",
+    )
     common(halt)
     halt.set_defaults(run=cmd_halt)
 

@@ -28,11 +28,13 @@ from faststream.nats.annotations import NatsMessage
 from prometheus_client import Gauge
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from services.executor.catchup import catch_up, resting_since
 from services.executor.config import ExecutorSettings
 from services.executor.exchanges.mock import MOCK_TABLES, MockExchange, Quote
 from services.executor.gateway import Gateway
 from services.executor.health import ExchangeHealth
 from services.executor.listing import Listing
+from services.executor.protective import OrderStopRow
 from services.executor.ratelimit import RateLimiter
 from services.executor.reconcile import reconcile
 from services.executor.store import (
@@ -123,7 +125,7 @@ def build(settings: ExecutorSettings, exchange: Any = None) -> Service:
         raise SystemExit(
             f"executor: {error}; it places only approvals signed by safety's key"
         ) from None
-    service = Service(settings, [*TABLES, *MOCK_TABLES, TradingStateRow])
+    service = Service(settings, [*TABLES, *MOCK_TABLES, OrderStopRow, TradingStateRow])
     log = service.log
     try:
         catalog = load_catalog(settings.config_file)
@@ -298,6 +300,16 @@ def build(settings: ExecutorSettings, exchange: Any = None) -> Service:
         service.background.append(  # at start, then on the schedule; a heartbeat when quiet
             lambda: listing.keep_current(settings.exchange_check_s, lambda: health.last_answer_at)
         )
+    if mock:
+        # Before any new price or approval: the prices the mock missed while the executor was
+        # down, matched at their own event times (services/executor/catchup.py).
+        async def mock_catches_up() -> None:
+            assert service.nc is not None  # connected before on_start hooks run
+            since = await service.read(resting_since)
+            if since:
+                await catch_up(service.nc, exchange, since)
+
+        service.on_start.append(mock_catches_up)
     service.on_start.append(lambda: reconcile(executor))
     service.background.append(executor.run)
     # nc is connected before background jobs start

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import TypeVar
 
 from prometheus_client import Counter, Gauge
@@ -59,6 +60,15 @@ from services.executor.orders import (
 )
 from services.executor.polling import Due, RequestBudget
 from services.executor.products import ProductRules, above_maximum, tradable_refusal
+from services.executor.protective import (
+    CANCEL_FOR_SELL,
+    OrderStopRow,
+    exchange_order_type,
+    halt_cancels,
+    sell_gate,
+    stop_price_of,
+    store_order_type,
+)
 from services.executor.reconcile import adopt
 from services.executor.states import (
     CANCEL_ASKED,
@@ -211,12 +221,15 @@ class Executor:
             self._lost.discard(cid)
             LOST_ORDERS.set(len(self._lost))
 
-    def _request(self, order: OrderRow, pricing: OrderPricingRow | None) -> OrderRequest:
+    def _request(
+        self, order: OrderRow, pricing: OrderPricingRow | None, stop_price: Decimal | None = None
+    ) -> OrderRequest:
         return OrderRequest(
             client_order_id=order.exchange_client_order_id,
             product_id=order.product_id,
             side=order.side,
-            order_type=order.order_type,
+            order_type=exchange_order_type(order.order_type),
+            stop_price=stop_price,
             quote_size=order.quote_size,
             base_size=order.base_size,
             limit_price=order.limit_price,
@@ -264,8 +277,8 @@ class Executor:
                         code="UNKNOWN_PRODUCT", message=f"{intent.product_id} is not in the catalog"
                     )
                 else:
-                    sized = size_order(
-                        order_type=intent.order_type,
+                    sized = size_order(  # a stop-limit is sized as the limit it becomes
+                        order_type="limit" if intent.stop_price else intent.order_type,
                         side=intent.side,
                         quote_size=intent.quote_size,
                         base_size=intent.base_size,
@@ -285,7 +298,7 @@ class Executor:
                 mode=approval.mode,
                 action=intent.action,
                 side=intent.side,
-                order_type=intent.order_type,
+                order_type=store_order_type(intent.order_type),
                 quote_size=spec.quote_size if spec else intent.quote_size,
                 base_size=spec.base_size if spec else intent.base_size,
                 limit_price=spec.limit_price if spec else intent.limit_price,
@@ -297,6 +310,8 @@ class Executor:
                 record_event(session, order, refusal_event(approval, reason))
                 return None, False
             session.add(order)
+            if intent.stop_price is not None:
+                session.add(OrderStopRow(client_order_id=cid, stop_price=intent.stop_price))
             if intent.reference_price is not None or intent.market_time is not None:
                 session.add(
                     OrderPricingRow(
@@ -588,15 +603,30 @@ class Executor:
         if blocked is not None:
             await self._settle_unplaced(order, "failed", blocked.code, blocked.message)
             return None
-        pricing = await self.service.read(
-            lambda session: pricing_of(session, order.client_order_id)
+        # Never two live stops, never a stop beside another sell (services/executor/protective.py).
+        gate = await self.service.read(lambda session: sell_gate(session, order))
+        if gate.refusal is not None:
+            await self._settle_unplaced(order, "failed", gate.refusal.code, gate.refusal.message)
+            return None
+        for stop in gate.cancel_first:
+            await self.request_cancel(
+                stop, CANCEL_FOR_SELL, f"cancelled before the sell {order.client_order_id}"
+            )
+        if gate.wait:
+            log.info("order.waits_for_stop_cancel")
+            return None
+        pricing, stop_price = await self.service.read(
+            lambda session: (
+                pricing_of(session, order.client_order_id),
+                stop_price_of(session, order.client_order_id),
+            )
         )
         try:
             answer = await self._call(
                 order.client_order_id,
                 "create_order",
                 self.exchange.place,
-                self._request(order, pricing),
+                self._request(order, pricing, stop_price),
             )
         except OrderRefused as error:
             await self._settle_unplaced(order, "failed", error.code, error.message)
@@ -833,6 +863,7 @@ class Executor:
             orders = [
                 OpenOrder(row.client_order_id, row.bot_id, row.action, row.status)
                 for row in open_orders(session)
+                if halt_cancels(event.code, row.order_type)  # a halt keeps protective stops
             ]
             return cancels_for(event, orders)
 

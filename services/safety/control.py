@@ -62,13 +62,21 @@ def run_command(
         )
 
     if command.command == "halt":
-        if scope.state == "halted":
+        # A halt keeps the protective stops on the exchange unless asked (docs/safety.md); asked
+        # while already halted, it still cancels them.
+        code = "HALT_CANCEL_STOPS" if command.cancel_stops else "HALT"
+        if scope.state == "halted" and not command.cancel_stops:
             return answer(True, "ALREADY_HALTED", f"{target}: already halted ({scope.message})")
         set_state(
-            session, scope, "halted", code="HALT", message=reason, caused_by=who,
+            session, scope, "halted", code=code, message=reason, caused_by=who,
             resets_at=None, event_id=event_id, time=now,
         )  # fmt: skip
-        return answer(True, "HALT", f"{target} halted: no approvals until resumed")
+        stops = (
+            "; its protective stops are cancelled"
+            if command.cancel_stops
+            else ("; protective stops on the exchange stay")
+        )
+        return answer(True, code, f"{target} halted: no approvals until resumed{stops}")
     if command.command == "resume":
         forgive_breaker_facts(session, command.bot_id)
         if scope.state == "active":

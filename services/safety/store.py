@@ -52,6 +52,7 @@ from shared.contracts import (
 from shared.db import READ_ONLY, ExactDecimal, UtcDateTime
 from shared.money import utc_now
 from shared.outbox import stage
+from shared.stops import STOP_INTENT_PREFIX
 
 SYSTEM = "*"
 ZERO = Decimal(0)
@@ -343,6 +344,8 @@ def _last_approval(
             col(DecisionRow.approved).is_(True),
             col(DecisionRow.counted).is_(True),
             col(DecisionRow.action).in_(actions),
+            # a resting protective stop is no exit that starts the cooldown
+            col(DecisionRow.intent_id).not_like(f"{STOP_INTENT_PREFIX}%"),
         )
         .order_by(col(DecisionRow.market_time).desc())
         .limit(1)
@@ -408,7 +411,11 @@ def fleet_facts(session: Session, mode: str, since: datetime) -> Fleet:
         select(
             DecisionRow.bot_id, DecisionRow.action, DecisionRow.mode,
             DecisionRow.client_order_id, DecisionRow.order_status,
-        ).where(col(DecisionRow.approved).is_(True), col(DecisionRow.final).is_(False))
+        ).where(
+            col(DecisionRow.approved).is_(True), col(DecisionRow.final).is_(False),
+            # a stop resting on the exchange is no order in flight (shared/stops.py)
+            col(DecisionRow.intent_id).not_like(f"{STOP_INTENT_PREFIX}%"),
+        )
     ).all()  # fmt: skip
     open_bots = set(
         session.exec(

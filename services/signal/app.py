@@ -9,6 +9,8 @@ Reads:  tranche.signals.inject.<bot>   (durable, consumer signal-inject-v2)
         tranche_bots bucket             (watch: bots created, changed, paused, removed)
         tranche.safety.events           (core NATS: a flatten asked, a bot resumed)
         tranche.safety.readiness.<bot>  (core NATS: orders in flight, so removal can wait)
+        tranche.orders.events.<bot>     (core NATS: a stop on the exchange that ended is asked
+                                        again; services/signal/exchange_stop.py)
 Writes: tranche.intents.<bot>           (outbox)
         tranche_bots bucket             (seeded from the bots file; changed over HTTP /bots)
         tranche.bots.changed            (outbox: every change of a bot)
@@ -61,6 +63,7 @@ from shared.contracts import (
     BotChanged,
     BotReadiness,
     InjectedSignal,
+    OrderEvent,
     PositionUpdate,
     Reason,
     SafetyEvent,
@@ -120,6 +123,7 @@ def build(settings: SignalSettings) -> Service:
         transact=service.transact,
         publish_evaluation=publish_evaluation,
         stale_after_s=settings.stale_after_s,
+        products=live.products,
         on_intent=(
             (lambda intent: lockstep.created(intent.intent_id, intent.bot_id))
             if lockstep is not None
@@ -185,6 +189,15 @@ def build(settings: SignalSettings) -> Service:
         changed, while it has one."""
         if body.mode == settings.mode:
             in_flight.readiness(body.bot_id, body.orders_in_flight)
+
+    @service.router.subscriber(
+        subjects.all_of(subjects.ORDERS_EVENTS), title="signal-order-events", no_reply=True
+    )
+    async def on_order_event(body: OrderEvent) -> None:
+        """A stop on the exchange that ended without being meant to is asked again (read as
+        plain messages: a restart forgets, and the next position asks its own stop)."""
+        if body.mode == settings.mode:
+            await handlers.stop_ended(body)
 
     # JetStream stores these events: its publisher's request for the stream's ack carries a reply
     # subject, which a plain subscriber must never answer (it may not, and the ack is not ours)

@@ -7,7 +7,7 @@ protection, standing, confirmation); this module keeps the per-bot state between
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -17,6 +17,7 @@ from prometheus_client import Counter
 from sqlmodel import Session
 
 from services.signal.bots import RunningBot
+from services.signal.exchange_stop import asks_again, stop_intent
 from services.signal.intents import Market, decide_intent
 from services.signal.protection import protective_exit
 from services.signal.standing import StandingExits, flatten_reason, holds
@@ -28,8 +29,18 @@ from services.signal.store import (
     record,
 )
 from services.signal.temperature import bands_of
-from shared.contracts import PositionUpdate, Reason, Side, SignalEvaluation, Ticker, TradeIntent
+from shared.catalog import Product
+from shared.contracts import (
+    OrderEvent,
+    PositionUpdate,
+    Reason,
+    Side,
+    SignalEvaluation,
+    Ticker,
+    TradeIntent,
+)
 from shared.logging import correlated, get_logger
+from shared.stops import is_stop_intent
 
 T = TypeVar("T")
 Transact = Callable[[Callable[[Session], T]], Awaitable[T]]
@@ -58,6 +69,15 @@ class SignalHandlers:
     standing: StandingExits = field(default_factory=StandingExits)
     flattening: dict[str, str] = field(default_factory=dict)
     """Bots an operator asked to flatten, with the reason; cleared when flat or resumed."""
+    products: Mapping[str, Product] = field(default_factory=dict)
+    """Trading rules a stop on the exchange is sized by (none: no stop is asked)."""
+    stops_asked: dict[str, str] = field(default_factory=dict)
+    """Per bot, the intent id of the stop last asked (one per state of the position)."""
+    stop_attempts: dict[str, tuple[str, int]] = field(default_factory=dict)
+    """Per bot, the state of the position (position id and sequence) and how many of its stops
+    ended without being meant to (asked again: services/signal/exchange_stop.py)."""
+    stop_reasons: dict[str, Reason | None] = field(default_factory=dict)
+    """Per bot, why it has the stop it has, or none (``tranche status``, the dashboard)."""
 
     def __post_init__(self) -> None:
         self.log = get_logger("signal")
@@ -108,6 +128,30 @@ class SignalHandlers:
             )
         intent = outcome if isinstance(outcome, TradeIntent) else None
         reason = outcome.reason if isinstance(outcome, TradeIntent) else outcome
+        staged = await self._store(bot_id, signal_id, side, time, intent, reason)
+        with correlated(intent.intent_id if intent else signal_id, bot_id=bot_id):
+            if staged is not None:
+                INTENTS.labels(staged.action, staged.band).inc()
+                self.log.info("intent.created", action=staged.action, side=side,
+                              band=staged.band, reason=reason.code)  # fmt: skip
+            elif intent is None:
+                NO_INTENT.labels(reason.code).inc()
+                self.log.info("signal.no_intent", code=reason.code, reason=reason.message)
+        if staged is not None and self.on_intent is not None:
+            self.on_intent(staged)
+        return staged
+
+    async def _store(
+        self,
+        bot_id: str,
+        signal_id: str,
+        side: Side,
+        time: datetime,
+        intent: TradeIntent | None,
+        reason: Reason,
+    ) -> TradeIntent | None:
+        """Store the signal's outcome with its intent's outbox message; a signal already handled
+        stores nothing (``None``)."""
 
         def change(session: Session) -> TradeIntent | None:
             if already_handled(session, signal_id):
@@ -124,18 +168,74 @@ class SignalHandlers:
             record(session, entry, intent)
             return intent
 
-        staged = await self.transact(change)
-        with correlated(intent.intent_id if intent else signal_id, bot_id=bot_id):
-            if staged is not None:
-                INTENTS.labels(staged.action, staged.band).inc()
-                self.log.info("intent.created", action=staged.action, side=side,
-                              band=staged.band, reason=reason.code)  # fmt: skip
-            elif intent is None:
-                NO_INTENT.labels(reason.code).inc()
-                self.log.info("signal.no_intent", code=reason.code, reason=reason.message)
-        if staged is not None and self.on_intent is not None:
-            self.on_intent(staged)
-        return staged
+        return await self.transact(change)
+
+    async def keep_stop(self, bot_id: str, running: RunningBot) -> None:
+        """Ask for the position's protective stop on the exchange once per state of the position
+        (services/signal/exchange_stop.py); a bot without ``stop_on_exchange`` asks nothing."""
+        bot = running.config
+        if not bot.stop_on_exchange:
+            return
+        position = self.positions.get(bot_id)
+        state = f"{position.position_id}:{position.sequence}" if position else ""
+        seen, attempt = self.stop_attempts.get(bot_id, (state, 0))
+        if seen != state:
+            attempt = 0
+        self.stop_attempts[bot_id] = (state, attempt)
+        outcome = stop_intent(
+            bot_id=bot_id,
+            bot=bot,
+            position=position,
+            product=self.products.get(bot.product_id),
+            market=self.markets.get(bot.product_id),
+            temperature=running.runtime.temperature,
+            attempt=attempt,
+        )
+        if not isinstance(outcome, TradeIntent):
+            if outcome is not None and self.stop_reasons.get(bot_id) != outcome:
+                self.log.info("stop.none", bot_id=bot_id, code=outcome.code, why=outcome.message)
+            self.stop_reasons[bot_id] = outcome
+            return
+        if self.stops_asked.get(bot_id) == outcome.intent_id:
+            return
+        self.stops_asked[bot_id] = outcome.intent_id
+        self.stop_reasons[bot_id] = outcome.reason
+        staged = await self._store(
+            bot_id, outcome.signal_id, "sell", outcome.time, outcome, outcome.reason
+        )
+        if staged is not None:
+            INTENTS.labels(staged.action, staged.band).inc()
+            with correlated(staged.intent_id, bot_id=bot_id):
+                self.log.info("stop.asked", size=str(staged.base_size),
+                              stop_price=str(staged.stop_price))  # fmt: skip
+            # Not told to ``on_intent``: a lock-step replay waits for every intent's order to be
+            # final, and a resting stop is not final until it fills or is replaced.
+
+    async def stop_ended(self, event: OrderEvent) -> None:
+        """An order event of a stop: one that ended without being meant to (refused by the
+        exchange, cancelled from outside) is asked again for the same state of the position, up
+        to :data:`~services.signal.exchange_stop.MAX_ATTEMPTS`; meanwhile, and after, the signal
+        service's own stop-loss protects the position."""
+        if not is_stop_intent(event.intent_id) or self.stops_asked.get(event.bot_id) != (
+            event.intent_id
+        ):
+            return
+        state, attempts = self.stop_attempts.get(event.bot_id, ("", 0))
+        code = event.reason.code if event.reason else None
+        if not asks_again(event.status, code, attempts + 1):
+            if event.status in ("cancelled", "expired", "failed"):
+                self.stop_reasons[event.bot_id] = Reason(
+                    code="STOP_ENDED",
+                    message=f"the stop on the exchange ended {event.status} ({code}): the "
+                    "signal service's stop-loss protects the position",
+                )
+            return
+        self.stop_attempts[event.bot_id] = (state, attempts + 1)
+        self.stops_asked.pop(event.bot_id, None)
+        self.log.warning("stop.ended", bot_id=event.bot_id, status=event.status, code=code)
+        running = self.bots.get(event.bot_id)
+        if running is not None:
+            await self.keep_stop(event.bot_id, running)
 
     async def confirm(
         self,
@@ -218,6 +318,7 @@ class SignalHandlers:
             return False  # an older tick never replaces a newer price
         self.markets[tick.product_id] = Market(price=tick.price, time=tick.time)
         for bot_id, running in self.bots.trading(tick.product_id):
+            await self.keep_stop(bot_id, running)
             await self.protect(bot_id, running, tick)
             runtime = running.runtime
             candle = runtime.candles.add(tick.price, tick.time)
@@ -256,6 +357,9 @@ class SignalHandlers:
         ):
             return False
         self.positions[position.bot_id] = position
+        running = self.bots.get(position.bot_id)
+        if running is not None:
+            await self.keep_stop(position.bot_id, running)
         if position.bot_id in self._position_changed:
             self._position_changed[position.bot_id].set()
         if position.bot_id in self.flattening:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from shared.db import make_engine
 from tests.support.coinbase_standin import ApiKey, CoinbaseStandIn, make_api_key
 from tests.support.live_executor import Live, start_live, stop_live
 
@@ -34,3 +35,11 @@ async def live(
         yield running
     finally:
         await stop_live(running)
+
+
+@pytest.fixture
+def engine(database_url: str):
+    """An engine on the test's database (SQLite or PostgreSQL), disposed after the test."""
+    engine = make_engine(database_url)
+    yield engine
+    engine.dispose()

@@ -113,5 +113,5 @@ def _env_names(text: str) -> set[str]:
 
 
 _STREAMS = {"TRANCHE_SIGNALS", "TRANCHE_INTENTS", "TRANCHE_ORDERS", "TRANCHE_LEDGER",
-            "TRANCHE_SAFETY", "TRANCHE_DLQ", "TRANCHE_BOTS", "TRANCHE_CAP_BREACHED",
-            "TRANCHE_CAP"}  # fmt: skip
+            "TRANCHE_SAFETY", "TRANCHE_DLQ", "TRANCHE_BOTS", "TRANCHE_MARKET",
+            "TRANCHE_CAP_BREACHED", "TRANCHE_CAP"}  # fmt: skip

@@ -16,23 +16,7 @@ from services.executor.exchanges.base import (
 )
 from services.executor.exchanges.mock import MockExchange, MockSettings, Quote
 from services.executor.orders import convert_fill
-from shared.catalog import load_catalog
-from shared.db import make_engine
-
-AT = datetime(2018, 1, 20, tzinfo=UTC)
-PRODUCTS = load_catalog().products
-
-
-@pytest.fixture
-def engine(database_url: str):
-    engine = make_engine(database_url)
-    yield engine
-    engine.dispose()
-
-
-def exchange(engine, price: str = "0.09", **settings) -> tuple[MockExchange, dict]:
-    quotes = {"ETH-BTC": Quote(Decimal(price), AT)}
-    return MockExchange(engine, PRODUCTS, None, quotes.get, MockSettings(**settings)), quotes
+from tests.support.mock_books import AT, PRODUCTS, exchange
 
 
 def market(cid: str, side: str = "buy", quote: str | None = "0.01", base: str | None = None):

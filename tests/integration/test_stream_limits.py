@@ -18,10 +18,19 @@ from structlog.testing import capture_logs
 from shared import subjects
 from shared.bus import DeadLetters
 from shared.contracts import DeadLetter
-from shared.streams import ALL_STREAMS, DLQ, INTENTS, ensure_streams, watch_stream_use_once
+from shared.streams import (
+    ALL_STREAMS,
+    DLQ,
+    INTENTS,
+    MARKET,
+    ensure_streams,
+    watch_stream_use_once,
+)
 
 
-async def test_every_stream_is_bounded_and_only_the_dlq_drops_old(nats_url: str) -> None:
+async def test_every_stream_is_bounded_and_only_the_dlq_and_the_prices_drop_old(
+    nats_url: str,
+) -> None:
     nc = await nats.connect(nats_url)
     try:
         await ensure_streams(nc.jetstream())
@@ -29,7 +38,7 @@ async def test_every_stream_is_bounded_and_only_the_dlq_drops_old(nats_url: str)
             config = (await nc.jetstream().stream_info(stream.name)).config
             assert config.max_bytes and config.max_bytes > 0, stream.name
             assert config.max_age and config.max_age > 0, stream.name
-            expected = DiscardPolicy.OLD if stream is DLQ else DiscardPolicy.NEW
+            expected = DiscardPolicy.OLD if stream in (DLQ, MARKET) else DiscardPolicy.NEW
             assert config.discard == expected, stream.name
     finally:
         await nc.close()

@@ -7,6 +7,10 @@
   ``nbf``/``exp`` current, ``uri`` = ``"<METHOD> 127.0.0.1:<port><path>"``; else 401;
 * answers in Coinbase's documented JSON shapes, including ``success: false`` and error bodies;
 * a repeated ``client_order_id`` answers with the existing order;
+* stop-limit orders (``stop_limit_stop_limit_gtc``): accepted (``OPEN``, ``trigger_status``
+  ``STOP_PENDING``), refused when the last price is already through the stop, listed, cancelled,
+  and triggered when a test moves the price through the stop (:meth:`CoinbaseStandIn.move`):
+  ``STOP_TRIGGERED``, then a limit order that fills when marketable, in parts if the test says;
 * the public market ticker (``GET /market/products/{id}/ticker``, no JWT needed, as on Coinbase):
   the trades a test added with :meth:`CoinbaseStandIn.trade`, newest first, and the best bid/ask;
 * failures queued by the test: ``429`` (with Retry-After), ``500``, ``503``, ``timeout`` (no effect,
@@ -40,6 +44,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 PREFIX = "/api/v3/brokerage"
+STOP_LIMIT = "stop_limit_stop_limit_gtc"
 TAKER_FEE, MAKER_FEE = Decimal("0.006"), Decimal("0.004")
 FEE_PRECISION = Decimal("1E-8")
 
@@ -150,6 +155,8 @@ class StandInOrder:
     fills: list[dict] = field(default_factory=list)
     fee_inside: bool = False
     """Its quote-sized fills report the quote amount with the fee inside."""
+    triggered: bool = False
+    """A stop-limit order whose stop price the last trade reached."""
 
     def _amounts(self) -> tuple[Decimal, Decimal]:
         """(base filled, quote value without fees); a reversal takes its fill back."""
@@ -172,7 +179,14 @@ class StandInOrder:
         return self._amounts()[1]
 
     def as_json(self) -> dict:
-        kind = "MARKET" if "market_market_ioc" in self.configuration else "LIMIT"
+        kind = (
+            "MARKET" if "market_market_ioc" in self.configuration
+            else "STOP_LIMIT" if STOP_LIMIT in self.configuration
+            else "LIMIT"
+        )  # fmt: skip
+        trigger = "INVALID_ORDER_TYPE"
+        if kind == "STOP_LIMIT":
+            trigger = "STOP_TRIGGERED" if self.triggered else "STOP_PENDING"
         fees = sum((Decimal(f["commission"]) for f in self.fills), Decimal(0))
         terms = next(iter(self.configuration.values()))
         ordered = Decimal(terms.get("base_size") or 0)
@@ -195,7 +209,7 @@ class StandInOrder:
             "pending_cancel": self.status == "CANCEL_QUEUED", "size_in_quote": in_quote,
             "total_fees": str(fees), "size_inclusive_of_fees": in_quote,
             "total_value_after_fees": str(value + fees if self.side == "BUY" else value - fees),
-            "trigger_status": "INVALID_ORDER_TYPE",
+            "trigger_status": trigger,
             "order_type": kind, "reject_reason": "", "settled": self.status == "FILLED",
             "product_type": "SPOT", "reject_message": "", "cancel_message": "",
             "order_placement_source": "RETAIL_ADVANCED", "outstanding_hold_amount": "0",
@@ -269,6 +283,32 @@ class CoinbaseStandIn:
             self._add_fill(order, Decimal(size), Decimal(price or limit["limit_price"]), "MAKER")
             if order.filled_size >= Decimal(limit["base_size"]):
                 order.status = "FILLED"
+
+    def move(self, price: str, fill_size: str | None = None) -> list[str]:
+        """The last trade price moves to ``price``: every resting stop-limit order it reaches
+        triggers, and every triggered one whose limit it is at or through fills ``fill_size``
+        (default: all that remains) at ``price`` as taker. Returns the order ids that filled."""
+        with self.lock:
+            self.price = last = Decimal(price)
+            filled = []
+            for order in self.orders.values():
+                terms = order.configuration.get(STOP_LIMIT)
+                if terms is None or order.status != "OPEN":
+                    continue
+                stop, limit = Decimal(terms["stop_price"]), Decimal(terms["limit_price"])
+                down = terms["stop_direction"] == "STOP_DIRECTION_STOP_DOWN"
+                if not order.triggered and (last <= stop if down else last >= stop):
+                    order.triggered = True
+                marketable = last >= limit if order.side == "SELL" else last <= limit
+                if not (order.triggered and marketable):
+                    continue
+                remaining = Decimal(terms["base_size"]) - order.filled_size
+                size = min(Decimal(fill_size), remaining) if fill_size else remaining
+                self._add_fill(order, size, last, "TAKER")
+                if order.filled_size >= Decimal(terms["base_size"]):
+                    order.status = "FILLED"
+                filled.append(order.order_id)
+            return filled
 
     def set_status(self, order_id: str, status: str) -> None:
         """The order's status as Coinbase would report it next (any documented status)."""
@@ -523,11 +563,24 @@ class CoinbaseStandIn:
             return ("UNSUPPORTED_ORDER_CONFIGURATION", "PREVIEW_LIMIT_ONLY", "limit only")
         base = Decimal(terms["base_size"]) if "base_size" in terms else None
         quote = Decimal(terms["quote_size"]) if "quote_size" in terms else None
-        price = Decimal(terms["limit_price"]) if "limit_price" in terms else None
-        if price is not None and price % Decimal(product["quote_increment"]):
+        for name, preview in (("limit_price", ""), ("stop_price", "_STOP")):
+            value = Decimal(terms[name]) if name in terms else None
+            if value is not None and value % Decimal(product["quote_increment"]):
+                return (
+                    "INVALID_PRICE_PRECISION", f"PREVIEW_INVALID{preview}_PRICE_PRECISION",
+                    f"{name.replace('_', ' ')} {value} is not a multiple of "
+                    f"{product['quote_increment']}",
+                )  # fmt: skip
+        stop = Decimal(terms["stop_price"]) if "stop_price" in terms else None
+        if (
+            stop is not None
+            and terms.get("stop_direction") == "STOP_DIRECTION_STOP_DOWN"
+            and (stop >= self.price)
+        ):
             return (
-                "INVALID_PRICE_PRECISION", "PREVIEW_INVALID_PRICE_PRECISION",
-                f"limit price {price} is not a multiple of {product['quote_increment']}",
+                "UNKNOWN_FAILURE_REASON",
+                "PREVIEW_STOP_PRICE_ABOVE_LAST_TRADE_PRICE",
+                f"stop price {stop} is at or above the last trade price {self.price}",
             )  # fmt: skip
         if base is not None and base % Decimal(product["base_increment"]):
             return (

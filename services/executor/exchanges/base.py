@@ -30,6 +30,9 @@ class OrderRequest:
     """The intent's price (what the signal saw); Coinbase ignores it, the mock can fill at it."""
     market_time: datetime | None = None
     """When the market showed ``reference_price`` (event time)."""
+    stop_price: Decimal | None = None
+    """A ``stop_limit`` order: the last trade price that turns it into a limit order at
+    ``limit_price`` (a sell stop triggers when the price falls to it: STOP_DIRECTION_STOP_DOWN)."""
 
 
 @dataclass(frozen=True)

@@ -122,8 +122,20 @@ class CoinbaseExchange:
     def place(self, request: OrderRequest) -> ExchangeOrder:
         if not request.client_order_id:
             raise ValueError("client_order_id is required (the SDK would invent a random one)")
-        if request.order_type == "limit":
+        if request.order_type == "stop_limit":
             configuration: dict[str, Any] = {
+                "stop_limit_stop_limit_gtc": {
+                    "base_size": str(request.base_size),
+                    "limit_price": str(request.limit_price),
+                    "stop_price": str(request.stop_price),
+                    # A sell stop triggers when the last trade price falls to the stop.
+                    "stop_direction": "STOP_DIRECTION_STOP_DOWN"
+                    if request.side == "sell"
+                    else "STOP_DIRECTION_STOP_UP",
+                }
+            }
+        elif request.order_type == "limit":
+            configuration = {
                 "limit_limit_gtc": {
                     "base_size": str(request.base_size),
                     "limit_price": str(request.limit_price),

@@ -12,6 +12,10 @@
 * Limit orders are good till cancelled: a marketable one fills at once as taker, the rest rests
   (``OPEN``) and fills as maker at its limit when a later price crosses it, ``partial_fill_ratio``
   of what remains per crossing price (1 = all at once).
+* Stop-limit orders (``stop_limit``) rest untriggered until the last price reaches the stop, then
+  act as the limit order above (:mod:`services.executor.exchanges.mock_stops`). Since the mock
+  lives in the executor's process, :meth:`MockExchange.catch_up` replays the prices it missed
+  while the executor was down, each at its own event time, as the exchange would have matched them.
 * Latency and failures (reject, 429, 5xx, a timeout after placing) are injected with the
   probabilities of :class:`MockSettings` from one seeded random generator (or queued explicitly
   by a test), so the same seed and the same calls give the same run.
@@ -40,6 +44,13 @@ from services.executor.exchanges.base import (
     OrderRequest,
     OutcomeUnknown,
     RateLimited,
+)
+from services.executor.exchanges.mock_stops import (
+    STOP_LIMIT,
+    MockStopRow,
+    reaches_stop,
+    stop_refusal,
+    stops_of,
 )
 from services.executor.orders import ExchangeFill, convert_fill, fee_for
 from shared.catalog import Product
@@ -127,7 +138,7 @@ class MockFillRow(SQLModel, table=True):
     trade_time: datetime = Field(sa_type=UtcDateTime)
 
 
-MOCK_TABLES: list[type[SQLModel]] = [MockOrderRow, MockFillRow]
+MOCK_TABLES: list[type[SQLModel]] = [MockOrderRow, MockFillRow, MockStopRow]
 
 
 @dataclass(frozen=True)
@@ -283,7 +294,16 @@ class MockExchange:
     def on_quote(self, product_id: str) -> int:
         """Match resting limit orders of ``product_id`` against its latest price; returns how
         many fills that made. Blocking (run it off the event loop)."""
-        quote = self._quote_of(product_id)
+        return self._match(product_id, self._quote_of(product_id))
+
+    def catch_up(self, product_id: str, missed: list[Quote]) -> int:
+        """Match resting orders against prices the mock missed (the executor was down while the
+        exchange, in the model, kept trading), oldest first, each at its own event time; returns
+        how many fills that made. A price at or before a fill the order has is not matched again,
+        so catching up twice fills nothing twice."""
+        return sum(self._match(product_id, quote) for quote in sorted(missed, key=lambda q: q.time))
+
+    def _match(self, product_id: str, quote: Quote | None) -> int:
         product = self._products.get(product_id)
         if quote is None or product is None:
             return 0
@@ -305,10 +325,21 @@ class MockExchange:
                 .order_by(col(MockOrderRow.created_at))
                 .with_for_update()
             ).all()
+            stops = stops_of(session, [row.client_order_id for row in resting])
             for row in resting:
                 assert row.limit_price is not None
                 if _matched_since(session, row, quote.time):
                     continue  # one match per order and market time, however many listen
+                stop = stops.get(row.client_order_id)
+                if stop is not None and stop.triggered_at is None:
+                    if quote.time < row.created_at or not reaches_stop(
+                        row.side, stop.stop_price, quote.price
+                    ):
+                        continue  # a price from before the stop was placed never triggers it
+                    stop.triggered_at = quote.time  # from this tick on, a limit order
+                    session.add(stop)
+                    made += self._fill_if_marketable(session, row, product, quote)
+                    continue
                 crosses = (
                     quote.price <= row.limit_price
                     if row.side == "buy"
@@ -381,7 +412,8 @@ class MockExchange:
             exchange_order_id=str(uuid.uuid5(MOCK_NAMESPACE, request.client_order_id)),
             product_id=request.product_id,
             side=request.side,
-            order_type=request.order_type,
+            # A stop-limit is kept as the limit order it becomes; its stop waits beside it.
+            order_type="limit" if request.order_type == STOP_LIMIT else request.order_type,
             quote_size=request.quote_size,
             base_size=request.base_size,
             limit_price=request.limit_price,
@@ -399,21 +431,29 @@ class MockExchange:
             self._fill_market(session, row, request, product, quote)
             return row
         row.status = "OPEN"
-        assert request.limit_price is not None
-        marketable = (
-            quote.price <= request.limit_price
-            if request.side == "buy"
-            else quote.price >= request.limit_price
-        )
-        if marketable:
-            price = self._slipped(quote.price, request.side, product)
-            price = (
-                min(price, request.limit_price)
-                if request.side == "buy"
-                else max(price, request.limit_price)
+        if request.order_type == STOP_LIMIT:
+            assert request.stop_price is not None
+            session.add(
+                MockStopRow(client_order_id=row.client_order_id, stop_price=request.stop_price)
             )
-            self._fill_limit(session, row, product, price, "TAKER", quote)
+            return row
+        self._fill_if_marketable(session, row, product, quote)
         return row
+
+    def _fill_if_marketable(
+        self, session: Session, row: MockOrderRow, product: Product, quote: Quote
+    ) -> int:
+        """A limit order the price ``quote`` already crosses fills now, as taker (slipped, never
+        past its limit); returns how many fills that made."""
+        assert row.limit_price is not None
+        marketable = (
+            quote.price <= row.limit_price if row.side == "buy" else quote.price >= row.limit_price
+        )
+        if not marketable:
+            return 0
+        price = self._slipped(quote.price, row.side, product)
+        price = min(price, row.limit_price) if row.side == "buy" else max(price, row.limit_price)
+        return self._fill_limit(session, row, product, price, "TAKER", quote)
 
     def _problem(
         self,
@@ -433,6 +473,17 @@ class MockExchange:
             )
         if request.limit_price is not None and request.limit_price % product.quote_increment:
             return ("INVALID_PRICE_PRECISION", f"{request.limit_price} is off the price increment")
+        if request.order_type == STOP_LIMIT:
+            if request.stop_price is None or request.limit_price is None:
+                return ("INVALID_STOP_ORDER", "a stop-limit order needs a stop and a limit price")
+            if request.stop_price % product.quote_increment:
+                return (
+                    "INVALID_PRICE_PRECISION",
+                    f"{request.stop_price} is off the price increment",
+                )
+            refused = stop_refusal(request.side, request.stop_price, quote.price)
+            if refused is not None:
+                return refused
         size = request.base_size
         if size is not None and size % product.base_increment:
             return ("INVALID_SIZE_PRECISION", f"{size} is off the size increment")

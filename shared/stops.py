@@ -1,0 +1,178 @@
+"""Protective stops resting on the exchange (pure): which stop-limit sell a position should have,
+and what to do about the stops that are live now.
+
+A bot with ``stop_on_exchange`` keeps one stop-limit sell on the exchange for its whole position:
+its stop price is ``stop_loss_pct`` below the break-even price (where the signal service's own
+stop-loss triggers), its limit ``stop_limit_offset_pct`` below the stop, its size the holding.
+Two invariants hold at every moment, whatever order things happen in:
+
+* never two live stops for one position: a replacement is placed only once the exchange has
+  confirmed the cancel of the stop it replaces;
+* never a stop larger than the holding: the size is the position's quantity rounded *down* to the
+  product's increment, and any other sell of the bot cancels the live stop first
+  (:func:`cancel_before_sell`).
+
+No broker, database or clock in here: callers pass the position, the bot and what they know of
+the live stops, and get back a plan. docs/safety.md says which protection acts where.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import ROUND_DOWN, Decimal
+from typing import Final, Literal
+
+from shared.catalog import Bot, Product
+from shared.contracts import PositionUpdate, Reason
+
+HUNDRED: Final = Decimal(100)
+STOP_INTENT_PREFIX: Final = "stop:"
+STOP_BELOW_MINIMUM: Final = "STOP_BELOW_MINIMUM"
+STOP_DIRECTION_DOWN: Final = "STOP_DIRECTION_STOP_DOWN"
+"""Coinbase's direction of a sell stop: it triggers when the last trade price falls to the stop."""
+
+LiveStatus = Literal["pending", "resting", "cancelling"]
+"""``pending``: asked of the exchange, not yet confirmed (it may be resting already);
+``resting``: the exchange holds it (untriggered, or triggered and partly filled);
+``cancelling``: a cancel is asked and not yet confirmed (it may still fill)."""
+
+
+@dataclass(frozen=True)
+class StopOrder:
+    """A protective stop-limit sell: ``size`` in base, prices in quote."""
+
+    size: Decimal
+    stop_price: Decimal
+    limit_price: Decimal
+
+
+@dataclass(frozen=True)
+class LiveStop:
+    """A stop the executor has asked for and not seen final; ``size`` is what remains unfilled."""
+
+    client_order_id: str
+    order: StopOrder
+    status: LiveStatus
+
+
+@dataclass(frozen=True)
+class StopPlan:
+    """What to do now. ``cancel`` first; ``place`` only when nothing else is live (so never both
+    at once); ``reason`` says why, for the log, ``tranche status`` and the dashboard."""
+
+    reason: Reason
+    cancel: tuple[str, ...] = ()
+    place: StopOrder | None = None
+    keep: tuple[str, ...] = ()
+
+
+def _down(value: Decimal, increment: Decimal) -> Decimal:
+    return (value / increment).to_integral_value(ROUND_DOWN) * increment
+
+
+def stop_intent_id(bot_id: str, position_id: str, sequence: int, attempt: int = 0) -> str:
+    """The intent id of the stop asked for one state of a position (safety derives the
+    ``client_order_id`` from it): the same position at the same sequence always names the same
+    stop, so a retry or a redelivery never places a second one. ``attempt`` counts the stops of
+    that state the exchange refused or cancelled on its own (asked again, each once)."""
+    again = f":{attempt}" if attempt else ""
+    return f"{STOP_INTENT_PREFIX}{bot_id}:{position_id}:{sequence}{again}"
+
+
+def is_stop_intent(intent_id: str) -> bool:
+    """A resting stop is no order "in flight": it does not block the bot's other orders, and its
+    approval starts no exit cooldown (safety reads this)."""
+    return intent_id.startswith(STOP_INTENT_PREFIX)
+
+
+def desired_stop(
+    bot: Bot, position: PositionUpdate | None, product: Product
+) -> StopOrder | Reason | None:
+    """The stop the position should have on the exchange; ``None`` when it should have none (the
+    bot did not opt in, or nothing is held); a :class:`Reason` when it should but cannot (the
+    holding is below the product's minimums: the signal service's stop protects it)."""
+    if not bot.stop_on_exchange or bot.stop_loss_pct is None:
+        return None
+    if position is None or position.status != "open" or position.break_even_price is None:
+        return None
+    size = _down(position.quantity, product.base_increment)
+    stop_price = _down(
+        position.break_even_price * (1 - bot.stop_loss_pct / HUNDRED), product.quote_increment
+    )
+    limit_price = _down(
+        stop_price * (1 - bot.stop_limit_offset_pct / HUNDRED), product.quote_increment
+    )
+    if (
+        size < product.base_min_size
+        or limit_price <= 0
+        or size * limit_price < product.quote_min_size
+    ):
+        return Reason(
+            code=STOP_BELOW_MINIMUM,
+            message=(
+                f"no stop on the exchange: {size} at {limit_price} is below the product's minimum"
+                f" size {product.base_min_size} or value {product.quote_min_size}; the signal "
+                "service's stop-loss protects the position"
+            ),
+        )
+    return StopOrder(size=size, stop_price=stop_price, limit_price=limit_price)
+
+
+def plan(desired: StopOrder | Reason | None, live: Sequence[LiveStop]) -> StopPlan:
+    """Desired stop vs live stops -> what to do now.
+
+    * A cancel not yet confirmed, or a stop asked and not yet confirmed: wait (cancel any other
+      resting stop), never place beside it.
+    * One resting stop equal to the desired one: keep it.
+    * Anything else resting: cancel it; the replacement is placed on a later plan, once the
+      cancel is confirmed (the stop is final).
+    * Nothing live and a stop desired: place it.
+    """
+    resting = [stop for stop in live if stop.status == "resting"]
+    unsettled = [stop for stop in live if stop.status != "resting"]
+    wanted = desired if isinstance(desired, StopOrder) else None
+    keep = next((stop for stop in resting if stop.order == wanted), None) if wanted else None
+    if keep is not None and not unsettled:
+        others = tuple(s.client_order_id for s in resting if s is not keep)
+        return StopPlan(
+            reason=Reason(code="STOP_KEPT", message="the live stop matches the position"),
+            cancel=others,
+            keep=(keep.client_order_id,),
+        )
+    cancel = tuple(stop.client_order_id for stop in resting)
+    if unsettled:
+        waiting = ", ".join(f"{s.client_order_id} ({s.status})" for s in unsettled)
+        return StopPlan(
+            reason=Reason(code="STOP_WAITING", message=f"waiting for the exchange: {waiting}"),
+            cancel=cancel,
+        )
+    if cancel:
+        return StopPlan(
+            reason=Reason(
+                code="STOP_REPLACED" if wanted else "STOP_NOT_WANTED",
+                message="the live stop no longer matches the position: cancelled first"
+                if wanted
+                else "the position needs no stop on the exchange: cancelled",
+            ),
+            cancel=cancel,
+        )
+    if wanted is not None:
+        return StopPlan(
+            reason=Reason(code="STOP_PLACED", message="no live stop: placing one"), place=wanted
+        )
+    if isinstance(desired, Reason):
+        return StopPlan(reason=desired)
+    return StopPlan(reason=Reason(code="NO_STOP", message="no stop is wanted and none is live"))
+
+
+def cancel_before_sell(live: Sequence[LiveStop]) -> tuple[str, ...]:
+    """The stops to cancel, and see cancelled, before any other sell of the bot (a signal exit, a
+    take-profit, a flatten): a stop left resting could make the two together sell more than the
+    holding (and on Coinbase a resting sell holds the base, so the other sell would be refused)."""
+    return tuple(stop.client_order_id for stop in live if stop.status != "cancelling")
+
+
+def blocks_sell(live: Sequence[LiveStop]) -> bool:
+    """Whether another sell must wait: some stop is live (resting, asked, or being cancelled)."""
+    return bool(live)

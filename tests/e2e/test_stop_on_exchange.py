@@ -1,0 +1,246 @@
+"""Protective stops resting on the exchange (issue 22), through the four running services on the
+mock exchange: the stop holds while the whole stack is down, and it follows the position through
+a partial exit and an add, never two live stops and never one larger than the holding."""
+
+from __future__ import annotations
+
+import itertools
+import sqlite3
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import (
+    get_json,
+    position_of,
+    publish,
+    stack_config,
+    started,
+    ticker,
+    wait_for,
+)
+from tests.e2e.test_safety_flow import tranche
+from tranche import credentials
+from tranche.stack import EmbeddedStack
+
+pytestmark = pytest.mark.e2e
+SERVICES = ("signal", "safety", "executor", "ledger")
+
+
+@pytest.fixture(scope="module")
+def own_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
+    """A stack of its own: the test kills every service of it."""
+    config = stack_config(
+        tmp_path_factory.mktemp("xstop"), SERVICES, extra_env={"TRANCHE_OUTBOX_POLL_S": "0.5"}
+    )
+    with started(config) as running:
+        yield running
+
+
+@pytest.fixture
+def cli_trusts_own_stack(own_stack: EmbeddedStack, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, public_key = credentials.signing_keys(own_stack.config.data_dir.resolve())
+    monkeypatch.setenv("TRANCHE_SIGNING_PUBLIC_KEY", public_key.read_text())
+
+
+def inject(stack: EmbeddedStack, bot: str, side: str) -> None:
+    body = f'{{"side":"{side}","temperature":80}}'.encode()
+    publish(stack.config.nats_url_as("operator"), f"tranche.signals.inject.{bot}", body)
+
+
+def orders(stack: EmbeddedStack, bot: str) -> list[dict]:
+    found = get_json(stack.config.url("executor") + "/orders?limit=1000") or []
+    return sorted((o for o in found if o["bot_id"] == bot), key=lambda o: o["created_at"])
+
+
+def stops(stack: EmbeddedStack, bot: str) -> list[dict]:
+    return [o for o in orders(stack, bot) if o["order_type"] == "stop"]
+
+
+def live_stop(stack: EmbeddedStack, bot: str, size: Decimal | None = None):
+    """The one live stop of the bot (of ``size``), once it rests on the exchange."""
+
+    def probe() -> dict | None:
+        live = [s for s in stops(stack, bot) if s["status"] == "open"]
+        if len(live) == 1 and (size is None or Decimal(live[0]["base_size"]) == size):
+            return live[0]
+        return None
+
+    return probe
+
+
+def buy_with_stop(stack: EmbeddedStack, bot: str) -> dict:
+    """Open a position at 0.09 (five market minutes on) and return its stop once it rests."""
+    ticker(stack.config.admin_url, "0.09", after=timedelta(minutes=5))
+    inject(stack, bot, "buy")
+    wait_for(position_of(stack, bot), what="the position")
+    return wait_for(live_stop(stack, bot), what="the stop resting on the exchange")
+
+
+def book(stack: EmbeddedStack) -> list[tuple[str, str, str, str]]:
+    """The mock exchange's book (its own table in the executor's database): one row per
+    client_order_id by construction, so what counts is how many orders there are per bot."""
+    path = Path(stack.config.data_dir) / "executor.db"
+    with sqlite3.connect(path) as db:
+        return db.execute(
+            "SELECT client_order_id, side, base_size, status FROM mock_exchange_orders_v2"
+        ).fetchall()
+
+
+def holding(stack: EmbeddedStack, bot: str) -> Decimal:
+    found = get_json(f"{stack.config.url('ledger')}/positions/{bot}")
+    return Decimal(found["position"]["quantity"]) if found else Decimal(0)
+
+
+def test_a_stop_on_the_exchange_acts_while_the_whole_stack_is_down(
+    own_stack: EmbeddedStack,
+) -> None:
+    stack, bot, url = own_stack, "xstop-down", own_stack.config.admin_url
+    ticker(url, "0.09")
+    inject(stack, bot, "buy")
+    position = wait_for(position_of(stack, bot), what="the position")
+    quantity = Decimal(position["quantity"])
+    stop = wait_for(live_stop(stack, bot), what="the stop resting on the exchange")
+    assert Decimal(stop["base_size"]) == quantity  # the whole holding (on the increment)
+    even = Decimal(position["break_even_price"])
+    stop_price = (even * Decimal("0.98")).quantize(Decimal("0.00000001"), rounding="ROUND_DOWN")
+
+    for name in SERVICES:
+        stack.stop_service(name, kill=True)
+    # The market falls through the stop while nothing of Tranche runs (kept by TRANCHE_MARKET).
+    ticker(url, str(stop_price + Decimal("0.0005")), after=timedelta(minutes=1))
+    through = str(stop_price - Decimal("0.00002"))
+    fell_at = ticker(url, through, after=timedelta(minutes=1))
+    for name in SERVICES:
+        stack.start_service(name, move_if_taken=True)
+    for name in SERVICES:
+        stack.wait_ready(name)
+
+    def flat() -> dict | None:
+        found = get_json(f"{stack.config.url('ledger')}/positions/{bot}")
+        return found if found and found["position"]["status"] == "flat" else None
+
+    wait_for(flat, timeout=90, what="the position booked flat at the stop's fill")
+    fills = get_json(f"{stack.config.url('ledger')}/fills?bot_id={bot}")
+    sells = [f for f in fills if f["side"] == "sell"]
+    assert len(sells) == 1, sells
+    assert Decimal(sells[0]["price"]) == Decimal(through)
+    assert datetime.fromisoformat(sells[0]["time"]) == fell_at  # the tick's event time
+    # Nothing placed twice: one buy and one stop at the exchange, each once.
+    mine = list(orders(stack, bot))
+    assert [(o["side"], o["order_type"], o["status"]) for o in mine] == [
+        ("buy", "market", "filled"),
+        ("sell", "stop", "filled"),
+    ]
+    exchange_ids = {o["exchange_client_order_id"] for o in mine}
+    assert len([row for row in book(stack) if row[0] in exchange_ids]) == 2
+
+
+def test_the_stop_follows_the_holding_through_a_partial_exit_and_an_add(
+    own_stack: EmbeddedStack,
+) -> None:
+    stack, bot, url = own_stack, "xstop-trip", own_stack.config.admin_url
+    ticker(url, "0.09", after=timedelta(minutes=5))
+    inject(stack, bot, "buy")
+    wait_for(position_of(stack, bot), what="the position")
+    sizes = [
+        Decimal(wait_for(live_stop(stack, bot, holding(stack, bot)), what="stop 1")["base_size"])
+    ]
+
+    ticker(url, "0.091", after=timedelta(minutes=5))
+    inject(stack, bot, "sell")  # exit_fraction 0.5: half the position
+    wait_for(lambda: holding(stack, bot) < sizes[0] or None, what="the partial exit")
+    sizes.append(
+        Decimal(wait_for(live_stop(stack, bot, holding(stack, bot)), what="stop 2")["base_size"])
+    )
+
+    ticker(url, "0.092", after=timedelta(minutes=5))
+    inject(stack, bot, "buy")  # an add
+    wait_for(lambda: holding(stack, bot) > sizes[1] or None, what="the add")
+    sizes.append(
+        Decimal(wait_for(live_stop(stack, bot, holding(stack, bot)), what="stop 3")["base_size"])
+    )
+
+    assert sizes[1] < sizes[0] and sizes[2] > sizes[1], sizes
+    history = stops(stack, bot)
+    assert [Decimal(s["base_size"]) for s in history] == sizes
+    assert [s["status"] for s in history] == ["cancelled", "cancelled", "open"]
+    # Never two live: each stop's cancel was confirmed before the next one went out, and the
+    # partial exit was sold only once the first stop was cancelled.
+    for before, after in itertools.pairwise(history):
+        assert before["updated_at"] <= after["placed_at"], (before, after)
+    (partial,) = [
+        o for o in orders(stack, bot) if o["side"] == "sell" and o["order_type"] == "market"
+    ]
+    assert history[0]["updated_at"] <= partial["placed_at"]
+    assert history[1]["placed_at"] >= partial["updated_at"]
+    assert history[0]["cancel_code"] == "STOP_BEFORE_SELL"
+
+
+@pytest.mark.usefixtures("cli_trusts_own_stack")
+def test_a_halt_keeps_the_stop_and_a_halt_that_says_so_cancels_it(
+    own_stack: EmbeddedStack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stack, bot, url = own_stack, "xstop-halt", own_stack.config.admin_url
+    stop = buy_with_stop(stack, bot)
+    code, out = tranche(capsys, "halt", bot, "--nats-url", url)
+    assert code == 0 and "protective stops on the exchange stay" in out, out
+    time.sleep(3)  # the executor has heard the halt by now (it cancels every other order)
+    kept = live_stop(stack, bot)()
+    assert kept is not None and kept["client_order_id"] == stop["client_order_id"]
+    code, out = tranche(capsys, "halt", bot, "--cancel-stops", "--nats-url", url)
+    assert code == 0 and out.startswith("HALT_CANCEL_STOPS:"), out
+
+    def cancelled() -> dict | None:
+        (only,) = stops(stack, bot)
+        return only if only["status"] == "cancelled" else None
+
+    assert wait_for(cancelled, what="the stop cancelled")["cancel_code"] == "HALT"
+    assert holding(stack, bot) > 0  # cancelling the stop sells nothing
+    code, _ = tranche(capsys, "resume", bot, "--nats-url", url)
+    assert code == 0
+
+
+@pytest.mark.usefixtures("cli_trusts_own_stack")
+def test_a_flatten_cancels_the_stop_and_ends_flat_with_no_stop_left(
+    own_stack: EmbeddedStack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stack, bot, url = own_stack, "xstop-flat", own_stack.config.admin_url
+    buy_with_stop(stack, bot)
+    ticker(url, "0.09", after=timedelta(minutes=1))
+    code, out = tranche(capsys, "flatten", bot, "--wait", "60", "--nats-url", url)
+    assert code == 0, out
+    wait_for(lambda: holding(stack, bot) == 0 or None, what="flat")
+    mine = orders(stack, bot)
+    assert [(o["order_type"], o["status"]) for o in mine] == [
+        ("market", "filled"),
+        ("stop", "cancelled"),
+        ("market", "filled"),
+    ]
+    assert mine[1]["cancel_code"] == "STOP_BEFORE_SELL"
+    code, _ = tranche(capsys, "resume", bot, "--nats-url", url)
+    assert code == 0
+
+
+def test_a_stop_cancelled_from_outside_is_asked_again(own_stack: EmbeddedStack) -> None:
+    stack, bot = own_stack, "xstop-outside"
+    first = buy_with_stop(stack, bot)
+    # The exchange cancels it on its own (an operator on the exchange's site, a maintenance).
+    path = Path(stack.config.data_dir) / "executor.db"
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "UPDATE mock_exchange_orders_v2 SET status = 'CANCELLED' WHERE client_order_id = ?",
+            (first["exchange_client_order_id"],),
+        )
+
+    def replaced() -> dict | None:
+        found = live_stop(stack, bot)()
+        return found if found and found["client_order_id"] != first["client_order_id"] else None
+
+    second = wait_for(replaced, timeout=90, what="a new stop after the outside cancel")
+    assert second["base_size"] == first["base_size"] and holding(stack, bot) > 0
+    assert [s["status"] for s in stops(stack, bot)] == ["cancelled", "open"]

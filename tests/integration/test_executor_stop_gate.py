@@ -1,0 +1,86 @@
+"""The executor's last check before a sell reaches the exchange, on SQLite and PostgreSQL: never
+two live stops for a bot, never a stop beside another sell, every live stop cancelled before any
+other sell, and a sell that a stop's fill overtook refused."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from sqlmodel import Session
+
+from services.executor.protective import GO, STOP, halt_cancels, sell_gate
+from services.executor.store import TABLES, FillRow, OrderRow
+from shared.db import create_tables
+
+AT = datetime(2026, 1, 5, tzinfo=UTC)
+
+
+def order(cid: str, side: str = "sell", order_type: str = STOP, status: str = "open", **more):
+    return OrderRow(
+        client_order_id=cid, exchange_client_order_id=f"t-{cid}", intent_id=cid, bot_id="b",
+        product_id="ETH-BTC", mode="mock", action="exit" if side == "sell" else "entry",
+        side=side, order_type=order_type, base_size=Decimal("0.1"), decided_at=AT,
+        status=status, **more,
+    )  # fmt: skip
+
+
+def gate(engine, rows: list[OrderRow], subject: OrderRow, fills: tuple[FillRow, ...] = ()):
+    create_tables(engine, TABLES)
+    with Session(engine) as session:
+        session.add_all([*rows, subject, *fills])
+        session.commit()
+        return sell_gate(session, session.get(OrderRow, subject.client_order_id))
+
+
+def test_a_buy_or_a_lone_sell_goes(engine) -> None:
+    assert gate(engine, [], order("buy", "buy", "market", "new")) == GO
+    assert gate(engine, [order("old", status="cancelled")], order("s", status="new")) == GO
+
+
+def test_a_new_stop_replaces_the_live_one_once_its_cancel_is_confirmed(engine) -> None:
+    decided = gate(engine, [order("old")], order("new", status="new"))
+    assert decided.cancel_first == ("old",) and decided.wait and decided.refusal is None
+
+
+def test_a_stop_being_cancelled_is_waited_for_not_cancelled_again(engine) -> None:
+    cancelling = order("old", status="pending_cancel", cancel_code="STOP_BEFORE_SELL")
+    decided = gate(engine, [cancelling], order("new", status="new"))
+    assert decided.cancel_first == () and decided.wait
+
+
+def test_every_other_sell_cancels_the_live_stop_first(engine) -> None:
+    decided = gate(engine, [order("stop")], order("exit", order_type="market", status="new"))
+    assert decided.cancel_first == ("stop",) and decided.wait
+
+
+def test_no_stop_beside_another_sell(engine) -> None:
+    selling = order("exit", order_type="market", status="submitted")
+    decided = gate(engine, [selling], order("stop", status="new"))
+    assert decided.refusal is not None and decided.refusal.code == "SELL_ALREADY_LIVE"
+
+
+def test_a_sell_a_stop_fill_overtook_is_refused(engine) -> None:
+    filled = order("stop", status="filled", filled_size=Decimal("0.1"))
+    fill = FillRow(
+        trade_id="t1", client_order_id="stop", price=Decimal("0.08"), size=Decimal("0.1"),
+        fee=Decimal(0), liquidity="taker", time=AT + timedelta(seconds=1),
+    )  # fmt: skip
+    decided = gate(engine, [filled], order("exit", order_type="market", status="new"), (fill,))
+    assert decided.refusal is not None and decided.refusal.code == "STOP_FILLED_FIRST"
+
+
+def test_an_earlier_partial_fill_of_a_stop_refuses_nothing(engine) -> None:
+    partly = order("stop", status="open", filled_size=Decimal("0.05"))
+    fill = FillRow(
+        trade_id="t1", client_order_id="stop", price=Decimal("0.08"), size=Decimal("0.05"),
+        fee=Decimal(0), liquidity="taker", time=AT - timedelta(minutes=1),
+    )  # fmt: skip
+    decided = gate(engine, [partly], order("new", status="new"), (fill,))
+    assert decided.refusal is None and decided.cancel_first == ("stop",)
+
+
+def test_a_halt_keeps_stops_unless_asked_to_cancel_them() -> None:
+    assert not halt_cancels("HALT", STOP)
+    assert halt_cancels("HALT_CANCEL_STOPS", STOP)
+    assert halt_cancels("HALT", "market") and halt_cancels("HALT", "limit")

@@ -1,0 +1,104 @@
+"""The intent that asks a position's stop on the exchange (pure), and when a stop that ended is
+asked again."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+
+from services.signal.exchange_stop import MAX_ATTEMPTS, asks_again, stop_intent
+from services.signal.intents import Market
+from shared.catalog import Bot, Product
+from shared.contracts import OrderEvent, PositionUpdate, Reason, Ticker, TradeIntent
+from tests.support.signal_harness import signal_harness
+
+NOW = datetime(2026, 1, 5, tzinfo=UTC)
+PRODUCT = Product(
+    base_min_size=Decimal("0.001"), base_increment=Decimal("0.00000001"),
+    quote_increment=Decimal("0.00000001"), quote_min_size=Decimal("0.0001"),
+)  # fmt: skip
+BOT = Bot(
+    product_id="ETH-BTC", quote_size=Decimal("0.01"), stop_loss_pct=Decimal(2),
+    stop_on_exchange=True,
+)  # fmt: skip
+POSITION = PositionUpdate(
+    message_id="p", correlation_id="p", time=NOW, bot_id="b", product_id="ETH-BTC",
+    mode="mock", position_id="b-mock-1", status="open", quantity=Decimal("0.11"),
+    average_entry_price=Decimal("0.09"), break_even_price=Decimal("0.09"),
+    cost_basis=Decimal("0.0099"), realized_pnl=Decimal(0), fees_paid=Decimal(0), tranches=[],
+    sequence=4,
+)  # fmt: skip
+
+
+def ask(price: str | None = "0.09", attempt: int = 0, bot: Bot = BOT):
+    market = Market(Decimal(price), NOW) if price else None
+    return stop_intent(
+        bot_id="b", bot=bot, position=POSITION, product=PRODUCT, market=market,
+        temperature=Decimal(50), attempt=attempt,
+    )  # fmt: skip
+
+
+def test_the_stop_intent_is_a_stop_limit_exit_named_by_the_position_state() -> None:
+    intent = ask()
+    assert isinstance(intent, TradeIntent)
+    assert intent.intent_id == "stop:b:b-mock-1:4" == intent.signal_id
+    assert (intent.order_type, intent.side, intent.action) == ("stop_limit", "sell", "exit")
+    assert intent.base_size == Decimal("0.11") and intent.stop_price == Decimal("0.0882")
+    assert intent.limit_price == Decimal("0.087759") and intent.reason.code == "STOP_ON_EXCHANGE"
+    again = ask(attempt=1)
+    assert isinstance(again, TradeIntent) and again.intent_id == "stop:b:b-mock-1:4:1"
+
+
+def test_no_stop_without_a_price_or_below_the_stop_or_without_the_opt_in() -> None:
+    missing = ask(None)
+    assert isinstance(missing, Reason) and missing.code == "NO_MARKET_DATA"
+    through = ask("0.0882")
+    assert isinstance(through, Reason) and through.code == "STOP_ALREADY_THROUGH"
+    assert ask(bot=BOT.model_copy(update={"stop_on_exchange": False})) is None
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "attempts", "again"),
+    [
+        ("cancelled", None, 1, True),  # cancelled from outside
+        ("failed", "STOP_PRICE_ABOVE_LAST_TRADE_PRICE", 1, True),  # refused by the exchange
+        ("expired", None, 1, True),
+        ("cancelled", "STOP_BEFORE_SELL", 1, False),  # another sell: the next position asks
+        ("cancelled", "HALT", 1, False),  # tranche halt --cancel-stops
+        ("open", None, 1, False),
+        ("filled", None, 1, False),
+        ("cancelled", None, MAX_ATTEMPTS, False),  # the signal's stop-loss protects it
+    ],
+)
+def test_which_ended_stops_are_asked_again(status, code, attempts, again) -> None:
+    assert asks_again(status, code, attempts) is again
+
+
+def order_event(intent_id: str, status: str, code: str | None = None) -> OrderEvent:
+    return OrderEvent(
+        message_id=f"e-{status}", correlation_id=intent_id, time=NOW, bot_id="b",
+        product_id="ETH-BTC", mode="mock", intent_id=intent_id, client_order_id="c",
+        action="exit", side="sell", status=status,
+        reason=Reason(code=code, message="why") if code else None,
+    )  # fmt: skip
+
+
+async def test_the_signal_asks_one_stop_per_position_state_and_again_when_it_ends() -> None:
+    harness = signal_harness()
+    handlers = harness.handlers
+    handlers.products = {"ETH-BTC": PRODUCT}
+    harness.bots.add("b", BOT)
+    await handlers.evaluate_tick(Ticker(product_id="ETH-BTC", price=Decimal("0.09"), time=NOW))
+    await handlers.keep_position(POSITION)
+    assert handlers.stops_asked["b"] == "stop:b:b-mock-1:4"
+    assert harness.intents == []  # not told to a lock-step replay: a resting stop is not final
+    await handlers.evaluate_tick(Ticker(product_id="ETH-BTC", price=Decimal("0.091"), time=NOW))
+    assert handlers.stops_asked["b"] == "stop:b:b-mock-1:4"  # asked once per state
+    await handlers.stop_ended(order_event("stop:b:b-mock-1:4", "cancelled"))  # from outside
+    assert handlers.stops_asked["b"] == "stop:b:b-mock-1:4:1"
+    await handlers.stop_ended(order_event("stop:b:b-mock-1:4:1", "cancelled", "STOP_BEFORE_SELL"))
+    assert handlers.stops_asked["b"] == "stop:b:b-mock-1:4:1"  # meant: not asked again
+    reason = handlers.stop_reasons["b"]
+    assert reason is not None and reason.code == "STOP_ENDED"
