@@ -30,15 +30,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.executor.catchup import catch_up, resting_since
 from services.executor.config import ExecutorSettings
-from services.executor.exchanges.mock import MOCK_TABLES, MockExchange, Quote
+from services.executor.exchanges.mock import MockExchange, Quote
 from services.executor.gateway import Gateway
 from services.executor.health import ExchangeHealth
 from services.executor.listing import Listing
-from services.executor.protective import OrderStopRow
 from services.executor.ratelimit import RateLimiter
 from services.executor.reconcile import reconcile
 from services.executor.store import (
-    TABLES,
     OrderRow,
     fills_of,
     pricing_of,
@@ -46,7 +44,7 @@ from services.executor.store import (
     recent_orders,
 )
 from services.executor.sync import Executor
-from services.executor.trading import TradingStateRow
+from services.executor.tables import SERVICE_TABLES
 from shared import subjects
 from shared.bots import LiveCatalog
 from shared.bus import InvalidMessage, durable, require_subject_token
@@ -125,7 +123,7 @@ def build(settings: ExecutorSettings, exchange: Any = None) -> Service:
         raise SystemExit(
             f"executor: {error}; it places only approvals signed by safety's key"
         ) from None
-    service = Service(settings, [*TABLES, *MOCK_TABLES, OrderStopRow, TradingStateRow])
+    service = Service(settings, SERVICE_TABLES)
     log = service.log
     try:
         catalog = load_catalog(settings.config_file)

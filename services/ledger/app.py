@@ -29,10 +29,8 @@ from services.ledger.handling import book_order_event
 from services.ledger.reports import Mark
 from services.ledger.schema import migrate
 from services.ledger.store import (
+    TABLES,
     Conflict,
-    FillRow,
-    LedgerOrderRow,
-    PositionRow,
     position_of,
 )
 from shared import subjects
@@ -64,7 +62,7 @@ BREACHES = Counter("tranche_ledger_tranche_breaches_total", "Positions past thre
 
 
 def build(settings: LedgerSettings) -> Service:
-    service = Service(settings, [FillRow, LedgerOrderRow, PositionRow], migrate=migrate)
+    service = Service(settings, TABLES, migrate=migrate)
     log = service.log
     try:
         # Bots created at run time are in the tranche_bots bucket, followed in the background.

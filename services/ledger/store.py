@@ -312,3 +312,7 @@ def positions(session: Session, mode: str | None = None) -> list[PositionUpdate]
     if mode:
         query = query.where(PositionRow.mode == mode)
     return [PositionUpdate.model_validate_json(row.payload) for row in session.exec(query)]
+
+
+TABLES: list[type[SQLModel]] = [FillRow, LedgerOrderRow, PositionRow]
+"""The ledger's tables (the service and the backtest create these)."""

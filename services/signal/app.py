@@ -49,9 +49,7 @@ from services.signal.inflight import InFlight
 from services.signal.lockstep import Lockstep, SettleTimeout
 from services.signal.registry import BotRegistry
 from services.signal.store import (
-    FeedProgress,
-    FlattenRecord,
-    SignalRecord,
+    TABLES,
     feed_progress,
     save_feed_progress,
 )
@@ -86,7 +84,7 @@ STALE = Gauge(
 
 
 def build(settings: SignalSettings) -> Service:
-    service = Service(settings, [SignalRecord, FlattenRecord, FeedProgress])
+    service = Service(settings, TABLES)
     log = service.log
     try:
         catalog = load_catalog(settings.config_file)

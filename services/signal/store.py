@@ -73,3 +73,7 @@ def save_feed_progress(session: Session, product_id: str, time: datetime, source
     elif time > found.last_time:
         found.last_time, found.source = time, source[:200]
         session.add(found)
+
+
+TABLES: list[type[SQLModel]] = [SignalRecord, FlattenRecord, FeedProgress]
+"""The signal service's tables (the service and the backtest create these)."""

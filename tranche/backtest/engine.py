@@ -26,15 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from services.executor.config import ExecutorSettings
-from services.executor.exchanges.mock import MOCK_TABLES, MockExchange, Quote
+from services.executor.exchanges.mock import MockExchange, Quote
 from services.executor.gateway import Gateway
 from services.executor.ratelimit import RateLimiter
-from services.executor.store import TABLES as EXECUTOR_TABLES
 from services.executor.sync import Executor
-from services.executor.trading import TradingStateRow as ExecutorTradingState
+from services.executor.tables import SERVICE_TABLES as EXECUTOR_TABLES
 from services.ledger.config import LedgerSettings
 from services.ledger.handling import book_order_event
-from services.ledger.store import FillRow, LedgerOrderRow, PositionRow
+from services.ledger.store import TABLES as LEDGER_TABLES
 from services.safety.config import SafetySettings
 from services.safety.handlers import (
     decide_and_store,
@@ -46,7 +45,7 @@ from services.safety.rules import Market
 from services.safety.store import TABLES as SAFETY_TABLES
 from services.signal.feeds.replay import CANDLE, read_ticks
 from services.signal.handlers import SignalHandlers
-from services.signal.store import FlattenRecord, SignalRecord
+from services.signal.store import TABLES as SIGNAL_TABLES
 from shared import subjects
 from shared.catalog import Catalog
 from shared.contracts import (
@@ -187,7 +186,7 @@ class Backtest:
         self.catalog = catalog
         self.bot_ids = bot_ids
         # signal
-        self.signal_store = MemoryStore([SignalRecord, FlattenRecord])
+        self.signal_store = MemoryStore(SIGNAL_TABLES)
         self.bots = FixedBots()
         for bot_id in bot_ids:
             self.bots.add(bot_id, catalog.bots[bot_id])
@@ -202,7 +201,7 @@ class Backtest:
         self.safety_settings = SafetySettings()
         self.safety_markets: dict[str, Market] = {}
         # executor: the mock exchange fills at the intent's price, as a replay's does
-        self.executor_store = MemoryStore([*EXECUTOR_TABLES, *MOCK_TABLES, ExecutorTradingState])
+        self.executor_store = MemoryStore(EXECUTOR_TABLES)
         fees = {"mock_fee_rate": options.fee_rate} if options.fee_rate is not None else {}
         self.executor_settings = ExecutorSettings(mock_fill_at="intent", **fees)  # type: ignore[arg-type]  # pydantic-settings takes field values as keywords
         self.quotes: dict[str, Quote] = {}
@@ -232,7 +231,7 @@ class Backtest:
             stamp_at_intent=True,
         )
         # ledger
-        self.ledger_store = MemoryStore([FillRow, LedgerOrderRow, PositionRow])
+        self.ledger_store = MemoryStore(LEDGER_TABLES)
         self.ledger_settings = LedgerSettings()
         self.queue: deque[tuple[str, str]] = deque()
         self.books = _Books()
