@@ -66,3 +66,19 @@ def test_the_command_compares_with_the_replay(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "parity: the backtest and the replay" in done.stdout
     assert (tmp_path / "result.json").is_file()
+
+
+def test_the_trade_tape_of_another_product_backtests_as_it_replays(tmp_path: Path) -> None:
+    """The second bundled file: XRP-ETH public trades, not candles; its bot builds 5-minute
+    candles from them, so ticks are trades and evaluations are candle closes."""
+    data = tmp_path / "XRP-ETH-trades.csv"
+    assert slice_rows(ROOT / "data" / "XRP-ETH-trades.csv", data, rows=4000) == 4000
+    parity = compare_with_replay(
+        load_catalog(None), None, data, "XRP-ETH", tmp_path / "work", bots=["xrp-eth-momentum"]
+    )
+    assert parity.differences == [], "the backtest and the replay part:\n" + "\n".join(
+        parity.differences
+    )
+    assert parity.backtest == parity.replay
+    journal = parity.run.journal
+    assert {"intent xrp-eth-momentum", "order xrp-eth-momentum"} <= set(journal)
