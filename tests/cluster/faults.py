@@ -46,18 +46,24 @@ def wait_current(stack: ClusterStack, node: Node, timeout: float = 90.0) -> None
     """Until every running node answers ``/healthz`` ok: JetStream enabled, the meta group,
     every stream and consumer current (the server's own check that a node has caught up)."""
     deadline = time.monotonic() + timeout
-    answers: dict[str, object] = {}
+    answers: dict[str, dict] = {}
     while time.monotonic() < deadline:
-        for each in stack.cluster.nodes:
-            if each.running and not each.cut_off:
-                try:
-                    answers[each.name] = stack.cluster.monitor(each, "/healthz")
-                except OSError as error:  # 503 while catching up
-                    answers[each.name] = str(error)
-        if all(answer == {"status": "ok"} for answer in answers.values()):
+        answers = {
+            each.name: stack.cluster.health(each)
+            for each in stack.cluster.nodes
+            if each.running and not each.cut_off
+        }
+        if all(answer.get("status") == "ok" for answer in answers.values()):
             return
         time.sleep(0.5)
-    raise AssertionError(f"{node.name}: the cluster was not healthy in {timeout:g} s: {answers}")
+    not_current = {
+        name: [error.get("error") for error in answer.get("errors") or []] or answer
+        for name, answer in answers.items()
+        if answer.get("status") != "ok"
+    }
+    raise AssertionError(
+        f"{node.name}: the cluster was not healthy in {timeout:g} s: {not_current}"
+    )
 
 
 def leaders(stack: ClusterStack) -> dict[str, str | None]:

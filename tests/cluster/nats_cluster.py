@@ -21,6 +21,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -200,7 +201,9 @@ class NatsCluster:
         return self
 
     def start_node(self, node: Node, wait: bool = True) -> None:
-        command = [nats_server_binary(), "-c", str(node.directory / "nats.conf")]
+        # -D: debug logging, so a raft group says in the log why it is not current
+        # (tests/cluster/evidence.py keeps the logs of a failed run).
+        command = [nats_server_binary(), "-D", "-c", str(node.directory / "nats.conf")]
         if node.namespace:
             command = ["ip", "netns", "exec", node.namespace, *command]
         log = open(node.directory / "nats.log", "ab")  # noqa: SIM115 - the child owns it
@@ -256,6 +259,19 @@ class NatsCluster:
         url = f"http://{node.address}:{node.http_port}{path}"
         with urllib.request.urlopen(url, timeout=2) as answer:
             return json.loads(answer.read())
+
+    def health(self, node: Node) -> dict:
+        """``/healthz?details=true``: ``{"status": "ok"}`` once the node has caught up, else
+        the 503's body, which names every stream and consumer not current and why."""
+        try:
+            return self.monitor(node, "/healthz?details=true")
+        except urllib.error.HTTPError as error:
+            try:
+                return dict(json.loads(error.read()))
+            except ValueError:
+                return {"status": "unavailable", "error": str(error)}
+        except OSError as error:
+            return {"status": "unreachable", "error": str(error)}
 
     def meta_leader(self) -> Node | None:
         for node in self.nodes:

@@ -9,6 +9,7 @@ from pathlib import Path
 import nats
 import pytest
 
+from tests.cluster.evidence import capture
 from tests.cluster.nats_cluster import MANIFEST, NatsCluster, render
 from tranche import credentials
 from tranche.nats_cli import provision
@@ -54,3 +55,24 @@ def test_the_loopback_fallback_forms_a_cluster_with_three_replicas(tmp_path: Pat
     finally:
         cluster.stop()
     assert all(not node.running for node in cluster.nodes)
+
+
+def test_a_failed_runs_evidence_has_every_nodes_health_streams_and_log(tmp_path: Path) -> None:
+    passwords = credentials.new_passwords()
+    cluster = NatsCluster(tmp_path / "nodes", passwords, isolated=False).start()
+    try:
+        auth = {"user": "admin", "password": passwords["admin"]}
+        asyncio.run(provision(cluster.urls(), auth, replicas=3, wait_s=30))
+        cluster.kill(cluster.nodes[2])
+        summary = capture(cluster, "a test", under=tmp_path / "evidence")
+    finally:
+        cluster.stop()
+    (into,) = (tmp_path / "evidence").iterdir()
+    assert {"nats-0-healthz.json", "nats-0-jsz.json", "nats-0.log", "nats-2.log"} <= {
+        path.name for path in into.iterdir()
+    }
+    assert "nats-2-jsz.json" not in {path.name for path in into.iterdir()}  # it was down
+    assert f"nats-2 {cluster.nodes[2].address} (down)" in summary
+    assert "stream TRANCHE_ORDERS: leader nats-" in summary
+    assert "healthz: " in summary
+    assert "[DBG]" in (into / "nats-0.log").read_text()  # the nodes log at debug level
