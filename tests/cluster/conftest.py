@@ -116,5 +116,12 @@ def pytest_runtest_makereport(
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
-    """Faults, counts checked and violations, as the fault ring prints them."""
+    """Faults, counts checked and violations, as the fault ring prints them; then each
+    fault's recovery and latencies (docs/deploy.md has them)."""
+    from tests.cluster.faults import REPORT  # here: faults.py imports this module
+
     fault_summary(terminalreporter)
+    if REPORT:
+        terminalreporter.section("cluster faults")
+        for line in REPORT:
+            terminalreporter.write_line(f"  {line}")

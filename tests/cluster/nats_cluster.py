@@ -44,7 +44,11 @@ def render(
 ) -> str:
     """The manifest's configuration for one node at ``address`` with (client, cluster, http)
     ``ports``; ``sync_always=False`` leaves ``sync_interval`` at the server's default. Every
-    line it replaces must be there exactly once: a changed manifest fails here, loudly."""
+    line it replaces must be there exactly once: a changed manifest fails here, loudly.
+
+    The limits stay the manifest's: ``max_file_store`` is no disk taken but the most the
+    streams' ``max_bytes`` may reserve on a node, and a smaller one made every restarted node
+    refuse its streams (docs/deploy.md, "Storage limits")."""
     client, cluster, http = ports
     replacements = [
         (r"^listen: .*$", f"listen: {address}:{client}"),
@@ -55,7 +59,6 @@ def render(
             "  routes: [\n" + "".join(f"    nats-route://{route}\n" for route in routes) + "  ]",
         ),
         (r"^  store_dir: .*$", f"  store_dir: {json.dumps(str(store_dir))}"),
-        (r"^  max_file_store: .*$", "  max_file_store: 1GB"),
     ]
     if not sync_always:
         replacements.append((r"^  sync_interval: always\n", ""))

@@ -4,6 +4,7 @@ loopback fallback forming a JetStream cluster with streams at three replicas."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import nats
@@ -76,3 +77,32 @@ def test_a_failed_runs_evidence_has_every_nodes_health_streams_and_log(tmp_path:
     assert "stream TRANCHE_ORDERS: leader nats-" in summary
     assert "healthz: " in summary
     assert "[DBG]" in (into / "nats-0.log").read_text()  # the nodes log at debug level
+
+
+def test_a_node_killed_after_the_streams_were_updated_comes_back_current(tmp_path: Path) -> None:
+    """The cluster ring's stuck node: every stream's ``max_bytes`` is reserved on every node
+    against ``max_file_store``. Once the reservations exceed it, a node that restarts and
+    replays a stream update from the meta log refuses it ("insufficient storage resources
+    available") and answers /healthz 503 for good. With the manifest's limit it catches up."""
+    passwords = credentials.new_passwords()
+    cluster = NatsCluster(tmp_path, passwords, isolated=False).start()
+    try:
+        auth = {"user": "admin", "password": passwords["admin"]}
+        for _ in range(2):  # created, then updated: the meta log holds stream updates
+            asyncio.run(provision(cluster.urls(), auth, replicas=3, wait_s=30))
+        for node in cluster.nodes:
+            limits = cluster.monitor(node, "/varz")["jetstream"]
+            reserved, most = limits["stats"]["reserved_storage"], limits["config"]["max_storage"]
+            assert reserved <= most, f"{node.name}: streams reserve {reserved} of {most} bytes"
+        node = cluster.nodes[0]
+        cluster.kill(node, hard=True)
+        cluster.start_node(node)
+        deadline, health = time.monotonic() + 30, {}
+        while time.monotonic() < deadline:
+            health = cluster.health(node)
+            if health.get("status") == "ok":
+                break
+            time.sleep(0.5)
+        assert health.get("status") == "ok", health
+    finally:
+        cluster.stop()
