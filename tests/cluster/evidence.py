@@ -71,7 +71,7 @@ def key_lines(node: Node, pages: dict[str, dict], log: Path) -> list[str]:
     if log.exists():
         wanted = [line for line in log.read_text(errors="replace").splitlines() if _wanted(line)]
         found.append(f"log ({log.name}), last {LOG_LINES} lines about raft, catch-up, leaders:")
-        found += [f"  {line}" for line in wanted[-LOG_LINES:]]
+        found += [f"  {line}" for line in _collapsed(wanted)[-LOG_LINES:]]
     return found
 
 
@@ -84,6 +84,25 @@ def _wanted(line: str) -> bool:
     if "[INF]" in line:
         return any(word in lower for word in INFO_WORDS)
     return "[DBG]" in line and any(word in lower for word in DEBUG_WORDS)
+
+
+def _collapsed(lines: list[str]) -> list[str]:
+    """A message repeated on consecutive lines (``[pid] date time [LVL] message``) kept once:
+    its last line, with how many times it came."""
+    kept: list[str] = []
+    last, count = "", 0
+    for line in [*lines, ""]:
+        message = line.split(" ", 3)[-1]
+        if line and message == last:
+            kept[-1], count = line, count + 1
+            continue
+        if count > 1:
+            kept[-1] += f" (x{count}, the last of them)"
+        if not line:
+            break
+        kept.append(line)
+        last, count = message, 1
+    return kept
 
 
 def _replicas(replicas: list[dict] | None) -> str:

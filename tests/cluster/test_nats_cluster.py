@@ -10,7 +10,7 @@ from pathlib import Path
 import nats
 import pytest
 
-from tests.cluster.evidence import capture
+from tests.cluster.evidence import _collapsed, capture
 from tests.cluster.nats_cluster import MANIFEST, NatsCluster, render
 from tranche import credentials
 from tranche.nats_cli import provision
@@ -106,3 +106,17 @@ def test_a_node_killed_after_the_streams_were_updated_comes_back_current(tmp_pat
         assert health.get("status") == "ok", health
     finally:
         cluster.stop()
+
+
+def test_the_evidence_keeps_a_repeated_log_message_once_with_its_count() -> None:
+    lines = [
+        "[1] d 10:00 [WRN] Healthcheck failed",
+        "[1] d 10:01 [WRN] Healthcheck failed",
+        "[1] d 10:02 [INF] Catchup complete",
+        "[1] d 10:03 [WRN] Healthcheck failed",
+    ]
+    assert _collapsed(lines) == [
+        "[1] d 10:01 [WRN] Healthcheck failed (x2, the last of them)",
+        "[1] d 10:02 [INF] Catchup complete",
+        "[1] d 10:03 [WRN] Healthcheck failed",
+    ]
