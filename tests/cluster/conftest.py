@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 
 import pytest
+from pluggy import Result
 
+from tests.cluster.evidence import capture
 from tests.cluster.nats_cluster import NatsCluster
 from tests.faults.conftest import pytest_terminal_summary as fault_summary
 from tests.faults.workload import LEDGER_ENV, MOCK_FAULTS, SAFETY_ENV, bots_file
@@ -100,6 +102,26 @@ def running_cluster(tmp_path_factory: pytest.TempPathFactory, request) -> Iterat
         stack.stop()
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo
+) -> Generator[None, Result[pytest.TestReport], None]:
+    """A failed test of the ring gets the cluster's evidence in its report, taken now, while
+    the nodes still run (the module's fixture tears them down later)."""
+    outcome = yield
+    report = outcome.get_result()
+    stack = getattr(item, "funcargs", {}).get("running_cluster")
+    if report.when == "call" and report.failed and isinstance(stack, ClusterStack):
+        report.sections.append(("cluster evidence", capture(stack.cluster, item.name)))
+
+
 def pytest_terminal_summary(terminalreporter) -> None:
-    """Faults, counts checked and violations, as the fault ring prints them."""
+    """Faults, counts checked and violations, as the fault ring prints them; then each
+    fault's recovery and latencies (docs/deploy.md has them)."""
+    from tests.cluster.faults import REPORT  # here: faults.py imports this module
+
     fault_summary(terminalreporter)
+    if REPORT:
+        terminalreporter.section("cluster faults")
+        for line in REPORT:
+            terminalreporter.write_line(f"  {line}")

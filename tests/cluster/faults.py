@@ -42,22 +42,30 @@ def busiest_stream(stack: ClusterStack) -> str:
     return ORDERS.name
 
 
-def wait_current(stack: ClusterStack, node: Node, timeout: float = 90.0) -> None:
+def wait_current(stack: ClusterStack, node: Node, timeout: float = 90.0) -> float:
     """Until every running node answers ``/healthz`` ok: JetStream enabled, the meta group,
-    every stream and consumer current (the server's own check that a node has caught up)."""
-    deadline = time.monotonic() + timeout
-    answers: dict[str, object] = {}
+    every stream and consumer current (the server's own check that a node has caught up, and
+    the manifests' startup probe); the seconds it took."""
+    started = time.monotonic()
+    deadline = started + timeout
+    answers: dict[str, dict] = {}
     while time.monotonic() < deadline:
-        for each in stack.cluster.nodes:
-            if each.running and not each.cut_off:
-                try:
-                    answers[each.name] = stack.cluster.monitor(each, "/healthz")
-                except OSError as error:  # 503 while catching up
-                    answers[each.name] = str(error)
-        if all(answer == {"status": "ok"} for answer in answers.values()):
-            return
+        answers = {
+            each.name: stack.cluster.health(each)
+            for each in stack.cluster.nodes
+            if each.running and not each.cut_off
+        }
+        if all(answer.get("status") == "ok" for answer in answers.values()):
+            return time.monotonic() - started
         time.sleep(0.5)
-    raise AssertionError(f"{node.name}: the cluster was not healthy in {timeout:g} s: {answers}")
+    not_current = {
+        name: [error.get("error") for error in answer.get("errors") or []] or answer
+        for name, answer in answers.items()
+        if answer.get("status") != "ok"
+    }
+    raise AssertionError(
+        f"{node.name}: the cluster was not healthy in {timeout:g} s: {not_current}"
+    )
 
 
 def leaders(stack: ClusterStack) -> dict[str, str | None]:
@@ -84,26 +92,38 @@ def leaders(stack: ClusterStack) -> dict[str, str | None]:
     return asyncio.run(ask())
 
 
-def restart(stack: ClusterStack, node: Node) -> None:
+Recover = Callable[[], float]
+"""A fault's second half: heals it and answers the seconds until every node was current."""
+
+
+def restart(stack: ClusterStack, node: Node) -> float:
     stack.cluster.start_node(node)
-    wait_current(stack, node)
+    return wait_current(stack, node)
 
 
-def kill_stream_leader(stack: ClusterStack) -> Callable[[], None]:
+def _restarted_later(stack: ClusterStack, node: Node) -> Recover:
+    def recover() -> float:
+        time.sleep(PAUSE_S)
+        return restart(stack, node)
+
+    return recover
+
+
+def kill_stream_leader(stack: ClusterStack) -> Recover:
     """kill -9 of the busiest stream's leader; the returned step restarts it."""
     node = leader_of(stack, busiest_stream(stack))
     stack.cluster.kill(node, hard=True)
-    return lambda: (time.sleep(PAUSE_S), restart(stack, node))
+    return _restarted_later(stack, node)
 
 
-def kill_meta_leader(stack: ClusterStack) -> Callable[[], None]:
+def kill_meta_leader(stack: ClusterStack) -> Recover:
     node = stack.cluster.meta_leader()
     assert node is not None, "no meta leader"
     stack.cluster.kill(node, hard=True)
-    return lambda: (time.sleep(PAUSE_S), restart(stack, node))
+    return _restarted_later(stack, node)
 
 
-def isolate_one(stack: ClusterStack) -> Callable[[], None]:
+def isolate_one(stack: ClusterStack) -> Recover:
     """A node cut off (link down) for :data:`PARTITION_S`, a node no service is connected to
     if there is one (the next fault is the other kind)."""
     nodes = stack.cluster.nodes
@@ -112,7 +132,7 @@ def isolate_one(stack: ClusterStack) -> Callable[[], None]:
     return _partition(stack, node)
 
 
-def isolate_a_service_node(stack: ClusterStack) -> Callable[[], None]:
+def isolate_a_service_node(stack: ClusterStack) -> Recover:
     """The node the executor's connection is on, cut off for :data:`PARTITION_S`."""
     for node in stack.cluster.nodes:
         if "tranche-executor" in clients(stack, node):
@@ -120,32 +140,33 @@ def isolate_a_service_node(stack: ClusterStack) -> Callable[[], None]:
     raise AssertionError("the executor is connected to no node")
 
 
-def _partition(stack: ClusterStack, node: Node) -> Callable[[], None]:
+def _partition(stack: ClusterStack, node: Node) -> Recover:
     stack.cluster.cut_off(node)
     started = time.monotonic()
 
-    def heal() -> None:
+    def heal() -> float:
         time.sleep(max(0.0, PARTITION_S - (time.monotonic() - started)))
         stack.cluster.heal(node)
-        wait_current(stack, node)
+        return wait_current(stack, node)
 
     return heal
 
 
-def rolling_restart(stack: ClusterStack) -> Callable[[], None]:
+def rolling_restart(stack: ClusterStack) -> Recover:
     """Each node stopped cleanly, started and caught up, one after the other."""
+    slowest = 0.0
     for node in stack.cluster.nodes:
         stack.cluster.kill(node, hard=False)
-        restart(stack, node)
-    return lambda: None
+        slowest = max(slowest, restart(stack, node))
+    return lambda: slowest
 
 
-def rejoin_wiped(stack: ClusterStack) -> Callable[[], None]:
+def rejoin_wiped(stack: ClusterStack) -> Recover:
     """A node killed, its storage deleted, started empty: it must catch up from its peers."""
     node = next(n for n in stack.cluster.nodes if n != stack.cluster.meta_leader())
     stack.cluster.kill(node, hard=True)
     stack.cluster.wipe(node)
-    return lambda: (time.sleep(PAUSE_S), restart(stack, node))
+    return _restarted_later(stack, node)
 
 
 def clients(stack: ClusterStack, node: Node) -> list[str]:
@@ -155,7 +176,7 @@ def clients(stack: ClusterStack, node: Node) -> list[str]:
         return []
 
 
-FAULTS: dict[str, Callable[[ClusterStack], Callable[[], None]]] = {
+FAULTS: dict[str, Callable[[ClusterStack], Recover]] = {
     "kill -9 of the orders stream's leader": kill_stream_leader,
     "loss of the meta leader (kill -9)": kill_meta_leader,
     "one node cut off, then healed": isolate_one,
@@ -164,6 +185,8 @@ FAULTS: dict[str, Callable[[ClusterStack], Callable[[], None]]] = {
     "a node rejoining with its storage wiped": rejoin_wiped,
 }
 PARTITIONS = ("one node cut off, then healed", "the executor's node cut off, then healed")
+REPORT: list[str] = []
+"""One line per fault (recovery, catch-up, latencies), for the run's summary (conftest.py)."""
 
 
 def inject_acknowledged(stack: ClusterStack, bots: list[str], side: str, round_id: str) -> Counter:

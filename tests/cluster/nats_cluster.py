@@ -21,6 +21,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +44,11 @@ def render(
 ) -> str:
     """The manifest's configuration for one node at ``address`` with (client, cluster, http)
     ``ports``; ``sync_always=False`` leaves ``sync_interval`` at the server's default. Every
-    line it replaces must be there exactly once: a changed manifest fails here, loudly."""
+    line it replaces must be there exactly once: a changed manifest fails here, loudly.
+
+    The limits stay the manifest's: ``max_file_store`` is no disk taken but the most the
+    streams' ``max_bytes`` may reserve on a node, and a smaller one made every restarted node
+    refuse its streams (docs/deploy.md, "Storage limits")."""
     client, cluster, http = ports
     replacements = [
         (r"^listen: .*$", f"listen: {address}:{client}"),
@@ -54,7 +59,6 @@ def render(
             "  routes: [\n" + "".join(f"    nats-route://{route}\n" for route in routes) + "  ]",
         ),
         (r"^  store_dir: .*$", f"  store_dir: {json.dumps(str(store_dir))}"),
-        (r"^  max_file_store: .*$", "  max_file_store: 1GB"),
     ]
     if not sync_always:
         replacements.append((r"^  sync_interval: always\n", ""))
@@ -200,7 +204,9 @@ class NatsCluster:
         return self
 
     def start_node(self, node: Node, wait: bool = True) -> None:
-        command = [nats_server_binary(), "-c", str(node.directory / "nats.conf")]
+        # -D: debug logging, so a raft group says in the log why it is not current
+        # (tests/cluster/evidence.py keeps the logs of a failed run).
+        command = [nats_server_binary(), "-D", "-c", str(node.directory / "nats.conf")]
         if node.namespace:
             command = ["ip", "netns", "exec", node.namespace, *command]
         log = open(node.directory / "nats.log", "ab")  # noqa: SIM115 - the child owns it
@@ -256,6 +262,19 @@ class NatsCluster:
         url = f"http://{node.address}:{node.http_port}{path}"
         with urllib.request.urlopen(url, timeout=2) as answer:
             return json.loads(answer.read())
+
+    def health(self, node: Node) -> dict:
+        """``/healthz?details=true``: ``{"status": "ok"}`` once the node has caught up, else
+        the 503's body, which names every stream and consumer not current and why."""
+        try:
+            return self.monitor(node, "/healthz?details=true")
+        except urllib.error.HTTPError as error:
+            try:
+                return dict(json.loads(error.read()))
+            except ValueError:
+                return {"status": "unavailable", "error": str(error)}
+        except OSError as error:
+            return {"status": "unreachable", "error": str(error)}
 
     def meta_leader(self) -> Node | None:
         for node in self.nodes:

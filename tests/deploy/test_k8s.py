@@ -4,6 +4,7 @@ offline (no cluster here): what DESIGN.md and the deployment issue promise is in
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -13,6 +14,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from shared.streams import ALL_STREAMS
 from tests.support.nats_server import ROOT
 from tranche.credentials import USERS, new_passwords, server_env
 from tranche.stack import nats_server_binary
@@ -77,6 +79,30 @@ def test_the_cluster_config_is_one_nats_accepts(tmp_path: Path) -> None:
         capture_output=True, text=True, env=env, check=False,
     )  # fmt: skip
     assert done.returncode == 0 and "is valid" in done.stderr + done.stdout
+
+
+def test_only_the_start_of_a_nats_node_waits_for_it_to_catch_up() -> None:
+    """The full /healthz (every stream current) must not be the liveness probe: a node that
+    needs long to catch up, or has one stuck stream, would be restarted over and over."""
+    nats = find(render("mock"), "StatefulSet", "nats")["spec"]["template"]["spec"]
+    (container,) = nats["containers"]
+    startup = container["startupProbe"]
+    assert startup["httpGet"]["path"] == "/healthz"
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 600
+    assert container["readinessProbe"]["httpGet"]["path"] == "/healthz?js-server-only=true"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz?js-enabled-only=true"
+
+
+@pytest.mark.parametrize("config", ["k8s/base/nats-cluster.conf", "nats/tranche.conf"])
+def test_every_nats_server_can_hold_what_the_streams_reserve(config: str) -> None:
+    """Each stream's max_bytes is reserved on every server holding it, against
+    max_file_store. Past it, the server refuses every stream update, and a restarted cluster
+    node replaying one stays unhealthy (the cluster ring's stuck node, docs/deploy.md)."""
+    text = (ROOT / "deploy" / config).read_text()
+    (size, unit) = re.findall(r"^  max_file_store: (\d+)(MB|GB|TB)$", text, re.MULTILINE)[0]
+    limit = int(size) * 1024 ** {"MB": 2, "GB": 3, "TB": 4}[unit]  # NATS's units are binary
+    reserved = sum(stream.max_bytes for stream in ALL_STREAMS)
+    assert reserved <= limit, f"{config}: the streams reserve {reserved} of {limit} bytes"
 
 
 @pytest.mark.parametrize("service", APP_SERVICES)
