@@ -194,7 +194,14 @@ async def test_fills_of_an_order_the_exchange_lost_are_found_in_list_fills_and_b
             return found if ok and found.status == UNKNOWN else None  # still lost: resolved by hand
 
         await eventually(both_fills, timeout=10, what="the later fill booked, still lost")
-        statuses = await live.statuses(lost)
+
+        async def published() -> list[tuple[str, str | None]] | None:
+            # The row changes in the transaction that stages its event; the outbox relay
+            # publishes the event after it: wait for the stream, not the table.
+            found = await live.statuses(lost)
+            return found if found and found[-1][0] == "unknown_at_exchange" else None
+
+        statuses = await eventually(published, timeout=10, what="the unknown event published")
         assert statuses[:2] == [("submitted", None), ("open", None)]
         assert ("partially_filled", None) in statuses
         assert statuses[-1] == ("unknown_at_exchange", "UNKNOWN_AT_EXCHANGE")
