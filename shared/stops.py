@@ -18,7 +18,7 @@ the live stops, and get back a plan. docs/safety.md says which protection acts w
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal
 from typing import Final, Literal
@@ -328,10 +328,15 @@ def live_status(order_status: str, cancel_asked: bool) -> LiveStatus:
     return "resting" if order_status in ("open", "partially_filled") else "pending"
 
 
-def stop_states(asked: Sequence[AskedStop], held: Sequence[HeldStop]) -> dict[str, StopState]:
+def stop_states(
+    asked: Sequence[AskedStop],
+    held: Sequence[HeldStop],
+    holdings: Mapping[str, Decimal] | None = None,
+) -> dict[str, StopState]:
     """Per bot the signal service judged (those with ``stop_on_exchange`` and an open position),
-    its stop state; a live stop of a bot the signal service did not list is shown too (with the
-    holding unknown: zero)."""
+    its stop state; a live stop of a bot the signal service did not list (it is down, or the
+    position just closed) is shown too, measured against ``holdings`` (the ledger's; zero when
+    the bot holds nothing)."""
     by_bot: dict[str, list[LiveStop]] = {}
     for stop in held:
         by_bot.setdefault(stop.bot_id, []).append(stop.live())
@@ -340,7 +345,8 @@ def stop_states(asked: Sequence[AskedStop], held: Sequence[HeldStop]) -> dict[st
         for a in asked
     }
     for bot_id, live in by_bot.items():
-        states.setdefault(bot_id, stop_state(Decimal(0), None, None, live))
+        held_now = (holdings or {}).get(bot_id, Decimal(0))
+        states.setdefault(bot_id, stop_state(held_now, None, None, live))
     return states
 
 

@@ -3,9 +3,11 @@ judgement (the stop it asks for, or why none) joined with the stops the executor
 
 from __future__ import annotations
 
+import io
 from decimal import Decimal
 
 import pytest
+from rich.console import Console
 
 from shared.contracts import Reason
 from shared.stops import (
@@ -18,6 +20,7 @@ from shared.stops import (
     stop_state,
     stop_states,
 )
+from tranche.status import render_stops, stops_of
 
 HOLDING = Decimal("0.12345678")
 WANTED = StopOrder(HOLDING, Decimal("49000.00"), Decimal("48755.00"))
@@ -136,3 +139,41 @@ def test_the_join_is_per_bot_and_shows_a_live_stop_of_a_bot_nobody_judged() -> N
     shown = state_json(states["a"])
     assert shown["size"] == str(HOLDING) and shown["code"] == "STOP_LIVE"
     assert state_json(states["b"])["reason"] == BELOW.message
+
+
+def held_json(bot: str, size: Decimal = HOLDING) -> dict[str, str]:
+    return {
+        "bot_id": bot, "client_order_id": f"{bot}-1", "intent_id": f"stop:{bot}:p:1",
+        "status": "resting", "order_status": "open", "size": str(size),
+        "stop_price": str(WANTED.stop_price), "limit_price": str(WANTED.limit_price),
+    }  # fmt: skip
+
+
+def test_status_joins_both_services_answers_and_measures_an_unjudged_stop_by_the_ledger() -> None:
+    asked = [{"bot_id": "b", "product_id": "BTC-USD", "holding": "0.00001",
+              "reason": {"code": BELOW.code, "message": BELOW.message}}]  # fmt: skip
+    positions = [{"bot_id": "c", "status": "open", "quantity": str(HOLDING)}]
+    stops = stops_of(positions, (200, asked), (200, [held_json("c")]))
+    assert stops["unread"] == []
+    assert stops["bots"]["b"]["state"] == "none" and stops["bots"]["b"]["code"] == BELOW.code
+    assert stops["bots"]["c"]["state"] == "live" and stops["bots"]["c"]["size_matches"] is True
+
+
+def test_status_says_which_service_it_could_not_read() -> None:
+    stops = stops_of([], (None, "unreachable: ConnectError"), (200, [held_json("c")]))
+    assert stops["unread"] == ["signal: unreachable: ConnectError"]
+    assert stops["bots"]["c"]["size_matches"] is False  # the ledger said nothing is held
+
+
+def test_status_prints_the_live_stop_against_the_holding_and_the_reason_for_none() -> None:
+    asked = [{"bot_id": "b", "product_id": "BTC-USD", "holding": "0.00001",
+              "reason": {"code": BELOW.code, "message": BELOW.message}}]  # fmt: skip
+    held = [held_json("c", Decimal("0.1"))]
+    positions = [{"bot_id": "c", "status": "open", "quantity": str(HOLDING)}]
+    console = Console(width=200, file=io.StringIO(), color_system=None)
+    render_stops(stops_of(positions, (200, asked), (503, "not ready")), console)
+    render_stops(stops_of(positions, (200, asked), (200, held)), console)
+    text = console.file.getvalue()
+    assert "could not read executor: HTTP 503" in text
+    assert f"STOP_BELOW_MINIMUM: {BELOW.message}" in text
+    assert "live WRONG SIZE" in text and f"0.1 / {HOLDING}" in text and "c-1" in text
