@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_DOWN, Decimal
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -365,3 +365,30 @@ def state_json(state: StopState) -> dict[str, object]:
         "size_matches": state.size_matches,
         "live_count": state.live_count,
     }
+
+
+Answer = tuple[int | None, Any]
+"""An HTTP answer as the views read it: the status code (``None``: no answer) and the JSON body
+(or the sentence why there is none)."""
+
+
+def read_stops(
+    asked: Answer, held: Answer, holdings: Mapping[str, Decimal]
+) -> tuple[dict[str, StopState], list[str]]:
+    """The stop states from the signal service's and the executor's ``GET /stops`` answers, and
+    which of the two could not be read (then the states are partial: the views say so rather
+    than guess). ``holdings``: the ledger's open quantities, for a live stop nobody judged."""
+    answers = {"signal": asked, "executor": held}
+    read = {
+        name: body
+        for name, (code, body) in answers.items()
+        if code == 200 and isinstance(body, list)
+    }
+    unread = [
+        f"{name}: {body if code is None else f'HTTP {code}'}"
+        for name, (code, body) in answers.items()
+        if name not in read
+    ]
+    judged = [AskedStop.model_validate(row) for row in read.get("signal", [])]
+    live = [HeldStop.model_validate(row) for row in read.get("executor", [])]
+    return stop_states(judged, live, holdings), unread

@@ -13,7 +13,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from shared.stops import AskedStop, HeldStop, state_json, stop_states
+from shared.stops import read_stops, state_json
 from tranche.tables import print_fitted
 
 SERVICES = ("signal", "safety", "executor", "ledger")
@@ -67,21 +67,8 @@ def stops_of(
     """Per bot with ``stop_on_exchange`` and an open position, its stop on the exchange (the
     signal service's ``GET /stops`` joined with the executor's: shared/stops.py), and which of
     the two could not be read (then the table is partial, and says so rather than guess)."""
-    answers = {"signal": asked, "executor": held}
-    read = {
-        name: body
-        for name, (code, body) in answers.items()
-        if code == 200 and isinstance(body, list)
-    }
-    unread = [
-        f"{name}: {body if code is None else f'HTTP {code}'}"
-        for name, (code, body) in answers.items()
-        if name not in read
-    ]
-    judged = [AskedStop.model_validate(row) for row in read.get("signal", [])]
-    live = [HeldStop.model_validate(row) for row in read.get("executor", [])]
     holdings = {p["bot_id"]: Decimal(p["quantity"]) for p in positions if p["status"] == "open"}
-    states = stop_states(judged, live, holdings)
+    states, unread = read_stops(asked, held, holdings)
     return {
         "bots": {bot: state_json(state) for bot, state in sorted(states.items())},
         "unread": unread,
