@@ -302,11 +302,15 @@ def test_after_a_restart_status_shows_the_one_live_stop_at_the_size_of_the_holdi
     assert (shown["state"], shown["client_order_id"]) == ("live", stop["client_order_id"])
     assert Decimal(shown["size"]) == held == Decimal(shown["holding"]) and shown["size_matches"]
     assert shown["live_count"] == 1
-    # The signal service asked the same stop again after the restart: nothing placed twice.
-    wait_for(
-        lambda: any(s["bot_id"] == bot and s["intent_id"] for s in stops_asked(stack)) or None,
-        what="the signal service's judgement after the restart",
-    )
+
+    # With a price again the signal service asks the same stop (same intent): nothing placed twice.
+    def asked_again() -> dict | None:
+        ticker(stack.config.admin_url, "0.09", after=timedelta(minutes=1))
+        return next((a for a in stops_asked(stack) if a["bot_id"] == bot and a["intent_id"]), None)
+
+    asked = wait_for(asked_again, what="the signal service's judgement after the restart")
+    assert asked["intent_id"] == stop["intent_id"], (asked, stop)
+    assert judged_live() is not None
     assert [s["client_order_id"] for s in stops(stack, bot)] == [stop["client_order_id"]]
     console = Console(width=200, file=io.StringIO(), color_system=None)
     render_stops(gather({n: stack.config.url(n) for n in SERVICES})["stops"], console)
