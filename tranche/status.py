@@ -1,16 +1,19 @@
-"""``tranche status``: positions, last decisions and service health, read over HTTP.
+"""``tranche status``: positions, their stops on the exchange, last decisions and service health,
+read over HTTP.
 
 Reading never changes anything (DESIGN.md, promise 8): only GETs, no messages, no timers.
 """
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import httpx
 from rich.console import Console
 from rich.table import Table
 
+from shared.stops import read_stops, state_json
 from tranche.tables import print_fitted
 
 SERVICES = ("signal", "safety", "executor", "ledger")
@@ -43,6 +46,8 @@ def gather(urls: dict[str, str], decisions: int = 10) -> dict[str, Any]:
         views = {name: ready(name) for name in VIEWS if name in urls}
         code, found = _get(client, urls["ledger"] + "/positions")
         _, recent = _get(client, urls["safety"] + f"/decisions?limit={decisions}")
+        asked = _get(client, urls["signal"] + "/stops")
+        held = _get(client, urls["executor"] + "/stops")
     positions = [
         view["position"] | {k: view[k] for k in ("mark_price", "unrealized_pnl")}
         for view in (found if code == 200 and isinstance(found, list) else [])
@@ -51,7 +56,22 @@ def gather(urls: dict[str, str], decisions: int = 10) -> dict[str, Any]:
         "services": health,
         "views": views,
         "positions": positions,
+        "stops": stops_of(positions, asked, held),
         "decisions": recent if isinstance(recent, list) else [],
+    }
+
+
+def stops_of(
+    positions: list[dict[str, Any]], asked: tuple[int | None, Any], held: tuple[int | None, Any]
+) -> dict[str, Any]:
+    """Per bot with ``stop_on_exchange`` and an open position, its stop on the exchange (the
+    signal service's ``GET /stops`` joined with the executor's: shared/stops.py), and which of
+    the two could not be read (then the table is partial, and says so rather than guess)."""
+    holdings = {p["bot_id"]: Decimal(p["quantity"]) for p in positions if p["status"] == "open"}
+    states, unread = read_stops(asked, held, holdings)
+    return {
+        "bots": {bot: state_json(state) for bot, state in sorted(states.items())},
+        "unread": unread,
     }
 
 
@@ -84,6 +104,7 @@ def render(status: dict[str, Any], console: Console) -> None:
         for p in status["positions"]
     ]
     print_fitted(console, "positions", columns, rows)
+    render_stops(status.get("stops", {}), console)
 
     decisions = Table(title="last decisions")
     for column in ("decided at", "bot", "action", "decision", "reasons"):
@@ -98,3 +119,25 @@ def render(status: dict[str, Any], console: Console) -> None:
             reasons or "-",
         )
     console.print(decisions)
+
+
+def render_stops(stops: dict[str, Any], console: Console) -> None:
+    """One row per bot with ``stop_on_exchange`` and an open position: its live stop (size
+    against the holding) or why it has none."""
+    columns = ("bot", "stop", "size / holding", "stop price", "limit", "order", "why")
+    rows = [
+        (
+            bot,
+            s["state"] if s["size_matches"] is not False else f"{s['state']} WRONG SIZE",
+            f"{s['size'] or '-'} / {s['holding']}",
+            s["stop_price"] or "-",
+            s["limit_price"] or "-",
+            s["client_order_id"] or "-",
+            f"{s['code']}: {s['reason']}",
+        )
+        for bot, s in stops.get("bots", {}).items()
+    ]
+    if rows:
+        print_fitted(console, "stops on the exchange", columns, rows)
+    for unread in stops.get("unread", []):
+        console.print(f"stops: could not read {unread}; the table above may be partial")

@@ -6,6 +6,8 @@ Reads:  tranche.>                         (core NATS: every public message, no s
         GET /readiness of safety          (read once at start; tranche.safety.readiness.> after)
         GET /ready of signal, safety, executor, ledger (one probe every few seconds, whatever
                                            the number of open pages; never the exchange)
+        GET /stops of signal and executor (each bot's stop on the exchange or why none: at the
+                                           same pace)
 Writes: nothing, except the operator's halt/resume, forwarded to safety's kill switch.
 HTTP:   GET /                             the page (static/index.html and static/)
         GET /events                       server-sent events: the page's parts as they change
@@ -33,7 +35,7 @@ from starlette.staticfiles import StaticFiles
 from services.dashboard.board import Board
 from services.dashboard.config import WATCHED, DashboardSettings
 from services.dashboard.control import Command, forward
-from services.dashboard.feed import TOKEN, follow, read_states
+from services.dashboard.feed import TOKEN, follow, read_exchange_stops, read_states
 from services.dashboard.stream import Health, Pulse, page_events
 from services.dashboard.views import e
 from shared.contracts import BotReadiness, Mode
@@ -115,6 +117,9 @@ def build(settings: DashboardSettings) -> Service:
                     ready, detail = False, f"unreachable: {type(error).__name__}"
                 if health.update(name, ready, detail):
                     pulse.beat()
+            signal, executor = settings.url_of("signal"), settings.url_of("executor")
+            if await read_exchange_stops(client, signal, executor, board):
+                pulse.beat()
             await asyncio.sleep(settings.health_every_s)
 
     api = APIRouter(tags=["dashboard"])

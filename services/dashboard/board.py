@@ -11,6 +11,7 @@ quantity × latest ticker price − cost basis, marked at a price the market dat
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
@@ -21,6 +22,7 @@ from shared import contracts as c
 from shared import subjects as s
 from shared.eventtime import MOCK_BOUNDS, refuse_time
 from shared.money import MAX_DIGITS, format_decimal
+from shared.stops import StopState
 
 FEED_SIZE = 12
 CHART_POINTS = 2000
@@ -90,6 +92,9 @@ class BotView:
     bot_status: str | None = None
     """``active``, ``paused`` or ``removed`` as the last ``tranche.bots.changed`` said."""
     bot_revision: int = 0
+    exchange_stop: StopState | None = None
+    """Its stop on the exchange, or why none, as the signal service and the executor last said
+    (``None``: the bot keeps no stop there, or holds nothing)."""
 
 
 @dataclass(frozen=True)
@@ -188,6 +193,9 @@ class Board:
         self.invalid_messages = 0
         self.duplicates = 0
         self.last_invalid: str | None = None
+        self.stops_unread: tuple[str, ...] = ()
+        """The services whose ``GET /stops`` could not be read last time (the stops shown are
+        the ones read before)."""
         self.version = 0
         self.chart_seq = 0
         self._chart_points = chart_points
@@ -226,6 +234,30 @@ class Board:
         """A position read from the ledger at start; the newer book (by ``sequence``) stays."""
         self.version += 1
         self._take(position.bot_id, position)
+
+    def holdings(self) -> dict[str, Decimal]:
+        """Each bot's open quantity (a live stop is measured against it)."""
+        return {
+            bot_id: bot.position.quantity
+            for bot_id, bot in self.bots.items()
+            if bot.position is not None and bot.position.status == "open"
+        }
+
+    def know_stops(self, states: Mapping[str, StopState], unread: Sequence[str]) -> bool:
+        """Each bot's stop on the exchange, read from the services every few seconds; when one
+        of them could not be read, the stops read before stay (and the view says they may be
+        old). A bot not on the board yet is left out: it shows once it has published. Whether
+        anything changed."""
+        changed = tuple(unread) != self.stops_unread
+        self.stops_unread = tuple(unread)
+        if not unread:
+            for bot_id, bot in self.bots.items():
+                state = states.get(bot_id)
+                if state != bot.exchange_stop:
+                    bot.exchange_stop, changed = state, True
+        if changed:
+            self.version += 1
+        return changed
 
     def know_readiness(self, readiness: c.BotReadiness) -> None:
         """A readiness read from safety at start; a newer one seen since stays."""

@@ -1,7 +1,9 @@
 """The board's inputs: a core-NATS subscription to ``tranche.>``, and a first read of what was
 there before the view started: positions (the ``tranche_positions`` bucket, or the ledger's
 ``GET /positions`` for users the bucket is closed to) and safety's trading states
-(``GET /states``). Shared by the web dashboard and the terminal view.
+(``GET /states``). Shared by the web dashboard and the terminal view. Each bot's stop on the
+exchange is read every few seconds from the signal service's and the executor's ``GET /stops``
+(:func:`read_exchange_stops`): no message carries why a position has none.
 
 Reading never changes anything (DESIGN.md, promise 8): a core subscription sees every publish
 (JetStream ones included) without creating a stream consumer, and the bucket is only read.
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
-from typing import get_args
+from typing import Any, get_args
 
 import httpx
 import nats
@@ -23,6 +25,7 @@ from nats.aio.subscription import Subscription
 from services.dashboard.board import Board, StateReason
 from shared import subjects as s
 from shared.contracts import Mode, PositionUpdate
+from shared.stops import Answer, read_stops
 
 TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 """A bot id as a scope of safety's ``/states`` (``*`` is the whole system)."""
@@ -74,6 +77,32 @@ async def read_states(client: httpx.AsyncClient, safety_url: str, board: Board) 
                 row["state"],
                 StateReason(row["code"], row["message"], row["caused_by"]),
             )
+
+
+async def _answer(client: httpx.AsyncClient, url: str) -> Answer:
+    try:
+        response = await client.get(url, timeout=3)
+    except httpx.HTTPError as error:
+        return None, f"unreachable: {type(error).__name__}"
+    try:
+        body: Any = response.json()
+    except ValueError:
+        body = response.text[:200]
+    return response.status_code, body
+
+
+async def read_exchange_stops(
+    client: httpx.AsyncClient, signal_url: str, executor_url: str, board: Board
+) -> bool:
+    """Each bot's stop on the exchange, or why it has none (shared/stops.py joins the signal
+    service's ``GET /stops`` with the executor's); whether the board changed."""
+    asked = await _answer(client, signal_url + "/stops")
+    held = await _answer(client, executor_url + "/stops")
+    try:
+        states, unread = read_stops(asked, held, board.holdings())
+    except ValueError as error:  # a body that is not the stops (pydantic's ValidationError)
+        return board.know_stops({}, [f"an answer that is not the stops: {error}"[:300]])
+    return board.know_stops(states, unread)
 
 
 async def follow(

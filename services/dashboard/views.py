@@ -239,6 +239,32 @@ def _position(board: Board, bot: BotView) -> str:
     )
 
 
+def _exchange_stop(board: Board, bot: BotView) -> str:
+    """The bot's stop on the exchange (size against the holding) or why it has none."""
+    stop = bot.exchange_stop
+    if stop is None:
+        return ""
+    order = stop.order
+    size = ""
+    if order is not None:
+        wrong = (
+            ' <span class="badge breach">WRONG SIZE</span>' if stop.size_matches is False else ""
+        )
+        size = (
+            f" sell <b>{e(plain(order.size))}</b> of {e(plain(stop.holding))} at stop "
+            f"{e(plain(order.stop_price))} (limit {e(plain(order.limit_price))}){wrong}"
+        )
+    cid = f" <code>{e(stop.client_order_id)}</code>" if stop.client_order_id else ""
+    old = ""
+    if board.stops_unread:
+        old = f'<div class="muted">as last read: {e("; ".join(board.stops_unread))}</div>'
+    return (
+        f'<div class="exchange-stop" data-state="{e(stop.state)}" data-code="'
+        f'{e(stop.reason.code)}">stop on the exchange <b>{e(stop.state)}</b>{cid}{size}'
+        f'<div class="why">{e(stop.reason.code)}: {e(stop.reason.message)}</div>{old}</div>'
+    )
+
+
 def _controls(bot_id: str) -> str:
     # Shown only once an operator entered a token (the page hides .control without one).
     return (
@@ -264,7 +290,8 @@ def bot_card(board: Board, bot: BotView) -> str:
         f' <span class="price">last {e(plain(price))}</span></header>{why}'
         f"{_evaluation(bot.evaluation)}{_readiness(board.readiness_now(bot.bot_id))}"
         f"{_decision(bot.last_decision)}"
-        f"{_open_order(bot.open_order)}{_position(board, bot)}{_controls(bot.bot_id)}</article>"
+        f"{_open_order(bot.open_order)}{_position(board, bot)}{_exchange_stop(board, bot)}"
+        f"{_controls(bot.bot_id)}</article>"
     )
 
 

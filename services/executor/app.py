@@ -10,6 +10,7 @@ Writes: tranche.orders.events.<bot>       (outbox)
         tranche.dlq.executor              (refused input)
 HTTP:   GET /orders                       recent orders and their status
         GET /orders/{client_order_id}     one order with its fills and the intent's price
+        GET /stops                        the protective stop orders not yet final, per bot
 
 The rules are in ``orders.py`` (pure), placing and status sync in ``sync.py``, the exchanges in
 ``exchanges/`` (mock by default; Coinbase only with all three of the production opt-in).
@@ -34,6 +35,7 @@ from services.executor.exchanges.mock import MockExchange, Quote
 from services.executor.gateway import Gateway
 from services.executor.health import ExchangeHealth
 from services.executor.listing import Listing
+from services.executor.protective import held_stops
 from services.executor.ratelimit import RateLimiter
 from services.executor.reconcile import reconcile
 from services.executor.store import (
@@ -55,6 +57,7 @@ from shared.http import answers, bearer_guard
 from shared.money import NonNegativeDec, PositiveDec, utc_now
 from shared.service import Service, serve
 from shared.signing import SigningKeyError, Verifier, key_text
+from shared.stops import HeldStop
 from shared.streams import EXECUTOR_APPROVED, EXECUTOR_SAFETY_EVENTS
 
 EXCHANGE_STATES = ("reachable", "degraded", "unreachable", "refused")
@@ -243,6 +246,13 @@ def build(settings: ExecutorSettings, exchange: Any = None) -> Service:
             ]
 
         return await service.read(read)
+
+    @api.get(
+        "/stops",
+        summary="The protective stop orders not yet final (resting, asked, or being cancelled)",
+    )
+    async def stops() -> list[HeldStop]:
+        return await service.read(held_stops)
 
     @api.get(
         "/orders/{client_order_id}", summary="One order with its fills", responses=answers(404)

@@ -25,6 +25,7 @@ from sqlmodel import Field, Session, SQLModel, col, select
 from services.executor.store import FillRow, OrderRow
 from shared.contracts import FINAL_ORDER_STATUSES, Reason
 from shared.db import ExactDecimal
+from shared.stops import HeldStop, live_status
 
 STOP: Final = "stop"
 """The store's ``order_type`` of a stop-limit order (the exchange's ``stop_limit``)."""
@@ -134,3 +135,30 @@ def sell_gate(session: Session, order: OrderRow) -> SellGate:
 def halt_cancels(code: str, order_type: str) -> bool:
     """Whether a halt with this code cancels an order of this type: a stop only when asked."""
     return order_type != STOP or code == CANCEL_FOR_HALT
+
+
+def held_stops(session: Session) -> list[HeldStop]:
+    """Every stop order not yet final, oldest first: what the exchange holds (or is asked to
+    place or cancel) for each bot, with what of it remains unfilled (``GET /stops``)."""
+    rows = session.exec(
+        select(OrderRow, OrderStopRow)
+        .join(OrderStopRow, col(OrderStopRow.client_order_id) == col(OrderRow.client_order_id))
+        .where(
+            OrderRow.order_type == STOP,
+            col(OrderRow.status).not_in(list(FINAL_ORDER_STATUSES)),
+        )
+        .order_by(col(OrderRow.created_at))
+    )
+    return [
+        HeldStop(
+            bot_id=order.bot_id,
+            client_order_id=order.client_order_id,
+            intent_id=order.intent_id,
+            status=live_status(order.status, order.cancel_code is not None),
+            order_status=order.status,
+            size=(order.base_size or Decimal(0)) - order.filled_size,
+            stop_price=stop.stop_price,
+            limit_price=order.limit_price or Decimal(0),
+        )
+        for order, stop in rows
+    ]

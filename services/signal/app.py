@@ -17,6 +17,8 @@ Writes: tranche.intents.<bot>           (outbox)
         tranche.signals.evaluated.<bot> (core NATS)
         tranche.market.ticker.<product> (when it replays recorded data or runs a random walk)
         tranche.dlq.signal              (refused input)
+HTTP:   GET /stops                      per bot with stop_on_exchange and an open position: the
+                                        stop it asks for, or why none (tranche status, dashboard)
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ from shared.logging import correlated
 from shared.money import utc_now
 from shared.positions import watch_positions as follow_positions
 from shared.service import Service, serve
+from shared.stops import AskedStop
 from shared.streams import SIGNAL_INJECT
 
 EVALUATIONS = Counter("tranche_signal_evaluations_total", "Evaluations published", ["bot_id"])
@@ -361,6 +364,14 @@ def build(settings: SignalSettings) -> Service:
             }
             for product, status in feeds.items()
         }
+
+    @api.get(
+        "/stops",
+        summary="Per bot with stop_on_exchange and an open position: its stop, or why none",
+    )
+    async def stops() -> list[AskedStop]:
+        judged = (handlers.asked_stop(b, r) for b, r in list(roster.running.items()))
+        return [view for view in judged if view is not None]
 
     service.http_routers.append(api)
     guard = bearer_guard(settings.control_token, "TRANCHE_CONTROL_TOKEN on signal", "changing bots")

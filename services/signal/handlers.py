@@ -39,8 +39,9 @@ from shared.contracts import (
     Ticker,
     TradeIntent,
 )
+from shared.exits import STOP_ON_EXCHANGE
 from shared.logging import correlated, get_logger
-from shared.stops import is_stop_intent
+from shared.stops import AskedStop, StopOrder, desired_stop, is_stop_intent
 
 T = TypeVar("T")
 Transact = Callable[[Callable[[Session], T]], Awaitable[T]]
@@ -53,6 +54,20 @@ class Bots(Protocol):
     def get(self, bot_id: str) -> RunningBot | None: ...
 
     def trading(self, product_id: str) -> list[tuple[str, RunningBot]]: ...
+
+
+def ended_reason(status: str, code: str | None, attempts: int) -> Reason:
+    """Why a position has no stop after its stop ended and is not asked again."""
+    if code == "HALT":
+        why = "a halt cancelled it (tranche halt --cancel-stops)"
+    elif code == "STOP_BEFORE_SELL":
+        why = "it was cancelled before another sell of the bot"
+    else:
+        why = f"it ended {status} ({code or 'no reason'}), {attempts} time(s) for this state"
+    return Reason(
+        code="STOP_ENDED",
+        message=f"no stop on the exchange: {why}; the signal service's stop-loss protects it",
+    )
 
 
 @dataclass
@@ -211,6 +226,38 @@ class SignalHandlers:
             # Not told to ``on_intent``: a lock-step replay waits for every intent's order to be
             # final, and a resting stop is not final until it fills or is replaced.
 
+    def asked_stop(self, bot_id: str, running: RunningBot) -> AskedStop | None:
+        """The bot's stop as this service judges it (``GET /stops``): the stop its open position
+        asks for, or why it asks for none; ``None`` for a bot without ``stop_on_exchange`` or
+        without an open position."""
+        bot = running.config
+        position = self.positions.get(bot_id)
+        if not bot.stop_on_exchange or position is None or position.status != "open":
+            return None
+        reason = self.stop_reasons.get(bot_id)
+        product = self.products.get(bot.product_id)
+        wanted = desired_stop(bot, position, product) if product is not None else None
+        asking = (
+            reason is not None
+            and reason.code == STOP_ON_EXCHANGE
+            and bot_id in self.stops_asked
+            and isinstance(wanted, StopOrder)
+        )
+        if not asking or not isinstance(wanted, StopOrder):
+            return AskedStop(
+                bot_id=bot_id, product_id=bot.product_id, holding=position.quantity, reason=reason
+            )
+        return AskedStop(
+            bot_id=bot_id,
+            product_id=bot.product_id,
+            holding=position.quantity,
+            wanted_size=wanted.size,
+            stop_price=wanted.stop_price,
+            limit_price=wanted.limit_price,
+            intent_id=self.stops_asked[bot_id],
+            reason=reason,
+        )
+
     async def stop_ended(self, event: OrderEvent) -> None:
         """An order event of a stop: one that ended without being meant to (refused by the
         exchange, cancelled from outside) is asked again for the same state of the position, up
@@ -224,11 +271,7 @@ class SignalHandlers:
         code = event.reason.code if event.reason else None
         if not asks_again(event.status, code, attempts + 1):
             if event.status in ("cancelled", "expired", "failed"):
-                self.stop_reasons[event.bot_id] = Reason(
-                    code="STOP_ENDED",
-                    message=f"the stop on the exchange ended {event.status} ({code}): the "
-                    "signal service's stop-loss protects the position",
-                )
+                self.stop_reasons[event.bot_id] = ended_reason(event.status, code, attempts + 1)
             return
         self.stop_attempts[event.bot_id] = (state, attempts + 1)
         self.stops_asked.pop(event.bot_id, None)

@@ -4,6 +4,7 @@ a partial exit and an add, never two live stops and never one larger than the ho
 
 from __future__ import annotations
 
+import io
 import itertools
 import sqlite3
 import time
@@ -13,6 +14,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from tests.e2e.conftest import (
     get_json,
@@ -26,6 +28,7 @@ from tests.e2e.conftest import (
 from tests.e2e.test_safety_flow import tranche
 from tranche import credentials
 from tranche.stack import EmbeddedStack
+from tranche.status import gather, render_stops
 
 pytestmark = pytest.mark.e2e
 SERVICES = ("signal", "safety", "executor", "ledger")
@@ -71,6 +74,27 @@ def live_stop(stack: EmbeddedStack, bot: str, size: Decimal | None = None):
         return None
 
     return probe
+
+
+def replaced(stack: EmbeddedStack, bot: str, stop: dict):
+    """The bot's live stop once it is another than ``stop``."""
+
+    def probe() -> dict | None:
+        found = live_stop(stack, bot)()
+        return found if found and found["client_order_id"] != stop["client_order_id"] else None
+
+    return probe
+
+
+def cancel_at_the_exchange(stack: EmbeddedStack, stop: dict) -> None:
+    """The exchange cancels the stop on its own (an operator on the exchange's site, a
+    maintenance): straight in the mock exchange's book."""
+    path = Path(stack.config.data_dir) / "executor.db"
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "UPDATE mock_exchange_orders_v2 SET status = 'CANCELLED' WHERE client_order_id = ?",
+            (stop["exchange_client_order_id"],),
+        )
 
 
 def buy_with_stop(stack: EmbeddedStack, bot: str) -> dict:
@@ -201,6 +225,8 @@ def test_a_halt_keeps_the_stop_and_a_halt_that_says_so_cancels_it(
 
     assert wait_for(cancelled, what="the stop cancelled")["cancel_code"] == "HALT"
     assert holding(stack, bot) > 0  # cancelling the stop sells nothing
+    shown = wait_for(shown_as(stack, bot, "none"), what="status: no stop, and why")
+    assert shown["code"] == "STOP_ENDED" and "halt cancelled it" in shown["reason"], shown
     code, _ = tranche(capsys, "resume", bot, "--nats-url", url)
     assert code == 0
 
@@ -230,17 +256,83 @@ def test_a_stop_cancelled_from_outside_is_asked_again(own_stack: EmbeddedStack) 
     stack, bot = own_stack, "xstop-outside"
     first = buy_with_stop(stack, bot)
     # The exchange cancels it on its own (an operator on the exchange's site, a maintenance).
-    path = Path(stack.config.data_dir) / "executor.db"
-    with sqlite3.connect(path) as db:
-        db.execute(
-            "UPDATE mock_exchange_orders_v2 SET status = 'CANCELLED' WHERE client_order_id = ?",
-            (first["exchange_client_order_id"],),
-        )
+    cancel_at_the_exchange(stack, first)
 
-    def replaced() -> dict | None:
-        found = live_stop(stack, bot)()
-        return found if found and found["client_order_id"] != first["client_order_id"] else None
-
-    second = wait_for(replaced, timeout=90, what="a new stop after the outside cancel")
+    second = wait_for(
+        replaced(stack, bot, first), timeout=90, what="a new stop after the outside cancel"
+    )
     assert second["base_size"] == first["base_size"] and holding(stack, bot) > 0
     assert [s["status"] for s in stops(stack, bot)] == ["cancelled", "open"]
+
+
+def stop_status(stack: EmbeddedStack, bot: str) -> dict | None:
+    """The bot's stop as ``tranche status --json`` shows it (``None``: not shown)."""
+    urls = {name: stack.config.url(name) for name in SERVICES}
+    return gather(urls, decisions=1)["stops"]["bots"].get(bot)
+
+
+def shown_as(stack: EmbeddedStack, bot: str, state: str):
+    """The bot's stop in ``tranche status`` once it is in ``state``."""
+
+    def probe() -> dict | None:
+        shown = stop_status(stack, bot)
+        return shown if shown and shown["state"] == state else None
+
+    return probe
+
+
+def test_after_a_restart_status_shows_the_one_live_stop_at_the_size_of_the_holding(
+    own_stack: EmbeddedStack,
+) -> None:
+    stack, bot = own_stack, "xstop-restart"
+    stop = buy_with_stop(stack, bot)
+    for name in SERVICES:
+        stack.stop_service(name, kill=True)
+    for name in SERVICES:
+        stack.start_service(name, move_if_taken=True)
+    for name in SERVICES:
+        stack.wait_ready(name)
+
+    def judged_live() -> dict | None:
+        shown = stop_status(stack, bot)
+        return shown if shown and shown["code"] == "STOP_LIVE" else None
+
+    shown = wait_for(judged_live, timeout=60, what="status showing the live stop")
+    held = holding(stack, bot)
+    assert (shown["state"], shown["client_order_id"]) == ("live", stop["client_order_id"])
+    assert Decimal(shown["size"]) == held == Decimal(shown["holding"]) and shown["size_matches"]
+    assert shown["live_count"] == 1
+
+    # With a price again the signal service asks the same stop (same intent): nothing placed twice.
+    def asked_again() -> dict | None:
+        ticker(stack.config.admin_url, "0.09", after=timedelta(minutes=1))
+        return next((a for a in stops_asked(stack) if a["bot_id"] == bot and a["intent_id"]), None)
+
+    asked = wait_for(asked_again, what="the signal service's judgement after the restart")
+    assert asked["intent_id"] == stop["intent_id"], (asked, stop)
+    assert judged_live() is not None
+    assert [s["client_order_id"] for s in stops(stack, bot)] == [stop["client_order_id"]]
+    console = Console(width=200, file=io.StringIO(), color_system=None)
+    render_stops(gather({n: stack.config.url(n) for n in SERVICES})["stops"], console)
+    assert f"{held} / {held}" in console.file.getvalue()
+
+
+def stops_asked(stack: EmbeddedStack) -> list[dict]:
+    return get_json(stack.config.url("signal") + "/stops") or []
+
+
+def test_a_stop_the_exchange_keeps_cancelling_shows_why_the_position_has_none(
+    own_stack: EmbeddedStack,
+) -> None:
+    stack, bot = own_stack, "xstop-refused"
+    live = buy_with_stop(stack, bot)
+    for attempt in range(3):  # cancelled on the exchange each time: asked again twice
+        cancel_at_the_exchange(stack, live)
+        if attempt < 2:
+            live = wait_for(replaced(stack, bot, live), timeout=90, what=f"stop {attempt + 2}")
+
+    shown = wait_for(shown_as(stack, bot, "none"), what="status showing why there is no stop")
+    assert shown["code"] == "STOP_ENDED" and holding(stack, bot) > 0
+    assert "cancelled" in shown["reason"] and "3 time(s)" in shown["reason"], shown
+    assert "stop-loss protects it" in shown["reason"]
+    assert [s["status"] for s in stops(stack, bot)] == ["cancelled"] * 3

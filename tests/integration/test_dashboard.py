@@ -118,6 +118,31 @@ class FakeSafety:
         self.server.server_close()
 
 
+class FakeStops:
+    """A service's ``GET /stops`` (and ``GET /ready``), answering ``body``."""
+
+    def __init__(self, body: list[dict]) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                data = json.dumps(body if self.path == "/stops" else {"status": "ready"}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args) -> None:  # quiet test output
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 @pytest.fixture
 def safety() -> Iterator[FakeSafety]:
     fake = FakeSafety()
@@ -135,7 +160,7 @@ def start_dashboard(
     started: list[subprocess.Popen] = []
     log = tmp_path / "dashboard.log"
 
-    def start() -> str:
+    def start(urls: dict[str, str] | None = None) -> str:
         port = free_port()
         env = {
             **os.environ,
@@ -150,6 +175,7 @@ def start_dashboard(
                     name: f"http://127.0.0.1:{free_port()}"
                     for name in ("signal", "executor", "ledger")
                 }
+                | (urls or {})
             ),
             "TRANCHE_PUSH_EVERY_S": "0.05",
             "TRANCHE_HEALTH_EVERY_S": "0.5",
@@ -434,3 +460,34 @@ async def test_halt_reaches_safety_with_the_operators_token_and_nothing_without_
     assert TOKEN not in metrics
     assert 'tranche_dashboard_controls_total{command="halt",status="200"} 1.0' in metrics
     assert 'tranche_dashboard_controls_total{command="halt",status="401"} 2.0' in metrics
+
+
+async def test_a_bots_stop_on_the_exchange_shows_as_the_signal_service_and_the_executor_say(
+    nats_url: str, start_dashboard: Callable[..., str]
+) -> None:
+    """The signal service asks a stop of the whole holding, the executor holds it resting: the
+    bot's card shows it live at the holding's size, with its order id."""
+    asked = [{"bot_id": "dash-1", "product_id": "ETH-BTC", "holding": "0.1122",
+              "wanted_size": "0.1122", "stop_price": "0.08736", "limit_price": "0.08692",
+              "intent_id": "stop:dash-1:p1:1",
+              "reason": {"code": "STOP_ON_EXCHANGE", "message": "protective stop"}}]  # fmt: skip
+    held = [{"bot_id": "dash-1", "client_order_id": "stop-order-1", "intent_id": "stop:dash-1:p1:1",
+             "status": "resting", "order_status": "open", "size": "0.1122",
+             "stop_price": "0.08736", "limit_price": "0.08692"}]  # fmt: skip
+    signal, executor = FakeStops(asked), FakeStops(held)
+    nc = await nats.connect(nats_url)
+    try:
+        await ensure_streams(nc.jetstream())
+        bucket = await ensure_positions_bucket(nc.jetstream())
+        await bucket.put("dash-1", position(sequence=7).model_dump_json().encode())
+        url = await asyncio.to_thread(
+            start_dashboard, {"signal": signal.url, "executor": executor.url}
+        )
+        async with open_stream(url) as stream:
+            card = await stream.until("bots", 'data-state="live"')
+        assert "stop-order-1" in card and "sell <b>0.1122</b> of 0.1122" in card
+        assert "WRONG SIZE" not in card and "STOP_LIVE" in card
+    finally:
+        await nc.close()
+        signal.close()
+        executor.close()

@@ -9,8 +9,16 @@ from decimal import Decimal
 
 from sqlmodel import Session
 
-from services.executor.protective import GO, STOP, halt_cancels, sell_gate
+from services.executor.protective import (
+    GO,
+    STOP,
+    OrderStopRow,
+    halt_cancels,
+    held_stops,
+    sell_gate,
+)
 from services.executor.store import TABLES, FillRow, OrderRow
+from services.executor.tables import SERVICE_TABLES
 from shared.db import create_tables
 
 AT = datetime(2026, 1, 5, tzinfo=UTC)
@@ -84,3 +92,33 @@ def test_a_halt_keeps_stops_unless_asked_to_cancel_them() -> None:
     assert not halt_cancels("HALT", STOP)
     assert halt_cancels("HALT_CANCEL_STOPS", STOP)
     assert halt_cancels("HALT", "market") and halt_cancels("HALT", "limit")
+
+
+def test_the_stops_not_yet_final_are_listed_with_what_remains_and_how_live(engine) -> None:
+    """``GET /stops`` of the executor: resting, asked and being cancelled; never a final one."""
+    create_tables(engine, SERVICE_TABLES)
+    rows = [
+        order("resting", status="partially_filled", filled_size=Decimal("0.04"),
+              limit_price=Decimal("0.0870")),
+        order("asked", status="new", limit_price=Decimal("0.0870")),
+        order("going", status="open", cancel_code="STOP_BEFORE_SELL", limit_price=Decimal("0.087")),
+        order("done", status="cancelled", limit_price=Decimal("0.0870")),
+        order("exit", order_type="market", status="open"),
+    ]  # fmt: skip
+    with Session(engine) as session:
+        for i, row in enumerate(rows):
+            row.created_at = AT + timedelta(seconds=i)
+            session.add(row)
+            if row.order_type == STOP:
+                session.add(OrderStopRow(client_order_id=row.client_order_id,
+                                         stop_price=Decimal("0.08800001")))  # fmt: skip
+        session.commit()
+        held = held_stops(session)
+    assert [(h.client_order_id, h.status, h.size) for h in held] == [
+        ("resting", "resting", Decimal("0.06")),
+        ("asked", "pending", Decimal("0.1")),
+        ("going", "cancelling", Decimal("0.1")),
+    ]
+    assert {(h.stop_price, h.limit_price) for h in held} == {
+        (Decimal("0.08800001"), Decimal("0.0870"))
+    }

@@ -8,6 +8,7 @@ from decimal import Decimal
 from services.dashboard import views
 from services.dashboard.board import Board, StateReason
 from shared.contracts import Reason, SignalEvaluation
+from shared.stops import read_stops
 from tests.unit.test_live import BOT, PRODUCT, T0, position, rejected, send, ticker
 
 D = Decimal
@@ -168,3 +169,47 @@ def test_a_state_read_with_empty_reason_shows_no_stray_by() -> None:
     page = views.header(board, "mock") + views.bot_card(board, board.bots[BOT])
     assert "(by )" not in page
     assert ": (by" not in page
+
+
+def stop_answers(size: str = "0.002") -> tuple[tuple[int, list], tuple[int, list]]:
+    """The signal service's and the executor's ``GET /stops``: one stop asked and live."""
+    asked = [{"bot_id": BOT, "product_id": PRODUCT, "holding": "0.002", "wanted_size": "0.002",
+              "stop_price": "41263.00", "limit_price": "41056.00", "intent_id": "stop:x:1:1",
+              "reason": {"code": "STOP_ON_EXCHANGE", "message": "protective stop"}}]  # fmt: skip
+    held = [{"bot_id": BOT, "client_order_id": "stop-cid-1", "intent_id": "stop:x:1:1",
+             "status": "resting", "order_status": "open", "size": size,
+             "stop_price": "41263.00", "limit_price": "41056.00"}]  # fmt: skip
+    return (200, asked), (200, held)
+
+
+def test_a_bots_live_stop_on_the_exchange_shows_its_size_against_the_holding() -> None:
+    board = Board()
+    send(board, f"tranche.ledger.positions.{BOT}", position())
+    states, unread = read_stops(*stop_answers(), board.holdings())
+    assert board.know_stops(states, unread) is True
+    card = views.bots(board)
+    assert 'data-state="live"' in card and "stop-cid-1" in card
+    assert "sell <b>0.002</b> of 0.002 at stop 41263 (limit 41056)" in card
+    assert "WRONG SIZE" not in card
+    assert board.know_stops(states, unread) is False  # the same again: nothing to redraw
+
+    states, unread = read_stops(*stop_answers("0.001"), board.holdings())
+    board.know_stops(states, unread)
+    assert "WRONG SIZE" in views.bots(board)
+
+
+def test_a_bot_without_a_stop_shows_why_and_an_unread_service_keeps_what_was_read() -> None:
+    board = Board()
+    send(board, f"tranche.ledger.positions.{BOT}", position())
+    why = {"code": "STOP_ENDED", "message": "no stop: a halt cancelled it"}
+    asked = [{"bot_id": BOT, "product_id": PRODUCT, "holding": "0.002", "reason": why}]
+    board.know_stops(*read_stops((200, asked), (200, []), board.holdings()))
+    card = views.bots(board)
+    assert 'data-state="none"' in card and "STOP_ENDED: no stop: a halt cancelled it" in card
+
+    board.know_stops(*read_stops((200, []), (None, "unreachable: ConnectError"), {}))
+    card = views.bots(board)
+    assert 'data-state="none"' in card  # kept: the executor could not be read
+    assert "as last read: executor: unreachable: ConnectError" in card
+    board.know_stops(*read_stops((200, []), (200, []), {}))
+    assert "exchange-stop" not in views.bots(board)  # no longer judged: nothing to show

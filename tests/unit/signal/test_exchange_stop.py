@@ -102,3 +102,37 @@ async def test_the_signal_asks_one_stop_per_position_state_and_again_when_it_end
     assert handlers.stops_asked["b"] == "stop:b:b-mock-1:4:1"  # meant: not asked again
     reason = handlers.stop_reasons["b"]
     assert reason is not None and reason.code == "STOP_ENDED"
+
+
+async def test_the_signal_says_which_stop_it_asks_or_why_none_for_the_status_views() -> None:
+    harness = signal_harness()
+    handlers = harness.handlers
+    handlers.products = {"ETH-BTC": PRODUCT}
+    running = harness.bots.add("b", BOT)
+    await handlers.keep_position(POSITION)  # no price yet: no stop asked, and why
+    seen = handlers.asked_stop("b", running)
+    assert seen is not None and seen.wanted() is None and seen.holding == Decimal("0.11")
+    assert seen.reason is not None and seen.reason.code == "NO_MARKET_DATA"
+    await handlers.evaluate_tick(Ticker(product_id="ETH-BTC", price=Decimal("0.09"), time=NOW))
+    seen = handlers.asked_stop("b", running)
+    assert seen is not None and seen.intent_id == "stop:b:b-mock-1:4"
+    wanted = seen.wanted()
+    assert wanted is not None and wanted.size == Decimal("0.11")
+    assert wanted.stop_price == Decimal("0.0882")
+    for attempt in range(MAX_ATTEMPTS):  # refused each time: the third is not asked again
+        intent = "stop:b:b-mock-1:4" + (f":{attempt}" if attempt else "")
+        await handlers.stop_ended(order_event(intent, "failed", "INSUFFICIENT_FUND"))
+    seen = handlers.asked_stop("b", running)
+    assert seen is not None and seen.wanted() is None and seen.reason is not None
+    assert seen.reason.code == "STOP_ENDED"
+    assert "failed (INSUFFICIENT_FUND), 3 time(s)" in seen.reason.message
+
+
+async def test_a_bot_without_the_opt_in_or_without_a_position_is_not_listed() -> None:
+    harness = signal_harness()
+    handlers = harness.handlers
+    handlers.products = {"ETH-BTC": PRODUCT}
+    plain = harness.bots.add("p", BOT.model_copy(update={"stop_on_exchange": False}))
+    await handlers.keep_position(POSITION.model_copy(update={"bot_id": "p"}))
+    assert handlers.asked_stop("p", plain) is None
+    assert handlers.asked_stop("b", harness.bots.add("b", BOT)) is None  # nothing held
