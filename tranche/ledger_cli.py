@@ -78,12 +78,12 @@ def cmd_history(args: argparse.Namespace) -> int:
     table = Table(title=f"{args.bot_id} ({history['product_id']}, {args.mode}): closed positions")
     for column in ("#", "opened", "closed", "duration", "entries", "exits", "exit reason", "fees",
                    "dust", "realized P&L"):  # fmt: skip
-        table.add_column(column)
+        table.add_column(column, no_wrap=column == "exit reason")
     for p in history["positions"]:
         table.add_row(
             str(p["number"]), p["opened_at"], p["closed_at"] or "", f"{p['duration_s']} s",
-            str(len(p["entries"])), exits_with_reasons(p["exits"]),
-            p.get("exit_reason") or "", p["fees_paid"], p["dust"], p["realized_pnl"],
+            str(len(p["entries"])), str(len(p["exits"])), p.get("exit_reason") or "",
+            p["fees_paid"], p["dust"], p["realized_pnl"],
         )  # fmt: skip
     Console().print(table)
     print(f"realized P&L of these positions: {history['realized_pnl']}")
@@ -93,12 +93,6 @@ def cmd_history(args: argparse.Namespace) -> int:
             f"quantity {a['quantity_change']}, realized P&L {a['realized_pnl_change']}"
         )
     return 0
-
-
-def exits_with_reasons(exits: list[dict]) -> str:
-    """``2 (SIGNAL, STOP_ON_EXCHANGE)``: how many exits, and why each was asked, in order."""
-    reasons = [e.get("reason") or "?" for e in exits]
-    return f"{len(exits)} ({', '.join(reasons)})" if exits else "0"
 
 
 async def read_bots(catalog, nats_url: str, data_dir: Path) -> None:
