@@ -40,6 +40,7 @@ TradingState = Literal["active", "reducing", "halted"]
 # A bot id or product id becomes one subject token: no dots, spaces or wildcards.
 Token = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 Identifier = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+ReasonCode = Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9_]{1,63}$")]
 # Temperature is a score, not money: a JSON number is fine (`"temperature": 80`).
 Temperature = Annotated[Decimal, Field(ge=0, le=100, allow_inf_nan=False)]
 
@@ -60,7 +61,7 @@ class Envelope(Contract):
 class Reason(Contract):
     """A stable code for machines and a sentence for the trader."""
 
-    code: Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9_]{1,63}$")]
+    code: ReasonCode
     message: Annotated[str, StringConstraints(min_length=1, max_length=500)]
 
 
@@ -232,6 +233,13 @@ class OrderEvent(Envelope):
     reason: Reason | None = None
     sequence: int | None = Field(default=None, ge=0)
     """Grows with every event the executor publishes for this bot: the order fills happened in."""
+    # Left off the wire when not set: a reader from before it (extra="forbid") still reads the
+    # events of orders without one (adopted from the exchange, recorded before it was kept).
+    intent_reason: ReasonCode | None = Field(default=None, exclude_if=lambda code: code is None)
+    """The reason code of the intent the order carries out (``SIGNAL``, ``STOP_LOSS``,
+    ``STOP_ON_EXCHANGE``, ``FLATTEN``...): why the order was asked, on every event of it, so the
+    ledger books each fill as the entry or exit it is. ``reason`` is the event's own (why it
+    failed or was cancelled)."""
 
 
 class TrancheView(Contract):

@@ -76,14 +76,14 @@ def cmd_history(args: argparse.Namespace) -> int:
         print(f"{args.bot_id} has no closed position in {args.mode} mode")
         return 0
     table = Table(title=f"{args.bot_id} ({history['product_id']}, {args.mode}): closed positions")
-    for column in ("#", "opened", "closed", "duration", "entries", "exits", "fees", "dust",
-                   "realized P&L"):  # fmt: skip
-        table.add_column(column)
+    for column in ("#", "opened", "closed", "duration", "entries", "exits", "exit reason", "fees",
+                   "dust", "realized P&L"):  # fmt: skip
+        table.add_column(column, no_wrap=column == "exit reason")
     for p in history["positions"]:
         table.add_row(
             str(p["number"]), p["opened_at"], p["closed_at"] or "", f"{p['duration_s']} s",
-            str(len(p["entries"])), str(len(p["exits"])), p["fees_paid"], p["dust"],
-            p["realized_pnl"],
+            str(len(p["entries"])), str(len(p["exits"])), p.get("exit_reason") or "",
+            p["fees_paid"], p["dust"], p["realized_pnl"],
         )  # fmt: skip
     Console().print(table)
     print(f"realized P&L of these positions: {history['realized_pnl']}")

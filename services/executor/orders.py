@@ -471,4 +471,5 @@ def refusal_event(
         side=intent.side,
         status="failed",
         reason=reason,
+        intent_reason=intent.reason.code,
     )

@@ -69,6 +69,18 @@ class OrderPricingRow(SQLModel, table=True):
     market_time: datetime | None = Field(default=None, sa_type=UtcDateTime)
 
 
+class OrderIntentReasonRow(SQLModel, table=True):
+    """Why the order was asked: the reason code of its intent (``SIGNAL``, ``STOP_ON_EXCHANGE``,
+    ``FLATTEN``...), put on every event of the order (``OrderEvent.intent_reason``) so the ledger
+    books each fill as the entry or exit it is. A table of its own, like the pricing, so an
+    executor upgraded in place keeps its orders (older ones simply have no reason)."""
+
+    __tablename__ = "executor_order_intent_reasons_v1"
+
+    client_order_id: str = Field(primary_key=True, max_length=128)
+    code: str = Field(max_length=64)
+
+
 class FillRow(SQLModel, table=True):
     __tablename__ = "executor_fills_v1"
 
@@ -154,6 +166,7 @@ TABLES: list[type[SQLModel]] = [
     FillRow,
     OrderPricingRow,
     OrderReasonRow,
+    OrderIntentReasonRow,
     ProductRulesRow,
 ]
 
@@ -191,6 +204,11 @@ def identity_fields(order: OrderRow) -> dict[str, object]:
 
 def pricing_of(session: Session, client_order_id: str) -> OrderPricingRow | None:
     return session.get(OrderPricingRow, client_order_id)
+
+
+def intent_reason_of(session: Session, client_order_id: str) -> str | None:
+    row = session.get(OrderIntentReasonRow, client_order_id)
+    return row.code if row is not None else None
 
 
 def fills_of(session: Session, client_order_id: str) -> tuple[Fill, ...]:
@@ -286,12 +304,16 @@ def record_event(session: Session, order: OrderRow, event: OrderEvent) -> None:
 
 def stage_order_event(session: Session, bot_id: str, event: OrderEvent) -> None:
     """Stage ``event`` stamped with the bot's next sequence (the order the ledger books fills
-    in). An event already staged keeps its number and draws none."""
+    in) and the reason code of the order's intent. An event already staged keeps its number and
+    draws none."""
     if session.exec(
         select(OutboxMessage.id).where(OutboxMessage.message_id == event.message_id)
     ).first():
         return
-    stamped = event.model_copy(update={"sequence": next_sequence(session, bot_id)})
+    why = event.intent_reason or intent_reason_of(session, event.client_order_id)
+    stamped = event.model_copy(
+        update={"sequence": next_sequence(session, bot_id), "intent_reason": why}
+    )
     stage(session, subjects.for_token(subjects.ORDERS_EVENTS, bot_id), stamped)
 
 

@@ -81,6 +81,7 @@ from services.executor.states import (
     transition,
 )
 from services.executor.store import (
+    OrderIntentReasonRow,
     OrderPricingRow,
     OrderRow,
     apply,
@@ -306,6 +307,7 @@ class Executor:
                 decided_at=approval.decided_at,
                 status=NEW,
             )
+            session.add(OrderIntentReasonRow(client_order_id=cid, code=intent.reason.code))
             if reason is not None:
                 record_event(session, order, refusal_event(approval, reason))
                 return None, False

@@ -82,6 +82,9 @@ class LedgerFill:
     # there. Not part of the fill's facts (a redelivery in a later event is the same fill).
     sequence: int | None = field(default=None, compare=False)
     index: int = field(default=0, compare=False)
+    # Why its order was asked (the intent's reason code: ``SIGNAL``, ``STOP_ON_EXCHANGE``...);
+    # ``None`` for fills of events from before the executor said. Not a fact of the fill either.
+    reason: str | None = field(default=None, compare=False)
 
     @property
     def key(self) -> str:
@@ -135,6 +138,7 @@ class ExitAllocation:
     per_tranche: tuple[tuple[int, Decimal, Decimal], ...]  # (tranche index, qty taken, pnl)
     key: str = ""  # the fill's key (``LedgerFill.key``): its entry id, else its trade id
     time: datetime | None = None  # of the exit fill
+    reason: str | None = None  # why its order was asked (``LedgerFill.reason``)
 
 
 @dataclass(frozen=True)
@@ -156,6 +160,12 @@ class Position:
     exits: tuple[ExitAllocation, ...]
     dust_cost: Decimal = ZERO  # cost basis of the dust, written off into realized_pnl
     entries: tuple[LedgerFill, ...] = ()  # its entry fills as booked (adjusted), in order
+
+    @property
+    def exit_reason(self) -> str | None:
+        """Why a closed position ended: the reason of the exit fill that closed it (``None``
+        while open, or when that fill's order came without one)."""
+        return self.exits[-1].reason if self.status == "closed" and self.exits else None
 
 
 @dataclass(frozen=True)
@@ -437,8 +447,9 @@ class _Booker:
             per_tranche.append((tranche.index, q, pnl))
         total = sum((p for _, _, p in per_tranche), ZERO)
         exit_ = ExitAllocation(
-            fill.trade_id, qty, fill.price, fill.fee, total, tuple(per_tranche), fill.key, fill.time
-        )
+            fill.trade_id, qty, fill.price, fill.fee, total, tuple(per_tranche), fill.key,
+            fill.time, fill.reason,
+        )  # fmt: skip
         position.exits.append(exit_)
         remaining = position.quantity
         # Below min_size the rest cannot be sold: dust, but only once the exit order is final

@@ -51,6 +51,9 @@ class ExitView(BaseModel):
     fee: Dec
     realized_pnl: Dec
     per_tranche: list[TranchePart]
+    reason: str | None = None
+    """Why its order was asked: the intent's reason code (``SIGNAL``, ``STOP_LOSS``,
+    ``STOP_ON_EXCHANGE``, ``FLATTEN``...); ``None`` for fills booked before the ledger was told."""
 
 
 class PastPosition(BaseModel):
@@ -88,6 +91,8 @@ class FillView(BaseModel):
     sequence: int | None
     """The executor's sequence of the order event that first brought it."""
     order_event_id: str
+    intent_reason: str | None = None
+    """Why its order was asked (the intent's reason code), when the order event said."""
 
 
 class EntryView(BaseModel):
@@ -98,6 +103,8 @@ class EntryView(BaseModel):
     size: Dec
     price: Dec
     fee: Dec
+    reason: str | None = None
+    """Why its order was asked (the intent's reason code), when the order event said."""
 
 
 class TrancheHistory(BaseModel):
@@ -125,6 +132,9 @@ class ClosedPosition(BaseModel):
     """Base left below the product's minimum size when the exit order finished."""
     dust_cost: Dec
     tranche_breach: bool
+    exit_reason: str | None = None
+    """Why it ended: the reason of the exit that closed it (``STOP_ON_EXCHANGE`` for a stop
+    that filled on the exchange, ``SIGNAL`` for an exit the strategy asked...)."""
 
 
 class AdjustmentView(BaseModel):
@@ -178,6 +188,7 @@ def exit_view(e: ExitAllocation) -> ExitView:
         fee=e.fee,
         realized_pnl=e.realized_pnl,
         per_tranche=[TranchePart(tranche=i, size=q, realized_pnl=p) for i, q, p in e.per_tranche],
+        reason=e.reason,
     )
 
 
@@ -197,6 +208,7 @@ def closed_view(p: Position) -> ClosedPosition:
                 size=f.size,
                 price=f.price,
                 fee=f.fee,
+                reason=f.reason,
             )
             for f in p.entries
         ],
@@ -217,6 +229,7 @@ def closed_view(p: Position) -> ClosedPosition:
         dust=p.dust,
         dust_cost=p.dust_cost,
         tranche_breach=p.tranche_breach,
+        exit_reason=p.exit_reason,
     )
 
 

@@ -1,6 +1,7 @@
-"""A bot's closed positions as a trader reads them afterwards (pure): entries, exits, tranches,
-fees, realized P&L, dust and duration, and the adjustments the exchange made; and the same as
-CSV rows, one per fill (and one per dust write-off), for a tax tool or a spreadsheet."""
+"""A bot's closed positions as a trader reads them afterwards (pure): entries, exits (each with
+why its order was asked), tranches, fees, realized P&L, dust and duration, and the adjustments
+the exchange made; and the same as CSV rows, one per fill (and one per dust write-off), for a
+tax tool or a spreadsheet."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ from shared.money import format_decimal
 
 CSV_COLUMNS = (
     "position", "kind", "time", "trade_id", "entry_id", "side", "size", "price", "fee",
-    "realized_pnl", "product_id",
+    "realized_pnl", "product_id", "reason",
 )  # fmt: skip
+"""``reason``: why the fill's order was asked (``SIGNAL``, ``STOP_ON_EXCHANGE``...), empty when
+the ledger was not told (fills booked before it was)."""
 
 
 def closed_positions(book: Book) -> list[Position]:
@@ -40,6 +43,7 @@ def csv_rows(book: Book, product_id: str) -> Iterator[tuple[str, ...]]:
             yield (
                 number, "entry", fill.time.isoformat(), fill.trade_id, fill.entry_id or "",
                 "buy", text(fill.size), text(fill.price), text(fill.fee), "", product_id,
+                fill.reason or "",
             )  # fmt: skip
         for exit_ in position.exits:
             time = exit_.time.isoformat() if exit_.time else ""
@@ -47,12 +51,13 @@ def csv_rows(book: Book, product_id: str) -> Iterator[tuple[str, ...]]:
             yield (
                 number, "exit", time, exit_.trade_id, entry_id, "sell", text(exit_.size),
                 text(exit_.price), text(exit_.fee), text(exit_.realized_pnl), product_id,
+                exit_.reason or "",
             )  # fmt: skip
         if position.dust:
             closed = position.closed_at.isoformat() if position.closed_at else ""
             yield (
                 number, "dust", closed, "", "", "", text(position.dust), "", "",
-                text(-position.dust_cost), product_id,
+                text(-position.dust_cost), product_id, "",
             )  # fmt: skip
 
 

@@ -44,6 +44,8 @@ class FillRow(SQLModel, table=True):
     """The executor's sequence of the order event that first brought it (``None``: older)."""
     fill_index: int = 0
     """Its place among that event's fills."""
+    intent_reason: str | None = Field(default=None, max_length=64)
+    """Why its order was asked: the event's ``intent_reason`` (``None``: an older event)."""
 
 
 class LedgerOrderRow(SQLModel, table=True):
@@ -207,6 +209,7 @@ def add_fills(session: Session, event: OrderEvent, fills: list[tuple[int, Fill]]
                 order_event_id=event.message_id,
                 sequence=event.sequence,
                 fill_index=index,
+                intent_reason=event.intent_reason,
             )
         )
     session.flush()
@@ -282,6 +285,7 @@ def as_ledger_fill(row: FillRow) -> LedgerFill:
         size=Decimal(row.size),
         fee=Decimal(row.fee),
         time=row.time,
+        reason=row.intent_reason,
     )
 
 

@@ -101,6 +101,9 @@ def test_a_stop_on_coinbase_acts_while_the_whole_stack_is_down(
     fills = get_json(f"{stack.config.url('ledger')}/fills?bot_id={BOT}&mode=production")
     sells = [f for f in fills if f["side"] == "sell"]
     assert len(sells) == 1 and Decimal(sells[0]["price"]) == Decimal(through), sells
+    assert sells[0]["intent_reason"] == "STOP_ON_EXCHANGE"  # booked as the exit it is
+    history = get_json(f"{stack.config.url('ledger')}/positions/{BOT}/history?mode=production")
+    assert [p["exit_reason"] for p in history["positions"]] == ["STOP_ON_EXCHANGE"]
     # Nothing placed twice: one create per client_order_id at the stand-in.
     creates = [p for m, p in standin.requests if m == "POST" and p == f"{PREFIX}/orders"]
     ids = [o.client_order_id for o in standin.orders.values()]

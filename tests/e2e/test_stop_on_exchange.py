@@ -162,6 +162,14 @@ def test_a_stop_on_the_exchange_acts_while_the_whole_stack_is_down(
     ]
     exchange_ids = {o["exchange_client_order_id"] for o in mine}
     assert len([row for row in book(stack) if row[0] in exchange_ids]) == 2
+    # Booked as the exit it is, with its own reason, and shown so in the history.
+    assert [(f["side"], f["intent_reason"]) for f in fills] == [
+        ("buy", "SIGNAL"),
+        ("sell", "STOP_ON_EXCHANGE"),
+    ]
+    (closed,) = get_json(f"{stack.config.url('ledger')}/positions/{bot}/history")["positions"]
+    assert [e["reason"] for e in closed["exits"]] == ["STOP_ON_EXCHANGE"]
+    assert closed["exit_reason"] == "STOP_ON_EXCHANGE"
 
 
 def test_the_stop_follows_the_holding_through_a_partial_exit_and_an_add(
@@ -241,6 +249,8 @@ def test_a_flatten_cancels_the_stop_and_ends_flat_with_no_stop_left(
     code, out = tranche(capsys, "flatten", bot, "--wait", "60", "--nats-url", url)
     assert code == 0, out
     wait_for(lambda: holding(stack, bot) == 0 or None, what="flat")
+    (closed,) = get_json(f"{stack.config.url('ledger')}/positions/{bot}/history")["positions"]
+    assert closed["exit_reason"] == "FLATTEN"
     mine = orders(stack, bot)
     assert [(o["order_type"], o["status"]) for o in mine] == [
         ("market", "filled"),

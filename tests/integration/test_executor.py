@@ -198,6 +198,8 @@ async def test_a_redelivered_approval_makes_exactly_one_exchange_order(harness: 
     # A quote-sized buy: Coinbase-style fills in quote, converted to base exactly.
     assert Decimal(filled["filled_size"]) == Decimal("0.11111111")
     assert filled["fills"][0]["liquidity"] == "taker"
+    # Every event says why the order was asked: its intent's reason (issue 22: the ledger books it).
+    assert [e["intent_reason"] for e in await harness.events("c-1")] == ["SIGNAL", "SIGNAL"]
 
 
 async def test_a_timeout_after_placing_is_unknown_and_asked_again_not_failed(
@@ -344,6 +346,7 @@ async def test_approvals_the_executor_will_not_place_fail_with_a_reason(
     await until(final(harness, "c-10", "failed"), what="refused")
     (failed,) = [e for e in await harness.events("c-10") if e["status"] == "failed"]
     assert failed["reason"]["code"] == code
+    assert failed["intent_reason"] == "SIGNAL"
     assert harness.exchange_orders() == [] or code == "NO_MARKET_PRICE"
     # The reason is on the record, not only in the event and the log (issue 17, item 7).
     (listed,) = [o for o in await harness.get("/orders") if o["client_order_id"] == "c-10"]
@@ -365,6 +368,8 @@ async def test_a_halt_of_an_order_the_exchange_never_confirmed_cancels_it_withou
     harness.exchange.queued_faults.clear()  # the exchange is back: it never had the order
     await until(final(harness, "c-11", "cancelled"), what="cancelled without placing")
     assert await harness.statuses("c-11") == ["cancelled"]
+    (cancelled,) = await harness.events("c-11")
+    assert cancelled["intent_reason"] == "SIGNAL" and cancelled["reason"]["code"] == "HALT"
     assert harness.exchange_orders() == []
 
 

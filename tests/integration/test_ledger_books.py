@@ -188,6 +188,49 @@ async def test_a_closed_position_keeps_its_entries_exits_and_duration(ledger: Le
     assert len(lines) == 3
 
 
+# Issue 22: each exit booked with why its order was asked.
+async def test_each_fill_is_booked_with_its_intents_reason_and_shown_in_the_history(
+    ledger: Ledger,
+) -> None:
+    def because(event: OrderEvent, code: str) -> OrderEvent:
+        return event.model_copy(update={"intent_reason": code})
+
+    await ledger.send(
+        because(order_event(1, "o-buy", "buy", "filled", [fill("b1", "2", "10")]), "SIGNAL")
+    )
+    partial = fill("s1", "1", "11").model_copy(update={"time": T0 + timedelta(hours=1)})
+    await ledger.send(because(order_event(2, "o-sell", "sell", "filled", [partial]), "SIGNAL"))
+    stopped = fill("s2", "1", "9").model_copy(update={"time": T0 + timedelta(hours=2)})
+    await ledger.send(
+        because(order_event(3, "o-stop", "sell", "filled", [stopped]), "STOP_ON_EXCHANGE")
+    )
+    await settle_on(ledger, "l-1", lambda d: d["position"]["status"] == "flat")
+    (closed,) = (await ledger.http.get("/positions/l-1/history")).json()["positions"]
+    assert [e["reason"] for e in closed["entries"]] == ["SIGNAL"]
+    assert [(e["trade_id"], e["reason"]) for e in closed["exits"]] == [
+        ("s1", "SIGNAL"),
+        ("s2", "STOP_ON_EXCHANGE"),
+    ]
+    assert closed["exit_reason"] == "STOP_ON_EXCHANGE"
+    fills = (await ledger.http.get("/fills", params={"bot_id": "l-1"})).json()
+    assert [f["intent_reason"] for f in fills] == ["SIGNAL", "SIGNAL", "STOP_ON_EXCHANGE"]
+    csv = (await ledger.http.get("/positions/l-1/history.csv")).text.strip().splitlines()
+    assert csv[0].endswith(",reason")
+    assert [line.rsplit(",", 1)[1] for line in csv[1:]] == ["SIGNAL", "SIGNAL", "STOP_ON_EXCHANGE"]
+
+
+async def test_an_order_event_from_before_intent_reasons_is_still_booked(ledger: Ledger) -> None:
+    old = order_event(1, "o-buy", "buy", "filled", [fill("b1", "2", "10")])
+    assert "intent_reason" not in old.model_dump_json()  # what an older executor sends
+    await ledger.send(old)
+    await ledger.send(order_event(2, "o-sell", "sell", "filled", [fill("s1", "2", "11")]))
+    await settle_on(ledger, "l-1", lambda d: d["position"]["status"] == "flat")
+    (closed,) = (await ledger.http.get("/positions/l-1/history")).json()["positions"]
+    assert closed["realized_pnl"] == "2" and closed["exit_reason"] is None
+    assert [e["reason"] for e in closed["exits"]] == [None]
+    assert await dead_letters(ledger) == []
+
+
 # 9
 async def test_a_reversal_and_a_correction_are_booked_as_adjustments(ledger: Ledger) -> None:
     fills = [fill("t1", "2", "10", entry_id="e1"), fill("t2", "1", "13", entry_id="e2")]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 
 import sqlalchemy as sa
+from alembic import command
 
-from services.ledger.schema import VERSION_TABLE, migrate
+from services.ledger.schema import VERSION_TABLE, alembic_config, migrate
 from services.ledger.store import FillRow, LedgerOrderRow, PositionRow
 from shared.db import create_tables, make_engine
 from shared.outbox import OutboxMessage
@@ -28,7 +31,7 @@ def test_migrations_match_the_models_and_run_twice(database_url: str) -> None:
         assert columns(engine, table.name) == expected, table.name
     with engine.connect() as connection:
         (version,) = connection.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).one()
-    assert version == "0002"
+    assert version == "0003"
     engine.dispose()
 
 
@@ -40,16 +43,19 @@ def test_a_database_made_by_the_walking_skeleton_is_adopted(database_url: str) -
     engine.dispose()
 
 
-def test_fills_booked_under_0001_keep_their_facts_and_booking_order(database_url: str) -> None:
-    from alembic import command
-
-    from services.ledger.schema import alembic_config
-
-    engine = make_engine(database_url)
+@contextmanager
+def at_revision(engine: sa.Engine, revision: str) -> Iterator[sa.Connection]:
+    """A connection to a database migrated up to ``revision`` only (committed on exit)."""
     config = alembic_config()
     with engine.begin() as connection:
         config.attributes["connection"] = connection
-        command.upgrade(config, "0001")
+        command.upgrade(config, revision)
+        yield connection
+
+
+def test_fills_booked_under_0001_keep_their_facts_and_booking_order(database_url: str) -> None:
+    engine = make_engine(database_url)
+    with at_revision(engine, "0001") as connection:
         for trade_id, minute in (("b", 1), ("a", 2)):  # time first, then trade id, as 0001 did
             connection.execute(
                 sa.text(
@@ -72,4 +78,28 @@ def test_fills_booked_under_0001_keep_their_facts_and_booking_order(database_url
         ("a", "a", "FILL", None),
     ]
     assert {str(Decimal(str(r[4])).normalize()) for r in rows} == {"0.001"}
+    engine.dispose()
+
+
+def test_fills_booked_under_0002_keep_their_facts_and_have_no_reason(database_url: str) -> None:
+    engine = make_engine(database_url)
+    with at_revision(engine, "0002") as connection:
+        connection.execute(
+            sa.text(
+                "INSERT INTO ledger_fills (fill_key, trade_id, trade_type, bot_id, mode, "
+                "product_id, intent_id, client_order_id, side, price, size, fee, liquidity, time, "
+                "order_event_id, sequence, fill_index) VALUES ('t', 't', 'FILL', 'l-1', 'mock', "
+                "'ETH-BTC', 'i', 'o', 'sell', '0.05', '1', '0.001', 'taker', "
+                "'2024-01-01 00:01:00+00:00', 'e', 7, 0)"
+            )
+        )
+    migrate(engine)
+    with engine.begin() as connection:
+        kept = connection.execute(
+            sa.text("SELECT trade_id, sequence, intent_reason FROM ledger_fills")
+        ).one()
+        assert tuple(kept) == ("t", 7, None)
+        connection.execute(sa.text("UPDATE ledger_fills SET intent_reason = 'STOP_ON_EXCHANGE'"))
+        (reason,) = connection.execute(sa.text("SELECT intent_reason FROM ledger_fills")).one()
+    assert reason == "STOP_ON_EXCHANGE"
     engine.dispose()

@@ -14,7 +14,9 @@ HISTORY = {
     "bot_id": "b-1", "product_id": "ETH-BTC", "mode": "mock", "realized_pnl": "3.956",
     "positions": [{
         "number": 1, "status": "closed", "opened_at": "2018-01-20T12:00:00Z",
-        "closed_at": "2018-01-20T14:00:00Z", "duration_s": 7200, "entries": [{}], "exits": [{}],
+        "closed_at": "2018-01-20T14:00:00Z", "duration_s": 7200, "entries": [{}],
+        "exits": [{"reason": "SIGNAL"}, {"reason": "STOP_ON_EXCHANGE"}],
+        "exit_reason": "STOP_ON_EXCHANGE",
         "tranches": [], "fees_paid": "0.044", "realized_pnl": "3.956", "dust": "0",
         "dust_cost": "0", "tranche_breach": False,
     }],
@@ -57,6 +59,8 @@ def test_history_as_json_and_as_csv(asked, capsys, tmp_path: Path) -> None:
 
 def test_history_table_and_an_unknown_bot(asked, capsys) -> None:
     assert run("b-1") == 0
-    assert "realized P&L of these positions: 3.956" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "realized P&L of these positions: 3.956" in out
+    assert "exit reason" in out and "STOP_ON_EXCHANGE" in out
     assert run("nobody") == 1
     assert "no bot named 'nobody'" in capsys.readouterr().err

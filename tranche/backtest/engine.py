@@ -86,13 +86,14 @@ class BacktestError(Exception):
     pass
 
 
-def why(intent: TradeIntent) -> str:
-    """Why an order was asked, as the result tells it: ``ENTRY`` for an entry or an add,
-    ``SIGNAL_EXIT`` for an exit the strategy asked, else the protective exit's code
-    (``STOP_LOSS``, ``TAKE_PROFIT``, ``TRAILING_STOP``, ``FLATTEN``...)."""
-    if intent.action != "exit":
+def why(action: str, intent_reason: str | None) -> str:
+    """Why an order was asked, as the result tells it, from its order event (the intent's reason
+    code the ledger books with each fill): ``ENTRY`` for an entry or an add, ``SIGNAL_EXIT`` for
+    an exit the strategy asked, else the protective exit's code (``STOP_LOSS``, ``TAKE_PROFIT``,
+    ``TRAILING_STOP``, ``STOP_ON_EXCHANGE``, ``FLATTEN``...)."""
+    if action != "exit":
         return "ENTRY"
-    return "SIGNAL_EXIT" if intent.reason.code == "SIGNAL" else intent.reason.code
+    return "SIGNAL_EXIT" if intent_reason in (None, "SIGNAL") else intent_reason
 
 
 # -- the feed ----------------------------------------------------------------------------------
@@ -154,8 +155,6 @@ class _Books:
     """What the run saw, gathered from the messages as they pass."""
 
     kinds: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    reasons: dict[str, str] = field(default_factory=dict)
-    """intent id -> why the order was asked (the intent's reason code)."""
     positions: dict[str, PositionUpdate] = field(default_factory=dict)
     opened: dict[str, tuple[datetime, int]] = field(default_factory=dict)
     fees: dict[str, Decimal] = field(default_factory=dict)
@@ -260,7 +259,6 @@ class Backtest:
             self.books.kinds.setdefault(kind, []).append(json.loads(payload))
         if kind == "intent":
             intent = TradeIntent.model_validate_json(payload)
-            self.books.reasons[intent.intent_id] = why(intent)
             await self.safety_store.transact(
                 lambda session: decide_and_store(
                     session,
@@ -434,7 +432,7 @@ class Backtest:
                 price=Decimal(fill["price"]),
                 size=Decimal(fill["size"]),
                 fee=Decimal(fill["fee"]),
-                reason=self.books.reasons.get(event["intent_id"], "ENTRY"),
+                reason=why(event["action"], event.get("intent_reason")),
             )
             for event in self.books.kinds.get("order", [])
             for fill in event["fills"]

@@ -341,3 +341,25 @@ def test_random_histories_keep_every_invariant(allocation):
         cash_out = sum(e.size * e.price - e.fee for e in exits)
         cash_in = sum(f.size * f.price + f.fee for f in buys)
         assert realized + unrealized == cash_out - cash_in + held * mark
+
+
+def test_each_exit_keeps_why_its_order_was_asked_and_the_last_one_says_why_it_closed() -> None:
+    entry, partial, stop = fills(("buy", "2", "10"), ("sell", "1", "11"), ("sell", "1", "9"))
+    why = {"o1": "SIGNAL", "o2": "SIGNAL", "o3": "STOP_ON_EXCHANGE"}
+    (position,) = book(
+        [replace(f, reason=why[f.client_order_id]) for f in (entry, partial, stop)]
+    ).positions
+    assert [e.reason for e in position.exits] == ["SIGNAL", "STOP_ON_EXCHANGE"]
+    assert [f.reason for f in position.entries] == ["SIGNAL"]
+    assert position.status == "closed" and position.exit_reason == "STOP_ON_EXCHANGE"
+    (still_open,) = book(
+        [replace(entry, reason="SIGNAL"), replace(partial, reason="SIGNAL")]
+    ).positions
+    assert still_open.exit_reason is None  # open: nothing closed it yet
+
+
+def test_a_fill_with_a_reason_and_the_same_fill_without_one_are_one_fill() -> None:
+    entry, exit_ = fills(("buy", "2", "10"), ("sell", "2", "11"))
+    told = replace(exit_, reason="STOP_ON_EXCHANGE")
+    (position,) = book([entry, told, exit_]).positions  # no FillConflict: not a fact of the fill
+    assert len(position.exits) == 1 and position.exit_reason == "STOP_ON_EXCHANGE"
