@@ -64,6 +64,7 @@ from shared.contracts import (
     BotReadiness,
     InjectedSignal,
     OrderEvent,
+    OrderRejected,
     PositionUpdate,
     Reason,
     SafetyEvent,
@@ -190,6 +191,8 @@ def build(settings: SignalSettings) -> Service:
         changed, while it has one."""
         if body.mode == settings.mode:
             in_flight.readiness(body.bot_id, body.orders_in_flight)
+            if body.orders_in_flight == 0:
+                await handlers.stop_again(body.bot_id)
 
     @service.router.subscriber(
         subjects.all_of(subjects.ORDERS_EVENTS), title="signal-order-events", no_reply=True
@@ -199,6 +202,15 @@ def build(settings: SignalSettings) -> Service:
         plain messages: a restart forgets, and the next position asks its own stop)."""
         if body.mode == settings.mode:
             await handlers.stop_ended(body)
+
+    @service.router.subscriber(
+        subjects.all_of(subjects.ORDERS_REJECTED), title="signal-order-rejections", no_reply=True
+    )
+    async def on_rejection(body: OrderRejected) -> None:
+        """A stop on the exchange that safety refused is asked again (read as plain messages,
+        as order events are: services/signal/exchange_stop.py)."""
+        if body.mode == settings.mode:
+            await handlers.stop_refused(body)
 
     # JetStream stores these events: its publisher's request for the stream's ack carries a reply
     # subject, which a plain subscriber must never answer (it may not, and the ack is not ours)

@@ -20,7 +20,7 @@ from services.signal.bots import RunningBot
 from services.signal.exchange_stop import asks_again, stop_intent
 from services.signal.intents import Market, decide_intent
 from services.signal.protection import protective_exit
-from services.signal.standing import StandingExits, flatten_reason, holds
+from services.signal.standing import StandingExits, backoff_after, flatten_reason, holds
 from services.signal.store import (
     FlattenRecord,
     SignalRecord,
@@ -32,6 +32,7 @@ from services.signal.temperature import bands_of
 from shared.catalog import Product
 from shared.contracts import (
     OrderEvent,
+    OrderRejected,
     PositionUpdate,
     Reason,
     Side,
@@ -46,6 +47,8 @@ from shared.stops import AskedStop, StopOrder, desired_stop, is_stop_intent
 T = TypeVar("T")
 Transact = Callable[[Callable[[Session], T]], Awaitable[T]]
 
+IN_FLIGHT_REFUSALS = frozenset({"ORDER_IN_FLIGHT"})
+"""Why safety refuses a stop that safety's own word of no order in flight clears."""
 INTENTS = Counter("tranche_signal_intents_total", "Intents created", ["action", "band"])
 NO_INTENT = Counter("tranche_signal_no_intent_total", "Signals that made no intent", ["code"])
 
@@ -93,6 +96,13 @@ class SignalHandlers:
     ended without being meant to (asked again: services/signal/exchange_stop.py)."""
     stop_reasons: dict[str, Reason | None] = field(default_factory=dict)
     """Per bot, why it has the stop it has, or none (``tranche status``, the dashboard)."""
+    stop_refusals: dict[str, tuple[str, int, datetime, frozenset[str]]] = field(
+        default_factory=dict
+    )
+    """Per bot, the state of the position, how many of its stops safety refused (an entry not
+    final yet in its view, a halt), when the last refusal's back-off ends in event time, and
+    its reasons: a refused stop is asked again, at once the first time, then backing off as
+    standing exits do, or as soon as safety says the order in flight that it waited for is gone."""
 
     def __post_init__(self) -> None:
         self.log = get_logger("signal")
@@ -185,7 +195,7 @@ class SignalHandlers:
 
         return await self.transact(change)
 
-    async def keep_stop(self, bot_id: str, running: RunningBot) -> None:
+    async def keep_stop(self, bot_id: str, running: RunningBot, now_clear: bool = False) -> None:
         """Ask for the position's protective stop on the exchange once per state of the position
         (services/signal/exchange_stop.py); a bot without ``stop_on_exchange`` asks nothing."""
         bot = running.config
@@ -197,6 +207,16 @@ class SignalHandlers:
         if seen != state:
             attempt = 0
         self.stop_attempts[bot_id] = (state, attempt)
+        refused = self.stop_refusals.get(bot_id)
+        refusals = 0
+        if refused is not None and refused[0] != state:
+            self.stop_refusals.pop(bot_id, None)
+        elif refused is not None:
+            refusals, retry_at = refused[1], refused[2]
+            market = self.markets.get(bot.product_id)
+            waiting = market is None or market.time < retry_at
+            if bot_id not in self.stops_asked and waiting and not now_clear:
+                return  # a refused stop backs off in event time before it is asked again
         outcome = stop_intent(
             bot_id=bot_id,
             bot=bot,
@@ -204,7 +224,7 @@ class SignalHandlers:
             product=self.products.get(bot.product_id),
             market=self.markets.get(bot.product_id),
             temperature=running.runtime.temperature,
-            attempt=attempt,
+            attempt=attempt + refusals,
         )
         if not isinstance(outcome, TradeIntent):
             if outcome is not None and self.stop_reasons.get(bot_id) != outcome:
@@ -257,6 +277,43 @@ class SignalHandlers:
             intent_id=self.stops_asked[bot_id],
             reason=reason,
         )
+
+    async def stop_refused(self, rejected: OrderRejected) -> None:
+        """Safety refused the stop asked for this state of the position: most often the entry
+        that opened it is not final yet in safety's view (``ORDER_IN_FLIGHT``). It is asked again
+        under the next attempt's id, on the next tick, position or readiness after its back-off
+        (none the first time, then 5, 10, 20, 40, 60 s of event time); the signal service's own
+        stop-loss protects the position meanwhile."""
+        intent = rejected.intent
+        if not is_stop_intent(intent.intent_id) or self.stops_asked.get(intent.bot_id) != (
+            intent.intent_id
+        ):
+            return
+        state, _ = self.stop_attempts.get(intent.bot_id, ("", 0))
+        earlier = self.stop_refusals.get(intent.bot_id)
+        refusals = earlier[1] + 1 if earlier is not None and earlier[0] == state else 1
+        at = intent.market_time or intent.time
+        why = frozenset(reason.code for reason in rejected.reasons)
+        self.stop_refusals[intent.bot_id] = (state, refusals, at + backoff_after(refusals - 1), why)
+        self.stops_asked.pop(intent.bot_id, None)
+        codes = ", ".join(sorted(why))
+        self.stop_reasons[intent.bot_id] = Reason(
+            code="STOP_REFUSED",
+            message=f"safety refused the stop ({codes}); it is asked again "
+            f"(refusal {refusals} for this state of the position)",
+        )
+        self.log.warning("stop.refused", bot_id=intent.bot_id, reasons=codes, refusals=refusals)
+        running = self.bots.get(intent.bot_id)
+        if running is not None and refusals == 1:
+            await self.keep_stop(intent.bot_id, running, now_clear=True)  # once, at once
+
+    async def stop_again(self, bot_id: str) -> None:
+        """Safety says the bot has no order in flight (its readiness, heard as a plain message):
+        a stop it refused only for one is asked now, whatever the back-off."""
+        running, refused = self.bots.get(bot_id), self.stop_refusals.get(bot_id)
+        if running is None or refused is None or bot_id in self.stops_asked:
+            return
+        await self.keep_stop(bot_id, running, now_clear=refused[3] <= IN_FLIGHT_REFUSALS)
 
     async def stop_ended(self, event: OrderEvent) -> None:
         """An order event of a stop: one that ended without being meant to (refused by the

@@ -3,7 +3,7 @@ asked again."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -11,7 +11,14 @@ import pytest
 from services.signal.exchange_stop import MAX_ATTEMPTS, asks_again, stop_intent
 from services.signal.intents import Market
 from shared.catalog import Bot, Product
-from shared.contracts import OrderEvent, PositionUpdate, Reason, Ticker, TradeIntent
+from shared.contracts import (
+    OrderEvent,
+    OrderRejected,
+    PositionUpdate,
+    Reason,
+    Ticker,
+    TradeIntent,
+)
 from tests.support.signal_harness import signal_harness
 
 NOW = datetime(2026, 1, 5, tzinfo=UTC)
@@ -136,3 +143,64 @@ async def test_a_bot_without_the_opt_in_or_without_a_position_is_not_listed() ->
     await handlers.keep_position(POSITION.model_copy(update={"bot_id": "p"}))
     assert handlers.asked_stop("p", plain) is None
     assert handlers.asked_stop("b", harness.bots.add("b", BOT)) is None  # nothing held
+
+
+def refused(intent_id: str, *codes: str, at: datetime = NOW) -> OrderRejected:
+    intent = TradeIntent(
+        message_id=f"m-{intent_id}", correlation_id=intent_id, time=at, intent_id=intent_id,
+        signal_id=intent_id, bot_id="b", product_id="ETH-BTC", action="exit", side="sell",
+        base_size=Decimal("0.11"), temperature=Decimal(50), band="warm",
+        reason=Reason(code="STOP_ON_EXCHANGE", message="stop"), market_time=at,
+    )  # fmt: skip
+    reasons = [Reason(code=code, message=code) for code in codes]
+    return OrderRejected(
+        message_id=f"r-{intent_id}", correlation_id=intent_id, time=at, intent=intent,
+        mode="mock", reasons=reasons, decided_at=at,
+    )  # fmt: skip
+
+
+async def test_a_stop_safety_refused_is_asked_again_until_one_is_approved() -> None:
+    """Seen in the e2e ring under load: safety refused the stop while the entry was still in
+    flight in its view (``ORDER_IN_FLIGHT``) and it was never asked again, so the position had
+    no stop on the exchange."""
+    harness = signal_harness()
+    handlers = harness.handlers
+    handlers.products = {"ETH-BTC": PRODUCT}
+    harness.bots.add("b", BOT)
+    await handlers.evaluate_tick(Ticker(product_id="ETH-BTC", price=Decimal("0.09"), time=NOW))
+    await handlers.keep_position(POSITION)
+    assert handlers.stops_asked["b"] == "stop:b:b-mock-1:4"
+    await handlers.stop_refused(refused("stop:b:b-mock-1:4", "ORDER_IN_FLIGHT"))
+    assert handlers.stops_asked["b"] == "stop:b:b-mock-1:4:1"  # at once, under a new id
+    await handlers.stop_refused(refused("stop:b:b-mock-1:4:1", "ORDER_IN_FLIGHT"))
+    assert "b" not in handlers.stops_asked  # the second refusal backs off ...
+    reason = handlers.stop_reasons["b"]  # ... and says why there is no stop (tranche status)
+    assert (
+        reason is not None
+        and reason.code == "STOP_REFUSED"
+        and "ORDER_IN_FLIGHT" in (reason.message)
+    )
+    await handlers.evaluate_tick(Ticker(product_id="ETH-BTC", price=Decimal("0.09"), time=NOW))
+    assert "b" not in handlers.stops_asked
+    await handlers.stop_again("b")  # ... until safety says nothing is in flight
+    assert handlers.stops_asked["b"] == "stop:b:b-mock-1:4:2"
+
+
+async def test_a_stop_refused_by_a_halt_backs_off_in_event_time_not_in_a_loop() -> None:
+    harness = signal_harness()
+    handlers = harness.handlers
+    handlers.products = {"ETH-BTC": PRODUCT}
+    harness.bots.add("b", BOT)
+    await handlers.evaluate_tick(Ticker(product_id="ETH-BTC", price=Decimal("0.09"), time=NOW))
+    await handlers.keep_position(POSITION)
+    await handlers.stop_refused(refused("stop:b:b-mock-1:4", "HALTED"))
+    await handlers.stop_refused(refused("stop:b:b-mock-1:4:1", "HALTED"))
+    await handlers.stop_again("b")  # readiness does not clear a halt
+    later = NOW + timedelta(seconds=4)
+    await handlers.evaluate_tick(Ticker(product_id="ETH-BTC", price=Decimal("0.09"), time=later))
+    assert "b" not in handlers.stops_asked  # 5 s of market time after the second refusal
+    later = NOW + timedelta(seconds=5)
+    await handlers.evaluate_tick(Ticker(product_id="ETH-BTC", price=Decimal("0.09"), time=later))
+    assert handlers.stops_asked["b"] == "stop:b:b-mock-1:4:2"
+    await handlers.stop_refused(refused("stop:b:b-mock-1:4:1", "HALTED"))  # an old one: ignored
+    assert handlers.stops_asked["b"] == "stop:b:b-mock-1:4:2"
