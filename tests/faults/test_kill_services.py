@@ -47,11 +47,17 @@ def test_killed_services_finish_what_they_started(stack: EmbeddedStack, victims:
     decisions = get_json(stack.config.url("safety") + "/decisions?limit=1000")
     orders = get_json(stack.config.url("executor") + "/orders?limit=1000")
 
-    def settled() -> bool:
-        current = get_json(stack.config.url("executor") + "/orders?limit=1000")
-        return all(o["status"] in FINAL for o in current if o["bot_id"] in bots)
+    approved = {d["bot_id"] for d in decisions if d["bot_id"] in bots and d["approved"]}
 
-    wait_for(settled, timeout=60, what="every order to reach a final status")
+    def settled() -> bool:
+        # An approval the killed executor received but never acked comes back after the ack
+        # wait (60 s): until then it has no order, and "every order final" holds vacuously.
+        current = get_json(stack.config.url("executor") + "/orders?limit=1000")
+        placed = {o["bot_id"] for o in current}
+        mine = [o for o in current if o["bot_id"] in bots]
+        return approved <= placed and all(o["status"] in FINAL for o in mine)
+
+    wait_for(settled, timeout=120, what="an order for every approval, each final")
     orders = get_json(stack.config.url("executor") + "/orders?limit=1000")
     for bot in bots:
         intents = stream_messages(url, "TRANCHE_INTENTS", f"tranche.intents.{bot}")

@@ -99,7 +99,13 @@ async def test_a_stop_that_fills_while_the_executor_is_down_is_booked_on_restart
 
         row = await eventually(filled, timeout=15, what="the stop reported filled")
         assert row.filled_size == Decimal("0.01")
-        statuses = await live.statuses(cid)
+
+        async def published() -> list[tuple[str, str | None]] | None:
+            # The outbox relay publishes the event after the row's commit: wait for the stream.
+            found = await live.statuses(cid)
+            return found if found and found[-1][0] == "filled" else None
+
+        statuses = await eventually(published, timeout=15, what="the filled event published")
         assert statuses[-1] == ("filled", None) and ("open", None) in statuses
         assert live.requests("POST", f"{PREFIX}/orders") == 1  # placed once, across the restart
         assert len([o for o in standin.orders.values() if o.client_order_id.endswith(cid)]) == 1
