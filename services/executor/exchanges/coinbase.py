@@ -1,6 +1,6 @@
 """Coinbase Advanced Trade through ``coinbase-advanced-py``'s ``RESTClient`` (blocking).
 
-What the SDK does not do for us, done here (see /work/shared/STACK-NOTES.md):
+What the SDK does not do for us, done here (see the team's STACK-NOTES.md, beside the repository):
 
 * a timeout on every request (its default is none at all); a read timeout means the request may
   have taken effect: :class:`OutcomeUnknown`, never "failed";
