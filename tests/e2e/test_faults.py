@@ -43,8 +43,8 @@ def test_malformed_payloads_reach_the_dlq_with_reasons_and_trading_goes_on(
     )
 
     letters = wait_for(
-        lambda: (found := dead_letters(stack, "signal")) and len(found) >= 7 and found,
-        what="seven dead letters from signal",
+        lambda: (found := dead_letters(stack, "signal")) and len(found) >= 8 and found,
+        what="eight dead letters from signal (the seven injections and the order event)",
     )
     by_payload = {DeadLetter.model_validate(letter).raw_payload(): letter for letter in letters}
     for payload, code in bad.items():
