@@ -26,9 +26,11 @@ from tranche import credentials
 async def provision(
     nats_url: str, auth: dict[str, str], replicas: int = 1, wait_s: float = 30
 ) -> None:
-    """Create or update the streams and buckets; waits up to ``wait_s`` for the server."""
+    """Create or update the streams and buckets; waits up to ``wait_s`` for the server and for
+    its JetStream to answer."""
     import nats
 
+    deadline = asyncio.get_running_loop().time() + wait_s
     nc = await asyncio.wait_for(
         nats.connect(
             nats_url,
@@ -41,9 +43,28 @@ async def provision(
         wait_s,
     )
     try:
-        await ensure_streams(nc.jetstream(), replicas=replicas)
+        await _until_jetstream_answers(ensure_streams, nc.jetstream(), replicas, deadline)
     finally:
         await nc.close()
+
+
+async def _until_jetstream_answers(ensure, js, replicas: int, deadline: float) -> None:
+    """Run ``ensure`` (safe to run again) until JetStream answers: a cluster that has just
+    started has no meta leader for a while, and its API requests time out or answer 503; so do
+    a lone node's until its peers come. Anything else, and that past ``deadline``, is raised."""
+    from nats.errors import NoRespondersError
+    from nats.errors import TimeoutError as NatsTimeout
+    from nats.js.errors import ServiceUnavailableError
+
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            await ensure(js, replicas=replicas)
+            return
+        except (NatsTimeout, NoRespondersError, ServiceUnavailableError):
+            if loop.time() >= deadline:
+                raise
+            await asyncio.sleep(1)
 
 
 def cmd_provision(args: argparse.Namespace) -> int:

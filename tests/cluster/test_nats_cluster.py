@@ -58,6 +58,37 @@ def test_the_loopback_fallback_forms_a_cluster_with_three_replicas(tmp_path: Pat
     assert all(not node.running for node in cluster.nodes)
 
 
+def test_provisioning_waits_for_a_cluster_that_has_lost_its_quorum(tmp_path: Path) -> None:
+    """The Kubernetes Job and the ring provision a cluster that may have no meta leader yet:
+    JetStream's API times out meanwhile. Provisioning asks again until ``wait_s``, so a Job
+    started with two of three nodes still down succeeds once they come."""
+    passwords = credentials.new_passwords()
+    cluster = NatsCluster(tmp_path, passwords, isolated=False).start()
+    try:
+        auth = {"user": "admin", "password": passwords["admin"]}
+        for node in cluster.nodes[1:]:
+            cluster.kill(node)
+
+        async def provision_while_the_nodes_return() -> int:
+            job = asyncio.create_task(provision(cluster.urls(), auth, replicas=3, wait_s=90))
+            await asyncio.sleep(8)  # longer than one JetStream request's 5 s timeout
+            assert not job.done(), job  # no quorum: nothing can have been created
+            for node in cluster.nodes[1:]:
+                await asyncio.to_thread(cluster.start_node, node)
+            await job
+            nc = await nats.connect(cluster.urls(), **auth)
+            try:
+                info = await nc.jetstream().stream_info("TRANCHE_ORDERS")
+                assert info.cluster is not None
+                return 1 + len(info.cluster.replicas or [])
+            finally:
+                await nc.close()
+
+        assert asyncio.run(provision_while_the_nodes_return()) == 3
+    finally:
+        cluster.stop()
+
+
 def test_a_failed_runs_evidence_has_every_nodes_health_streams_and_log(tmp_path: Path) -> None:
     passwords = credentials.new_passwords()
     cluster = NatsCluster(tmp_path / "nodes", passwords, isolated=False).start()
