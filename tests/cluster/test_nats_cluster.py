@@ -36,6 +36,17 @@ def test_a_manifest_that_changed_shape_is_refused() -> None:
         render(changed, "10.1.2.1", (4222, 6222, 8222), [], Path("/s"))
 
 
+async def _orders_replicas(cluster: NatsCluster, auth: dict[str, str]) -> int:
+    """How many copies of the orders stream the cluster keeps (its leader and its replicas)."""
+    nc = await nats.connect(cluster.urls(), **auth)
+    try:
+        info = await nc.jetstream().stream_info("TRANCHE_ORDERS")
+        assert info.cluster is not None
+        return 1 + len(info.cluster.replicas or [])
+    finally:
+        await nc.close()
+
+
 def test_the_loopback_fallback_forms_a_cluster_with_three_replicas(tmp_path: Path) -> None:
     passwords = credentials.new_passwords()
     cluster = NatsCluster(tmp_path, passwords, isolated=False).start()
@@ -44,13 +55,7 @@ def test_the_loopback_fallback_forms_a_cluster_with_three_replicas(tmp_path: Pat
 
         async def replicas() -> int:
             await provision(cluster.urls(), auth, replicas=3, wait_s=30)
-            nc = await nats.connect(cluster.urls(), **auth)
-            try:
-                info = await nc.jetstream().stream_info("TRANCHE_ORDERS")
-                assert info.cluster is not None
-                return 1 + len(info.cluster.replicas or [])
-            finally:
-                await nc.close()
+            return await _orders_replicas(cluster, auth)
 
         assert asyncio.run(replicas()) == 3
     finally:
@@ -76,13 +81,7 @@ def test_provisioning_waits_for_a_cluster_that_has_lost_its_quorum(tmp_path: Pat
             for node in cluster.nodes[1:]:
                 await asyncio.to_thread(cluster.start_node, node)
             await job
-            nc = await nats.connect(cluster.urls(), **auth)
-            try:
-                info = await nc.jetstream().stream_info("TRANCHE_ORDERS")
-                assert info.cluster is not None
-                return 1 + len(info.cluster.replicas or [])
-            finally:
-                await nc.close()
+            return await _orders_replicas(cluster, auth)
 
         assert asyncio.run(provision_while_the_nodes_return()) == 3
     finally:
