@@ -64,41 +64,20 @@ JUDGED_EARLIER = {
 }
 
 
-class FakeSafety:
-    """Answers ``POST /halt`` and ``POST /resume`` like safety does: 401 without the right
-    bearer token, a command result with it; ``GET /ready`` says ready."""
+class JsonServer:
+    """A small HTTP server on a free loopback port answering JSON: ``answer(method, path, body)``
+    gives the status and the body (``body`` is the request's JSON for a POST, else ``None``)."""
 
-    def __init__(self) -> None:
-        self.requests: list[tuple[str, str | None, dict]] = []
-        seen = self.requests
-
+    def __init__(self, answer: Callable[[str, str, dict | None, str | None], tuple[int, object]]):
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                if self.path == "/states":
-                    self._answer(200, {"mode": "mock", "states": [HALTED_EARLIER]})
-                    return
-                if self.path == "/readiness":
-                    self._answer(200, [JUDGED_EARLIER])
-                    return
-                self._answer(200, {"status": "ready"})
+                self._answer(*answer("GET", self.path, None, self.headers.get("Authorization")))
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                seen.append((self.path, self.headers.get("Authorization"), body))
-                if self.headers.get("Authorization") != f"Bearer {TOKEN}":
-                    self._answer(401, {"detail": "a valid bearer token is required"})
-                    return
-                command = self.path.strip("/")
-                result = SafetyCommandResult(
-                    ok=True,
-                    code=command.upper(),
-                    message=f"bot {body['bot_id']}: {command} done",
-                    state="halted" if command == "halt" else "active",
-                    mode="mock",
-                )
-                self._answer(200, result.model_dump(mode="json"))
+                self._answer(*answer("POST", self.path, body, self.headers.get("Authorization")))
 
-            def _answer(self, status: int, body: dict) -> None:
+            def _answer(self, status: int, body: object) -> None:
                 data = json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -118,29 +97,45 @@ class FakeSafety:
         self.server.server_close()
 
 
-class FakeStops:
+class FakeSafety(JsonServer):
+    """Answers ``POST /halt`` and ``POST /resume`` like safety does: 401 without the right
+    bearer token, a command result with it; ``GET /ready`` says ready."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str | None, dict]] = []
+        super().__init__(self._answer)
+
+    def _answer(
+        self, method: str, path: str, body: dict | None, authorization: str | None
+    ) -> tuple[int, object]:
+        if method == "GET":
+            if path == "/states":
+                return 200, {"mode": "mock", "states": [HALTED_EARLIER]}
+            if path == "/readiness":
+                return 200, [JUDGED_EARLIER]
+            return 200, {"status": "ready"}
+        assert body is not None
+        self.requests.append((path, authorization, body))
+        if authorization != f"Bearer {TOKEN}":
+            return 401, {"detail": "a valid bearer token is required"}
+        command = path.strip("/")
+        result = SafetyCommandResult(
+            ok=True,
+            code=command.upper(),
+            message=f"bot {body['bot_id']}: {command} done",
+            state="halted" if command == "halt" else "active",
+            mode="mock",
+        )
+        return 200, result.model_dump(mode="json")
+
+
+class FakeStops(JsonServer):
     """A service's ``GET /stops`` (and ``GET /ready``), answering ``body``."""
 
     def __init__(self, body: list[dict]) -> None:
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                data = json.dumps(body if self.path == "/stops" else {"status": "ready"}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args) -> None:  # quiet test output
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(
+            lambda method, path, _, __: (200, body if path == "/stops" else {"status": "ready"})
+        )
 
 
 @pytest.fixture
