@@ -37,7 +37,7 @@ from shared.streams import (
     StreamsMissing,
     check_streams,
     ensure_streams,
-    watch_stream_use_once,
+    watch_stream_use,
 )
 
 T = TypeVar("T")
@@ -210,10 +210,7 @@ class Service:
     async def _watch_streams(self) -> None:
         """Stream use and drops on /metrics, and a warning when one is nearly full."""
         assert self.nc is not None
-        watched = list(ALL_STREAMS)
-        while watched:
-            watched = await watch_stream_use_once(self.nc.jetstream(), watched)
-            await asyncio.sleep(STREAM_WATCH_S)
+        await watch_stream_use(self.nc.jetstream(), ALL_STREAMS, STREAM_WATCH_S)
 
     async def stop(self) -> None:
         self.log.info("service.stopping")

@@ -10,6 +10,7 @@ ignores a changed config, so a config change ships as a new name.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from nats.js import JetStreamContext
@@ -271,12 +272,24 @@ async def ensure_bots_bucket(js: JetStreamContext, replicas: int = 1):
     )
 
 
+async def watch_stream_use(
+    js: JetStreamContext, streams: tuple[Stream, ...] | list[Stream], every_s: float
+) -> None:
+    """:func:`watch_stream_use_once` every ``every_s`` seconds, for good. Every stream is asked
+    each round: a read that failed (a new stream leader being elected, a lost connection, a
+    stream not provisioned yet) is asked again next round, not dropped for good (every
+    service's user may read stream info: deploy/nats/permissions.conf)."""
+    while True:
+        await watch_stream_use_once(js, streams)
+        await asyncio.sleep(every_s)
+
+
 async def watch_stream_use_once(
     js: JetStreamContext, streams: tuple[Stream, ...] | list[Stream]
 ) -> list[Stream]:
     """Set the use and drop gauges of ``streams`` and warn about one nearly full: a full
     dead-letter stream drops its oldest letters, a full business stream refuses publishes.
-    Returns the streams it could read (a user without the right to look is not asked again)."""
+    Returns the streams it could read this time."""
     readable = []
     for stream in streams:
         try:

@@ -6,6 +6,7 @@ letter of a text payload is no longer 2.3 times the payload (real NATS)."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 
@@ -24,6 +25,7 @@ from shared.streams import (
     INTENTS,
     MARKET,
     ensure_streams,
+    watch_stream_use,
     watch_stream_use_once,
 )
 
@@ -109,3 +111,30 @@ async def test_a_dead_letter_of_text_is_not_much_larger_than_its_payload(nats_ur
     letter = DeadLetter.model_validate_json(stored.data)
     assert letter.raw_payload() == payload
     assert len(stored.data) < 1.3 * len(payload)
+
+
+async def test_a_stream_that_could_not_be_read_is_watched_again(nats_url: str) -> None:
+    """A read that fails (here: the stream is not there yet; in a cluster, a leader election)
+    is asked again next round: the watch once stopped looking at a stream after one failure."""
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    small = dataclasses.replace(DLQ, max_bytes=20_000)
+    watch = asyncio.create_task(watch_stream_use(js, [small], every_s=0.05))
+    try:
+        await asyncio.sleep(0.2)  # several rounds without the stream
+        assert not watch.done()
+        await js.add_stream(small.config())
+        for n in range(60):
+            await js.publish("tranche.dlq.test", json.dumps({"n": n, "pad": "x" * 400}).encode())
+
+        async def watched() -> float:
+            while True:
+                used = REGISTRY.get_sample_value("tranche_stream_used_ratio", {"stream": DLQ.name})
+                if used is not None and used > 0.8:
+                    return used
+                await asyncio.sleep(0.05)
+
+        assert await asyncio.wait_for(watched(), 10) > 0.8
+    finally:
+        watch.cancel()
+        await nc.close()
