@@ -32,6 +32,10 @@ confirm_seconds = 0
 """
 
 
+TICK_PAUSE_S = 0.3
+"""A round's wait after its price, before its signals (core NATS: every service sees it first)."""
+
+
 def percentile(values: list[float], pct: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))]
@@ -57,7 +61,11 @@ class Drive:
     """Signals with neither a position nor a rejection within the wait."""
 
 
-async def drive(nats_url: str, bots: int, rounds: int, wait_s: float = 120) -> Drive:
+async def drive(
+    nats_url: str, bots: int, rounds: int, wait_s: float = 120, first_round: int = 0
+) -> Drive:
+    """``rounds`` rounds from round ``first_round`` on (a restarted stack goes on where the
+    last drive stopped: market time later, and the side that follows the position)."""
     nc = await nats.connect(nats_url)
     arrived: dict[str, asyncio.Future[float | None]] = {}
 
@@ -75,13 +83,13 @@ async def drive(nats_url: str, bots: int, rounds: int, wait_s: float = 120) -> D
     await nc.subscribe("tranche.ledger.positions.>", cb=on_position)
     await nc.subscribe("tranche.orders.rejected.>", cb=on_rejected)
     result = Drive()
-    market = datetime(2018, 1, 20, tzinfo=UTC)
-    for round_ in range(rounds):
+    market = datetime(2018, 1, 20, tzinfo=UTC) + timedelta(minutes=10) * first_round
+    for round_ in range(first_round, first_round + rounds):
         market += timedelta(minutes=10)
         tick = f'{{"product_id":"ETH-BTC","price":"0.09","time":"{market.isoformat()}"}}'
         await nc.publish("tranche.market.ticker.ETH-BTC", tick.encode())
         await nc.flush()
-        await asyncio.sleep(0.3)  # core NATS: let every service see the price first
+        await asyncio.sleep(TICK_PAUSE_S)  # core NATS: let every service see the price first
         side = "buy" if round_ % 2 == 0 else "sell"
         sent: dict[str, float] = {}
         started = time.perf_counter()
