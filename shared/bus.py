@@ -39,6 +39,7 @@ from shared.contracts import DeadLetter, Reason
 from shared.logging import get_logger
 from shared.money import utc_now
 from shared.outbox import BatchFailed, OutboxMessage
+from shared.signing import Verifier
 from shared.streams import DLQ, RETRY_DELAYS_S, Consumer, stream_for
 
 log = get_logger(__name__)
@@ -105,6 +106,27 @@ def require_subject_token(message: NatsMessage, expected: str, what: str) -> Non
                 message=f"{what} for {expected} arrived on the subject of {token}",
             )
         )
+
+
+def require_signature(verifier: Verifier, message: NatsMessage, code: str, what: str) -> None:
+    """Only what the key's owner signed on this very subject is acted on: anything else goes to
+    the dead-letter subject with ``code`` (shared/signing.py). A push consumer can deliver any
+    stored bytes onto a business subject with the server's authority (docs/deploy.md, "What the
+    broker cannot stop"); the signature is what such a copy lacks."""
+    raw = message.raw_message
+    if not verifier.valid(raw.subject, raw.data, raw.headers):
+        raise InvalidMessage(Reason(code=code, message=f"{what} (shared/signing.py): not acted on"))
+
+
+def require_executors_signature(verifier: Verifier, message: NatsMessage) -> None:
+    """An order event is booked, counted or read only with the executor's signature; every
+    reader (ledger, safety, signal) refuses the rest with the same code."""
+    require_signature(
+        verifier,
+        message,
+        "ORDER_EVENT_NOT_SIGNED",
+        "an order event without the executor's valid signature",
+    )
 
 
 def reasons_from(error: Exception) -> list[Reason]:

@@ -19,6 +19,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from shared.signing import Verifier, key_or_exit, verifier_from
+
 DEFAULT_PORTS = {
     "signal": 8101,
     "safety": 8102,
@@ -104,6 +106,34 @@ class ServiceSettings(BaseSettings):
         return f"sqlite:///{self.data_dir / (self.service + '.db')}"
 
 
+ORDER_SIGNING_PUBLIC_KEY = "TRANCHE_ORDER_SIGNING_PUBLIC_KEY"
+
+
+class ReadsOrderEvents(ServiceSettings):
+    """A service that acts on the executor's order events (the ledger books them, safety counts
+    them, the signal and the dashboard read them): it believes only those the executor signed."""
+
+    order_signing_public_key: str | None = None
+    """The executor's Ed25519 public key (PEM or ``ed25519:<base64>``): an order event is acted
+    on only with the executor's signature (shared/signing.py). Required; or
+    ``order_signing_public_key_file``."""
+    order_signing_public_key_file: Path | None = None
+    """A file holding ``order_signing_public_key`` (a mounted secret)."""
+
+    def order_event_verifier(self) -> Verifier:
+        """The executor's public key; a missing or bad one stops the service with one sentence
+        naming the variable (never the key)."""
+        return key_or_exit(
+            self.service,
+            "it acts only on order events the executor signed",
+            lambda: verifier_from(
+                self.order_signing_public_key,
+                self.order_signing_public_key_file,
+                ORDER_SIGNING_PUBLIC_KEY,
+            ),
+        )
+
+
 def nats_auth(user: str | None, password: SecretStr | str | None) -> dict[str, str]:
     """Connect options for a NATS user: ``{"user": ..., "password": ...}`` or ``{}``."""
     if not user:
@@ -172,6 +202,8 @@ SERVICE_SETTINGS = frozenset(
         "TRANCHE_MOCK_SLIPPAGE_BPS", "TRANCHE_MOCK_TIMEOUT_AFTER_PLACE_RATE", "TRANCHE_MODE",
         "TRANCHE_NATS_CONNECT_TIMEOUT_S", "TRANCHE_NATS_PASSWORD", "TRANCHE_NATS_URL",
         "TRANCHE_NATS_USER", "TRANCHE_ORDER_FAILURES", "TRANCHE_ORDER_FAILURE_WINDOW_S",
+        "TRANCHE_ORDER_SIGNING_KEY", "TRANCHE_ORDER_SIGNING_KEY_FILE",
+        "TRANCHE_ORDER_SIGNING_PUBLIC_KEY", "TRANCHE_ORDER_SIGNING_PUBLIC_KEY_FILE",
         "TRANCHE_ORDER_REQUESTS_PER_MINUTE", "TRANCHE_OUTBOX_POLL_S", "TRANCHE_POLL_INTERVAL_S",
         "TRANCHE_POLL_MAX_INTERVAL_S", "TRANCHE_POSITIONS_WAIT_S", "TRANCHE_POSITION_WAIT_S",
         "TRANCHE_PRICE_BAND_PCT", "TRANCHE_PRODUCT_RULES_REFRESH_S", "TRANCHE_PUSH_EVERY_S",

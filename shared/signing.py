@@ -1,31 +1,40 @@
-"""Safety's signature on what only safety may say (DESIGN.md, promise 3, beyond the broker).
+"""Signatures on what only one service may say (DESIGN.md, promise 3, beyond the broker).
 
-Safety signs every message it publishes through its outbox (approvals, rejections, safety
-events) and its answers to operator commands with Ed25519; the executor places an approval and
-follows a safety event only with a valid signature. NATS permissions already keep others off
-those subjects; the signature still holds when they do not (a stolen admin password, a push
-consumer delivering stored messages onto a business subject, a permissions mistake).
+Two services sign, each with its own Ed25519 key:
+
+- **safety** signs every message it publishes through its outbox (approvals, rejections, safety
+  events) and its answers to operator commands; the executor places an approval and follows a
+  safety event only with a valid signature.
+- **the executor** signs every message of its outbox (its order events,
+  ``tranche.orders.events.<bot>``); the ledger books, safety counts and the signal reads an
+  order event only with a valid signature.
+
+NATS permissions already keep others off those subjects; the signature still holds when they do
+not (a stolen admin password, a push consumer delivering stored messages onto a business subject,
+a permissions mistake: docs/deploy.md, "What the broker cannot stop").
 
 What is signed (canonical form, version 1): the bytes
 ``b"tranche-signature-v1\\n" + subject + b"\\n" + payload``, where ``payload`` is the exact
-JSON payload as published (safety's pydantic ``model_dump_json``: compact, fields in declaration
-order, UTF-8) and ``subject`` the NATS subject it was published on. Verifying those exact bytes,
-not a re-serialisation, means no two JSON libraries have to agree on a form; binding the subject
-means a signed approval for one bot cannot be replayed on another bot's subject. The signature
-travels in the ``Tranche-Signature`` header as ``ed25519:<base64>``.
+JSON payload as published (pydantic's ``model_dump_json``: compact, fields in declaration order,
+UTF-8) and ``subject`` the NATS subject it was published on. Verifying those exact bytes, not a
+re-serialisation, means no two JSON libraries have to agree on a form; binding the subject means
+a signed message for one bot cannot be replayed on another bot's subject. The signature travels
+in the ``Tranche-Signature`` header as ``ed25519:<base64>``.
 
-Keys: the private key is safety's secret (``TRANCHE_SIGNING_KEY``: PEM, PKCS#8, or one line
-``ed25519:<base64 of the 32 raw bytes>``), the public key is given to the executor and the CLI
-(``TRANCHE_SIGNING_PUBLIC_KEY``, the same two forms); each also as a file (``..._FILE``).
-``tranche up`` makes a pair per data directory (:func:`tranche.credentials.signing_keys`),
-``tranche nats passwords`` prints a fresh pair as ``.env`` lines for compose.
+Keys: safety's private key is ``TRANCHE_SIGNING_KEY`` (PEM, PKCS#8, or one line
+``ed25519:<base64 of the 32 raw bytes>``), its public key ``TRANCHE_SIGNING_PUBLIC_KEY`` (the
+same two forms) for the executor and the CLI; the executor's are ``TRANCHE_ORDER_SIGNING_KEY``
+and ``TRANCHE_ORDER_SIGNING_PUBLIC_KEY`` (for the ledger, safety, the signal and the dashboard);
+each also as a file (``..._FILE``). ``tranche up`` makes both pairs per data directory
+(:mod:`tranche.credentials`), ``tranche nats passwords`` prints fresh pairs as ``.env`` lines.
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TypeVar
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -86,10 +95,11 @@ def _raw(text: str) -> bytes | None:
 
 
 class Signer:
-    """Safety's side: a header that proves safety published ``payload`` on ``subject``."""
+    """The signing service's side: a header that proves it published ``payload`` on ``subject``."""
 
-    def __init__(self, private_pem: str):
-        """``private_pem``: PEM (PKCS#8, unencrypted) or the one-line form (:func:`one_line`)."""
+    def __init__(self, private_pem: str, variable: str = "TRANCHE_SIGNING_KEY"):
+        """``private_pem``: PEM (PKCS#8, unencrypted) or the one-line form (:func:`one_line`);
+        ``variable`` is the setting it came from, named when it is not a usable key."""
         raw = _raw(private_pem)
         try:
             key = (
@@ -99,10 +109,10 @@ class Signer:
             )
         except (ValueError, TypeError):
             raise SigningKeyError(
-                "TRANCHE_SIGNING_KEY is not an unencrypted PEM private key (or ed25519:<base64>)"
+                f"{variable} is not an unencrypted PEM private key (or ed25519:<base64>)"
             ) from None
         if not isinstance(key, Ed25519PrivateKey):
-            raise SigningKeyError("TRANCHE_SIGNING_KEY must be an Ed25519 key")
+            raise SigningKeyError(f"{variable} must be an Ed25519 key")
         self._key = key
         self.public_pem = public_pem(key.public_key())
 
@@ -115,10 +125,12 @@ class Signer:
 
 
 class Verifier:
-    """The executor's (and the CLI's) side."""
+    """The reader's side: the executor and the CLI for safety's key; the ledger, safety, the
+    signal and the dashboard for the executor's."""
 
-    def __init__(self, public_pem_text: str):
-        """``public_pem_text``: PEM or the one-line form (:func:`one_line`)."""
+    def __init__(self, public_pem_text: str, variable: str = "TRANCHE_SIGNING_PUBLIC_KEY"):
+        """``public_pem_text``: PEM or the one-line form (:func:`one_line`); ``variable`` is the
+        setting it came from, named when it is not a usable key."""
         raw = _raw(public_pem_text)
         try:
             key = (
@@ -128,14 +140,14 @@ class Verifier:
             )
         except (ValueError, TypeError):
             raise SigningKeyError(
-                "TRANCHE_SIGNING_PUBLIC_KEY is not a PEM public key (or ed25519:<base64>)"
+                f"{variable} is not a PEM public key (or ed25519:<base64>)"
             ) from None
         if not isinstance(key, Ed25519PublicKey):
-            raise SigningKeyError("TRANCHE_SIGNING_PUBLIC_KEY must be an Ed25519 key")
+            raise SigningKeyError(f"{variable} must be an Ed25519 key")
         self._key = key
 
     def valid(self, subject: str, payload: bytes, headers: Mapping[str, str] | None) -> bool:
-        """True only for a well-formed signature by safety's key over exactly these bytes."""
+        """True only for a well-formed signature by the signer's key over exactly these bytes."""
         value = (headers or {}).get(HEADER, "")
         if not value.startswith(SCHEME):
             return False
@@ -160,3 +172,27 @@ def key_text(value: str | None, file: Path | None, variable: str) -> str:
                 f"{variable}_FILE: cannot read {file}: {error.strerror}"
             ) from None
     raise SigningKeyError(f"{variable} (or {variable}_FILE) is not set")
+
+
+def signer_from(value: str | None, file: Path | None, variable: str) -> Signer:
+    """The signer a service's settings name (``variable`` or ``<variable>_FILE``); raises
+    :class:`SigningKeyError` naming the variable when neither holds a usable key."""
+    return Signer(key_text(value, file, variable), variable)
+
+
+def verifier_from(value: str | None, file: Path | None, variable: str) -> Verifier:
+    """The verifier a service's settings name (``variable`` or ``<variable>_FILE``); raises
+    :class:`SigningKeyError` naming the variable when neither holds a usable key."""
+    return Verifier(key_text(value, file, variable), variable)
+
+
+K = TypeVar("K", Signer, Verifier)
+
+
+def key_or_exit(service: str, why: str, load: Callable[[], K]) -> K:
+    """``load()``'s key, or stop the service at start with one sentence: the variable, what is
+    wrong with it (never the key) and ``why`` the service cannot run without it."""
+    try:
+        return load()
+    except SigningKeyError as error:
+        raise SystemExit(f"{service}: {error}; {why}") from None

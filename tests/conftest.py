@@ -15,9 +15,12 @@ from tests.support.postgres import fresh_database
 @pytest.fixture(autouse=True)
 def signing_keys(monkeypatch: pytest.MonkeyPatch) -> None:
     """Safety signs and the executor verifies with the suite's key pair (shared/signing.py),
-    unless a test or the embedded stack gives them another."""
+    the executor signs its order events and their readers verify with the suite's other pair,
+    unless a test or the embedded stack gives them others."""
     monkeypatch.setenv("TRANCHE_SIGNING_KEY", signing.PRIVATE_KEY)
     monkeypatch.setenv("TRANCHE_SIGNING_PUBLIC_KEY", signing.PUBLIC_KEY)
+    monkeypatch.setenv("TRANCHE_ORDER_SIGNING_KEY", signing.ORDER_PRIVATE_KEY)
+    monkeypatch.setenv("TRANCHE_ORDER_SIGNING_PUBLIC_KEY", signing.ORDER_PUBLIC_KEY)
 
 
 @pytest.fixture

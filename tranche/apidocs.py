@@ -43,11 +43,14 @@ def documents(data_dir: Path) -> dict[str, Any]:
     }
     from shared.signing import new_key_pair
 
-    private_key, public_key = new_key_pair()  # a throwaway pair: signing is not documented here
+    private_key, public_key = new_key_pair()  # throwaway pairs: signing is not documented here
+    order_private_key, order_public_key = new_key_pair()
+    reads_order_events = {"order_signing_public_key": order_public_key}
     extra: dict[str, dict[str, Any]] = {
         "signal": {"replay": ""},
         "safety": {"signing_key": private_key},
-        "executor": {"signing_public_key": public_key},
+        "executor": {"signing_public_key": public_key, "order_signing_key": order_private_key},
+        "ledger": reads_order_events,
     }
     out: dict[str, Any] = {}
     for name, (build, settings_class) in builders.items():

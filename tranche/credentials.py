@@ -59,18 +59,31 @@ def write_passwords(data_dir: Path, passwords: dict[str, str]) -> None:
 
 SIGNING_KEY = "signing-key.pem"
 SIGNING_PUBLIC_KEY = "signing-public-key.pem"
+ORDER_SIGNING_KEY = "order-signing-key.pem"
+ORDER_SIGNING_PUBLIC_KEY = "order-signing-public-key.pem"
 
 
 def signing_keys(data_dir: Path) -> tuple[Path, Path]:
-    """Safety's Ed25519 key pair of this data directory (shared/signing.py): made once, kept
-    across restarts (approvals stored in the streams stay verifiable), the private key readable
-    by the owner only. Returns (private key file, public key file)."""
+    """Safety's Ed25519 key pair of this data directory (shared/signing.py); see
+    :func:`key_pair`. Returns (private key file, public key file)."""
+    return key_pair(data_dir, SIGNING_KEY, SIGNING_PUBLIC_KEY)
+
+
+def order_signing_keys(data_dir: Path) -> tuple[Path, Path]:
+    """The executor's own Ed25519 key pair of this data directory, which signs its order events
+    (shared/signing.py); see :func:`key_pair`. Returns (private key file, public key file)."""
+    return key_pair(data_dir, ORDER_SIGNING_KEY, ORDER_SIGNING_PUBLIC_KEY)
+
+
+def key_pair(data_dir: Path, private_name: str, public_name: str) -> tuple[Path, Path]:
+    """A key pair in ``<data dir>/secrets/``: made once, kept across restarts (messages stored
+    in the streams stay verifiable), readable by the owner only."""
     from shared.signing import new_key_pair
 
     folder = data_dir / SECRETS_DIR
     folder.mkdir(parents=True, exist_ok=True)
     folder.chmod(0o700)
-    private, public = folder / SIGNING_KEY, folder / SIGNING_PUBLIC_KEY
+    private, public = folder / private_name, folder / public_name
     if not private.is_file() or not public.is_file():
         private_pem, public_pem = new_key_pair()
         descriptor = os.open(private, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

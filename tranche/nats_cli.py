@@ -85,14 +85,15 @@ def cmd_provision(args: argparse.Namespace) -> int:
 
 
 def cmd_passwords(args: argparse.Namespace) -> int:
-    """Fresh passwords for every NATS user and safety's signing key pair, as ``.env`` lines
-    (docker compose reads them)."""
+    """Fresh passwords for every NATS user, safety's signing key pair and the executor's, as
+    ``.env`` lines (docker compose reads them)."""
     for name, value in credentials.server_env(credentials.new_passwords()).items():
         print(f"{name}={value}")
-    # Safety's signing key pair (shared/signing.py): the private key for safety only.
-    private, public = one_line(new_key_pair()[0])
-    print(f"TRANCHE_SIGNING_KEY={private}")
-    print(f"TRANCHE_SIGNING_PUBLIC_KEY={public}")
+    # The two signing key pairs (shared/signing.py): each private key for its service only.
+    for prefix in ("TRANCHE_SIGNING", "TRANCHE_ORDER_SIGNING"):
+        private, public = one_line(new_key_pair()[0])
+        print(f"{prefix}_KEY={private}")
+        print(f"{prefix}_PUBLIC_KEY={public}")
     return 0
 
 

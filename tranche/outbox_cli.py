@@ -18,7 +18,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from shared.signing import Signer, SigningKeyError, key_text
+from shared.signing import Signer, SigningKeyError, signer_from
+from tranche.credentials import ORDER_SIGNING_KEY, SECRETS_DIR, SIGNING_KEY
 
 SERVICES = ("signal", "safety", "executor", "ledger")
 
@@ -71,11 +72,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
         url = args.database_url or settings.db_url
         nats_url = args.nats_url or settings.nats_url
         sign = None
-        if name == "safety":  # the executor believes only what safety signed
+        if name in SIGNERS:  # their readers believe only what each signed with its own key
             try:
-                sign = _safety_signer(settings.data_dir).headers
+                sign = signer_of(name, settings.data_dir).headers
             except SigningKeyError as error:
-                print(f"safety: cannot replay its outbox unsigned: {error}", file=sys.stderr)
+                print(f"{name}: cannot replay its outbox unsigned: {error}", file=sys.stderr)
                 return 1
         engine = make_engine(url)
         try:
@@ -99,14 +100,22 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
-def _safety_signer(data_dir: Path) -> Signer:
-    """Safety's key: TRANCHE_SIGNING_KEY(_FILE), else the one tranche up keeps in the data dir."""
-    from tranche.credentials import SECRETS_DIR, SIGNING_KEY
+SIGNERS = {
+    "safety": ("TRANCHE_SIGNING_KEY", SIGNING_KEY),
+    "executor": ("TRANCHE_ORDER_SIGNING_KEY", ORDER_SIGNING_KEY),
+}
+"""The services that sign their outbox (shared/signing.py): the variable of each one's private
+key and the file ``tranche up`` keeps it in (tranche/credentials.py)."""
 
-    kept = data_dir / SECRETS_DIR / SIGNING_KEY
-    named = os.environ.get("TRANCHE_SIGNING_KEY_FILE")
+
+def signer_of(service: str, data_dir: Path) -> Signer:
+    """``service``'s own key (safety's or the executor's): its variable or ``<variable>_FILE``,
+    else the one ``tranche up`` keeps in the data dir."""
+    variable, kept_name = SIGNERS[service]
+    kept = data_dir / SECRETS_DIR / kept_name
+    named = os.environ.get(f"{variable}_FILE")
     file = Path(named) if named else (kept if kept.is_file() else None)
-    return Signer(key_text(os.environ.get("TRANCHE_SIGNING_KEY"), file, "TRANCHE_SIGNING_KEY"))
+    return signer_from(os.environ.get(variable), file, variable)
 
 
 async def _replay(

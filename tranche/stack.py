@@ -262,14 +262,21 @@ class EmbeddedStack:
         }
         if c.config_file is not None:
             env["TRANCHE_CONFIG_FILE"] = str(c.config_file)
-        # Safety's signing key goes to safety alone; the executor gets the public key.
-        for variable in ("KEY", "KEY_FILE", "PUBLIC_KEY", "PUBLIC_KEY_FILE"):
-            env.pop(f"TRANCHE_SIGNING_{variable}", None)
+        # Safety's signing key goes to safety alone, the executor gets its public key; the
+        # executor's own key goes to the executor alone, the readers of order events get its
+        # public key.
+        for prefix in ("TRANCHE_SIGNING_", "TRANCHE_ORDER_SIGNING_"):
+            for variable in ("KEY", "KEY_FILE", "PUBLIC_KEY", "PUBLIC_KEY_FILE"):
+                env.pop(f"{prefix}{variable}", None)
         private, public = credentials.signing_keys(c.data_dir.resolve())
+        order_private, order_public = credentials.order_signing_keys(c.data_dir.resolve())
         if name == "safety":
             env["TRANCHE_SIGNING_KEY_FILE"] = str(private)
         if name == "executor":
             env["TRANCHE_SIGNING_PUBLIC_KEY_FILE"] = str(public)
+            env["TRANCHE_ORDER_SIGNING_KEY_FILE"] = str(order_private)
+        else:
+            env["TRANCHE_ORDER_SIGNING_PUBLIC_KEY_FILE"] = str(order_public)
         if name == "dashboard":
             others = {other: c.url(other) for other in c.services if other != name}
             env.setdefault("TRANCHE_SERVICE_URLS", json.dumps(others))

@@ -4,7 +4,8 @@ Reads:  tranche.orders.approved.<bot>     (durable, consumer executor-approved-v
         tranche.safety.events             (durable, consumer executor-safety-events-v2: halts
                                           and the trading state, services/executor/trading.py)
 Approvals and safety events count only with safety's signature (shared/signing.py); anything
-else is dead-lettered (APPROVAL_NOT_SIGNED, SAFETY_EVENT_NOT_SIGNED).
+else is dead-lettered (APPROVAL_NOT_SIGNED, SAFETY_EVENT_NOT_SIGNED). The executor signs its
+order events with its own key (TRANCHE_ORDER_SIGNING_KEY): their readers believe no others.
         tranche.market.ticker.<product>   (core NATS: the mock exchange's prices)
 Writes: tranche.orders.events.<bot>       (outbox)
         tranche.dlq.executor              (refused input)
@@ -49,14 +50,14 @@ from services.executor.sync import Executor
 from services.executor.tables import SERVICE_TABLES
 from shared import subjects
 from shared.bots import LiveCatalog
-from shared.bus import InvalidMessage, durable, require_subject_token
+from shared.bus import durable, require_signature, require_subject_token
 from shared.catalog import CatalogError, load_catalog
-from shared.contracts import Fill, OrderApproved, OrderEvent, Reason, SafetyEvent, Ticker
+from shared.contracts import Fill, OrderApproved, OrderEvent, SafetyEvent, Ticker
 from shared.eventtime import NewestTimes, bounds_for
 from shared.http import answers, bearer_guard
 from shared.money import NonNegativeDec, PositiveDec, utc_now
 from shared.service import Service, serve
-from shared.signing import SigningKeyError, Verifier, key_text
+from shared.signing import key_or_exit, signer_from, verifier_from
 from shared.stops import HeldStop
 from shared.streams import EXECUTOR_APPROVED, EXECUTOR_SAFETY_EVENTS
 
@@ -114,19 +115,27 @@ def build(settings: ExecutorSettings, exchange: Any = None) -> Service:
     refusal = production_refusal(settings)
     if refusal:
         raise SystemExit(refusal)
-    try:
-        verifier = Verifier(
-            key_text(
-                settings.signing_public_key,
-                settings.signing_public_key_file,
-                "TRANCHE_SIGNING_PUBLIC_KEY",
-            )
-        )
-    except SigningKeyError as error:
-        raise SystemExit(
-            f"executor: {error}; it places only approvals signed by safety's key"
-        ) from None
+    verifier = key_or_exit(
+        "executor",
+        "it places only approvals signed by safety's key",
+        lambda: verifier_from(
+            settings.signing_public_key,
+            settings.signing_public_key_file,
+            "TRANCHE_SIGNING_PUBLIC_KEY",
+        ),
+    )
+    order_key = settings.order_signing_key
+    signer = key_or_exit(
+        "executor",
+        "the ledger, safety and the signal act only on order events the executor signed",
+        lambda: signer_from(
+            order_key.get_secret_value() if order_key else None,
+            settings.order_signing_key_file,
+            "TRANCHE_ORDER_SIGNING_KEY",
+        ),
+    )
     service = Service(settings, SERVICE_TABLES)
+    service.sign = signer.headers  # every order event, in the outbox
     log = service.log
     try:
         catalog = load_catalog(settings.config_file)
@@ -202,24 +211,19 @@ def build(settings: ExecutorSettings, exchange: Any = None) -> Service:
     async def on_approved(body: OrderApproved, msg: NatsMessage) -> None:
         require_subject_token(msg, body.intent.bot_id, "approval")
         require_signature(
-            msg, "APPROVAL_NOT_SIGNED", "an approval without safety's valid signature"
+            verifier, msg, "APPROVAL_NOT_SIGNED", "an approval without safety's valid signature"
         )
         await executor.on_approval(body)
 
     @durable(service.router, EXECUTOR_SAFETY_EVENTS, title="executor-safety-events")
     async def on_safety_event(body: SafetyEvent, msg: NatsMessage) -> None:
         require_signature(
-            msg, "SAFETY_EVENT_NOT_SIGNED", "a safety event without safety's valid signature"
+            verifier,
+            msg,
+            "SAFETY_EVENT_NOT_SIGNED",
+            "a safety event without safety's valid signature",
         )
         await executor.on_safety_event(body)
-
-    def require_signature(msg: NatsMessage, code: str, what: str) -> None:
-        """Only what safety signed is acted on; the rest goes to the dead-letter subject."""
-        raw = msg.raw_message
-        if not verifier.valid(raw.subject, raw.data, raw.headers):
-            raise InvalidMessage(
-                Reason(code=code, message=f"{what} (shared/signing.py): not acted on")
-            )
 
     @service.router.subscriber(
         subjects.all_of(subjects.MARKET_TICKER), title="executor-ticker", no_reply=True

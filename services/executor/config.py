@@ -91,6 +91,12 @@ class ExecutorSettings(ServiceSettings):
     """Safety's Ed25519 public key (PEM): the executor places an approval and follows a safety
     event only with safety's signature. Required; or ``signing_public_key_file``."""
     signing_public_key_file: Path | None = None
+    order_signing_key: SecretStr | None = None
+    """The executor's own Ed25519 private key (PEM or ``ed25519:<base64>``; not safety's): it
+    signs every order event, and the ledger, safety, the signal and the dashboard act only on
+    order events with its signature. Required; or ``order_signing_key_file``."""
+    order_signing_key_file: Path | None = None
+    """A file holding ``order_signing_key`` (a mounted secret)."""
 
     # -- fault injection for the test suite
     executor_fault: Literal["", "crash_after_send"] = ""

@@ -1,6 +1,8 @@
 """Ledger service wiring.
 
-Reads:  tranche.orders.events.<bot>      (durable, consumer ledger-order-events-v2)
+Reads:  tranche.orders.events.<bot>      (durable, consumer ledger-order-events-v2; booked only
+                                         with the executor's signature, else dead-lettered
+                                         as ORDER_EVENT_NOT_SIGNED: shared/signing.py)
         tranche.market.ticker.<product>  (core NATS: marks for unrealized P&L)
         tranche.ledger.query.<bot>       (core NATS request/reply: the current position now)
 Writes: tranche.ledger.positions.<bot>   (outbox)
@@ -35,7 +37,12 @@ from services.ledger.store import (
 )
 from shared import subjects
 from shared.bots import LiveCatalog
-from shared.bus import InvalidMessage, durable, require_subject_token
+from shared.bus import (
+    InvalidMessage,
+    durable,
+    require_executors_signature,
+    require_subject_token,
+)
 from shared.catalog import CatalogError, load_catalog
 from shared.contracts import (
     OrderEvent,
@@ -62,6 +69,7 @@ BREACHES = Counter("tranche_ledger_tranche_breaches_total", "Positions past thre
 
 
 def build(settings: LedgerSettings) -> Service:
+    order_events = settings.order_event_verifier()
     service = Service(settings, TABLES, migrate=migrate)
     log = service.log
     try:
@@ -79,6 +87,7 @@ def build(settings: LedgerSettings) -> Service:
 
     @durable(service.router, LEDGER_ORDER_EVENTS, title="ledger-order-events")
     async def on_order_event(body: OrderEvent, msg: NatsMessage) -> None:
+        require_executors_signature(order_events, msg)
         require_subject_token(msg, body.bot_id, "order event")
         check_times([body.time, *(fill.time for fill in body.fills)], utc_now(),
                     bounds_for(body.mode), "order event time")  # fmt: skip

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from shared.settings import ServiceSettings
+from shared.settings import ReadsOrderEvents
 
 
-class LedgerSettings(ServiceSettings):
+class LedgerSettings(ReadsOrderEvents):
     service: str = "ledger"
     exit_allocation: Literal["pro_rata", "fifo"] = "pro_rata"
     """How an exit is split across tranches (pro rata keeps the average entry where it is)."""

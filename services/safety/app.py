@@ -78,7 +78,7 @@ from shared.logging import correlated
 from shared.money import utc_now
 from shared.positions import watch_positions as follow_positions
 from shared.service import Service, serve
-from shared.signing import Signer, SigningKeyError, key_text
+from shared.signing import key_or_exit, signer_from
 from shared.streams import (
     SAFETY_INTENTS,
     SAFETY_LEDGER_BREACHES,
@@ -99,18 +99,15 @@ def build(settings: SafetySettings) -> Service:
         raise SystemExit(
             f"safety: production mode needs the executor's opt-in too: {', '.join(missing)}"
         )
-    try:
-        signer = Signer(
-            key_text(
-                settings.signing_key.get_secret_value() if settings.signing_key else None,
-                settings.signing_key_file,
-                "TRANCHE_SIGNING_KEY",
-            )
-        )
-    except SigningKeyError as error:
-        raise SystemExit(
-            f"safety: {error}; the executor places only approvals safety signed"
-        ) from None
+    signer = key_or_exit(
+        "safety",
+        "the executor places only approvals safety signed",
+        lambda: signer_from(
+            settings.signing_key.get_secret_value() if settings.signing_key else None,
+            settings.signing_key_file,
+            "TRANCHE_SIGNING_KEY",
+        ),
+    )
     service = Service(settings, TABLES)
     service.sign = signer.headers  # approvals, rejections and safety events, in the outbox
     serialise_sqlite_writers(service.engine)

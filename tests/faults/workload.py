@@ -156,8 +156,9 @@ def replay_outboxes(stack: EmbeddedStack, since: datetime) -> int:
            "TRANCHE_NATS_URL": stack.config.admin_url, "TRANCHE_NATS_USER": "admin",
            "TRANCHE_NATS_PASSWORD": stack.config.passwords["admin"]}  # fmt: skip
     env.pop("TRANCHE_DATABASE_URL", None)
-    for variable in ("TRANCHE_SIGNING_KEY", "TRANCHE_SIGNING_KEY_FILE"):
-        env.pop(variable, None)  # safety's rows are re-signed with the stack's own key
+    for variable in ("TRANCHE_SIGNING_KEY", "TRANCHE_ORDER_SIGNING_KEY"):
+        for given in (variable, f"{variable}_FILE"):
+            env.pop(given, None)  # safety's and the executor's rows: the stack's own keys
     replayed = subprocess.run(
         [sys.executable, "-m", "tranche", "outbox", "replay", "--since", since.isoformat()],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,

@@ -9,11 +9,13 @@ import json
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
 import nats
 import pytest
+from pydantic import SecretStr
 from sqlmodel import Session, select
 
 from services.executor.app import build
@@ -27,9 +29,9 @@ from shared.contracts import OrderApproved, Reason, SafetyEvent, TradeIntent
 from shared.db import make_engine
 from shared.money import utc_now
 from shared.service import Service
-from shared.signing import Signer, new_key_pair
+from shared.signing import Signer, Verifier, new_key_pair
 from shared.streams import ORDERS
-from tests.support.signing import signed
+from tests.support.signing import ORDER_PUBLIC_KEY, PUBLIC_KEY, signed
 from tests.support.waiting import eventually as until
 
 MARKET = [datetime(2018, 1, 20, tzinfo=UTC)]
@@ -445,6 +447,31 @@ async def test_an_unsigned_or_wrongly_signed_approval_is_dead_lettered_never_pla
     assert [o.client_order_id for o in harness.exchange_orders()] == ["tranche-c-24"]
     for n in (20, 21, 22):
         assert await harness.events(f"c-{n}") == []
+
+
+async def test_every_order_event_carries_the_executors_own_signature(harness: Harness) -> None:
+    await harness.approve(approval(27))
+    await until(final(harness, "c-27", "filled"), what="c-27 filled")
+    js = harness.nc.jetstream()
+    info = await js.stream_info(ORDERS.name)
+    stored = [await js.get_msg(ORDERS.name, seq) for seq in range(1, info.state.last_seq + 1)]
+    events = [m for m in stored if m.subject == f"tranche.orders.events.{BOT}"]
+    assert [json.loads(m.data)["status"] for m in events] == ["submitted", "filled"]
+    executors, safetys = Verifier(ORDER_PUBLIC_KEY), Verifier(PUBLIC_KEY)
+    assert all(executors.valid(m.subject, m.data, m.headers) for m in events)
+    assert not any(safetys.valid(m.subject, m.data, m.headers) for m in events)  # its own key
+
+
+def test_the_executor_does_not_start_without_its_own_signing_key(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("TRANCHE_ORDER_SIGNING_KEY")
+    harness = Harness("nats://127.0.0.1:1", f"sqlite:///{tmp_path / 'e.db'}")
+    with pytest.raises(SystemExit, match=r"executor: TRANCHE_ORDER_SIGNING_KEY .* not set"):
+        build(harness.settings_for())
+    garbage = harness.settings_for().model_copy(update={"order_signing_key": SecretStr("nope")})
+    with pytest.raises(SystemExit, match="TRANCHE_ORDER_SIGNING_KEY is not an unencrypted PEM"):
+        build(garbage)
 
 
 async def test_an_unsigned_halt_cancels_nothing(harness: Harness) -> None:

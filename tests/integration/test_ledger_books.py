@@ -20,6 +20,7 @@ from tests.integration.test_ledger_service import (
     settled,
     stream_subjects,
 )
+from tests.support.signing import signed_by_executor
 
 D = Decimal
 
@@ -277,6 +278,7 @@ async def test_a_dead_lettered_fill_is_booked_once_when_replayed(ledger: Ledger)
         payload=payload.decode(), payload_base64=base64.b64encode(payload).decode(),
         error="database unavailable", time=T0,
         reasons=[Reason(code="HANDLER_FAILED", message="OperationalError: database unavailable")],
+        headers=signed_by_executor("tranche.orders.events.l-1", payload),
     )  # fmt: skip
     await ledger.nc.jetstream().publish("tranche.dlq.ledger", letter.model_dump_json().encode())
     _, sent = await replay(ledger.nc, "dlq-ledger-test-1", "tester")

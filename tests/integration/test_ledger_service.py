@@ -22,7 +22,8 @@ from shared import subjects
 from shared.catalog import load_catalog
 from shared.contracts import Fill, OrderEvent, PositionAnswer, PositionUpdate
 from shared.service import Service
-from shared.streams import LEDGER, ORDERS, SAFETY, ensure_streams
+from shared.streams import DLQ, LEDGER, ORDERS, SAFETY, ensure_streams
+from tests.support.signing import signed, signed_by_executor
 
 T0 = datetime(2018, 1, 20, 12, 0, tzinfo=UTC)
 CATALOG = """
@@ -57,10 +58,11 @@ class Ledger:
         )
 
     async def send(self, event: OrderEvent) -> None:
+        """As the executor publishes it: signed with its key."""
+        subject = subjects.for_token(subjects.ORDERS_EVENTS, event.bot_id)
+        payload = event.model_dump_json().encode()
         await self.nc.jetstream().publish(
-            subjects.for_token(subjects.ORDERS_EVENTS, event.bot_id),
-            event.model_dump_json().encode(),
-            stream=ORDERS.name,
+            subject, payload, stream=ORDERS.name, headers=signed_by_executor(subject, payload)
         )
 
     async def position(self, bot: str, mode: str = "mock", sequence: int = 1) -> dict:
@@ -271,6 +273,31 @@ async def test_daily_realized_pnl_and_summary_reconcile(ledger: Ledger) -> None:
     ]
     summary = (await ledger.http.get("/summary")).json()
     assert Decimal(summary["realized_pnl"]) == sum(Decimal(d["realized_pnl"]) for d in days)
+
+
+async def test_an_order_event_without_the_executors_signature_is_never_booked(
+    ledger: Ledger,
+) -> None:
+    subject = "tranche.orders.events.l-1"
+    js = ledger.nc.jetstream()
+    unsigned = event(1, "buy", "0.09", "5").model_dump_json().encode()
+    await js.publish(subject, unsigned, stream=ORDERS.name)
+    by_safety = event(2, "buy", "0.09", "7").model_dump_json().encode()  # the wrong key
+    await js.publish(subject, by_safety, stream=ORDERS.name, headers=signed(subject, by_safety))
+    elsewhere = event(3, "buy", "0.09", "9").model_dump_json().encode()  # signed for another bot
+    await js.publish(
+        subject,
+        elsewhere,
+        stream=ORDERS.name,
+        headers=signed_by_executor("tranche.orders.events.l-fifo", elsewhere),
+    )
+    await ledger.send(event(4, "buy", "0.1", "1"))  # the executor's: after the others, in order
+    detail = await ledger.position("l-1")
+    assert Decimal(detail["position"]["quantity"]) == 1  # only the signed fill is money
+    letters = await stream_subjects(ledger.nc, DLQ.name, "tranche.dlq.ledger")
+    assert [reason["code"] for letter in letters for reason in letter["reasons"]] == [
+        "ORDER_EVENT_NOT_SIGNED"
+    ] * 3
 
 
 async def test_clear_errors_for_unknown_bots_and_bad_modes(ledger: Ledger) -> None:

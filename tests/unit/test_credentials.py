@@ -77,15 +77,34 @@ def test_the_cli_finds_safetys_public_key(tmp_path: Path, monkeypatch: pytest.Mo
     assert credentials.signing_public_key(tmp_path) == "given"
 
 
-def test_an_outbox_replay_re_signs_safetys_rows_with_its_key(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("service", "variable", "kept"),
+    [
+        ("safety", "TRANCHE_SIGNING_KEY", credentials.signing_keys),
+        ("executor", "TRANCHE_ORDER_SIGNING_KEY", credentials.order_signing_keys),
+    ],
+)
+def test_an_outbox_replay_re_signs_each_signers_rows_with_its_own_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, service: str, variable: str, kept
 ) -> None:
     from shared.signing import SigningKeyError, Verifier
-    from tranche.outbox_cli import _safety_signer
+    from tranche.outbox_cli import signer_of
 
-    monkeypatch.delenv("TRANCHE_SIGNING_KEY", raising=False)
-    with pytest.raises(SigningKeyError, match="TRANCHE_SIGNING_KEY"):
-        _safety_signer(tmp_path)
-    _, public = credentials.signing_keys(tmp_path)  # what tranche up keeps
-    headers = _safety_signer(tmp_path).headers("s", b"{}")
+    monkeypatch.delenv(variable, raising=False)
+    with pytest.raises(SigningKeyError, match=variable):
+        signer_of(service, tmp_path)
+    _, public = kept(tmp_path)  # what tranche up keeps
+    headers = signer_of(service, tmp_path).headers("s", b"{}")
     assert Verifier(public.read_text()).valid("s", b"{}", headers)
+
+
+def test_the_executors_key_pair_is_its_own_made_once_per_data_dir(tmp_path: Path) -> None:
+    from shared.signing import Signer, Verifier
+
+    private, public = credentials.order_signing_keys(tmp_path)
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600
+    headers = Signer(private.read_text()).headers("s", b"{}")
+    assert Verifier(public.read_text()).valid("s", b"{}", headers)
+    _, safetys = credentials.signing_keys(tmp_path)
+    assert not Verifier(safetys.read_text()).valid("s", b"{}", headers)  # two pairs, not one
+    assert credentials.order_signing_keys(tmp_path)[0].read_text() == private.read_text()
