@@ -1,7 +1,9 @@
 """Safety service wiring.
 
 Reads:  tranche.intents.<bot>             (durable, consumer safety-intents-v2)
-        tranche.orders.events.<bot>       (durable, consumer safety-order-events-v2)
+        tranche.orders.events.<bot>       (durable, consumer safety-order-events-v2; counted only
+                                          with the executor's signature, else dead-lettered as
+                                          ORDER_EVENT_NOT_SIGNED: shared/signing.py)
         tranche_positions bucket          (watch; copied to safety_positions)
         tranche.market.ticker.<product>   (core NATS: newest price, for the price band and TTL)
         tranche.ledger.breaches.<bot>     (durable, consumer safety-ledger-breaches-v1)
@@ -56,7 +58,13 @@ from services.safety.store import (
 )
 from shared import subjects
 from shared.bots import read_record
-from shared.bus import delivery_of, durable, reasons_from, require_subject_token
+from shared.bus import (
+    delivery_of,
+    durable,
+    reasons_from,
+    require_executors_signature,
+    require_subject_token,
+)
 from shared.contracts import (
     BotReadiness,
     OrderApproved,
@@ -108,6 +116,7 @@ def build(settings: SafetySettings) -> Service:
             "TRANCHE_SIGNING_KEY",
         ),
     )
+    order_events = settings.order_event_verifier()
     service = Service(settings, TABLES)
     service.sign = signer.headers  # approvals, rejections and safety events, in the outbox
     serialise_sqlite_writers(service.engine)
@@ -218,6 +227,7 @@ def build(settings: SafetySettings) -> Service:
 
     @durable(service.router, SAFETY_ORDER_EVENTS, title="safety-order-events")
     async def on_order_event(body: OrderEvent, msg: NatsMessage) -> None:
+        require_executors_signature(order_events, msg)
         require_subject_token(msg, body.bot_id, "order event")
         check_times([body.time, *(fill.time for fill in body.fills)], utc_now(),
                     bounds_for(body.mode), "order event time")  # fmt: skip

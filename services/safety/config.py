@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from services.safety.breakers import BreakerLimits
 from services.safety.rules import Limits
-from shared.settings import ServiceSettings
+from shared.settings import ReadsOrderEvents
 
 
 class BotLimits(BaseModel):
@@ -42,7 +42,7 @@ def _optional_seconds(value: float) -> timedelta | None:
     return timedelta(seconds=value) if value > 0 else None
 
 
-class SafetySettings(ServiceSettings):
+class SafetySettings(ReadsOrderEvents):
     service: str = "safety"
     entry_cooldown_s: float = Field(default=300, ge=0)
     """Minimum event time between two entries (or adds) of a bot."""

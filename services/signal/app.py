@@ -10,7 +10,9 @@ Reads:  tranche.signals.inject.<bot>   (durable, consumer signal-inject-v2)
         tranche.safety.events           (core NATS: a flatten asked, a bot resumed)
         tranche.safety.readiness.<bot>  (core NATS: orders in flight, so removal can wait)
         tranche.orders.events.<bot>     (core NATS: a stop on the exchange that ended is asked
-                                        again; services/signal/exchange_stop.py)
+                                        again; services/signal/exchange_stop.py; read only
+                                        with the executor's signature, else dead-lettered as
+                                        ORDER_EVENT_NOT_SIGNED: shared/signing.py)
 Writes: tranche.intents.<bot>           (outbox)
         tranche_bots bucket             (seeded from the bots file; changed over HTTP /bots)
         tranche.bots.changed            (outbox: every change of a bot)
@@ -57,7 +59,7 @@ from services.signal.store import (
 )
 from shared import subjects
 from shared.bots import LiveCatalog
-from shared.bus import InvalidMessage, delivery_of, durable
+from shared.bus import InvalidMessage, delivery_of, durable, require_executors_signature
 from shared.catalog import CatalogError, load_catalog
 from shared.contracts import (
     BotChanged,
@@ -88,6 +90,7 @@ STALE = Gauge(
 
 
 def build(settings: SignalSettings) -> Service:
+    order_events = settings.order_event_verifier()
     service = Service(settings, TABLES)
     log = service.log
     try:
@@ -197,9 +200,10 @@ def build(settings: SignalSettings) -> Service:
     @service.router.subscriber(
         subjects.all_of(subjects.ORDERS_EVENTS), title="signal-order-events", no_reply=True
     )
-    async def on_order_event(body: OrderEvent) -> None:
+    async def on_order_event(body: OrderEvent, msg: NatsMessage) -> None:
         """A stop on the exchange that ended without being meant to is asked again (read as
         plain messages: a restart forgets, and the next position asks its own stop)."""
+        require_executors_signature(order_events, msg)
         if body.mode == settings.mode:
             await handlers.stop_ended(body)
 

@@ -117,10 +117,12 @@ class Harness:
             action=intent_.action, side=intent_.side, status=status, fills=list(fills),
             filled_size=sum((f.size for f in fills), Decimal(0)), reason=reason,
         )  # fmt: skip
-        await self.js.publish(
-            subjects.for_token(subjects.ORDERS_EVENTS, intent_.bot_id),
-            event.model_dump_json().encode(),
-            headers={"Nats-Msg-Id": event.message_id},
+        subject = subjects.for_token(subjects.ORDERS_EVENTS, intent_.bot_id)
+        payload = event.model_dump_json().encode()
+        await self.js.publish(  # as the executor publishes it: signed with its key
+            subject,
+            payload,
+            headers=signing.signed_by_executor(subject, payload, {"Nats-Msg-Id": event.message_id}),
         )
 
     async def put_position(
