@@ -51,6 +51,7 @@ def documents(data_dir: Path) -> dict[str, Any]:
         "safety": {"signing_key": private_key} | reads_order_events,
         "executor": {"signing_public_key": public_key, "order_signing_key": order_private_key},
         "ledger": reads_order_events,
+        "dashboard": reads_order_events,
     }
     out: dict[str, Any] = {}
     for name, (build, settings_class) in builders.items():

@@ -1,6 +1,8 @@
 """Dashboard service wiring: the web page of what the services publish, pushed live.
 
-Reads:  tranche.>                         (core NATS: every public message, no stream consumer)
+Reads:  tranche.>                         (core NATS: every public message, no stream consumer;
+                                           an order event only with the executor's signature,
+                                           else counted and left off the board)
         tranche_positions bucket          (read once at start, so open positions show at once)
         GET /states of safety             (read once at start, so an earlier halt shows)
         GET /readiness of safety          (read once at start; tranche.safety.readiness.> after)
@@ -35,7 +37,13 @@ from starlette.staticfiles import StaticFiles
 from services.dashboard.board import Board
 from services.dashboard.config import WATCHED, DashboardSettings
 from services.dashboard.control import Command, forward
-from services.dashboard.feed import TOKEN, follow, read_exchange_stops, read_states
+from services.dashboard.feed import (
+    TOKEN,
+    follow,
+    read_exchange_stops,
+    read_states,
+    signed_order_events,
+)
 from services.dashboard.stream import Health, Pulse, page_events
 from services.dashboard.views import e
 from shared.contracts import BotReadiness, Mode
@@ -67,6 +75,7 @@ FORWARDED: dict[int | str, dict] = {
 
 
 def build(settings: DashboardSettings) -> Service:
+    shown = signed_order_events(settings.order_event_verifier())
     service = Service(settings, [])
     board = Board(feed_size=FEED_SIZE)
     health = Health()
@@ -80,7 +89,7 @@ def build(settings: DashboardSettings) -> Service:
     async def start_following() -> None:
         if service.nc is None:  # on_start hooks run once NATS is connected
             raise RuntimeError("not connected to NATS")
-        await follow(service.nc, board, changed)
+        await follow(service.nc, board, changed, shown=shown)
 
     async def load_readiness(safety: str) -> None:
         """Safety's latest readiness per bot; without it the cards fill in as safety publishes."""

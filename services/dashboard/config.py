@@ -1,16 +1,17 @@
 """The dashboard's settings (prefix ``TRANCHE_``). It holds no secret: the operator's safety token
-comes with each halt or resume request from the page and is never stored here."""
+comes with each halt or resume request from the page and is never stored here; the executor's
+public key (``TRANCHE_ORDER_SIGNING_PUBLIC_KEY``) is public."""
 
 from __future__ import annotations
 
 from pydantic import Field
 
-from shared.settings import DEFAULT_PORTS, ServiceSettings
+from shared.settings import DEFAULT_PORTS, ReadsOrderEvents
 
 WATCHED = ("signal", "safety", "executor", "ledger")
 
 
-class DashboardSettings(ServiceSettings):
+class DashboardSettings(ReadsOrderEvents):
     service: str = "dashboard"
     service_urls: dict[str, str] = Field(default_factory=dict)
     """Where the other services answer, as JSON (``{"safety": "http://127.0.0.1:8102"}``); a

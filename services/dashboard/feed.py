@@ -21,12 +21,20 @@ import nats.errors
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from prometheus_client import Counter
 
 from services.dashboard.board import Board, StateReason
 from shared import subjects as s
 from shared.contracts import Mode, PositionUpdate
+from shared.logging import get_logger
+from shared.signing import Verifier
 from shared.stops import Answer, read_stops
 
+log = get_logger("tranche.dashboard")
+NOT_SHOWN = Counter(
+    "tranche_dashboard_messages_not_shown_total",
+    "Order events without the executor's signature, left off the board",
+)
 TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 """A bot id as a scope of safety's ``/states`` (``*`` is the whole system)."""
 
@@ -105,18 +113,36 @@ async def read_exchange_stops(
     return board.know_stops(states, unread)
 
 
+def signed_order_events(verifier: Verifier) -> Callable[[Msg], bool]:
+    """Which messages the board may show: an order event only with the executor's signature
+    (shared/signing.py), so a fill on the page is one the ledger books; everything else as is."""
+    prefix = s.ORDERS_EVENTS + "."
+
+    def shown(msg: Msg) -> bool:
+        return not msg.subject.startswith(prefix) or verifier.valid(
+            msg.subject, msg.data, msg.headers
+        )
+
+    return shown
+
+
 async def follow(
     nc: NatsClient,
     board: Board,
     changed: Callable[[], None] = lambda: None,
     first_read: Callable[[NatsClient, Board], Awaitable[None]] = load_positions,
+    shown: Callable[[Msg], bool] = lambda msg: True,
 ) -> Subscription:
-    """Feed every ``tranche.>`` message into ``board`` (calling ``changed`` after each), then
-    read what was there before (``first_read``: the bucket by default). Subscribing first means
-    no update falls between the two; the board keeps the newer of two positions by
-    ``sequence``."""
+    """Feed every ``tranche.>`` message that is ``shown`` into ``board`` (calling ``changed``
+    after each), then read what was there before (``first_read``: the bucket by default).
+    Subscribing first means no update falls between the two; the board keeps the newer of two
+    positions by ``sequence``. A message not shown is counted and logged, never displayed."""
 
     async def on_message(msg: Msg) -> None:
+        if not shown(msg):
+            NOT_SHOWN.inc()
+            log.warning("message.not_shown", subject=msg.subject, reason="ORDER_EVENT_NOT_SIGNED")
+            return
         board.apply(msg.subject, msg.data)
         changed()
 

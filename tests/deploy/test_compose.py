@@ -402,3 +402,18 @@ def test_only_safety_holds_the_signing_key_and_the_executor_its_public_half(
     assert required_variable(environment(services["safety"])["TRANCHE_SIGNING_KEY"]) == (
         "TRANCHE_SIGNING_KEY"
     )
+
+
+def test_only_the_executor_holds_its_order_signing_key_and_every_reader_its_public_half(
+    services: dict,
+) -> None:
+    readers = ("signal", "safety", "ledger", "dashboard")
+    for name, service in services.items():
+        env = environment(service)
+        assert ("TRANCHE_ORDER_SIGNING_KEY" in env) == (name == "executor"), name
+        public = env.get("TRANCHE_ORDER_SIGNING_PUBLIC_KEY")
+        assert (public is not None) == (name in readers), name
+        if public is not None:  # compose refuses to start a reader without it
+            assert required_variable(public) == "TRANCHE_ORDER_SIGNING_PUBLIC_KEY", name
+    executor = environment(services["executor"])
+    assert required_variable(executor["TRANCHE_ORDER_SIGNING_KEY"]) == "TRANCHE_ORDER_SIGNING_KEY"

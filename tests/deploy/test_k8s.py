@@ -221,3 +221,19 @@ def test_only_safety_holds_the_signing_key_and_the_executor_its_public_half(serv
         assert secret_of(env, "TRANCHE_SIGNING_KEY") == ("tranche-signing", "private")
     if service == "executor":
         assert secret_of(env, "TRANCHE_SIGNING_PUBLIC_KEY") == ("tranche-signing", "public")
+
+
+@pytest.mark.parametrize("service", [*APP_SERVICES, "dashboard"])
+def test_only_the_executor_holds_its_order_signing_key_and_every_reader_its_public_half(
+    service: str,
+) -> None:
+    docs = render("mock")
+    container = find(docs, "Deployment", service)["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert ("TRANCHE_ORDER_SIGNING_KEY" in env) == (service == "executor")
+    assert ("TRANCHE_ORDER_SIGNING_PUBLIC_KEY" in env) == (service != "executor")
+    if service == "executor":
+        assert secret_of(env, "TRANCHE_ORDER_SIGNING_KEY") == ("tranche-order-signing", "private")
+    else:
+        public = secret_of(env, "TRANCHE_ORDER_SIGNING_PUBLIC_KEY")
+        assert public == ("tranche-order-signing", "public")

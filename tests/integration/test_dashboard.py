@@ -36,6 +36,7 @@ from shared.contracts import (
     TrancheView,
 )
 from shared.streams import ensure_positions_bucket, ensure_streams
+from tests.support.signing import signed_by_executor
 from tranche.stack import ROOT, free_port
 
 D = Decimal
@@ -285,22 +286,22 @@ def rejection() -> OrderRejected:
     )
 
 
-def fill_event() -> OrderEvent:
-    fill = Fill(trade_id="t1", price=D("0.0891"), size=D("0.1122"), fee=D("0.00006"), time=T0)
+def fill_event(order: str = "order-1", price: str = "0.0891", size: str = "0.1122") -> OrderEvent:
+    fill = Fill(trade_id=f"{order}-t1", price=D(price), size=D(size), fee=D("0.00006"), time=T0)
     return OrderEvent(
-        message_id="order-1-filled",
+        message_id=f"{order}-filled",
         correlation_id="i1",
         time=T0,
         bot_id="dash-1",
         product_id="ETH-BTC",
         mode="mock",
         intent_id="i1",
-        client_order_id="order-1",
+        client_order_id=order,
         action="entry",
         side="buy",
         status="filled",
         fills=[fill],
-        filled_size=D("0.1122"),
+        filled_size=D(size),
     )
 
 
@@ -349,9 +350,11 @@ async def test_published_messages_reach_an_open_stream_without_asking(
             await js.publish(
                 "tranche.orders.rejected.dash-1", rejection().model_dump_json().encode()
             )
-            await js.publish(
-                "tranche.orders.events.dash-1", fill_event().model_dump_json().encode()
-            )
+            events = "tranche.orders.events.dash-1"
+            forged = fill_event("forged", "0.0999", "9.99").model_dump_json().encode()
+            await js.publish(events, forged)  # no executor's signature: never on the page
+            filled = fill_event().model_dump_json().encode()
+            await js.publish(events, filled, headers=signed_by_executor(events, filled))
             await js.publish(
                 "tranche.ledger.positions.dash-1", position().model_dump_json().encode()
             )
@@ -362,6 +365,7 @@ async def test_published_messages_reach_an_open_stream_without_asking(
             assert 'data-quantity="0.1122"' in bots
             feed = await stream.until("feed", "REJECTED")
             assert "0.1122 @ 0.0891 fee 0.00006" in feed
+            assert "9.99" not in feed and "0.0999" not in feed
             chart = json.loads(await stream.until("chart", "0.0891"))
             news = [json.loads(data) for name, data in stream.events if name == "chart"]
             assert any(n["points"].get("ETH-BTC") == [[1516449600, "0.0891"]] for n in news)
