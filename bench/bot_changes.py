@@ -25,6 +25,7 @@ from services.signal.app import build
 from services.signal.config import SignalSettings
 from shared.bots import LiveCatalog
 from shared.catalog import load_catalog
+from shared.signing import new_key_pair
 from tests.support.nats_server import NatsServer
 
 CONFIG = """
@@ -55,6 +56,8 @@ async def measure(count: int, work: Path) -> None:
         settings = SignalSettings(
             database_url=f"sqlite:///{work / 'signal.db'}", nats_url=server.url, data_dir=work,
             config_file=config, control_token="bench", log_level="warning",
+            # No executor here: a throwaway key, so the signal starts (it reads order events).
+            order_signing_public_key=new_key_pair()[1],
         )  # fmt: skip
         service = build(settings)
         await service.start()

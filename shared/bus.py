@@ -408,7 +408,7 @@ def outbox_publisher(
 ):
     """Publish a batch of outbox rows in their order: JetStream messages with their id, key-value
     puts (a publish on the bucket's ``$KV.<bucket>.<key>`` subject, what ``kv.put`` sends).
-    ``sign`` adds headers that sign each message (safety's, shared/signing.py).
+    ``sign`` adds headers that sign each message (safety's or the executor's, shared/signing.py).
 
     Pipelined: every row is sent before any acknowledgement is awaited (one round trip per
     batch, not per row), in order on one connection, so the server stores them in order. Raises

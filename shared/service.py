@@ -76,7 +76,8 @@ class Service:
         self.relay = OutboxRelay(self.engine, self._publish, fault=settings.fault)
         self._publisher: Callable[[list[OutboxMessage]], Awaitable[None]] | None = None
         self.sign: Callable[[str, bytes], dict[str, str]] | None = None
-        """Headers that sign each outbox message (safety's signature; shared/signing.py)."""
+        """Headers that sign each outbox message (safety's or the executor's own signature;
+        shared/signing.py)."""
         self._tasks: list[asyncio.Task[Any]] = []
         self.on_start: list[Callable[[], Awaitable[None]]] = []
         self.background: list[Callable[[], Awaitable[None]]] = []
