@@ -192,16 +192,18 @@ def build(settings: SignalSettings) -> Service:
         if body.mode == settings.mode:
             in_flight.readiness(body.bot_id, body.orders_in_flight)
             if body.orders_in_flight == 0:
-                await handlers.stop_again(body.bot_id)
+                await handlers.stop_again(body.bot_id, body.time)
 
     @service.router.subscriber(
         subjects.all_of(subjects.ORDERS_EVENTS), title="signal-order-events", no_reply=True
     )
     async def on_order_event(body: OrderEvent) -> None:
-        """A stop on the exchange that ended without being meant to is asked again (read as
-        plain messages: a restart forgets, and the next position asks its own stop)."""
+        """The stop on the exchange's status (the signal's stop-loss stands down while the
+        exchange holds it); one that ended without being meant to is asked again. Read as plain
+        messages: the state heard is kept in the database (a restart goes on from it), an event
+        missed while the service was down is not heard."""
         if body.mode == settings.mode:
-            await handlers.stop_ended(body)
+            await handlers.stop_event(body)
 
     @service.router.subscriber(
         subjects.all_of(subjects.ORDERS_REJECTED), title="signal-order-rejections", no_reply=True
@@ -411,6 +413,7 @@ def build(settings: SignalSettings) -> Service:
     )
     service.on_start.append(load_bots)
     service.on_start.append(handlers.load_flattens)
+    service.on_start.append(handlers.load_stops)
     service.background.append(follow_bots)
     service.background.append(watch_positions)
     service.background.append(watch_staleness)
