@@ -434,3 +434,34 @@ def test_a_gap_through_the_stops_limit_is_sold_by_the_signal_once_the_stop_is_ca
     assert mine[1]["cancel_code"] == "STOP_BEFORE_SELL" and Decimal(mine[1]["filled_size"]) == 0
     assert Decimal(mine[2]["filled_size"]) == Decimal(position["quantity"])  # sold once, all
     assert held_at_the_exchange(stack, bot) == 0 == holding(stack, bot)
+
+
+def test_a_stop_that_ended_before_a_signal_restart_is_asked_again_after_it(
+    own_stack: EmbeddedStack,
+) -> None:
+    """The signal service keeps its stop state: after a restart, a stop cancelled from outside
+    is asked again under the next attempt's id (it used to ask the first stop's id again, which
+    was already handled: the position waited for a stop forever, shown pending)."""
+    stack, bot = own_stack, "xstop-again"
+    first = buy_with_stop(stack, bot)
+    cancel_at_the_exchange(stack, first)
+    second = wait_for(replaced(stack, bot, first), timeout=90, what="the second stop")
+    stack.stop_service("signal", kill=True)
+    stack.start_service("signal", move_if_taken=True)
+    stack.wait_ready("signal")
+    ticker(stack.config.admin_url, "0.09", after=timedelta(minutes=1))
+    cancel_at_the_exchange(stack, second)
+
+    third = wait_for(replaced(stack, bot, second), timeout=90, what="a stop after the restart")
+    held = holding(stack, bot)
+    assert Decimal(third["base_size"]) == held > 0
+    assert [s["status"] for s in stops(stack, bot)] == ["cancelled", "cancelled", "open"]
+    assert third["intent_id"].endswith(":2"), third
+
+    def shown_live() -> dict | None:
+        shown = stop_status(stack, bot)
+        return shown if shown and shown["code"] == "STOP_LIVE" else None
+
+    shown = wait_for(shown_live, what="status showing the one live stop")
+    assert (shown["client_order_id"], shown["live_count"]) == (third["client_order_id"], 1)
+    assert Decimal(shown["size"]) == held and shown["size_matches"]
