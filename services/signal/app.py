@@ -9,8 +9,9 @@ Reads:  tranche.signals.inject.<bot>   (durable, consumer signal-inject-v2)
         tranche_bots bucket             (watch: bots created, changed, paused, removed)
         tranche.safety.events           (core NATS: a flatten asked, a bot resumed)
         tranche.safety.readiness.<bot>  (core NATS: orders in flight, so removal can wait)
-        tranche.orders.events.<bot>     (core NATS: a stop on the exchange that ended is asked
-                                        again; services/signal/exchange_stop.py)
+        tranche.orders.events.<bot>     (durable, consumer signal-order-events-v1: the status of
+                                        each stop on the exchange, one that ended is asked again;
+                                        services/signal/exchange_stop.py)
 Writes: tranche.intents.<bot>           (outbox)
         tranche_bots bucket             (seeded from the bots file; changed over HTTP /bots)
         tranche.bots.changed            (outbox: every change of a bot)
@@ -57,7 +58,7 @@ from services.signal.store import (
 )
 from shared import subjects
 from shared.bots import LiveCatalog
-from shared.bus import InvalidMessage, delivery_of, durable
+from shared.bus import InvalidMessage, delivery_of, durable, require_subject_token
 from shared.catalog import CatalogError, load_catalog
 from shared.contracts import (
     BotChanged,
@@ -79,7 +80,7 @@ from shared.money import utc_now
 from shared.positions import watch_positions as follow_positions
 from shared.service import Service, serve
 from shared.stops import AskedStop
-from shared.streams import SIGNAL_INJECT
+from shared.streams import SIGNAL_INJECT, SIGNAL_ORDER_EVENTS
 
 EVALUATIONS = Counter("tranche_signal_evaluations_total", "Evaluations published", ["bot_id"])
 STALE = Gauge(
@@ -194,14 +195,13 @@ def build(settings: SignalSettings) -> Service:
             if body.orders_in_flight == 0:
                 await handlers.stop_again(body.bot_id, body.time)
 
-    @service.router.subscriber(
-        subjects.all_of(subjects.ORDERS_EVENTS), title="signal-order-events", no_reply=True
-    )
-    async def on_order_event(body: OrderEvent) -> None:
+    @durable(service.router, SIGNAL_ORDER_EVENTS, title="signal-order-events")
+    async def on_order_event(body: OrderEvent, msg: NatsMessage) -> None:
         """The stop on the exchange's status (the signal's stop-loss stands down while the
-        exchange holds it); one that ended without being meant to is asked again. Read as plain
-        messages: the state heard is kept in the database (a restart goes on from it), an event
-        missed while the service was down is not heard."""
+        exchange holds it); one that ended without being meant to is asked again. Durable: an
+        event published while the service was down is heard when it is back, on top of the
+        state it kept in its database (services/signal/store.py: StopStateRow)."""
+        require_subject_token(msg, body.bot_id, "order event")
         if body.mode == settings.mode:
             await handlers.stop_event(body)
 

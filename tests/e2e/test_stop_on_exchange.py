@@ -436,23 +436,32 @@ def test_a_gap_through_the_stops_limit_is_sold_by_the_signal_once_the_stop_is_ca
     assert held_at_the_exchange(stack, bot) == 0 == holding(stack, bot)
 
 
-def test_a_stop_that_ended_before_a_signal_restart_is_asked_again_after_it(
+def test_a_stop_that_ended_while_the_signal_was_down_is_asked_again_after_it(
     own_stack: EmbeddedStack,
 ) -> None:
-    """The signal service keeps its stop state: after a restart, a stop cancelled from outside
-    is asked again under the next attempt's id (it used to ask the first stop's id again, which
-    was already handled: the position waited for a stop forever, shown pending)."""
+    """The signal service keeps its stop state and hears the order events it missed: a stop
+    cancelled from outside while it was down is asked again under the next attempt's id once it
+    is back (it used to ask the first stop's id again, already handled, and never hear the
+    cancel: the position waited for a stop forever, shown pending)."""
     stack, bot = own_stack, "xstop-again"
     first = buy_with_stop(stack, bot)
-    cancel_at_the_exchange(stack, first)
+    cancel_at_the_exchange(stack, first)  # heard: asked again at once
     second = wait_for(replaced(stack, bot, first), timeout=90, what="the second stop")
     stack.stop_service("signal", kill=True)
+    cancel_at_the_exchange(stack, second)  # while the signal service is down
+
+    def seen_cancelled() -> bool:
+        return [s["status"] for s in stops(stack, bot)] == ["cancelled", "cancelled"]
+
+    wait_for(seen_cancelled, timeout=90, what="the executor seeing the outside cancel")
     stack.start_service("signal", move_if_taken=True)
     stack.wait_ready("signal")
-    ticker(stack.config.admin_url, "0.09", after=timedelta(minutes=1))
-    cancel_at_the_exchange(stack, second)
 
-    third = wait_for(replaced(stack, bot, second), timeout=90, what="a stop after the restart")
+    def third_stop() -> dict | None:
+        ticker(stack.config.admin_url, "0.09", after=timedelta(minutes=1))
+        return replaced(stack, bot, second)()
+
+    third = wait_for(third_stop, timeout=90, what="a stop after the restart")
     held = holding(stack, bot)
     assert Decimal(third["base_size"]) == held > 0
     assert [s["status"] for s in stops(stack, bot)] == ["cancelled", "cancelled", "open"]
