@@ -426,10 +426,10 @@ def test_a_gap_through_the_stops_limit_is_sold_by_the_signal_once_the_stop_is_ca
     assert closed["exit_reason"] == "STOP_LOSS"
     assert [code for code, _ in signal_exits(stack, bot)] == ["STOP_LOSS"]
     mine = orders(stack, bot)
-    assert [(o["side"], o["order_type"], o["status"]) for o in mine] == [
-        ("buy", "market", "filled"),
-        ("sell", "stop", "cancelled"),
-        ("sell", "market", "filled"),
+    assert [(o["side"], o["order_type"], o["status"], o["intent_reason"]) for o in mine] == [
+        ("buy", "market", "filled", "SIGNAL"),
+        ("sell", "stop", "cancelled", "STOP_ON_EXCHANGE"),
+        ("sell", "market", "filled", "STOP_LOSS"),
     ]
     assert mine[1]["cancel_code"] == "STOP_BEFORE_SELL" and Decimal(mine[1]["filled_size"]) == 0
     assert Decimal(mine[2]["filled_size"]) == Decimal(position["quantity"])  # sold once, all
