@@ -257,11 +257,14 @@ def build(settings: SignalSettings) -> Service:
 
     async def open_position(bot_id: str) -> str | tuple[str, str] | None:
         """Why a bot may not be removed now, or None: an order in flight (its fill would leave
-        a position no signal protects), or an open position."""
+        a position no signal protects), an open position, or (flat) its protective stop still
+        on the exchange."""
         waiting = in_flight.why_not_removable(bot_id)
         if waiting is not None:
             return "ORDER_IN_FLIGHT", waiting
-        return await held_position(bot_id)
+        held = await held_position(bot_id)
+        resting = handlers.stop_resting(bot_id)
+        return held or (("STOP_ON_EXCHANGE", resting) if resting is not None else None)
 
     async def position_fixed(bot_id: str) -> str | None:
         """Why what a bot's position means (its product) may not change now, or None: an order

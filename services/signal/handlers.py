@@ -34,6 +34,7 @@ from services.signal.store import (
 from services.signal.temperature import bands_of
 from shared.catalog import Product
 from shared.contracts import (
+    FINAL_ORDER_STATUSES,
     OrderEvent,
     OrderRejected,
     PositionUpdate,
@@ -332,6 +333,20 @@ class SignalHandlers:
                     row.asked_intent_id, row.position_id, row.sequence, order,
                     row.status or "asked",
                 )  # fmt: skip
+
+    def stop_resting(self, bot_id: str) -> str | None:
+        """Why the bot may not be removed because of its stop on the exchange, or None: the
+        executor holds it (placed or being placed, not final). A removed bot's stop would rest on
+        with nobody to follow it (re-size it, cancel it before another sell, book it as the
+        bot's): cancelling it is the operator's decision, so removal says how."""
+        stop = self.stop_orders.get(bot_id)
+        if stop is None or stop.status == "asked" or stop.status in FINAL_ORDER_STATUSES:
+            return None
+        return (
+            f"bot {bot_id}'s protective stop {stop.intent_id} is {stop.status} on the exchange "
+            f"(sell {stop.order.size} if the price falls to {stop.order.stop_price}): cancel it "
+            f"first with `tranche halt {bot_id} --cancel-stops`, then remove the bot"
+        )
 
     def asked_stop(self, bot_id: str, running: RunningBot) -> AskedStop | None:
         """The bot's stop as this service judges it (``GET /stops``): the stop its open position
