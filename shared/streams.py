@@ -173,6 +173,12 @@ class Consumer:
 
 
 SIGNAL_INJECT = Consumer(SIGNALS, "signal-inject-v2", subjects.all_of(subjects.SIGNALS_INJECT))
+SIGNAL_ORDER_EVENTS = Consumer(
+    ORDERS, "signal-order-events-v1", subjects.all_of(subjects.ORDERS_EVENTS), new_only=True
+)
+"""The status of each stop on the exchange the signal service asked (its stop-loss stands down
+while one is live; one that ended is asked again), durable so that an event published while the
+signal service was down is still heard after it; the history before it first ran is not."""
 SAFETY_INTENTS = Consumer(INTENTS, "safety-intents-v2", subjects.all_of(subjects.INTENTS))
 SAFETY_ORDER_EVENTS = Consumer(
     ORDERS, "safety-order-events-v2", subjects.all_of(subjects.ORDERS_EVENTS)

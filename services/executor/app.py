@@ -42,6 +42,8 @@ from services.executor.reconcile import reconcile
 from services.executor.store import (
     OrderRow,
     fills_of,
+    intent_reason_of,
+    intent_reasons_of,
     pricing_of,
     reasons_of,
     recent_orders,
@@ -239,13 +241,21 @@ def build(settings: ExecutorSettings, exchange: Any = None) -> Service:
 
     api = APIRouter(tags=["orders"])
 
-    @api.get("/orders", summary="Recent orders, newest first, each with why it ended")
+    @api.get(
+        "/orders",
+        summary="Recent orders, newest first, each with why it was asked and why it ended",
+    )
     async def orders(limit: int = Query(50, ge=1, le=1000)) -> list[dict]:
         def read(session):
             rows = recent_orders(session, limit)
-            reasons = reasons_of(session, [row.client_order_id for row in rows])
+            ids = [row.client_order_id for row in rows]
+            reasons, asked = reasons_of(session, ids), intent_reasons_of(session, ids)
             return [
-                row.model_dump(mode="json") | {"reason": reasons.get(row.client_order_id)}
+                row.model_dump(mode="json")
+                | {
+                    "reason": reasons.get(row.client_order_id),
+                    "intent_reason": asked.get(row.client_order_id),
+                }
                 for row in rows
             ]
 
@@ -272,7 +282,10 @@ def build(settings: ExecutorSettings, exchange: Any = None) -> Service:
             if pricing is not None:
                 priced = pricing.model_dump(mode="json", include=set(priced))
             reason = reasons_of(session, [client_order_id]).get(client_order_id)
-            return row.model_dump(mode="json") | priced | {"fills": fills, "reason": reason}
+            asked = intent_reason_of(session, client_order_id)
+            return row.model_dump(mode="json") | priced | {
+                "fills": fills, "reason": reason, "intent_reason": asked,
+            }  # fmt: skip
 
         found = await service.read(read)
         if found is None:

@@ -291,6 +291,19 @@ def reasons_of(session: Session, client_order_ids: list[str]) -> dict[str, dict[
     return {row.client_order_id: {"code": row.code, "message": row.message} for row in rows}
 
 
+def intent_reasons_of(session: Session, client_order_ids: list[str]) -> dict[str, str]:
+    """``{client_order_id: code}``: why each of these orders was asked (its intent's reason
+    code), for the orders that have one (``GET /orders``)."""
+    if not client_order_ids:
+        return {}
+    rows = session.exec(
+        select(OrderIntentReasonRow).where(
+            col(OrderIntentReasonRow.client_order_id).in_(client_order_ids)
+        )
+    )
+    return {row.client_order_id: row.code for row in rows}
+
+
 def record_event(session: Session, order: OrderRow, event: OrderEvent) -> None:
     """Move the order to the event's status and stage the event, in one transaction."""
     order.status = event.status

@@ -9,9 +9,10 @@ Reads:  tranche.signals.inject.<bot>   (durable, consumer signal-inject-v2)
         tranche_bots bucket             (watch: bots created, changed, paused, removed)
         tranche.safety.events           (core NATS: a flatten asked, a bot resumed)
         tranche.safety.readiness.<bot>  (core NATS: orders in flight, so removal can wait)
-        tranche.orders.events.<bot>     (core NATS: a stop on the exchange that ended is asked
-                                        again; services/signal/exchange_stop.py; read only
-                                        with the executor's signature, else dead-lettered as
+        tranche.orders.events.<bot>     (durable, consumer signal-order-events-v1: the status of
+                                        each stop on the exchange, one that ended is asked again;
+                                        services/signal/exchange_stop.py; read only with the
+                                        executor's signature, else dead-lettered as
                                         ORDER_EVENT_NOT_SIGNED: shared/signing.py)
 Writes: tranche.intents.<bot>           (outbox)
         tranche_bots bucket             (seeded from the bots file; changed over HTTP /bots)
@@ -59,7 +60,13 @@ from services.signal.store import (
 )
 from shared import subjects
 from shared.bots import LiveCatalog
-from shared.bus import InvalidMessage, delivery_of, durable, require_executors_signature
+from shared.bus import (
+    InvalidMessage,
+    delivery_of,
+    durable,
+    require_executors_signature,
+    require_subject_token,
+)
 from shared.catalog import CatalogError, load_catalog
 from shared.contracts import (
     BotChanged,
@@ -81,7 +88,7 @@ from shared.money import utc_now
 from shared.positions import watch_positions as follow_positions
 from shared.service import Service, serve
 from shared.stops import AskedStop
-from shared.streams import SIGNAL_INJECT
+from shared.streams import SIGNAL_INJECT, SIGNAL_ORDER_EVENTS
 
 EVALUATIONS = Counter("tranche_signal_evaluations_total", "Evaluations published", ["bot_id"])
 STALE = Gauge(
@@ -195,17 +202,18 @@ def build(settings: SignalSettings) -> Service:
         if body.mode == settings.mode:
             in_flight.readiness(body.bot_id, body.orders_in_flight)
             if body.orders_in_flight == 0:
-                await handlers.stop_again(body.bot_id)
+                await handlers.stop_again(body.bot_id, body.time)
 
-    @service.router.subscriber(
-        subjects.all_of(subjects.ORDERS_EVENTS), title="signal-order-events", no_reply=True
-    )
+    @durable(service.router, SIGNAL_ORDER_EVENTS, title="signal-order-events")
     async def on_order_event(body: OrderEvent, msg: NatsMessage) -> None:
-        """A stop on the exchange that ended without being meant to is asked again (read as
-        plain messages: a restart forgets, and the next position asks its own stop)."""
+        """The stop on the exchange's status (the signal's stop-loss stands down while the
+        exchange holds it); one that ended without being meant to is asked again. Durable: an
+        event published while the service was down is heard when it is back, on top of the
+        state it kept in its database (services/signal/store.py: StopStateRow)."""
+        require_subject_token(msg, body.bot_id, "order event")
         require_executors_signature(order_events, msg)
         if body.mode == settings.mode:
-            await handlers.stop_ended(body)
+            await handlers.stop_event(body)
 
     @service.router.subscriber(
         subjects.all_of(subjects.ORDERS_REJECTED), title="signal-order-rejections", no_reply=True
@@ -259,11 +267,14 @@ def build(settings: SignalSettings) -> Service:
 
     async def open_position(bot_id: str) -> str | tuple[str, str] | None:
         """Why a bot may not be removed now, or None: an order in flight (its fill would leave
-        a position no signal protects), or an open position."""
+        a position no signal protects), an open position, or (flat) its protective stop still
+        on the exchange."""
         waiting = in_flight.why_not_removable(bot_id)
         if waiting is not None:
             return "ORDER_IN_FLIGHT", waiting
-        return await held_position(bot_id)
+        held = await held_position(bot_id)
+        resting = handlers.stop_resting(bot_id)
+        return held or (("STOP_ON_EXCHANGE", resting) if resting is not None else None)
 
     async def position_fixed(bot_id: str) -> str | None:
         """Why what a bot's position means (its product) may not change now, or None: an order
@@ -415,6 +426,7 @@ def build(settings: SignalSettings) -> Service:
     )
     service.on_start.append(load_bots)
     service.on_start.append(handlers.load_flattens)
+    service.on_start.append(handlers.load_stops)
     service.background.append(follow_bots)
     service.background.append(watch_positions)
     service.background.append(watch_staleness)

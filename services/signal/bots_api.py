@@ -170,7 +170,7 @@ def bots_api(
 
     @api.delete(
         "/{bot_id}",
-        summary="Remove a bot (409 while it holds a position)",
+        summary="Remove a bot (409 while it holds a position or its stop rests on the exchange)",
         dependencies=writer,
         responses=answers(401, 403, 404, 409, 422),
     )

@@ -10,13 +10,14 @@ it before any other sell (services/executor/protective.py).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Final
 
 from services.signal.intents import Market
 from services.signal.temperature import bands_of
 from shared.catalog import Bot, Product
-from shared.contracts import PositionUpdate, Reason, TradeIntent
+from shared.contracts import FINAL_ORDER_STATUSES, PositionUpdate, Reason, TradeIntent
 from shared.exits import STOP_ON_EXCHANGE
 from shared.stops import StopOrder, desired_stop, stop_intent_id
 
@@ -26,6 +27,58 @@ signal service's own stop-loss to protect it, and says so."""
 MEANT: Final = frozenset({"STOP_BEFORE_SELL", "HALT"})
 """Why a stop was cancelled on purpose: before another sell (the position changes; its next state
 asks again) or by ``tranche halt --cancel-stops``. Any other end is asked again."""
+
+
+STANDS_DOWN: Final = "STOP_LOSS"
+"""The one exit of the signal service's own that a live stop on the exchange stands in for: its
+stop-loss. Take-profit, trailing stop, signal sells and flatten act as before (their sell cancels
+the stop first)."""
+LIVE: Final = frozenset({"open", "partially_filled"})
+"""Order statuses in which the exchange holds the stop (untriggered, or triggered and filling)."""
+
+
+@dataclass(frozen=True)
+class ExchangeStop:
+    """The stop this service last asked for a bot, as its order events tell it: ``status`` is
+    ``asked`` until the first event, then the order's (``open`` once the exchange holds it)."""
+
+    intent_id: str
+    position_id: str
+    sequence: int
+    order: StopOrder
+    status: str = "asked"
+
+    def heard(self, status: str) -> ExchangeStop:
+        """The stop after an order event of it: a final status is never undone by a late one."""
+        if self.status in FINAL_ORDER_STATUSES or status == self.status:
+            return self
+        return replace(self, status=status)
+
+
+def stands_down(
+    trigger: Reason | None,
+    position: PositionUpdate | None,
+    stop: ExchangeStop | None,
+    price: Decimal,
+) -> bool:
+    """Whether the signal service's own ``trigger`` stands down at ``price`` because the exchange
+    holds the position's stop: only a stop-loss, only while the stop asked for this very state of
+    the position is live on the exchange (``open``, or triggered and ``partially_filled``), and
+    only while ``price`` is above the stop's *limit*. At or below its limit a stop-limit may rest
+    unfilled (the price gapped through it): the signal's exit takes over, and its sell cancels
+    the stop first. Before the exchange confirms the stop, once it ended (filled, cancelled,
+    expired, failed) or was refused, the signal's stop-loss acts as if there were none.
+
+    Pure: the price is the tick's, the stop's status its order events'; no clock."""
+    return (
+        trigger is not None
+        and trigger.code == STANDS_DOWN
+        and position is not None
+        and stop is not None
+        and stop.status in LIVE
+        and (stop.position_id, stop.sequence) == (position.position_id, position.sequence)
+        and price > stop.order.limit_price
+    )
 
 
 def asks_again(status: str, reason_code: str | None, attempts: int) -> bool:

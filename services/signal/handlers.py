@@ -17,20 +17,24 @@ from prometheus_client import Counter
 from sqlmodel import Session
 
 from services.signal.bots import RunningBot
-from services.signal.exchange_stop import asks_again, stop_intent
+from services.signal.exchange_stop import ExchangeStop, asks_again, stands_down, stop_intent
 from services.signal.intents import Market, decide_intent
 from services.signal.protection import protective_exit
 from services.signal.standing import StandingExits, backoff_after, flatten_reason, holds
 from services.signal.store import (
     FlattenRecord,
     SignalRecord,
+    StopStateRow,
     already_handled,
     flattens,
     record,
+    save_stop_state,
+    stop_states,
 )
 from services.signal.temperature import bands_of
 from shared.catalog import Product
 from shared.contracts import (
+    FINAL_ORDER_STATUSES,
     OrderEvent,
     OrderRejected,
     PositionUpdate,
@@ -43,6 +47,8 @@ from shared.contracts import (
 from shared.exits import STOP_ON_EXCHANGE
 from shared.logging import correlated, get_logger
 from shared.stops import AskedStop, StopOrder, desired_stop, is_stop_intent
+
+Change = Callable[[Session], None]
 
 T = TypeVar("T")
 Transact = Callable[[Callable[[Session], T]], Awaitable[T]]
@@ -57,6 +63,18 @@ class Bots(Protocol):
     def get(self, bot_id: str) -> RunningBot | None: ...
 
     def trading(self, product_id: str) -> list[tuple[str, RunningBot]]: ...
+
+
+@dataclass(frozen=True)
+class Refusals:
+    """How many stops of one state of the position safety refused, when the last was (event
+    time), when its back-off ends, and its reasons."""
+
+    state: str
+    count: int
+    at: datetime
+    retry_at: datetime
+    reasons: frozenset[str]
 
 
 def ended_reason(status: str, code: str | None, attempts: int) -> Reason:
@@ -96,13 +114,14 @@ class SignalHandlers:
     ended without being meant to (asked again: services/signal/exchange_stop.py)."""
     stop_reasons: dict[str, Reason | None] = field(default_factory=dict)
     """Per bot, why it has the stop it has, or none (``tranche status``, the dashboard)."""
-    stop_refusals: dict[str, tuple[str, int, datetime, frozenset[str]]] = field(
-        default_factory=dict
-    )
-    """Per bot, the state of the position, how many of its stops safety refused (an entry not
-    final yet in its view, a halt), when the last refusal's back-off ends in event time, and
-    its reasons: a refused stop is asked again, at once the first time, then backing off as
-    standing exits do, or as soon as safety says the order in flight that it waited for is gone."""
+    stop_refusals: dict[str, Refusals] = field(default_factory=dict)
+    """Per bot, the stops of the position's state safety refused (an entry not final yet in its
+    view, a halt): a refused stop is asked again, at once the first time, then backing off in
+    event time as standing exits do, or as soon as safety says (in a readiness judged at or
+    after the refusal, in event time) that the order in flight it waited for is gone."""
+    stop_orders: dict[str, ExchangeStop] = field(default_factory=dict)
+    """Per bot, the stop last asked and its order's status as its order events tell it: while
+    the exchange holds it, the signal's own stop-loss stands down above its limit price."""
 
     def __post_init__(self) -> None:
         self.log = get_logger("signal")
@@ -174,11 +193,14 @@ class SignalHandlers:
         time: datetime,
         intent: TradeIntent | None,
         reason: Reason,
+        also: Change | None = None,
     ) -> TradeIntent | None:
-        """Store the signal's outcome with its intent's outbox message; a signal already handled
-        stores nothing (``None``)."""
+        """Store the signal's outcome with its intent's outbox message, and ``also``'s change in
+        the same transaction; a signal already handled stores nothing more (``None``)."""
 
         def change(session: Session) -> TradeIntent | None:
+            if also is not None:
+                also(session)
             if already_handled(session, signal_id):
                 return None
             entry = SignalRecord(
@@ -202,19 +224,24 @@ class SignalHandlers:
         if not bot.stop_on_exchange:
             return
         position = self.positions.get(bot_id)
-        state = f"{position.position_id}:{position.sequence}" if position else ""
+        if position is None:
+            # Not known yet (a restart reads the positions after the first ticks): the state
+            # kept for the position's stop stands until it is.
+            self.stop_reasons[bot_id] = None
+            return
+        state = f"{position.position_id}:{position.sequence}"
         seen, attempt = self.stop_attempts.get(bot_id, (state, 0))
         if seen != state:
             attempt = 0
         self.stop_attempts[bot_id] = (state, attempt)
         refused = self.stop_refusals.get(bot_id)
         refusals = 0
-        if refused is not None and refused[0] != state:
+        if refused is not None and refused.state != state:
             self.stop_refusals.pop(bot_id, None)
         elif refused is not None:
-            refusals, retry_at = refused[1], refused[2]
+            refusals = refused.count
             market = self.markets.get(bot.product_id)
-            waiting = market is None or market.time < retry_at
+            waiting = market is None or market.time < refused.retry_at
             if bot_id not in self.stops_asked and waiting and not now_clear:
                 return  # a refused stop backs off in event time before it is asked again
         outcome = stop_intent(
@@ -232,12 +259,21 @@ class SignalHandlers:
             self.stop_reasons[bot_id] = outcome
             return
         if self.stops_asked.get(bot_id) == outcome.intent_id:
+            self.stop_reasons[bot_id] = outcome.reason  # asked before (a restart forgets why)
             return
+        size, stop_price, limit = outcome.base_size, outcome.stop_price, outcome.limit_price
+        assert position.position_id is not None  # a stop was asked: the position is open
+        assert size is not None and stop_price is not None and limit is not None
         self.stops_asked[bot_id] = outcome.intent_id
         self.stop_reasons[bot_id] = outcome.reason
-        staged = await self._store(
-            bot_id, outcome.signal_id, "sell", outcome.time, outcome, outcome.reason
+        order = StopOrder(size, stop_price, limit)
+        self.stop_orders[bot_id] = ExchangeStop(
+            outcome.intent_id, position.position_id, position.sequence, order
         )
+        staged = await self._store(
+            bot_id, outcome.signal_id, "sell", outcome.time, outcome, outcome.reason,
+            also=self.stop_saved(bot_id),
+        )  # fmt: skip
         if staged is not None:
             INTENTS.labels(staged.action, staged.band).inc()
             with correlated(staged.intent_id, bot_id=bot_id):
@@ -245,6 +281,72 @@ class SignalHandlers:
                               stop_price=str(staged.stop_price))  # fmt: skip
             # Not told to ``on_intent``: a lock-step replay waits for every intent's order to be
             # final, and a resting stop is not final until it fills or is replaced.
+
+    def stop_saved(self, bot_id: str) -> Change:
+        """The change that writes the bot's stop state as it is in memory now (an upsert)."""
+        stop = self.stop_orders.get(bot_id)
+        state, attempts = self.stop_attempts.get(bot_id, ("", 0))
+        refused = self.stop_refusals.get(bot_id)
+        row = StopStateRow(
+            bot_id=bot_id,
+            asked_intent_id=self.stops_asked.get(bot_id),
+            position_id=stop.position_id if stop else None,
+            sequence=stop.sequence if stop else None,
+            size=stop.order.size if stop else None,
+            stop_price=stop.order.stop_price if stop else None,
+            limit_price=stop.order.limit_price if stop else None,
+            status=stop.status if stop else None,
+            attempt_state=state,
+            attempts=attempts,
+            refusal_state=refused.state if refused else None,
+            refusals=refused.count if refused else 0,
+            refused_at=refused.at if refused else None,
+            retry_at=refused.retry_at if refused else None,
+            refusal_codes=",".join(sorted(refused.reasons)) if refused else "",
+        )
+        return lambda session: save_stop_state(session, row)
+
+    async def load_stops(self) -> None:
+        """The stop state kept before a restart: the stop asked and its last status, the stops
+        of the position's state that ended or were refused (so the next one is asked under the
+        next attempt's id, not the id of one that ended)."""
+        for row in await self.transact(stop_states):
+            if row.asked_intent_id is not None:
+                self.stops_asked[row.bot_id] = row.asked_intent_id
+            if row.attempt_state:
+                self.stop_attempts[row.bot_id] = (row.attempt_state, row.attempts)
+            if row.refusal_state is not None and row.refused_at and row.retry_at:
+                codes = frozenset(code for code in row.refusal_codes.split(",") if code)
+                self.stop_refusals[row.bot_id] = Refusals(
+                    row.refusal_state, row.refusals, row.refused_at, row.retry_at, codes
+                )
+            if (
+                row.asked_intent_id is not None
+                and row.position_id is not None
+                and row.sequence is not None
+                and row.size is not None
+                and row.stop_price is not None
+                and row.limit_price is not None
+            ):
+                order = StopOrder(row.size, row.stop_price, row.limit_price)
+                self.stop_orders[row.bot_id] = ExchangeStop(
+                    row.asked_intent_id, row.position_id, row.sequence, order,
+                    row.status or "asked",
+                )  # fmt: skip
+
+    def stop_resting(self, bot_id: str) -> str | None:
+        """Why the bot may not be removed because of its stop on the exchange, or None: the
+        executor holds it (placed or being placed, not final). A removed bot's stop would rest on
+        with nobody to follow it (re-size it, cancel it before another sell, book it as the
+        bot's): cancelling it is the operator's decision, so removal says how."""
+        stop = self.stop_orders.get(bot_id)
+        if stop is None or stop.status == "asked" or stop.status in FINAL_ORDER_STATUSES:
+            return None
+        return (
+            f"bot {bot_id}'s protective stop {stop.intent_id} is {stop.status} on the exchange "
+            f"(sell {stop.order.size} if the price falls to {stop.order.stop_price}): cancel it "
+            f"first with `tranche halt {bot_id} --cancel-stops`, then remove the bot"
+        )
 
     def asked_stop(self, bot_id: str, running: RunningBot) -> AskedStop | None:
         """The bot's stop as this service judges it (``GET /stops``): the stop its open position
@@ -291,11 +393,15 @@ class SignalHandlers:
             return
         state, _ = self.stop_attempts.get(intent.bot_id, ("", 0))
         earlier = self.stop_refusals.get(intent.bot_id)
-        refusals = earlier[1] + 1 if earlier is not None and earlier[0] == state else 1
+        refusals = earlier.count + 1 if earlier is not None and earlier.state == state else 1
         at = intent.market_time or intent.time
         why = frozenset(reason.code for reason in rejected.reasons)
-        self.stop_refusals[intent.bot_id] = (state, refusals, at + backoff_after(refusals - 1), why)
+        self.stop_refusals[intent.bot_id] = Refusals(
+            state, refusals, at, at + backoff_after(refusals - 1), why
+        )
         self.stops_asked.pop(intent.bot_id, None)
+        self.stop_orders.pop(intent.bot_id, None)
+        await self.transact(self.stop_saved(intent.bot_id))
         codes = ", ".join(sorted(why))
         self.stop_reasons[intent.bot_id] = Reason(
             code="STOP_REFUSED",
@@ -307,13 +413,32 @@ class SignalHandlers:
         if running is not None and refusals == 1:
             await self.keep_stop(intent.bot_id, running, now_clear=True)  # once, at once
 
-    async def stop_again(self, bot_id: str) -> None:
-        """Safety says the bot has no order in flight (its readiness, heard as a plain message):
-        a stop it refused only for one is asked now, whatever the back-off."""
+    async def stop_again(self, bot_id: str, judged_at: datetime) -> None:
+        """Safety says the bot has no order in flight (its readiness, heard as a plain message,
+        judged at ``judged_at`` in event time): a stop it refused only for one, at or before that
+        instant, is asked now, whatever the back-off. Event times only: a readiness that safety
+        judged before the refusal clears nothing."""
         running, refused = self.bots.get(bot_id), self.stop_refusals.get(bot_id)
         if running is None or refused is None or bot_id in self.stops_asked:
             return
-        await self.keep_stop(bot_id, running, now_clear=refused[3] <= IN_FLIGHT_REFUSALS)
+        clear = refused.reasons <= IN_FLIGHT_REFUSALS and judged_at >= refused.at
+        await self.keep_stop(bot_id, running, now_clear=clear)
+
+    async def stop_event(self, event: OrderEvent) -> None:
+        """An order event of the stop last asked: its status is kept (the signal's stop-loss
+        stands down while the exchange holds the stop), and a stop that ended without being meant
+        to is asked again (:meth:`stop_ended`). Idempotent: the same event changes nothing twice."""
+        known = self.stop_orders.get(event.bot_id)
+        if known is None or known.intent_id != event.intent_id:
+            return
+        heard = known.heard(event.status)
+        if heard != known:
+            self.stop_orders[event.bot_id] = heard
+            self.log.info("stop.status", bot_id=event.bot_id, intent_id=event.intent_id,
+                          status=heard.status)  # fmt: skip
+        await self.stop_ended(event)
+        if heard != known:
+            await self.transact(self.stop_saved(event.bot_id))
 
     async def stop_ended(self, event: OrderEvent) -> None:
         """An order event of a stop: one that ended without being meant to (refused by the
@@ -332,6 +457,8 @@ class SignalHandlers:
             return
         self.stop_attempts[event.bot_id] = (state, attempts + 1)
         self.stops_asked.pop(event.bot_id, None)
+        self.stop_orders.pop(event.bot_id, None)
+        await self.transact(self.stop_saved(event.bot_id))
         self.log.warning("stop.ended", bot_id=event.bot_id, status=event.status, code=code)
         running = self.bots.get(event.bot_id)
         if running is not None:
@@ -404,6 +531,8 @@ class SignalHandlers:
         tick (paused or not) while the trigger holds, backing off in event time."""
         trigger = self.trigger_of(bot_id, running, tick)
         position = self.positions.get(bot_id)
+        if stands_down(trigger, position, self.stop_orders.get(bot_id), tick.price):
+            trigger = None  # the exchange's stop acts (services/signal/exchange_stop.py)
         signal_id = self.standing.ask(bot_id, position, trigger, tick.time)
         if signal_id is None or trigger is None:
             return

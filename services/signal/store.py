@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 
 from sqlmodel import Field, Session, SQLModel, select
 
 from shared import subjects
 from shared.contracts import TradeIntent
-from shared.db import UtcDateTime
+from shared.db import ExactDecimal, UtcDateTime
 from shared.outbox import stage
 
 
@@ -75,5 +76,49 @@ def save_feed_progress(session: Session, product_id: str, time: datetime, source
         session.add(found)
 
 
-TABLES: list[type[SQLModel]] = [SignalRecord, FlattenRecord, FeedProgress]
+class StopStateRow(SQLModel, table=True):
+    """Per bot, what the signal service knows of its stop on the exchange
+    (services/signal/handlers.py keeps it in memory and here, so a restart goes on where it
+    stopped): the stop last asked (its intent, the position state it was asked for, its prices
+    and its order's last status), how many stops of the current position state ended without
+    being meant to, and how many safety refused, when and why (the back-off in event time).
+
+    Written in the transaction that stores the stop's intent, and on each order event or
+    refusal of it (an upsert of the bot's row: a redelivery writes the same row again)."""
+
+    __tablename__ = "signal_stop_states_v1"
+
+    bot_id: str = Field(primary_key=True, max_length=64)
+    asked_intent_id: str | None = Field(default=None, max_length=200)
+    position_id: str | None = Field(default=None, max_length=128)
+    sequence: int | None = None
+    size: Decimal | None = Field(default=None, sa_type=ExactDecimal)
+    stop_price: Decimal | None = Field(default=None, sa_type=ExactDecimal)
+    limit_price: Decimal | None = Field(default=None, sa_type=ExactDecimal)
+    status: str | None = Field(default=None, max_length=32)
+    attempt_state: str = Field(default="", max_length=200)
+    attempts: int = 0
+    refusal_state: str | None = Field(default=None, max_length=200)
+    refusals: int = 0
+    refused_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    retry_at: datetime | None = Field(default=None, sa_type=UtcDateTime)
+    refusal_codes: str = Field(default="", max_length=500)
+
+
+def save_stop_state(session: Session, row: StopStateRow) -> None:
+    """Upsert the bot's row (idempotent: the same state writes the same row)."""
+    found = session.get(StopStateRow, row.bot_id)
+    if found is None:
+        session.add(row)
+        return
+    for name, value in row.model_dump().items():
+        setattr(found, name, value)
+    session.add(found)
+
+
+def stop_states(session: Session) -> list[StopStateRow]:
+    return list(session.exec(select(StopStateRow)))
+
+
+TABLES: list[type[SQLModel]] = [SignalRecord, FlattenRecord, FeedProgress, StopStateRow]
 """The signal service's tables (the service and the backtest create these)."""

@@ -8,7 +8,7 @@ import io
 import itertools
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -346,3 +346,131 @@ def test_a_stop_the_exchange_keeps_cancelling_shows_why_the_position_has_none(
     assert "cancelled" in shown["reason"] and "3 time(s)" in shown["reason"], shown
     assert "stop-loss protects it" in shown["reason"]
     assert [s["status"] for s in stops(stack, bot)] == ["cancelled"] * 3
+
+
+# -- the signal's own stop-loss stands down while the exchange holds the stop ---------------------
+
+
+def signal_exits(stack: EmbeddedStack, bot: str) -> list[tuple[str, str | None]]:
+    """Every exit the signal service decided for the bot other than its stops (its own records:
+    written as it handles the tick, so before any order of it exists)."""
+    path = Path(stack.config.data_dir) / "signal.db"
+    with sqlite3.connect(path) as db:
+        return db.execute(
+            "SELECT outcome_code, intent_id FROM signal_records WHERE bot_id = ? AND side = 'sell'"
+            " AND outcome_code != 'STOP_ON_EXCHANGE'",
+            (bot,),
+        ).fetchall()
+
+
+def held_at_the_exchange(stack: EmbeddedStack, bot: str) -> Decimal:
+    """What the mock exchange filled for the bot, bought minus sold."""
+    ids = {o["exchange_client_order_id"] for o in orders(stack, bot)}
+    path = Path(stack.config.data_dir) / "executor.db"
+    with sqlite3.connect(path) as db:
+        rows = db.execute(
+            "SELECT client_order_id, side, filled_size FROM mock_exchange_orders_v2"
+        ).fetchall()
+    return sum(
+        (Decimal(size) * (1 if side == "buy" else -1) for cid, side, size in rows if cid in ids),
+        Decimal(0),
+    )
+
+
+def flat_ledger(stack: EmbeddedStack, bot: str):
+    def probe() -> dict | None:
+        found = get_json(f"{stack.config.url('ledger')}/positions/{bot}")
+        return found if found and found["position"]["status"] == "flat" else None
+
+    return probe
+
+
+def fall_to_flat(
+    stack: EmbeddedStack, bot: str, to: Callable[[Decimal, Decimal], Decimal]
+) -> tuple[dict, dict]:
+    """Buy with a stop, let the price fall to ``to(stop price, limit price)`` and wait until the
+    position is booked flat: the position bought and the position closed."""
+    stop = buy_with_stop(stack, bot)
+    position = wait_for(position_of(stack, bot), what="the position")
+    even = Decimal(position["break_even_price"])
+    stop_price = (even * Decimal("0.98")).quantize(Decimal("0.00000001"), rounding="ROUND_DOWN")
+    price = to(stop_price, Decimal(stop["limit_price"])).quantize(Decimal("0.00000001"))
+    ticker(stack.config.admin_url, str(price), after=timedelta(minutes=1))
+    wait_for(flat_ledger(stack, bot), timeout=90, what="the position booked flat")
+    (closed,) = get_json(f"{stack.config.url('ledger')}/positions/{bot}/history")["positions"]
+    return position, closed
+
+
+def test_through_the_stop_above_its_limit_the_exchange_sells_and_the_signal_stands_down(
+    own_stack: EmbeddedStack,
+) -> None:
+    stack, bot = own_stack, "xstop-hold"
+    # Between the stop and its limit: past the signal's stop-loss too.
+    _, closed = fall_to_flat(stack, bot, lambda stop, limit: (stop + limit) / 2)
+    assert closed["exit_reason"] == "STOP_ON_EXCHANGE"
+    assert signal_exits(stack, bot) == []  # the signal's stop-loss asked nothing
+    mine = orders(stack, bot)
+    assert [(o["side"], o["order_type"], o["status"]) for o in mine] == [
+        ("buy", "market", "filled"),
+        ("sell", "stop", "filled"),
+    ]
+    assert held_at_the_exchange(stack, bot) == 0 == holding(stack, bot)
+
+
+def test_a_gap_through_the_stops_limit_is_sold_by_the_signal_once_the_stop_is_cancelled(
+    own_stack: EmbeddedStack,
+) -> None:
+    stack, bot = own_stack, "xstop-gap"
+    # Below the limit at once: the stop triggers and rests unfilled, the signal's exit sells.
+    position, closed = fall_to_flat(stack, bot, lambda _, limit: limit * Decimal("0.99"))
+    assert closed["exit_reason"] == "STOP_LOSS"
+    assert [code for code, _ in signal_exits(stack, bot)] == ["STOP_LOSS"]
+    mine = orders(stack, bot)
+    assert [(o["side"], o["order_type"], o["status"], o["intent_reason"]) for o in mine] == [
+        ("buy", "market", "filled", "SIGNAL"),
+        ("sell", "stop", "cancelled", "STOP_ON_EXCHANGE"),
+        ("sell", "market", "filled", "STOP_LOSS"),
+    ]
+    assert mine[1]["cancel_code"] == "STOP_BEFORE_SELL" and Decimal(mine[1]["filled_size"]) == 0
+    assert Decimal(mine[2]["filled_size"]) == Decimal(position["quantity"])  # sold once, all
+    assert held_at_the_exchange(stack, bot) == 0 == holding(stack, bot)
+
+
+def test_a_stop_that_ended_while_the_signal_was_down_is_asked_again_after_it(
+    own_stack: EmbeddedStack,
+) -> None:
+    """The signal service keeps its stop state and hears the order events it missed: a stop
+    cancelled from outside while it was down is asked again under the next attempt's id once it
+    is back (it used to ask the first stop's id again, already handled, and never hear the
+    cancel: the position waited for a stop forever, shown pending)."""
+    stack, bot = own_stack, "xstop-again"
+    first = buy_with_stop(stack, bot)
+    cancel_at_the_exchange(stack, first)  # heard: asked again at once
+    second = wait_for(replaced(stack, bot, first), timeout=90, what="the second stop")
+    stack.stop_service("signal", kill=True)
+    cancel_at_the_exchange(stack, second)  # while the signal service is down
+
+    def seen_cancelled() -> bool:
+        return [s["status"] for s in stops(stack, bot)] == ["cancelled", "cancelled"]
+
+    wait_for(seen_cancelled, timeout=90, what="the executor seeing the outside cancel")
+    stack.start_service("signal", move_if_taken=True)
+    stack.wait_ready("signal")
+
+    def third_stop() -> dict | None:
+        ticker(stack.config.admin_url, "0.09", after=timedelta(minutes=1))
+        return replaced(stack, bot, second)()
+
+    third = wait_for(third_stop, timeout=90, what="a stop after the restart")
+    held = holding(stack, bot)
+    assert Decimal(third["base_size"]) == held > 0
+    assert [s["status"] for s in stops(stack, bot)] == ["cancelled", "cancelled", "open"]
+    assert third["intent_id"].endswith(":2"), third
+
+    def shown_live() -> dict | None:
+        shown = stop_status(stack, bot)
+        return shown if shown and shown["code"] == "STOP_LIVE" else None
+
+    shown = wait_for(shown_live, what="status showing the one live stop")
+    assert (shown["client_order_id"], shown["live_count"]) == (third["client_order_id"], 1)
+    assert Decimal(shown["size"]) == held and shown["size_matches"]

@@ -26,7 +26,14 @@ from services.signal.config import SignalSettings
 from shared import subjects
 from shared.bots import BotRecord, LiveCatalog, read_bucket
 from shared.catalog import Bot, load_catalog
-from shared.contracts import BotChanged, BotReadiness, PositionUpdate, TradeIntent
+from shared.contracts import (
+    BotChanged,
+    BotReadiness,
+    OrderEvent,
+    PositionUpdate,
+    Ticker,
+    TradeIntent,
+)
 from shared.money import utc_now
 from shared.service import Service
 from shared.streams import BOTS, INTENTS, ensure_streams
@@ -296,13 +303,17 @@ async def test_a_changed_bot_restarts_its_confirmation_from_nothing(
         assert await intents_of(js, "slow") == []
 
 
-async def put_open_position(js, bot_id: str) -> None:
+async def put_open_position(js, bot_id: str, status: str = "open", sequence: int = 1) -> None:
+    """The ledger's position of the bot in the bucket (``flat``: sold, nothing held)."""
+    held = status == "open"
     position = PositionUpdate(
-        message_id=f"p-{bot_id}", correlation_id="c", time=utc_now(), bot_id=bot_id,
-        product_id="ETH-BTC", mode="mock", position_id="pos-1", status="open",
-        quantity=Decimal("0.1"), average_entry_price=Decimal("0.05"),
-        break_even_price=Decimal("0.05"), cost_basis=Decimal("0.005"), realized_pnl=Decimal(0),
-        fees_paid=Decimal(0), tranches=[], sequence=1,
+        message_id=f"p-{bot_id}-{sequence}", correlation_id="c", time=utc_now(), bot_id=bot_id,
+        product_id="ETH-BTC", mode="mock", position_id="pos-1" if held else None, status=status,
+        quantity=Decimal("0.1") if held else Decimal(0),
+        average_entry_price=Decimal("0.05") if held else None,
+        break_even_price=Decimal("0.05") if held else None,
+        cost_basis=Decimal("0.005") if held else Decimal(0), realized_pnl=Decimal(0),
+        fees_paid=Decimal(0), tranches=[], sequence=sequence,
     )  # fmt: skip
     bucket = await js.key_value(subjects.POSITIONS_BUCKET)
     await bucket.put(bot_id, position.model_dump_json().encode())
@@ -475,3 +486,60 @@ async def test_a_follower_that_starts_before_the_bucket_exists_keeps_trying(
     finally:
         follower.cancel()
         await nc.close()
+
+
+STOPPED = """
+[bots.stopped]
+product_id = "ETH-BTC"
+quote_size = "0.01"
+stop_loss_pct = "2"
+stop_on_exchange = true
+"""
+
+
+async def test_a_flat_bot_whose_stop_still_rests_on_the_exchange_is_not_removed_until_cancelled(
+    tmp_path: Path, nats_url: str, js
+) -> None:
+    """Removing it would leave a sell resting at the exchange that nobody follows any more."""
+    (tmp_path / "bots.toml").write_text(CONFIG + STOPPED)
+    await put_open_position(js, "stopped")
+    async with running(settings_for(tmp_path, nats_url)) as (_, web):
+        await eventually(lambda: _position_is(web, "stopped", "open"), "the open position")
+        tick = Ticker(product_id="ETH-BTC", price=Decimal("0.05"), time=utc_now())
+        await js._nc.publish("tranche.market.ticker.ETH-BTC", tick.model_dump_json().encode())
+        (stop,) = await eventually(
+            lambda: stop_intents(js, "stopped"), "the stop asked for the position"
+        )
+        await publish_stop_event(js, stop, "open")
+        await put_open_position(js, "stopped", status="flat", sequence=2)
+        await eventually(lambda: _position_is(web, "stopped", "flat"), "the flat position")
+
+        async def refused() -> httpx.Response | None:
+            answer = await web.delete("/bots/stopped", headers=AUTH)
+            return answer if answer.status_code == 409 else None
+
+        answer = await eventually(refused, "the removal refused while the stop rests")
+        assert answer.json()["detail"]["code"] == "STOP_ON_EXCHANGE"
+        assert "--cancel-stops" in answer.json()["detail"]["message"]
+        await publish_stop_event(js, stop, "cancelled")
+
+        async def removed() -> bool:
+            return (await web.delete("/bots/stopped", headers=AUTH)).status_code == 200
+
+        await eventually(removed, "the removal once the stop is cancelled")
+
+
+async def stop_intents(js, bot_id: str) -> list[TradeIntent]:
+    found = await stored(js, INTENTS.name, f"tranche.intents.{bot_id}", TradeIntent)
+    return [intent for intent in found if intent.order_type == "stop_limit"]
+
+
+async def publish_stop_event(js, stop: TradeIntent, status: str) -> None:
+    event = OrderEvent(
+        message_id=f"e-{stop.intent_id}-{status}", correlation_id=stop.intent_id, time=utc_now(),
+        bot_id=stop.bot_id, product_id="ETH-BTC", mode="mock", intent_id=stop.intent_id,
+        client_order_id=f"c-{stop.intent_id}", action="exit", side="sell", status=status,
+    )  # fmt: skip
+    await js.publish(
+        subjects.for_token(subjects.ORDERS_EVENTS, stop.bot_id), event.model_dump_json().encode()
+    )

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from services.signal.handlers import SignalHandlers
-from services.signal.store import FlattenRecord, SignalRecord
+from services.signal.store import TABLES
 from shared.contracts import SignalEvaluation, TradeIntent
 from tranche.backtest.inprocess import FixedBots, MemoryStore
 
@@ -21,7 +21,7 @@ class SignalHarness:
 
 
 def signal_harness() -> SignalHarness:
-    store = MemoryStore([SignalRecord, FlattenRecord])
+    store = MemoryStore(TABLES)
     intents: list[TradeIntent] = []
     evaluations: list[SignalEvaluation] = []
 

@@ -3,12 +3,20 @@ asked again."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 
-from services.signal.exchange_stop import MAX_ATTEMPTS, asks_again, stop_intent
+from services.signal.exchange_stop import (
+    MAX_ATTEMPTS,
+    ExchangeStop,
+    asks_again,
+    stands_down,
+    stop_intent,
+)
+from services.signal.handlers import SignalHandlers
 from services.signal.intents import Market
 from shared.catalog import Bot, Product
 from shared.contracts import (
@@ -19,6 +27,7 @@ from shared.contracts import (
     Ticker,
     TradeIntent,
 )
+from shared.stops import StopOrder
 from tests.support.signal_harness import signal_harness
 
 NOW = datetime(2026, 1, 5, tzinfo=UTC)
@@ -182,7 +191,7 @@ async def test_a_stop_safety_refused_is_asked_again_until_one_is_approved() -> N
     )
     await handlers.evaluate_tick(Ticker(product_id="ETH-BTC", price=Decimal("0.09"), time=NOW))
     assert "b" not in handlers.stops_asked
-    await handlers.stop_again("b")  # ... until safety says nothing is in flight
+    await handlers.stop_again("b", NOW)  # ... until safety says nothing is in flight
     assert handlers.stops_asked["b"] == "stop:b:b-mock-1:4:2"
 
 
@@ -195,7 +204,7 @@ async def test_a_stop_refused_by_a_halt_backs_off_in_event_time_not_in_a_loop() 
     await handlers.keep_position(POSITION)
     await handlers.stop_refused(refused("stop:b:b-mock-1:4", "HALTED"))
     await handlers.stop_refused(refused("stop:b:b-mock-1:4:1", "HALTED"))
-    await handlers.stop_again("b")  # readiness does not clear a halt
+    await handlers.stop_again("b", NOW)  # readiness does not clear a halt
     later = NOW + timedelta(seconds=4)
     await handlers.evaluate_tick(Ticker(product_id="ETH-BTC", price=Decimal("0.09"), time=later))
     assert "b" not in handlers.stops_asked  # 5 s of market time after the second refusal
@@ -203,4 +212,126 @@ async def test_a_stop_refused_by_a_halt_backs_off_in_event_time_not_in_a_loop() 
     await handlers.evaluate_tick(Ticker(product_id="ETH-BTC", price=Decimal("0.09"), time=later))
     assert handlers.stops_asked["b"] == "stop:b:b-mock-1:4:2"
     await handlers.stop_refused(refused("stop:b:b-mock-1:4:1", "HALTED"))  # an old one: ignored
+    assert handlers.stops_asked["b"] == "stop:b:b-mock-1:4:2"
+
+
+# -- the signal's own stop-loss stands down while the exchange holds the stop --------------------
+
+STOP_LOSS = Reason(code="STOP_LOSS", message="below the stop")
+LIVE_STOP = ExchangeStop(
+    "stop:b:b-mock-1:4", "b-mock-1", 4, StopOrder(Decimal("0.11"), Decimal("0.0882"),
+    Decimal("0.087759")), "open",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("trigger", "stop", "price", "down"),
+    [
+        (STOP_LOSS, LIVE_STOP, "0.0882", True),  # through the stop, above its limit
+        (STOP_LOSS, LIVE_STOP, "0.08776", True),
+        (STOP_LOSS, replace(LIVE_STOP, status="partially_filled"), "0.088", True),
+        (STOP_LOSS, LIVE_STOP, "0.087759", False),  # at its limit: it may rest unfilled
+        (STOP_LOSS, LIVE_STOP, "0.08", False),  # gapped through its limit
+        (STOP_LOSS, replace(LIVE_STOP, status="asked"), "0.088", False),  # not confirmed yet
+        (STOP_LOSS, replace(LIVE_STOP, status="submitted"), "0.088", False),
+        (STOP_LOSS, replace(LIVE_STOP, status="cancelled"), "0.088", False),  # ended
+        (STOP_LOSS, replace(LIVE_STOP, status="failed"), "0.088", False),  # refused
+        (STOP_LOSS, replace(LIVE_STOP, status="filled"), "0.088", False),
+        (STOP_LOSS, None, "0.088", False),  # no stop asked
+        (STOP_LOSS, replace(LIVE_STOP, sequence=3), "0.088", False),  # an earlier state's stop
+        (STOP_LOSS, replace(LIVE_STOP, position_id="b-mock-0"), "0.088", False),
+        (Reason(code="TAKE_PROFIT", message="up"), LIVE_STOP, "0.1", False),  # other exits act
+        (Reason(code="TRAILING_STOP", message="down"), LIVE_STOP, "0.088", False),
+        (Reason(code="FLATTEN", message="operator"), LIVE_STOP, "0.088", False),
+        (None, LIVE_STOP, "0.088", False),
+    ],
+)
+def test_the_signal_stop_loss_stands_down_only_above_the_live_stops_limit(
+    trigger, stop, price, down
+) -> None:
+    assert stands_down(trigger, POSITION, stop, Decimal(price)) is down
+
+
+def test_a_late_event_never_brings_an_ended_stop_back_to_life() -> None:
+    ended = LIVE_STOP.heard("cancelled")
+    assert ended.status == "cancelled" and ended.heard("open") is ended
+    assert replace(LIVE_STOP, status="asked").heard("open") == LIVE_STOP
+
+
+def stop_event(status: str, intent_id: str = "stop:b:b-mock-1:4") -> OrderEvent:
+    return order_event(intent_id, status).model_copy(update={"message_id": f"e-{status}"})
+
+
+def tick(price: str, seconds: int = 0) -> Ticker:
+    return Ticker(product_id="ETH-BTC", price=Decimal(price), time=NOW + timedelta(seconds=seconds))
+
+
+async def stopped_position():
+    harness = signal_harness()
+    harness.handlers.products = {"ETH-BTC": PRODUCT}
+    harness.bots.add("b", BOT)
+    await harness.handlers.evaluate_tick(tick("0.09"))
+    await harness.handlers.keep_position(POSITION)
+    return harness
+
+
+def exits(harness) -> list[TradeIntent]:
+    return [i for i in harness.intents if i.reason.code == "STOP_LOSS"]
+
+
+async def test_while_the_exchange_holds_the_stop_the_signal_asks_no_exit_above_its_limit() -> None:
+    harness = await stopped_position()
+    await harness.handlers.stop_event(stop_event("open"))
+    await harness.handlers.evaluate_tick(tick("0.088", 60))  # through the stop, above the limit
+    assert exits(harness) == []
+    await harness.handlers.evaluate_tick(tick("0.0877", 120))  # gapped through its limit
+    (exit_,) = exits(harness)
+    assert exit_.side == "sell" and exit_.base_size == Decimal("0.11")
+
+
+async def test_the_signal_takes_over_when_the_stop_is_not_live() -> None:
+    harness = await stopped_position()  # asked, not confirmed: the signal acts
+    await harness.handlers.evaluate_tick(tick("0.088", 60))
+    assert len(exits(harness)) == 1
+    harness = await stopped_position()
+    await harness.handlers.stop_event(stop_event("open"))
+    await harness.handlers.stop_event(stop_event("cancelled"))  # from outside: asked again ...
+    await harness.handlers.evaluate_tick(tick("0.088", 60))  # ... but not live yet
+    assert len(exits(harness)) == 1
+
+
+async def test_a_restarted_signal_goes_on_from_the_stop_state_it_kept() -> None:
+    """A stop cancelled from outside (its event handled), then a restart: the next stop is asked
+    under the next attempt's id, not the id of the one that ended (already handled, so nothing
+    would be placed and the position would wait for a stop forever)."""
+    harness = await stopped_position()
+    handlers = harness.handlers
+    await handlers.stop_event(stop_event("open"))
+    await handlers.stop_event(stop_event("cancelled"))
+    assert handlers.stops_asked["b"] == "stop:b:b-mock-1:4:1"
+    await handlers.stop_event(stop_event("open", "stop:b:b-mock-1:4:1"))
+    restarted = SignalHandlers(
+        bots=harness.bots, transact=handlers.transact,
+        publish_evaluation=handlers.publish_evaluation, products=handlers.products,
+    )  # fmt: skip
+    await restarted.load_stops()
+    assert restarted.stops_asked == {"b": "stop:b:b-mock-1:4:1"}
+    assert restarted.stop_attempts == {"b": ("b-mock-1:4", 1)}
+    assert restarted.stop_orders["b"] == replace(LIVE_STOP, intent_id="stop:b:b-mock-1:4:1")
+    await restarted.evaluate_tick(tick("0.088", 1))  # the exchange's stop still stands in
+    await restarted.keep_position(POSITION)
+    assert restarted.stops_asked["b"] == "stop:b:b-mock-1:4:1" and exits(harness) == []
+    await restarted.evaluate_tick(tick("0.09", 2))
+    await restarted.stop_event(stop_event("cancelled", "stop:b:b-mock-1:4:1"))
+    assert restarted.stops_asked["b"] == "stop:b:b-mock-1:4:2"  # the next attempt
+
+
+async def test_a_readiness_judged_before_the_refusal_clears_nothing() -> None:
+    harness = await stopped_position()
+    handlers = harness.handlers
+    await handlers.stop_refused(refused("stop:b:b-mock-1:4", "ORDER_IN_FLIGHT"))
+    await handlers.stop_refused(refused("stop:b:b-mock-1:4:1", "ORDER_IN_FLIGHT"))
+    await handlers.stop_again("b", NOW - timedelta(seconds=1))
+    assert "b" not in handlers.stops_asked
+    await handlers.stop_again("b", NOW)
     assert handlers.stops_asked["b"] == "stop:b:b-mock-1:4:2"
