@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from sqlalchemy import bindparam, insert
 from sqlmodel import Field, Session, SQLModel, select
 
 from shared import subjects
@@ -24,13 +25,21 @@ class SignalRecord(SQLModel, table=True):
     outcome: str = Field(max_length=500)
 
 
+_RECORDS = SignalRecord.__table__  # type: ignore[attr-defined]  # SQLModel sets it on table models
+_HANDLED = select(_RECORDS.c.signal_id).where(_RECORDS.c.signal_id == bindparam("signal_id"))
+_INSERT = insert(_RECORDS)
+_COLUMNS = tuple(column.name for column in _RECORDS.columns)
+
+
 def already_handled(session: Session, signal_id: str) -> bool:
-    return session.get(SignalRecord, signal_id) is not None
+    # Core statements, compiled once: every confirmed signal asks and stores (a backtest
+    # hundreds of times a run), and the ORM's identity map and unit of work bought nothing.
+    return session.execute(_HANDLED, {"signal_id": signal_id}).first() is not None
 
 
 def record(session: Session, record: SignalRecord, intent: TradeIntent | None) -> None:
     """Store the signal's outcome and, in the same transaction, the intent it produced."""
-    session.add(record)
+    session.execute(_INSERT, {name: getattr(record, name) for name in _COLUMNS})
     if intent is not None:
         stage(session, subjects.for_token(subjects.INTENTS, intent.bot_id), intent)
 
