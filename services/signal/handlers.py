@@ -23,7 +23,6 @@ from services.signal.protection import protective_exit
 from services.signal.standing import StandingExits, backoff_after, flatten_reason, holds
 from services.signal.store import (
     FlattenRecord,
-    SignalRecord,
     already_handled,
     flattens,
     record,
@@ -181,16 +180,8 @@ class SignalHandlers:
         def change(session: Session) -> TradeIntent | None:
             if already_handled(session, signal_id):
                 return None
-            entry = SignalRecord(
-                signal_id=signal_id,
-                bot_id=bot_id,
-                side=side,
-                time=time,
-                intent_id=intent.intent_id if intent else None,
-                outcome_code=reason.code,
-                outcome=reason.message,
-            )
-            record(session, entry, intent)
+            record(session, signal_id=signal_id, bot_id=bot_id, side=side, time=time,
+                   intent=intent, reason=reason)  # fmt: skip
             return intent
 
         return await self.transact(change)
