@@ -76,7 +76,9 @@ def ended_reason(status: str, code: str | None, attempts: int) -> Reason:
 class SignalHandlers:
     bots: Bots
     transact: Transact[Any]
-    publish_evaluation: Callable[[SignalEvaluation], Awaitable[None]]
+    publish_evaluation: Callable[[SignalEvaluation], Awaitable[None]] | None
+    """Where every evaluation goes; ``None``: nowhere, and none is built (the backtest, whose
+    journal holds no evaluations, only counts them: :attr:`evaluated`)."""
     stale_after_s: float = 30.0
     on_intent: Callable[[TradeIntent], None] | None = None
     """Told of every stored intent (the lock-step replay counts them)."""
@@ -102,6 +104,9 @@ class SignalHandlers:
     final yet in its view, a halt), when the last refusal's back-off ends in event time, and
     its reasons: a refused stop is asked again, at once the first time, then backing off as
     standing exits do, or as soon as safety says the order in flight that it waited for is gone."""
+
+    evaluated: int = 0
+    """Evaluations made (published or not)."""
 
     def __post_init__(self) -> None:
         self.log = get_logger("signal")
@@ -350,6 +355,9 @@ class SignalHandlers:
         if side != "hold" and (progress.fires or skip_confirmation):
             intent = await self.act(bot_id, running, side, temperature, signal_id, time, source,
                                     position_wait_s=position_wait_s)  # fmt: skip
+        self.evaluated += 1
+        if self.publish_evaluation is None:
+            return
         held = progress.held_for(time).total_seconds()
         await self.publish_evaluation(
             SignalEvaluation(
