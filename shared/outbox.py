@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from prometheus_client import Counter, Gauge
-from sqlalchemy import Engine
+from sqlalchemy import Engine, bindparam
 from sqlmodel import Field, Session, SQLModel, col, select, update
 
 from shared.contracts import Contract, Envelope
@@ -45,6 +45,10 @@ class OutboxMessage(SQLModel, table=True):
     published_at: datetime | None = Field(default=None, index=True, sa_type=UtcDateTime)
 
 
+_STAGED = select(OutboxMessage.id).where(OutboxMessage.message_id == bindparam("message_id"))
+"""Built once: a statement built per call cost its construction and its cache key each time."""
+
+
 def _staged(session: Session, message_id: str) -> bool:
     """Whether the message is staged: in this transaction (not flushed yet) or stored before.
     The query does not flush the session first: that flush (of every row the handler changed,
@@ -52,9 +56,8 @@ def _staged(session: Session, message_id: str) -> bool:
     this transaction are looked up among the session's new objects instead."""
     if any(isinstance(row, OutboxMessage) and row.message_id == message_id for row in session.new):
         return True
-    query = select(OutboxMessage.id).where(OutboxMessage.message_id == message_id)
     with session.no_autoflush:
-        return session.exec(query).first() is not None
+        return session.exec(_STAGED, params={"message_id": message_id}).first() is not None
 
 
 def stage(session: Session, subject: str, message: Envelope) -> None:

@@ -23,7 +23,6 @@ from services.signal.protection import protective_exit
 from services.signal.standing import StandingExits, backoff_after, flatten_reason, holds
 from services.signal.store import (
     FlattenRecord,
-    SignalRecord,
     StopStateRow,
     already_handled,
     flattens,
@@ -95,7 +94,9 @@ def ended_reason(status: str, code: str | None, attempts: int) -> Reason:
 class SignalHandlers:
     bots: Bots
     transact: Transact[Any]
-    publish_evaluation: Callable[[SignalEvaluation], Awaitable[None]]
+    publish_evaluation: Callable[[SignalEvaluation], Awaitable[None]] | None
+    """Where every evaluation goes; ``None``: nowhere, and none is built (the backtest, whose
+    journal holds no evaluations, only counts them: :attr:`evaluated`)."""
     stale_after_s: float = 30.0
     on_intent: Callable[[TradeIntent], None] | None = None
     """Told of every stored intent (the lock-step replay counts them)."""
@@ -122,6 +123,9 @@ class SignalHandlers:
     stop_orders: dict[str, ExchangeStop] = field(default_factory=dict)
     """Per bot, the stop last asked and its order's status as its order events tell it: while
     the exchange holds it, the signal's own stop-loss stands down above its limit price."""
+
+    evaluated: int = 0
+    """Evaluations made (published or not)."""
 
     def __post_init__(self) -> None:
         self.log = get_logger("signal")
@@ -203,16 +207,8 @@ class SignalHandlers:
                 also(session)
             if already_handled(session, signal_id):
                 return None
-            entry = SignalRecord(
-                signal_id=signal_id,
-                bot_id=bot_id,
-                side=side,
-                time=time,
-                intent_id=intent.intent_id if intent else None,
-                outcome_code=reason.code,
-                outcome=reason.message,
-            )
-            record(session, entry, intent)
+            record(session, signal_id=signal_id, bot_id=bot_id, side=side, time=time,
+                   intent=intent, reason=reason)  # fmt: skip
             return intent
 
         return await self.transact(change)
@@ -486,6 +482,9 @@ class SignalHandlers:
         if side != "hold" and (progress.fires or skip_confirmation):
             intent = await self.act(bot_id, running, side, temperature, signal_id, time, source,
                                     position_wait_s=position_wait_s)  # fmt: skip
+        self.evaluated += 1
+        if self.publish_evaluation is None:
+            return
         held = progress.held_for(time).total_seconds()
         await self.publish_evaluation(
             SignalEvaluation(

@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
+from sqlalchemy import bindparam, insert
 from sqlmodel import Field, Session, SQLModel, select
 
 from shared import subjects
-from shared.contracts import TradeIntent
+from shared.contracts import Reason, TradeIntent
 from shared.db import ExactDecimal, UtcDateTime
 from shared.outbox import stage
 
@@ -25,13 +26,41 @@ class SignalRecord(SQLModel, table=True):
     outcome: str = Field(max_length=500)
 
 
+_RECORDS = SignalRecord.__table__  # type: ignore[attr-defined]  # SQLModel sets it on table models
+_HANDLED = select(_RECORDS.c.signal_id).where(_RECORDS.c.signal_id == bindparam("signal_id"))
+_INSERT = insert(_RECORDS)
+
+
 def already_handled(session: Session, signal_id: str) -> bool:
-    return session.get(SignalRecord, signal_id) is not None
+    # Core statements, compiled once: every confirmed signal asks and stores (a backtest
+    # hundreds of times a run), and the ORM's identity map and unit of work bought nothing.
+    return session.execute(_HANDLED, {"signal_id": signal_id}).first() is not None
 
 
-def record(session: Session, record: SignalRecord, intent: TradeIntent | None) -> None:
-    """Store the signal's outcome and, in the same transaction, the intent it produced."""
-    session.add(record)
+def record(
+    session: Session,
+    *,
+    signal_id: str,
+    bot_id: str,
+    side: str,
+    time: datetime,
+    intent: TradeIntent | None,
+    reason: Reason,
+) -> None:
+    """Store the signal's outcome and, in the same transaction, the intent it produced (the
+    values, not a ``SignalRecord``: building the ORM object cost more than the insert)."""
+    session.execute(
+        _INSERT,
+        {
+            "signal_id": signal_id,
+            "bot_id": bot_id,
+            "side": side,
+            "time": time,
+            "intent_id": intent.intent_id if intent else None,
+            "outcome_code": reason.code,
+            "outcome": reason.message,
+        },
+    )
     if intent is not None:
         stage(session, subjects.for_token(subjects.INTENTS, intent.bot_id), intent)
 

@@ -53,7 +53,6 @@ from shared.contracts import (
     OrderEvent,
     PositionUpdate,
     SafetyEvent,
-    SignalEvaluation,
     Ticker,
     TradeIntent,
     TrancheCapBreach,
@@ -189,11 +188,8 @@ class Backtest:
         self.bots = FixedBots()
         for bot_id in bot_ids:
             self.bots.add(bot_id, catalog.bots[bot_id])
-        self.evaluations = 0
         self.signal = SignalHandlers(
-            bots=self.bots,
-            transact=self.signal_store.transact,
-            publish_evaluation=self._evaluated,
+            bots=self.bots, transact=self.signal_store.transact, publish_evaluation=None
         )
         # safety
         self.safety_store = MemoryStore(SAFETY_TABLES)
@@ -236,9 +232,6 @@ class Backtest:
         self.books = _Books()
         self.result_marks: list[Mark] = []
         self.candles = 0
-
-    async def _evaluated(self, _evaluation: SignalEvaluation) -> None:
-        self.evaluations += 1
 
     # -- the bus ---------------------------------------------------------------------------------
 
@@ -513,4 +506,4 @@ async def run_backtest(
     if first is None or last is None:
         raise BacktestError("no rows in the files for the period asked for")
     result = backtest.result(start or first, end or last)
-    return Run(result, backtest.journal(), seconds, backtest.evaluations)
+    return Run(result, backtest.journal(), seconds, backtest.signal.evaluated)

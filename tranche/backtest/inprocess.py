@@ -10,9 +10,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine, bindparam, event, select, update
 from sqlalchemy.pool import StaticPool
-from sqlmodel import Session, SQLModel, col, create_engine, select
+from sqlmodel import Session, SQLModel, create_engine
 
 from services.signal.bots import RunningBot, runtime_for
 from shared.bots import BotState
@@ -42,6 +42,28 @@ def _note_staged(_mapper, connection, _target) -> None:
     _staged_in.add(connection.engine)
 
 
+@dataclass(frozen=True, slots=True)
+class Staged:
+    """A message a handler staged in its outbox, as the relay would publish it."""
+
+    id: int
+    subject: str
+    payload: str
+
+
+_OUTBOX = OutboxMessage.__table__  # type: ignore[attr-defined]  # SQLModel sets it on table models
+_PENDING = (
+    select(_OUTBOX.c.id, _OUTBOX.c.subject, _OUTBOX.c.payload)
+    .where(_OUTBOX.c.id > bindparam("after"))
+    .order_by(_OUTBOX.c.id)
+)
+_MARK_SENT = (
+    update(_OUTBOX)
+    .where(_OUTBOX.c.id > bindparam("after"), _OUTBOX.c.id <= bindparam("upto"))
+    .values(published_at=bindparam("now"))
+)
+
+
 class MemoryStore:
     """What a handler needs of ``shared.service.Service``: ``engine``, ``transact`` and ``read``,
     run inline (no worker thread: one process, one caller at a time). :meth:`drain` hands back
@@ -61,23 +83,24 @@ class MemoryStore:
         with Session(self.engine) as session:
             return query(session)
 
-    def drain(self) -> list[OutboxMessage]:
+    def drain(self) -> list[Staged]:
         if self.engine not in _staged_in:
             return []  # nothing staged: no query (the backtest asks after every handler)
         _staged_in.discard(self.engine)
-        with Session(self.engine, expire_on_commit=False) as session:
-            query = (
-                select(OutboxMessage)
-                .where(col(OutboxMessage.id) > self._drained)
-                .order_by(col(OutboxMessage.id))
-            )
-            staged = list(session.exec(query))
-            for message in staged:
-                message.published_at = utc_now()
-                session.add(message)
-            session.commit()
+        # Core statements (compiled once, cached by SQLAlchemy), no ORM objects: the rows are
+        # read for their subject and payload only, and marked sent as the relay marks them.
+        with self.engine.begin() as connection:
+            staged = [
+                Staged(row.id, row.subject, row.payload)
+                for row in connection.execute(_PENDING, {"after": self._drained})
+            ]
+            if staged:
+                connection.execute(
+                    _MARK_SENT,
+                    {"after": self._drained, "upto": staged[-1].id, "now": utc_now()},
+                )
         if staged:
-            self._drained = staged[-1].id or self._drained
+            self._drained = staged[-1].id
         return staged
 
 

@@ -307,6 +307,8 @@ class MockExchange:
         product = self._products.get(product_id)
         if quote is None or product is None:
             return 0
+        if self._resting is not None and product_id not in self._resting:
+            return 0  # most prices: nothing rests, no session, no query
         made = 0
         with self._lock, Session(self._engine, expire_on_commit=False) as session:
             if self._resting is None:
@@ -316,7 +318,7 @@ class MockExchange:
                     ).all()
                 )
             if product_id not in self._resting:
-                return 0  # most prices: nothing rests, no query
+                return 0
             # Locked (PostgreSQL): two executor instances hear the same price; the second waits
             # and then sees the first one's fill at this price's time, and skips the order.
             resting = session.exec(
