@@ -38,6 +38,7 @@ from sqlmodel import Session, select
 
 from services.safety.config import SafetySettings
 from services.safety.control import run_command
+from services.safety.facts import ledger_behind
 from services.safety.handlers import (
     decide_and_store,
     readiness_of,
@@ -53,7 +54,6 @@ from services.safety.store import (
     TradingStateRow,
     decisions,
     latest_decision_times,
-    ledger_behind,
     serialise_sqlite_writers,
 )
 from shared import subjects

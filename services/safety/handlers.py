@@ -10,22 +10,27 @@ from sqlmodel import Session
 
 from services.safety.breakers import all_bots_trips, bot_trips
 from services.safety.config import SafetySettings
+from services.safety.facts import (
+    NO_FACTS,
+    BotFacts,
+    Fleet,
+    bot_facts,
+    decision_exists,
+    gather_state,
+    peek_states,
+)
 from services.safety.readiness import BotClock, assess
-from services.safety.rules import BotState, Market, client_order_id_for, decide, decision_time
+from services.safety.rules import DAY, BotState, Market, client_order_id_for, decide, decision_time
 from services.safety.store import (
     SYSTEM,
-    Fleet,
     TradingStateRow,
     apply_order_event,
     apply_trips,
     book_realized,
     breaker_facts,
     current_mode,
-    decision_exists,
-    gather_state,
     lock_scopes,
     note_realized,
-    peek_scopes,
     reset_due_breakers,
     safety_event,
     save_decision,
@@ -73,6 +78,7 @@ def state_of(
     positions_synced: bool,
     arrived_now: bool = False,
     fleets: dict[str, Fleet] | None = None,
+    facts: BotFacts | None = None,
 ) -> BotState:
     """The facts ``decide`` looks at, in the mode approvals are made in now. Live checks compare
     with prices as they arrive and (``arrived_now``) the wall clock: meaningful for live data,
@@ -92,6 +98,7 @@ def state_of(
         market=market if live else None,
         received_at=utc_now() if live and arrived_now else None,
         fleets=fleets,
+        facts=facts,
     )
 
 
@@ -198,11 +205,14 @@ def _check_breakers(
     session: Session, mode: str, bot_id: str, system: TradingStateRow, bot: TradingStateRow,
     cause: str, now: datetime, settings: SafetySettings,
 ) -> list[SafetyEvent]:  # fmt: skip
-    facts = breaker_facts(session, mode, bot_id)
+    every_bot = settings.breakers_for(None)
+    # Every bot's facts only for the all-bots breaker (off by default), and only its last day.
+    watching_all = every_bot.daily_loss_all_bots is not None
+    facts = breaker_facts(session, mode, bot_id, all_bots_since=now - DAY if watching_all else None)
     exits, failures = facts[bot_id]
     trips = bot_trips(bot_id, exits, failures, settings.breakers_for(bot_id), now)
-    all_exits, _ = facts[None]
-    trips += all_bots_trips(all_exits, settings.breakers_for(None), now)
+    if watching_all:
+        trips += all_bots_trips(facts[None][0], every_bot, now)
     return apply_trips(session, trips, {SYSTEM: system, bot_id: bot}, cause, now)
 
 
@@ -217,7 +227,8 @@ def readiness_of(
 ) -> list[BotReadiness]:
     """Each bot's readiness at its own event time, read without locks (it changes nothing); a
     bot safety has no time for yet is left out. The facts about all bots are read once for the
-    pass (earliest event time first, so the first reading covers every later bot's day)."""
+    pass (earliest event time first, so the first reading covers every later bot's day), and
+    each bot's own facts and trading state for every bot of the pass at once."""
     timed = []
     for bot_id in bot_ids:
         clock = clocks.get(bot_id, BotClock())
@@ -225,13 +236,17 @@ def readiness_of(
         now = clock.now(market.time if market else None)
         if now is not None:
             timed.append((now, bot_id, clock, market))
+    if not timed:
+        return []
     fleets: dict[str, Fleet] = {}
+    states = peek_states(session, [bot_id for _, bot_id, _, _ in timed])
+    system = states[SYSTEM]
+    facts = bot_facts(session, current_mode(system, settings.mode), states.keys() - {SYSTEM})
     found = []
     for now, bot_id, clock, market in sorted(timed, key=lambda item: item[:2]):
-        scopes = peek_scopes(session, bot_id)
         state = state_of(
-            session, bot_id, scopes, now, settings, market, positions_synced=positions_synced,
-            fleets=fleets,
+            session, bot_id, (system, states[bot_id]), now, settings, market,
+            positions_synced=positions_synced, fleets=fleets, facts=facts.get(bot_id, NO_FACTS),
         )  # fmt: skip
         limits = settings.limits_for(bot_id)
         price = market.price if market else None

@@ -18,24 +18,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import Engine, event, func, update
+from sqlalchemy import Engine, event, func, or_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from services.safety.breakers import ExitResult, Trip, stricter
 from services.safety.rules import (
-    DAY,
-    FLAT,
-    HOUR,
-    BotState,
-    Counters,
     Decision,
-    Market,
     Position,
 )
 from shared import subjects
@@ -52,7 +45,6 @@ from shared.contracts import (
 from shared.db import READ_ONLY, ExactDecimal, UtcDateTime
 from shared.money import utc_now
 from shared.outbox import stage
-from shared.stops import STOP_INTENT_PREFIX
 
 SYSTEM = "*"
 ZERO = Decimal(0)
@@ -206,12 +198,6 @@ def lock_scopes(session: Session, bot_id: str | None) -> tuple[TradingStateRow, 
     return system, (lock_scope(session, bot_id) if bot_id else system)
 
 
-def peek_scopes(session: Session, bot_id: str) -> tuple[TradingStateRow, TradingStateRow]:
-    """The system's and the bot's trading states for a read: no lock, a missing row is active."""
-    system = session.get(TradingStateRow, SYSTEM) or TradingStateRow(scope=SYSTEM)
-    return system, session.get(TradingStateRow, bot_id) or TradingStateRow(scope=bot_id)
-
-
 def latest_decision_times(session: Session) -> dict[str, datetime]:
     """Each bot's newest decision's event time: the bots safety knows, and their clocks."""
     rows = session.exec(
@@ -310,200 +296,7 @@ def reset_due_breakers(
     return news
 
 
-# -- the facts a decision looks at ------------------------------------------------------------
-
-
-def decision_exists(session: Session, intent_id: str) -> bool:
-    return session.get(DecisionRow, intent_id) is not None
-
-
-def _entries(session: Session, mode: str, since: datetime):
-    """Approved, counted entries and adds of every bot since ``since``: (bot, time, notional).
-    One query for all four counters; summed in Python, because SQLite keeps exact decimals as
-    text and would sum them as floats."""
-    return session.exec(
-        select(DecisionRow.bot_id, DecisionRow.market_time, DecisionRow.notional).where(
-            DecisionRow.mode == mode,
-            col(DecisionRow.approved).is_(True),
-            col(DecisionRow.counted).is_(True),
-            col(DecisionRow.action).in_(("entry", "add")),
-            DecisionRow.market_time > since,
-        )
-    ).all()
-
-
-def _last_approval(
-    session: Session, bot_id: str, mode: str, actions: tuple[str, ...], now: datetime
-):
-    # The two times only, not the row: loading whole rows was a tenth of a decision's cost.
-    row = session.exec(
-        select(DecisionRow.market_time, DecisionRow.last_fill_at)
-        .where(
-            DecisionRow.bot_id == bot_id,
-            DecisionRow.mode == mode,
-            col(DecisionRow.approved).is_(True),
-            col(DecisionRow.counted).is_(True),
-            col(DecisionRow.action).in_(actions),
-            # a resting protective stop is no exit that starts the cooldown
-            col(DecisionRow.intent_id).not_like(f"{STOP_INTENT_PREFIX}%"),
-        )
-        .order_by(col(DecisionRow.market_time).desc())
-        .limit(1)
-    ).first()
-    if row is None:
-        return None
-    market_time, fill = row
-    # Counted from the later of the approval and the last fill (a slow fill and a new entry must
-    # not overlap), but only a fill time on the clock of ``now``: one after ``now`` is another
-    # clock (a mock fill at the wall clock during a replay years back), never a later start.
-    return max(market_time, fill) if fill is not None and fill <= now else market_time
-
-
-def position_of(
-    session: Session, bot_id: str, mode: str, positions_synced: bool
-) -> Position | None:
-    """The ledger's position, or ``None`` when it is unknown: the bucket is not read yet, or the
-    position reflects fewer fills than safety has seen (the ledger is behind)."""
-    if not positions_synced:
-        return None
-    row = session.get(PositionRow, (bot_id, mode))
-    fills = session.exec(
-        select(func.count()).where(FillRow.bot_id == bot_id, FillRow.mode == mode)
-    ).one()
-    if row is None:
-        return FLAT if fills == 0 else None
-    if row.sequence < fills:
-        return None
-    return Position(
-        quantity=row.quantity,
-        tranches=row.tranches,
-        last_entry_price=row.last_entry_price,
-        cost_basis=row.cost_basis,
-    )
-
-
-def ledger_behind(session: Session, bot_id: str, start_mode: Mode) -> bool:
-    """Whether the bot's latest position reflects fewer fills than safety has recorded: the
-    ledger is still booking them (what makes :func:`position_of` unknown once the bucket is
-    read). Read without locks, to decide whether to wait before deciding."""
-    system = session.get(TradingStateRow, SYSTEM)
-    mode = current_mode(system, start_mode) if system is not None else start_mode
-    return position_of(session, bot_id, mode, positions_synced=True) is None
-
-
-@dataclass(frozen=True)
-class Fleet:
-    """What a decision reads about every bot of one mode: approved entries after ``since``
-    (bot, event time, notional), orders in flight, bots with an open position. The same for every
-    bot a readiness pass assesses, so read once per pass (:func:`gather_state`'s ``fleets``)
-    rather than once per bot, which made a pass grow with the square of the bots."""
-
-    mode: str
-    since: datetime
-    entries: list[tuple[str, datetime, Decimal]]
-    in_flight: list[tuple[str, str, str, str | None, str]]
-    """(bot, action, mode, client order id, order status) of every approval not final."""
-    open_bots: frozenset[str]
-
-
-def fleet_facts(session: Session, mode: str, since: datetime) -> Fleet:
-    in_flight = session.exec(
-        select(
-            DecisionRow.bot_id, DecisionRow.action, DecisionRow.mode,
-            DecisionRow.client_order_id, DecisionRow.order_status,
-        ).where(
-            col(DecisionRow.approved).is_(True), col(DecisionRow.final).is_(False),
-            # a stop resting on the exchange is no order in flight (shared/stops.py)
-            col(DecisionRow.intent_id).not_like(f"{STOP_INTENT_PREFIX}%"),
-        )
-    ).all()  # fmt: skip
-    open_bots = set(
-        session.exec(
-            select(PositionRow.bot_id).where(
-                PositionRow.mode == mode, col(PositionRow.is_open).is_(True)
-            )
-        ).all()
-    )
-    open_bots |= {b for b, action, m, _, _ in in_flight if m == mode and action != "exit"}
-    return Fleet(
-        mode=mode,
-        since=since,
-        entries=[tuple(row) for row in _entries(session, mode, since)],
-        in_flight=[tuple(row) for row in in_flight],
-        open_bots=frozenset(open_bots),
-    )
-
-
-def _fleet(session: Session, mode: str, since: datetime, fleets: dict[str, Fleet] | None) -> Fleet:
-    """The facts since ``since``: from ``fleets`` if it holds them (a reading since earlier
-    holds them all), else read (and kept there)."""
-    known = fleets.get(mode) if fleets is not None else None
-    if known is None or known.since > since:
-        known = fleet_facts(session, mode, since)
-        if fleets is not None:
-            fleets[mode] = known
-    return known
-
-
-def gather_state(
-    session: Session,
-    *,
-    bot_id: str,
-    mode: Mode,
-    system: TradingStateRow,
-    bot: TradingStateRow,
-    now: datetime,
-    positions_synced: bool,
-    market: Market | None,
-    received_at: datetime | None,
-    fleets: dict[str, Fleet] | None = None,
-) -> BotState:
-    """Everything ``decide`` looks at, read inside the decision's locked transaction (or, for
-    readiness, without locks: then ``fleets`` shares the all-bots facts between the bots of one
-    pass)."""
-    hour, day = now - HOUR, now - DAY
-    fleet = _fleet(session, mode, day, fleets)
-    all_day = [row for row in fleet.entries if row[1] > day]
-    all_hour = [row for row in all_day if row[1] > hour]
-    bot_day = [row for row in all_day if row[0] == bot_id]
-    in_flight, open_bots = fleet.in_flight, fleet.open_bots
-    production_entries = session.exec(
-        select(func.count()).where(
-            DecisionRow.bot_id == bot_id,
-            DecisionRow.mode == "production",
-            col(DecisionRow.approved).is_(True),
-            col(DecisionRow.action).in_(("entry", "add")),
-            DecisionRow.order_status != "failed",
-        )
-    ).one()
-    counters = Counters(
-        bot_entries_hour=sum(1 for row in all_hour if row[0] == bot_id),
-        bot_entries_day=len(bot_day),
-        all_entries_hour=len(all_hour),
-        all_entries_day=len(all_day),
-        bot_notional_day=sum((row[2] for row in bot_day), ZERO),
-        open_positions=len(open_bots),
-    )
-    state = stricter(system.state, bot.state)
-    why = next((f"{r.message} ({r.caused_by})" for r in (system, bot) if r.state == state), "")
-    mine = [(action, order, status) for b, action, _, order, status in in_flight if b == bot_id]
-    return BotState(
-        mode=mode,
-        trading_state=state,
-        trading_reason=why,
-        last_entry_at=_last_approval(session, bot_id, mode, ("entry", "add"), now),
-        last_exit_at=_last_approval(session, bot_id, mode, ("exit",), now),
-        orders_in_flight=len(mine),
-        entries_in_flight=sum(1 for action, _, _ in mine if action != "exit"),
-        unknown_at_exchange=tuple(
-            sorted(order for _, order, status in mine if order and status == UNKNOWN_AT_EXCHANGE)
-        ),
-        position=position_of(session, bot_id, mode, positions_synced),
-        counters=counters,
-        production_entries=production_entries,
-        market=market,
-        received_at=received_at,
-    )
+# -- decisions ------------------------------------------------------------------------------
 
 
 def save_decision(
@@ -666,18 +459,22 @@ def fills_of(session: Session, client_order_id: str) -> list[FillRow]:
 
 
 def breaker_facts(
-    session: Session, mode: str, bot_id: str | None
+    session: Session, mode: str, bot_id: str, *, all_bots_since: datetime | None
 ) -> dict[str | None, tuple[list[ExitResult], list[datetime]]]:
     """Finished exits (oldest first) and failed orders counted since the last reset, of the bot
-    and (key ``None``) of every bot, from one query of the columns they need: the breakers read
-    both after every final order, and loading every finished decision as a whole row, twice,
-    was most of safety's cost of an order event."""
+    and (key ``None``) of every bot finished after ``all_bots_since`` (``None``: the all-bots
+    breaker is off, and only the bot's are read), from one query of the columns they need: the
+    breakers read them after every final order, and loading every finished decision of every
+    bot, as a whole row and twice, was most of safety's cost of an order event."""
+    mine = col(DecisionRow.bot_id) == bot_id
     rows = session.exec(
         select(
             DecisionRow.bot_id, DecisionRow.action, DecisionRow.order_status,
             DecisionRow.final_at, DecisionRow.realized_pnl,
         )
         .where(
+            mine if all_bots_since is None
+            else or_(mine, col(DecisionRow.final_at) > all_bots_since),
             DecisionRow.mode == mode,
             col(DecisionRow.approved).is_(True),
             col(DecisionRow.final).is_(True),
@@ -685,9 +482,10 @@ def breaker_facts(
         )
         .order_by(col(DecisionRow.final_at))
     ).all()  # fmt: skip
-    found: dict[str | None, tuple[list[ExitResult], list[datetime]]] = {None: ([], [])}
-    if bot_id is not None:
-        found[bot_id] = ([], [])
+    found: dict[str | None, tuple[list[ExitResult], list[datetime]]] = {
+        None: ([], []),
+        bot_id: ([], []),
+    }
     for bot, action, status, final_at, realized_pnl in rows:
         if final_at is None:
             continue

@@ -6,8 +6,12 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from sqlmodel import Session
 
-from shared.db import make_engine
+from services.safety.store import TABLES as SAFETY_TABLES
+from services.safety.store import serialise_sqlite_writers
+from shared.db import create_tables, make_engine
+from shared.outbox import OutboxMessage
 from tests.support.coinbase_standin import ApiKey, CoinbaseStandIn, make_api_key
 from tests.support.live_executor import Live, start_live, stop_live
 
@@ -42,4 +46,22 @@ def engine(database_url: str):
     """An engine on the test's database (SQLite or PostgreSQL), disposed after the test."""
     engine = make_engine(database_url)
     yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def safety_run(database_url: str):
+    """Runs a change in one transaction on safety's store (SQLite or PostgreSQL), the way
+    ``Service.transact`` does, and returns what it returned."""
+    engine = make_engine(database_url)
+    serialise_sqlite_writers(engine)
+    create_tables(engine, [OutboxMessage, *SAFETY_TABLES])
+
+    def in_transaction(change):
+        with Session(engine, expire_on_commit=False) as session:
+            result = change(session)
+            session.commit()
+            return result
+
+    yield in_transaction
     engine.dispose()

@@ -12,29 +12,11 @@ from sqlmodel import Session, select
 
 from services.safety.config import SafetySettings
 from services.safety.handlers import record_order_event, record_position
-from services.safety.store import TABLES, DecisionRow, serialise_sqlite_writers
+from services.safety.store import DecisionRow
 from shared.contracts import Fill, OrderEvent, PositionUpdate
-from shared.db import create_tables, make_engine
-from shared.outbox import OutboxMessage
 
 T0 = datetime(2018, 1, 20, 12, 0, tzinfo=UTC)
 D = Decimal
-
-
-@pytest.fixture
-def run(database_url: str):
-    engine = make_engine(database_url)
-    serialise_sqlite_writers(engine)
-    create_tables(engine, [OutboxMessage, *TABLES])
-
-    def in_transaction(change):
-        with Session(engine, expire_on_commit=False) as session:
-            result = change(session)
-            session.commit()
-            return result
-
-    yield in_transaction
-    engine.dispose()
 
 
 def approved_exit(bot: str, cid: str) -> DecisionRow:
@@ -64,31 +46,35 @@ def position(bot: str, sequence: int, realized_total: str) -> PositionUpdate:
 
 
 @pytest.mark.parametrize("position_first", [True, False])
-def test_an_exit_is_judged_on_the_ledgers_realized_pnl(run, database_url, position_first) -> None:
+def test_an_exit_is_judged_on_the_ledgers_realized_pnl(
+    safety_run, database_url, position_first
+) -> None:
     settings = SafetySettings(database_url=database_url, losing_exits_in_a_row=1)
     bot = "fifo-bot"
 
     def setup(session: Session) -> None:
         session.add(approved_exit(bot, "c1"))
 
-    run(setup)
-    run(lambda s: record_position(s, position(bot, 0, "-1"), settings))  # the baseline
+    safety_run(setup)
+    safety_run(lambda s: record_position(s, position(bot, 0, "-1"), settings))  # the baseline
     steps = [
         lambda s: record_position(s, position(bot, 1, "-1.005"), settings),
         lambda s: record_order_event(s, filled(bot, "c1"), settings),
     ]
     if not position_first:
         steps.reverse()
-    trips = [event for step in steps for event in run(step)]
+    trips = [event for step in steps for event in safety_run(step)]
     assert [t.code for t in trips] == ["LOSING_STREAK"]
     assert "-0.005" in trips[0].message
-    row = run(
+    row = safety_run(
         lambda s: s.exec(select(DecisionRow).where(DecisionRow.client_order_id == "c1")).one()
     )
     assert row.realized_pnl == D("-0.005")
 
 
-def test_a_realized_change_without_an_approved_exit_counts_for_nothing(run, database_url) -> None:
+def test_a_realized_change_without_an_approved_exit_counts_for_nothing(
+    safety_run, database_url
+) -> None:
     settings = SafetySettings(database_url=database_url, losing_exits_in_a_row=1)
-    run(lambda s: record_position(s, position("lone", 0, "0"), settings))
-    assert run(lambda s: record_position(s, position("lone", 1, "-3"), settings)) == []
+    safety_run(lambda s: record_position(s, position("lone", 0, "0"), settings))
+    assert safety_run(lambda s: record_position(s, position("lone", 1, "-3"), settings)) == []
