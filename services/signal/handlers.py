@@ -82,6 +82,8 @@ class SignalHandlers:
     stale_after_s: float = 30.0
     on_intent: Callable[[TradeIntent], None] | None = None
     """Told of every stored intent (the lock-step replay counts them)."""
+    evaluated: int = 0
+    """Evaluations made (published or not)."""
     markets: dict[str, Market] = field(default_factory=dict)
     stale: set[str] = field(default_factory=set)
     positions: dict[str, PositionUpdate] = field(default_factory=dict)
@@ -104,9 +106,6 @@ class SignalHandlers:
     final yet in its view, a halt), when the last refusal's back-off ends in event time, and
     its reasons: a refused stop is asked again, at once the first time, then backing off as
     standing exits do, or as soon as safety says the order in flight that it waited for is gone."""
-
-    evaluated: int = 0
-    """Evaluations made (published or not)."""
 
     def __post_init__(self) -> None:
         self.log = get_logger("signal")
