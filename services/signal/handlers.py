@@ -100,6 +100,8 @@ class SignalHandlers:
     stale_after_s: float = 30.0
     on_intent: Callable[[TradeIntent], None] | None = None
     """Told of every stored intent (the lock-step replay counts them)."""
+    evaluated: int = 0
+    """Evaluations made (published or not)."""
     markets: dict[str, Market] = field(default_factory=dict)
     stale: set[str] = field(default_factory=set)
     positions: dict[str, PositionUpdate] = field(default_factory=dict)
@@ -123,9 +125,6 @@ class SignalHandlers:
     stop_orders: dict[str, ExchangeStop] = field(default_factory=dict)
     """Per bot, the stop last asked and its order's status as its order events tell it: while
     the exchange holds it, the signal's own stop-loss stands down above its limit price."""
-
-    evaluated: int = 0
-    """Evaluations made (published or not)."""
 
     def __post_init__(self) -> None:
         self.log = get_logger("signal")
