@@ -90,10 +90,13 @@ def cmd_passwords(args: argparse.Namespace) -> int:
     for name, value in credentials.server_env(credentials.new_passwords()).items():
         print(f"{name}={value}")
     # The two signing key pairs (shared/signing.py): each private key for its service only.
-    for prefix in ("TRANCHE_SIGNING", "TRANCHE_ORDER_SIGNING"):
+    for private_name, public_name in (
+        ("TRANCHE_SIGNING_KEY", "TRANCHE_SIGNING_PUBLIC_KEY"),  # safety's
+        ("TRANCHE_ORDER_SIGNING_KEY", "TRANCHE_ORDER_SIGNING_PUBLIC_KEY"),  # the executor's
+    ):
         private, public = one_line(new_key_pair()[0])
-        print(f"{prefix}_KEY={private}")
-        print(f"{prefix}_PUBLIC_KEY={public}")
+        print(f"{private_name}={private}")
+        print(f"{public_name}={public}")
     return 0
 
 

@@ -265,9 +265,10 @@ class EmbeddedStack:
         # Safety's signing key goes to safety alone, the executor gets its public key; the
         # executor's own key goes to the executor alone, the readers of order events get its
         # public key.
-        for prefix in ("TRANCHE_SIGNING_", "TRANCHE_ORDER_SIGNING_"):
-            for variable in ("KEY", "KEY_FILE", "PUBLIC_KEY", "PUBLIC_KEY_FILE"):
-                env.pop(f"{prefix}{variable}", None)
+        for key in ("TRANCHE_SIGNING_KEY", "TRANCHE_SIGNING_PUBLIC_KEY",
+                    "TRANCHE_ORDER_SIGNING_KEY", "TRANCHE_ORDER_SIGNING_PUBLIC_KEY"):  # fmt: skip
+            env.pop(key, None)
+            env.pop(f"{key}_FILE", None)
         private, public = credentials.signing_keys(c.data_dir.resolve())
         order_private, order_public = credentials.order_signing_keys(c.data_dir.resolve())
         if name == "safety":

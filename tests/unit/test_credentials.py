@@ -108,3 +108,19 @@ def test_the_executors_key_pair_is_its_own_made_once_per_data_dir(tmp_path: Path
     _, safetys = credentials.signing_keys(tmp_path)
     assert not Verifier(safetys.read_text()).valid("s", b"{}", headers)  # two pairs, not one
     assert credentials.order_signing_keys(tmp_path)[0].read_text() == private.read_text()
+
+
+def test_the_embedded_stack_gives_each_private_key_to_its_signer_alone(tmp_path: Path) -> None:
+    from tranche.stack import EmbeddedStack, StackConfig
+
+    stack = EmbeddedStack(StackConfig(data_dir=tmp_path))
+    private, public = credentials.order_signing_keys(tmp_path)
+    for name in ("signal", "safety", "executor", "ledger", "dashboard"):
+        env = stack.service_env(name)
+        assert ("TRANCHE_SIGNING_KEY_FILE" in env) == (name == "safety"), name
+        assert ("TRANCHE_ORDER_SIGNING_KEY_FILE" in env) == (name == "executor"), name
+        assert "TRANCHE_ORDER_SIGNING_KEY" not in env  # the suite's own, not handed on
+        if name == "executor":
+            assert env["TRANCHE_ORDER_SIGNING_KEY_FILE"] == str(private)
+        else:  # every reader of order events verifies with the executor's public key
+            assert env["TRANCHE_ORDER_SIGNING_PUBLIC_KEY_FILE"] == str(public)
