@@ -36,12 +36,21 @@ async def forward(
     command: Command,
     bot_id: str | None,
     authorization: str | None,
+    cancel_stops: bool = False,
 ) -> Outcome:
-    """Ask safety to ``command`` one bot (or everything when ``bot_id`` is ``None``)."""
+    """Ask safety to ``command`` one bot (or everything when ``bot_id`` is ``None``); a halt
+    with ``cancel_stops`` cancels the protective stops on the exchange too (``tranche halt
+    --cancel-stops``), any other halt keeps them."""
     target = f"bot {bot_id}" if bot_id else "all bots"
     if not authorization or not authorization.removeprefix("Bearer ").strip():
         return Outcome(401, "enter the safety token first: without it the page is read-only")
-    body = {"bot_id": bot_id, "operator": OPERATOR, "reason": f"{command} from the dashboard"}
+    if cancel_stops and command != "halt":
+        return Outcome(422, "only a halt cancels the stops on the exchange: nothing was asked")
+    body: dict[str, object] = {
+        "bot_id": bot_id, "operator": OPERATOR, "reason": f"{command} from the dashboard",
+    }  # fmt: skip
+    if cancel_stops:
+        body["cancel_stops"] = True
     try:
         response = await client.post(
             f"{safety_url}/{command}",

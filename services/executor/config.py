@@ -31,6 +31,11 @@ class ExecutorSettings(ServiceSettings):
     poll_interval_s: float = Field(default=1.0, gt=0)
     """First poll of a non-final order; doubled while nothing changes, up to the cap."""
     poll_max_interval_s: float = Field(default=30.0, gt=0)
+    resting_stop_poll_max_interval_s: float = Field(default=120.0, gt=0)
+    """The cap for a protective stop resting untriggered on the exchange (``open``, no cancel
+    asked): it rests for days by design, so polling it at the cap of other orders spends the
+    account's rate limit for nothing. A triggered (partly filled) stop, or one being cancelled,
+    is polled as any order."""
     exchange_requests_per_s: float = Field(default=30.0, gt=0)
     """One limiter for every exchange call: Coinbase allows 30 private requests/s per key."""
     order_requests_per_minute: int = Field(default=30, ge=3, le=1800)

@@ -132,6 +132,14 @@ def sell_gate(session: Session, order: OrderRow) -> SellGate:
     )
 
 
+def poll_cap_s(order: OrderRow, cap_s: float, resting_stop_cap_s: float) -> float:
+    """The longest wait between two polls of ``order``: ``resting_stop_cap_s`` for a stop that
+    rests untriggered (``open``, no cancel asked: it is long-lived by design), ``cap_s`` for
+    every other order (a triggered stop fills, a cancel needs its confirmation)."""
+    resting = order.order_type == STOP and order.status == "open" and order.cancel_code is None
+    return max(cap_s, resting_stop_cap_s) if resting else cap_s
+
+
 def halt_cancels(code: str, order_type: str) -> bool:
     """Whether a halt with this code cancels an order of this type: a stop only when asked."""
     return order_type != STOP or code == CANCEL_FOR_HALT

@@ -65,6 +65,7 @@ from services.executor.protective import (
     OrderStopRow,
     exchange_order_type,
     halt_cancels,
+    poll_cap_s,
     sell_gate,
     stop_price_of,
     store_order_type,
@@ -392,7 +393,11 @@ class Executor:
                     self._monotonic(),
                     changed,
                     settings.poll_interval_s,
-                    settings.poll_max_interval_s,
+                    poll_cap_s(
+                        current,
+                        settings.poll_max_interval_s,
+                        settings.resting_stop_poll_max_interval_s,
+                    ),
                     retry_after_s=retry_after,
                     ttl_in_s=self._ttl_deadline(current),
                 )

@@ -99,6 +99,9 @@ class ControlRequest(BaseModel):
     bot_id: Token | None = None
     reason: str = Field(default="", max_length=300)
     operator: str = Field(default="http", min_length=1, max_length=64)
+    cancel_stops: bool = False
+    """``POST /halt``: cancel the protective stops on the exchange too, as ``tranche halt
+    --cancel-stops`` does (the dashboard's "halt and cancel stops")."""
 
 
 def build(settings: SafetySettings) -> Service:

@@ -141,6 +141,7 @@ def build(settings: SignalSettings) -> Service:
             if lockstep is not None
             else None
         ),
+        on_stop=lockstep.stop_told if lockstep is not None else None,
     )
     markets, stale, positions = handlers.markets, handlers.stale, handlers.positions
 

@@ -102,6 +102,9 @@ class SignalHandlers:
     """Told of every stored intent (the lock-step replay counts them)."""
     evaluated: int = 0
     """Evaluations made (published or not)."""
+    on_stop: Callable[[TradeIntent | OrderEvent], None] | None = None
+    """Told of every stop intent stored, and of every stop's order event once handled (the
+    lock-step replay waits until the signal has heard each stop rest or end)."""
     markets: dict[str, Market] = field(default_factory=dict)
     stale: set[str] = field(default_factory=set)
     positions: dict[str, PositionUpdate] = field(default_factory=dict)
@@ -276,6 +279,8 @@ class SignalHandlers:
                               stop_price=str(staged.stop_price))  # fmt: skip
             # Not told to ``on_intent``: a lock-step replay waits for every intent's order to be
             # final, and a resting stop is not final until it fills or is replaced.
+            if self.on_stop is not None:
+                self.on_stop(staged)
 
     def stop_saved(self, bot_id: str) -> Change:
         """The change that writes the bot's stop state as it is in memory now (an upsert)."""
@@ -423,6 +428,11 @@ class SignalHandlers:
         """An order event of the stop last asked: its status is kept (the signal's stop-loss
         stands down while the exchange holds the stop), and a stop that ended without being meant
         to is asked again (:meth:`stop_ended`). Idempotent: the same event changes nothing twice."""
+        await self._stop_event(event)
+        if self.on_stop is not None and is_stop_intent(event.intent_id):
+            self.on_stop(event)
+
+    async def _stop_event(self, event: OrderEvent) -> None:
         known = self.stop_orders.get(event.bot_id)
         if known is None or known.intent_id != event.intent_id:
             return

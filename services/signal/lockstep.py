@@ -28,7 +28,14 @@ from pydantic import ValidationError
 
 from services.signal.settle import SettleTracker
 from shared import subjects
-from shared.contracts import OrderApproved, OrderEvent, OrderRejected, PositionUpdate, Ticker
+from shared.contracts import (
+    OrderApproved,
+    OrderEvent,
+    OrderRejected,
+    PositionUpdate,
+    Ticker,
+    TradeIntent,
+)
 from shared.logging import get_logger
 from shared.streams import ORDERS, SAFETY_ORDER_EVENTS
 
@@ -86,6 +93,15 @@ class Lockstep:
     def created(self, intent_id: str, bot_id: str) -> None:
         self.intents += 1
         self.tracker.created(intent_id, bot_id, self._clock())
+        self._changed.set()
+
+    def stop_told(self, fact: TradeIntent | OrderEvent) -> None:
+        """The signal asked a protective stop (an intent: the replay waits until it has heard it
+        rest or end), or has handled an order event of one (its view is up to date)."""
+        if isinstance(fact, TradeIntent):
+            self.tracker.created(fact.intent_id, fact.bot_id, self._clock(), stop=True)
+        else:
+            self.tracker.stop_heard(fact.intent_id, fact.status)
         self._changed.set()
 
     def position(self, position: PositionUpdate) -> None:

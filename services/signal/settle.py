@@ -7,6 +7,9 @@ they got. In lock step the feed waits after each tick until every intent made so
 *settled*:
 
 * safety **rejected** it; or
+* it asks a protective stop on the exchange, and the signal service has **heard** its order
+  rest (``open``) or end: a stop stays live for days, and what the next tick decides (the
+  signal's own stop-loss stands down while the stop rests) depends on the signal knowing; or
 * safety approved it, its order reached a **final** status, and, when it filled something,
   * the signal's own view of the bot's position **reflects every fill** seen so far (the
     ledger's ``sequence`` counts the bot's fills), and
@@ -23,11 +26,15 @@ from dataclasses import dataclass, field
 
 from shared.contracts import FINAL_ORDER_STATUSES
 
+HEARD = frozenset({"open", "partially_filled", *FINAL_ORDER_STATUSES})
+"""A stop's statuses after which the signal service's view of it holds until the next event."""
+
 WAITING_FOR = {
     "decision": "safety's decision",
     "order": "its order to reach a final status",
     "position": "the bot's position to show the order's fills",
     "safety": "safety to record the end of its order",
+    "stop": "the signal service to hear its stop rest on the exchange (or end)",
 }
 
 
@@ -41,6 +48,9 @@ class _Intent:
     """Stream sequence of the order's final event (``None``: not known)."""
     mode: str = "mock"
     filled: bool = False
+    stop: bool = False
+    heard: str | None = None
+    """A stop's last status the signal service has handled (``None``: none yet)."""
 
 
 @dataclass(frozen=True)
@@ -72,12 +82,16 @@ class SettleTracker:
 
     # -- facts ------------------------------------------------------------------------------------
 
-    def created(self, intent_id: str, bot_id: str, now: float) -> None:
-        """The signal made (and stored) an intent."""
+    def created(self, intent_id: str, bot_id: str, now: float, stop: bool = False) -> None:
+        """The signal made (and stored) an intent (``stop``: a protective stop's)."""
         early = self._early.pop(intent_id, None)
         intent = early or _Intent(bot_id=bot_id, created_at=now)
-        intent.bot_id, intent.created_at = bot_id, now
+        intent.bot_id, intent.created_at, intent.stop = bot_id, now, stop
         self._open[intent_id] = intent
+
+    def stop_heard(self, intent_id: str, status: str) -> None:
+        """The signal service handled an order event of this stop (its view is up to date)."""
+        self._fact(intent_id).heard = status
 
     def decided(self, intent_id: str, approved: bool) -> None:
         """Safety approved or rejected it."""
@@ -121,6 +135,8 @@ class SettleTracker:
             return "decision"
         if not intent.approved:
             return None
+        if intent.stop:
+            return None if intent.heard in HEARD else "stop"
         if intent.final_status is None:
             return "order"
         key = (intent.bot_id, intent.mode)

@@ -437,6 +437,14 @@ async def test_halt_reaches_safety_with_the_operators_token_and_nothing_without_
             "/control/resume", headers={"Authorization": f"Bearer {TOKEN}"}
         )
         assert everything.status_code == 200
+        with_stops = await client.post(
+            "/control/halt/dash-1?cancel_stops=true", headers={"Authorization": f"Bearer {TOKEN}"}
+        )
+        assert with_stops.status_code == 200
+        not_a_halt = await client.post(
+            "/control/resume?cancel_stops=true", headers={"Authorization": f"Bearer {TOKEN}"}
+        )
+        assert not_a_halt.status_code == 422 and "only a halt" in not_a_halt.text
 
         bad_bot = await client.post(
             "/control/halt/no.dots", headers={"Authorization": f"Bearer {TOKEN}"}
@@ -452,10 +460,15 @@ async def test_halt_reaches_safety_with_the_operators_token_and_nothing_without_
         ("/halt", "Bearer not-it"),
         ("/halt", f"Bearer {TOKEN}"),
         ("/resume", f"Bearer {TOKEN}"),
+        ("/halt", f"Bearer {TOKEN}"),
     ]
     assert safety.requests[1][2]["bot_id"] == "dash-1"
     assert safety.requests[1][2]["operator"] == "dashboard"
+    assert "cancel_stops" not in safety.requests[1][2]  # a plain halt keeps the stops
     assert safety.requests[2][2]["bot_id"] is None  # everything
+    assert safety.requests[3][2] | {"reason": ""} == {
+        "bot_id": "dash-1", "operator": "dashboard", "reason": "", "cancel_stops": True,
+    }  # fmt: skip
     assert TOKEN not in metrics
     assert 'tranche_dashboard_controls_total{command="halt",status="200"} 1.0' in metrics
     assert 'tranche_dashboard_controls_total{command="halt",status="401"} 2.0' in metrics

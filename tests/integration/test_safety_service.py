@@ -530,6 +530,12 @@ async def test_the_kill_switch_over_http_needs_the_token_and_over_nats_halts_eve
             assert (await web.post("/resume", json={"bot_id": "k-1"}, headers=good)).json()[
                 "state"
             ] == "active"
+            stops = {"bot_id": "k-1", "cancel_stops": True}  # the dashboard's "and cancel stops"
+            answer = await web.post("/halt", json=stops, headers=good)
+            assert answer.status_code == 200 and answer.json()["code"] == "HALT_CANCEL_STOPS"
+            assert (await web.post("/resume", json={"bot_id": "k-1"}, headers=good)).json()[
+                "state"
+            ] == "active"
 
             halted = await h.command(command="halt", reason="exchange incident")
             assert halted.ok and halted.state == "halted"
@@ -538,12 +544,14 @@ async def test_the_kill_switch_over_http_needs_the_token_and_over_nats_halts_eve
             assert "exchange incident" in json.loads(rows[0].reasons)[0]["message"]
             assert (await h.command(command="resume")).state == "active"
 
-            async def four_events():
+            async def six_events():
                 found = await h.stream("TRANCHE_SAFETY", "tranche.")
-                return found if len(found) >= 4 else None
+                return found if len(found) >= 6 else None
 
-            events = [json.loads(m.data) for m in await wait_until(four_events, what="events")]
-            assert [e["code"] for e in events] == ["HALT", "RESUME", "HALT", "RESUME"]
+            events = [json.loads(m.data) for m in await wait_until(six_events, what="events")]
+            assert [e["code"] for e in events] == [
+                "HALT", "RESUME", "HALT_CANCEL_STOPS", "RESUME", "HALT", "RESUME",
+            ]  # fmt: skip
             listed = (await web.get("/decisions", params={"bot": "k-1"})).json()
             assert listed[0]["reasons"][0]["code"] == "HALTED" and "counters" in listed[0]
     finally:

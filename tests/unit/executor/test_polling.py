@@ -3,9 +3,15 @@ makes a poll due at once, the cancel has its own schedule, and the request budge
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from decimal import Decimal
+
 import pytest
 
+from services.executor.config import ExecutorSettings
 from services.executor.polling import Due, RequestBudget, backoff
+from services.executor.protective import STOP, poll_cap_s
+from services.executor.store import OrderRow
 
 BASE, CAP = 1.0, 30.0
 
@@ -68,3 +74,34 @@ def test_an_order_spends_at_most_its_budget_per_window() -> None:
         budget.spend(second)
     assert budget.wait_s(10.0) == 50.0
     assert budget.wait_s(60.0) == 0  # the first one left the window
+
+
+def polls_in_a_day(order: OrderRow) -> int:
+    """How many times one unchanged order is polled in 24 h with the default caps."""
+    settings = ExecutorSettings()
+    due, now, polls = Due(0), 0.0, 0
+    cap = poll_cap_s(order, settings.poll_max_interval_s, settings.resting_stop_poll_max_interval_s)
+    while now < 86_400:
+        polls += 1
+        due.after_poll(now, changed=False, base_s=settings.poll_interval_s, cap_s=cap)
+        now = due.at
+    return polls
+
+
+def stop_order(status: str = "open", cancel_code: str | None = None) -> OrderRow:
+    return OrderRow(
+        client_order_id="c", exchange_client_order_id="t-c", intent_id="stop:b:p:1", bot_id="b",
+        product_id="ETH-BTC", mode="mock", action="exit", side="sell", order_type=STOP,
+        base_size=Decimal("0.1"), status=status, cancel_code=cancel_code,
+        decided_at=datetime(2026, 1, 5, tzinfo=UTC),
+    )  # fmt: skip
+
+
+def test_a_stop_resting_untriggered_is_polled_at_a_slower_cadence() -> None:
+    """Resting stops are long-lived by design: at the cap of other orders each one cost 2,884
+    polls a day of the account's shared rate limit; at the resting stops' cap 726."""
+    limit = stop_order().model_copy(update={"order_type": "limit"})
+    assert polls_in_a_day(stop_order()) == 726 and polls_in_a_day(limit) == 2_884
+    # A triggered stop fills, a stop being cancelled waits for its confirmation: as any order.
+    assert polls_in_a_day(stop_order("partially_filled")) == 2_884
+    assert polls_in_a_day(stop_order(cancel_code="STOP_BEFORE_SELL")) == 2_884

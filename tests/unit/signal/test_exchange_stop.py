@@ -335,3 +335,26 @@ async def test_a_readiness_judged_before_the_refusal_clears_nothing() -> None:
     assert "b" not in handlers.stops_asked
     await handlers.stop_again("b", NOW)
     assert handlers.stops_asked["b"] == "stop:b:b-mock-1:4:2"
+
+
+async def test_a_lock_step_replay_is_told_of_each_stop_asked_and_each_of_its_events_handled() -> (
+    None
+):
+    harness = signal_harness()
+    told: list[tuple[str, str]] = []
+    harness.handlers.on_stop = lambda fact: told.append(
+        (fact.intent_id, fact.status if isinstance(fact, OrderEvent) else "asked")
+    )
+    harness.handlers.products = {"ETH-BTC": PRODUCT}
+    harness.bots.add("b", BOT)
+    await harness.handlers.evaluate_tick(tick("0.09"))
+    await harness.handlers.keep_position(POSITION)
+    await harness.handlers.stop_event(stop_event("open"))
+    await harness.handlers.stop_event(stop_event("cancelled"))  # asked again, then heard
+    assert told == [
+        ("stop:b:b-mock-1:4", "asked"),
+        ("stop:b:b-mock-1:4", "open"),
+        ("stop:b:b-mock-1:4:1", "asked"),
+        ("stop:b:b-mock-1:4", "cancelled"),
+    ]
+    assert harness.handlers.stop_orders["b"].status == "asked"

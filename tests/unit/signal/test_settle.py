@@ -147,3 +147,25 @@ def test_settled_only_when_every_condition_holds_whatever_the_order_of_facts(eve
             tracker.consumed(n * 3)
     expected = approved is False or (approved is True and final and booked >= 1 and consumed >= 7)
     assert (tracker.waiting_for("i-1") is None) == expected
+
+
+@pytest.mark.parametrize("status", ["open", "partially_filled", "cancelled", "failed", "filled"])
+def test_a_stop_settles_once_the_signal_has_heard_it_rest_or_end(status: str) -> None:
+    """A resting stop is never final by design; what the next tick decides (the signal's own
+    stop-loss stands down while it rests) depends on the signal knowing it rests."""
+    tracker = SettleTracker()
+    tracker.created("stop:b:p:1", BOT, 0.0, stop=True)
+    tracker.decided("stop:b:p:1", approved=True)
+    tracker.order_event("stop:b:p:1", BOT, "mock", "open", [], 3)  # on the stream, not yet heard
+    assert tracker.waiting_for("stop:b:p:1") == "stop"
+    tracker.stop_heard("stop:b:p:1", "submitted")
+    assert tracker.waiting_for("stop:b:p:1") == "stop"
+    tracker.stop_heard("stop:b:p:1", status)
+    assert tracker.unsettled() == []
+
+
+def test_a_stop_safety_refused_is_settled() -> None:
+    tracker = SettleTracker()
+    tracker.created("stop:b:p:1", BOT, 0.0, stop=True)
+    tracker.decided("stop:b:p:1", approved=False)
+    assert tracker.unsettled() == []
