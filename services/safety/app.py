@@ -56,7 +56,13 @@ from services.safety.store import (
 )
 from shared import subjects
 from shared.bots import read_record
-from shared.bus import delivery_of, durable, reasons_from, require_subject_token
+from shared.bus import (
+    delivery_of,
+    durable,
+    handled_message,
+    reasons_from,
+    require_subject_token,
+)
 from shared.contracts import (
     BotReadiness,
     OrderApproved,
@@ -193,7 +199,8 @@ def build(settings: SafetySettings) -> Service:
         log.error("intent.rejected_without_storage", error=type(error).__name__)
 
     @durable(service.router, SAFETY_INTENTS, title="safety-intents")
-    async def on_intent(body: TradeIntent, msg: NatsMessage) -> None:
+    async def on_intent(body: TradeIntent) -> None:
+        msg = handled_message(service.broker)
         require_subject_token(msg, body.bot_id, "intent")
         if not positions_synced.is_set():
             # Just started: give the bucket watch a moment rather than reject as unknown.
@@ -220,7 +227,8 @@ def build(settings: SafetySettings) -> Service:
     # -- order events: one order in flight, fills for cooldowns, breakers -----------------------
 
     @durable(service.router, SAFETY_ORDER_EVENTS, title="safety-order-events")
-    async def on_order_event(body: OrderEvent, msg: NatsMessage) -> None:
+    async def on_order_event(body: OrderEvent) -> None:
+        msg = handled_message(service.broker)
         require_subject_token(msg, body.bot_id, "order event")
         check_times([body.time, *(fill.time for fill in body.fills)], utc_now(),
                     bounds_for(body.mode), "order event time")  # fmt: skip
@@ -233,7 +241,8 @@ def build(settings: SafetySettings) -> Service:
             heard_of(body.bot_id, body.product_id, body.time)
 
     @durable(service.router, SAFETY_LEDGER_BREACHES, title="safety-ledger-breaches")
-    async def on_breach(body: TrancheCapBreach, msg: NatsMessage) -> None:
+    async def on_breach(body: TrancheCapBreach) -> None:
+        msg = handled_message(service.broker)
         require_subject_token(msg, body.bot_id, "tranche-cap breach")
         event = await service.transact(lambda session: report_breach(session, body))
         log.warning("tranche_cap.breached", bot_id=body.bot_id, event_id=event.message_id)
