@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import hmac
 import json
+import threading
 import uuid
 from datetime import datetime
 from time import monotonic
@@ -120,6 +121,8 @@ def build(settings: SafetySettings) -> Service:
     service = Service(settings, TABLES)
     service.sign = signer.headers  # approvals, rejections and safety events, in the outbox
     serialise_sqlite_writers(service.engine)
+    if service.engine.dialect.name == "sqlite":
+        service.writers = threading.Lock()  # one writer at a time anyway: take turns in-process
     log = service.log
     markets: dict[str, Market] = {}
     # A tick far ahead of the newest (or of the clock) would become "now" for good: refused.
