@@ -22,7 +22,7 @@ from sqlalchemy import Engine, bindparam
 from sqlmodel import Field, Session, SQLModel, col, select, update
 
 from shared.contracts import Contract, Envelope
-from shared.db import UtcDateTime
+from shared.db import READ_ONLY, UtcDateTime
 from shared.logging import get_logger
 from shared.money import utc_now
 
@@ -105,6 +105,9 @@ class OutboxRelay:
 
     def __init__(self, engine: Engine, publish: Publish, fault: str = "", batch: int = 200):
         self._engine = engine
+        # Reading what is pending takes no write lock (safety's SQLite begins its writers with
+        # BEGIN IMMEDIATE): the relay's every pass queued behind decisions, and they behind it.
+        self._reader = engine.execution_options(**{READ_ONLY: True})
         self._publish = publish
         self._fault = fault
         self._batch = batch
@@ -112,7 +115,7 @@ class OutboxRelay:
         self._wake = asyncio.Event()
 
     def _pending(self) -> list[OutboxMessage]:
-        with Session(self._engine) as session:
+        with Session(self._reader) as session:
             rows = session.exec(
                 select(OutboxMessage)
                 .where(col(OutboxMessage.published_at).is_(None))

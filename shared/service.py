@@ -9,9 +9,11 @@ change and its outgoing messages together and then wakes the relay.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import socket
 import sys
+import threading
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -78,6 +80,11 @@ class Service:
         self.sign: Callable[[str, bytes], dict[str, str]] | None = None
         """Headers that sign each outbox message (safety's or the executor's own signature;
         shared/signing.py)."""
+        self.writers: threading.Lock | None = None
+        """Held by each :meth:`transact` while it runs, when set: a store that takes the write
+        lock at the start of every transaction (safety's BEGIN IMMEDIATE on SQLite) hands it
+        from one worker thread to the next at once, where SQLite's busy handler would have
+        them sleep and poll (1, 2, 5 ... 100 ms)."""
         self._tasks: list[asyncio.Task[Any]] = []
         self.on_start: list[Callable[[], Awaitable[None]]] = []
         self.background: list[Callable[[], Awaitable[None]]] = []
@@ -129,7 +136,10 @@ class Service:
         the outbox relay. ``change`` runs in a worker thread: it must not touch the event loop."""
 
         def run() -> T:
-            with Session(self.engine, expire_on_commit=False) as session:
+            with (
+                self.writers or contextlib.nullcontext(),
+                Session(self.engine, expire_on_commit=False) as session,
+            ):
                 result = change(session)
                 session.commit()
                 return result

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import hmac
 import json
+import threading
 import uuid
 from datetime import datetime
 from time import monotonic
@@ -61,6 +62,7 @@ from shared.bots import read_record
 from shared.bus import (
     delivery_of,
     durable,
+    handled_message,
     reasons_from,
     require_executors_signature,
     require_subject_token,
@@ -123,6 +125,8 @@ def build(settings: SafetySettings) -> Service:
     service = Service(settings, TABLES)
     service.sign = signer.headers  # approvals, rejections and safety events, in the outbox
     serialise_sqlite_writers(service.engine)
+    if service.engine.dialect.name == "sqlite":
+        service.writers = threading.Lock()  # one writer at a time anyway: take turns in-process
     log = service.log
     markets: dict[str, Market] = {}
     # A tick far ahead of the newest (or of the clock) would become "now" for good: refused.
@@ -202,7 +206,8 @@ def build(settings: SafetySettings) -> Service:
         log.error("intent.rejected_without_storage", error=type(error).__name__)
 
     @durable(service.router, SAFETY_INTENTS, title="safety-intents")
-    async def on_intent(body: TradeIntent, msg: NatsMessage) -> None:
+    async def on_intent(body: TradeIntent) -> None:
+        msg = handled_message(service.broker)
         require_subject_token(msg, body.bot_id, "intent")
         if not positions_synced.is_set():
             # Just started: give the bucket watch a moment rather than reject as unknown.
@@ -229,7 +234,8 @@ def build(settings: SafetySettings) -> Service:
     # -- order events: one order in flight, fills for cooldowns, breakers -----------------------
 
     @durable(service.router, SAFETY_ORDER_EVENTS, title="safety-order-events")
-    async def on_order_event(body: OrderEvent, msg: NatsMessage) -> None:
+    async def on_order_event(body: OrderEvent) -> None:
+        msg = handled_message(service.broker)
         require_executors_signature(order_events, msg)
         require_subject_token(msg, body.bot_id, "order event")
         check_times([body.time, *(fill.time for fill in body.fills)], utc_now(),
@@ -243,7 +249,8 @@ def build(settings: SafetySettings) -> Service:
             heard_of(body.bot_id, body.product_id, body.time)
 
     @durable(service.router, SAFETY_LEDGER_BREACHES, title="safety-ledger-breaches")
-    async def on_breach(body: TrancheCapBreach, msg: NatsMessage) -> None:
+    async def on_breach(body: TrancheCapBreach) -> None:
+        msg = handled_message(service.broker)
         require_subject_token(msg, body.bot_id, "tranche-cap breach")
         event = await service.transact(lambda session: report_breach(session, body))
         log.warning("tranche_cap.breached", bot_id=body.bot_id, event_id=event.message_id)

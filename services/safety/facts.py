@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import BindParameter, Select, bindparam, func, select
+from sqlalchemy import BindParameter, Select, bindparam, case, func, select
 from sqlmodel import Session, col
 from sqlmodel import select as orm_select
 
@@ -214,16 +214,24 @@ def peek_states(session: Session, bot_ids: Collection[str]) -> dict[str, Trading
 # -- what a decision reads about every bot ------------------------------------------------------
 
 
-_ENTRIES = select(D.bot_id, D.market_time, D.notional).where(
+_COUNTED_ENTRIES = (
     D.mode == MODE,
     D.approved.is_(True),
     D.counted.is_(True),
     D.action.in_(("entry", "add")),
     D.market_time > bindparam("since"),
 )
+_ENTRIES = select(D.bot_id, D.market_time, D.notional).where(*_COUNTED_ENTRIES)
 """Approved, counted entries and adds of every bot since ``since``: (bot, time, notional). One
 query for all four counters; summed in Python, because SQLite keeps exact decimals as text and
 would sum them as floats."""
+_ENTRIES_COUNTED = select(
+    func.count(), func.coalesce(func.sum(case((D.market_time > bindparam("hour"), 1), else_=0)), 0)
+).where(*_COUNTED_ENTRIES)
+"""Every bot's entries in the day and in the hour before a decision, counted by the database: a
+decision needs the counts only, and reading every bot's entries of the day to count them grew
+with the bots (the square of the bots for a round of signals)."""
+_BOTS_ENTRIES = _ENTRIES.where(D.bot_id == bindparam("bot_id"))
 _IN_FLIGHT = select(D.bot_id, D.action, D.mode, D.client_order_id, D.order_status).where(
     D.approved.is_(True), D.final.is_(False), NOT_A_STOP
 )
@@ -243,29 +251,42 @@ class Fleet:
     in_flight: list[tuple[str, str, str, str | None, str]]
     """(bot, action, mode, client order id, order status) of every approval not final."""
     open_bots: frozenset[str]
+    counted: tuple[int, int] | None = None
+    """Every bot's entries (in the hour, in the day) before one decision, when ``entries`` holds
+    that decision's bot's only (:func:`decision_fleet`); ``None``: ``entries`` holds them all."""
 
 
-def fleet_facts(session: Session, mode: str, since: datetime) -> Fleet:
+def _in_flight_and_open(session: Session, mode: str) -> tuple[list, frozenset[str]]:
     in_flight = [tuple(row) for row in _run(session, _IN_FLIGHT)]
     open_bots = {bot for (bot,) in _run(session, _OPEN_BOTS, mode=mode)}
     open_bots |= {b for b, action, m, _, _ in in_flight if m == mode and action != "exit"}
-    return Fleet(
-        mode=mode,
-        since=since,
-        entries=[tuple(row) for row in _run(session, _ENTRIES, mode=mode, since=since)],
-        in_flight=in_flight,
-        open_bots=frozenset(open_bots),
-    )
+    return in_flight, frozenset(open_bots)
 
 
-def _fleet(session: Session, mode: str, since: datetime, fleets: dict[str, Fleet] | None) -> Fleet:
+def fleet_facts(session: Session, mode: str, since: datetime) -> Fleet:
+    in_flight, open_bots = _in_flight_and_open(session, mode)
+    entries = [tuple(row) for row in _run(session, _ENTRIES, mode=mode, since=since)]
+    return Fleet(mode, since, entries, in_flight, open_bots)
+
+
+def decision_fleet(session: Session, mode: str, bot_id: str, now: datetime) -> Fleet:
+    """The fleet's facts for one decision at ``now``: every bot's entries counted, the bot's
+    own read (its notional of the day is summed in Python, exact)."""
+    day = now - DAY
+    in_flight, open_bots = _in_flight_and_open(session, mode)
+    entries = [
+        tuple(row) for row in _run(session, _BOTS_ENTRIES, mode=mode, since=day, bot_id=bot_id)
+    ]
+    ((in_day, in_hour),) = _run(session, _ENTRIES_COUNTED, mode=mode, since=day, hour=now - HOUR)
+    return Fleet(mode, day, entries, in_flight, open_bots, counted=(int(in_hour), int(in_day)))
+
+
+def _fleet(session: Session, mode: str, since: datetime, fleets: dict[str, Fleet]) -> Fleet:
     """The facts since ``since``: from ``fleets`` if it holds them (a reading since earlier
     holds them all), else read (and kept there)."""
-    known = fleets.get(mode) if fleets is not None else None
+    known = fleets.get(mode)
     if known is None or known.since > since:
-        known = fleet_facts(session, mode, since)
-        if fleets is not None:
-            fleets[mode] = known
+        known = fleets[mode] = fleet_facts(session, mode, since)
     return known
 
 
@@ -289,16 +310,20 @@ def gather_state(
     if facts is None:
         facts = bot_facts(session, mode, [bot_id])[bot_id]
     hour, day = now - HOUR, now - DAY
-    fleet = _fleet(session, mode, day, fleets)
+    if fleets is None:
+        fleet = decision_fleet(session, mode, bot_id, now)
+    else:
+        fleet = _fleet(session, mode, day, fleets)
     all_day = [row for row in fleet.entries if row[1] > day]
     all_hour = [row for row in all_day if row[1] > hour]
     bot_day = [row for row in all_day if row[0] == bot_id]
     in_flight, open_bots = fleet.in_flight, fleet.open_bots
+    all_entries_hour, all_entries_day = fleet.counted or (len(all_hour), len(all_day))
     counters = Counters(
         bot_entries_hour=sum(1 for row in all_hour if row[0] == bot_id),
         bot_entries_day=len(bot_day),
-        all_entries_hour=len(all_hour),
-        all_entries_day=len(all_day),
+        all_entries_hour=all_entries_hour,
+        all_entries_day=all_entries_day,
         bot_notional_day=sum((row[2] for row in bot_day), ZERO),
         open_positions=len(open_bots),
     )

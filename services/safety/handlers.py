@@ -174,8 +174,7 @@ def record_order_event(
     order counts at once; an exit's realized P&L comes with the ledger's position, see
     :func:`record_position`). Returns the trips it caused (each already staged as an event)."""
     system, bot = lock_scopes(session, body.bot_id)
-    finished = apply_order_event(session, body)
-    if finished is None:
+    if not apply_order_event(session, body):
         return []
     return _check_breakers(session, body.mode, body.bot_id, system, bot, body.client_order_id,
                            body.time, settings)  # fmt: skip

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import Engine, event, func, or_, update
+from sqlalchemy import Engine, bindparam, event, func, insert, or_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Field, Session, SQLModel, col, select
@@ -141,6 +142,7 @@ class TradingStateRow(SQLModel, table=True):
 
 
 TABLES: list[type[SQLModel]] = [DecisionRow, FillRow, PositionRow, RealizedRow, TradingStateRow]
+_D = DecisionRow.__table__
 
 
 def serialise_sqlite_writers(engine: Engine) -> None:
@@ -180,14 +182,20 @@ def _ensure_row(session: Session, scope: str) -> None:
     _insert_unless_there(session, TradingStateRow, ["scope"], scope=scope, state="active")
 
 
+_LOCKED = (
+    select(TradingStateRow).where(TradingStateRow.scope == bindparam("scope")).with_for_update()
+)
+"""Built once: every message locks two scopes, and building the statement each time cost as much
+as running it."""
+
+
 def lock_scope(session: Session, scope: str) -> TradingStateRow:
     """The scope's row, locked; made (``active``) the first time. The insert runs only when the
     row is missing: every message locks two scopes, and the rows are there after the first."""
-    locked = select(TradingStateRow).where(TradingStateRow.scope == scope).with_for_update()
-    row = session.exec(locked).first()
+    row = session.exec(_LOCKED, params={"scope": scope}).first()
     if row is None:
         _ensure_row(session, scope)
-        row = session.exec(locked).one()
+        row = session.exec(_LOCKED, params={"scope": scope}).one()
     return row
 
 
@@ -347,27 +355,66 @@ def decisions(session: Session, bot_id: str | None = None, limit: int = 50) -> l
 # -- positions (from the tranche_positions bucket) ---------------------------------------------
 
 
+_P = PositionRow.__table__
+_SEQUENCE = (
+    select(_P.c.sequence)
+    .where(_P.c.bot_id == bindparam("bot_id"), _P.c.mode == bindparam("mode"))
+    .with_for_update()
+)
+_R = RealizedRow.__table__
+_REALIZED = (
+    select(_R.c.realized_pnl_total)
+    .where(_R.c.bot_id == bindparam("bot_id"), _R.c.mode == bindparam("mode"))
+    .with_for_update()
+)
+_LATEST_EXIT = (
+    select(_D.c.intent_id, _D.c.realized_pnl, _D.c.final, _D.c.client_order_id)
+    .where(
+        _D.c.bot_id == bindparam("bot_id"),
+        _D.c.mode == bindparam("mode"),
+        _D.c.action == "exit",
+        _D.c.approved.is_(True),
+    )
+    .order_by(_D.c.decided_at.desc())
+    .limit(1)
+)
+
+
+def _first(session: Session, statement, **params):
+    """The first row of a prebuilt Core statement run on the session's connection (a handler's
+    statements, built and run through the ORM each time, cost five times the CPU)."""
+    return session.connection().execute(statement, params).first()
+
+
 def save_position(session: Session, update_: PositionUpdate) -> bool:
     """Keep the newest position per bot and mode (by the ledger's sequence); an older update
     changes nothing, a repeated one stores the same again. Returns whether it was kept."""
-    # Every safety instance hears every update: the first of a bot's must not fail on the key.
-    _insert_unless_there(
-        session, PositionRow, ["bot_id", "mode"], bot_id=update_.bot_id, mode=update_.mode,
-        sequence=-1, is_open=False, quantity=ZERO, cost_basis=ZERO, tranches=0,
-    )  # fmt: skip
-    row = session.get(PositionRow, (update_.bot_id, update_.mode), with_for_update=True)
+    key = {"bot_id": update_.bot_id, "mode": update_.mode}
+    stored = _first(session, _SEQUENCE, **key)
+    if stored is None:
+        # Every safety instance hears every update: the first of a bot's must not fail on the key.
+        _insert_unless_there(
+            session, PositionRow, ["bot_id", "mode"], **key, sequence=-1, is_open=False,
+            quantity=ZERO, cost_basis=ZERO, tranches=0,
+        )  # fmt: skip
+        stored = _first(session, _SEQUENCE, **key)
     # An equal sequence is newer too: the ledger closes a position when an exit order finishes
     # without a new fill (dust), at the same fill count (the bucket delivers updates in order).
-    if row is not None and row.sequence > update_.sequence:
+    if stored.sequence > update_.sequence:
         return False
-    row = row or PositionRow(bot_id=update_.bot_id, mode=update_.mode)
-    row.sequence = update_.sequence
-    row.is_open = update_.status == "open" and update_.quantity > 0
-    row.quantity = update_.quantity if row.is_open else ZERO
-    row.cost_basis = update_.cost_basis
-    row.tranches = len(update_.tranches) if update_.status == "open" else 0
-    row.last_entry_price = update_.tranches[-1].entry_price if update_.tranches else None
-    session.add(row)
+    is_open = update_.status == "open" and update_.quantity > 0
+    session.connection().execute(
+        update(_P)
+        .where(_P.c.bot_id == update_.bot_id, _P.c.mode == update_.mode)
+        .values(
+            sequence=update_.sequence,
+            is_open=is_open,
+            quantity=update_.quantity if is_open else ZERO,
+            cost_basis=update_.cost_basis,
+            tranches=len(update_.tranches) if update_.status == "open" else 0,
+            last_entry_price=update_.tranches[-1].entry_price if update_.tranches else None,
+        )
+    )
     return True
 
 
@@ -375,87 +422,113 @@ def note_realized(session: Session, update_: PositionUpdate) -> Decimal | None:
     """How much the ledger's realized P&L of the bot moved since the last position seen (call it
     for a newer position only). ``None`` the first time: that total is the baseline, realized
     before safety watched (its exits are not safety's to count)."""
-    row = session.get(RealizedRow, (update_.bot_id, update_.mode), with_for_update=True)
-    if row is None:
-        session.add(
-            RealizedRow(
-                bot_id=update_.bot_id,
-                mode=update_.mode,
-                realized_pnl_total=update_.realized_pnl_total,
-            )
-        )
+    key = {"bot_id": update_.bot_id, "mode": update_.mode}
+    stored = _first(session, _REALIZED, **key)
+    total = update_.realized_pnl_total
+    if stored is None:
+        session.connection().execute(insert(_R).values(**key, realized_pnl_total=total))
         return None
-    change = update_.realized_pnl_total - row.realized_pnl_total
-    row.realized_pnl_total = update_.realized_pnl_total
-    session.add(row)
-    return change
+    session.connection().execute(
+        update(_R)
+        .where(_R.c.bot_id == update_.bot_id, _R.c.mode == update_.mode)
+        .values(realized_pnl_total=total)
+    )
+    return total - stored.realized_pnl_total
 
 
-def book_realized(session: Session, bot_id: str, mode: str, change: Decimal) -> DecisionRow | None:
+@dataclass(frozen=True)
+class BookedExit:
+    """The approved exit a realized P&L change was booked on."""
+
+    client_order_id: str | None
+    final: bool
+
+
+def book_realized(session: Session, bot_id: str, mode: str, change: Decimal) -> BookedExit | None:
     """Add ``change`` (quote) to the realized P&L of the bot's latest approved exit: the exit
     order the ledger just booked (only an exit realizes, and only what safety approved is
     placed). Its order event may reach safety after the ledger's position does, so the exit is
-    not required to have fills recorded yet. Returns that row (``None``: no exit approved)."""
-    row = session.exec(
-        select(DecisionRow)
-        .where(
-            DecisionRow.bot_id == bot_id,
-            DecisionRow.mode == mode,
-            DecisionRow.action == "exit",
-            col(DecisionRow.approved).is_(True),
-        )
-        .order_by(col(DecisionRow.decided_at).desc())
-    ).first()
+    not required to have fills recorded yet. Returns that exit (``None``: no exit approved)."""
+    row = _first(session, _LATEST_EXIT, bot_id=bot_id, mode=mode)
     if row is None:
         return None
-    row.realized_pnl = (row.realized_pnl or ZERO) + change
-    session.add(row)
-    session.flush()
-    return row
+    session.connection().execute(
+        update(_D)
+        .where(_D.c.intent_id == row.intent_id)
+        .values(realized_pnl=(row.realized_pnl or ZERO) + change)
+    )
+    return BookedExit(client_order_id=row.client_order_id, final=row.final)
 
 
 # -- order events -----------------------------------------------------------------------------
 
 
-def apply_order_event(session: Session, event_: OrderEvent) -> DecisionRow | None:
-    """Record an order event's new fills and, once, its final status. Returns the approval's row
-    when this event made the order final (the caller then checks the breakers), else ``None``.
-    Idempotent: fills are keyed by trade id, the final status is set once."""
-    row = session.exec(
-        select(DecisionRow).where(DecisionRow.client_order_id == event_.client_order_id)
-    ).first()
+_ORDER = select(
+    _D.c.intent_id, _D.c.final, _D.c.order_status, _D.c.filled_size, _D.c.last_fill_at
+).where(_D.c.client_order_id == bindparam("client_order_id"))
+_F = FillRow.__table__
+_FILL_KNOWN = select(_F.c.trade_id).where(
+    _F.c.trade_id == bindparam("trade_id"), _F.c.client_order_id == bindparam("client_order_id")
+)
+
+
+def apply_order_event(session: Session, event_: OrderEvent) -> bool:
+    """Record an order event's new fills and, once, its final status. Returns whether this event
+    made the approved order final (the caller then checks the breakers). Idempotent: fills are
+    keyed by trade id, the final status is set once."""
+    cid = event_.client_order_id
+    row = _first(session, _ORDER, client_order_id=cid)
     if row is None:
-        return None
+        return False
+    filled_size, last_fill_at = row.filled_size, row.last_fill_at
+    new_fills = []
     for fill in event_.fills:
-        if session.get(FillRow, (fill.trade_id, event_.client_order_id)) is not None:
+        if _first(session, _FILL_KNOWN, trade_id=fill.trade_id, client_order_id=cid) is not None:
             continue
-        session.add(
-            FillRow(
-                trade_id=fill.trade_id,
-                client_order_id=event_.client_order_id,
-                bot_id=event_.bot_id,
-                mode=event_.mode,
-                side=event_.side,
-                price=fill.price,
-                size=fill.size,
-                fee=fill.fee,
-                time=fill.time,
-            )
+        new_fills.append({
+            "trade_id": fill.trade_id, "client_order_id": cid, "bot_id": event_.bot_id,
+            "mode": event_.mode, "side": event_.side, "price": fill.price, "size": fill.size,
+            "fee": fill.fee, "time": fill.time,
+        })  # fmt: skip
+        filled_size += fill.size
+        last_fill_at = max(t for t in (last_fill_at, fill.time) if t is not None)
+    if new_fills:
+        session.connection().execute(insert(_F), new_fills)
+    changes: dict[str, object] = {}
+    if new_fills:
+        changes |= {"filled_size": filled_size, "last_fill_at": last_fill_at}
+    made_final = not row.final and event_.status in FINAL_ORDER_STATUSES
+    if not row.final and event_.status != row.order_status:
+        changes["order_status"] = event_.status
+    if made_final:
+        changes |= {"final": True, "final_at": event_.time}
+    if changes:
+        session.connection().execute(
+            update(_D).where(_D.c.intent_id == row.intent_id).values(**changes)
         )
-        row.filled_size += fill.size
-        row.last_fill_at = max(t for t in (row.last_fill_at, fill.time) if t is not None)
-    session.flush()
-    made_final = False
-    if not row.final:
-        row.order_status = event_.status
-        if event_.status in FINAL_ORDER_STATUSES:
-            row.final, row.final_at, made_final = True, event_.time, True
-    session.add(row)
-    return row if made_final else None
+    return made_final
 
 
 def fills_of(session: Session, client_order_id: str) -> list[FillRow]:
     return list(session.exec(select(FillRow).where(FillRow.client_order_id == client_order_id)))
+
+
+_FINISHED_COLUMNS = (
+    _D.c.bot_id, _D.c.action, _D.c.order_status, _D.c.final_at, _D.c.realized_pnl,
+)  # fmt: skip
+_FINISHED_COUNTED = (
+    _D.c.mode == bindparam("mode"),
+    _D.c.approved.is_(True),
+    _D.c.final.is_(True),
+    _D.c.breaker_counted.is_(True),
+)
+_MINE = _D.c.bot_id == bindparam("bot_id")
+_BOTS_FINISHED = select(*_FINISHED_COLUMNS).where(_MINE, *_FINISHED_COUNTED).order_by(_D.c.final_at)
+_ALL_FINISHED = (
+    select(*_FINISHED_COLUMNS)
+    .where(or_(_MINE, _D.c.final_at > bindparam("since")), *_FINISHED_COUNTED)
+    .order_by(_D.c.final_at)
+)
 
 
 def breaker_facts(
@@ -466,22 +539,9 @@ def breaker_facts(
     breaker is off, and only the bot's are read), from one query of the columns they need: the
     breakers read them after every final order, and loading every finished decision of every
     bot, as a whole row and twice, was most of safety's cost of an order event."""
-    mine = col(DecisionRow.bot_id) == bot_id
-    rows = session.exec(
-        select(
-            DecisionRow.bot_id, DecisionRow.action, DecisionRow.order_status,
-            DecisionRow.final_at, DecisionRow.realized_pnl,
-        )
-        .where(
-            mine if all_bots_since is None
-            else or_(mine, col(DecisionRow.final_at) > all_bots_since),
-            DecisionRow.mode == mode,
-            col(DecisionRow.approved).is_(True),
-            col(DecisionRow.final).is_(True),
-            col(DecisionRow.breaker_counted).is_(True),
-        )
-        .order_by(col(DecisionRow.final_at))
-    ).all()  # fmt: skip
+    params: dict[str, object] = {"mode": mode, "bot_id": bot_id, "since": all_bots_since}
+    statement = _BOTS_FINISHED if all_bots_since is None else _ALL_FINISHED
+    rows = session.connection().execute(statement, params).all()
     found: dict[str | None, tuple[list[ExitResult], list[datetime]]] = {
         None: ([], []),
         bot_id: ([], []),

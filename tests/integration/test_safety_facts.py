@@ -78,3 +78,28 @@ def test_each_bot_of_a_readiness_pass_is_judged_on_its_own_facts(
     assert "POSITION_UNKNOWN" in entry_blocks("behind") and together["behind"].tranches is None
     assert together["halted"].trading_state == "halted"
     assert "HALTED" in entry_blocks("halted") and not together["halted"].can_exit
+
+
+def test_a_decision_counts_every_bots_entries_of_the_hour_and_of_the_day(
+    database_url: str, safety_run
+) -> None:
+    settings = SafetySettings(database_url=database_url, entry_cooldown_s=0)
+
+    def decide_at(bot_id: str, round_: int, at):
+        intent = order_intent(bot_id, round_, at)
+        return safety_run(
+            lambda s: decide_and_store(s, intent, settings, positions_synced=True, markets={})
+        )
+
+    decide_at("yesterday", 0, T0 - timedelta(hours=25))  # out of the day's window
+    decide_at("earlier", 0, T0 - timedelta(hours=2))  # in the day, not the hour
+    decide_at("recent", 0, T0 - timedelta(minutes=30))
+    fresh = decide_at("fresh", 0, T0)
+    assert fresh.counters["all_entries_hour"] == "1"
+    assert fresh.counters["all_entries_day"] == "2"
+    assert fresh.counters["bot_entries_day"] == "0"
+    again = decide_at("recent", 2, T0)  # its first entry is still at the exchange: refused
+    assert again.counters["all_entries_hour"] == "2"
+    assert again.counters["all_entries_day"] == "3"
+    assert again.counters["bot_entries_hour"] == again.counters["bot_entries_day"] == "1"
+    assert again.counters["bot_notional_day"] == "0.01"

@@ -4,6 +4,7 @@ and a redelivered order event changes nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -16,7 +17,7 @@ from services.safety.handlers import decide_and_store, record_order_event
 from services.safety.store import TABLES, PositionRow, serialise_sqlite_writers
 from shared.contracts import Fill, OrderApproved, OrderEvent, Reason, TradeIntent
 from shared.db import READ_ONLY, create_tables, make_engine
-from shared.outbox import OutboxMessage
+from shared.outbox import OutboxMessage, OutboxRelay
 
 T0 = datetime(2018, 1, 20, 12, 0, tzinfo=UTC)
 
@@ -156,5 +157,28 @@ def test_a_read_goes_on_beside_a_writer_that_holds_the_lock(database_url: str) -
         with ThreadPoolExecutor(1) as pool:
             # The writer has not committed: the read sees the state before it, at once.
             assert pool.submit(read).result(timeout=5) == []
+        writer.commit()
+    engine.dispose()
+
+
+def test_the_outbox_relay_finds_what_is_pending_beside_a_writer_that_holds_the_lock(
+    database_url: str,
+) -> None:
+    """Safety's relay looks for staged messages after every commit: that read took the write
+    lock too (SQLite: BEGIN IMMEDIATE), so every pass queued behind a decision and the next
+    decision behind it."""
+    engine = make_engine(database_url)
+    serialise_sqlite_writers(engine)
+    create_tables(engine, [OutboxMessage, *TABLES])
+    relay = OutboxRelay(engine, publish=lambda rows: asyncio.sleep(0))
+    with Session(engine) as earlier:
+        earlier.add(OutboxMessage(message_id="staged-1", subject="tranche.x", payload="{}"))
+        earlier.commit()
+    with Session(engine) as writer:
+        writer.add(PositionRow(bot_id="held", mode="mock", sequence=1))
+        writer.flush()  # the write lock is held (SQLite) and the row locked (PostgreSQL)
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(relay._pending).result(timeout=5)
+        assert [row.message_id for row in pending] == ["staged-1"]
         writer.commit()
     engine.dispose()
