@@ -8,8 +8,9 @@ Two ways in (docs/deploy.md, "What the broker cannot stop"):
 - the signal user's bucket watch with a deliver subject of ``tranche.orders.events.<bot>``: the
   server delivers the bucket's value there with its own authority and TRANCHE_ORDERS stores it.
   On nats-server 2.15 the copy keeps the bucket's subject (``$KV.tranche_bots.<key>``), so the
-  ledger's and safety's consumers (filtered on ``tranche.orders.events.>``) never get it; the
-  plain subscribers of ``tranche.orders.events.>`` (the signal, the dashboard) do;
+  readers' durable consumers (filtered on ``tranche.orders.events.>``: the ledger's, safety's,
+  the signal's) never get it; only plain subscribers of the subject do (the dashboard, which
+  shows an order event only with the executor's signature);
 - a stolen admin password (or a permissions mistake): a publish on the subject itself, which
   every reader receives.
 """
@@ -37,7 +38,14 @@ from services.signal.config import SignalSettings
 from shared import subjects
 from shared.contracts import Fill, OrderApproved, OrderEvent
 from shared.service import Service
-from shared.streams import DLQ, ORDERS, SAFETY
+from shared.streams import (
+    DLQ,
+    LEDGER_ORDER_EVENTS,
+    ORDERS,
+    SAFETY,
+    SAFETY_ORDER_EVENTS,
+    SIGNAL_ORDER_EVENTS,
+)
 from tests.integration.test_safety_service import T0, intent, settings_for
 from tests.support.nats_users import As, stored
 from tests.support.waiting import eventually
@@ -167,14 +175,17 @@ async def test_a_filled_event_the_signal_user_delivers_through_a_bucket_watch_is
     users: As, readers: Readers, ledger_http: httpx.AsyncClient
 ) -> None:
     signal, admin = await users.connect("signal"), await users.connect("admin")
+    dashboard = await users.connect("dashboard")
     approval = await approved_order(users, signal)
     bots = await signal.jetstream().key_value(subjects.BOTS_BUCKET)
     await bots.put("forged", forged_fill(approval))
-    # The attack: a "watch" of that key whose deliver subject is the bot's order events, and a
-    # subscription of that exact subject, which is the interest the server delivers to.
+    # The attack: a "watch" of that key whose deliver subject is the bot's order events. The
+    # server delivers only where someone subscribes to that subject: the signal user may not
+    # any more (it reads order events through its durable consumer), the running dashboard does
+    # (it watches tranche.>), so the interest here is the dashboard user's.
     deliver_to = subjects.for_token(subjects.ORDERS_EVENTS, BOT)
-    await signal.subscribe(deliver_to)
-    await signal.flush()
+    seen = await dashboard.subscribe(deliver_to)
+    await dashboard.flush()
     await signal.jetstream().add_consumer(
         f"KV_{subjects.BOTS_BUCKET}",
         config=ConsumerConfig(
@@ -184,15 +195,26 @@ async def test_a_filled_event_the_signal_user_delivers_through_a_bucket_watch_is
             ack_policy=AckPolicy.NONE,
         ),
     )
+    delivered = await seen.next_msg(timeout=30)
+    assert json.loads(delivered.data)["message_id"] == "forged-filled"  # it got that far
     js = admin.jetstream()
-    (copy,) = await eventually(
+    (_stored,) = await eventually(
         lambda: messages(js, ORDERS.name, f"$KV.{subjects.BOTS_BUCKET}.forged"),
         what="the forged event stored in TRANCHE_ORDERS",
     )
-    assert json.loads(copy.data)["message_id"] == "forged-filled"  # it got that far
-    await refused_by(js, ("signal",), ledger_http)
+    # Stored under the bucket's subject, so no reader's durable consumer (filtered on
+    # tranche.orders.events.>) is handed it: each has caught up with nothing pending.
+    for consumer in (LEDGER_ORDER_EVENTS, SAFETY_ORDER_EVENTS, SIGNAL_ORDER_EVENTS):
+
+        async def caught_up(name: str = consumer.durable) -> bool:
+            info = await js.consumer_info(ORDERS.name, name)
+            return info.num_pending == 0 and info.num_ack_pending == 0
+
+        await eventually(caught_up, what=f"{consumer.durable} caught up")
     await nothing_counted(readers, approval, ledger_http, admin)
-    assert await refusals(js, "signal") == ["ORDER_EVENT_NOT_SIGNED"]
+    for service in READERS:
+        assert "ORDER_EVENT_NOT_SIGNED" not in await refusals(js, service), service  # not handed it
+    await dashboard.close()
     await signal.close()
     await admin.close()
 

@@ -37,6 +37,7 @@ from shared.contracts import (
 from shared.money import utc_now
 from shared.service import Service
 from shared.streams import BOTS, INTENTS, ensure_streams
+from tests.support.signing import signed_by_executor
 from tests.support.waiting import eventually
 
 T = TypeVar("T", bound=BaseModel)
@@ -540,6 +541,6 @@ async def publish_stop_event(js, stop: TradeIntent, status: str) -> None:
         bot_id=stop.bot_id, product_id="ETH-BTC", mode="mock", intent_id=stop.intent_id,
         client_order_id=f"c-{stop.intent_id}", action="exit", side="sell", status=status,
     )  # fmt: skip
-    await js.publish(
-        subjects.for_token(subjects.ORDERS_EVENTS, stop.bot_id), event.model_dump_json().encode()
-    )
+    subject = subjects.for_token(subjects.ORDERS_EVENTS, stop.bot_id)
+    payload = event.model_dump_json().encode()
+    await js.publish(subject, payload, headers=signed_by_executor(subject, payload))
