@@ -13,8 +13,9 @@ Reads:  tranche.>                         (core NATS: every public message, no s
 Writes: nothing, except the operator's halt/resume, forwarded to safety's kill switch.
 HTTP:   GET /                             the page (static/index.html and static/)
         GET /events                       server-sent events: the page's parts as they change
-        POST /control/{halt|resume}[/{bot_id}][?cancel_stops=true]  forwarded to safety with
-                                          the caller's token (a halt that cancels the stops too)
+        POST /control/{halt|halt-cancel-stops|resume}[/{bot_id}]  forwarded to safety with the
+                                          caller's token (halt-cancel-stops: the stops on the
+                                          exchange too, as tranche halt --cancel-stops)
         GET /history/{bot_id}[.csv]       the ledger's closed positions of a bot (read through)
 
 Reading never changes anything (DESIGN.md, promise 8): the page and its stream only read; no
@@ -29,7 +30,7 @@ from pathlib import Path as FilePath
 from typing import Annotated
 
 import httpx
-from fastapi import APIRouter, Header, Path, Query
+from fastapi import APIRouter, Header, Path
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from prometheus_client import Counter, Gauge
 from sse_starlette import EventSourceResponse
@@ -69,15 +70,10 @@ FORWARDED: dict[int | str, dict] = {
     for status, why in (
         (401, "No token given, or safety refused it"),
         (409, "Safety refused the command (its code and sentence)"),
-        (422, "cancel_stops with another command than a halt, or an invalid bot id"),
         (502, "Safety unreachable, or its answer unexpected"),
     )
 }
 """What a control button can answer besides 200: safety's verdict as an HTML fragment."""
-CANCEL_STOPS = (
-    "halt only: cancel the protective stops on the exchange too (tranche halt --cancel-stops); "
-    "any other halt keeps them"
-)
 
 
 def build(settings: DashboardSettings) -> Service:
@@ -162,17 +158,12 @@ def build(settings: DashboardSettings) -> Service:
 
         return EventSourceResponse(counted(), ping=15, headers={"Cache-Control": "no-cache"})
 
-    async def control(
-        command: Command, bot_id: str | None, authorization: str | None, cancel_stops: bool
-    ):
-        outcome = await forward(
-            client, settings.url_of("safety"), command, bot_id, authorization, cancel_stops
-        )
-        asked = f"{command}_cancel_stops" if cancel_stops else command
-        CONTROLS.labels(asked, str(outcome.status)).inc()
+    async def control(command: Command, bot_id: str | None, authorization: str | None):
+        outcome = await forward(client, settings.url_of("safety"), command, bot_id, authorization)
+        CONTROLS.labels(command, str(outcome.status)).inc()
         # The log names the command and its outcome; the token is never in it.
         service.log.info(
-            "dashboard.control", command=asked, target=bot_id or "all", status=outcome.status
+            "dashboard.control", command=command, target=bot_id or "all", status=outcome.status
         )
         css = "ok" if outcome.status == 200 else "refused"
         return HTMLResponse(
@@ -187,11 +178,9 @@ def build(settings: DashboardSettings) -> Service:
         responses=FORWARDED,
     )
     async def control_all(
-        command: Command,
-        authorization: Annotated[str | None, Header()] = None,
-        cancel_stops: Annotated[bool, Query(description=CANCEL_STOPS)] = False,
+        command: Command, authorization: Annotated[str | None, Header()] = None
     ) -> HTMLResponse:
-        return await control(command, None, authorization, cancel_stops)
+        return await control(command, None, authorization)
 
     @api.post(
         "/control/{command}/{bot_id}",
@@ -203,9 +192,8 @@ def build(settings: DashboardSettings) -> Service:
         command: Command,
         bot_id: Annotated[str, Path(pattern=f"^{TOKEN.pattern}$")],
         authorization: Annotated[str | None, Header()] = None,
-        cancel_stops: Annotated[bool, Query(description=CANCEL_STOPS)] = False,
     ) -> HTMLResponse:
-        return await control(command, bot_id, authorization, cancel_stops)
+        return await control(command, bot_id, authorization)
 
     async def from_ledger(path: str, mode: str) -> Response:
         try:

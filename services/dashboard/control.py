@@ -16,7 +16,9 @@ from pydantic import ValidationError
 
 from shared.contracts import SafetyCommandResult
 
-Command = Literal["halt", "resume"]
+Command = Literal["halt", "halt-cancel-stops", "resume"]
+"""``halt-cancel-stops``: a halt that cancels the protective stops on the exchange too, as
+``tranche halt --cancel-stops`` does; a plain halt keeps them (they only reduce risk)."""
 OPERATOR = "dashboard"
 
 
@@ -36,21 +38,16 @@ async def forward(
     command: Command,
     bot_id: str | None,
     authorization: str | None,
-    cancel_stops: bool = False,
 ) -> Outcome:
-    """Ask safety to ``command`` one bot (or everything when ``bot_id`` is ``None``); a halt
-    with ``cancel_stops`` cancels the protective stops on the exchange too (``tranche halt
-    --cancel-stops``), any other halt keeps them."""
+    """Ask safety to ``command`` one bot (or everything when ``bot_id`` is ``None``)."""
     target = f"bot {bot_id}" if bot_id else "all bots"
     if not authorization or not authorization.removeprefix("Bearer ").strip():
         return Outcome(401, "enter the safety token first: without it the page is read-only")
-    if cancel_stops and command != "halt":
-        return Outcome(422, "only a halt cancels the stops on the exchange: nothing was asked")
     body: dict[str, object] = {
         "bot_id": bot_id, "operator": OPERATOR, "reason": f"{command} from the dashboard",
     }  # fmt: skip
-    if cancel_stops:
-        body["cancel_stops"] = True
+    if command == "halt-cancel-stops":
+        command, body["cancel_stops"] = "halt", True
     try:
         response = await client.post(
             f"{safety_url}/{command}",

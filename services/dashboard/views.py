@@ -271,7 +271,7 @@ def _controls(bot_id: str) -> str:
         '<div class="control">'
         f'<button class="halt" hx-post="/control/halt/{e(bot_id)}" '
         f'hx-target="#control-result">Halt {e(bot_id)}</button>'
-        f'<button class="halt-stops" hx-post="/control/halt/{e(bot_id)}?cancel_stops=true" '
+        f'<button class="halt-stops" hx-post="/control/halt-cancel-stops/{e(bot_id)}" '
         f'hx-confirm="Halt {e(bot_id)} and cancel its stops on the exchange?" '
         f'hx-target="#control-result">Halt {e(bot_id)} and cancel its stops</button>'
         f'<button class="resume" hx-post="/control/resume/{e(bot_id)}" '

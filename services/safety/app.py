@@ -34,7 +34,7 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Query
 from faststream.nats import NatsResponse
 from faststream.nats.annotations import NatsMessage
 from nats.js.errors import KeyDeletedError, KeyNotFoundError
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, StrictBool, ValidationError
 from sqlmodel import Session, select
 
 from services.safety.config import SafetySettings
@@ -101,7 +101,7 @@ class ControlRequest(BaseModel):
     bot_id: Token | None = None
     reason: str = Field(default="", max_length=300)
     operator: str = Field(default="http", min_length=1, max_length=64)
-    cancel_stops: bool = False
+    cancel_stops: StrictBool = False
     """``POST /halt``: cancel the protective stops on the exchange too, as ``tranche halt
     --cancel-stops`` does (the dashboard's "halt and cancel stops")."""
 

@@ -124,7 +124,7 @@ def test_controls_are_on_every_card_but_carry_no_token() -> None:
     card = views.bots(board)
     assert f'hx-post="/control/halt/{BOT}"' in card
     assert f'hx-post="/control/resume/{BOT}"' in card
-    assert f'hx-post="/control/halt/{BOT}?cancel_stops=true"' in card  # tranche halt --cancel-stops
+    assert f'hx-post="/control/halt-cancel-stops/{BOT}"' in card  # tranche halt --cancel-stops
     assert "Bearer" not in card
 
 
