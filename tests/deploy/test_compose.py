@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -272,13 +273,15 @@ def compose_tool(name: str) -> list[str]:
 @pytest.mark.parametrize("tool", ["docker-compose", "docker compose"])
 def test_compose_validates_the_file_and_resolves_the_defaults(tool: str, tmp_path: Path) -> None:
     # No .env of the developer's and no TRANCHE_ variable of the shell: the file's own defaults.
-    # Only the required NATS passwords and signing keys, as `tranche nats passwords` writes them.
+    # Only the required NATS passwords and signing keys: what `tranche nats passwords` writes.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRANCHE_", "COMPOSE_"))}
     env_file = tmp_path / "passwords.env"
     env_file.write_text(
-        "".join(f"TRANCHE_NATS_PASSWORD_{u.upper()}=p{u}\n" for u in NATS_USERS)
-        + "TRANCHE_SIGNING_KEY=ed25519:k\nTRANCHE_SIGNING_PUBLIC_KEY=ed25519:p\n"
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRANCHE_", "COMPOSE_"))}
+        subprocess.run(
+            [sys.executable, "-m", "tranche", "nats", "passwords"],
+            capture_output=True, text=True, env=env, timeout=60, check=True, cwd=ROOT,
+        ).stdout
+    )  # fmt: skip
     command = [
         *compose_tool(tool),
         "--env-file", str(env_file),
