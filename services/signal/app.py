@@ -220,8 +220,9 @@ def build(settings: SignalSettings) -> Service:
         subjects.all_of(subjects.ORDERS_REJECTED), title="signal-order-rejections", no_reply=True
     )
     async def on_rejection(body: OrderRejected) -> None:
-        """A stop on the exchange that safety refused is asked again (read as plain messages,
-        as order events are: services/signal/exchange_stop.py)."""
+        """A stop on the exchange that safety refused is asked again (read as plain messages:
+        services/signal/exchange_stop.py; a refusal missed while down is not heard, and the
+        position's next state asks its own stop)."""
         if body.mode == settings.mode:
             await handlers.stop_refused(body)
 
