@@ -56,8 +56,9 @@ async def measure(count: int, work: Path) -> None:
         settings = SignalSettings(
             database_url=f"sqlite:///{work / 'signal.db'}", nats_url=server.url, data_dir=work,
             config_file=config, control_token="bench", log_level="warning",
-            # No executor here: a throwaway key, so the signal starts (it reads order events).
-            order_signing_public_key=new_key_pair()[1],
+            # No executor or safety here: throwaway keys, so the signal starts (it reads order
+            # and safety events).
+            order_signing_public_key=new_key_pair()[1], signing_public_key=new_key_pair()[1],
         )  # fmt: skip
         service = build(settings)
         await service.start()

@@ -106,6 +106,33 @@ class ServiceSettings(BaseSettings):
         return f"sqlite:///{self.data_dir / (self.service + '.db')}"
 
 
+SIGNING_PUBLIC_KEY = "TRANCHE_SIGNING_PUBLIC_KEY"
+
+
+class ReadsSafetyEvents(ServiceSettings):
+    """A service that acts on what only safety may say (the executor places approvals and
+    follows halts, the signal flattens on a flatten request): it believes only what safety
+    signed."""
+
+    signing_public_key: str | None = None
+    """Safety's Ed25519 public key (PEM or ``ed25519:<base64>``): approvals and safety events are
+    acted on only with safety's signature (shared/signing.py). Required; or
+    ``signing_public_key_file``."""
+    signing_public_key_file: Path | None = None
+    """A file holding ``signing_public_key`` (a mounted secret)."""
+
+    def safety_verifier(self, why: str) -> Verifier:
+        """Safety's public key; a missing or bad one stops the service with one sentence naming
+        the variable (never the key) and ``why`` it cannot run without it."""
+        return key_or_exit(
+            self.service,
+            why,
+            lambda: verifier_from(
+                self.signing_public_key, self.signing_public_key_file, SIGNING_PUBLIC_KEY
+            ),
+        )
+
+
 ORDER_SIGNING_PUBLIC_KEY = "TRANCHE_ORDER_SIGNING_PUBLIC_KEY"
 
 

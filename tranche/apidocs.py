@@ -47,7 +47,7 @@ def documents(data_dir: Path) -> dict[str, Any]:
     order_private_key, order_public_key = new_key_pair()
     reads_order_events = {"order_signing_public_key": order_public_key}
     extra: dict[str, dict[str, Any]] = {
-        "signal": {"replay": ""} | reads_order_events,
+        "signal": {"replay": "", "signing_public_key": public_key} | reads_order_events,
         "safety": {"signing_key": private_key} | reads_order_events,
         "executor": {"signing_public_key": public_key, "order_signing_key": order_private_key},
         "ledger": reads_order_events,

@@ -262,9 +262,9 @@ class EmbeddedStack:
         }
         if c.config_file is not None:
             env["TRANCHE_CONFIG_FILE"] = str(c.config_file)
-        # Safety's signing key goes to safety alone, the executor gets its public key; the
-        # executor's own key goes to the executor alone, the readers of order events get its
-        # public key.
+        # Safety's signing key goes to safety alone, the executor and the signal get its public
+        # key; the executor's own key goes to the executor alone, the readers of order events
+        # get its public key.
         for key in ("TRANCHE_SIGNING_KEY", "TRANCHE_SIGNING_PUBLIC_KEY",
                     "TRANCHE_ORDER_SIGNING_KEY", "TRANCHE_ORDER_SIGNING_PUBLIC_KEY"):  # fmt: skip
             env.pop(key, None)
@@ -273,8 +273,9 @@ class EmbeddedStack:
         order_private, order_public = credentials.order_signing_keys(c.data_dir.resolve())
         if name == "safety":
             env["TRANCHE_SIGNING_KEY_FILE"] = str(private)
-        if name == "executor":
+        if name in ("executor", "signal"):  # they act only on what safety signed
             env["TRANCHE_SIGNING_PUBLIC_KEY_FILE"] = str(public)
+        if name == "executor":
             env["TRANCHE_ORDER_SIGNING_KEY_FILE"] = str(order_private)
         else:
             env["TRANCHE_ORDER_SIGNING_PUBLIC_KEY_FILE"] = str(order_public)

@@ -59,7 +59,7 @@ from shared.eventtime import NewestTimes, bounds_for
 from shared.http import answers, bearer_guard
 from shared.money import NonNegativeDec, PositiveDec, utc_now
 from shared.service import Service, serve
-from shared.signing import key_or_exit, signer_from, verifier_from
+from shared.signing import key_or_exit, signer_from
 from shared.stops import HeldStop
 from shared.streams import EXECUTOR_APPROVED, EXECUTOR_SAFETY_EVENTS
 
@@ -117,15 +117,7 @@ def build(settings: ExecutorSettings, exchange: Any = None) -> Service:
     refusal = production_refusal(settings)
     if refusal:
         raise SystemExit(refusal)
-    verifier = key_or_exit(
-        "executor",
-        "it places only approvals signed by safety's key",
-        lambda: verifier_from(
-            settings.signing_public_key,
-            settings.signing_public_key_file,
-            "TRANCHE_SIGNING_PUBLIC_KEY",
-        ),
-    )
+    verifier = settings.safety_verifier("it places only approvals signed by safety's key")
     order_key = settings.order_signing_key
     signer = key_or_exit(
         "executor",

@@ -11,10 +11,10 @@ from typing import Literal
 from pydantic import Field, SecretStr
 
 from services.executor.exchanges.mock import FillAt, MockSettings
-from shared.settings import ServiceSettings
+from shared.settings import ReadsSafetyEvents
 
 
-class ExecutorSettings(ServiceSettings):
+class ExecutorSettings(ReadsSafetyEvents):
     service: str = "executor"
 
     # -- orders
@@ -92,10 +92,8 @@ class ExecutorSettings(ServiceSettings):
     """Bearer token for ``POST /orders/{id}/resolve`` (``tranche orders resolve``); unset:
     resolving over HTTP is refused."""
     # -- defence in depth (shared/signing.py)
-    signing_public_key: str | None = None
-    """Safety's Ed25519 public key (PEM): the executor places an approval and follows a safety
-    event only with safety's signature. Required; or ``signing_public_key_file``."""
-    signing_public_key_file: Path | None = None
+    # safety's public key: ReadsSafetyEvents (an approval or a safety event only with safety's
+    # signature)
     order_signing_key: SecretStr | None = None
     """The executor's own Ed25519 private key (PEM or ``ed25519:<base64>``; not safety's): it
     signs every order event, and the ledger, safety, the signal and the dashboard act only on

@@ -7,7 +7,8 @@ Reads:  tranche.signals.inject.<bot>   (durable, consumer signal-inject-v2)
                                         consumers, and safety's consumer's progress, to know
                                         when an intent has settled; services/signal/lockstep.py)
         tranche_bots bucket             (watch: bots created, changed, paused, removed)
-        tranche.safety.events           (core NATS: a flatten asked, a bot resumed)
+        tranche.safety.events           (core NATS: a flatten asked, a bot resumed; only with
+                                        safety's signature, else SAFETY_EVENT_NOT_SIGNED)
         tranche.safety.readiness.<bot>  (core NATS: orders in flight, so removal can wait)
         tranche.orders.events.<bot>     (durable, consumer signal-order-events-v1: the status of
                                         each stop on the exchange, one that ended is asked again;
@@ -64,7 +65,9 @@ from shared.bus import (
     InvalidMessage,
     delivery_of,
     durable,
+    handled_message,
     require_executors_signature,
+    require_signature,
     require_subject_token,
 )
 from shared.catalog import CatalogError, load_catalog
@@ -98,6 +101,7 @@ STALE = Gauge(
 
 def build(settings: SignalSettings) -> Service:
     order_events = settings.order_event_verifier()
+    safety_events = settings.safety_verifier("it flattens or resumes a bot only as safety says")
     service = Service(settings, TABLES)
     log = service.log
     try:
@@ -231,7 +235,14 @@ def build(settings: SignalSettings) -> Service:
     @service.router.subscriber(subjects.SAFETY_EVENTS, title="signal-safety-events", no_reply=True)
     async def on_safety_event(body: SafetyEvent) -> None:
         """A flatten stands until flat; a resume ends it and restarts standing exits' back-off
-        (a resume of the whole system restarts every bot's back-off; flattens stand)."""
+        (a resume of the whole system restarts every bot's back-off; flattens stand). Only with
+        safety's signature: a forged flatten request would have the signal sell a position."""
+        require_signature(
+            safety_events,
+            handled_message(service.broker),
+            "SAFETY_EVENT_NOT_SIGNED",
+            "a safety event without safety's valid signature",
+        )
         if body.bot_id is None:
             if body.code == "RESUME":
                 handlers.standing.forget_all()

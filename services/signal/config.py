@@ -5,10 +5,10 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 
-from shared.settings import ReadsOrderEvents
+from shared.settings import ReadsOrderEvents, ReadsSafetyEvents
 
 
-class SignalSettings(ReadsOrderEvents):
+class SignalSettings(ReadsOrderEvents, ReadsSafetyEvents):
     service: str = "signal"
     replay: str = ""
     """Feeds to replay, ``PRODUCT=file.csv`` separated by commas; empty = no replay."""

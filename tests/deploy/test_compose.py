@@ -395,13 +395,17 @@ def test_env_example_names_only_settings_compose_uses_and_defaults_to_mock() -> 
             assert value == "", f".env.example must not carry a value for {name}"
 
 
-def test_only_safety_holds_the_signing_key_and_the_executor_its_public_half(
+def test_only_safety_holds_the_signing_key_and_the_executor_and_signal_its_public_half(
     services: dict,
 ) -> None:
     for name, service in services.items():
         env = environment(service)
         assert ("TRANCHE_SIGNING_KEY" in env) == (name == "safety"), name
-        assert ("TRANCHE_SIGNING_PUBLIC_KEY" in env) == (name == "executor"), name
+        assert ("TRANCHE_SIGNING_PUBLIC_KEY" in env) == (name in ("executor", "signal")), name
+        if name in ("executor", "signal"):
+            assert required_variable(env["TRANCHE_SIGNING_PUBLIC_KEY"]) == (
+                "TRANCHE_SIGNING_PUBLIC_KEY"
+            ), name
     assert required_variable(environment(services["safety"])["TRANCHE_SIGNING_KEY"]) == (
         "TRANCHE_SIGNING_KEY"
     )

@@ -211,15 +211,17 @@ def test_the_dashboard_runs_read_only_with_probes_and_finds_the_services() -> No
 
 
 @pytest.mark.parametrize("service", [*APP_SERVICES, "dashboard"])
-def test_only_safety_holds_the_signing_key_and_the_executor_its_public_half(service: str) -> None:
+def test_only_safety_holds_the_signing_key_and_the_executor_and_signal_its_public_half(
+    service: str,
+) -> None:
     docs = render("mock")
     container = find(docs, "Deployment", service)["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e for e in container["env"]}
     assert ("TRANCHE_SIGNING_KEY" in env) == (service == "safety")
-    assert ("TRANCHE_SIGNING_PUBLIC_KEY" in env) == (service == "executor")
+    assert ("TRANCHE_SIGNING_PUBLIC_KEY" in env) == (service in ("executor", "signal"))
     if service == "safety":
         assert secret_of(env, "TRANCHE_SIGNING_KEY") == ("tranche-signing", "private")
-    if service == "executor":
+    if service in ("executor", "signal"):
         assert secret_of(env, "TRANCHE_SIGNING_PUBLIC_KEY") == ("tranche-signing", "public")
 
 

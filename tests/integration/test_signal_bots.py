@@ -31,13 +31,14 @@ from shared.contracts import (
     BotReadiness,
     OrderEvent,
     PositionUpdate,
+    SafetyEvent,
     Ticker,
     TradeIntent,
 )
 from shared.money import utc_now
 from shared.service import Service
 from shared.streams import BOTS, INTENTS, ensure_streams
-from tests.support.signing import signed_by_executor
+from tests.support.signing import signed, signed_by_executor
 from tests.support.waiting import eventually
 
 T = TypeVar("T", bound=BaseModel)
@@ -544,3 +545,43 @@ async def publish_stop_event(js, stop: TradeIntent, status: str) -> None:
     subject = subjects.for_token(subjects.ORDERS_EVENTS, stop.bot_id)
     payload = event.model_dump_json().encode()
     await js.publish(subject, payload, headers=signed_by_executor(subject, payload))
+
+
+async def test_only_a_flatten_request_safety_signed_has_the_signal_sell(
+    tmp_path: Path, nats_url: str, js
+) -> None:
+    """A forged flatten request (a stolen password, a consumer's deliver subject, a permissions
+    mistake) would have the signal sell the bot's position: it acts only on safety's signature."""
+    await put_open_position(js, "from-file")
+    async with running(settings_for(tmp_path, nats_url)) as (_, web):
+        await eventually(lambda: _position_is(web, "from-file", "open"), "the open position")
+        tick = Ticker(product_id="ETH-BTC", price=Decimal("0.05"), time=utc_now())
+        await js._nc.publish("tranche.market.ticker.ETH-BTC", tick.model_dump_json().encode())
+
+        async def flatten(message_id: str, sign: bool) -> None:
+            event = SafetyEvent(
+                message_id=message_id, correlation_id=message_id, time=utc_now(),
+                code="FLATTEN_REQUESTED", message="flatten from-file", bot_id="from-file",
+                state="reducing", caused_by="operator",
+            )  # fmt: skip
+            payload = event.model_dump_json().encode()
+            headers = {"Nats-Msg-Id": message_id}
+            await js.publish(
+                subjects.SAFETY_EVENTS,
+                payload,
+                headers=signed(subjects.SAFETY_EVENTS, payload, headers) if sign else headers,
+            )
+
+        async def sells() -> list[TradeIntent]:
+            return [i for i in await intents_of(js, "from-file") if i.side == "sell"]
+
+        await flatten("flatten-forged", sign=False)
+
+        async def refused() -> bool:
+            return "SAFETY_EVENT_NOT_SIGNED" in (await _dead_letter(js) or "")
+
+        await eventually(refused, "the unsigned flatten request dead-lettered")
+        assert await sells() == []
+        await flatten("flatten-signed", sign=True)
+        (sell,) = await eventually(sells, "the sell the signed flatten request asks")
+        assert sell.reason.code == "FLATTEN"
