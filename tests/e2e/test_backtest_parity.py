@@ -82,3 +82,35 @@ def test_the_trade_tape_of_another_product_backtests_as_it_replays(tmp_path: Pat
     assert parity.backtest == parity.replay
     journal = parity.run.journal
     assert {"intent xrp-eth-momentum", "order xrp-eth-momentum"} <= set(journal)
+
+
+def with_stops_on_exchange(to: Path) -> Path:
+    """The sample bots' file with eth-btc-momentum keeping its stop-loss on the exchange."""
+    text = (ROOT / "config" / "tranche.toml").read_text()
+    first = 'stop_loss_pct = "2.5"'
+    assert first in text
+    to.write_text(text.replace(first, first + "\nstop_on_exchange = true", 1))
+    return to
+
+
+def stop_orders(parity) -> list[str]:
+    """The statuses of the bot's stops' order events, in order."""
+    journal = parity.run.journal
+    stops = {b["intent_id"] for b in journal[f"intent {BOT}"] if b["order_type"] == "stop_limit"}
+    return [b["status"] for b in journal[f"order {BOT}"] if b["intent_id"] in stops]
+
+
+def test_a_bot_with_its_stop_on_the_exchange_backtests_as_it_replays(tmp_path: Path) -> None:
+    """The signal sizes its stops by the product's rules, hears their order events (its own
+    stop-loss stands down while the exchange holds one) and safety's refusals: the backtest does
+    as the services do, so a bot with ``stop_on_exchange`` decides the same in both. On the
+    2,000-candle slice its stops rest, are replaced as the position grows, and are cancelled
+    before its take-profit sells."""
+    config = with_stops_on_exchange(tmp_path / "tranche.toml")
+    catalog = load_catalog(config)
+    data = tmp_path / "ETH-BTC-1m.csv"
+    assert slice_rows(DATA, data, rows=2000) == 2000
+    parity = compare_with_replay(catalog, config, data, "ETH-BTC", tmp_path / "work", bots=[BOT])
+    assert_parity(parity)
+    assert {"open", "cancelled"} <= set(stop_orders(parity))
+    assert [trip.exit_reason for trip in parity.run.result.round_trips] == ["TAKE_PROFIT"] * 2

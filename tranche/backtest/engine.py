@@ -51,6 +51,7 @@ from shared.catalog import Catalog
 from shared.contracts import (
     OrderApproved,
     OrderEvent,
+    OrderRejected,
     PositionUpdate,
     SafetyEvent,
     Ticker,
@@ -189,7 +190,10 @@ class Backtest:
         for bot_id in bot_ids:
             self.bots.add(bot_id, catalog.bots[bot_id])
         self.signal = SignalHandlers(
-            bots=self.bots, transact=self.signal_store.transact, publish_evaluation=None
+            bots=self.bots,
+            transact=self.signal_store.transact,
+            publish_evaluation=None,
+            products=catalog.products,  # a stop on the exchange is sized by them
         )
         # safety
         self.safety_store = MemoryStore(SAFETY_TABLES)
@@ -262,6 +266,10 @@ class Backtest:
                 )
             )
             self._collect(self.safety_store)
+        elif kind == "rejected":
+            # As the signal's subscriber of rejections: a refused stop is asked again.
+            await self.signal.stop_refused(OrderRejected.model_validate_json(payload))
+            self._collect(self.signal_store)
         elif kind == "approved":
             await self.executor.on_approval(OrderApproved.model_validate_json(payload))
             await self._finish_orders()
@@ -291,10 +299,15 @@ class Backtest:
             await self.executor.sync(cid)
 
     async def _order_event(self, event: OrderEvent) -> None:
+        """Every order event, in stream order, to the three services that consume them: safety,
+        the signal (its durable consumer hears its stops rest or end; while the exchange holds
+        one, its own stop-loss stands down) and the ledger."""
         await self.safety_store.transact(
             lambda session: record_order_event(session, event, self.safety_settings)
         )
         self._collect(self.safety_store)
+        await self.signal.stop_event(event)
+        self._collect(self.signal_store)
         product = self.catalog.products[event.product_id]
         bot = self.catalog.bots.get(event.bot_id)
         allocation = (bot.exit_allocation if bot else None) or self.ledger_settings.exit_allocation

@@ -1,6 +1,7 @@
 """The backtest engine on hand-made ticks: what the services' handlers decide, wired in one
 process (an entry, adds refused by the entry cooldown then approved, a stop-loss), files merged
-in market-time order, and ``--start``/``--end``."""
+in market-time order, ``--start``/``--end``, and a stop on the exchange that sells while the
+signal's own stop-loss stands down."""
 
 from __future__ import annotations
 
@@ -119,6 +120,29 @@ def test_an_entry_adds_refused_by_the_cooldown_an_add_and_a_stop(
     assert {d.reason for d in result.decisions if not d.approved} >= {"ENTRY_COOLDOWN"}
     assert result.open_positions == [] and result.candles == len(rising_then_falling())
     assert result.fingerprint == fingerprint(journal)
+
+
+def test_a_stop_on_the_exchange_sells_and_the_signals_own_stop_loss_stands_down(
+    catalog: Catalog, tmp_path: Path
+) -> None:
+    """The backtest's signal hears its stop's order events as the services' does: the stop rests
+    (``open``), so at the tick that reaches it (above its limit) the signal's own stop-loss stands
+    down and the exchange's stop alone sells the position, once."""
+    held = tmp_path / "held.toml"
+    held.write_text(BOTS.replace("[bots.up]", "[bots.held]\nstop_on_exchange = true", 1))
+    # At 00:14 (an add there is refused by the entry cooldown) down 2.1 % from the top: past the
+    # stop (2 % below break-even, fees in), above its limit.
+    flat_then_up = rising_then_falling()[:-4]
+    down = (flat_then_up[-1] * Decimal("0.979")).quantize(Decimal("1e-8"))
+    data = candles(tmp_path / "ETH-BTC.csv", [*flat_then_up, down, down, down])
+    journal = backtest(load_catalog(held), [("ETH-BTC", data)], bot_ids=["held"]).journal
+    exits = {(m["order_type"], m["reason"]["code"]) for m in journal["intent held"]
+             if m["action"] == "exit"}  # fmt: skip
+    assert exits == {("stop_limit", "STOP_ON_EXCHANGE")}  # no STOP_LOSS of the signal's own
+    filled = [m for m in journal["order held"] if m["status"] == "filled"]
+    assert filled[-1]["intent_id"].startswith("stop:") and filled[-1]["time"].endswith("14:00Z")
+    assert journal["position held"][-1]["status"] == "flat"
+    assert [m for m in journal["rejected held"] if m["intent"]["action"] == "exit"] == []
 
 
 def test_the_same_data_gives_the_same_run_and_the_fee_rate_is_the_mocks(
