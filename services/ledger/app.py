@@ -40,6 +40,7 @@ from shared.bots import LiveCatalog
 from shared.bus import (
     InvalidMessage,
     durable,
+    handled_message,
     require_executors_signature,
     require_subject_token,
 )
@@ -86,7 +87,8 @@ def build(settings: LedgerSettings) -> Service:
         return (bot.exit_allocation if bot else None) or settings.exit_allocation
 
     @durable(service.router, LEDGER_ORDER_EVENTS, title="ledger-order-events")
-    async def on_order_event(body: OrderEvent, msg: NatsMessage) -> None:
+    async def on_order_event(body: OrderEvent) -> None:
+        msg = handled_message(service.broker)
         require_executors_signature(order_events, msg)
         require_subject_token(msg, body.bot_id, "order event")
         check_times([body.time, *(fill.time for fill in body.fills)], utc_now(),
