@@ -20,7 +20,6 @@ Readers compare ``sequence`` and ignore an older position.
 
 from __future__ import annotations
 
-from faststream.nats.annotations import NatsMessage
 from prometheus_client import Counter
 from pydantic import ValidationError
 
@@ -139,7 +138,8 @@ def build(settings: LedgerSettings) -> Service:
             marks[body.product_id] = Mark(price=body.price, time=body.time)
 
     @service.broker.subscriber(subjects.all_of(subjects.LEDGER_QUERY), title="ledger-query")
-    async def on_query(msg: NatsMessage) -> PositionAnswer:
+    async def on_query() -> PositionAnswer:
+        msg = handled_message(service.broker)
         bot_id = subjects.last_token(msg.raw_message.subject)
         try:
             query = PositionQuery.model_validate_json(msg.body or b"{}")

@@ -333,6 +333,8 @@ async def test_query_answers_the_current_position(ledger: Ledger) -> None:
     assert answer.position is not None and answer.position.quantity == 1
     none = await ledger.nc.request("tranche.ledger.query.l-1", b'{"mode":"production"}', timeout=3)
     assert PositionAnswer.model_validate_json(none.data).reason.code == "NO_POSITION"
+    garbled = await ledger.nc.request("tranche.ledger.query.l-1", b'{"mode":', timeout=3)
+    assert PositionAnswer.model_validate_json(garbled.data).reason.code == "INVALID_QUERY"
 
 
 async def test_rebuild_finds_and_repairs_a_tampered_position(ledger: Ledger) -> None:
