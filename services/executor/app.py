@@ -26,7 +26,6 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query
-from faststream.nats.annotations import NatsMessage
 from prometheus_client import Gauge
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -52,7 +51,7 @@ from services.executor.sync import Executor
 from services.executor.tables import SERVICE_TABLES
 from shared import subjects
 from shared.bots import LiveCatalog
-from shared.bus import durable, require_signature, require_subject_token
+from shared.bus import durable, handled_message, require_signature, require_subject_token
 from shared.catalog import CatalogError, load_catalog
 from shared.contracts import Fill, OrderApproved, OrderEvent, SafetyEvent, Ticker
 from shared.eventtime import NewestTimes, bounds_for
@@ -202,7 +201,8 @@ def build(settings: ExecutorSettings, exchange: Any = None) -> Service:
     service.executor = executor  # type: ignore[attr-defined]  # for tests and operators
 
     @durable(service.router, EXECUTOR_APPROVED, title="executor-approved")
-    async def on_approved(body: OrderApproved, msg: NatsMessage) -> None:
+    async def on_approved(body: OrderApproved) -> None:
+        msg = handled_message(service.broker)
         require_subject_token(msg, body.intent.bot_id, "approval")
         require_signature(
             verifier, msg, "APPROVAL_NOT_SIGNED", "an approval without safety's valid signature"
@@ -210,7 +210,8 @@ def build(settings: ExecutorSettings, exchange: Any = None) -> Service:
         await executor.on_approval(body)
 
     @durable(service.router, EXECUTOR_SAFETY_EVENTS, title="executor-safety-events")
-    async def on_safety_event(body: SafetyEvent, msg: NatsMessage) -> None:
+    async def on_safety_event(body: SafetyEvent) -> None:
+        msg = handled_message(service.broker)
         require_signature(
             verifier,
             msg,

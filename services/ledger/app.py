@@ -20,7 +20,6 @@ Readers compare ``sequence`` and ignore an older position.
 
 from __future__ import annotations
 
-from faststream.nats.annotations import NatsMessage
 from prometheus_client import Counter
 from pydantic import ValidationError
 
@@ -40,6 +39,7 @@ from shared.bots import LiveCatalog
 from shared.bus import (
     InvalidMessage,
     durable,
+    handled_message,
     require_executors_signature,
     require_subject_token,
 )
@@ -86,7 +86,8 @@ def build(settings: LedgerSettings) -> Service:
         return (bot.exit_allocation if bot else None) or settings.exit_allocation
 
     @durable(service.router, LEDGER_ORDER_EVENTS, title="ledger-order-events")
-    async def on_order_event(body: OrderEvent, msg: NatsMessage) -> None:
+    async def on_order_event(body: OrderEvent) -> None:
+        msg = handled_message(service.broker)
         require_executors_signature(order_events, msg)
         require_subject_token(msg, body.bot_id, "order event")
         check_times([body.time, *(fill.time for fill in body.fills)], utc_now(),
@@ -137,7 +138,8 @@ def build(settings: LedgerSettings) -> Service:
             marks[body.product_id] = Mark(price=body.price, time=body.time)
 
     @service.broker.subscriber(subjects.all_of(subjects.LEDGER_QUERY), title="ledger-query")
-    async def on_query(msg: NatsMessage) -> PositionAnswer:
+    async def on_query() -> PositionAnswer:
+        msg = handled_message(service.broker)
         bot_id = subjects.last_token(msg.raw_message.subject)
         try:
             query = PositionQuery.model_validate_json(msg.body or b"{}")

@@ -33,7 +33,6 @@ from pathlib import Path
 from time import monotonic
 
 from fastapi import APIRouter
-from faststream.nats.annotations import NatsMessage
 from prometheus_client import Counter, Gauge
 
 from services.signal.bots import Roster
@@ -150,8 +149,8 @@ def build(settings: SignalSettings) -> Service:
     markets, stale, positions = handlers.markets, handlers.stale, handlers.positions
 
     @durable(service.router, SIGNAL_INJECT, title="signal-inject")
-    async def on_inject(body: InjectedSignal, msg: NatsMessage) -> None:
-        delivery = delivery_of(msg)
+    async def on_inject(body: InjectedSignal) -> None:
+        delivery = delivery_of(handled_message(service.broker))
         bot_id = subjects.last_token(delivery.subject)
         running = roster.get(bot_id)
         if running is None:
@@ -210,11 +209,12 @@ def build(settings: SignalSettings) -> Service:
                 await handlers.stop_again(body.bot_id, body.time)
 
     @durable(service.router, SIGNAL_ORDER_EVENTS, title="signal-order-events")
-    async def on_order_event(body: OrderEvent, msg: NatsMessage) -> None:
+    async def on_order_event(body: OrderEvent) -> None:
         """The stop on the exchange's status (the signal's stop-loss stands down while the
         exchange holds it); one that ended without being meant to is asked again. Durable: an
         event published while the service was down is heard when it is back, on top of the
         state it kept in its database (services/signal/store.py: StopStateRow)."""
+        msg = handled_message(service.broker)
         require_subject_token(msg, body.bot_id, "order event")
         require_executors_signature(order_events, msg)
         if body.mode == settings.mode:

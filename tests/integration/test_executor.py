@@ -449,6 +449,24 @@ async def test_an_unsigned_or_wrongly_signed_approval_is_dead_lettered_never_pla
         assert await harness.events(f"c-{n}") == []
 
 
+async def test_an_approval_on_another_bots_subject_is_dead_lettered_never_placed(
+    harness: Harness,
+) -> None:
+    """Signed by safety, but for this bot on another bot's subject: refused on the subject's
+    token (the handler reads it from the message it takes from FastStream's context)."""
+    subject = "tranche.orders.approved.another-bot"
+    payload = approval(34).model_dump_json().encode()
+    await harness.nc.jetstream().publish(
+        subject, payload, headers=signed(subject, payload), stream=ORDERS.name
+    )
+    letters = await until(lambda: dead_letters(harness, "SUBJECT_MISMATCH"), what="dead letter")
+    assert [json.loads(x["payload"])["client_order_id"] for x in letters] == ["c-34"]
+    await harness.approve(approval(35))  # the same approval on its own subject trades
+    await until(final(harness, "c-35", "filled"), what="c-35 filled")
+    assert [o.client_order_id for o in harness.exchange_orders()] == ["tranche-c-35"]
+    assert await harness.events("c-34") == []
+
+
 async def test_every_order_event_carries_the_executors_own_signature(harness: Harness) -> None:
     await harness.approve(approval(27))
     await until(final(harness, "c-27", "filled"), what="c-27 filled")

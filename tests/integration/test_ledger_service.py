@@ -300,6 +300,24 @@ async def test_an_order_event_without_the_executors_signature_is_never_booked(
     ] * 3
 
 
+async def test_an_order_event_on_another_bots_subject_is_never_booked(ledger: Ledger) -> None:
+    """Signed by the executor, but l-1's fill on l-fifo's subject: refused on the subject's
+    token (the handler reads it from the message it takes from FastStream's context)."""
+    subject = "tranche.orders.events.l-fifo"
+    misplaced = event(1, "buy", "0.09", "5").model_dump_json().encode()
+    await ledger.nc.jetstream().publish(
+        subject, misplaced, stream=ORDERS.name, headers=signed_by_executor(subject, misplaced)
+    )
+    await ledger.send(event(2, "buy", "0.1", "1", bot="l-fifo"))  # after it, in order
+    detail = await ledger.position("l-fifo")
+    assert Decimal(detail["position"]["quantity"]) == 1  # only the fill on its own subject
+    assert (await ledger.http.get("/positions/l-1")).status_code == 404  # nothing booked
+    letters = await stream_subjects(ledger.nc, DLQ.name, "tranche.dlq.ledger")
+    assert [reason["code"] for letter in letters for reason in letter["reasons"]] == [
+        "SUBJECT_MISMATCH"
+    ]
+
+
 async def test_clear_errors_for_unknown_bots_and_bad_modes(ledger: Ledger) -> None:
     assert (await ledger.http.get("/positions/nobody")).status_code == 404
     assert (await ledger.http.get("/positions/l-1")).status_code == 404  # nothing booked yet
@@ -315,6 +333,8 @@ async def test_query_answers_the_current_position(ledger: Ledger) -> None:
     assert answer.position is not None and answer.position.quantity == 1
     none = await ledger.nc.request("tranche.ledger.query.l-1", b'{"mode":"production"}', timeout=3)
     assert PositionAnswer.model_validate_json(none.data).reason.code == "NO_POSITION"
+    garbled = await ledger.nc.request("tranche.ledger.query.l-1", b'{"mode":', timeout=3)
+    assert PositionAnswer.model_validate_json(garbled.data).reason.code == "INVALID_QUERY"
 
 
 async def test_rebuild_finds_and_repairs_a_tampered_position(ledger: Ledger) -> None:

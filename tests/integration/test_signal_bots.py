@@ -29,6 +29,7 @@ from shared.catalog import Bot, load_catalog
 from shared.contracts import (
     BotChanged,
     BotReadiness,
+    DeadLetter,
     OrderEvent,
     PositionUpdate,
     SafetyEvent,
@@ -37,7 +38,7 @@ from shared.contracts import (
 )
 from shared.money import utc_now
 from shared.service import Service
-from shared.streams import BOTS, INTENTS, ensure_streams
+from shared.streams import BOTS, DLQ, INTENTS, ensure_streams
 from tests.support.signing import signed, signed_by_executor
 from tests.support.waiting import eventually
 
@@ -506,12 +507,7 @@ async def test_a_flat_bot_whose_stop_still_rests_on_the_exchange_is_not_removed_
     (tmp_path / "bots.toml").write_text(CONFIG + STOPPED)
     await put_open_position(js, "stopped")
     async with running(settings_for(tmp_path, nats_url)) as (_, web):
-        await eventually(lambda: _position_is(web, "stopped", "open"), "the open position")
-        tick = Ticker(product_id="ETH-BTC", price=Decimal("0.05"), time=utc_now())
-        await js._nc.publish("tranche.market.ticker.ETH-BTC", tick.model_dump_json().encode())
-        (stop,) = await eventually(
-            lambda: stop_intents(js, "stopped"), "the stop asked for the position"
-        )
+        stop = await stop_asked(js, web)
         await publish_stop_event(js, stop, "open")
         await put_open_position(js, "stopped", status="flat", sequence=2)
         await eventually(lambda: _position_is(web, "stopped", "flat"), "the flat position")
@@ -531,20 +527,61 @@ async def test_a_flat_bot_whose_stop_still_rests_on_the_exchange_is_not_removed_
         await eventually(removed, "the removal once the stop is cancelled")
 
 
+async def test_a_stop_event_unsigned_or_on_another_bots_subject_is_refused(
+    tmp_path: Path, nats_url: str, js
+) -> None:
+    """Neither an unsigned "open" nor the executor's "open" for this bot on another bot's
+    subject makes the signal believe the stop rests on the exchange (the handler checks the
+    message it takes from FastStream's context): the flat bot is removed."""
+    (tmp_path / "bots.toml").write_text(CONFIG + STOPPED)
+    await put_open_position(js, "stopped")
+    async with running(settings_for(tmp_path, nats_url)) as (_, web):
+        stop = await stop_asked(js, web)
+        await publish_stop_event(js, stop, "open", signed=False)
+        await publish_stop_event(js, stop, "open", subject_bot="another-bot")
+
+        async def refusals() -> list[str] | None:
+            letters = await stored(js, DLQ.name, "tranche.dlq.signal", DeadLetter)
+            codes = [reason.code for letter in letters for reason in letter.reasons]
+            return codes if len(codes) == 2 else None
+
+        codes = await eventually(refusals, "both events refused")
+        assert sorted(codes) == ["ORDER_EVENT_NOT_SIGNED", "SUBJECT_MISMATCH"]
+        await put_open_position(js, "stopped", status="flat", sequence=2)
+        await eventually(lambda: _position_is(web, "stopped", "flat"), "the flat position")
+        assert (await web.delete("/bots/stopped", headers=AUTH)).status_code == 200
+
+
+async def stop_asked(js, web: httpx.AsyncClient) -> TradeIntent:
+    """The "stopped" bot's open position seen, a price, and the stop the signal asks for."""
+    await eventually(lambda: _position_is(web, "stopped", "open"), "the open position")
+    tick = Ticker(product_id="ETH-BTC", price=Decimal("0.05"), time=utc_now())
+    await js._nc.publish("tranche.market.ticker.ETH-BTC", tick.model_dump_json().encode())
+    (stop,) = await eventually(
+        lambda: stop_intents(js, "stopped"), "the stop asked for the position"
+    )
+    return stop
+
+
 async def stop_intents(js, bot_id: str) -> list[TradeIntent]:
     found = await stored(js, INTENTS.name, f"tranche.intents.{bot_id}", TradeIntent)
     return [intent for intent in found if intent.order_type == "stop_limit"]
 
 
-async def publish_stop_event(js, stop: TradeIntent, status: str) -> None:
+async def publish_stop_event(
+    js, stop: TradeIntent, status: str, *, signed: bool = True, subject_bot: str | None = None
+) -> None:
+    """As the executor publishes it; ``signed=False`` or another bot's subject as anyone else."""
     event = OrderEvent(
         message_id=f"e-{stop.intent_id}-{status}", correlation_id=stop.intent_id, time=utc_now(),
         bot_id=stop.bot_id, product_id="ETH-BTC", mode="mock", intent_id=stop.intent_id,
         client_order_id=f"c-{stop.intent_id}", action="exit", side="sell", status=status,
     )  # fmt: skip
-    subject = subjects.for_token(subjects.ORDERS_EVENTS, stop.bot_id)
+    subject = subjects.for_token(subjects.ORDERS_EVENTS, subject_bot or stop.bot_id)
     payload = event.model_dump_json().encode()
-    await js.publish(subject, payload, headers=signed_by_executor(subject, payload))
+    await js.publish(
+        subject, payload, headers=signed_by_executor(subject, payload) if signed else None
+    )
 
 
 async def test_only_a_flatten_request_safety_signed_has_the_signal_sell(
