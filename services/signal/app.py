@@ -132,6 +132,7 @@ def build(settings: SignalSettings) -> Service:
         EVALUATIONS.labels(evaluation.bot_id).inc()
 
     in_flight = InFlight()
+    service.in_flight = in_flight  # type: ignore[attr-defined]  # for tests and operators
 
     handlers = SignalHandlers(
         bots=roster,

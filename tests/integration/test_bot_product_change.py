@@ -71,19 +71,21 @@ async def test_a_bot_with_an_order_in_flight_cannot_change_product(
     tmp_path: Path, nats_url: str, js
 ) -> None:
     (tmp_path / "bots.toml").write_text(TWO_PRODUCTS)
-    async with running(settings_for(tmp_path, nats_url)) as (_, web):
+    async with running(settings_for(tmp_path, nats_url)) as (service, web):
         await eventually(lambda: _position_is(web, "from-file", "flat"), "the positions read")
         moved = BOT | {"product_id": "XRP-ETH", "quote_size": "0.001"}
 
-        async def refused() -> bool:
+        async def heard() -> bool:
             # core NATS: a message before the subscription is live is lost, so say it again,
             # as safety does after every decision and order event
             await readiness(js, "from-file", orders_in_flight=1)
-            answer = await web.put("/bots/from-file", json=moved, headers=AUTH)
-            assert answer.status_code in (200, 409), answer.text
-            return answer.status_code == 409 and "in flight" in answer.text
+            return service.in_flight.why_not_removable("from-file") is not None
 
-        await eventually(refused, "the change refused while an order is in flight")
+        # Only once the signal has heard it: a change asked before that is (rightly) accepted,
+        # and the bot would already be on the new product.
+        await eventually(heard, "safety's readiness heard")
+        answer = await web.put("/bots/from-file", json=moved, headers=AUTH)
+        assert answer.status_code == 409 and "in flight" in answer.text, answer.text
 
         async def accepted() -> bool:
             await readiness(js, "from-file", orders_in_flight=0)

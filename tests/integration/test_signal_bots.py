@@ -353,14 +353,17 @@ async def test_a_bot_with_an_order_in_flight_is_not_removed_until_it_is_final(
     tmp_path: Path, nats_url: str, js
 ) -> None:
     # Issue 15, reproduced 6: removal during an approved entry left an unprotected position.
-    async with running(settings_for(tmp_path, nats_url)) as (_, web):
+    async with running(settings_for(tmp_path, nats_url)) as (service, web):
 
-        async def refused() -> httpx.Response | None:
+        async def heard() -> bool:
+            # core NATS: said again until the signal has heard it (a removal asked before that
+            # is rightly accepted, and the bot would be gone)
             await publish_readiness(js, "from-file", 1)
-            answer = await web.delete("/bots/from-file", headers=AUTH)
-            return answer if answer.status_code == 409 else None
+            return service.in_flight.why_not_removable("from-file") is not None
 
-        answer = await eventually(refused, "the removal refused while an order is in flight")
+        await eventually(heard, "safety's readiness heard")
+        answer = await web.delete("/bots/from-file", headers=AUTH)
+        assert answer.status_code == 409, answer.text
         assert answer.json()["detail"]["code"] == "ORDER_IN_FLIGHT"
         assert "1 order(s) in flight" in answer.json()["detail"]["message"]
         await publish_readiness(js, "from-file", 0)
