@@ -66,19 +66,22 @@ def stands_down(
     the position is live on the exchange (``open``, or triggered and ``partially_filled``), and
     only while ``price`` is above the stop's *limit*. At or below its limit a stop-limit may rest
     unfilled (the price gapped through it): the signal's exit takes over, and its sell cancels
-    the stop first. Before the exchange confirms the stop, once it ended (filled, cancelled,
-    expired, failed) or was refused, the signal's stop-loss acts as if there were none.
+    the stop first. A stop that *filled* for this very state sold the holding: the stop-loss
+    stands down at any price until the flat position arrives (a sell asked in between would only
+    be refused, or race the ledger). Before the exchange confirms the stop, once it ended
+    otherwise (cancelled, expired, failed) or was refused, the signal's stop-loss acts as if there
+    were none.
 
     Pure: the price is the tick's, the stop's status its order events'; no clock."""
-    return (
-        trigger is not None
-        and trigger.code == STANDS_DOWN
-        and position is not None
-        and stop is not None
-        and stop.status in LIVE
-        and (stop.position_id, stop.sequence) == (position.position_id, position.sequence)
-        and price > stop.order.limit_price
-    )
+    if (
+        trigger is None
+        or trigger.code != STANDS_DOWN
+        or position is None
+        or stop is None
+        or (stop.position_id, stop.sequence) != (position.position_id, position.sequence)
+    ):
+        return False
+    return stop.status == "filled" or (stop.status in LIVE and price > stop.order.limit_price)
 
 
 def asks_again(status: str, reason_code: str | None, attempts: int) -> bool:

@@ -102,7 +102,21 @@ def buy_with_stop(stack: EmbeddedStack, bot: str) -> dict:
     ticker(stack.config.admin_url, "0.09", after=timedelta(minutes=5))
     inject(stack, bot, "buy")
     wait_for(position_of(stack, bot), what="the position")
-    return wait_for(live_stop(stack, bot), what="the stop resting on the exchange")
+    stop = wait_for(live_stop(stack, bot), what="the stop resting on the exchange")
+    # The signal hears the stop rest through the executor's outbox and the order-events stream,
+    # a moment after the exchange holds it: a price before that finds no live stop (it acts).
+    wait_for(lambda: signal_heard(stack, bot) == "open", what="the signal hearing the stop rest")
+    return stop
+
+
+def signal_heard(stack: EmbeddedStack, bot: str) -> str | None:
+    """The status of the bot's stop as the signal service last heard it (its own table)."""
+    path = Path(stack.config.data_dir) / "signal.db"
+    with sqlite3.connect(path) as db:
+        row = db.execute(
+            "SELECT status FROM signal_stop_states_v1 WHERE bot_id = ?", (bot,)
+        ).fetchone()
+    return row[0] if row else None
 
 
 def book(stack: EmbeddedStack) -> list[tuple[str, str, str, str]]:

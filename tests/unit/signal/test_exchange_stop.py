@@ -236,7 +236,9 @@ LIVE_STOP = ExchangeStop(
         (STOP_LOSS, replace(LIVE_STOP, status="submitted"), "0.088", False),
         (STOP_LOSS, replace(LIVE_STOP, status="cancelled"), "0.088", False),  # ended
         (STOP_LOSS, replace(LIVE_STOP, status="failed"), "0.088", False),  # refused
-        (STOP_LOSS, replace(LIVE_STOP, status="filled"), "0.088", False),
+        (STOP_LOSS, replace(LIVE_STOP, status="filled"), "0.088", True),  # sold: flat follows
+        (STOP_LOSS, replace(LIVE_STOP, status="filled"), "0.08", True),
+        (STOP_LOSS, replace(LIVE_STOP, status="filled", sequence=3), "0.088", False),
         (STOP_LOSS, None, "0.088", False),  # no stop asked
         (STOP_LOSS, replace(LIVE_STOP, sequence=3), "0.088", False),  # an earlier state's stop
         (STOP_LOSS, replace(LIVE_STOP, position_id="b-mock-0"), "0.088", False),
