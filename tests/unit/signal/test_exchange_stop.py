@@ -101,13 +101,20 @@ def order_event(intent_id: str, status: str, code: str | None = None) -> OrderEv
     )  # fmt: skip
 
 
-async def test_the_signal_asks_one_stop_per_position_state_and_again_when_it_ends() -> None:
+async def holding_with_a_stop_asked():
+    """Bot ``b`` on ETH-BTC at 0.09, holding :data:`POSITION`: its first stop has been asked."""
     harness = signal_harness()
     handlers = harness.handlers
     handlers.products = {"ETH-BTC": PRODUCT}
     harness.bots.add("b", BOT)
     await handlers.evaluate_tick(Ticker(product_id="ETH-BTC", price=Decimal("0.09"), time=NOW))
     await handlers.keep_position(POSITION)
+    return harness
+
+
+async def test_the_signal_asks_one_stop_per_position_state_and_again_when_it_ends() -> None:
+    harness = await holding_with_a_stop_asked()
+    handlers = harness.handlers
     assert handlers.stops_asked["b"] == "stop:b:b-mock-1:4"
     assert harness.intents == []  # not told to a lock-step replay: a resting stop is not final
     await handlers.evaluate_tick(Ticker(product_id="ETH-BTC", price=Decimal("0.091"), time=NOW))
@@ -172,12 +179,8 @@ async def test_a_stop_safety_refused_is_asked_again_until_one_is_approved() -> N
     """Seen in the e2e ring under load: safety refused the stop while the entry was still in
     flight in its view (``ORDER_IN_FLIGHT``) and it was never asked again, so the position had
     no stop on the exchange."""
-    harness = signal_harness()
+    harness = await holding_with_a_stop_asked()
     handlers = harness.handlers
-    handlers.products = {"ETH-BTC": PRODUCT}
-    harness.bots.add("b", BOT)
-    await handlers.evaluate_tick(Ticker(product_id="ETH-BTC", price=Decimal("0.09"), time=NOW))
-    await handlers.keep_position(POSITION)
     assert handlers.stops_asked["b"] == "stop:b:b-mock-1:4"
     await handlers.stop_refused(refused("stop:b:b-mock-1:4", "ORDER_IN_FLIGHT"))
     assert handlers.stops_asked["b"] == "stop:b:b-mock-1:4:1"  # at once, under a new id
@@ -196,12 +199,8 @@ async def test_a_stop_safety_refused_is_asked_again_until_one_is_approved() -> N
 
 
 async def test_a_stop_refused_by_a_halt_backs_off_in_event_time_not_in_a_loop() -> None:
-    harness = signal_harness()
+    harness = await holding_with_a_stop_asked()
     handlers = harness.handlers
-    handlers.products = {"ETH-BTC": PRODUCT}
-    harness.bots.add("b", BOT)
-    await handlers.evaluate_tick(Ticker(product_id="ETH-BTC", price=Decimal("0.09"), time=NOW))
-    await handlers.keep_position(POSITION)
     await handlers.stop_refused(refused("stop:b:b-mock-1:4", "HALTED"))
     await handlers.stop_refused(refused("stop:b:b-mock-1:4:1", "HALTED"))
     await handlers.stop_again("b", NOW)  # readiness does not clear a halt
