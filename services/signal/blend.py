@@ -18,6 +18,9 @@ from services.signal.candles import Candle
 from services.signal.signals import Score, Signal
 
 ONE_DECIMAL = Decimal("0.1")
+ZERO = Decimal(0)
+HALF = Decimal("0.5")
+HUNDRED = Decimal(100)
 
 
 @dataclass(frozen=True)
@@ -45,22 +48,32 @@ class Blend:
         self.buy_threshold, self.sell_threshold = buy_threshold, sell_threshold
 
     def update(self, candle: Candle) -> Evaluation:
-        scores = {w.signal.name: w.signal.update(candle) for w in self.signals}
-        spoken: list[tuple[Decimal, Score]] = [
-            (w.weight, said) for w in self.signals if (said := scores[w.signal.name]) is not None
-        ]
-        spoken_weight = sum((weight for weight, _ in spoken), Decimal(0))
+        # One pass over the signals, summing in their order (the same Decimal operations, in the
+        # same order, as the formula above): the strategy runs on every candle of a backtest.
+        scores: dict[str, Score | None] = {}
+        spoken: list[tuple[Decimal, Score]] = []
+        spoken_weight = total = weighted = ZERO
+        for w in self.signals:
+            said = scores[w.signal.name] = w.signal.update(candle)
+            total += w.weight
+            if said is not None:
+                spoken.append((w.weight, said))
+                spoken_weight += w.weight
+                weighted += w.weight * said.value * said.confidence
         if not spoken_weight:
-            return Evaluation("hold", Decimal(0), Decimal(0), Decimal(0), scores)
-        total = sum((w.weight for w in self.signals), Decimal(0))
-        score = sum((wt * s.value * s.confidence for wt, s in spoken), Decimal(0)) / spoken_weight
-        agreement = Decimal(0)
+            return Evaluation("hold", ZERO, ZERO, ZERO, scores)
+        score = weighted / spoken_weight
+        agreement = ZERO
         if score:
-            agreeing = (wt for wt, s in spoken if s.value and (s.value > 0) == (score > 0))
-            agreement = sum(agreeing, Decimal(0)) / spoken_weight
+            up = score > 0
+            agreeing = ZERO
+            for weight, said in spoken:
+                if said.value and (said.value > 0) == up:
+                    agreeing += weight
+            agreement = agreeing / spoken_weight
         readiness = spoken_weight / total
-        temperature = 100 * abs(score) * (Decimal("0.5") + agreement / 2) * readiness
-        temperature = min(Decimal(100), temperature).quantize(ONE_DECIMAL)
+        temperature = 100 * abs(score) * (HALF + agreement / 2) * readiness
+        temperature = min(HUNDRED, temperature).quantize(ONE_DECIMAL)
         direction: Literal["buy", "sell", "hold"]
         if score >= self.buy_threshold:
             direction = "buy"

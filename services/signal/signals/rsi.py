@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
+from itertools import pairwise
 
 from services.signal.candles import Candle
 from services.signal.signals.base import ONE, Score, clamp, register
+
+ZERO, FIFTY, HUNDRED = Decimal(0), Decimal(50), Decimal(100)
 
 
 def wilder(previous: Decimal, value: Decimal, period: int) -> Decimal:
@@ -36,24 +39,23 @@ class Rsi:
             raise ValueError("rsi needs period >= 2 and 0 < oversold < overbought < 100")
 
     def update(self, candle: Candle) -> Score | None:
-        self._closes.append(candle.close)
-        if len(self._closes) < 2:
+        closes = self._closes
+        closes.append(candle.close)
+        if len(closes) < 2:
             return None
-        change = self._closes[-1] - self._closes[-2]
-        gain, loss = max(change, Decimal(0)), max(-change, Decimal(0))
+        change = closes[-1] - closes[-2]
         if self._gain is None or self._loss is None:
-            if len(self._closes) <= self.period:
+            if len(closes) <= self.period:
                 return None
-            changes = [b - a for a, b in zip(self._closes, self._closes[1:], strict=False)]
-            self._gain = sum((max(c, Decimal(0)) for c in changes), Decimal(0)) / self.period
-            self._loss = sum((max(-c, Decimal(0)) for c in changes), Decimal(0)) / self.period
-            self._closes = self._closes[-1:]
+            changes = [b - a for a, b in pairwise(closes)]
+            self._gain = sum((max(c, ZERO) for c in changes), ZERO) / self.period
+            self._loss = sum((max(-c, ZERO) for c in changes), ZERO) / self.period
         else:
-            self._gain = wilder(self._gain, gain, self.period)
-            self._loss = wilder(self._loss, loss, self.period)
-            self._closes = self._closes[-1:]
+            self._gain = wilder(self._gain, max(change, ZERO), self.period)
+            self._loss = wilder(self._loss, max(-change, ZERO), self.period)
+        del closes[:-1]  # only the last close is needed from here on
         if self._loss == 0:
-            rsi = Decimal(100) if self._gain > 0 else Decimal(50)
+            rsi = HUNDRED if self._gain > 0 else FIFTY
         else:
             rsi = 100 - 100 / (1 + self._gain / self._loss)
         self.last = rsi
@@ -62,5 +64,5 @@ class Rsi:
         elif rsi >= self.overbought:
             value = -(rsi - self.overbought) / (100 - self.overbought)
         else:
-            value = Decimal(0)
-        return Score(clamp(value if value else Decimal(0)), ONE)
+            return Score(ZERO, ONE)
+        return Score(clamp(value if value else ZERO), ONE)

@@ -153,17 +153,30 @@ def test_a_bot_still_warming_up_runs_cold() -> None:
     assert evaluation.direction == "buy" and evaluation.temperature == Decimal("25.0")
 
 
-def test_the_readme_blend_example() -> None:
-    # README, "Bots, signals, temperature and confirmation": momentum (weight 2) +0.8 and RSI
-    # (weight 1) +0.2 blend to 0.6, all agreeing: temperature 60, warm, a buy.
+def blend_once(*signals: tuple[str, str, int]):
+    """One candle through a blend of fixed scores (name, value, weight), thresholds 0.3."""
     blend = Blend(
-        [Weighted(Fixed("momentum", "0.8"), Decimal(2)), Weighted(Fixed("rsi", "0.2"), Decimal(1))],
+        [Weighted(Fixed(name, value), Decimal(weight)) for name, value, weight in signals],
         buy_threshold=Decimal("0.3"),
         sell_threshold=Decimal("0.3"),
     )
-    evaluation = blend.update(candles(1)[0])
+    return blend.update(candles(1)[0])
+
+
+def test_the_readme_blend_example() -> None:
+    # README, "Bots, signals, temperature and confirmation": momentum (weight 2) +0.8 and RSI
+    # (weight 1) +0.2 blend to 0.6, all agreeing: temperature 60, warm, a buy.
+    evaluation = blend_once(("momentum", "0.8", 2), ("rsi", "0.2", 1))
     assert (evaluation.score, evaluation.temperature, evaluation.direction) == (
         Decimal("0.6"),
         Decimal("60.0"),
         "buy",
     )
+
+
+def test_two_signals_of_the_same_kind_each_count_with_their_own_score() -> None:
+    # A bot may blend, say, a fast and a slow RSI: both are named "rsi". Each must count with
+    # its own score (the blend once looked scores up by name, so the last one's counted twice).
+    evaluation = blend_once(("rsi", "0.9", 1), ("rsi", "-0.3", 1))
+    assert (evaluation.score, evaluation.direction) == (Decimal("0.3"), "buy")
+    assert evaluation.agreement == Decimal("0.5")
