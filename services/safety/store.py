@@ -307,6 +307,9 @@ def reset_due_breakers(
 # -- decisions ------------------------------------------------------------------------------
 
 
+_INSERT_DECISION = insert(DecisionRow.__table__)  # type: ignore[attr-defined]  # SQLModel sets __table__ on table models
+
+
 def save_decision(
     session: Session,
     message: OrderApproved | OrderRejected,
@@ -319,26 +322,35 @@ def save_decision(
     cost_per_unit = None
     if approved and intent.action == "exit" and position is not None and position.is_open:
         cost_per_unit = position.cost_basis / position.quantity
-    session.add(
-        DecisionRow(
-            intent_id=intent.intent_id,
-            bot_id=intent.bot_id,
-            mode=message.mode,
-            action=intent.action,
-            approved=approved,
-            client_order_id=message.client_order_id if approved else None,
-            market_time=message.time,
-            notional=decision.notional,
-            base_size=intent.base_size,
-            reference_price=intent.reference_price,
-            cost_per_unit=cost_per_unit,
-            reasons=json.dumps([r.model_dump() for r in decision.reasons]),
-            adjustments=json.dumps([r.model_dump() for r in decision.adjustments]),
-            counters=json.dumps(decision.counters.as_strings()),
-            decided_at=message.decided_at,
-            order_status="approved" if approved else "rejected",
-            final=not approved,
-        )
+    # A Core insert of every column (the defaults written out): building the ORM object and
+    # flushing it at commit cost more than the rest of storing the decision.
+    session.connection().execute(
+        _INSERT_DECISION,
+        {
+            "intent_id": intent.intent_id,
+            "bot_id": intent.bot_id,
+            "mode": message.mode,
+            "action": intent.action,
+            "approved": approved,
+            "client_order_id": message.client_order_id if approved else None,
+            "market_time": message.time,
+            "notional": decision.notional,
+            "base_size": intent.base_size,
+            "reference_price": intent.reference_price,
+            "cost_per_unit": cost_per_unit,
+            "reasons": json.dumps([r.model_dump() for r in decision.reasons]),
+            "adjustments": json.dumps([r.model_dump() for r in decision.adjustments]),
+            "counters": json.dumps(decision.counters.as_strings()),
+            "decided_at": message.decided_at,
+            "order_status": "approved" if approved else "rejected",
+            "final": not approved,
+            "final_at": None,
+            "filled_size": ZERO,
+            "last_fill_at": None,
+            "realized_pnl": None,
+            "counted": True,
+            "breaker_counted": True,
+        },
     )
     family = subjects.ORDERS_APPROVED if approved else subjects.ORDERS_REJECTED
     stage(session, subjects.for_token(family, intent.bot_id), message)
