@@ -307,7 +307,7 @@ def reset_due_breakers(
 # -- decisions ------------------------------------------------------------------------------
 
 
-_INSERT_DECISION = insert(DecisionRow.__table__)  # type: ignore[attr-defined]  # SQLModel sets __table__ on table models
+_INSERT_DECISION = insert(DecisionRow.__table__)
 
 
 def save_decision(

@@ -17,6 +17,7 @@ from prometheus_client import Counter
 from sqlmodel import Session
 
 from services.signal.bots import RunningBot
+from services.signal.confirmation import Progress
 from services.signal.exchange_stop import ExchangeStop, asks_again, stands_down, stop_intent
 from services.signal.intents import Market, decide_intent
 from services.signal.protection import protective_exit
@@ -34,6 +35,7 @@ from services.signal.temperature import bands_of
 from shared.catalog import Product
 from shared.contracts import (
     FINAL_ORDER_STATUSES,
+    Band,
     OrderEvent,
     OrderRejected,
     PositionUpdate,
@@ -88,6 +90,48 @@ def ended_reason(status: str, code: str | None, attempts: int) -> Reason:
         code="STOP_ENDED",
         message=f"no stop on the exchange: {why}; the signal service's stop-loss protects it",
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What a bot's strategy said on a candle a tick closed, and where its confirmation stands."""
+
+    bot_id: str
+    direction: Side | Literal["hold"]
+    temperature: Decimal
+    score: Decimal | None
+    """The blend's score (``None`` for an injected signal)."""
+    band: Band
+    end: datetime
+    """The evaluation's event time: the end of the candle it judged (an injected signal's time)."""
+    progress: Progress
+
+
+def confirmation_of(
+    running: RunningBot, side: Side | Literal["hold"], temperature: Decimal, time: datetime
+) -> tuple[Band, Progress]:
+    """Feed one evaluation to the bot's confirmation: its band, and where the run stands."""
+    band = bands_of(running.config).band_of(temperature)
+    return band, running.runtime.confirmation.feed(side, band, time)
+
+
+def judge(bots: Bots, tick: Ticker) -> list[Verdict]:
+    """The strategy's part of a tick, for each bot trading its product: the tick into the bot's
+    candles and, when it closes one, the candle into the bot's signals and confirmation. It
+    reads only the ticks (no position, no store, no clock), so the same ticks give the same
+    verdicts wherever it runs. Call it for ticks :meth:`SignalHandlers.take_price` keeps."""
+    verdicts = []
+    for bot_id, running in bots.trading(tick.product_id):
+        runtime = running.runtime
+        candle = runtime.candles.add(tick.price, tick.time)
+        if candle is None or runtime.blend is None:
+            continue
+        evaluation = runtime.blend.update(candle)
+        end = candle.end
+        band, progress = confirmation_of(running, evaluation.direction, evaluation.temperature, end)
+        verdicts.append(Verdict(bot_id, evaluation.direction, evaluation.temperature,
+                                evaluation.score, band, end, progress))  # fmt: skip
+    return verdicts
 
 
 @dataclass
@@ -483,10 +527,27 @@ class SignalHandlers:
         position_wait_s: float = 0.0,
     ) -> None:
         """Feed the bot's confirmation; act when it fires; publish the evaluation either way."""
-        runtime = running.runtime
-        band = bands_of(running.config).band_of(temperature)
-        runtime.temperature = temperature
-        progress = runtime.confirmation.feed(side, band, time)
+        band, progress = confirmation_of(running, side, temperature, time)
+        verdict = Verdict(bot_id, side, temperature, score, band, time, progress)
+        await self.confirmed(running, verdict, signal_id, source, skip_confirmation,
+                             position_wait_s)  # fmt: skip
+
+    async def confirmed(
+        self,
+        running: RunningBot,
+        verdict: Verdict,
+        signal_id: str,
+        source: str,
+        skip_confirmation: bool = False,
+        position_wait_s: float = 0.0,
+    ) -> None:
+        """What follows a step of the bot's confirmation (``verdict``): act when it fires;
+        publish the evaluation either way."""
+        bot_id, side, temperature, time = (
+            verdict.bot_id, verdict.direction, verdict.temperature, verdict.end,
+        )  # fmt: skip
+        band, progress, score = verdict.band, verdict.progress, verdict.score
+        running.runtime.temperature = temperature
         intent = None
         if side != "hold" and (progress.fires or skip_confirmation):
             intent = await self.act(bot_id, running, side, temperature, signal_id, time, source,
@@ -507,7 +568,7 @@ class SignalHandlers:
                 confirmations=progress.count,
                 confirmations_needed=progress.needed,
                 confirming_since=progress.since,
-                confirm_seconds=int(runtime.confirmation.hold.total_seconds()),
+                confirm_seconds=int(running.runtime.confirmation.hold.total_seconds()),
                 intent_id=intent.intent_id if intent else None,
                 reason=Reason(
                     code="CONFIRMED" if progress.fires or skip_confirmation else "EVALUATED",
@@ -547,32 +608,39 @@ class SignalHandlers:
         await self.act(bot_id, running, "sell", running.runtime.temperature, signal_id,
                        tick.time, trigger.code, protective=trigger)  # fmt: skip
 
-    async def evaluate_tick(self, tick: Ticker) -> bool:
-        """One ticker: the newest price, standing exits, then each bot's candle and strategy.
-        False when the tick is older than the price already known (it changes nothing)."""
+    def take_price(self, tick: Ticker) -> bool:
+        """Keep the tick's price as the product's newest; False when the tick is older than the
+        price already known (it changes nothing, and no strategy sees it)."""
         known = self.markets.get(tick.product_id)
         if known is not None and tick.time < known.time:
             return False  # an older tick never replaces a newer price
         self.markets[tick.product_id] = Market(price=tick.price, time=tick.time)
-        for bot_id, running in self.bots.trading(tick.product_id):
-            await self.keep_stop(bot_id, running)
-            await self.protect(bot_id, running, tick)
-            runtime = running.runtime
-            candle = runtime.candles.add(tick.price, tick.time)
-            if candle is None or runtime.blend is None:
-                continue
-            evaluation = runtime.blend.update(candle)
-            await self.confirm(
-                bot_id,
-                running,
-                evaluation.direction,
-                evaluation.temperature,
-                candle.end,
-                f"candle:{bot_id}:{candle.end.isoformat()}",
-                "signals",
-                evaluation.score,
-            )
         return True
+
+    async def evaluate_tick(self, tick: Ticker) -> bool:
+        """One ticker: the newest price, standing exits, then each bot's candle and strategy.
+        False when the tick is older than the price already known (it changes nothing)."""
+        if not self.take_price(tick):
+            return False
+        await self.follow(tick, judge(self.bots, tick))
+        return True
+
+    async def follow(self, tick: Ticker, verdicts: list[Verdict]) -> None:
+        """A tick's price kept (:meth:`take_price`), what follows it for each bot trading the
+        product, in the bots' order: its stop on the exchange, its standing exits, then its
+        strategy's verdict on the candle the tick closed, if any (``verdicts``, from
+        :func:`judge` on the same tick: made here, or ahead in another process by the
+        backtest, which is the same, as the strategy reads nothing that follows changes)."""
+        said = {verdict.bot_id: verdict for verdict in verdicts}
+        for bot_id, running in self.bots.trading(tick.product_id):
+            if running.config.stop_on_exchange:
+                await self.keep_stop(bot_id, running)
+            await self.protect(bot_id, running, tick)
+            verdict = said.get(bot_id)
+            if verdict is None:
+                continue
+            signal_id = f"candle:{bot_id}:{verdict.end.isoformat()}"
+            await self.confirmed(running, verdict, signal_id, "signals")
 
     # -- positions and flatten --------------------------------------------------------------------
 
