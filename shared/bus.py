@@ -38,7 +38,7 @@ from shared import subjects
 from shared.contracts import DeadLetter, Reason
 from shared.logging import get_logger
 from shared.money import utc_now
-from shared.outbox import BatchFailed, OutboxMessage
+from shared.outbox import BatchFailed, Pending
 from shared.signing import Verifier
 from shared.streams import DLQ, RETRY_DELAYS_S, Consumer, stream_for
 
@@ -426,7 +426,7 @@ def outbox_publisher(
     :class:`~shared.outbox.BatchFailed` naming how many leading rows were confirmed."""
     js = nc.jetstream()
 
-    async def publish(rows: list[OutboxMessage]) -> None:
+    async def publish(rows: list[Pending]) -> None:
         acks = []
         try:
             for row in rows:

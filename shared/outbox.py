@@ -16,10 +16,13 @@ import contextlib
 import os
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from typing import NamedTuple
 
 from prometheus_client import Counter, Gauge
 from sqlalchemy import Engine, bindparam
-from sqlmodel import Field, Session, SQLModel, col, select, update
+from sqlalchemy import select as core_select
+from sqlalchemy import update as core_update
+from sqlmodel import Field, Session, SQLModel, col, select
 
 from shared.contracts import Contract, Envelope
 from shared.db import READ_ONLY, UtcDateTime
@@ -96,7 +99,36 @@ class BatchFailed(Exception):
         self.confirmed = confirmed
 
 
-Publish = Callable[[list[OutboxMessage]], Awaitable[None]]
+class Pending(NamedTuple):
+    """A staged message as the relay reads and publishes it: the columns it needs, read with one
+    Core statement (ORM objects, built and then expunged, cost more than the read)."""
+
+    id: int
+    message_id: str
+    subject: str
+    payload: str
+    kv_bucket: str | None
+    kv_key: str | None
+
+
+_TABLE = OutboxMessage.__table__  # type: ignore[attr-defined]  # SQLModel sets it on table models
+_COLUMNS = (
+    _TABLE.c.id, _TABLE.c.message_id, _TABLE.c.subject, _TABLE.c.payload, _TABLE.c.kv_bucket,
+    _TABLE.c.kv_key,
+)  # fmt: skip
+_PENDING = core_select(*_COLUMNS).where(_TABLE.c.published_at.is_(None)).order_by(_TABLE.c.id)
+_SINCE = (
+    core_select(*_COLUMNS)
+    .where(_TABLE.c.created_at >= bindparam("since"), _TABLE.c.id > bindparam("after"))
+    .order_by(_TABLE.c.id)
+)
+_MARK_SENT = (
+    core_update(_TABLE)
+    .where(_TABLE.c.id.in_(bindparam("ids", expanding=True)), _TABLE.c.published_at.is_(None))
+    .values(published_at=bindparam("now"))
+)
+
+Publish = Callable[[list[Pending]], Awaitable[None]]
 """Publishes rows in order; raises :class:`BatchFailed` if not all were confirmed."""
 
 
@@ -113,29 +145,16 @@ class OutboxRelay:
         self._batch = batch
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
+        self._select_pending = _PENDING.limit(batch)
 
-    def _pending(self) -> list[OutboxMessage]:
-        with Session(self._reader) as session:
-            rows = session.exec(
-                select(OutboxMessage)
-                .where(col(OutboxMessage.published_at).is_(None))
-                .order_by(col(OutboxMessage.id))
-                .limit(self._batch)
-            ).all()
-            for row in rows:
-                session.expunge(row)
-            return list(rows)
+    def _pending(self) -> list[Pending]:
+        with self._reader.connect() as connection:
+            return [Pending(*row) for row in connection.execute(self._select_pending)]
 
     def _mark_sent(self, row_ids: list[int]) -> None:
         """One transaction for the whole batch (a commit per row cost a disk sync per row)."""
-        with Session(self._engine) as session:
-            session.exec(
-                update(OutboxMessage)
-                .where(col(OutboxMessage.id).in_(row_ids))
-                .where(col(OutboxMessage.published_at).is_(None))
-                .values(published_at=utc_now())
-            )
-            session.commit()
+        with self._engine.begin() as connection:
+            connection.execute(_MARK_SENT, {"ids": row_ids, "now": utc_now()})
 
     def pending_count(self) -> int:
         with Session(self._engine) as session:
@@ -156,6 +175,7 @@ class OutboxRelay:
                     PENDING.set(0)
                     return sent
                 PENDING.set(len(rows))
+                more = len(rows) == self._batch
                 if self._fault == "crash_before_publish":
                     log.warning("fault.crash_before_publish", pending=len(rows))
                     os._exit(86)
@@ -167,12 +187,18 @@ class OutboxRelay:
                     confirmed, failure = error.confirmed, error.__cause__ or error
                 if confirmed:
                     ids = [row.id for row in rows[:confirmed]]
-                    await asyncio.to_thread(self._mark_sent, ids)  # type: ignore[arg-type]  # ids of stored rows: never None
+                    await asyncio.to_thread(self._mark_sent, ids)
                 for row in rows[:confirmed]:
                     PUBLISHED.labels("kv" if row.kv_bucket else "message").inc()
                 sent += confirmed
                 if failure is not None:
                     raise failure
+                if not more:
+                    # Less than a batch was pending: nothing more was then. What a handler
+                    # staged since woke the relay again (its commit comes before its wake), so
+                    # reading again now would cost a read of nothing per flush.
+                    PENDING.set(0)
+                    return sent
 
     def wake(self) -> None:
         """Ask the background loop to flush now (after a handler committed)."""
@@ -202,22 +228,14 @@ async def replay_since(engine: Engine, since: datetime, publish: Publish, batch:
     after_id, sent = 0, 0
     while True:
 
-        def page(after: int = after_id) -> list[OutboxMessage]:
-            with Session(engine) as session:
-                rows = session.exec(
-                    select(OutboxMessage)
-                    .where(col(OutboxMessage.created_at) >= since)
-                    .where(col(OutboxMessage.id) > after)
-                    .order_by(col(OutboxMessage.id))
-                    .limit(batch)
-                ).all()
-                for row in rows:
-                    session.expunge(row)
-                return list(rows)
+        def page(after: int = after_id) -> list[Pending]:
+            with engine.connect() as connection:
+                found = connection.execute(_SINCE.limit(batch), {"since": since, "after": after})
+                return [Pending(*row) for row in found]
 
         rows = await asyncio.to_thread(page)
         if not rows:
             return sent
         await publish(rows)
         sent += len(rows)
-        after_id = rows[-1].id  # type: ignore[assignment]  # a stored row has its id
+        after_id = rows[-1].id

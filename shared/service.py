@@ -32,7 +32,7 @@ from shared.bus import DeadLetters, connect, make_broker, make_router, outbox_pu
 from shared.db import READ_ONLY, create_tables, make_engine, ping
 from shared.healing import Healer
 from shared.http import BodyLimit, document_answers, health_router
-from shared.outbox import OutboxMessage, OutboxRelay
+from shared.outbox import OutboxMessage, OutboxRelay, Pending
 from shared.settings import ServiceSettings, load
 from shared.streams import (
     ALL_STREAMS,
@@ -76,7 +76,7 @@ class Service:
         self.nc: NatsClient | None = None
         self.healer = Healer(self._jetstream, self.router.consumers, self._setup_streams)
         self.relay = OutboxRelay(self.engine, self._publish, fault=settings.fault)
-        self._publisher: Callable[[list[OutboxMessage]], Awaitable[None]] | None = None
+        self._publisher: Callable[[list[Pending]], Awaitable[None]] | None = None
         self.sign: Callable[[str, bytes], dict[str, str]] | None = None
         """Headers that sign each outbox message (safety's or the executor's own signature;
         shared/signing.py)."""
@@ -124,7 +124,7 @@ class Service:
         else:
             await ensure_streams(js, replicas=self.settings.stream_replicas)
 
-    async def _publish(self, rows: list[OutboxMessage]) -> None:
+    async def _publish(self, rows: list[Pending]) -> None:
         if self._publisher is None:
             raise RuntimeError("not connected to NATS yet")
         await self._publisher(rows)

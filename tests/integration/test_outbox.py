@@ -143,3 +143,42 @@ async def test_a_row_failing_mid_batch_leaves_it_and_what_follows_pending(
     # intent-11 reached the stream in the failed batch already; its re-publish was dropped.
     assert [m.headers["Nats-Msg-Id"] for m in stored] == ["intent-10", "intent-11"]
     await nc.close()
+
+
+async def test_more_than_a_batch_and_what_is_staged_during_a_flush_all_go_out_in_order(
+    engine, nats_url: str
+) -> None:
+    # The relay reads again only after a full batch; a message staged while it publishes wakes
+    # it (the handler's commit, then its wake), so none waits for the timer, none is lost.
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    await ensure_streams(js)
+    subject = subjects.for_token(subjects.INTENTS, "bot-1")
+    with Session(engine) as session:
+        for n in range(5):
+            stage(session, subject, intent(n))
+        session.commit()
+    publish = outbox_publisher(nc)
+    staged_meanwhile = asyncio.Event()
+
+    async def publish_then_stage(rows) -> None:
+        await publish(rows)
+        if len(rows) < 2 and not staged_meanwhile.is_set():  # a commit during the last batch
+            staged_meanwhile.set()
+            with Session(engine) as session:
+                stage(session, subject, intent(5))
+                session.commit()
+            relay.wake()
+
+    relay = OutboxRelay(engine, publish_then_stage, batch=2)
+    loop = asyncio.create_task(relay.run(poll_s=60))  # the timer never fires in this test
+    relay.wake()
+    for _ in range(100):
+        if relay.pending_count() == 0 and staged_meanwhile.is_set():
+            break
+        await asyncio.sleep(0.05)
+    loop.cancel()
+    assert relay.pending_count() == 0
+    stored = await stream_messages(js, subject)
+    assert [m.headers["Nats-Msg-Id"] for m in stored] == [f"intent-{n}" for n in range(6)]
+    await nc.close()
