@@ -40,6 +40,25 @@ async def stream_messages(js, subject: str) -> list:
     return found
 
 
+SUBJECT = subjects.for_token(subjects.INTENTS, "bot-1")
+
+
+async def streams_at(nats_url: str):
+    """A client of the server at ``nats_url`` with the streams made, and its JetStream."""
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    await ensure_streams(js)
+    return nc, js
+
+
+def stage_intents(engine, numbers) -> None:
+    """Stage the intents numbered ``numbers`` in one transaction, as a handler would."""
+    with Session(engine) as session:
+        for n in numbers:
+            stage(session, SUBJECT, intent(n))
+        session.commit()
+
+
 @pytest.fixture
 def engine(database_url: str):
     engine = make_engine(database_url)
@@ -49,17 +68,10 @@ def engine(database_url: str):
 
 
 async def test_staged_messages_go_out_once_in_order_with_their_id(engine, nats_url: str) -> None:
-    nc = await nats.connect(nats_url)
-    js = nc.jetstream()
-    await ensure_streams(js)
-    subject = subjects.for_token(subjects.INTENTS, "bot-1")
-    with Session(engine) as session:
-        for n in range(3):
-            stage(session, subject, intent(n))
-        stage(session, subject, intent(0))  # staging the same message twice keeps one
-        session.commit()
+    nc, js = await streams_at(nats_url)
+    stage_intents(engine, [0, 1, 2, 0])  # staging the same message twice keeps one
     with Session(engine) as session:  # and so does staging it again in a later transaction
-        stage(session, subject, intent(1))
+        stage(session, SUBJECT, intent(1))
         session.commit()
         assert len(session.exec(select(OutboxMessage)).all()) == 3
     relay = OutboxRelay(engine, outbox_publisher(nc))
@@ -72,7 +84,7 @@ async def test_staged_messages_go_out_once_in_order_with_their_id(engine, nats_u
         session.exec(update(OutboxMessage).values(published_at=None))
         session.commit()
     assert await relay.flush() == 3
-    stored = await stream_messages(js, subject)
+    stored = await stream_messages(js, SUBJECT)
     assert [m.headers["Nats-Msg-Id"] for m in stored] == ["intent-0", "intent-1", "intent-2"]
     assert TradeIntent.model_validate_json(stored[1].data) == intent(1)
     await nc.close()
@@ -150,14 +162,8 @@ async def test_more_than_a_batch_and_what_is_staged_during_a_flush_all_go_out_in
 ) -> None:
     # The relay reads again only after a full batch; a message staged while it publishes wakes
     # it (the handler's commit, then its wake), so none waits for the timer, none is lost.
-    nc = await nats.connect(nats_url)
-    js = nc.jetstream()
-    await ensure_streams(js)
-    subject = subjects.for_token(subjects.INTENTS, "bot-1")
-    with Session(engine) as session:
-        for n in range(5):
-            stage(session, subject, intent(n))
-        session.commit()
+    nc, js = await streams_at(nats_url)
+    stage_intents(engine, range(5))
     publish = outbox_publisher(nc)
     staged_meanwhile = asyncio.Event()
 
@@ -165,9 +171,7 @@ async def test_more_than_a_batch_and_what_is_staged_during_a_flush_all_go_out_in
         await publish(rows)
         if len(rows) < 2 and not staged_meanwhile.is_set():  # a commit during the last batch
             staged_meanwhile.set()
-            with Session(engine) as session:
-                stage(session, subject, intent(5))
-                session.commit()
+            stage_intents(engine, [5])
             relay.wake()
 
     relay = OutboxRelay(engine, publish_then_stage, batch=2)
@@ -179,6 +183,6 @@ async def test_more_than_a_batch_and_what_is_staged_during_a_flush_all_go_out_in
         await asyncio.sleep(0.05)
     loop.cancel()
     assert relay.pending_count() == 0
-    stored = await stream_messages(js, subject)
+    stored = await stream_messages(js, SUBJECT)
     assert [m.headers["Nats-Msg-Id"] for m in stored] == [f"intent-{n}" for n in range(6)]
     await nc.close()
