@@ -309,10 +309,20 @@ class Service:
                 await self.stop()
 
         try:
-            asyncio.run(serve())
+            with asyncio.Runner(loop_factory=loop_factory(settings.event_loop)) as runner:
+                runner.run(serve())
         except StartupError as error:
             print(f"{self.name}: {error}", file=sys.stderr)
             raise SystemExit(2) from None
+
+
+def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """What makes the service's event loop (``TRANCHE_EVENT_LOOP``); ``None``: asyncio's own."""
+    if name == "uvloop":
+        import uvloop  # only where it is asked for
+
+        return uvloop.new_event_loop
+    return None
 
 
 def storage_problem(url: str, error: SQLAlchemyError) -> str:

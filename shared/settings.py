@@ -64,6 +64,9 @@ class ServiceSettings(BaseSettings):
     consumer_concurrency: int = Field(default=16, ge=1, le=256)
     """Messages each durable consumer handles at once; one at a time per bot (make bench: 16
     took 100 bots from 16 to 27 orders/s on 2 cores; beyond that the CPU is the limit)."""
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
+    """The event loop the service runs on: uvloop's (libuv; the default: about 8 % less CPU per
+    order at 100 bots, docs/benchmarks.md) or the standard library's."""
     fault: Literal["", "crash_before_publish", "nack_first_delivery"] = ""
     """Fault injection for the test suite: ``crash_before_publish`` exits the process right after
     the first outbox commit, before anything is published; ``nack_first_delivery`` nacks every
@@ -211,6 +214,7 @@ SERVICE_SETTINGS = frozenset(
         "TRANCHE_COINBASE_WS_SILENCE_S", "TRANCHE_COINBASE_WS_URL", "TRANCHE_CONFIG_FILE",
         "TRANCHE_CONSUMER_CONCURRENCY", "TRANCHE_CONTROL_TOKEN", "TRANCHE_DAILY_LOSS_ALL_BOTS",
         "TRANCHE_DAILY_LOSS_PER_BOT", "TRANCHE_DATABASE_URL", "TRANCHE_DATA_DIR",
+        "TRANCHE_EVENT_LOOP",
         "TRANCHE_ENTRY_COOLDOWN_S", "TRANCHE_EXCHANGE_CHECK_S", "TRANCHE_EXCHANGE_REQUESTS_PER_S",
         "TRANCHE_EXCHANGE_UNREACHABLE_AFTER_S", "TRANCHE_EXECUTOR_FAULT", "TRANCHE_EXIT_ALLOCATION",
         "TRANCHE_EXIT_COOLDOWN_S", "TRANCHE_FAULT", "TRANCHE_HEALTH_EVERY_S", "TRANCHE_HTTP_HOST",

@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 
 import pytest
+import uvloop
 from pydantic import ValidationError
 
+from shared.service import loop_factory
 from shared.settings import SERVICE_SETTINGS, ServiceSettings, unknown_settings
 
 SERVICES = ("signal", "safety", "executor", "ledger", "dashboard")
@@ -51,3 +54,17 @@ def test_a_database_url_we_cannot_use_is_refused(url: str) -> None:
 @pytest.mark.parametrize("url", ["sqlite:///var/x.db", "postgresql://u:p@127.0.0.1:5432/test"])
 def test_a_database_url_we_use_is_accepted(url: str) -> None:
     assert ServiceSettings(database_url=url).db_url == url
+
+
+def test_services_run_on_uvloop_unless_asked_for_asyncios_loop(monkeypatch) -> None:
+    assert ServiceSettings().event_loop == "uvloop"
+    with asyncio.Runner(loop_factory=loop_factory(ServiceSettings().event_loop)) as runner:
+        assert isinstance(runner.get_loop(), uvloop.Loop)
+    monkeypatch.setenv("TRANCHE_EVENT_LOOP", "asyncio")
+    chosen = ServiceSettings().event_loop
+    assert loop_factory(chosen) is None
+    with asyncio.Runner(loop_factory=loop_factory(chosen)) as runner:
+        assert not isinstance(runner.get_loop(), uvloop.Loop)
+    monkeypatch.setenv("TRANCHE_EVENT_LOOP", "trio")
+    with pytest.raises(ValidationError, match="event_loop"):
+        ServiceSettings()
