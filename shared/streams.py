@@ -179,6 +179,12 @@ SIGNAL_ORDER_EVENTS = Consumer(
 """The status of each stop on the exchange the signal service asked (its stop-loss stands down
 while one is live; one that ended is asked again), durable so that an event published while the
 signal service was down is still heard after it; the history before it first ran is not."""
+SIGNAL_ORDER_REJECTIONS = Consumer(
+    ORDERS, "signal-order-rejections-v1", subjects.all_of(subjects.ORDERS_REJECTED), new_only=True
+)
+"""Safety's refusals, for the stops on the exchange the signal service asked (one refused is
+asked again): durable, so that a refusal published while the signal service was down is heard
+after it, on top of the stop state it kept (it would otherwise wait for a stop never placed)."""
 SAFETY_INTENTS = Consumer(INTENTS, "safety-intents-v2", subjects.all_of(subjects.INTENTS))
 SAFETY_ORDER_EVENTS = Consumer(
     ORDERS, "safety-order-events-v2", subjects.all_of(subjects.ORDERS_EVENTS)

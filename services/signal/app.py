@@ -15,6 +15,10 @@ Reads:  tranche.signals.inject.<bot>   (durable, consumer signal-inject-v2)
                                         services/signal/exchange_stop.py; read only with the
                                         executor's signature, else dead-lettered as
                                         ORDER_EVENT_NOT_SIGNED: shared/signing.py)
+        tranche.orders.rejected.<bot>   (durable, consumer signal-order-rejections-v1: safety's
+                                        refusals of stops on the exchange, one refused is asked
+                                        again; only with safety's signature, else dead-lettered
+                                        as REJECTION_NOT_SIGNED)
 Writes: tranche.intents.<bot>           (outbox)
         tranche_bots bucket             (seeded from the bots file; changed over HTTP /bots)
         tranche.bots.changed            (outbox: every change of a bot)
@@ -90,7 +94,7 @@ from shared.money import utc_now
 from shared.positions import watch_positions as follow_positions
 from shared.service import Service, serve
 from shared.stops import AskedStop
-from shared.streams import SIGNAL_INJECT, SIGNAL_ORDER_EVENTS
+from shared.streams import SIGNAL_INJECT, SIGNAL_ORDER_EVENTS, SIGNAL_ORDER_REJECTIONS
 
 EVALUATIONS = Counter("tranche_signal_evaluations_total", "Evaluations published", ["bot_id"])
 STALE = Gauge(
@@ -221,13 +225,17 @@ def build(settings: SignalSettings) -> Service:
         if body.mode == settings.mode:
             await handlers.stop_event(body)
 
-    @service.router.subscriber(
-        subjects.all_of(subjects.ORDERS_REJECTED), title="signal-order-rejections", no_reply=True
-    )
+    @durable(service.router, SIGNAL_ORDER_REJECTIONS, title="signal-order-rejections")
     async def on_rejection(body: OrderRejected) -> None:
-        """A stop on the exchange that safety refused is asked again (read as plain messages:
-        services/signal/exchange_stop.py; a refusal missed while down is not heard, and the
-        position's next state asks its own stop)."""
+        """A stop on the exchange that safety refused is asked again (services/signal/
+        exchange_stop.py). Durable: a refusal published while the service was down is heard
+        when it is back (its stop state says which stop it asked). Only with safety's
+        signature, on the bot's own subject: a forged refusal would have it ask again."""
+        msg = handled_message(service.broker)
+        require_subject_token(msg, body.intent.bot_id, "refusal")
+        require_signature(
+            safety_events, msg, "REJECTION_NOT_SIGNED", "a refusal without safety's valid signature"
+        )
         if body.mode == settings.mode:
             await handlers.stop_refused(body)
 

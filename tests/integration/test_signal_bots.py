@@ -31,7 +31,9 @@ from shared.contracts import (
     BotReadiness,
     DeadLetter,
     OrderEvent,
+    OrderRejected,
     PositionUpdate,
+    Reason,
     SafetyEvent,
     Ticker,
     TradeIntent,
@@ -543,16 +545,18 @@ async def test_a_stop_event_unsigned_or_on_another_bots_subject_is_refused(
         await publish_stop_event(js, stop, "open", signed=False)
         await publish_stop_event(js, stop, "open", subject_bot="another-bot")
 
-        async def refusals() -> list[str] | None:
-            letters = await stored(js, DLQ.name, "tranche.dlq.signal", DeadLetter)
-            codes = [reason.code for letter in letters for reason in letter.reasons]
-            return codes if len(codes) == 2 else None
-
-        codes = await eventually(refusals, "both events refused")
+        codes = await eventually(lambda: dead_letter_codes(js, 2), "both events refused")
         assert sorted(codes) == ["ORDER_EVENT_NOT_SIGNED", "SUBJECT_MISMATCH"]
         await put_open_position(js, "stopped", status="flat", sequence=2)
         await eventually(lambda: _position_is(web, "stopped", "flat"), "the flat position")
         assert (await web.delete("/bots/stopped", headers=AUTH)).status_code == 200
+
+
+async def dead_letter_codes(js, count: int) -> list[str] | None:
+    """The codes of the signal's dead letters, once there are ``count``."""
+    letters = await stored(js, DLQ.name, "tranche.dlq.signal", DeadLetter)
+    codes = [reason.code for letter in letters for reason in letter.reasons]
+    return codes if len(codes) == count else None
 
 
 async def stop_asked(js, web: httpx.AsyncClient) -> TradeIntent:
@@ -625,3 +629,52 @@ async def test_only_a_flatten_request_safety_signed_has_the_signal_sell(
         await flatten("flatten-signed", sign=True)
         (sell,) = await eventually(sells, "the sell the signed flatten request asks")
         assert sell.reason.code == "FLATTEN"
+
+
+async def publish_refusal(
+    js, stop: TradeIntent, message_id: str, *, signed_: bool = True, subject_bot: str | None = None
+) -> None:
+    """Safety's refusal of the stop, as safety publishes it; ``signed_=False`` or another bot's
+    subject as anyone else."""
+    refusal = OrderRejected(
+        message_id=message_id, correlation_id=stop.intent_id, time=utc_now(), intent=stop,
+        mode="mock", reasons=[Reason(code="HALTED", message="bot stopped is halted")],
+        decided_at=utc_now(),
+    )  # fmt: skip
+    subject = subjects.for_token(subjects.ORDERS_REJECTED, subject_bot or stop.bot_id)
+    payload = refusal.model_dump_json().encode()
+    headers = {"Nats-Msg-Id": message_id}
+    if signed_:
+        headers = signed(subject, payload, headers)
+    await js.publish(subject, payload, headers=headers)
+
+
+async def test_a_stop_refused_while_the_signal_is_down_is_asked_again_after_it(
+    tmp_path: Path, nats_url: str, js
+) -> None:
+    """Safety's refusals reach the signal through its durable consumer: one published while it
+    was down is heard once it is back, and the stop is asked again under the next attempt's id
+    (heard as a plain message, it was lost, and the position waited for a stop that was never
+    placed). A refusal without safety's signature, or on another bot's subject, is refused."""
+    (tmp_path / "bots.toml").write_text(CONFIG + STOPPED)
+    await put_open_position(js, "stopped")
+    settings = settings_for(tmp_path, nats_url)
+    async with running(settings) as (_, web):
+        stop = await stop_asked(js, web)
+        await publish_refusal(js, stop, "refusal-forged", signed_=False)
+        await publish_refusal(js, stop, "refusal-elsewhere", subject_bot="another-bot")
+
+        codes = await eventually(lambda: dead_letter_codes(js, 2), "both refusals refused")
+        assert sorted(codes) == ["REJECTION_NOT_SIGNED", "SUBJECT_MISMATCH"]
+        assert [i.intent_id for i in await stop_intents(js, "stopped")] == [stop.intent_id]
+    await publish_refusal(js, stop, "refusal-while-down")  # safety's, while the signal is down
+    async with running(settings):
+        tick = Ticker(product_id="ETH-BTC", price=Decimal("0.05"), time=utc_now())
+
+        async def asked_again() -> list[str] | None:
+            await js._nc.publish("tranche.market.ticker.ETH-BTC", tick.model_dump_json().encode())
+            asked = [i.intent_id for i in await stop_intents(js, "stopped")]
+            return asked if len(asked) == 2 else None
+
+        asked = await eventually(asked_again, "the stop asked again after the restart")
+        assert asked == [stop.intent_id, f"{stop.intent_id}:1"]
