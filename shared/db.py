@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Context, Decimal, localcontext
 from pathlib import Path
+from typing import TypeVar
 
-from sqlalchemy import DateTime, Engine, Numeric, String, Table, event, text
+from sqlalchemy import DateTime, Engine, Insert, Numeric, String, Table, event, text
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.types import TypeDecorator
-from sqlmodel import SQLModel, create_engine
+from sqlmodel import Session, SQLModel, create_engine
 
 READ_ONLY = "tranche_read_only"
 """Execution option of an engine (``Service.read_engine``) whose transactions only read."""
@@ -52,6 +56,47 @@ def create_tables(engine: Engine, models: list[type[SQLModel]]) -> None:
                 text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CREATE_TABLES_LOCK}
             )
         SQLModel.metadata.create_all(connection, tables=tables)
+
+
+S = TypeVar("S")
+
+DIALECT_INSERTS: dict[str, Callable[[Table], Insert]] = {
+    "postgresql": postgresql_insert,
+    "sqlite": sqlite_insert,
+}
+"""Each dialect's INSERT, the one that knows ``ON CONFLICT`` (SQLite and PostgreSQL both do)."""
+
+
+def by_dialect(build: Callable[[Callable[[Table], Insert]], S]) -> dict[str, S]:
+    """A statement per dialect, built once (SQLAlchemy then compiles each once and caches it)
+    from that dialect's INSERT; run the session's with :func:`for_session`."""
+    return {name: build(make) for name, make in DIALECT_INSERTS.items()}
+
+
+def for_session(statements: dict[str, S], session: Session) -> S:
+    """Of statements built by :func:`by_dialect`, the one for the session's database."""
+    return statements[session.get_bind().dialect.name]
+
+
+class InsertUnlessThere:
+    """An ``INSERT ... ON CONFLICT (key) DO NOTHING`` into ``table``, built once per dialect:
+    one round trip both asks whether the row is there and stores it if not, where a query
+    then an insert cost two (and a race between them a failed insert on PostgreSQL)."""
+
+    def __init__(self, table: Table, key: list[str]):
+        # psycopg's row count of an INSERT is not kept unless asked for (it reads -1).
+        self._by_dialect = by_dialect(
+            lambda insert: (
+                insert(table)  # type: ignore[attr-defined]  # both dialects' Insert have it
+                .on_conflict_do_nothing(index_elements=key)
+                .execution_options(preserve_rowcount=True)
+            )
+        )
+
+    def __call__(self, session: Session, values: dict[str, object]) -> bool:
+        """Insert ``values`` in the session's transaction; False when the key was there."""
+        connection = session.connection()
+        return bool(connection.execute(for_session(self._by_dialect, session), values).rowcount)
 
 
 def ping(engine: Engine) -> None:
