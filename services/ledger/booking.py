@@ -40,7 +40,7 @@ def recompute(
     rows = fills_of(session, bot_id, mode)
     if not rows:
         return None
-    finished = final_orders(session, bot_id, mode)
+    finished = final_orders(session, bot_id, mode, rows)
     book = book_fills(
         [as_ledger_fill(row) for row in rows],
         min_size=product.base_min_size,
