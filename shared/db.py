@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from decimal import Context, Decimal, localcontext
+from decimal import Context, Decimal
 from pathlib import Path
 from typing import TypeVar
 
@@ -93,8 +93,11 @@ class InsertUnlessThere:
             )
         )
 
-    def __call__(self, session: Session, values: dict[str, object]) -> bool:
-        """Insert ``values`` in the session's transaction; False when the key was there."""
+    def __call__(
+        self, session: Session, values: dict[str, object] | list[dict[str, object]]
+    ) -> bool:
+        """Insert ``values`` (a row, or rows) in the session's transaction; False when the key
+        was there (of every row)."""
         connection = session.connection()
         return bool(connection.execute(for_session(self._by_dialect, session), values).rowcount)
 
@@ -124,6 +127,10 @@ class UtcDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+_WIDE = Context(prec=80)
+_ONE = Decimal(1)
+
+
 class ExactDecimal(TypeDecorator[Decimal]):
     """Money and quantities, exact on every database: NUMERIC without precision or scale on
     PostgreSQL (any digits a decimal string carries, never rounded to a fixed scale), text on
@@ -149,8 +156,8 @@ class ExactDecimal(TypeDecorator[Decimal]):
         if value is None:
             return None
         # normalize() and quantize() round to the context's precision: 28 digits by default,
-        # fewer than a stored decimal may carry, so give them room.
-        with localcontext(Context(prec=80)):
-            number = Decimal(str(value)).normalize()
-            # normalize() writes 100 as 1E+2; back to an integer exponent for plain output.
-            return number.quantize(Decimal(1)) if number == number.to_integral() else number
+        # fewer than a stored decimal may carry, so give them room (a context's own methods:
+        # entering a local context for each value read cost more than reading it).
+        number = _WIDE.normalize(Decimal(value if isinstance(value, str) else str(value)))
+        # normalize() writes 100 as 1E+2; back to an integer exponent for plain output.
+        return _WIDE.quantize(number, _ONE) if number == number.to_integral_value() else number

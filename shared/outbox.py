@@ -21,7 +21,7 @@ from prometheus_client import Counter, Gauge
 from sqlalchemy import Engine
 from sqlmodel import Field, Session, SQLModel, col, select, update
 
-from shared.contracts import Contract, Envelope
+from shared.contracts import Envelope
 from shared.db import READ_ONLY, InsertUnlessThere, UtcDateTime
 from shared.logging import get_logger
 from shared.money import utc_now
@@ -51,52 +51,40 @@ _STAGE = InsertUnlessThere(_OUTBOX, ["message_id"])
 id, then an ORM object flushed at the commit, cost two round trips and a unit of work."""
 
 
-def _insert(
-    session: Session,
-    message_id: str,
-    subject: str,
-    payload: str,
-    kv_bucket: str | None = None,
-    kv_key: str | None = None,
-) -> None:
+def _insert(session: Session, rows: list[dict[str, object]]) -> None:
     # A row staged through the ORM (``session.add``) and not flushed yet goes first, so that
     # the rows keep the order they were staged in, which is the order they are published in.
     if any(isinstance(row, OutboxMessage) for row in session.new):
         session.flush()
-    _STAGE(
-        session,
-        {
-            "message_id": message_id,
-            "subject": subject,
-            "payload": payload,
-            "kv_bucket": kv_bucket,
-            "kv_key": kv_key,
-            "created_at": utc_now(),
-        },
-    )
+    now = utc_now()
+    _STAGE(session, [{"kv_bucket": None, "kv_key": None, **row, "created_at": now} for row in rows])
 
 
-def stage(session: Session, subject: str, message: Envelope, payload: str | None = None) -> None:
-    """Stage a durable message; staging the same message id twice keeps the first.
-    ``payload``: the message as JSON, when the caller has made it already."""
-    if payload is None:
-        payload = message.model_dump_json()
-    _insert(session, message.message_id, subject, payload)
+def stage(session: Session, subject: str, message: Envelope) -> None:
+    """Stage a durable message; staging the same message id twice keeps the first."""
+    row: dict[str, object] = {"message_id": message.message_id, "subject": subject}
+    _insert(session, [row | {"payload": message.model_dump_json()}])
 
 
-def stage_kv(
+def stage_with_put(
     session: Session,
+    subject: str,
+    message: Envelope,
     bucket: str,
     key: str,
-    message: Contract,
-    message_id: str,
     payload: str | None = None,
 ) -> None:
-    """Stage a key-value put (the positions bucket), ordered with the messages around it;
-    staging the same message id twice keeps the first. ``payload`` as for :func:`stage`."""
+    """Stage a durable message and, right after it, the same message as the value of ``key`` in
+    the key-value ``bucket`` (the positions bucket), with the id ``kv-<message id>``, in one
+    statement; staging either id twice keeps the first. ``payload``: the message as JSON, when
+    the caller has made it already."""
     if payload is None:
         payload = message.model_dump_json()
-    _insert(session, message_id, f"$KV.{bucket}.{key}", payload, kv_bucket=bucket, kv_key=key)
+    message_id = message.message_id
+    row: dict[str, object] = {"message_id": message_id, "subject": subject, "payload": payload}
+    put = {"message_id": f"kv-{message_id}", "subject": f"$KV.{bucket}.{key}",
+           "kv_bucket": bucket, "kv_key": key}  # fmt: skip
+    _insert(session, [row, row | put])
 
 
 class BatchFailed(Exception):

@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import Insert, Row, Table, and_, bindparam, false, insert, or_, update
+import sqlalchemy as sa
+from sqlalchemy import (
+    ColumnElement,
+    Insert,
+    Row,
+    Select,
+    Table,
+    and_,
+    bindparam,
+    false,
+    insert,
+    or_,
+    update,
+)
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from services.ledger.accounting import LedgerFill
@@ -15,7 +28,7 @@ from shared import subjects
 from shared.contracts import FINAL_ORDER_STATUSES, Fill, OrderEvent, PositionUpdate
 from shared.db import ExactDecimal, UtcDateTime, by_dialect, for_session
 from shared.money import format_decimal
-from shared.outbox import stage, stage_kv
+from shared.outbox import stage_with_put
 
 
 class FillRow(SQLModel, table=True):
@@ -172,20 +185,43 @@ class Sorted:
     moved: list[Moved]
 
 
-_BOOKED_AS = (
-    select(_FILLS)
-    .where(
-        or_(
-            _FILLS.c.fill_key.in_(bindparam("keys", expanding=True)),
-            and_(
-                _FILLS.c.trade_id.in_(bindparam("trade_ids", expanding=True)),
-                _FILLS.c.trade_type == "FILL",
-            ),
-        )
+def _booked_as(where: ColumnElement[bool]) -> Select:
+    return select(_FILLS).where(where).order_by(_FILLS.c.id)
+
+
+_BOOKED_AS = _booked_as(
+    or_(
+        _FILLS.c.fill_key.in_(bindparam("keys", expanding=True)),
+        and_(
+            _FILLS.c.trade_id.in_(bindparam("trade_ids", expanding=True)),
+            _FILLS.c.trade_type == "FILL",
+        ),
     )
-    .order_by(_FILLS.c.id)
 )
 """The booked fills an event's fills may be: by key, or (fills only) by trade id."""
+_BOOKED_AS_ONE = _booked_as(
+    or_(
+        _FILLS.c.fill_key == bindparam("key"),
+        and_(_FILLS.c.trade_id == bindparam("trade_id"), _FILLS.c.trade_type == "FILL"),
+    )
+)
+"""The same for an event of one fill (most are): lists in a statement cost a rendering of it
+at every execution."""
+
+
+def _booked(session: Session, fills: list[Fill]) -> Sequence[Row]:
+    if len(fills) == 1:
+        (fill,) = fills
+        one = {"key": fill.entry_id or fill.trade_id, "trade_id": fill.trade_id}
+        return session.execute(_BOOKED_AS_ONE, one).all()
+    return session.execute(
+        _BOOKED_AS,
+        {
+            "keys": [fill.entry_id or fill.trade_id for fill in fills],
+            "trade_ids": [fill.trade_id for fill in fills],
+        },
+    ).all()
+
 
 _MOVE = (
     update(_FILLS)
@@ -200,13 +236,7 @@ def sort_fills(session: Session, event: OrderEvent) -> Sorted | Conflict:
     :class:`Conflict`: nothing of the event is booked. One query for all of the event's fills."""
     if not event.fills:
         return Sorted([], [])
-    booked = session.execute(
-        _BOOKED_AS,
-        {
-            "keys": [fill.entry_id or fill.trade_id for fill in event.fills],
-            "trade_ids": [fill.trade_id for fill in event.fills],
-        },
-    ).all()
+    booked = _booked(session, event.fills)
     by_key = {row.fill_key: row for row in booked}
     placed: dict[int, int | None] = {}  # row id -> its sequence as this event leaves it
     new: dict[str, tuple[int, Fill]] = {}
@@ -327,21 +357,6 @@ def has_fills(session: Session, client_order_id: str) -> bool:
     return session.execute(_HAS_FILLS, {"order": client_order_id}).first() is not None
 
 
-_UNFINISHED = select(_ORDERS.c.client_order_id).where(
-    _ORDERS.c.bot_id == bindparam("bot_id"),
-    _ORDERS.c.mode == bindparam("mode"),
-    _ORDERS.c.final == false(),
-)
-
-
-def final_orders(session: Session, bot_id: str, mode: str, rows: Sequence[Row]) -> set[str]:
-    """Of the orders of the bot's fills ``rows`` (:func:`fills_of`), those the exchange has
-    finished; orders the ledger never heard a status of (fills booked before it kept statuses)
-    count as finished."""
-    unfinished = session.execute(_UNFINISHED, {"bot_id": bot_id, "mode": mode}).scalars()
-    return {row.client_order_id for row in rows} - set(unfinished)
-
-
 _FILLS_OF = (
     select(_FILLS)
     .where(_FILLS.c.bot_id == bindparam("bot_id"), _FILLS.c.mode == bindparam("mode"))
@@ -350,8 +365,8 @@ _FILLS_OF = (
 
 
 def fills_of(session: Session, bot_id: str, mode: str) -> Sequence[Row]:
-    """The bot's fills in arrival order (the core sorts them into booking order), as rows of
-    the fills table (a :class:`FillRow`'s attributes, no ORM object)."""
+    """The bot's fills in arrival order, as rows of the fills table (a :class:`FillRow`'s
+    attributes, no ORM object)."""
     return session.execute(_FILLS_OF, {"bot_id": bot_id, "mode": mode}).all()
 
 
@@ -363,22 +378,38 @@ def bots_with_fills(session: Session, mode: str) -> list[str]:
     )
 
 
-def as_ledger_fill(row: Row) -> LedgerFill:
-    """A stored fill (:func:`fills_of`) as the accounting core books it."""
-    return LedgerFill(
-        trade_id=row.trade_id,
-        entry_id=row.entry_id,
-        trade_type=row.trade_type,  # a str column, written only from a validated Fill contract
-        sequence=row.sequence,
-        index=row.fill_index,
-        client_order_id=row.client_order_id,
-        side=row.side,  # a str column, written only from a validated OrderEvent contract
-        price=row.price,  # Decimal (ExactDecimal)
-        size=row.size,
-        fee=row.fee,
-        time=row.time,
-        reason=row.intent_reason,
+# A stored fill as the accounting core books it: one column per field of ``LedgerFill``, in its
+# order, so a row makes one positionally (reading a row's values by name cost more than the
+# query); then whether its order is final, as the ledger last heard (``None``: never heard).
+_COLUMN_OF_FIELD = {"index": _FILLS.c.fill_index, "reason": _FILLS.c.intent_reason}
+_LEDGER_FILL = [_COLUMN_OF_FIELD.get(f.name, _FILLS.c.get(f.name)) for f in fields(LedgerFill)]
+_BOOKED_FILLS = (
+    sa.select(*_LEDGER_FILL, _ORDERS.c.final)
+    .select_from(
+        _FILLS.outerjoin(
+            _ORDERS,
+            and_(
+                _ORDERS.c.client_order_id == _FILLS.c.client_order_id,
+                _ORDERS.c.bot_id == _FILLS.c.bot_id,
+                _ORDERS.c.mode == _FILLS.c.mode,
+            ),
+        )
     )
+    .where(_FILLS.c.bot_id == bindparam("bot_id"), _FILLS.c.mode == bindparam("mode"))
+    .order_by(_FILLS.c.id)
+)
+
+
+def booked_fills(session: Session, bot_id: str, mode: str) -> tuple[list[LedgerFill], set[str]]:
+    """The bot's fills as the accounting core books them, in arrival order (the core sorts
+    them into booking order), and the orders of those the exchange has finished; orders the
+    ledger never heard a status of (fills booked before it kept statuses) count as finished."""
+    rows = session.execute(_BOOKED_FILLS, {"bot_id": bot_id, "mode": mode}).all()
+    # Columns written only from validated contracts: the literals of ``side`` and ``trade_type``
+    # hold, and ``ExactDecimal`` reads money back as ``Decimal``.
+    fills = [LedgerFill(*row[:-1]) for row in rows]
+    finished = {row.client_order_id for row in rows if row.final is not False}
+    return fills, finished
 
 
 _UPDATE_POSITION = (
@@ -410,18 +441,12 @@ def save_position(session: Session, position: PositionUpdate) -> None:
                 "payload": payload,
             },
         )
-    stage(
+    stage_with_put(
         session,
         subjects.for_token(subjects.LEDGER_POSITIONS, position.bot_id),
         position,
-        payload=payload,
-    )
-    stage_kv(
-        session,
         subjects.POSITIONS_BUCKET,
         position.bot_id,
-        position,
-        message_id=f"kv-{position.message_id}",
         payload=payload,
     )
 
