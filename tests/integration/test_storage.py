@@ -37,6 +37,27 @@ def test_money_round_trips_exactly(database_url: str, amount: str) -> None:
     engine.dispose()
 
 
+@pytest.mark.parametrize(
+    ("amount", "read"),
+    [("0.0100", "0.01"), ("1E+2", "100"), ("100.00", "100"), ("-0.50", "-0.5"), ("0E-8", "0"),
+     ("12345678901234567890123456789012345678.50", "12345678901234567890123456789012345678.5")],
+)  # fmt: skip
+def test_money_reads_back_in_its_shortest_plain_form(
+    database_url: str, amount: str, read: str
+) -> None:
+    """Both databases give the same digits back, whatever trailing zeros or exponent went in."""
+    engine = make_engine(database_url)
+    create_tables(engine, [Sample])
+    with Session(engine) as session:
+        session.add(Sample(id=1, amount=Decimal(amount), at=datetime.now(UTC)))
+        session.commit()
+    with Session(engine) as session:
+        stored = session.get(Sample, 1)
+        assert stored is not None
+        assert str(stored.amount) == read
+    engine.dispose()
+
+
 def test_times_come_back_aware_utc(database_url: str) -> None:
     engine = make_engine(database_url)
     create_tables(engine, [Sample])
