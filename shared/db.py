@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
-from decimal import Context, Decimal, localcontext
+from decimal import Context, Decimal
 from pathlib import Path
+from typing import TypeVar
 
-from sqlalchemy import DateTime, Engine, Numeric, String, Table, event, text
+from sqlalchemy import DateTime, Engine, Insert, Numeric, String, Table, event, text
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.types import TypeDecorator
-from sqlmodel import SQLModel, create_engine
+from sqlmodel import Session, SQLModel, create_engine
 
 READ_ONLY = "tranche_read_only"
 """Execution option of an engine (``Service.read_engine``) whose transactions only read."""
@@ -54,6 +58,50 @@ def create_tables(engine: Engine, models: list[type[SQLModel]]) -> None:
         SQLModel.metadata.create_all(connection, tables=tables)
 
 
+S = TypeVar("S")
+
+DIALECT_INSERTS: dict[str, Callable[[Table], Insert]] = {
+    "postgresql": postgresql_insert,
+    "sqlite": sqlite_insert,
+}
+"""Each dialect's INSERT, the one that knows ``ON CONFLICT`` (SQLite and PostgreSQL both do)."""
+
+
+def by_dialect(build: Callable[[Callable[[Table], Insert]], S]) -> dict[str, S]:
+    """A statement per dialect, built once (SQLAlchemy then compiles each once and caches it)
+    from that dialect's INSERT; run the session's with :func:`for_session`."""
+    return {name: build(make) for name, make in DIALECT_INSERTS.items()}
+
+
+def for_session(statements: dict[str, S], session: Session) -> S:
+    """Of statements built by :func:`by_dialect`, the one for the session's database."""
+    return statements[session.get_bind().dialect.name]
+
+
+class InsertUnlessThere:
+    """An ``INSERT ... ON CONFLICT (key) DO NOTHING`` into ``table``, built once per dialect:
+    one round trip both asks whether the row is there and stores it if not, where a query
+    then an insert cost two (and a race between them a failed insert on PostgreSQL)."""
+
+    def __init__(self, table: Table, key: list[str]):
+        # psycopg's row count of an INSERT is not kept unless asked for (it reads -1).
+        self._by_dialect = by_dialect(
+            lambda insert: (
+                insert(table)  # type: ignore[attr-defined]  # both dialects' Insert have it
+                .on_conflict_do_nothing(index_elements=key)
+                .execution_options(preserve_rowcount=True)
+            )
+        )
+
+    def __call__(
+        self, session: Session, values: dict[str, object] | list[dict[str, object]]
+    ) -> bool:
+        """Insert ``values`` (a row, or rows) in the session's transaction; False when the key
+        was there (of every row)."""
+        connection = session.connection()
+        return bool(connection.execute(for_session(self._by_dialect, session), values).rowcount)
+
+
 def ping(engine: Engine) -> None:
     """Raise if the database does not answer."""
     with engine.connect() as connection:
@@ -77,6 +125,10 @@ class UtcDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+_WIDE = Context(prec=80)
+_ONE = Decimal(1)
 
 
 class ExactDecimal(TypeDecorator[Decimal]):
@@ -104,8 +156,8 @@ class ExactDecimal(TypeDecorator[Decimal]):
         if value is None:
             return None
         # normalize() and quantize() round to the context's precision: 28 digits by default,
-        # fewer than a stored decimal may carry, so give them room.
-        with localcontext(Context(prec=80)):
-            number = Decimal(str(value)).normalize()
-            # normalize() writes 100 as 1E+2; back to an integer exponent for plain output.
-            return number.quantize(Decimal(1)) if number == number.to_integral() else number
+        # fewer than a stored decimal may carry, so give them room (a context's own methods:
+        # entering a local context for each value read cost more than reading it).
+        number = _WIDE.normalize(Decimal(value if isinstance(value, str) else str(value)))
+        # normalize() writes 100 as 1E+2; back to an integer exponent for plain output.
+        return _WIDE.quantize(number, _ONE) if number == number.to_integral_value() else number

@@ -24,8 +24,8 @@ from sqlalchemy import select as core_select
 from sqlalchemy import update as core_update
 from sqlmodel import Field, Session, SQLModel, col, select
 
-from shared.contracts import Contract, Envelope
-from shared.db import READ_ONLY, UtcDateTime
+from shared.contracts import Envelope
+from shared.db import READ_ONLY, InsertUnlessThere, UtcDateTime
 from shared.logging import get_logger
 from shared.money import utc_now
 
@@ -48,46 +48,46 @@ class OutboxMessage(SQLModel, table=True):
     published_at: datetime | None = Field(default=None, index=True, sa_type=UtcDateTime)
 
 
-_STAGED = select(OutboxMessage.id).where(OutboxMessage.message_id == bindparam("message_id"))
-"""Built once: a statement built per call cost its construction and its cache key each time."""
+_OUTBOX = OutboxMessage.__table__  # type: ignore[attr-defined]  # SQLModel sets it on table models
+_STAGE = InsertUnlessThere(_OUTBOX, ["message_id"])
+"""Stages a message and keeps the first of two with one id, in one statement: a query for the
+id, then an ORM object flushed at the commit, cost two round trips and a unit of work."""
 
 
-def _staged(session: Session, message_id: str) -> bool:
-    """Whether the message is staged: in this transaction (not flushed yet) or stored before.
-    The query does not flush the session first: that flush (of every row the handler changed,
-    one unit of work per staged message) was most of the cost of staging; the rows staged in
-    this transaction are looked up among the session's new objects instead."""
-    if any(isinstance(row, OutboxMessage) and row.message_id == message_id for row in session.new):
-        return True
-    with session.no_autoflush:
-        return session.exec(_STAGED, params={"message_id": message_id}).first() is not None
+def _insert(session: Session, rows: list[dict[str, object]]) -> None:
+    # A row staged through the ORM (``session.add``) and not flushed yet goes first, so that
+    # the rows keep the order they were staged in, which is the order they are published in.
+    if any(isinstance(row, OutboxMessage) for row in session.new):
+        session.flush()
+    now = utc_now()
+    _STAGE(session, [{"kv_bucket": None, "kv_key": None, **row, "created_at": now} for row in rows])
 
 
 def stage(session: Session, subject: str, message: Envelope) -> None:
     """Stage a durable message; staging the same message id twice keeps the first."""
-    if _staged(session, message.message_id):
-        return
-    session.add(
-        OutboxMessage(
-            message_id=message.message_id, subject=subject, payload=message.model_dump_json()
-        )
-    )
+    row: dict[str, object] = {"message_id": message.message_id, "subject": subject}
+    _insert(session, [row | {"payload": message.model_dump_json()}])
 
 
-def stage_kv(session: Session, bucket: str, key: str, message: Contract, message_id: str) -> None:
-    """Stage a key-value put (the positions bucket), ordered with the messages around it;
-    staging the same message id twice keeps the first."""
-    if _staged(session, message_id):
-        return
-    session.add(
-        OutboxMessage(
-            message_id=message_id,
-            subject=f"$KV.{bucket}.{key}",
-            payload=message.model_dump_json(),
-            kv_bucket=bucket,
-            kv_key=key,
-        )
-    )
+def stage_with_put(
+    session: Session,
+    subject: str,
+    message: Envelope,
+    bucket: str,
+    key: str,
+    payload: str | None = None,
+) -> None:
+    """Stage a durable message and, right after it, the same message as the value of ``key`` in
+    the key-value ``bucket`` (the positions bucket), with the id ``kv-<message id>``, in one
+    statement; staging either id twice keeps the first. ``payload``: the message as JSON, when
+    the caller has made it already."""
+    if payload is None:
+        payload = message.model_dump_json()
+    message_id = message.message_id
+    row: dict[str, object] = {"message_id": message_id, "subject": subject, "payload": payload}
+    put = {"message_id": f"kv-{message_id}", "subject": f"$KV.{bucket}.{key}",
+           "kv_bucket": bucket, "kv_key": key}  # fmt: skip
+    _insert(session, [row, row | put])
 
 
 class BatchFailed(Exception):

@@ -17,7 +17,7 @@ from services.ledger.accounting import Allocation, Book, ExitAllocation, Positio
 from services.ledger.booking import Booked, recompute
 from services.ledger.history import closed_positions, duration_s, to_csv
 from services.ledger.reports import Mark, realized_by_day, unrealized
-from services.ledger.store import as_ledger_fill, bots_with_fills, fills_of, positions
+from services.ledger.store import booked_fills, bots_with_fills, fills_of, positions
 from shared.bots import LiveCatalog
 from shared.catalog import Catalog
 from shared.contracts import Mode, PositionUpdate
@@ -373,7 +373,7 @@ def ledger_api(
         booked = book_of(session, bot_id, mode)
         if booked is None:
             return []
-        ledger_fills = [as_ledger_fill(row) for row in fills_of(session, bot_id, mode)]
+        ledger_fills, _ = booked_fills(session, bot_id, mode)
         return [
             DayView(bot_id=bot_id, **vars(day))
             for day in realized_by_day(booked.book, ledger_fills)

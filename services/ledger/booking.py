@@ -13,7 +13,7 @@ from sqlmodel import Session
 
 from services.ledger.accounting import MAX_TRANCHES, Allocation, Book, book_fills
 from services.ledger.positions import position_message
-from services.ledger.store import as_ledger_fill, fills_of, final_orders
+from services.ledger.store import booked_fills
 from shared.catalog import Product
 from shared.contracts import Mode, PositionUpdate, TrancheCapBreach
 
@@ -37,12 +37,11 @@ def recompute(
     last_order_event_id: str | None,
 ) -> Booked | None:
     """The bot's book and position message from every fill stored for it in ``mode``."""
-    rows = fills_of(session, bot_id, mode)
-    if not rows:
+    fills, finished = booked_fills(session, bot_id, mode)
+    if not fills:
         return None
-    finished = final_orders(session, bot_id, mode)
     book = book_fills(
-        [as_ledger_fill(row) for row in rows],
+        fills,
         min_size=product.base_min_size,
         size_increment=product.base_increment,
         allocation=allocation,
@@ -51,14 +50,14 @@ def recompute(
     # A finished exit order may change the books without a new fill (dust closes the position):
     # its message needs an id of its own, while ``sequence`` keeps counting fills, as readers
     # compare it with the fills they have seen.
-    exits_finished = {row.client_order_id for row in rows if row.side == "sell"} & finished
-    time = max(row.time for row in rows)
+    exits_finished = {fill.client_order_id for fill in fills if fill.side == "sell"} & finished
+    time = max(fill.time for fill in fills)
     position = position_message(
         book=book,
         bot_id=bot_id,
         product_id=product_id,
         mode=mode,
-        sequence=len(rows),
+        sequence=len(fills),
         exits_finished=len(exits_finished),
         time=time,
         correlation_id=correlation_id,

@@ -14,7 +14,6 @@ from services.ledger.store import (
     has_fills,
     lock_position,
     note_order,
-    position_of,
     save_position,
     sort_fills,
 )
@@ -32,12 +31,12 @@ def book_order_event(
     fills booked, the position recomputed and staged (message, then bucket put), a breach report
     staged. Returns (position, breach, fills booked now), a :class:`Conflict` (nothing booked),
     or ``None`` when nothing the books depend on changed (a redelivery, a status)."""
-    lock_position(session, body.bot_id, body.mode)  # first: later reads see every fill
+    stored = lock_position(session, body.bot_id, body.mode)  # first: later reads see every fill
     sorted_ = sort_fills(session, body)
     if isinstance(sorted_, Conflict):
         session.rollback()  # nothing of this event is booked
         return sorted_
-    held = position_of(session, body.bot_id, body.mode) if sorted_.new else None
+    held = PositionUpdate.model_validate_json(stored) if stored and sorted_.new else None
     if held is not None and held.status == "open" and held.product_id != body.product_id:
         raise InvalidMessage(  # rolls the transaction back: nothing is booked
             Reason(

@@ -4,15 +4,15 @@ stored positions differ; ``apply`` stores (and publishes, through the outbox) th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, Row
 from sqlmodel import Session
 
 from services.ledger.accounting import Allocation, Position
 from services.ledger.booking import recompute
 from services.ledger.store import (
-    FillRow,
     bots_with_fills,
     fills_of,
     position_of,
@@ -50,7 +50,7 @@ def differences(stored: PositionUpdate | None, fresh: PositionUpdate) -> list[tu
     return found
 
 
-def mixed_products(rows: list[FillRow], current: Position | None) -> str:
+def mixed_products(rows: Sequence[Row], current: Position | None) -> str:
     """The products the open position's fills are of, when more than one (a fill booked into
     the wrong position before the ledger refused them); empty otherwise."""
     if current is None:

@@ -274,6 +274,8 @@ def build(settings: SignalSettings) -> Service:
                                 silent_s=round(now - seen, 1))  # fmt: skip
 
     async def keep_position(position: PositionUpdate) -> None:
+        if lockstep is not None:
+            await lockstep.before_position(position)
         if await handlers.keep_position(position) and lockstep is not None:
             lockstep.position(position)
 

@@ -25,7 +25,6 @@ from services.signal.standing import StandingExits, backoff_after, flatten_reaso
 from services.signal.store import (
     FlattenRecord,
     StopStateRow,
-    already_handled,
     flattens,
     record,
     save_stop_state,
@@ -251,11 +250,9 @@ class SignalHandlers:
         def change(session: Session) -> TradeIntent | None:
             if also is not None:
                 also(session)
-            if already_handled(session, signal_id):
-                return None
-            record(session, signal_id=signal_id, bot_id=bot_id, side=side, time=time,
-                   intent=intent, reason=reason)  # fmt: skip
-            return intent
+            stored = record(session, signal_id=signal_id, bot_id=bot_id, side=side, time=time,
+                            intent=intent, reason=reason)  # fmt: skip
+            return intent if stored else None
 
         return await self.transact(change)
 

@@ -136,8 +136,32 @@ class Lockstep:
                 event.status,
                 [fill.trade_id for fill in event.fills],
                 msg.metadata.sequence.stream,
+                event.message_id,
             )
             self._changed.set()
+
+    async def before_position(self, position: PositionUpdate) -> None:
+        """Return once safety has recorded the order event ``position`` was booked from (as in
+        the backtest, where safety records an order event before the ledger books it): a stop
+        the position asks at once is then decided as the backtest decides it, not refused as
+        an order still in flight (``ORDER_IN_FLIGHT``) and asked again under another id because
+        the ledger was quicker than safety. Polls; never clears the barrier's event. After
+        ``timeout_s`` it returns anyway: the barrier then says what is stuck."""
+        started, poll = self._clock(), POLL_FIRST_S
+        while True:
+            waits = self.tracker.position_waits_for(position.bot_id, position.last_order_event_id)
+            if waits == "safety":
+                await self._ask_safety()
+                waits = self.tracker.position_waits_for(
+                    position.bot_id, position.last_order_event_id
+                )
+            if waits is None:
+                return
+            if self._clock() - started > self.timeout_s:
+                log.warning("lockstep.position_early", bot_id=position.bot_id, waits_for=waits)
+                return
+            await asyncio.sleep(poll)
+            poll = min(poll * 2, POLL_MAX_S)
 
     async def _ask_safety(self) -> None:
         """How far safety's durable order-event consumer has acknowledged the stream."""

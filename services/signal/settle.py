@@ -79,6 +79,8 @@ class SettleTracker:
     _fills: dict[tuple[str, str], set[str]] = field(default_factory=dict)
     _sequence: dict[tuple[str, str], int] = field(default_factory=dict)
     _consumed: int = 0
+    _events: dict[str, int] = field(default_factory=dict)
+    """Stream sequence of every order event seen, by message id."""
 
     # -- facts ------------------------------------------------------------------------------------
 
@@ -105,9 +107,12 @@ class SettleTracker:
         status: str,
         trade_ids: list[str],
         sequence: int | None,
+        message_id: str | None = None,
     ) -> None:
         """An order event (any status) with the trade ids of the fills it brings and its stream
         sequence. Fills are counted per bot and mode whoever's order they belong to."""
+        if message_id is not None and sequence is not None:
+            self._events[message_id] = sequence
         self._fills.setdefault((bot_id, mode), set()).update(trade_ids)
         intent = self._fact(intent_id)
         intent.mode = mode
@@ -145,6 +150,27 @@ class SettleTracker:
         if intent.final_sequence is not None and self._consumed < intent.final_sequence:
             return "safety"
         return None
+
+    def position_waits_for(self, bot_id: str, last_order_event_id: str | None) -> str | None:
+        """What a position of ``bot_id`` booked from the order event ``last_order_event_id``
+        waits for before the signal service acts on it: ``"event"`` (the event is not seen yet)
+        or ``"safety"`` (safety has not acknowledged it yet); ``None``: nothing. Only while one
+        of this replay's orders of the bot is under way: a position stored before the replay
+        began waits for nothing.
+
+        The backtest hands an order event to safety before the ledger books it, so a stop the
+        position asks at once finds the order final in safety's view; the services would race
+        the ledger's position against safety's own consumer of order events."""
+        under_way = any(
+            intent.bot_id == bot_id and intent.approved and not intent.stop
+            for intent in self._open.values()
+        )
+        if not under_way or last_order_event_id is None:
+            return None
+        sequence = self._events.get(last_order_event_id)
+        if sequence is None:
+            return "event"
+        return "safety" if self._consumed < sequence else None
 
     def unsettled(self) -> list[Unsettled]:
         """Every registered intent not settled yet, oldest first; forgets the settled ones."""

@@ -5,12 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import bindparam, insert
 from sqlmodel import Field, Session, SQLModel, select
 
 from shared import subjects
 from shared.contracts import Reason, TradeIntent
-from shared.db import ExactDecimal, UtcDateTime
+from shared.db import ExactDecimal, InsertUnlessThere, UtcDateTime
 from shared.outbox import stage
 
 
@@ -27,14 +26,10 @@ class SignalRecord(SQLModel, table=True):
 
 
 _RECORDS = SignalRecord.__table__  # type: ignore[attr-defined]  # SQLModel sets it on table models
-_HANDLED = select(_RECORDS.c.signal_id).where(_RECORDS.c.signal_id == bindparam("signal_id"))
-_INSERT = insert(_RECORDS)
-
-
-def already_handled(session: Session, signal_id: str) -> bool:
-    # Core statements, compiled once: every confirmed signal asks and stores (a backtest
-    # hundreds of times a run), and the ORM's identity map and unit of work bought nothing.
-    return session.execute(_HANDLED, {"signal_id": signal_id}).first() is not None
+_RECORD = InsertUnlessThere(_RECORDS, ["signal_id"])
+"""Core, compiled once: every confirmed signal is stored (a backtest hundreds of times a run),
+and the ORM's identity map and unit of work bought nothing. Its answer says whether the signal
+was handled before."""
 
 
 def record(
@@ -46,11 +41,11 @@ def record(
     time: datetime,
     intent: TradeIntent | None,
     reason: Reason,
-) -> None:
-    """Store the signal's outcome and, in the same transaction, the intent it produced (the
-    values, not a ``SignalRecord``: building the ORM object cost more than the insert)."""
-    session.execute(
-        _INSERT,
+) -> bool:
+    """Store the signal's outcome and, in the same transaction, the intent it produced; False
+    (and nothing stored) when the signal was handled before: a redelivery acts once."""
+    stored = _RECORD(
+        session,
         {
             "signal_id": signal_id,
             "bot_id": bot_id,
@@ -61,8 +56,11 @@ def record(
             "outcome": reason.message,
         },
     )
+    if not stored:
+        return False
     if intent is not None:
         stage(session, subjects.for_token(subjects.INTENTS, intent.bot_id), intent)
+    return True
 
 
 class FlattenRecord(SQLModel, table=True):

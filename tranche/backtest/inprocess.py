@@ -30,6 +30,7 @@ def memory_engine(tables: list[type[SQLModel]]) -> Engine:
         "sqlite://", connect_args={"check_same_thread": False}, poolclass=StaticPool
     )
     create_tables(engine, [OutboxMessage, *tables])
+    event.listen(engine, "after_execute", _note_staged)
     return engine
 
 
@@ -37,9 +38,10 @@ _staged_in: set[Engine] = set()
 """Engines whose outbox got a message since their store last drained it."""
 
 
-@event.listens_for(OutboxMessage, "after_insert")
-def _note_staged(_mapper, connection, _target) -> None:
-    _staged_in.add(connection.engine)
+def _note_staged(connection, statement, *_args) -> None:
+    # Any insert into the outbox: ``stage``'s Core insert, or a flushed ORM object.
+    if getattr(statement, "table", None) is _OUTBOX and getattr(statement, "is_insert", False):
+        _staged_in.add(connection.engine)
 
 
 @dataclass(frozen=True, slots=True)

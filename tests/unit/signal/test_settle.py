@@ -169,3 +169,26 @@ def test_a_stop_safety_refused_is_settled() -> None:
     tracker.created("stop:b:p:1", BOT, 0.0, stop=True)
     tracker.decided("stop:b:p:1", approved=False)
     assert tracker.unsettled() == []
+
+
+def test_a_position_of_an_order_under_way_waits_until_safety_has_its_event() -> None:
+    """As in the backtest, where safety records an order event before the ledger books it."""
+    tracker = tracker_with()
+    tracker.decided("i-1", approved=True)
+    assert tracker.position_waits_for(BOT, "e-final") == "event"  # the ledger was quicker
+    tracker.order_event("i-1", BOT, "mock", "filled", ["t-1"], 6, message_id="e-final")
+    assert tracker.position_waits_for(BOT, "e-final") == "safety"
+    tracker.consumed(6)
+    assert tracker.position_waits_for(BOT, "e-final") is None
+
+
+def test_a_position_waits_for_nothing_without_an_order_of_the_replay_under_way() -> None:
+    tracker = SettleTracker()
+    assert tracker.position_waits_for(BOT, "e-before-the-replay") is None
+    tracker.created("stop-1", BOT, 0.0, stop=True)  # a resting stop is not an order under way
+    tracker.decided("stop-1", approved=True)
+    assert tracker.position_waits_for(BOT, "e-before-the-replay") is None
+    other = tracker_with()
+    other.decided("i-1", approved=True)
+    assert other.position_waits_for("another-bot", "e-1") is None
+    assert other.position_waits_for(BOT, None) is None  # a position from before the ids
