@@ -61,6 +61,15 @@ def _insert(session: Session, rows: list[dict[str, object]]) -> None:
         session.flush()
     now = utc_now()
     _STAGE(session, [{"kv_bucket": None, "kv_key": None, **row, "created_at": now} for row in rows])
+    session.info[_STAGED] = True
+
+
+_STAGED = "tranche_outbox_staged"
+
+
+def staged_in(session: Session) -> bool:
+    """Whether anything was staged in the session (its transaction has something to publish)."""
+    return bool(session.info.get(_STAGED))
 
 
 def stage(session: Session, subject: str, message: Envelope) -> None:

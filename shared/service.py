@@ -32,7 +32,7 @@ from shared.bus import DeadLetters, connect, make_broker, make_router, outbox_pu
 from shared.db import READ_ONLY, create_tables, make_engine, ping
 from shared.healing import Healer
 from shared.http import BodyLimit, document_answers, health_router
-from shared.outbox import OutboxMessage, OutboxRelay, Pending
+from shared.outbox import OutboxMessage, OutboxRelay, Pending, staged_in
 from shared.settings import ServiceSettings, load
 from shared.streams import (
     ALL_STREAMS,
@@ -133,19 +133,21 @@ class Service:
 
     async def transact(self, change: Callable[[Session], T]) -> T:
         """Run ``change`` in one database transaction (state + staged messages), commit, and wake
-        the outbox relay. ``change`` runs in a worker thread: it must not touch the event loop."""
+        the outbox relay if it staged anything (a wake with nothing to send cost the relay a
+        read). ``change`` runs in a worker thread: it must not touch the event loop."""
 
-        def run() -> T:
+        def run() -> tuple[T, bool]:
             with (
                 self.writers or contextlib.nullcontext(),
                 Session(self.engine, expire_on_commit=False) as session,
             ):
                 result = change(session)
                 session.commit()
-                return result
+                return result, staged_in(session)
 
-        result = await asyncio.to_thread(run)
-        self.relay.wake()
+        result, staged = await asyncio.to_thread(run)
+        if staged:
+            self.relay.wake()
         return result
 
     @property

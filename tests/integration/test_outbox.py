@@ -15,6 +15,8 @@ from shared.bus import outbox_publisher
 from shared.contracts import Reason, TradeIntent
 from shared.db import create_tables, make_engine
 from shared.outbox import OutboxMessage, OutboxRelay, stage
+from shared.service import Service
+from shared.settings import ServiceSettings
 from shared.streams import INTENTS, ensure_streams
 from tests.support.nats_server import NatsServer
 
@@ -186,3 +188,19 @@ async def test_more_than_a_batch_and_what_is_staged_during_a_flush_all_go_out_in
     stored = await stream_messages(js, SUBJECT)
     assert [m.headers["Nats-Msg-Id"] for m in stored] == [f"intent-{n}" for n in range(6)]
     await nc.close()
+
+
+async def test_only_a_transaction_that_staged_something_wakes_the_relay(
+    database_url: str, tmp_path
+) -> None:
+    service = Service(ServiceSettings(data_dir=tmp_path, database_url=database_url), [])
+    create_tables(service.engine, service.tables)
+    woken: list[str] = []
+    service.relay.wake = lambda: woken.append("wake")  # type: ignore[method-assign]  # counted
+    await service.transact(lambda session: session.exec(select(OutboxMessage)).all())
+    assert woken == []  # a read, or a change that stages nothing: nothing to publish
+    await service.transact(lambda session: stage(session, SUBJECT, intent(20)))
+    assert woken == ["wake"]
+    await service.transact(lambda session: stage(session, SUBJECT, intent(20)))
+    assert woken == ["wake", "wake"]  # staged again (kept once): a wake too cannot hurt
+    service.engine.dispose()
