@@ -237,9 +237,16 @@ def state_of(session: Session, order: OrderRow) -> OrderState:
     return OrderState(order.status, fills, order.exchange_order_id)
 
 
-def apply(session: Session, order: OrderRow, step: Advance, exchange_order_id: str | None) -> None:
-    """Store the new status and fills and stage the events, in the caller's transaction."""
-    known = {fill_key(fill) for fill in fills_of(session, order.client_order_id)}
+def apply(
+    session: Session,
+    order: OrderRow,
+    step: Advance,
+    exchange_order_id: str | None,
+    state: OrderState,
+) -> None:
+    """Store the new status and fills and stage the events, in the caller's transaction;
+    ``state``: the order's state read in this transaction (its fills are those stored)."""
+    known = {fill_key(fill) for fill in state.known_fills}
     for fill in step.fills:
         if fill_key(fill) in known:
             continue
