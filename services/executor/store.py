@@ -7,7 +7,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
+from sqlalchemy import select as sa_select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Field, Session, SQLModel, col, select
@@ -274,7 +275,7 @@ def apply(
     session.add(order)
     for event in step.events:
         _keep_reason(session, event)
-        stage_order_event(session, order.bot_id, event)
+    stage_order_events(session, order.bot_id, step.events)
 
 
 def _keep_reason(session: Session, event: OrderEvent) -> None:
@@ -323,24 +324,61 @@ def record_event(session: Session, order: OrderRow, event: OrderEvent) -> None:
 
 
 def stage_order_event(session: Session, bot_id: str, event: OrderEvent) -> None:
-    """Stage ``event`` stamped with the bot's next sequence (the order the ledger books fills
-    in) and the reason code of the order's intent. An event already staged keeps its number and
-    draws none."""
-    if session.exec(
-        select(OutboxMessage.id).where(OutboxMessage.message_id == event.message_id)
-    ).first():
-        return
-    why = event.intent_reason or intent_reason_of(session, event.client_order_id)
-    stamped = event.model_copy(
-        update={"sequence": next_sequence(session, bot_id), "intent_reason": why}
-    )
-    stage(session, subjects.for_token(subjects.ORDERS_EVENTS, bot_id), stamped)
+    """:func:`stage_order_events` for one event."""
+    stage_order_events(session, bot_id, [event])
 
 
-def next_sequence(session: Session, bot_id: str) -> int:
-    """The bot's next event number, durable and growing across restarts and instances: the
-    counter row is updated in the caller's transaction, so a second instance drawing for the
-    same bot waits for the first to commit (PostgreSQL row lock; SQLite has one writer)."""
+def stage_order_events(session: Session, bot_id: str, events: list[OrderEvent]) -> None:
+    """Stage ``events`` in order, each stamped with the bot's next sequence (the order the
+    ledger books fills in) and the reason code of its order's intent. An event already staged
+    (in this transaction or before) keeps its number and draws none.
+
+    Nothing here flushes the session: what the caller changed goes to the database once, at its
+    commit (a flush per query was most of the cost of staging)."""
+    with session.no_autoflush:
+        pending = _not_staged(session, events)
+        if not pending:
+            return
+        first = next_sequences(session, bot_id, len(pending))
+        reasons: dict[str, str | None] = {}
+        subject = subjects.for_token(subjects.ORDERS_EVENTS, bot_id)
+        for number, event in enumerate(pending, start=first):
+            why = event.intent_reason
+            if why is None:
+                cid = event.client_order_id
+                if cid not in reasons:
+                    reasons[cid] = intent_reason_of(session, cid)
+                why = reasons[cid]
+            stamped = event.model_copy(update={"sequence": number, "intent_reason": why})
+            stage(session, subject, stamped)
+
+
+_OUTBOX = OutboxMessage.__table__  # type: ignore[attr-defined]  # SQLModel sets it on table models
+_STAGED_AMONG = sa_select(_OUTBOX.c.message_id).where(
+    _OUTBOX.c.message_id.in_(bindparam("ids", expanding=True))
+)
+
+
+def _not_staged(session: Session, events: list[OrderEvent]) -> list[OrderEvent]:
+    """The events whose message is not staged yet, in order, each message once: one query for
+    all (the rows staged in this transaction and not flushed are found among the session's)."""
+    staged = {row.message_id for row in session.new if isinstance(row, OutboxMessage)}
+    ids = [event.message_id for event in events if event.message_id not in staged]
+    if ids:
+        staged.update(session.connection().execute(_STAGED_AMONG, {"ids": ids}).scalars())
+    pending = []
+    for event in events:
+        if event.message_id not in staged:
+            staged.add(event.message_id)
+            pending.append(event)
+    return pending
+
+
+def next_sequences(session: Session, bot_id: str, count: int = 1) -> int:
+    """The first of the bot's next ``count`` event numbers, durable and growing across
+    restarts and instances: the counter row is updated in the caller's transaction, so a second
+    instance drawing for the same bot waits for the first to commit (PostgreSQL row lock;
+    SQLite has one writer)."""
     # SQLModel sets __table__ at class creation, untyped
     table = BotSequenceRow.__table__  # type: ignore[attr-defined]
     dialect = session.get_bind().dialect.name
@@ -349,10 +387,10 @@ def next_sequence(session: Session, bot_id: str) -> int:
     drawn = session.execute(
         update(table)
         .where(table.c.bot_id == bot_id)
-        .values(last=table.c.last + 1)
+        .values(last=table.c.last + count)
         .returning(table.c.last)
     )
-    return int(drawn.scalar_one())
+    return int(drawn.scalar_one()) - count + 1
 
 
 def open_orders(session: Session) -> list[OrderRow]:
