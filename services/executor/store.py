@@ -7,7 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import bindparam, update
+from sqlalchemy import Row, bindparam, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -212,25 +212,35 @@ def intent_reason_of(session: Session, client_order_id: str) -> str | None:
     return row.code if row is not None else None
 
 
+# Core statements, compiled once: an order's fills are read in every transaction that moves it.
+_FILLS = FillRow.__table__  # type: ignore[attr-defined]  # SQLModel sets it on table models
+_FILL_ENTRIES = FillEntryRow.__table__  # type: ignore[attr-defined]
+_FILLS_OF = sa_select(_FILLS).where(_FILLS.c.client_order_id == bindparam("cid"))
+_FILL_ENTRIES_OF = sa_select(_FILL_ENTRIES).where(
+    _FILL_ENTRIES.c.client_order_id == bindparam("cid")
+)
+
+
 def fills_of(session: Session, client_order_id: str) -> tuple[Fill, ...]:
-    rows: list[FillRow | FillEntryRow] = [
-        *session.exec(select(FillRow).where(FillRow.client_order_id == client_order_id)),
-        *session.exec(select(FillEntryRow).where(FillEntryRow.client_order_id == client_order_id)),
-    ]
-    fills = [
-        Fill(
-            trade_id=row.trade_id,
-            entry_id=getattr(row, "entry_id", None),
-            trade_type=getattr(row, "trade_type", "FILL"),
-            price=row.price,
-            size=row.size,
-            fee=row.fee,
-            liquidity=row.liquidity,
-            time=row.time,
-        )
-        for row in rows
+    connection, cid = session.connection(), {"cid": client_order_id}
+    fills = [_fill(row, None, "FILL") for row in connection.execute(_FILLS_OF, cid)] + [
+        _fill(row, row.entry_id, row.trade_type)
+        for row in connection.execute(_FILL_ENTRIES_OF, cid)
     ]
     return tuple(sorted(fills, key=lambda fill: (fill.time, fill_key(fill))))
+
+
+def _fill(row: Row[Any], entry_id: str | None, trade_type: str) -> Fill:
+    return Fill(
+        trade_id=row.trade_id,
+        entry_id=entry_id,
+        trade_type=trade_type,
+        price=row.price,
+        size=row.size,
+        fee=row.fee,
+        liquidity=row.liquidity,
+        time=row.time,
+    )
 
 
 def state_of(session: Session, order: OrderRow) -> OrderState:
@@ -244,9 +254,11 @@ def apply(
     step: Advance,
     exchange_order_id: str | None,
     state: OrderState,
+    intent_reasons: dict[str, str | None] | None = None,
 ) -> None:
     """Store the new status and fills and stage the events, in the caller's transaction;
-    ``state``: the order's state read in this transaction (its fills are those stored)."""
+    ``state``: the order's state read in this transaction (its fills are those stored);
+    ``intent_reasons``: as :func:`stage_order_events` takes them."""
     known = {fill_key(fill) for fill in state.known_fills}
     for fill in step.fills:
         if fill_key(fill) in known:
@@ -275,7 +287,7 @@ def apply(
     session.add(order)
     for event in step.events:
         _keep_reason(session, event)
-    stage_order_events(session, order.bot_id, step.events)
+    stage_order_events(session, order.bot_id, step.events, intent_reasons)
 
 
 def _keep_reason(session: Session, event: OrderEvent) -> None:
@@ -328,9 +340,15 @@ def stage_order_event(session: Session, bot_id: str, event: OrderEvent) -> None:
     stage_order_events(session, bot_id, [event])
 
 
-def stage_order_events(session: Session, bot_id: str, events: list[OrderEvent]) -> None:
+def stage_order_events(
+    session: Session,
+    bot_id: str,
+    events: list[OrderEvent],
+    intent_reasons: dict[str, str | None] | None = None,
+) -> None:
     """Stage ``events`` in order, each stamped with the bot's next sequence (the order the
-    ledger books fills in) and the reason code of its order's intent. An event already staged
+    ledger books fills in) and the reason code of its order's intent (``intent_reasons``: those
+    the caller knows, by ``client_order_id``; the others are read). An event already staged
     (in this transaction or before) keeps its number and draws none.
 
     Nothing here flushes the session: what the caller changed goes to the database once, at its
@@ -340,7 +358,7 @@ def stage_order_events(session: Session, bot_id: str, events: list[OrderEvent]) 
         if not pending:
             return
         first = next_sequences(session, bot_id, len(pending))
-        reasons: dict[str, str | None] = {}
+        reasons = dict(intent_reasons or {})
         subject = subjects.for_token(subjects.ORDERS_EVENTS, bot_id)
         for number, event in enumerate(pending, start=first):
             why = event.intent_reason
@@ -374,22 +392,28 @@ def _not_staged(session: Session, events: list[OrderEvent]) -> list[OrderEvent]:
     return pending
 
 
+_SEQUENCES = BotSequenceRow.__table__  # type: ignore[attr-defined]  # SQLModel sets it
+_FIRST_SEQUENCE = {
+    dialect: insert(_SEQUENCES).values(bot_id=bindparam("bot"), last=0).on_conflict_do_nothing()
+    for dialect, insert in (("postgresql", postgresql_insert), ("sqlite", sqlite_insert))
+}
+_DRAW_SEQUENCES = (
+    update(_SEQUENCES)
+    .where(_SEQUENCES.c.bot_id == bindparam("bot"))
+    .values(last=_SEQUENCES.c.last + bindparam("count"))
+    .returning(_SEQUENCES.c.last)
+)
+
+
 def next_sequences(session: Session, bot_id: str, count: int = 1) -> int:
     """The first of the bot's next ``count`` event numbers, durable and growing across
     restarts and instances: the counter row is updated in the caller's transaction, so a second
     instance drawing for the same bot waits for the first to commit (PostgreSQL row lock;
     SQLite has one writer)."""
-    # SQLModel sets __table__ at class creation, untyped
-    table = BotSequenceRow.__table__  # type: ignore[attr-defined]
-    dialect = session.get_bind().dialect.name
-    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
-    session.execute(insert(table).values(bot_id=bot_id, last=0).on_conflict_do_nothing())
-    drawn = session.execute(
-        update(table)
-        .where(table.c.bot_id == bot_id)
-        .values(last=table.c.last + count)
-        .returning(table.c.last)
-    )
+    connection = session.connection()
+    dialect = "postgresql" if connection.dialect.name == "postgresql" else "sqlite"
+    connection.execute(_FIRST_SEQUENCE[dialect], {"bot": bot_id})
+    drawn = connection.execute(_DRAW_SEQUENCES, {"bot": bot_id, "count": count})
     return int(drawn.scalar_one()) - count + 1
 
 

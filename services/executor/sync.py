@@ -88,6 +88,7 @@ from services.executor.store import (
     apply,
     identity,
     identity_fields,
+    intent_reason_of,
     open_orders,
     pricing_of,
     record_event,
@@ -126,12 +127,15 @@ WAIT_FOR_FILLS_POLLS = 10  # then an order the exchange says is final is made fi
 
 @dataclass(frozen=True, slots=True)
 class Terms:
-    """What an order was asked with that never changes once it is recorded (its intent's price
-    and market time, a stop's stop price): read once per order, not in every transaction."""
+    """What an order was asked with that never changes once it is recorded (its intent's price,
+    market time and reason, a stop's stop price): read once per order, not in every
+    transaction."""
 
     reference_price: Decimal | None = None
     market_time: datetime | None = None
     stop_price: Decimal | None = None
+    intent_reason: str | None = None
+    """The reason code of the order's intent (``None``: an adopted order has none)."""
 
 
 class Executor:
@@ -195,6 +199,7 @@ class Executor:
                 reference_price=pricing.reference_price if pricing else None,
                 market_time=pricing.market_time if pricing else None,
                 stop_price=stop_price_of(session, cid),
+                intent_reason=intent_reason_of(session, cid),
             )
             self._terms[cid] = terms
         return terms
@@ -356,7 +361,10 @@ class Executor:
                 return
             if fresh:  # what was just stored, known without reading it back
                 self._terms[cid] = Terms(
-                    intent.reference_price, intent.market_time, intent.stop_price
+                    intent.reference_price,
+                    intent.market_time,
+                    intent.stop_price,
+                    intent.reason.code,
                 )
             await self.sync(cid, fresh=fresh)
 
@@ -712,6 +720,8 @@ class Executor:
         """Record what the exchange says of the order; ``raw_fills``: its fills, already asked
         for (else asked here when the exchange counts more than are known). Returns whether
         anything changed, and the order as stored after it (``None``: there is no such order)."""
+        if raw_fills is None and answer.fills is not None:
+            raw_fills = list(answer.fills)  # answered with the order: nothing more to ask
         fetched: list[ExchangeFill] = list(raw_fills or [])
         # The fills stored are counted only when nothing else says whether to ask for more.
         if raw_fills is None and (
@@ -776,7 +786,10 @@ class Executor:
                     else e
                     for e in step.events
                 ]
-            apply(session, row, step, answer.exchange_order_id, state)
+            reasons = {
+                row.client_order_id: self.terms_of(session, row.client_order_id).intent_reason
+            }
+            apply(session, row, step, answer.exchange_order_id, state, reasons)
             return step, row
 
         step, stored = await self.service.transact(store)

@@ -169,7 +169,7 @@ def _matched_since(session: Session, row: MockOrderRow, time: datetime) -> bool:
     return session.exec(query).first() is not None
 
 
-def _as_order(row: MockOrderRow) -> ExchangeOrder:
+def _as_order(row: MockOrderRow, fills: list[MockFillRow] | None = None) -> ExchangeOrder:
     return ExchangeOrder(
         exchange_order_id=row.exchange_order_id,
         client_order_id=row.client_order_id,
@@ -180,6 +180,7 @@ def _as_order(row: MockOrderRow) -> ExchangeOrder:
         number_of_fills=row.number_of_fills,
         created_time=row.created_at,
         reject_reason=row.reject_message and f"{row.reject_reason}: {row.reject_message}",
+        fills=tuple(_as_fill(fill) for fill in fills) if fills else None,
     )
 
 
@@ -237,12 +238,14 @@ class MockExchange:
                 if existing is not None:
                     return _as_order(existing)
                 row = self._new_order(session, request, rejected=fault == "reject")
+                # A new order's fills are all made here: answered with it, no second call.
+                made = [fill for fill in session.new if isinstance(fill, MockFillRow)]
                 session.commit()
             if row.status == "OPEN" and self._resting is not None:
                 self._resting.add(row.product_id)
             if fault == "timeout_after_place":
                 raise OutcomeUnknown("mock exchange: timed out after placing the order")
-            return _as_order(row)
+            return _as_order(row, sorted(made, key=lambda fill: fill.sequence))
 
     def get(self, exchange_order_id: str) -> ExchangeOrder:
         with self._lock:
