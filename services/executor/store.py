@@ -223,24 +223,18 @@ _FILL_ENTRIES_OF = sa_select(_FILL_ENTRIES).where(
 
 def fills_of(session: Session, client_order_id: str) -> tuple[Fill, ...]:
     connection, cid = session.connection(), {"cid": client_order_id}
-    fills = [_fill(row, None, "FILL") for row in connection.execute(_FILLS_OF, cid)] + [
-        _fill(row, row.entry_id, row.trade_type)
-        for row in connection.execute(_FILL_ENTRIES_OF, cid)
+    fills = [
+        *map(_fill, connection.execute(_FILLS_OF, cid)),
+        *map(_fill, connection.execute(_FILL_ENTRIES_OF, cid)),
     ]
     return tuple(sorted(fills, key=lambda fill: (fill.time, fill_key(fill))))
 
 
-def _fill(row: Row[Any], entry_id: str | None, trade_type: str) -> Fill:
-    return Fill(
-        trade_id=row.trade_id,
-        entry_id=entry_id,
-        trade_type=trade_type,
-        price=row.price,
-        size=row.size,
-        fee=row.fee,
-        liquidity=row.liquidity,
-        time=row.time,
-    )
+def _fill(row: Row[Any]) -> Fill:
+    """A stored fill, from either table (``executor_fills_v1`` has no entry id: a mock's or an
+    older fill, a ``FILL`` by its ``trade_id``)."""
+    stored = {name: value for name, value in row._mapping.items() if name != "client_order_id"}
+    return Fill(**{"entry_id": None, "trade_type": "FILL", **stored})
 
 
 def state_of(session: Session, order: OrderRow) -> OrderState:
