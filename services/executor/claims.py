@@ -30,7 +30,7 @@ from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, Session, SQLModel, col, select
 
-from services.executor.store import OrderRow
+from services.executor.store import OrderRow, insert_row
 from shared.contracts import FINAL_ORDER_STATUSES
 from shared.db import UtcDateTime, create_tables
 from shared.money import utc_now
@@ -98,7 +98,7 @@ class Claims:
 
     def stake(self, session: Session, client_order_id: str) -> None:
         """Claim a new order in the transaction that records it."""
-        session.add(ClaimRow(client_order_id=client_order_id, instance_id=self.instance_id))
+        insert_row(session, ClaimRow, client_order_id=client_order_id, instance_id=self.instance_id)
 
     def hold(self, client_order_id: str) -> bool:
         """Whether this instance may act on the order now: it holds the claim, or it just took

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
+from functools import cache
 from typing import Any
 
-from sqlalchemy import Row, bindparam, update
+from sqlalchemy import Insert, Row, bindparam, insert, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -201,6 +202,27 @@ def identity_fields(order: OrderRow) -> dict[str, object]:
         "action": order.action,
         "side": order.side,
     }
+
+
+_ORDERS = OrderRow.__table__  # type: ignore[attr-defined]  # SQLModel sets it on table models
+_STATUS_OF = sa_select(_ORDERS.c.status).where(_ORDERS.c.client_order_id == bindparam("cid"))
+
+
+def status_of(session: Session, client_order_id: str) -> str | None:
+    """The order's stored status (``None``: no such order), without loading the order."""
+    return session.connection().execute(_STATUS_OF, {"cid": client_order_id}).scalar()
+
+
+@cache
+def _insert(model: type[SQLModel]) -> Insert:
+    return insert(model.__table__)  # type: ignore[attr-defined]  # SQLModel sets it on table models
+
+
+def insert_row(session: Session, model: type[SQLModel], **values: object) -> None:
+    """Insert one row of a small table at once, in the caller's transaction, with a statement
+    compiled once: no ORM object to build and flush (``values`` name every column, defaults
+    included: SQLModel's defaults are the model's, not the table's)."""
+    session.connection().execute(_insert(model), values)
 
 
 def pricing_of(session: Session, client_order_id: str) -> OrderPricingRow | None:

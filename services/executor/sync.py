@@ -88,11 +88,13 @@ from services.executor.store import (
     apply,
     identity,
     identity_fields,
+    insert_row,
     intent_reason_of,
     open_orders,
     pricing_of,
     record_event,
     state_of,
+    status_of,
 )
 from services.executor.trading import placement_block, record_state, states_for
 from shared.bots import LiveCatalog
@@ -285,11 +287,11 @@ class Executor:
         now = self.clock()
         listed, unavailable = await self._exchange_rules(intent.product_id)
 
-        def record(session: Session) -> tuple[OrderRow | None, bool]:
-            """(the order to go on with, whether it was recorded just now)"""
-            order = session.get(OrderRow, cid)
-            if order is not None:  # a redelivery: resume it (asking the exchange first)
-                return (None if is_final(order.status) else order), False
+        def record(session: Session) -> tuple[bool, bool]:
+            """(whether to go on with the order, whether it was recorded just now)"""
+            status = status_of(session, cid)
+            if status is not None:  # a redelivery: resume it (asking the exchange first)
+                return not is_final(status), False
             reason = refusal_reason(approval, self.settings.mode, now, self.settings.approval_ttl)
             spec = None
             if reason is None and self.listing is not None:
@@ -336,27 +338,27 @@ class Executor:
                 decided_at=approval.decided_at,
                 status=NEW,
             )
-            session.add(OrderIntentReasonRow(client_order_id=cid, code=intent.reason.code))
+            insert_row(session, OrderIntentReasonRow, client_order_id=cid, code=intent.reason.code)
             if reason is not None:
                 record_event(session, order, refusal_event(approval, reason))
-                return None, False
+                return False, False
             session.add(order)
             if intent.stop_price is not None:
-                session.add(OrderStopRow(client_order_id=cid, stop_price=intent.stop_price))
+                insert_row(session, OrderStopRow, client_order_id=cid, stop_price=intent.stop_price)
             if intent.reference_price is not None or intent.market_time is not None:
-                session.add(
-                    OrderPricingRow(
-                        client_order_id=cid,
-                        reference_price=intent.reference_price,
-                        market_time=intent.market_time,
-                    )
+                insert_row(
+                    session,
+                    OrderPricingRow,
+                    client_order_id=cid,
+                    reference_price=intent.reference_price,
+                    market_time=intent.market_time,
                 )
             self.claims.stake(session, cid)
-            return order, True
+            return True, True
 
         with correlated(intent.intent_id, bot_id=intent.bot_id, client_order_id=cid):
-            order, fresh = await self.service.transact(record)
-            if order is None:
+            go_on, fresh = await self.service.transact(record)
+            if not go_on:
                 log.info("approval.done_or_refused")
                 return
             if fresh:  # what was just stored, known without reading it back
