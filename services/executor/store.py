@@ -19,7 +19,7 @@ from shared import subjects
 from shared.contracts import FINAL_ORDER_STATUSES, Fill, OrderEvent
 from shared.db import ExactDecimal, UtcDateTime
 from shared.money import utc_now
-from shared.outbox import OutboxMessage, stage
+from shared.outbox import OutboxMessage
 
 
 class OrderRow(SQLModel, table=True):
@@ -206,6 +206,13 @@ def identity_fields(order: OrderRow) -> dict[str, object]:
 
 _ORDERS = OrderRow.__table__  # type: ignore[attr-defined]  # SQLModel sets it on table models
 _STATUS_OF = sa_select(_ORDERS.c.status).where(_ORDERS.c.client_order_id == bindparam("cid"))
+_ORDER = select(OrderRow).where(col(OrderRow.client_order_id) == bindparam("cid"))
+
+
+def order_of(session: Session, client_order_id: str) -> OrderRow | None:
+    """``session.get(OrderRow, ...)`` with a statement built once (``get`` builds its query on
+    every call): the order is read at the start of every sync and in every change to it."""
+    return session.exec(_ORDER, params={"cid": client_order_id}).first()
 
 
 def status_of(session: Session, client_order_id: str) -> str | None:
@@ -290,9 +297,9 @@ def apply(
         }
         if fill.entry_id is not None:
             entry: dict[str, Any] = {"entry_id": fill.entry_id, "trade_type": fill.trade_type}
-            session.add(FillEntryRow(**entry, **values))
+            insert_row(session, FillEntryRow, **entry, **values)
         else:
-            session.add(FillRow(**values))
+            insert_row(session, FillRow, **values)
     if exchange_order_id and order.placed_at is None:
         order.placed_at = utc_now()
     order.exchange_order_id = exchange_order_id or order.exchange_order_id
@@ -384,7 +391,14 @@ def stage_order_events(
                     reasons[cid] = intent_reason_of(session, cid)
                 why = reasons[cid]
             stamped = event.model_copy(update={"sequence": number, "intent_reason": why})
-            stage(session, subject, stamped)
+            # Staged as shared.outbox.stage does, without asking again whether it is staged.
+            session.add(
+                OutboxMessage(
+                    message_id=stamped.message_id,
+                    subject=subject,
+                    payload=stamped.model_dump_json(),
+                )
+            )
 
 
 _OUTBOX = OutboxMessage.__table__  # type: ignore[attr-defined]  # SQLModel sets it on table models
@@ -426,11 +440,13 @@ def next_sequences(session: Session, bot_id: str, count: int = 1) -> int:
     restarts and instances: the counter row is updated in the caller's transaction, so a second
     instance drawing for the same bot waits for the first to commit (PostgreSQL row lock;
     SQLite has one writer)."""
-    connection = session.connection()
-    dialect = "postgresql" if connection.dialect.name == "postgresql" else "sqlite"
-    connection.execute(_FIRST_SEQUENCE[dialect], {"bot": bot_id})
-    drawn = connection.execute(_DRAW_SEQUENCES, {"bot": bot_id, "count": count})
-    return int(drawn.scalar_one()) - count + 1
+    connection, values = session.connection(), {"bot": bot_id, "count": count}
+    last = connection.execute(_DRAW_SEQUENCES, values).scalar()
+    if last is None:  # the bot's first events: its counter row is made (once, whoever races)
+        dialect = "postgresql" if connection.dialect.name == "postgresql" else "sqlite"
+        connection.execute(_FIRST_SEQUENCE[dialect], values)
+        last = connection.execute(_DRAW_SEQUENCES, values).scalar_one()
+    return int(last) - count + 1
 
 
 def open_orders(session: Session) -> list[OrderRow]:

@@ -91,6 +91,7 @@ from services.executor.store import (
     insert_row,
     intent_reason_of,
     open_orders,
+    order_of,
     pricing_of,
     record_event,
     state_of,
@@ -271,7 +272,7 @@ class Executor:
 
     async def _note_error(self, cid: str, error: ExchangeError) -> None:
         def note(session: Session) -> None:
-            row = session.get(OrderRow, cid)
+            row = order_of(session, cid)
             if row is not None and not is_final(row.status):
                 row.last_error = f"{error.code}: {error.message}"[:500]
                 session.add(row)
@@ -420,7 +421,7 @@ class Executor:
                     POLLS.labels("ok").inc()
                     due.lost_since = None
             if current is None:
-                current = await self.service.read(lambda session: session.get(OrderRow, cid))
+                current = await self.service.read(lambda session: order_of(session, cid))
             if current is None or is_final(current.status):
                 self._forget(cid)
             else:
@@ -445,7 +446,7 @@ class Executor:
         with Session(self.service.engine, expire_on_commit=False) as session:
             if not self.claims.hold_in(session, cid):
                 return None
-            order = session.get(OrderRow, cid)
+            order = order_of(session, cid)
             return None if order is None or is_final(order.status) else order
 
     async def _maybe_lost(self, order: OrderRow, due: Due) -> bool:
@@ -489,7 +490,7 @@ class Executor:
         )
 
         def mark(session: Session) -> bool:
-            row = session.get(OrderRow, cid)
+            row = order_of(session, cid)
             if row is None:
                 return False
             moved = transition(row.status, NOT_FOUND)
@@ -700,7 +701,7 @@ class Executor:
         )
 
         def store(session: Session) -> None:
-            row = session.get(OrderRow, order.client_order_id)
+            row = order_of(session, order.client_order_id)
             if row is None or is_final(row.status):
                 return
             # Never reached the exchange: no "submitted" before the final event.
@@ -764,7 +765,7 @@ class Executor:
         )
 
         def store(session: Session) -> tuple[Advance | None, OrderRow | None]:
-            row = session.get(OrderRow, order.client_order_id)
+            row = order_of(session, order.client_order_id)
             if row is None or is_final(row.status):
                 return None, row
             said = report
@@ -845,7 +846,7 @@ class Executor:
         )
 
         def settle(session: Session) -> Reason | Advance:
-            row = session.get(OrderRow, cid)
+            row = order_of(session, cid)
             if row is None:
                 return Reason(code="UNKNOWN_ORDER", message=f"no order {cid}")
             moved = transition(row.status, event)
@@ -893,7 +894,7 @@ class Executor:
         """Record why the order is to be cancelled (the first reason stays)."""
 
         def mark(session: Session) -> OrderRow | None:
-            row = session.get(OrderRow, cid)
+            row = order_of(session, cid)
             if row is None or is_final(row.status):
                 return None
             if row.cancel_code is None:

@@ -34,7 +34,8 @@ from datetime import UTC, datetime
 from decimal import ROUND_DOWN, ROUND_UP, Decimal
 from typing import Literal
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, bindparam
+from sqlalchemy import select as sa_select
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from services.executor.exchanges.base import (
@@ -139,6 +140,9 @@ class MockFillRow(SQLModel, table=True):
 
 
 MOCK_TABLES: list[type[SQLModel]] = [MockOrderRow, MockFillRow, MockStopRow]
+_ORDERS = MockOrderRow.__table__  # type: ignore[attr-defined]  # SQLModel sets it on table models
+_KNOWN = sa_select(_ORDERS.c.client_order_id).where(_ORDERS.c.client_order_id == bindparam("cid"))
+"""Compiled once: every order placed is first looked for (a repeated client_order_id)."""
 
 
 @dataclass(frozen=True)
@@ -234,8 +238,9 @@ class MockExchange:
         with self._lock:
             fault = self._enter("place")
             with Session(self._engine, expire_on_commit=False) as session:
-                existing = session.get(MockOrderRow, request.client_order_id)
-                if existing is not None:
+                if session.connection().execute(_KNOWN, {"cid": request.client_order_id}).first():
+                    existing = session.get(MockOrderRow, request.client_order_id)
+                    assert existing is not None
                     return _as_order(existing)
                 row = self._new_order(session, request, rejected=fault == "reject")
                 # A new order's fills are all made here: answered with it, no second call.
