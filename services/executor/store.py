@@ -226,9 +226,12 @@ def _insert(model: type[SQLModel]) -> Insert:
 
 
 def insert_row(session: Session, model: type[SQLModel], **values: object) -> None:
-    """Insert one row of a small table at once, in the caller's transaction, with a statement
-    compiled once: no ORM object to build and flush (``values`` name every column, defaults
-    included: SQLModel's defaults are the model's, not the table's)."""
+    """Insert one row at once, in the caller's transaction, with a statement compiled once: no
+    ORM object to build and flush. The columns ``values`` leave out take the model's defaults
+    (SQLModel's defaults are the model's, not the table's), as building the object would."""
+    missing = model.model_fields.keys() - values.keys()
+    for name in missing:
+        values[name] = model.model_fields[name].get_default(call_default_factory=True)
     session.connection().execute(_insert(model), values)
 
 

@@ -322,28 +322,28 @@ class Executor:
                     reason, spec = (sized, None) if isinstance(sized, Reason) else (None, sized)
                     if spec is not None and listed is not None:
                         reason = above_maximum(listed, spec.base_size, spec.quote_size)
-            order = OrderRow(
-                client_order_id=cid,
-                exchange_client_order_id=self.exchange_cid(cid),
-                intent_id=intent.intent_id,
-                bot_id=intent.bot_id,
-                product_id=intent.product_id,
-                mode=approval.mode,
-                action=intent.action,
-                side=intent.side,
-                order_type=store_order_type(intent.order_type),
-                quote_size=spec.quote_size if spec else intent.quote_size,
-                base_size=spec.base_size if spec else intent.base_size,
-                limit_price=spec.limit_price if spec else intent.limit_price,
-                ttl_s=intent.order_ttl_s or self.settings.limit_order_ttl_s,
-                decided_at=approval.decided_at,
-                status=NEW,
-            )
+            order = {
+                "client_order_id": cid,
+                "exchange_client_order_id": self.exchange_cid(cid),
+                "intent_id": intent.intent_id,
+                "bot_id": intent.bot_id,
+                "product_id": intent.product_id,
+                "mode": approval.mode,
+                "action": intent.action,
+                "side": intent.side,
+                "order_type": store_order_type(intent.order_type),
+                "quote_size": spec.quote_size if spec else intent.quote_size,
+                "base_size": spec.base_size if spec else intent.base_size,
+                "limit_price": spec.limit_price if spec else intent.limit_price,
+                "ttl_s": intent.order_ttl_s or self.settings.limit_order_ttl_s,
+                "decided_at": approval.decided_at,
+                "status": NEW,
+            }
             insert_row(session, OrderIntentReasonRow, client_order_id=cid, code=intent.reason.code)
             if reason is not None:
-                record_event(session, order, refusal_event(approval, reason))
+                record_event(session, OrderRow(**order), refusal_event(approval, reason))
                 return False, False
-            session.add(order)
+            insert_row(session, OrderRow, **order)
             if intent.stop_price is not None:
                 insert_row(session, OrderStopRow, client_order_id=cid, stop_price=intent.stop_price)
             if intent.reference_price is not None or intent.market_time is not None:
