@@ -32,9 +32,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_DOWN, ROUND_UP, Decimal
+from functools import cache
 from typing import Literal
 
-from sqlalchemy import Engine, bindparam
+from sqlalchemy import Engine, Insert, Table, bindparam, insert
 from sqlalchemy import select as sa_select
 from sqlmodel import Field, Session, SQLModel, col, select
 
@@ -156,6 +157,23 @@ class PlacedOrder:
     reason: Reason | None
 
 
+def _insert_new(session: Session) -> None:
+    """Insert the rows added to ``session`` (a new order's: the order, its fills, its stop) with
+    Core statements compiled once, instead of flushing them through the unit of work; the
+    objects stay as they are, detached."""
+    for row in list(session.new):
+        table = type(row).__table__
+        session.expunge(row)
+        session.connection().execute(
+            _insert_of(table), {column.key: getattr(row, column.key) for column in table.columns}
+        )
+
+
+@cache
+def _insert_of(table: Table) -> Insert:
+    return insert(table)
+
+
 def _by_exchange_id(session: Session, exchange_order_id: str) -> MockOrderRow:
     row = session.exec(
         select(MockOrderRow).where(MockOrderRow.exchange_order_id == exchange_order_id)
@@ -245,6 +263,7 @@ class MockExchange:
                 row = self._new_order(session, request, rejected=fault == "reject")
                 # A new order's fills are all made here: answered with it, no second call.
                 made = [fill for fill in session.new if isinstance(fill, MockFillRow)]
+                _insert_new(session)
                 session.commit()
             if row.status == "OPEN" and self._resting is not None:
                 self._resting.add(row.product_id)
