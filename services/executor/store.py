@@ -12,6 +12,7 @@ from sqlalchemy import Insert, Row, bindparam, insert, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from services.executor.orders import Advance, OrderIdentity, OrderState, fill_key
@@ -207,6 +208,8 @@ def identity_fields(order: OrderRow) -> dict[str, object]:
 _ORDERS = OrderRow.__table__  # type: ignore[attr-defined]  # SQLModel sets it on table models
 _STATUS_OF = sa_select(_ORDERS.c.status).where(_ORDERS.c.client_order_id == bindparam("cid"))
 _ORDER = select(OrderRow).where(col(OrderRow.client_order_id) == bindparam("cid"))
+_MOVED = ("placed_at", "exchange_order_id", "status", "filled_size", "last_error", "updated_at")
+"""The columns of an order that :func:`apply` changes."""
 
 
 def order_of(session: Session, client_order_id: str) -> OrderRow | None:
@@ -283,8 +286,8 @@ def apply(
     intent_reasons: dict[str, str | None] | None = None,
 ) -> None:
     """Store the new status and fills and stage the events, in the caller's transaction;
-    ``state``: the order's state read in this transaction (its fills are those stored);
-    ``intent_reasons``: as :func:`stage_order_events` takes them."""
+    ``order``: read in this transaction; ``state``: its state read in this transaction (its
+    fills are those stored); ``intent_reasons``: as :func:`stage_order_events` takes them."""
     known = {fill_key(fill) for fill in state.known_fills}
     for fill in step.fills:
         if fill_key(fill) in known:
@@ -303,17 +306,39 @@ def apply(
             insert_row(session, FillEntryRow, **entry, **values)
         else:
             insert_row(session, FillRow, **values)
-    if exchange_order_id and order.placed_at is None:
-        order.placed_at = utc_now()
-    order.exchange_order_id = exchange_order_id or order.exchange_order_id
-    order.status = step.status
-    order.filled_size = step.filled_size
-    order.last_error = None
-    order.updated_at = utc_now()
-    session.add(order)
+    placed_at = order.placed_at
+    if exchange_order_id and placed_at is None:
+        placed_at = utc_now()
+    _store_order(
+        session,
+        order,
+        placed_at=placed_at,
+        exchange_order_id=exchange_order_id or order.exchange_order_id,
+        status=step.status,
+        filled_size=step.filled_size,
+        last_error=None,
+        updated_at=utc_now(),
+    )
     for event in step.events:
         _keep_reason(session, event)
     stage_order_events(session, order.bot_id, step.events, intent_reasons)
+
+
+_MOVE_ORDER = (
+    update(_ORDERS)
+    .where(_ORDERS.c.client_order_id == bindparam("cid"))
+    .values({name: bindparam(f"new_{name}") for name in _MOVED})
+)
+
+
+def _store_order(session: Session, order: OrderRow, **values: object) -> None:
+    """Write what an order's move changes (:data:`_MOVED`, all of it) with one Core statement
+    compiled once, and set it on ``order`` as stored: the unit of work has nothing left to
+    write for it at commit."""
+    stored = {"cid": order.client_order_id} | {f"new_{name}": values[name] for name in _MOVED}
+    session.connection().execute(_MOVE_ORDER, stored)
+    for name in _MOVED:
+        set_committed_value(order, name, values[name])
 
 
 def _keep_reason(session: Session, event: OrderEvent) -> None:
@@ -357,6 +382,9 @@ def record_event(session: Session, order: OrderRow, event: OrderEvent) -> None:
     order.filled_size = event.filled_size
     order.updated_at = utc_now()
     session.add(order)
+    # Written before the bot's sequence is drawn, as apply writes it: every transaction locks
+    # the order's row before the sequence's (PostgreSQL), never the other way round.
+    session.flush()
     _keep_reason(session, event)
     stage_order_event(session, order.bot_id, event)
 
