@@ -25,11 +25,12 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, or_, update
+from sqlalchemy import Engine, bindparam, or_, update
+from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, Session, SQLModel, col, select
 
-from services.executor.store import OrderRow
+from services.executor.store import OrderRow, insert_row
 from shared.contracts import FINAL_ORDER_STATUSES
 from shared.db import UtcDateTime, create_tables
 from shared.money import utc_now
@@ -53,6 +54,8 @@ class ClaimRow(SQLModel, table=True):
 
 
 CLAIM_TABLES: list[type[SQLModel]] = [InstanceRow, ClaimRow]
+_CLAIMS = ClaimRow.__table__  # type: ignore[attr-defined]  # SQLModel sets it on table models
+_CLAIMANT = sa_select(_CLAIMS.c.instance_id).where(_CLAIMS.c.client_order_id == bindparam("cid"))
 
 
 def new_instance_id() -> str:
@@ -95,38 +98,46 @@ class Claims:
 
     def stake(self, session: Session, client_order_id: str) -> None:
         """Claim a new order in the transaction that records it."""
-        session.add(ClaimRow(client_order_id=client_order_id, instance_id=self.instance_id))
+        insert_row(session, ClaimRow, client_order_id=client_order_id, instance_id=self.instance_id)
 
     def hold(self, client_order_id: str) -> bool:
         """Whether this instance may act on the order now: it holds the claim, or it just took
         it from nobody or from an instance that stopped renewing."""
         with Session(self.engine) as session:
-            claim = session.get(ClaimRow, client_order_id)
-            if claim is None:
-                try:
-                    self.stake(session, client_order_id)
-                    session.commit()
-                    return True
-                except IntegrityError:  # another instance claimed it a moment ago
-                    session.rollback()
-                    claim = session.get(ClaimRow, client_order_id)
-                    if claim is None:
-                        return False
-            if claim.instance_id == self.instance_id:
+            return self.hold_in(session, client_order_id)
+
+    def hold_in(self, session: Session, client_order_id: str) -> bool:
+        """:meth:`hold` in the caller's session (it commits a claim it stakes or takes over),
+        so a sync reads its order in the session that checked the claim."""
+        # Core, compiled once: the claim is asked before every sync of every order.
+        holder_id = session.connection().execute(_CLAIMANT, {"cid": client_order_id}).scalar()
+        if holder_id is None:
+            try:
+                self.stake(session, client_order_id)
+                session.commit()
                 return True
-            holder = session.get(InstanceRow, claim.instance_id)
-            if holder is not None and holder.alive_until > self.clock():
-                return False
-            taken = session.exec(
-                update(ClaimRow)
-                .where(
-                    col(ClaimRow.client_order_id) == client_order_id,
-                    col(ClaimRow.instance_id) == claim.instance_id,
+            except IntegrityError:  # another instance claimed it a moment ago
+                session.rollback()
+                holder_id = (
+                    session.connection().execute(_CLAIMANT, {"cid": client_order_id}).scalar()
                 )
-                .values(instance_id=self.instance_id)
+                if holder_id is None:
+                    return False
+        if holder_id == self.instance_id:
+            return True
+        holder = session.get(InstanceRow, holder_id)
+        if holder is not None and holder.alive_until > self.clock():
+            return False
+        taken = session.exec(
+            update(ClaimRow)
+            .where(
+                col(ClaimRow.client_order_id) == client_order_id,
+                col(ClaimRow.instance_id) == holder_id,
             )
-            session.commit()
-            return taken.rowcount == 1
+            .values(instance_id=self.instance_id)
+        )
+        session.commit()
+        return taken.rowcount == 1
 
     def orphans(self) -> list[str]:
         """Orders not final whose claimant is gone (or that nobody claimed), oldest first."""

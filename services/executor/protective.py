@@ -18,8 +18,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Final
+from typing import Any, Final
 
+from sqlalchemy import Row, bindparam
+from sqlalchemy import select as sa_select
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from services.executor.store import FillRow, OrderRow
@@ -71,18 +73,30 @@ class SellGate:
 GO = SellGate()
 
 
-def _live_sells(session: Session, order: OrderRow) -> list[OrderRow]:
-    return list(
-        session.exec(
-            select(OrderRow).where(
-                OrderRow.bot_id == order.bot_id,
-                OrderRow.mode == order.mode,
-                OrderRow.side == "sell",
-                OrderRow.client_order_id != order.client_order_id,
-                col(OrderRow.status).not_in(list(FINAL_ORDER_STATUSES)),
-            )
-        )
-    )
+# Core, compiled once: every sell is checked before it goes out.
+_ORDERS = OrderRow.__table__  # type: ignore[attr-defined]  # SQLModel sets it on table models
+_FILLS = FillRow.__table__  # type: ignore[attr-defined]
+_OF_THE_BOT = (_ORDERS.c.bot_id == bindparam("bot"), _ORDERS.c.mode == bindparam("mode"))
+_LIVE_SELLS = sa_select(
+    _ORDERS.c.client_order_id, _ORDERS.c.order_type, _ORDERS.c.cancel_code
+).where(
+    *_OF_THE_BOT,
+    _ORDERS.c.side == "sell",
+    _ORDERS.c.client_order_id != bindparam("cid"),
+    _ORDERS.c.status.not_in(list(FINAL_ORDER_STATUSES)),
+)
+_STOP_FILLED_SINCE = (
+    sa_select(_ORDERS.c.client_order_id)
+    .join(_FILLS, _FILLS.c.client_order_id == _ORDERS.c.client_order_id)
+    .where(*_OF_THE_BOT, _ORDERS.c.order_type == STOP, _FILLS.c.time >= bindparam("since"))
+)
+
+
+def _live_sells(session: Session, order: OrderRow) -> list[Row[Any]]:
+    """The bot's other sells not final: their ``client_order_id``, ``order_type``,
+    ``cancel_code``."""
+    values = {"bot": order.bot_id, "mode": order.mode, "cid": order.client_order_id}
+    return list(session.connection().execute(_LIVE_SELLS, values))
 
 
 def sell_gate(session: Session, order: OrderRow) -> SellGate:
@@ -105,16 +119,14 @@ def sell_gate(session: Session, order: OrderRow) -> SellGate:
                 )
             )
     # A stop fill after this sell was decided: the sell was sized from a holding now smaller.
-    filled_stop = session.exec(
-        select(OrderRow.client_order_id)
-        .join(FillRow, col(FillRow.client_order_id) == col(OrderRow.client_order_id))
-        .where(
-            OrderRow.bot_id == order.bot_id,
-            OrderRow.mode == order.mode,
-            OrderRow.order_type == STOP,
-            FillRow.time >= order.decided_at,
+    filled_stop = (
+        session.connection()
+        .execute(
+            _STOP_FILLED_SINCE,
+            {"bot": order.bot_id, "mode": order.mode, "since": order.decided_at},
         )
-    ).first()
+        .scalar()
+    )
     if filled_stop is not None:
         return SellGate(
             refusal=Reason(

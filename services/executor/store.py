@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
+from functools import cache
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import Insert, Row, bindparam, insert, update
+from sqlalchemy import select as sa_select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from services.executor.orders import Advance, OrderIdentity, OrderState, fill_key
@@ -17,7 +20,7 @@ from shared import subjects
 from shared.contracts import FINAL_ORDER_STATUSES, Fill, OrderEvent
 from shared.db import ExactDecimal, UtcDateTime
 from shared.money import utc_now
-from shared.outbox import OutboxMessage, stage
+from shared.outbox import OutboxMessage
 
 
 class OrderRow(SQLModel, table=True):
@@ -202,6 +205,39 @@ def identity_fields(order: OrderRow) -> dict[str, object]:
     }
 
 
+_ORDERS = OrderRow.__table__  # type: ignore[attr-defined]  # SQLModel sets it on table models
+_STATUS_OF = sa_select(_ORDERS.c.status).where(_ORDERS.c.client_order_id == bindparam("cid"))
+_ORDER = select(OrderRow).where(col(OrderRow.client_order_id) == bindparam("cid"))
+_MOVED = ("placed_at", "exchange_order_id", "status", "filled_size", "last_error", "updated_at")
+"""The columns of an order that :func:`apply` changes."""
+
+
+def order_of(session: Session, client_order_id: str) -> OrderRow | None:
+    """``session.get(OrderRow, ...)`` with a statement built once (``get`` builds its query on
+    every call): the order is read at the start of every sync and in every change to it."""
+    return session.exec(_ORDER, params={"cid": client_order_id}).first()
+
+
+def status_of(session: Session, client_order_id: str) -> str | None:
+    """The order's stored status (``None``: no such order), without loading the order."""
+    return session.connection().execute(_STATUS_OF, {"cid": client_order_id}).scalar()
+
+
+@cache
+def _insert(model: type[SQLModel]) -> Insert:
+    return insert(model.__table__)  # type: ignore[attr-defined]  # SQLModel sets it on table models
+
+
+def insert_row(session: Session, model: type[SQLModel], **values: object) -> None:
+    """Insert one row at once, in the caller's transaction, with a statement compiled once: no
+    ORM object to build and flush. The columns ``values`` leave out take the model's defaults
+    (SQLModel's defaults are the model's, not the table's), as building the object would."""
+    missing = model.model_fields.keys() - values.keys()
+    for name in missing:
+        values[name] = model.model_fields[name].get_default(call_default_factory=True)
+    session.connection().execute(_insert(model), values)
+
+
 def pricing_of(session: Session, client_order_id: str) -> OrderPricingRow | None:
     return session.get(OrderPricingRow, client_order_id)
 
@@ -211,25 +247,29 @@ def intent_reason_of(session: Session, client_order_id: str) -> str | None:
     return row.code if row is not None else None
 
 
+# Core statements, compiled once: an order's fills are read in every transaction that moves it.
+_FILLS = FillRow.__table__  # type: ignore[attr-defined]  # SQLModel sets it on table models
+_FILL_ENTRIES = FillEntryRow.__table__  # type: ignore[attr-defined]
+_FILLS_OF = sa_select(_FILLS).where(_FILLS.c.client_order_id == bindparam("cid"))
+_FILL_ENTRIES_OF = sa_select(_FILL_ENTRIES).where(
+    _FILL_ENTRIES.c.client_order_id == bindparam("cid")
+)
+
+
 def fills_of(session: Session, client_order_id: str) -> tuple[Fill, ...]:
-    rows: list[FillRow | FillEntryRow] = [
-        *session.exec(select(FillRow).where(FillRow.client_order_id == client_order_id)),
-        *session.exec(select(FillEntryRow).where(FillEntryRow.client_order_id == client_order_id)),
-    ]
+    connection, cid = session.connection(), {"cid": client_order_id}
     fills = [
-        Fill(
-            trade_id=row.trade_id,
-            entry_id=getattr(row, "entry_id", None),
-            trade_type=getattr(row, "trade_type", "FILL"),
-            price=row.price,
-            size=row.size,
-            fee=row.fee,
-            liquidity=row.liquidity,
-            time=row.time,
-        )
-        for row in rows
+        *map(_fill, connection.execute(_FILLS_OF, cid)),
+        *map(_fill, connection.execute(_FILL_ENTRIES_OF, cid)),
     ]
     return tuple(sorted(fills, key=lambda fill: (fill.time, fill_key(fill))))
+
+
+def _fill(row: Row[Any]) -> Fill:
+    """A stored fill, from either table (``executor_fills_v1`` has no entry id: a mock's or an
+    older fill, a ``FILL`` by its ``trade_id``)."""
+    stored = {name: value for name, value in row._mapping.items() if name != "client_order_id"}
+    return Fill(**{"entry_id": None, "trade_type": "FILL", **stored})
 
 
 def state_of(session: Session, order: OrderRow) -> OrderState:
@@ -237,9 +277,18 @@ def state_of(session: Session, order: OrderRow) -> OrderState:
     return OrderState(order.status, fills, order.exchange_order_id)
 
 
-def apply(session: Session, order: OrderRow, step: Advance, exchange_order_id: str | None) -> None:
-    """Store the new status and fills and stage the events, in the caller's transaction."""
-    known = {fill_key(fill) for fill in fills_of(session, order.client_order_id)}
+def apply(
+    session: Session,
+    order: OrderRow,
+    step: Advance,
+    exchange_order_id: str | None,
+    state: OrderState,
+    intent_reasons: dict[str, str | None] | None = None,
+) -> None:
+    """Store the new status and fills and stage the events, in the caller's transaction;
+    ``order``: read in this transaction; ``state``: its state read in this transaction (its
+    fills are those stored); ``intent_reasons``: as :func:`stage_order_events` takes them."""
+    known = {fill_key(fill) for fill in state.known_fills}
     for fill in step.fills:
         if fill_key(fill) in known:
             continue
@@ -254,20 +303,42 @@ def apply(session: Session, order: OrderRow, step: Advance, exchange_order_id: s
         }
         if fill.entry_id is not None:
             entry: dict[str, Any] = {"entry_id": fill.entry_id, "trade_type": fill.trade_type}
-            session.add(FillEntryRow(**entry, **values))
+            insert_row(session, FillEntryRow, **entry, **values)
         else:
-            session.add(FillRow(**values))
-    if exchange_order_id and order.placed_at is None:
-        order.placed_at = utc_now()
-    order.exchange_order_id = exchange_order_id or order.exchange_order_id
-    order.status = step.status
-    order.filled_size = step.filled_size
-    order.last_error = None
-    order.updated_at = utc_now()
-    session.add(order)
+            insert_row(session, FillRow, **values)
+    placed_at = order.placed_at
+    if exchange_order_id and placed_at is None:
+        placed_at = utc_now()
+    _store_order(
+        session,
+        order,
+        placed_at=placed_at,
+        exchange_order_id=exchange_order_id or order.exchange_order_id,
+        status=step.status,
+        filled_size=step.filled_size,
+        last_error=None,
+        updated_at=utc_now(),
+    )
     for event in step.events:
         _keep_reason(session, event)
-        stage_order_event(session, order.bot_id, event)
+    stage_order_events(session, order.bot_id, step.events, intent_reasons)
+
+
+_MOVE_ORDER = (
+    update(_ORDERS)
+    .where(_ORDERS.c.client_order_id == bindparam("cid"))
+    .values({name: bindparam(f"new_{name}") for name in _MOVED})
+)
+
+
+def _store_order(session: Session, order: OrderRow, **values: object) -> None:
+    """Write what an order's move changes (:data:`_MOVED`, all of it) with one Core statement
+    compiled once, and set it on ``order`` as stored: the unit of work has nothing left to
+    write for it at commit."""
+    stored = {"cid": order.client_order_id} | {f"new_{name}": values[name] for name in _MOVED}
+    session.connection().execute(_MOVE_ORDER, stored)
+    for name in _MOVED:
+        set_committed_value(order, name, values[name])
 
 
 def _keep_reason(session: Session, event: OrderEvent) -> None:
@@ -311,41 +382,102 @@ def record_event(session: Session, order: OrderRow, event: OrderEvent) -> None:
     order.filled_size = event.filled_size
     order.updated_at = utc_now()
     session.add(order)
+    # Written before the bot's sequence is drawn, as apply writes it: every transaction locks
+    # the order's row before the sequence's (PostgreSQL), never the other way round.
+    session.flush()
     _keep_reason(session, event)
     stage_order_event(session, order.bot_id, event)
 
 
 def stage_order_event(session: Session, bot_id: str, event: OrderEvent) -> None:
-    """Stage ``event`` stamped with the bot's next sequence (the order the ledger books fills
-    in) and the reason code of the order's intent. An event already staged keeps its number and
-    draws none."""
-    if session.exec(
-        select(OutboxMessage.id).where(OutboxMessage.message_id == event.message_id)
-    ).first():
-        return
-    why = event.intent_reason or intent_reason_of(session, event.client_order_id)
-    stamped = event.model_copy(
-        update={"sequence": next_sequence(session, bot_id), "intent_reason": why}
-    )
-    stage(session, subjects.for_token(subjects.ORDERS_EVENTS, bot_id), stamped)
+    """:func:`stage_order_events` for one event."""
+    stage_order_events(session, bot_id, [event])
 
 
-def next_sequence(session: Session, bot_id: str) -> int:
-    """The bot's next event number, durable and growing across restarts and instances: the
-    counter row is updated in the caller's transaction, so a second instance drawing for the
-    same bot waits for the first to commit (PostgreSQL row lock; SQLite has one writer)."""
-    # SQLModel sets __table__ at class creation, untyped
-    table = BotSequenceRow.__table__  # type: ignore[attr-defined]
-    dialect = session.get_bind().dialect.name
-    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
-    session.execute(insert(table).values(bot_id=bot_id, last=0).on_conflict_do_nothing())
-    drawn = session.execute(
-        update(table)
-        .where(table.c.bot_id == bot_id)
-        .values(last=table.c.last + 1)
-        .returning(table.c.last)
-    )
-    return int(drawn.scalar_one())
+def stage_order_events(
+    session: Session,
+    bot_id: str,
+    events: list[OrderEvent],
+    intent_reasons: dict[str, str | None] | None = None,
+) -> None:
+    """Stage ``events`` in order, each stamped with the bot's next sequence (the order the
+    ledger books fills in) and the reason code of its order's intent (``intent_reasons``: those
+    the caller knows, by ``client_order_id``; the others are read). An event already staged
+    (in this transaction or before) keeps its number and draws none.
+
+    Nothing here flushes the session: what the caller changed goes to the database once, at its
+    commit (a flush per query was most of the cost of staging)."""
+    with session.no_autoflush:
+        pending = _not_staged(session, events)
+        if not pending:
+            return
+        first = next_sequences(session, bot_id, len(pending))
+        reasons = dict(intent_reasons or {})
+        subject = subjects.for_token(subjects.ORDERS_EVENTS, bot_id)
+        for number, event in enumerate(pending, start=first):
+            why = event.intent_reason
+            if why is None:
+                cid = event.client_order_id
+                if cid not in reasons:
+                    reasons[cid] = intent_reason_of(session, cid)
+                why = reasons[cid]
+            stamped = event.model_copy(update={"sequence": number, "intent_reason": why})
+            # Staged as shared.outbox.stage does, without asking again whether it is staged.
+            session.add(
+                OutboxMessage(
+                    message_id=stamped.message_id,
+                    subject=subject,
+                    payload=stamped.model_dump_json(),
+                )
+            )
+
+
+_OUTBOX = OutboxMessage.__table__  # type: ignore[attr-defined]  # SQLModel sets it on table models
+_STAGED_AMONG = sa_select(_OUTBOX.c.message_id).where(
+    _OUTBOX.c.message_id.in_(bindparam("ids", expanding=True))
+)
+
+
+def _not_staged(session: Session, events: list[OrderEvent]) -> list[OrderEvent]:
+    """The events whose message is not staged yet, in order, each message once: one query for
+    all (the rows staged in this transaction and not flushed are found among the session's)."""
+    staged = {row.message_id for row in session.new if isinstance(row, OutboxMessage)}
+    ids = [event.message_id for event in events if event.message_id not in staged]
+    if ids:
+        staged.update(session.connection().execute(_STAGED_AMONG, {"ids": ids}).scalars())
+    pending = []
+    for event in events:
+        if event.message_id not in staged:
+            staged.add(event.message_id)
+            pending.append(event)
+    return pending
+
+
+_SEQUENCES = BotSequenceRow.__table__  # type: ignore[attr-defined]  # SQLModel sets it
+_FIRST_SEQUENCE = {
+    dialect: insert(_SEQUENCES).values(bot_id=bindparam("bot"), last=0).on_conflict_do_nothing()
+    for dialect, insert in (("postgresql", postgresql_insert), ("sqlite", sqlite_insert))
+}
+_DRAW_SEQUENCES = (
+    update(_SEQUENCES)
+    .where(_SEQUENCES.c.bot_id == bindparam("bot"))
+    .values(last=_SEQUENCES.c.last + bindparam("count"))
+    .returning(_SEQUENCES.c.last)
+)
+
+
+def next_sequences(session: Session, bot_id: str, count: int = 1) -> int:
+    """The first of the bot's next ``count`` event numbers, durable and growing across
+    restarts and instances: the counter row is updated in the caller's transaction, so a second
+    instance drawing for the same bot waits for the first to commit (PostgreSQL row lock;
+    SQLite has one writer)."""
+    connection, values = session.connection(), {"bot": bot_id, "count": count}
+    last = connection.execute(_DRAW_SEQUENCES, values).scalar()
+    if last is None:  # the bot's first events: its counter row is made (once, whoever races)
+        dialect = "postgresql" if connection.dialect.name == "postgresql" else "sqlite"
+        connection.execute(_FIRST_SEQUENCE[dialect], values)
+        last = connection.execute(_DRAW_SEQUENCES, values).scalar_one()
+    return int(last) - count + 1
 
 
 def open_orders(session: Session) -> list[OrderRow]:

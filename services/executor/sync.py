@@ -24,7 +24,7 @@ import os
 import re
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TypeVar
@@ -88,10 +88,14 @@ from services.executor.store import (
     apply,
     identity,
     identity_fields,
+    insert_row,
+    intent_reason_of,
     open_orders,
+    order_of,
     pricing_of,
     record_event,
     state_of,
+    status_of,
 )
 from services.executor.trading import placement_block, record_state, states_for
 from shared.bots import LiveCatalog
@@ -122,6 +126,19 @@ LOOKBACK = timedelta(minutes=10)  # how far before its record an order is looked
 
 
 WAIT_FOR_FILLS_POLLS = 10  # then an order the exchange says is final is made final anyway
+
+
+@dataclass(frozen=True, slots=True)
+class Terms:
+    """What an order was asked with that never changes once it is recorded (its intent's price,
+    market time and reason, a stop's stop price): read once per order, not in every
+    transaction."""
+
+    reference_price: Decimal | None = None
+    market_time: datetime | None = None
+    stop_price: Decimal | None = None
+    intent_reason: str | None = None
+    """The reason code of the order's intent (``None``: an adopted order has none)."""
 
 
 class Executor:
@@ -157,6 +174,7 @@ class Executor:
         self._budgets: dict[str, RequestBudget] = {}
         self._lost: set[str] = set()
         self._locks: dict[str, asyncio.Lock] = {}
+        self._terms: dict[str, Terms] = {}
         self._wake = asyncio.Event()
         self.adoption_pending = True
 
@@ -170,10 +188,24 @@ class Executor:
     def order_time(self, session: Session, order: OrderRow) -> datetime:
         """Event time of an order's events that bring no fills (in the caller's transaction)."""
         if self.stamp_at_intent:
-            pricing = pricing_of(session, order.client_order_id)
-            if pricing is not None and pricing.market_time is not None:
-                return pricing.market_time
+            market_time = self.terms_of(session, order.client_order_id).market_time
+            if market_time is not None:
+                return market_time
         return self.event_now(order.product_id)
+
+    def terms_of(self, session: Session, cid: str) -> Terms:
+        """The order's :class:`Terms`, read in ``session`` the first time they are asked."""
+        terms = self._terms.get(cid)
+        if terms is None:
+            pricing = pricing_of(session, cid)
+            terms = Terms(
+                reference_price=pricing.reference_price if pricing else None,
+                market_time=pricing.market_time if pricing else None,
+                stop_price=stop_price_of(session, cid),
+                intent_reason=intent_reason_of(session, cid),
+            )
+            self._terms[cid] = terms
+        return terms
 
     def _lock(self, cid: str) -> asyncio.Lock:
         return self._locks.setdefault(cid, asyncio.Lock())
@@ -219,29 +251,28 @@ class Executor:
     def _forget(self, cid: str) -> None:
         self._due.pop(cid, None)
         self._budgets.pop(cid, None)
+        self._terms.pop(cid, None)
         if cid in self._lost:
             self._lost.discard(cid)
             LOST_ORDERS.set(len(self._lost))
 
-    def _request(
-        self, order: OrderRow, pricing: OrderPricingRow | None, stop_price: Decimal | None = None
-    ) -> OrderRequest:
+    def _request(self, order: OrderRow, terms: Terms) -> OrderRequest:
         return OrderRequest(
             client_order_id=order.exchange_client_order_id,
             product_id=order.product_id,
             side=order.side,
             order_type=exchange_order_type(order.order_type),
-            stop_price=stop_price,
+            stop_price=terms.stop_price,
             quote_size=order.quote_size,
             base_size=order.base_size,
             limit_price=order.limit_price,
-            reference_price=pricing.reference_price if pricing else None,
-            market_time=pricing.market_time if pricing else None,
+            reference_price=terms.reference_price,
+            market_time=terms.market_time,
         )
 
     async def _note_error(self, cid: str, error: ExchangeError) -> None:
         def note(session: Session) -> None:
-            row = session.get(OrderRow, cid)
+            row = order_of(session, cid)
             if row is not None and not is_final(row.status):
                 row.last_error = f"{error.code}: {error.message}"[:500]
                 session.add(row)
@@ -257,11 +288,11 @@ class Executor:
         now = self.clock()
         listed, unavailable = await self._exchange_rules(intent.product_id)
 
-        def record(session: Session) -> tuple[OrderRow | None, bool]:
-            """(the order to go on with, whether it was recorded just now)"""
-            order = session.get(OrderRow, cid)
-            if order is not None:  # a redelivery: resume it (asking the exchange first)
-                return (None if is_final(order.status) else order), False
+        def record(session: Session) -> tuple[bool, bool]:
+            """(whether to go on with the order, whether it was recorded just now)"""
+            status = status_of(session, cid)
+            if status is not None:  # a redelivery: resume it (asking the exchange first)
+                return not is_final(status), False
             reason = refusal_reason(approval, self.settings.mode, now, self.settings.approval_ttl)
             spec = None
             if reason is None and self.listing is not None:
@@ -291,46 +322,53 @@ class Executor:
                     reason, spec = (sized, None) if isinstance(sized, Reason) else (None, sized)
                     if spec is not None and listed is not None:
                         reason = above_maximum(listed, spec.base_size, spec.quote_size)
-            order = OrderRow(
-                client_order_id=cid,
-                exchange_client_order_id=self.exchange_cid(cid),
-                intent_id=intent.intent_id,
-                bot_id=intent.bot_id,
-                product_id=intent.product_id,
-                mode=approval.mode,
-                action=intent.action,
-                side=intent.side,
-                order_type=store_order_type(intent.order_type),
-                quote_size=spec.quote_size if spec else intent.quote_size,
-                base_size=spec.base_size if spec else intent.base_size,
-                limit_price=spec.limit_price if spec else intent.limit_price,
-                ttl_s=intent.order_ttl_s or self.settings.limit_order_ttl_s,
-                decided_at=approval.decided_at,
-                status=NEW,
-            )
-            session.add(OrderIntentReasonRow(client_order_id=cid, code=intent.reason.code))
+            order = {
+                "client_order_id": cid,
+                "exchange_client_order_id": self.exchange_cid(cid),
+                "intent_id": intent.intent_id,
+                "bot_id": intent.bot_id,
+                "product_id": intent.product_id,
+                "mode": approval.mode,
+                "action": intent.action,
+                "side": intent.side,
+                "order_type": store_order_type(intent.order_type),
+                "quote_size": spec.quote_size if spec else intent.quote_size,
+                "base_size": spec.base_size if spec else intent.base_size,
+                "limit_price": spec.limit_price if spec else intent.limit_price,
+                "ttl_s": intent.order_ttl_s or self.settings.limit_order_ttl_s,
+                "decided_at": approval.decided_at,
+                "status": NEW,
+            }
+            insert_row(session, OrderIntentReasonRow, client_order_id=cid, code=intent.reason.code)
             if reason is not None:
-                record_event(session, order, refusal_event(approval, reason))
-                return None, False
-            session.add(order)
+                record_event(session, OrderRow(**order), refusal_event(approval, reason))
+                return False, False
+            insert_row(session, OrderRow, **order)
             if intent.stop_price is not None:
-                session.add(OrderStopRow(client_order_id=cid, stop_price=intent.stop_price))
+                insert_row(session, OrderStopRow, client_order_id=cid, stop_price=intent.stop_price)
             if intent.reference_price is not None or intent.market_time is not None:
-                session.add(
-                    OrderPricingRow(
-                        client_order_id=cid,
-                        reference_price=intent.reference_price,
-                        market_time=intent.market_time,
-                    )
+                insert_row(
+                    session,
+                    OrderPricingRow,
+                    client_order_id=cid,
+                    reference_price=intent.reference_price,
+                    market_time=intent.market_time,
                 )
             self.claims.stake(session, cid)
-            return order, True
+            return True, True
 
         with correlated(intent.intent_id, bot_id=intent.bot_id, client_order_id=cid):
-            order, fresh = await self.service.transact(record)
-            if order is None:
+            go_on, fresh = await self.service.transact(record)
+            if not go_on:
                 log.info("approval.done_or_refused")
                 return
+            if fresh:  # what was just stored, known without reading it back
+                self._terms[cid] = Terms(
+                    intent.reference_price,
+                    intent.market_time,
+                    intent.stop_price,
+                    intent.reason.code,
+                )
             await self.sync(cid, fresh=fresh)
 
     async def _exchange_rules(self, product_id: str) -> tuple[ProductRules | None, Reason | None]:
@@ -356,11 +394,8 @@ class Executor:
         Exchange failures leave it as it was (to be asked again after a back-off), never failed.
         ``fresh``: the order was recorded just now, so it cannot be on the exchange yet."""
         async with self._lock(cid):
-            if not await asyncio.to_thread(self.claims.hold, cid):
-                self._forget(cid)  # another live instance looks after it
-                return False
-            order = await self.service.read(lambda session: session.get(OrderRow, cid))
-            if order is None or is_final(order.status):
+            order = await asyncio.to_thread(self._open, cid)
+            if order is None:  # another live instance looks after it, or it is final
                 self._forget(cid)
                 return False
             due = self._due.setdefault(cid, Due(0))
@@ -368,11 +403,12 @@ class Executor:
                 self._lost.add(cid)
                 LOST_ORDERS.set(len(self._lost))
             retry_after = None
+            current: OrderRow | None = None
             with correlated(order.intent_id, bot_id=order.bot_id, client_order_id=cid):
                 # The cancel first, on its own schedule: it goes out whatever the polls return.
                 await self._cancel_if_due(order, due)
                 try:
-                    changed = await self._sync(order, fresh)
+                    changed, current = await self._sync(order, fresh)
                 except ExchangeError as error:
                     POLLS.labels(error.code).inc()
                     log.warning("order.sync_failed", code=error.code, error=error.message)
@@ -384,7 +420,8 @@ class Executor:
                 else:
                     POLLS.labels("ok").inc()
                     due.lost_since = None
-            current = await self.service.read(lambda session: session.get(OrderRow, cid))
+            if current is None:
+                current = await self.service.read(lambda session: order_of(session, cid))
             if current is None or is_final(current.status):
                 self._forget(cid)
             else:
@@ -402,6 +439,15 @@ class Executor:
                     ttl_in_s=self._ttl_deadline(current),
                 )
             return changed
+
+    def _open(self, cid: str) -> OrderRow | None:
+        """The order to sync, read in the transaction that checks (or takes) its claim;
+        ``None``: another live instance holds the claim, or the order is unknown or final."""
+        with Session(self.service.engine, expire_on_commit=False) as session:
+            if not self.claims.hold_in(session, cid):
+                return None
+            order = order_of(session, cid)
+            return None if order is None or is_final(order.status) else order
 
     async def _maybe_lost(self, order: OrderRow, due: Due) -> bool:
         """The exchange answers 404 for an order it accepted. Within the grace period that is
@@ -433,7 +479,8 @@ class Executor:
             return False
         if found is not None and found.exchange_order_id != order.exchange_order_id:
             log.warning("order.found_under_another_id", exchange_order_id=found.exchange_order_id)
-            return await self._record(order, found)
+            changed, _ = await self._record(order, found)
+            return changed
         fills = f" (its {booked} fill(s) in the list of fills are booked)" if booked else ""
         message = (
             f"the exchange answers 404 for order {order.exchange_order_id} it accepted, for "
@@ -443,7 +490,7 @@ class Executor:
         )
 
         def mark(session: Session) -> bool:
-            row = session.get(OrderRow, cid)
+            row = order_of(session, cid)
             if row is None:
                 return False
             moved = transition(row.status, NOT_FOUND)
@@ -482,7 +529,7 @@ class Executor:
         except ExchangeError as error:
             log.warning("order.lost_fills_search_failed", code=error.code, error=error.message)
             return 0
-        known = await self.service.read(lambda session: len(state_of(session, order).known_fills))
+        known = await self._known_fills(order)
         if len(raw) <= known:
             return 0
         seen = ExchangeOrder(
@@ -497,25 +544,26 @@ class Executor:
         log.warning("order.lost_fills_booked", found=len(raw), new=len(raw) - known)
         return len(raw) - known
 
-    async def _sync(self, order: OrderRow, fresh: bool) -> bool:
+    async def _sync(self, order: OrderRow, fresh: bool) -> tuple[bool, OrderRow | None]:
+        """(whether anything changed, the order as this sync left it stored; ``None``: not
+        known here, to be read)."""
         cid = order.client_order_id
         answer: ExchangeOrder | None
         if order.exchange_order_id is None:
             answer = await self._place_or_find(order, fresh)
             if answer is None:
-                return True  # settled without the exchange (never placed: failed or cancelled)
+                return True, None  # settled without the exchange (never placed)
         else:
             answer = await self._call(cid, "get_order", self.exchange.get, order.exchange_order_id)
-        changed = await self._record(order, answer)
-        order = await self.service.read(lambda session: session.get(OrderRow, cid))
-        if order is None or is_final(order.status):
-            return changed
-        if order.cancel_code is None and self._ttl_passed(order):
+        changed, stored = await self._record(order, answer)
+        if stored is None or is_final(stored.status):
+            return changed, stored
+        if stored.cancel_code is None and self._ttl_passed(stored):
             await self.request_cancel(
-                cid, "LIMIT_TTL", f"not filled within its time-to-live of {order.ttl_s} s"
+                cid, "LIMIT_TTL", f"not filled within its time-to-live of {stored.ttl_s} s"
             )
-            return True
-        return changed
+            return True, None
+        return changed, stored
 
     async def _cancel_if_due(self, order: OrderRow, due: Due) -> None:
         """Mark a resting limit order past its time-to-live for cancelling, and ask the
@@ -605,13 +653,19 @@ class Executor:
             return None
         # The last step before the exchange: never while halted, no entry while reducing,
         # whatever the approval said (safety's signed events, services/executor/trading.py).
-        states = await self.service.read(lambda session: states_for(session, order.bot_id))
+        # Never two live stops, never a stop beside another sell (services/executor/protective.py).
+        # Both read in one transaction, with what the order was asked with.
+        states, gate, terms = await self.service.read(
+            lambda session: (
+                states_for(session, order.bot_id),
+                sell_gate(session, order),
+                self.terms_of(session, order.client_order_id),
+            )
+        )
         blocked = placement_block(states, order.bot_id, order.action)
         if blocked is not None:
             await self._settle_unplaced(order, "failed", blocked.code, blocked.message)
             return None
-        # Never two live stops, never a stop beside another sell (services/executor/protective.py).
-        gate = await self.service.read(lambda session: sell_gate(session, order))
         if gate.refusal is not None:
             await self._settle_unplaced(order, "failed", gate.refusal.code, gate.refusal.message)
             return None
@@ -622,18 +676,12 @@ class Executor:
         if gate.wait:
             log.info("order.waits_for_stop_cancel")
             return None
-        pricing, stop_price = await self.service.read(
-            lambda session: (
-                pricing_of(session, order.client_order_id),
-                stop_price_of(session, order.client_order_id),
-            )
-        )
         try:
             answer = await self._call(
                 order.client_order_id,
                 "create_order",
                 self.exchange.place,
-                self._request(order, pricing, stop_price),
+                self._request(order, terms),
             )
         except OrderRefused as error:
             await self._settle_unplaced(order, "failed", error.code, error.message)
@@ -653,31 +701,39 @@ class Executor:
         )
 
         def store(session: Session) -> None:
-            row = session.get(OrderRow, order.client_order_id)
+            row = order_of(session, order.client_order_id)
             if row is None or is_final(row.status):
                 return
             # Never reached the exchange: no "submitted" before the final event.
-            step = advance(
-                identity(row), state_of(session, row), report, self.order_time(session, row)
-            )
+            state = state_of(session, row)
+            step = advance(identity(row), state, report, self.order_time(session, row))
             events = [event for event in step.events if event.status != "submitted"]
-            apply(session, row, type(step)(step.status, step.fills, events), None)
+            apply(session, row, type(step)(step.status, step.fills, events), None, state)
 
         await self.service.transact(store)
         ORDER_EVENTS.labels(status).inc()
         log.info("order.settled_unplaced", status=status, code=code)
 
+    async def _known_fills(self, order: OrderRow) -> int:
+        return await self.service.read(lambda session: len(state_of(session, order).known_fills))
+
     async def _record(
         self, order: OrderRow, answer: ExchangeOrder, raw_fills: list[ExchangeFill] | None = None
-    ) -> bool:
+    ) -> tuple[bool, OrderRow | None]:
         """Record what the exchange says of the order; ``raw_fills``: its fills, already asked
-        for (else asked here when the exchange counts more than are known)."""
-        known = await self.service.read(lambda session: len(state_of(session, order).known_fills))
+        for (else asked here when the exchange counts more than are known). Returns whether
+        anything changed, and the order as stored after it (``None``: there is no such order)."""
+        if raw_fills is None and answer.fills is not None:
+            raw_fills = list(answer.fills)  # answered with the order: nothing more to ask
         fetched: list[ExchangeFill] = list(raw_fills or [])
+        # The fills stored are counted only when nothing else says whether to ask for more.
         if raw_fills is None and (
             answer.number_of_fills is None
-            or answer.number_of_fills > known
-            or (answer.filled_size > order.filled_size)
+            or answer.filled_size > order.filled_size
+            or (
+                answer.number_of_fills > 0
+                and answer.number_of_fills > await self._known_fills(order)
+            )
         ):
             fetched = await self._call(
                 order.client_order_id, "get_fills", self.exchange.fills,
@@ -708,19 +764,20 @@ class Executor:
             else None
         )
 
-        def store(session: Session):
-            row = session.get(OrderRow, order.client_order_id)
+        def store(session: Session) -> tuple[Advance | None, OrderRow | None]:
+            row = order_of(session, order.client_order_id)
             if row is None or is_final(row.status):
-                return None
+                return None, row
             said = report
             if answer.status in ("CANCELLED", "EXPIRED") and row.cancel_code:
                 # Read in this transaction: a halt may have asked for the cancel a moment ago.
                 why = Reason(code=row.cancel_code, message=row.cancel_message or row.cancel_code)
                 said = replace(report, reason=why)
             due = self._due.get(row.client_order_id)
+            state = state_of(session, row)
             step = advance(
                 identity(row),
-                state_of(session, row),
+                state,
                 said,
                 self.order_time(session, row),
                 stop_waiting=due is not None and due.waited_for_fills >= WAIT_FOR_FILLS_POLLS,
@@ -732,12 +789,15 @@ class Executor:
                     else e
                     for e in step.events
                 ]
-            apply(session, row, step, answer.exchange_order_id)
-            return step
+            reasons = {
+                row.client_order_id: self.terms_of(session, row.client_order_id).intent_reason
+            }
+            apply(session, row, step, answer.exchange_order_id, state, reasons)
+            return step, row
 
-        step = await self.service.transact(store)
+        step, stored = await self.service.transact(store)
         if step is None:
-            return False
+            return False, stored
         if step.alert is not None:
             STATUS_ALERTS.labels(step.alert.code).inc()
             log.error(
@@ -768,7 +828,7 @@ class Executor:
                 known=len(step.fills),
                 counted=answer.number_of_fills,
             )
-        return step.changed
+        return step.changed, stored
 
     # -- an operator settles an order the exchange lost ---------------------------------------
 
@@ -786,7 +846,7 @@ class Executor:
         )
 
         def settle(session: Session) -> Reason | Advance:
-            row = session.get(OrderRow, cid)
+            row = order_of(session, cid)
             if row is None:
                 return Reason(code="UNKNOWN_ORDER", message=f"no order {cid}")
             moved = transition(row.status, event)
@@ -809,7 +869,7 @@ class Executor:
                 reason=reason,
             )
             step = advance(identity(row), state, report, self.clock())
-            apply(session, row, step, row.exchange_order_id)
+            apply(session, row, step, row.exchange_order_id, state)
             return step
 
         async with self._lock(cid):
@@ -834,7 +894,7 @@ class Executor:
         """Record why the order is to be cancelled (the first reason stays)."""
 
         def mark(session: Session) -> OrderRow | None:
-            row = session.get(OrderRow, cid)
+            row = order_of(session, cid)
             if row is None or is_final(row.status):
                 return None
             if row.cancel_code is None:

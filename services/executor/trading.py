@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlmodel import Field, Session, SQLModel, col, select
+from sqlalchemy import bindparam
+from sqlalchemy import select as sa_select
+from sqlmodel import Field, Session, SQLModel
 
 from shared.contracts import Reason, SafetyEvent
 from shared.db import UtcDateTime
@@ -52,11 +54,16 @@ def record_state(session: Session, event: SafetyEvent) -> bool:
     return True
 
 
+_STATES = TradingStateRow.__table__  # type: ignore[attr-defined]  # SQLModel sets it
+_STATES_FOR = sa_select(_STATES.c.scope, _STATES.c.state).where(
+    _STATES.c.scope.in_([bindparam("system"), bindparam("bot")])
+)
+"""Compiled once: asked before every order goes out."""
+
+
 def states_for(session: Session, bot_id: str) -> dict[str, str]:
     """``{"*": ..., bot_id: ...}`` as far as known (missing: active)."""
-    rows = session.exec(
-        select(TradingStateRow).where(col(TradingStateRow.scope).in_([SYSTEM, bot_id]))
-    )
+    rows = session.connection().execute(_STATES_FOR, {"system": SYSTEM, "bot": bot_id})
     return {row.scope: row.state for row in rows}
 
 

@@ -51,6 +51,16 @@ def test_a_quote_sized_buy_reports_its_fills_in_quote_like_coinbase(engine) -> N
     assert order.status == "FILLED" and order.number_of_fills == 3
 
 
+def test_a_new_order_is_answered_with_the_fills_it_made_in_their_order(engine) -> None:
+    mock, _ = exchange(engine, market_fill_parts=3)
+    order = mock.place(market("a", quote="0.01"))
+    assert order.fills is not None and len(order.fills) == 3
+    assert order.fills == tuple(mock.fills(order.exchange_order_id))  # the same, in order
+    again = mock.place(market("a", quote="0.01"))  # the repeat: the order it has, fills asked
+    assert again == order and again.fills is None
+    assert mock.place(limit("r", "0.085")).fills is None  # resting: nothing filled yet
+
+
 def test_each_fill_carries_a_unique_entry_id_and_its_trade_type_like_coinbase(engine) -> None:
     mock, _ = exchange(engine, market_fill_parts=3)
     order = mock.place(market("e", quote="0.01"))

@@ -7,7 +7,7 @@ included). :mod:`services.executor.gateway` runs them off the event loop behind 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Protocol
@@ -52,6 +52,10 @@ class ExchangeOrder:
     """A quote-sized order whose quote size includes the fee (Coinbase's flag)."""
     total_value_after_fees: Decimal = Decimal(0)
     """What the order cost (a buy) or brought (a sell) in quote, fees included."""
+    fills: tuple[ExchangeFill, ...] | None = field(default=None, compare=False)
+    """Every fill of the order when the exchange answered them with it (the mock, placing an
+    order it fills at once); ``None``: ask ``fills`` when the counts say there are new ones.
+    Not part of what the order is: the same order answered with or without them is equal."""
 
 
 class ExchangeError(Exception):

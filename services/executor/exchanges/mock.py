@@ -32,9 +32,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_DOWN, ROUND_UP, Decimal
+from functools import cache
 from typing import Literal
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, Insert, Table, bindparam, insert
+from sqlalchemy import select as sa_select
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from services.executor.exchanges.base import (
@@ -139,6 +141,9 @@ class MockFillRow(SQLModel, table=True):
 
 
 MOCK_TABLES: list[type[SQLModel]] = [MockOrderRow, MockFillRow, MockStopRow]
+_ORDERS = MockOrderRow.__table__  # type: ignore[attr-defined]  # SQLModel sets it on table models
+_KNOWN = sa_select(_ORDERS.c.client_order_id).where(_ORDERS.c.client_order_id == bindparam("cid"))
+"""Compiled once: every order placed is first looked for (a repeated client_order_id)."""
 
 
 @dataclass(frozen=True)
@@ -150,6 +155,23 @@ class PlacedOrder:
     status: str
     fills: tuple[Fill, ...]
     reason: Reason | None
+
+
+def _insert_new(session: Session) -> None:
+    """Insert the rows added to ``session`` (a new order's: the order, its fills, its stop) with
+    Core statements compiled once, instead of flushing them through the unit of work; the
+    objects stay as they are, detached."""
+    for row in list(session.new):
+        table = type(row).__table__
+        session.expunge(row)
+        session.connection().execute(
+            _insert_of(table), {column.key: getattr(row, column.key) for column in table.columns}
+        )
+
+
+@cache
+def _insert_of(table: Table) -> Insert:
+    return insert(table)
 
 
 def _by_exchange_id(session: Session, exchange_order_id: str) -> MockOrderRow:
@@ -169,7 +191,7 @@ def _matched_since(session: Session, row: MockOrderRow, time: datetime) -> bool:
     return session.exec(query).first() is not None
 
 
-def _as_order(row: MockOrderRow) -> ExchangeOrder:
+def _as_order(row: MockOrderRow, fills: list[MockFillRow] | None = None) -> ExchangeOrder:
     return ExchangeOrder(
         exchange_order_id=row.exchange_order_id,
         client_order_id=row.client_order_id,
@@ -180,6 +202,7 @@ def _as_order(row: MockOrderRow) -> ExchangeOrder:
         number_of_fills=row.number_of_fills,
         created_time=row.created_at,
         reject_reason=row.reject_message and f"{row.reject_reason}: {row.reject_message}",
+        fills=tuple(_as_fill(fill) for fill in fills) if fills else None,
     )
 
 
@@ -233,16 +256,20 @@ class MockExchange:
         with self._lock:
             fault = self._enter("place")
             with Session(self._engine, expire_on_commit=False) as session:
-                existing = session.get(MockOrderRow, request.client_order_id)
-                if existing is not None:
+                if session.connection().execute(_KNOWN, {"cid": request.client_order_id}).first():
+                    existing = session.get(MockOrderRow, request.client_order_id)
+                    assert existing is not None
                     return _as_order(existing)
                 row = self._new_order(session, request, rejected=fault == "reject")
+                # A new order's fills are all made here: answered with it, no second call.
+                made = [fill for fill in session.new if isinstance(fill, MockFillRow)]
+                _insert_new(session)
                 session.commit()
             if row.status == "OPEN" and self._resting is not None:
                 self._resting.add(row.product_id)
             if fault == "timeout_after_place":
                 raise OutcomeUnknown("mock exchange: timed out after placing the order")
-            return _as_order(row)
+            return _as_order(row, sorted(made, key=lambda fill: fill.sequence))
 
     def get(self, exchange_order_id: str) -> ExchangeOrder:
         with self._lock:
