@@ -20,7 +20,7 @@ from shared import subjects
 from shared.contracts import FINAL_ORDER_STATUSES, Fill, OrderEvent
 from shared.db import ExactDecimal, UtcDateTime
 from shared.money import utc_now
-from shared.outbox import OutboxMessage
+from shared.outbox import OutboxMessage, stage
 
 
 class OrderRow(SQLModel, table=True):
@@ -422,14 +422,7 @@ def stage_order_events(
                     reasons[cid] = intent_reason_of(session, cid)
                 why = reasons[cid]
             stamped = event.model_copy(update={"sequence": number, "intent_reason": why})
-            # Staged as shared.outbox.stage does, without asking again whether it is staged.
-            session.add(
-                OutboxMessage(
-                    message_id=stamped.message_id,
-                    subject=subject,
-                    payload=stamped.model_dump_json(),
-                )
-            )
+            stage(session, subject, stamped)  # a Core insert: it flushes nothing either
 
 
 _OUTBOX = OutboxMessage.__table__  # type: ignore[attr-defined]  # SQLModel sets it on table models
@@ -440,11 +433,9 @@ _STAGED_AMONG = sa_select(_OUTBOX.c.message_id).where(
 
 def _not_staged(session: Session, events: list[OrderEvent]) -> list[OrderEvent]:
     """The events whose message is not staged yet, in order, each message once: one query for
-    all (the rows staged in this transaction and not flushed are found among the session's)."""
-    staged = {row.message_id for row in session.new if isinstance(row, OutboxMessage)}
-    ids = [event.message_id for event in events if event.message_id not in staged]
-    if ids:
-        staged.update(session.connection().execute(_STAGED_AMONG, {"ids": ids}).scalars())
+    all (what this transaction staged is in the database already: staging is a Core insert)."""
+    ids = [event.message_id for event in events]
+    staged = set(session.connection().execute(_STAGED_AMONG, {"ids": ids}).scalars())
     pending = []
     for event in events:
         if event.message_id not in staged:
