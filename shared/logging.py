@@ -41,6 +41,9 @@ def configure(service: str, level: str = "info", fmt: str = "json") -> None:
     )
     structlog.configure(
         processors=[
+            # First: a call below the level stops here, before the context is merged, the time
+            # stamped and the fields redacted (the root logger would drop it only after that).
+            structlog.stdlib.filter_by_level,
             *shared_processors,
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
