@@ -75,7 +75,7 @@ GO = SellGate()
 
 # Core, compiled once: every sell is checked before it goes out.
 _ORDERS = OrderRow.__table__  # type: ignore[attr-defined]  # SQLModel sets it on table models
-_FILLS = FillRow.__table__  # type: ignore[attr-defined]
+_FILLS = FillRow.__table__  # type: ignore[attr-defined]  # SQLModel sets __table__ on table models
 _OF_THE_BOT = (_ORDERS.c.bot_id == bindparam("bot"), _ORDERS.c.mode == bindparam("mode"))
 _LIVE_SELLS = sa_select(
     _ORDERS.c.client_order_id, _ORDERS.c.order_type, _ORDERS.c.cancel_code

@@ -249,7 +249,7 @@ def intent_reason_of(session: Session, client_order_id: str) -> str | None:
 
 # Core statements, compiled once: an order's fills are read in every transaction that moves it.
 _FILLS = FillRow.__table__  # type: ignore[attr-defined]  # SQLModel sets it on table models
-_FILL_ENTRIES = FillEntryRow.__table__  # type: ignore[attr-defined]
+_FILL_ENTRIES = FillEntryRow.__table__  # type: ignore[attr-defined]  # SQLModel sets __table__ on table models
 _FILLS_OF = sa_select(_FILLS).where(_FILLS.c.client_order_id == bindparam("cid"))
 _FILL_ENTRIES_OF = sa_select(_FILL_ENTRIES).where(
     _FILL_ENTRIES.c.client_order_id == bindparam("cid")

@@ -91,8 +91,8 @@ class PositionRow(SQLModel, table=True):
 # compiles each once and caches it: through the ORM, its identity map and unit of work were
 # most of the ledger's cost per event, and bought nothing for rows written once and read back.
 _FILLS = FillRow.__table__  # type: ignore[attr-defined]  # SQLModel sets it on table models
-_ORDERS = LedgerOrderRow.__table__  # type: ignore[attr-defined]
-_POSITIONS = PositionRow.__table__  # type: ignore[attr-defined]
+_ORDERS = LedgerOrderRow.__table__  # type: ignore[attr-defined]  # SQLModel sets __table__ on table models
+_POSITIONS = PositionRow.__table__  # type: ignore[attr-defined]  # SQLModel sets __table__ on table models
 
 _LOCK = (
     select(_POSITIONS.c.payload)
@@ -325,7 +325,7 @@ def _note(insert_: Callable[[Table], Insert]) -> Insert:
     statement = insert_(_ORDERS)
     return statement.on_conflict_do_update(  # type: ignore[attr-defined]  # both dialects' Insert have it
         index_elements=["client_order_id"],
-        set_={"status": statement.excluded.status, "final": statement.excluded.final},  # type: ignore[attr-defined]
+        set_={"status": statement.excluded.status, "final": statement.excluded.final},  # type: ignore[attr-defined]  # both dialects' inserts have excluded
         where=_ORDERS.c.final == false(),
     ).returning(_ORDERS.c.final)
 
