@@ -123,13 +123,16 @@ def profile_under_pyinstrument(stack: EmbeddedStack, name: str, out: Path) -> No
     """Restart one service under pyinstrument, recording a session file (``out``); it is written
     when the service stops on SIGINT (see :func:`stop_profiled`) and rendered by
     :func:`render_profile`. Pyinstrument samples the main thread: the event loop (FastStream,
-    pydantic, the handlers, logging); the database work in worker threads shows as the await."""
+    pydantic, the handlers, logging); the database work in worker threads shows as the await.
+    On asyncio's own loop: pyinstrument tells a wait for I/O from work by the loop's Python
+    frames, and under uvloop (the services' default) the wait is inside its C loop, so every
+    second would count as busy."""
     stack.stop_service(name)
     log = open(stack.logs / f"{name}.profiled.log", "ab")  # noqa: SIM115 - the child owns it
     stack.services[name] = subprocess.Popen(
         [sys.executable, "-m", "pyinstrument", "-r", "pyisession", "-o", str(out),
          "-m", f"services.{name}"],
-        env=stack.service_env(name),
+        env=stack.service_env(name) | {"TRANCHE_EVENT_LOOP": "asyncio"},
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
