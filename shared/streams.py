@@ -205,19 +205,33 @@ LEDGER_ORDER_EVENTS = Consumer(
 )
 
 
+STREAM_NAME_IN_USE = 10058
+"""JetStream's error code for a stream created by someone else between the look and the add."""
+NO_PEERS_FOR_PLACEMENT = 10005
+"""JetStream's error code for a stream whose replicas find too few peers online: a cluster that
+has just formed (or lost a node) says so until its peers are known."""
+
+
+async def ensure_stream(js: JetStreamContext, stream: Stream, replicas: int = 1) -> None:
+    """Create the stream, or bring its config up to date."""
+    config = stream.config(replicas)
+    try:
+        await js.stream_info(stream.name)
+    except NotFoundError:
+        try:
+            await js.add_stream(config)
+        except BadRequestError as error:
+            if error.err_code != STREAM_NAME_IN_USE:
+                raise  # e.g. no peers for its replicas yet: not made, nothing to update
+            await js.update_stream(config)  # another service created it meanwhile
+    else:
+        await js.update_stream(config)
+
+
 async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
     """Create every stream and both buckets (positions, bots), or bring their config up to date."""
     for stream in ALL_STREAMS:
-        config = stream.config(replicas)
-        try:
-            await js.stream_info(stream.name)
-        except NotFoundError:
-            try:
-                await js.add_stream(config)
-            except BadRequestError:  # another service created it meanwhile
-                await js.update_stream(config)
-        else:
-            await js.update_stream(config)
+        await ensure_stream(js, stream, replicas)
     await ensure_positions_bucket(js, replicas)
     await ensure_bots_bucket(js, replicas)
 

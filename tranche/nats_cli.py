@@ -19,7 +19,7 @@ import sys
 
 from shared.settings import ServiceSettings, load
 from shared.signing import new_key_pair, one_line
-from shared.streams import ensure_streams
+from shared.streams import NO_PEERS_FOR_PLACEMENT, ensure_streams
 from tranche import credentials
 
 
@@ -54,15 +54,21 @@ async def _until_jetstream_answers(ensure, js, replicas: int, deadline: float) -
     a lone node's until its peers come. Anything else, and that past ``deadline``, is raised."""
     from nats.errors import NoRespondersError
     from nats.errors import TimeoutError as NatsTimeout
-    from nats.js.errors import ServiceUnavailableError
+    from nats.js.errors import BadRequestError, ServiceUnavailableError
 
     loop = asyncio.get_running_loop()
     while True:
         try:
             await ensure(js, replicas=replicas)
             return
-        except (NatsTimeout, NoRespondersError, ServiceUnavailableError):
-            if loop.time() >= deadline:
+        except (NatsTimeout, NoRespondersError, ServiceUnavailableError, BadRequestError) as error:
+            # A cluster just formed also refuses a replicated stream until it knows its peers
+            # are online ("no suitable peers for placement, peer offline"); any other bad
+            # request is a real one.
+            transient = not isinstance(error, BadRequestError) or (
+                error.err_code == NO_PEERS_FOR_PLACEMENT
+            )
+            if not transient or loop.time() >= deadline:
                 raise
             await asyncio.sleep(1)
 
