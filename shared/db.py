@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Context, Decimal
+from functools import cache
 from pathlib import Path
 from typing import TypeVar
 
-from sqlalchemy import DateTime, Engine, Insert, Numeric, String, Table, event, text
+from sqlalchemy import DateTime, Engine, Insert, Numeric, String, Table, event, insert, text
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.types import TypeDecorator
@@ -100,6 +101,23 @@ class InsertUnlessThere:
         was there (of every row)."""
         connection = session.connection()
         return bool(connection.execute(for_session(self._by_dialect, session), values).rowcount)
+
+
+@cache
+def insert_of(table: Table) -> Insert:
+    """The table's plain INSERT, built once (SQLAlchemy compiles it once and caches it)."""
+    return insert(table)
+
+
+def insert_row(session: Session, model: type[SQLModel], **values: object) -> None:
+    """Insert one row at once, in the caller's transaction, with a statement compiled once: no
+    ORM object to build and flush. The columns ``values`` leave out take the model's defaults
+    (SQLModel's defaults are the model's, not the table's), as building the object would."""
+    missing = model.model_fields.keys() - values.keys()
+    for name in missing:
+        values[name] = model.model_fields[name].get_default(call_default_factory=True)
+    table: Table = model.__table__  # type: ignore[attr-defined]  # SQLModel sets it on table models
+    session.connection().execute(insert_of(table), values)
 
 
 def ping(engine: Engine) -> None:

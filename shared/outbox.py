@@ -120,20 +120,19 @@ class Pending(NamedTuple):
     kv_key: str | None
 
 
-_TABLE = OutboxMessage.__table__  # type: ignore[attr-defined]  # SQLModel sets it on table models
 _COLUMNS = (
-    _TABLE.c.id, _TABLE.c.message_id, _TABLE.c.subject, _TABLE.c.payload, _TABLE.c.kv_bucket,
-    _TABLE.c.kv_key,
+    _OUTBOX.c.id, _OUTBOX.c.message_id, _OUTBOX.c.subject, _OUTBOX.c.payload, _OUTBOX.c.kv_bucket,
+    _OUTBOX.c.kv_key,
 )  # fmt: skip
-_PENDING = core_select(*_COLUMNS).where(_TABLE.c.published_at.is_(None)).order_by(_TABLE.c.id)
+_PENDING = core_select(*_COLUMNS).where(_OUTBOX.c.published_at.is_(None)).order_by(_OUTBOX.c.id)
 _SINCE = (
     core_select(*_COLUMNS)
-    .where(_TABLE.c.created_at >= bindparam("since"), _TABLE.c.id > bindparam("after"))
-    .order_by(_TABLE.c.id)
+    .where(_OUTBOX.c.created_at >= bindparam("since"), _OUTBOX.c.id > bindparam("after"))
+    .order_by(_OUTBOX.c.id)
 )
 _MARK_SENT = (
-    core_update(_TABLE)
-    .where(_TABLE.c.id.in_(bindparam("ids", expanding=True)), _TABLE.c.published_at.is_(None))
+    core_update(_OUTBOX)
+    .where(_OUTBOX.c.id.in_(bindparam("ids", expanding=True)), _OUTBOX.c.published_at.is_(None))
     .values(published_at=bindparam("now"))
 )
 

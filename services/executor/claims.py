@@ -30,9 +30,9 @@ from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, Session, SQLModel, col, select
 
-from services.executor.store import OrderRow, insert_row
+from services.executor.store import OrderRow
 from shared.contracts import FINAL_ORDER_STATUSES
-from shared.db import UtcDateTime, create_tables
+from shared.db import UtcDateTime, create_tables, insert_row
 from shared.money import utc_now
 
 HEARTBEAT_S = 3.0

@@ -5,20 +5,17 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from functools import cache
 from typing import Any
 
-from sqlalchemy import Insert, Row, bindparam, insert, update
+from sqlalchemy import Row, bindparam, update
 from sqlalchemy import select as sa_select
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from services.executor.orders import Advance, OrderIdentity, OrderState, fill_key
 from shared import subjects
 from shared.contracts import FINAL_ORDER_STATUSES, Fill, OrderEvent
-from shared.db import ExactDecimal, UtcDateTime
+from shared.db import ExactDecimal, InsertUnlessThere, UtcDateTime, insert_row
 from shared.money import utc_now
 from shared.outbox import OutboxMessage, stage
 
@@ -221,21 +218,6 @@ def order_of(session: Session, client_order_id: str) -> OrderRow | None:
 def status_of(session: Session, client_order_id: str) -> str | None:
     """The order's stored status (``None``: no such order), without loading the order."""
     return session.connection().execute(_STATUS_OF, {"cid": client_order_id}).scalar()
-
-
-@cache
-def _insert(model: type[SQLModel]) -> Insert:
-    return insert(model.__table__)  # type: ignore[attr-defined]  # SQLModel sets it on table models
-
-
-def insert_row(session: Session, model: type[SQLModel], **values: object) -> None:
-    """Insert one row at once, in the caller's transaction, with a statement compiled once: no
-    ORM object to build and flush. The columns ``values`` leave out take the model's defaults
-    (SQLModel's defaults are the model's, not the table's), as building the object would."""
-    missing = model.model_fields.keys() - values.keys()
-    for name in missing:
-        values[name] = model.model_fields[name].get_default(call_default_factory=True)
-    session.connection().execute(_insert(model), values)
 
 
 def pricing_of(session: Session, client_order_id: str) -> OrderPricingRow | None:
@@ -445,10 +427,7 @@ def _not_staged(session: Session, events: list[OrderEvent]) -> list[OrderEvent]:
 
 
 _SEQUENCES = BotSequenceRow.__table__  # type: ignore[attr-defined]  # SQLModel sets it
-_FIRST_SEQUENCE = {
-    dialect: insert(_SEQUENCES).values(bot_id=bindparam("bot"), last=0).on_conflict_do_nothing()
-    for dialect, insert in (("postgresql", postgresql_insert), ("sqlite", sqlite_insert))
-}
+_FIRST_SEQUENCE = InsertUnlessThere(_SEQUENCES, ["bot_id"])
 _DRAW_SEQUENCES = (
     update(_SEQUENCES)
     .where(_SEQUENCES.c.bot_id == bindparam("bot"))
@@ -465,8 +444,7 @@ def next_sequences(session: Session, bot_id: str, count: int = 1) -> int:
     connection, values = session.connection(), {"bot": bot_id, "count": count}
     last = connection.execute(_DRAW_SEQUENCES, values).scalar()
     if last is None:  # the bot's first events: its counter row is made (once, whoever races)
-        dialect = "postgresql" if connection.dialect.name == "postgresql" else "sqlite"
-        connection.execute(_FIRST_SEQUENCE[dialect], values)
+        _FIRST_SEQUENCE(session, {"bot_id": bot_id, "last": 0})
         last = connection.execute(_DRAW_SEQUENCES, values).scalar_one()
     return int(last) - count + 1
 

@@ -88,7 +88,6 @@ from services.executor.store import (
     apply,
     identity,
     identity_fields,
-    insert_row,
     intent_reason_of,
     open_orders,
     order_of,
@@ -101,6 +100,7 @@ from services.executor.trading import placement_block, record_state, states_for
 from shared.bots import LiveCatalog
 from shared.catalog import Catalog
 from shared.contracts import Fill, OrderApproved, OrderEvent, Reason, SafetyEvent
+from shared.db import insert_row
 from shared.logging import correlated, get_logger
 from shared.money import utc_now
 from shared.service import Service

@@ -23,8 +23,6 @@ from datetime import datetime
 from decimal import Decimal
 
 from sqlalchemy import Engine, bindparam, event, func, insert, or_, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from services.safety.breakers import ExitResult, Trip, stricter
@@ -43,7 +41,7 @@ from shared.contracts import (
     SafetyEvent,
     TradingState,
 )
-from shared.db import READ_ONLY, ExactDecimal, UtcDateTime
+from shared.db import READ_ONLY, ExactDecimal, InsertUnlessThere, UtcDateTime, insert_row
 from shared.money import utc_now
 from shared.outbox import stage
 
@@ -170,16 +168,14 @@ def serialise_sqlite_writers(engine: Engine) -> None:
 # -- locks and trading states ----------------------------------------------------------------
 
 
-def _insert_unless_there(session: Session, model: type[SQLModel], key: list[str], **values) -> None:
-    """Insert the row unless one with its key exists: two instances writing a new key at once
-    then wait for each other (the row lock that follows) instead of one failing on the key."""
-    dialect = session.get_bind().dialect.name
-    make = pg_insert if dialect == "postgresql" else sqlite_insert
-    session.execute(make(model).values(**values).on_conflict_do_nothing(index_elements=key))
+# Inserts unless the row is there: two instances writing a new key at once then wait for each
+# other (the row lock that follows) instead of one failing on the key.
+_NEW_SCOPE = InsertUnlessThere(TradingStateRow.__table__, ["scope"])
+_NEW_POSITION = InsertUnlessThere(PositionRow.__table__, ["bot_id", "mode"])
 
 
 def _ensure_row(session: Session, scope: str) -> None:
-    _insert_unless_there(session, TradingStateRow, ["scope"], scope=scope, state="active")
+    _NEW_SCOPE(session, {"scope": scope, "state": "active"})
 
 
 _LOCKED = (
@@ -307,9 +303,6 @@ def reset_due_breakers(
 # -- decisions ------------------------------------------------------------------------------
 
 
-_INSERT_DECISION = insert(DecisionRow.__table__)
-
-
 def save_decision(
     session: Session,
     message: OrderApproved | OrderRejected,
@@ -322,35 +315,28 @@ def save_decision(
     cost_per_unit = None
     if approved and intent.action == "exit" and position is not None and position.is_open:
         cost_per_unit = position.cost_basis / position.quantity
-    # A Core insert of every column (the defaults written out): building the ORM object and
-    # flushing it at commit cost more than the rest of storing the decision.
-    session.connection().execute(
-        _INSERT_DECISION,
-        {
-            "intent_id": intent.intent_id,
-            "bot_id": intent.bot_id,
-            "mode": message.mode,
-            "action": intent.action,
-            "approved": approved,
-            "client_order_id": message.client_order_id if approved else None,
-            "market_time": message.time,
-            "notional": decision.notional,
-            "base_size": intent.base_size,
-            "reference_price": intent.reference_price,
-            "cost_per_unit": cost_per_unit,
-            "reasons": json.dumps([r.model_dump() for r in decision.reasons]),
-            "adjustments": json.dumps([r.model_dump() for r in decision.adjustments]),
-            "counters": json.dumps(decision.counters.as_strings()),
-            "decided_at": message.decided_at,
-            "order_status": "approved" if approved else "rejected",
-            "final": not approved,
-            "final_at": None,
-            "filled_size": ZERO,
-            "last_fill_at": None,
-            "realized_pnl": None,
-            "counted": True,
-            "breaker_counted": True,
-        },
+    # A Core insert (the model's defaults for the rest): building the ORM object and flushing
+    # it at commit cost more than the rest of storing the decision.
+    insert_row(
+        session,
+        DecisionRow,
+        intent_id=intent.intent_id,
+        bot_id=intent.bot_id,
+        mode=message.mode,
+        action=intent.action,
+        approved=approved,
+        client_order_id=message.client_order_id if approved else None,
+        market_time=message.time,
+        notional=decision.notional,
+        base_size=intent.base_size,
+        reference_price=intent.reference_price,
+        cost_per_unit=cost_per_unit,
+        reasons=json.dumps([r.model_dump() for r in decision.reasons]),
+        adjustments=json.dumps([r.model_dump() for r in decision.adjustments]),
+        counters=json.dumps(decision.counters.as_strings()),
+        decided_at=message.decided_at,
+        order_status="approved" if approved else "rejected",
+        final=not approved,
     )
     family = subjects.ORDERS_APPROVED if approved else subjects.ORDERS_REJECTED
     stage(session, subjects.for_token(family, intent.bot_id), message)
@@ -405,10 +391,8 @@ def save_position(session: Session, update_: PositionUpdate) -> bool:
     stored = _first(session, _SEQUENCE, **key)
     if stored is None:
         # Every safety instance hears every update: the first of a bot's must not fail on the key.
-        _insert_unless_there(
-            session, PositionRow, ["bot_id", "mode"], **key, sequence=-1, is_open=False,
-            quantity=ZERO, cost_basis=ZERO, tranches=0,
-        )  # fmt: skip
+        _NEW_POSITION(session, key | {"sequence": -1, "is_open": False, "quantity": ZERO,
+                                      "cost_basis": ZERO, "tranches": 0})  # fmt: skip
         stored = _first(session, _SEQUENCE, **key)
     # An equal sequence is newer too: the ledger closes a position when an exit order finishes
     # without a new fill (dust), at the same fill count (the bucket delivers updates in order).

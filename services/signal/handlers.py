@@ -626,8 +626,7 @@ class SignalHandlers:
         """A tick's price kept (:meth:`take_price`), what follows it for each bot trading the
         product, in the bots' order: its stop on the exchange, its standing exits, then its
         strategy's verdict on the candle the tick closed, if any (``verdicts``, from
-        :func:`judge` on the same tick: made here, or ahead in another process by the
-        backtest, which is the same, as the strategy reads nothing that follows changes)."""
+        :func:`judge` on the same tick: the strategy reads nothing that follows changes)."""
         said = {verdict.bot_id: verdict for verdict in verdicts}
         for bot_id, running in self.bots.trading(tick.product_id):
             if running.config.stop_on_exchange:

@@ -10,7 +10,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from sqlalchemy import Engine, bindparam, event, select, update
+from sqlalchemy import Engine, bindparam, select, update
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session, SQLModel, create_engine
 
@@ -19,7 +19,7 @@ from shared.bots import BotState
 from shared.catalog import Bot
 from shared.db import create_tables
 from shared.money import utc_now
-from shared.outbox import OutboxMessage
+from shared.outbox import OutboxMessage, staged_in
 
 T = TypeVar("T")
 
@@ -30,18 +30,7 @@ def memory_engine(tables: list[type[SQLModel]]) -> Engine:
         "sqlite://", connect_args={"check_same_thread": False}, poolclass=StaticPool
     )
     create_tables(engine, [OutboxMessage, *tables])
-    event.listen(engine, "after_execute", _note_staged)
     return engine
-
-
-_staged_in: set[Engine] = set()
-"""Engines whose outbox got a message since their store last drained it."""
-
-
-def _note_staged(connection, statement, *_args) -> None:
-    # Any insert into the outbox: ``stage``'s Core insert, or a flushed ORM object.
-    if getattr(statement, "table", None) is _OUTBOX and getattr(statement, "is_insert", False):
-        _staged_in.add(connection.engine)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,11 +63,15 @@ class MemoryStore:
     def __init__(self, tables: list[type[SQLModel]]):
         self.engine = memory_engine(tables)
         self._drained = 0
+        self._staged = False
+        """Whether a transaction staged a message since the last drain (as the service's
+        ``transact`` wakes its relay: what ``shared.outbox.stage`` marks on the session)."""
 
     async def transact(self, change: Callable[[Session], T]) -> T:
         with Session(self.engine, expire_on_commit=False) as session:
             result = change(session)
             session.commit()
+            self._staged = self._staged or staged_in(session)
             return result
 
     async def read(self, query: Callable[[Session], T]) -> T:
@@ -86,9 +79,9 @@ class MemoryStore:
             return query(session)
 
     def drain(self) -> list[Staged]:
-        if self.engine not in _staged_in:
+        if not self._staged:
             return []  # nothing staged: no query (the backtest asks after every handler)
-        _staged_in.discard(self.engine)
+        self._staged = False
         # Core statements (compiled once, cached by SQLAlchemy), no ORM objects: the rows are
         # read for their subject and payload only, and marked sent as the relay marks them.
         with self.engine.begin() as connection:

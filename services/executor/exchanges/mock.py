@@ -32,10 +32,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_DOWN, ROUND_UP, Decimal
-from functools import cache
 from typing import Literal
 
-from sqlalchemy import Engine, Insert, Table, bindparam, insert
+from sqlalchemy import Engine, bindparam
 from sqlalchemy import select as sa_select
 from sqlmodel import Field, Session, SQLModel, col, select
 
@@ -57,7 +56,7 @@ from services.executor.exchanges.mock_stops import (
 from services.executor.orders import ExchangeFill, convert_fill, fee_for
 from shared.catalog import Product
 from shared.contracts import Fill, Reason, Side
-from shared.db import ExactDecimal, UtcDateTime, create_tables
+from shared.db import ExactDecimal, UtcDateTime, create_tables, insert_of
 
 MOCK_NAMESPACE = uuid.UUID("9a4f3e6b-2c1d-4e8f-a7b6-5c4d3e2f1a09")
 FAULTS = ("reject", "rate_limit", "server_error", "timeout_after_place")
@@ -165,13 +164,8 @@ def _insert_new(session: Session) -> None:
         table = type(row).__table__
         session.expunge(row)
         session.connection().execute(
-            _insert_of(table), {column.key: getattr(row, column.key) for column in table.columns}
+            insert_of(table), {column.key: getattr(row, column.key) for column in table.columns}
         )
-
-
-@cache
-def _insert_of(table: Table) -> Insert:
-    return insert(table)
 
 
 def _by_exchange_id(session: Session, exchange_order_id: str) -> MockOrderRow:
