@@ -104,7 +104,9 @@ STALE = Gauge(
 
 def build(settings: SignalSettings) -> Service:
     order_events = settings.order_event_verifier()
-    safety_events = settings.safety_verifier("it flattens or resumes a bot only as safety says")
+    safety_events = settings.safety_verifier(
+        "it flattens, resumes or asks a refused stop again only as safety says"
+    )
     service = Service(settings, TABLES)
     log = service.log
     try:
