@@ -922,7 +922,11 @@ class Executor:
 
     async def on_safety_event(self, event: SafetyEvent) -> list[str]:
         """Keep the trading state it sets; a halt cancels the open orders it covers
-        (``reducing``: the entries); returns them. Only for events safety signed (app.py)."""
+        (``reducing``: the entries); returns them. Only for events safety signed (app.py).
+        An event that sets no state (a limit reached, a breach told) changes nothing here and
+        reads nothing: the backtest hears one for most rejections."""
+        if event.state is None:
+            return []
         if await self.service.transact(lambda session: record_state(session, event)):
             log.info("trading_state.changed", scope=event.bot_id or "*", state=event.state)
 

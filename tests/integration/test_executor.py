@@ -109,10 +109,15 @@ class Harness:
         await asyncio.sleep(0.1)
 
     async def halt(
-        self, bot: str | None, n: int = 1, state: str = "halted", sign: bool = True
+        self,
+        bot: str | None,
+        n: int = 1,
+        state: str | None = "halted",
+        sign: bool = True,
+        code: str = "HALT",
     ) -> None:
         event = SafetyEvent(
-            message_id=f"halt-{n}", correlation_id=f"halt-{n}", time=MARKET[0], code="HALT",
+            message_id=f"halt-{n}", correlation_id=f"halt-{n}", time=MARKET[0], code=code,
             message="operator pressed the kill switch", bot_id=bot, state=state,
             caused_by="operator",
         )  # fmt: skip
@@ -290,6 +295,26 @@ async def test_a_halt_cancels_the_open_orders_it_covers_and_reports_each(harness
         (cancelled,) = [e for e in await harness.events(cid) if e["status"] == "cancelled"]
         assert cancelled["reason"]["code"] == "HALT"
         assert "kill switch" in cancelled["reason"]["message"]
+
+
+async def test_a_limit_reached_event_sets_no_state_and_cancels_nothing(harness: Harness) -> None:
+    """Safety tells of most rejections with a stateless event (LIMIT_REACHED): the bot's resting
+    order stays, and no trading state is recorded for it."""
+    await harness.approve(
+        approval(
+            8, order_type="limit", limit_price=Decimal("0.08"), quote_size=None,
+            base_size=Decimal("0.2"),
+        )
+    )  # fmt: skip
+    await until(final(harness, "c-8", "open"), what="c-8 resting")
+    await asyncio.sleep(0.3)  # the safety consumer exists (it only takes new events)
+    await harness.halt(BOT, n=1, state=None, code="LIMIT_REACHED")
+    await harness.halt("another-bot", n=2)  # handled after the first: the consumer is ordered
+    await until(lambda: harness.trading_state("another-bot") == "halted", what="barrier")
+    assert harness.trading_state(BOT) is None
+    assert "cancelled" not in await harness.statuses("c-8")
+    order = harness.order("c-8")
+    assert order is not None and order.status == "open"
 
 
 async def test_a_restart_resumes_every_open_order_and_adopts_ours_it_did_not_know(

@@ -119,14 +119,21 @@ class FixedBots:
     """The signal service's roster for bots that do not change during the run."""
 
     running: dict[str, RunningBot] = field(default_factory=dict)
+    _trading: dict[str, list[tuple[str, RunningBot]]] = field(default_factory=dict)
+    """Per product, its bots in the roster's order: asked twice a tick, changed only by add."""
 
     def add(self, bot_id: str, bot: Bot, status: str = "active") -> RunningBot:
         running = RunningBot(BotState(bot_id, bot, status, 1), runtime_for(bot_id, bot))  # type: ignore[arg-type]  # status is a BotStatus literal; callers pass one
         self.running[bot_id] = running
+        self._trading.clear()
         return running
 
     def get(self, bot_id: str) -> RunningBot | None:
         return self.running.get(bot_id)
 
     def trading(self, product_id: str) -> list[tuple[str, RunningBot]]:
-        return [(b, r) for b, r in self.running.items() if r.config.product_id == product_id]
+        found = self._trading.get(product_id)
+        if found is None:
+            found = [(b, r) for b, r in self.running.items() if r.config.product_id == product_id]
+            self._trading[product_id] = found
+        return found
