@@ -8,6 +8,7 @@ from sqlmodel import Session
 
 from services.ledger.accounting import Allocation
 from services.ledger.booking import recompute
+from services.ledger.positions import as_message
 from services.ledger.store import (
     Conflict,
     add_fills,
@@ -36,8 +37,13 @@ def book_order_event(
     if isinstance(sorted_, Conflict):
         session.rollback()  # nothing of this event is booked
         return sorted_
-    held = PositionUpdate.model_validate_json(stored) if stored and sorted_.new else None
-    if held is not None and held.status == "open" and held.product_id != body.product_id:
+    held = PositionUpdate.model_validate_json(stored) if stored else None
+    if (
+        sorted_.new
+        and held is not None
+        and held.status == "open"
+        and (held.product_id != body.product_id)
+    ):
         raise InvalidMessage(  # rolls the transaction back: nothing is booked
             Reason(
                 code="PRODUCT_MISMATCH",
@@ -63,7 +69,8 @@ def book_order_event(
     )
     if booked is None:
         return None  # an exit order finished with no fill booked for the bot
-    save_position(session, booked.position)
+    position = as_message(booked.position, held)
+    save_position(session, position)
     if booked.breach is not None:
         stage(session, subjects.for_token(subjects.LEDGER_BREACHES, body.bot_id), booked.breach)
-    return booked.position, booked.breach, len(sorted_.new)
+    return position, booked.breach, len(sorted_.new)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from decimal import Decimal
 
@@ -78,3 +79,49 @@ def position_message(
         ],
         **common,
     )
+
+
+# What a trader reads; message ids, correlation and the event that triggered it are bookkeeping.
+COMPARED = (
+    "status", "quantity", "average_entry_price", "break_even_price", "cost_basis", "realized_pnl",
+    "realized_pnl_total", "fees_paid", "tranches", "sequence", "tranche_breach",
+)  # fmt: skip
+
+
+def differences(stored: PositionUpdate | None, fresh: PositionUpdate) -> list[tuple[str, str, str]]:
+    """What a trader would read differently in ``fresh`` than in ``stored``: (field, stored,
+    fresh) for each such field."""
+    if stored is None:
+        return [("position", "missing", fresh.status)]
+    found = []
+    for name in COMPARED:
+        old, new = getattr(stored, name), getattr(fresh, name)
+        if old != new:
+            found.append((name, str(old), str(new)))
+    return found
+
+
+_SAME_COUNT = re.compile(r"-r(?:ebuilt-|\d)")
+_REVISION = re.compile(r"-r(\d+)")
+
+
+def as_message(fresh: PositionUpdate, stored: PositionUpdate | None) -> PositionUpdate:
+    """``fresh`` as the message to store and publish, beside the ``stored`` one it follows.
+
+    Its id names the fill count (and the exits finished), so books that change at the same
+    count, a late earlier event having moved a fill to the place it happened, would repeat the
+    stored message's id: the outbox and the stream drop a repeated id, and every reader would
+    keep the stale books. Such a position is a revision, ``-r<n>``, with an id of its own; one
+    that changes nothing a trader reads is the stored message itself (nothing new to tell)."""
+    if stored is None:
+        return fresh
+    base = fresh.message_id
+    tail = stored.message_id[len(base) :] if stored.message_id.startswith(base) else None
+    if tail is None or not (tail == "" or _SAME_COUNT.match(tail)):
+        return fresh  # another fill count or exit count: an id of its own already
+    if not differences(stored, fresh):
+        return stored
+    revision = max((int(n) for n in _REVISION.findall(tail)), default=0) + 1
+    message_id = f"{base}-r{revision}"
+    correlation_id = message_id if fresh.correlation_id == base else fresh.correlation_id
+    return fresh.model_copy(update={"message_id": message_id, "correlation_id": correlation_id})

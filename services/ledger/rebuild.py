@@ -12,6 +12,7 @@ from sqlmodel import Session
 
 from services.ledger.accounting import Allocation, Position
 from services.ledger.booking import recompute
+from services.ledger.positions import differences
 from services.ledger.store import (
     bots_with_fills,
     fills_of,
@@ -20,14 +21,8 @@ from services.ledger.store import (
 )
 from shared.bots import LiveCatalog
 from shared.catalog import Catalog
-from shared.contracts import Mode, PositionUpdate
+from shared.contracts import Mode
 from shared.money import utc_now
-
-# What a trader reads; message ids, correlation and the event that triggered it are bookkeeping.
-COMPARED = (
-    "status", "quantity", "average_entry_price", "break_even_price", "cost_basis", "realized_pnl",
-    "realized_pnl_total", "fees_paid", "tranches", "sequence", "tranche_breach",
-)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -37,17 +32,6 @@ class Difference:
     field: str
     stored: str
     recomputed: str
-
-
-def differences(stored: PositionUpdate | None, fresh: PositionUpdate) -> list[tuple[str, str, str]]:
-    if stored is None:
-        return [("position", "missing", fresh.status)]
-    found = []
-    for name in COMPARED:
-        old, new = getattr(stored, name), getattr(fresh, name)
-        if old != new:
-            found.append((name, str(old), str(new)))
-    return found
 
 
 def mixed_products(rows: Sequence[Row], current: Position | None) -> str:

@@ -20,7 +20,7 @@ from services.ledger.handling import book_order_event
 from services.ledger.schema import migrate
 from services.ledger.store import LedgerOrderRow, fills_of, position_of
 from shared.catalog import load_catalog
-from shared.contracts import Fill, OrderEvent
+from shared.contracts import Fill, OrderEvent, PositionUpdate
 from shared.db import make_engine
 from shared.outbox import OutboxMessage
 
@@ -65,6 +65,12 @@ def staged(engine: Engine) -> list[str]:
         return list(session.exec(query))
 
 
+def published(engine: Engine, message_id: str) -> PositionUpdate:
+    with Session(engine) as session:
+        query = select(OutboxMessage.payload).where(OutboxMessage.message_id == message_id)
+        return PositionUpdate.model_validate_json(session.exec(query).one())
+
+
 def test_a_redelivered_event_books_nothing_and_stages_nothing(engine: Engine) -> None:
     buy = order_event(1, "o-1", "buy", "filled", [fill("b1", "1", "10")])
     assert book(engine, buy) is not None
@@ -97,6 +103,25 @@ def test_a_late_earlier_event_moves_its_fill_to_the_place_it_happened(engine: En
         assert position_of(session, "h-1", "mock") == position
         places = {row.trade_id: row.sequence for row in fills_of(session, "h-1", "mock")}
     assert places == {"b1": 1, "s1": 2, "b2": 3}
+    # The corrected books are told, under an id of their own (at the same fill count, the id
+    # the first books went out with would be dropped as a duplicate, and every reader would
+    # keep the realized loss of 3 that never happened), and the bucket gets them too.
+    assert staged(engine)[-2:] == ["position-mock-h-1-3-x1-r1", "kv-position-mock-h-1-3-x1-r1"]
+    assert published(engine, "position-mock-h-1-3-x1-r1") == position
+    assert published(engine, "kv-position-mock-h-1-3-x1-r1") == position
+    # The same late event again changes nothing and tells nothing.
+    assert book(engine, late) is None
+    assert staged(engine)[-1] == "kv-position-mock-h-1-3-x1-r1"
+
+
+def test_a_late_event_that_changes_no_books_tells_nothing_new(engine: Engine) -> None:
+    book(engine, order_event(3, "o-1", "buy", "filled", [fill("b1", "1", "10")]))
+    before = staged(engine)
+    # An earlier event of the same order with the same fill: its place moves, the books don't.
+    earlier = order_event(2, "o-1", "buy", "partially_filled", [fill("b1", "1", "10")])
+    outcome = book(engine, earlier)
+    assert outcome is not None and outcome[0].message_id == "position-mock-h-1-1"
+    assert staged(engine) == before
 
 
 def test_a_status_after_the_final_one_changes_nothing(engine: Engine) -> None:

@@ -16,6 +16,7 @@ from sqlmodel import Session
 
 from services.ledger.app import build
 from services.ledger.config import LedgerSettings
+from services.ledger.positions import differences
 from services.ledger.rebuild import rebuild
 from services.ledger.store import PositionRow
 from shared import subjects
@@ -195,6 +196,40 @@ async def test_a_fill_is_booked_once_however_often_it_arrives(ledger: Ledger) ->
         return [p["sequence"] for p in published]
 
     assert await settled(sequences, [1, 2]) == [1, 2]
+
+
+async def test_books_corrected_by_a_late_earlier_event_reach_every_reader(ledger: Ledger) -> None:
+    """The sell's first event arrives last: the ledger books the sell where it happened and the
+    corrected books (realized +2, not -3) are what the stream, the bucket and the API say."""
+    buy_1, sell, buy_2 = (
+        event(1, "buy", "10", "1").model_copy(update={"sequence": 1}),
+        event(2, "sell", "12", "1").model_copy(update={"sequence": 5}),
+        event(3, "buy", "20", "1").model_copy(update={"sequence": 3}),
+    )
+    for sent in (buy_1, sell, buy_2):
+        await ledger.send(sent)
+    before = await ledger.position("l-1", sequence=3)
+    assert Decimal(before["position"]["realized_pnl_total"]) == -3  # b1, b2, then s1 pro rata
+    late = sell.model_copy(
+        update={"message_id": "sell-partial", "status": "partially_filled", "sequence": 2}
+    )
+    await ledger.send(late)
+
+    async def told() -> list[str]:
+        published = await stream_subjects(
+            ledger.nc, "TRANCHE_LEDGER", "tranche.ledger.positions.l-1"
+        )
+        return [p["realized_pnl_total"] for p in published]
+
+    # b1; b1 s1 (+2, flat); b1 b2 s1 (-3: the sell booked after b2); b1 s1 b2, told again.
+    assert await settled(told, ["0", "2", "-3", "2"]) == ["0", "2", "-3", "2"]
+    answer = (await ledger.http.get("/positions/l-1", params={"mode": "mock"})).json()
+    bucket = await ledger.nc.jetstream().key_value("tranche_positions")
+    in_bucket = PositionUpdate.model_validate_json((await bucket.get("l-1")).value)
+    # What a trader reads is the same everywhere (the API recomputes, with ids of its own).
+    assert differences(PositionUpdate.model_validate(answer["position"]), in_bucket) == []
+    assert in_bucket.realized_pnl_total == 2 and in_bucket.quantity == 1
+    assert in_bucket.average_entry_price == 20
 
 
 async def test_a_fill_before_its_submitted_event_is_booked(ledger: Ledger) -> None:
