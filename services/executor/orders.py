@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, ROUND_UP, Decimal
+from typing import cast, get_args
 
 from services.executor.states import (
     NEW,
@@ -43,6 +44,7 @@ from shared.contracts import (
     Reason,
     SafetyEvent,
     Side,
+    TradeType,
 )
 
 PARTIALLY_FILLED_OR_EARLIER = (NEW, SUBMITTED, OPEN, UNKNOWN_AT_EXCHANGE)
@@ -74,7 +76,20 @@ class ExchangeFill:
     """Coinbase's unique id of this fill record (``trade_id`` repeats for adjustments)."""
     trade_type: str = "FILL"
     """As the exchange sent it: ``FILL``, ``REVERSAL`` (undoes an earlier fill), ``CORRECTION``
-    or ``SYNTHETIC``; anything else is read as ``FILL`` by :func:`convert_fill`."""
+    or ``SYNTHETIC`` (:data:`TRADE_TYPES`); the executor books no report with any other
+    (:func:`unrecognised_fills`)."""
+
+
+TRADE_TYPES: tuple[str, ...] = get_args(TradeType)
+"""The fill records Coinbase documents, and the ledger books."""
+
+
+def unrecognised_fills(fills: list[ExchangeFill]) -> list[ExchangeFill]:
+    """The fills of a type the executor does not know. Booking one as a plain fill could count
+    what undoes a trade as a trade (a reversal that moved the position the wrong way): the
+    order's report is refused instead, with an alert, and asked again (fail closed: the order
+    stays in flight, so safety approves no new entry of the bot while an operator looks)."""
+    return [fill for fill in fills if fill.trade_type.upper() not in TRADE_TYPES]
 
 
 def convert_fill(fill: ExchangeFill, size_includes_fee: bool = False) -> Fill:
@@ -95,9 +110,9 @@ def convert_fill(fill: ExchangeFill, size_includes_fee: bool = False) -> Fill:
         liquidity="maker" if fill.liquidity_indicator.upper() == "MAKER" else "taker",
         time=fill.trade_time,
         entry_id=fill.entry_id,
-        trade_type=fill.trade_type.upper()
-        if fill.trade_type.upper() in ("FILL", "REVERSAL", "CORRECTION", "SYNTHETIC")
-        else "FILL",
+        # One of TRADE_TYPES: callers refuse the others first (unrecognised_fills); Fill
+        # validates it all the same.
+        trade_type=cast(TradeType, fill.trade_type.upper()),
     )
 
 

@@ -57,6 +57,7 @@ from services.executor.orders import (
     refusal_event,
     refusal_reason,
     size_order,
+    unrecognised_fills,
 )
 from services.executor.polling import Due, RequestBudget
 from services.executor.products import ProductRules, above_maximum, tradable_refusal
@@ -118,8 +119,8 @@ LOST_ORDERS = Gauge(
 )
 STATUS_ALERTS = Counter(
     "tranche_executor_status_alerts_total",
-    "Exchange reports the state machine refused with an alert (an unknown status, a final "
-    "order contradicted)",
+    "Exchange reports refused with an alert (an unknown status, a final order contradicted, a "
+    "fill of an unknown type)",
     ["code"],
 )
 LOOKBACK = timedelta(minutes=10)  # how far before its record an order is looked up by id
@@ -739,6 +740,18 @@ class Executor:
                 order.client_order_id, "get_fills", self.exchange.fills,
                 answer.exchange_order_id,
             )  # fmt: skip
+        unknown = unrecognised_fills(fetched)
+        if unknown:
+            STATUS_ALERTS.labels("UNRECOGNISED_FILL").inc()
+            log.error(
+                "order.fill_alert",
+                code="UNRECOGNISED_FILL",
+                exchange_status=answer.status,
+                fills=[f"{fill.trade_id}:{fill.trade_type}"[:80] for fill in unknown[:5]],
+                reason="a fill record of a type the executor does not know: the report is not "
+                "booked, the order stays in flight and is asked again",
+            )
+            return False, order
         reason = None
         if answer.status == "FAILED":
             code, _, message = (answer.reject_reason or "EXCHANGE_FAILED").partition(": ")

@@ -9,6 +9,7 @@ import asyncio
 from decimal import Decimal
 
 import pytest
+from prometheus_client import REGISTRY
 
 from services.executor.exchanges.base import OrderRefused, OrderRequest
 from services.executor.orders import convert_fill
@@ -113,13 +114,19 @@ def test_adjusted_fills_carry_entry_id_and_trade_type(
     assert coinbase.get(placed.exchange_order_id).filled_size == Decimal("0.004")
 
 
-async def test_the_executor_reports_a_reversal_and_a_queued_cancel(live: Live) -> None:
-    cid = await live.approve(7)
+async def partly_filled(live: Live, n: int) -> tuple[str, str]:
+    """A resting limit buy of 0.01 with 0.004 filled, once the executor says so: (cid, order id)."""
+    cid = await live.approve(n)
     row = await live.resting(cid)
     order_id = row.exchange_order_id
     assert order_id is not None
     live.standin.fill(order_id, "0.004")
     await eventually(lambda: live.order(cid).status == "partially_filled", what="filled part")  # type: ignore[union-attr]
+    return cid, order_id
+
+
+async def test_the_executor_reports_a_reversal_and_a_queued_cancel(live: Live) -> None:
+    cid, order_id = await partly_filled(live, 7)
     live.standin.adjust(order_id, "REVERSAL")
 
     async def reversed_() -> bool:
@@ -131,6 +138,32 @@ async def test_the_executor_reports_a_reversal_and_a_queued_cancel(live: Live) -
     live.standin.set_status(order_id, "UNKNOWN_ORDER_STATUS")
     await asyncio.sleep(1)
     assert live.order(cid).status == "pending_cancel"  # type: ignore[union-attr]
+
+
+async def test_a_fill_record_of_an_undocumented_type_is_never_booked_and_holds_the_order(
+    live: Live,
+) -> None:
+    """A fill record whose trade_type Coinbase does not document was booked as a plain fill
+    (what undoes a trade could count as one). Now the report is refused with an alert: the order
+    keeps what it had, stays in flight (safety approves no new entry of the bot meanwhile) and
+    no event tells the record or a final status."""
+    alerts = {"code": "UNRECOGNISED_FILL"}
+    cid, order_id = await partly_filled(live, 9)
+    before = REGISTRY.get_sample_value("tranche_executor_status_alerts_total", alerts) or 0
+    live.standin.adjust(order_id, "LIQUIDATION")
+    live.standin.fill(order_id, "0.006")  # the rest fills: Coinbase says FILLED
+    await eventually(
+        lambda: (
+            (REGISTRY.get_sample_value("tranche_executor_status_alerts_total", alerts) or 0)
+            >= before + 2
+        ),
+        what="the record refused with an alert, poll after poll",
+    )
+    held = live.order(cid)
+    assert held is not None and held.status == "partially_filled"
+    assert held.filled_size == Decimal("0.004")
+    told = [status for status, _ in await live.statuses(cid)]
+    assert told == ["submitted", "open", "partially_filled"]
 
 
 @pytest.mark.parametrize("fee_inside", [False, True])

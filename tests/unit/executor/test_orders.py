@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from pydantic import ValidationError
 
 from services.executor.orders import (
     NEW,
@@ -25,6 +26,7 @@ from services.executor.orders import (
     refusal_event,
     refusal_reason,
     size_order,
+    unrecognised_fills,
 )
 from shared.catalog import Product
 from shared.contracts import Fill, OrderApproved, Reason, SafetyEvent, TradeIntent
@@ -81,6 +83,21 @@ def test_a_fill_sized_in_quote_is_converted_to_base(size: str, in_quote: bool, b
 def test_a_maker_fill_says_maker() -> None:
     fill = convert_fill(ExchangeFill("t", Decimal(1), Decimal(1), False, Decimal(0), "MAKER", NOW))
     assert fill.liquidity == "maker"
+
+
+def test_fill_records_of_an_undocumented_type_are_found_and_never_converted() -> None:
+    def record(trade_type: str) -> ExchangeFill:
+        return ExchangeFill("t", D(1), D(1), False, D(0), "TAKER", NOW, "e", trade_type)
+
+    known = [record(kind) for kind in ("FILL", "reversal", "CORRECTION", "SYNTHETIC")]
+    odd = [record("LIQUIDATION"), record("UNKNOWN_TRADE_TYPE"), record("")]
+    assert unrecognised_fills(known + odd) == odd
+    assert [convert_fill(fill).trade_type for fill in known] == [
+        "FILL", "REVERSAL", "CORRECTION", "SYNTHETIC"
+    ]  # fmt: skip
+    for fill in odd:
+        with pytest.raises(ValidationError):
+            convert_fill(fill)  # never read as a plain fill
 
 
 # -- sizing ---------------------------------------------------------------------------------------
