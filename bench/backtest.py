@@ -2,6 +2,7 @@
 
     python -m bench.backtest                 # both; the replay of the whole file takes a minute+
     python -m bench.backtest --no-replay     # the backtest only
+    python -m bench.backtest --no-replay --split   # and where one bot's CPU time goes
     make bench-backtest
 
 Prints candles (ticks) per second (of the wall clock, and of the process's CPU time, which other
@@ -25,7 +26,9 @@ from rich.table import Table
 
 from shared.catalog import load_catalog
 from tranche.backtest.cli import quiet_logs
-from tranche.backtest.engine import Run, run_backtest
+from services.signal.handlers import judge
+from tranche.backtest.engine import Run, file_ticks, merged, run_backtest
+from tranche.backtest.inprocess import FixedBots
 from tranche.backtest.parity import of_bots
 from tranche.journal import fingerprint
 from tranche.replay import replay_stack, run_replay
@@ -45,10 +48,46 @@ def backtest(files: list[tuple[str, Path]], bots: list[str] | None) -> tuple[Run
     return run, time.process_time() - started
 
 
+def split(files: list[tuple[str, Path]], bots: list[str], run_cpu: float) -> Table:
+    """Where a backtest's CPU time goes: reading the files into ticks, the strategy's part
+    (``judge``: candles, signals, confirmation; pure, it reads only the ticks), and the rest
+    (what follows each tick in the signal service, and the services' work on the signals,
+    intents, orders and fills), beside what the issue's 20,000 ticks per second allows."""
+    catalog = load_catalog(None)
+    started = time.process_time()
+    ticks = list(merged(file_ticks(path, product) for product, path in files))
+    read = time.process_time() - started
+    roster = FixedBots()
+    for bot_id in bots:
+        roster.add(bot_id, catalog.bots[bot_id])
+    started = time.process_time()
+    for tick in ticks:
+        judge(roster, tick)
+    judged = time.process_time() - started
+    table = Table(title=f"where the CPU time of one bot's backtest goes ({len(ticks):,} ticks)")
+    for column in ("part", "cpu s", "µs a tick", "share"):
+        table.add_column(column, no_wrap=True)
+    parts = (
+        ("reading the file", read),
+        ("the strategy (judge)", judged),
+        ("the rest: follow-up and the services' work", run_cpu - read - judged),
+        ("the whole run", run_cpu),
+        ("20,000 ticks/s allows", len(ticks) / 20_000),
+    )
+    for name, cpu in parts:
+        table.add_row(
+            name, f"{cpu:.2f}", f"{cpu / len(ticks) * 1e6:.1f}", f"{cpu / run_cpu:.0%}"
+        )
+    return table
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--no-replay", action="store_true", help="skip the service replay")
     parser.add_argument("--rounds", type=int, default=3, help="backtest runs each (best kept)")
+    parser.add_argument(
+        "--split", action="store_true", help="also show where one bot's CPU time goes"
+    )
     args = parser.parse_args()
     quiet_logs()
     console = Console()
@@ -94,6 +133,8 @@ def main() -> None:
             + ("the same journal" if ours == theirs else f"BROKEN ({ours} != {theirs})")
         )
     console.print(table)
+    if args.split:
+        console.print(split([("ETH-BTC", ETH)], [BOT], one_cpu))
 
 
 if __name__ == "__main__":
