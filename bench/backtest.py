@@ -24,9 +24,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from services.signal.handlers import judge
 from shared.catalog import load_catalog
 from tranche.backtest.cli import quiet_logs
-from services.signal.handlers import judge
 from tranche.backtest.engine import Run, file_ticks, merged, run_backtest
 from tranche.backtest.inprocess import FixedBots
 from tranche.backtest.parity import of_bots
@@ -75,9 +75,7 @@ def split(files: list[tuple[str, Path]], bots: list[str], run_cpu: float) -> Tab
         ("20,000 ticks/s allows", len(ticks) / 20_000),
     )
     for name, cpu in parts:
-        table.add_row(
-            name, f"{cpu:.2f}", f"{cpu / len(ticks) * 1e6:.1f}", f"{cpu / run_cpu:.0%}"
-        )
+        table.add_row(name, f"{cpu:.2f}", f"{cpu / len(ticks) * 1e6:.1f}", f"{cpu / run_cpu:.0%}")
     return table
 
 
