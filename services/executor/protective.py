@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Final
 
-from sqlalchemy import Row, bindparam
+from sqlalchemy import Row, bindparam, union_all
 from sqlalchemy import select as sa_select
 from sqlmodel import Field, Session, SQLModel, col, select
 
-from services.executor.store import FillRow, OrderRow
+from services.executor.store import FillEntryRow, FillRow, OrderRow
 from shared.contracts import FINAL_ORDER_STATUSES, Reason
 from shared.db import ExactDecimal
 from shared.stops import HeldStop, live_status
@@ -85,10 +85,16 @@ _LIVE_SELLS = sa_select(
     _ORDERS.c.client_order_id != bindparam("cid"),
     _ORDERS.c.status.not_in(list(FINAL_ORDER_STATUSES)),
 )
-_STOP_FILLED_SINCE = (
-    sa_select(_ORDERS.c.client_order_id)
-    .join(_FILLS, _FILLS.c.client_order_id == _ORDERS.c.client_order_id)
-    .where(*_OF_THE_BOT, _ORDERS.c.order_type == STOP, _FILLS.c.time >= bindparam("since"))
+_ENTRIES = FillEntryRow.__table__  # type: ignore[attr-defined]  # SQLModel sets __table__ on table models
+_STOP_FILLED_SINCE = union_all(
+    *(
+        sa_select(_ORDERS.c.client_order_id)
+        .join(fills, fills.c.client_order_id == _ORDERS.c.client_order_id)
+        .where(*_OF_THE_BOT, _ORDERS.c.order_type == STOP, fills.c.time >= bindparam("since"))
+        # Both tables a fill may be in: Coinbase's and the mock's fills carry an entry id and
+        # are kept in executor_fill_entries_v1; only fills without one in executor_fills_v1.
+        for fills in (_FILLS, _ENTRIES)
+    )
 )
 
 

@@ -13,9 +13,10 @@ import pytest
 from services.executor.exchanges.base import OrderRefused, OrderRequest
 from services.executor.orders import convert_fill
 from shared.contracts import Reason
+from shared.money import utc_now
 from tests.support.coinbase_standin import PREFIX, STOP_LIMIT, ApiKey, CoinbaseStandIn
+from tests.support.live_executor import Live, start_live, stop_live
 from tests.support.live_executor import coinbase_adapter as adapter
-from tests.support.live_executor import start_live, stop_live
 from tests.support.waiting import eventually
 
 
@@ -111,3 +112,40 @@ async def test_a_stop_that_fills_while_the_executor_is_down_is_booked_on_restart
         assert len([o for o in standin.orders.values() if o.client_order_id.endswith(cid)]) == 1
     finally:
         await stop_live(live)
+
+
+async def test_a_sell_decided_before_the_stop_filled_is_refused_never_a_second_sale(
+    live: Live,
+) -> None:
+    """The signal decides to sell the holding while its stop rests; the market falls through
+    the stop before the sell reaches the executor: the exchange sold the holding, and the sell,
+    sized from a holding no longer there, is refused (STOP_FILLED_FIRST), not placed. Coinbase's
+    fills carry an entry id and are kept in their own table, which the check did not read: the
+    exchange sold 0.02 of a 0.01 holding."""
+    stop = await live.approve(
+        1, action="exit", side="sell", base_size=Decimal("0.01"), order_type="stop_limit",
+        limit_price=Decimal("47800"), stop_price=Decimal("48000"),
+        reason=Reason(code="STOP_ON_EXCHANGE", message="protective stop"),
+    )  # fmt: skip
+    await live.resting(stop)
+    decided = utc_now()  # the signal decides to sell the whole holding while the stop rests
+    assert live.standin.move("47900")  # then the exchange sells it through the stop
+
+    async def stop_filled():
+        row = live.order(stop)
+        return row if row is not None and row.status == "filled" else None
+
+    await eventually(stop_filled, timeout=15, what="the stop booked filled")
+    sell = await live.approve(
+        2, decided_at=decided, action="exit", side="sell", base_size=Decimal("0.01"),
+        order_type="market", limit_price=None,
+        reason=Reason(code="SIGNAL", message="signal exit"),
+    )  # fmt: skip
+    settled = await live.settled(sell)
+    assert settled.status == "failed"
+    assert (live.reason(sell) or {}).get("code") == "STOP_FILLED_FIRST"
+    sold = sum(
+        (o.filled_size for o in live.standin.orders.values() if o.side == "SELL"), Decimal(0)
+    )
+    assert sold == Decimal("0.01")
+    assert live.requests("POST", f"{PREFIX}/orders") == 1  # the stop only

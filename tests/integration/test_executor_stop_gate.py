@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import pytest
 from sqlmodel import Session
 
 from services.executor.protective import (
@@ -17,7 +18,7 @@ from services.executor.protective import (
     held_stops,
     sell_gate,
 )
-from services.executor.store import TABLES, FillRow, OrderRow
+from services.executor.store import TABLES, FillEntryRow, FillRow, OrderRow
 from services.executor.tables import SERVICE_TABLES
 from shared.db import create_tables
 
@@ -33,7 +34,9 @@ def order(cid: str, side: str = "sell", order_type: str = STOP, status: str = "o
     )  # fmt: skip
 
 
-def gate(engine, rows: list[OrderRow], subject: OrderRow, fills: tuple[FillRow, ...] = ()):
+def gate(
+    engine, rows: list[OrderRow], subject: OrderRow, fills: tuple[FillRow | FillEntryRow, ...] = ()
+):
     create_tables(engine, TABLES)
     with Session(engine) as session:
         session.add_all([*rows, subject, *fills])
@@ -68,22 +71,30 @@ def test_no_stop_beside_another_sell(engine) -> None:
     assert decided.refusal is not None and decided.refusal.code == "SELL_ALREADY_LIVE"
 
 
-def test_a_sell_a_stop_fill_overtook_is_refused(engine) -> None:
+def stop_fill(size: str, at: datetime, entry_id: str | None) -> FillRow | FillEntryRow:
+    """A fill of the order "stop" as the executor stores it: Coinbase's and the mock's carry an
+    entry id (``executor_fill_entries_v1``), older ones only a trade id (``executor_fills_v1``)."""
+    values = {
+        "trade_id": "t1", "client_order_id": "stop", "price": Decimal("0.08"),
+        "size": Decimal(size), "fee": Decimal(0), "liquidity": "taker", "time": at,
+    }  # fmt: skip
+    if entry_id is None:
+        return FillRow(**values)
+    return FillEntryRow(entry_id=entry_id, trade_type="FILL", **values)
+
+
+@pytest.mark.parametrize("entry_id", ["e-1", None])
+def test_a_sell_a_stop_fill_overtook_is_refused(engine, entry_id: str | None) -> None:
     filled = order("stop", status="filled", filled_size=Decimal("0.1"))
-    fill = FillRow(
-        trade_id="t1", client_order_id="stop", price=Decimal("0.08"), size=Decimal("0.1"),
-        fee=Decimal(0), liquidity="taker", time=AT + timedelta(seconds=1),
-    )  # fmt: skip
+    fill = stop_fill("0.1", AT + timedelta(seconds=1), entry_id)
     decided = gate(engine, [filled], order("exit", order_type="market", status="new"), (fill,))
     assert decided.refusal is not None and decided.refusal.code == "STOP_FILLED_FIRST"
 
 
-def test_an_earlier_partial_fill_of_a_stop_refuses_nothing(engine) -> None:
+@pytest.mark.parametrize("entry_id", ["e-1", None])
+def test_an_earlier_partial_fill_of_a_stop_refuses_nothing(engine, entry_id: str | None) -> None:
     partly = order("stop", status="open", filled_size=Decimal("0.05"))
-    fill = FillRow(
-        trade_id="t1", client_order_id="stop", price=Decimal("0.08"), size=Decimal("0.05"),
-        fee=Decimal(0), liquidity="taker", time=AT - timedelta(minutes=1),
-    )  # fmt: skip
+    fill = stop_fill("0.05", AT - timedelta(minutes=1), entry_id)
     decided = gate(engine, [partly], order("new", status="new"), (fill,))
     assert decided.refusal is None and decided.cancel_first == ("stop",)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from types import SimpleNamespace
@@ -42,18 +43,20 @@ class Live:
     def requests(self, method: str, path: str) -> int:
         return sum(1 for m, p in self.standin.requests if m == method and p.startswith(path))
 
-    async def approve(self, n: int, **intent_kw: Any) -> str:
+    async def approve(self, n: int, decided_at: datetime | None = None, **intent_kw: Any) -> str:
+        """Publish safety's approval of intent ``n`` (signed), decided ``decided_at`` (now)."""
+        at = decided_at or utc_now()
         fields = {
-            "message_id": f"i-{n}", "correlation_id": f"i-{n}", "time": utc_now(),
+            "message_id": f"i-{n}", "correlation_id": f"i-{n}", "time": at,
             "intent_id": f"i-{n}", "signal_id": "s", "bot_id": BOT, "product_id": "BTC-USD",
             "action": "entry", "side": "buy", "base_size": Decimal("0.01"),
             "order_type": "limit", "limit_price": Decimal("40000"),
             "temperature": Decimal(80), "band": "hot", "reason": Reason(code="SIGNAL", message="t"),
         } | intent_kw  # fmt: skip
         approval = OrderApproved(
-            message_id=f"d-{n}", correlation_id=f"i-{n}", time=utc_now(),
+            message_id=f"d-{n}", correlation_id=f"i-{n}", time=at,
             intent=TradeIntent(**fields), client_order_id=f"c-{n}", mode="production",
-            decided_at=utc_now(),
+            decided_at=at,
         )  # fmt: skip
         subject, payload = f"tranche.orders.approved.{BOT}", approval.model_dump_json().encode()
         await self.nc.jetstream().publish(
