@@ -100,6 +100,35 @@ def test_prices_missed_while_down_trigger_the_stop_at_their_own_time_once(engine
     assert again.get(order.exchange_order_id).status == "FILLED"
 
 
+def test_a_gapped_stop_is_not_filled_on_restart_by_prices_from_before_it_triggered(
+    engine,
+) -> None:
+    """The catch-up hands a restarted executor every price since the order was recorded, those
+    heard live too: a stop that gapped through its limit was filled at the limit by a price from
+    before its trigger, while the market stayed below it (mock P&L better than the market's)."""
+    mock, quotes = exchange(engine)  # ETH-BTC at 0.09
+    stop = mock.place(stop_sell("s"))
+    heard = []
+    for seconds, price in ((1, "0.0860"), (2, "0.0800"), (3, "0.0790")):
+        assert tick(mock, quotes, price, seconds) == 0  # triggered at +2, gapped below 0.084
+        heard.append(quotes["ETH-BTC"])
+    again, _ = exchange(engine, price="0.0790")
+    assert again.catch_up("ETH-BTC", heard) == 0
+    assert again.fills(stop.exchange_order_id) == []
+    assert again.get(stop.exchange_order_id).status == "OPEN"
+
+
+def test_a_limit_order_is_not_filled_by_a_price_from_before_it_was_placed(engine) -> None:
+    mock, _ = exchange(engine)  # ETH-BTC at 0.09, at AT
+    before = Quote(Decimal("0.07"), AT - timedelta(seconds=5))
+    buy = mock.place(
+        OrderRequest("b", "ETH-BTC", "buy", "limit", None, Decimal("0.2"), Decimal("0.08"))
+    )
+    again, _ = exchange(engine, price="0.09")
+    assert again.catch_up("ETH-BTC", [before]) == 0
+    assert again.get(buy.exchange_order_id).status == "OPEN"
+
+
 def test_a_repeated_client_order_id_returns_the_same_stop(engine) -> None:
     mock, quotes = exchange(engine)
     first = mock.place(stop_sell("s"))

@@ -354,6 +354,11 @@ class MockExchange:
                 if _matched_since(session, row, quote.time):
                     continue  # one match per order and market time, however many listen
                 stop = stops.get(row.client_order_id)
+                # A price from before the order was placed, or before its stop triggered, never
+                # fills it (a restart's catch-up hands over prices already heard).
+                since = row.created_at if stop is None else stop.triggered_at
+                if since is not None and quote.time < since:
+                    continue
                 if stop is not None and stop.triggered_at is None:
                     if quote.time < row.created_at or not reaches_stop(
                         row.side, stop.stop_price, quote.price
