@@ -715,6 +715,26 @@ class Executor:
         ORDER_EVENTS.labels(status).inc()
         log.info("order.settled_unplaced", status=status, code=code)
 
+    def _fee_undecided(
+        self, order: OrderRow, answer: ExchangeOrder, fetched: list[ExchangeFill]
+    ) -> bool:
+        """Whether to wait before recording: a quote-sized fill says whether its amount holds
+        the fee only beside all of the order's fills (:func:`quote_includes_fee` compares their
+        sum with the order's total), and Coinbase lists a fill a moment after the order says
+        it filled. Judged on some of them, a fee could be booked as base, for good. Waited for
+        up to ``WAIT_FOR_FILLS_POLLS`` polls, as a final order's missing fills are."""
+        counted = answer.number_of_fills or 0
+        if not answer.size_inclusive_of_fees or len(fetched) >= counted:
+            return False
+        if not any(fill.size_in_quote for fill in fetched):
+            return False
+        due = self._due.setdefault(order.client_order_id, Due(0))
+        if due.waited_for_fills >= WAIT_FOR_FILLS_POLLS:
+            return False
+        due.waited_for_fills += 1
+        log.info("order.waiting_for_fills", known=len(fetched), counted=counted, quote_sized=True)
+        return True
+
     async def _known_fills(self, order: OrderRow) -> int:
         return await self.service.read(lambda session: len(state_of(session, order).known_fills))
 
@@ -751,6 +771,8 @@ class Executor:
                 reason="a fill record of a type the executor does not know: the report is not "
                 "booked, the order stays in flight and is asked again",
             )
+            return False, order
+        if self._fee_undecided(order, answer, fetched):
             return False, order
         reason = None
         if answer.status == "FAILED":

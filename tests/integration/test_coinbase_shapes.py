@@ -166,13 +166,20 @@ async def test_a_fill_record_of_an_undocumented_type_is_never_booked_and_holds_t
     assert told == ["submitted", "open", "partially_filled"]
 
 
-@pytest.mark.parametrize("fee_inside", [False, True])
+@pytest.mark.parametrize(
+    ("fee_inside", "fills", "listed_late"),
+    [(False, 1, 0), (True, 1, 0), (True, 2, 2), (False, 2, 2)],
+)
 async def test_a_quote_sized_buy_books_the_base_the_quote_bought_after_fees(
-    live: Live, fee_inside: bool
+    live: Live, fee_inside: bool, fills: int, listed_late: int
 ) -> None:
     """Issue 17 item 8: size_inclusive_of_fees and total_value_after_fees were never read; the
-    base bought is the same whether the fill's quote amount carries the fee or not."""
+    base bought is the same whether the fill's quote amount carries the fee or not, in one fill
+    or in several, also when Coinbase lists the last fill only after the order says FILLED (whether
+    the fee is inside was judged on the fills listed so far, and the first fill's fee booked as
+    base: 0.00199403424 BTC, not 0.00198807)."""
     live.standin.fill_size_includes_fee = fee_inside
+    live.standin.market_fills, live.standin.fills_listed_late = fills, listed_late
     cid = await live.approve(
         8, order_type="market", quote_size=Decimal("100"), base_size=None, limit_price=None
     )

@@ -230,7 +230,12 @@ class CoinbaseStandIn:
         self.page_size = 100
         self.fill_size_includes_fee = False
         """Report a quote-sized fill's quote amount with its fee inside."""
-        """At most this many orders or fills per list page (a test makes it small)."""
+        self.market_fills = 1
+        """A market order fills in this many fills (the same price, the size split evenly)."""
+        self.fills_listed_late = 0
+        """The list of fills leaves the newest fill of an order with several out of this many
+        answers (Coinbase lists a fill a moment after the order says it is filled)."""
+        self._late_answers: dict[str, int] = {}
         self.revoked = False
         """The key was revoked: every private request answers 401."""
         self.lost: set[str] = set()
@@ -480,6 +485,7 @@ class CoinbaseStandIn:
                     if ("order_ids" not in query or o.order_id in query["order_ids"])
                     and ("product_ids" not in query or o.product_id in query["product_ids"])
                 ]  # fmt: skip
+                fills = [f for f in fills if not self._listed_later(f)]
                 page, cursor = self.page(fills, query)
                 return 200, {"fills": page, "cursor": cursor}
             if method == "GET" and path.startswith(f"{PREFIX}/orders/historical/"):
@@ -540,15 +546,32 @@ class CoinbaseStandIn:
                 increment = Decimal(self.products[order.product_id]["base_increment"])
                 spendable = Decimal(market["quote_size"]) / (1 + TAKER_FEE)
                 base = (spendable / self.price).quantize(increment, ROUND_DOWN)
-                self._add_fill(order, base * self.price, self.price, "TAKER", True)
-                if self.fill_size_includes_fee:  # the other way to report the same fill
-                    order.fee_inside = True
-                    fill = order.fills[-1]
-                    fill["size"] = str(Decimal(fill["size"]) + Decimal(fill["commission"]))
+                for part in self._parts(base, increment):
+                    self._add_fill(order, part * self.price, self.price, "TAKER", True)
+                    if self.fill_size_includes_fee:  # the other way to report the same fill
+                        order.fee_inside = True
+                        fill = order.fills[-1]
+                        fill["size"] = str(Decimal(fill["size"]) + Decimal(fill["commission"]))
             else:
                 self._add_fill(order, Decimal(market["base_size"]), self.price, "TAKER")
             order.status = "FILLED"
         return 200, self.created(order)
+
+    def _parts(self, base: Decimal, increment: Decimal) -> list[Decimal]:
+        """``base`` in :attr:`market_fills` parts on the increment (the last takes the rest)."""
+        share = (base / self.market_fills).quantize(increment, ROUND_DOWN)
+        return [share] * (self.market_fills - 1) + [base - share * (self.market_fills - 1)]
+
+    def _listed_later(self, fill: dict) -> bool:
+        """Whether the list leaves ``fill`` out this time (:attr:`fills_listed_late`)."""
+        order = self.orders[fill["order_id"]]
+        if fill is not order.fills[-1] or len(order.fills) < 2:
+            return False
+        answered = self._late_answers.get(order.order_id, 0)
+        if answered >= self.fills_listed_late:
+            return False
+        self._late_answers[order.order_id] = answered + 1
+        return True
 
     def refusal(self, product_id: str, configuration: dict) -> tuple[str, str, str] | None:
         """Coinbase's answer to an order its product's rules refuse: (error, preview failure
