@@ -55,11 +55,13 @@ from services.safety.store import (
     TradingStateRow,
     decisions,
     latest_decision_times,
+    mode_now,
     serialise_sqlite_writers,
 )
 from shared import subjects
 from shared.bots import read_record
 from shared.bus import (
+    InvalidMessage,
     delivery_of,
     durable,
     handled_message,
@@ -82,7 +84,7 @@ from shared.contracts import (
     TradeIntent,
     TrancheCapBreach,
 )
-from shared.eventtime import NewestTimes, bounds_for, check_times
+from shared.eventtime import NewestTimes, bounds_for, check_times, refuse_time
 from shared.http import answers
 from shared.logging import correlated
 from shared.money import utc_now
@@ -205,10 +207,27 @@ def build(settings: SafetySettings) -> Service:
         )
         log.error("intent.rejected_without_storage", error=type(error).__name__)
 
+    async def refuse_time_ahead(body: TradeIntent) -> None:
+        """An intent's time is its decision's "now" (windows, cooldowns, breaker resets): one
+        far ahead of the clock or of the product's newest tick is refused (dead-lettered with
+        the reason), never adopted, as ticks and fills are. Bounded as the mode approvals are
+        made in now (a switch to production tightens it to minutes)."""
+        try:
+            mode = await service.read(lambda session: mode_now(session, settings.mode))
+        except Exception:  # storage trouble: the tightest bound here, the decision handles it
+            mode = "production"
+        for at in (body.time, body.market_time):
+            reason = at and refuse_time(
+                at, ticker_times.newest(body.product_id), utc_now(), bounds_for(mode), "intent time"
+            )
+            if reason:
+                raise InvalidMessage(reason)
+
     @durable(service.router, SAFETY_INTENTS, title="safety-intents")
     async def on_intent(body: TradeIntent) -> None:
         msg = handled_message(service.broker)
         require_subject_token(msg, body.bot_id, "intent")
+        await refuse_time_ahead(body)
         if not positions_synced.is_set():
             # Just started: give the bucket watch a moment rather than reject as unknown.
             with contextlib.suppress(TimeoutError):

@@ -215,6 +215,13 @@ def current_mode(system: TradingStateRow, start_mode: Mode) -> Mode:
     return system.mode or start_mode  # type: ignore[return-value]
 
 
+def mode_now(session: Session, start_mode: Mode) -> Mode:
+    """The mode approvals are made in now, read without locking (``start_mode`` until an
+    operator switched it)."""
+    system = session.get(TradingStateRow, SYSTEM)
+    return current_mode(system, start_mode) if system is not None else start_mode
+
+
 def safety_event(
     *,
     code: str,

@@ -37,6 +37,7 @@ from shared.contracts import (
     TrancheCapBreach,
     TrancheView,
 )
+from shared.money import utc_now
 from shared.service import Service
 from shared.signing import Verifier
 from shared.streams import SAFETY_INTENTS, SAFETY_ORDER_EVENTS, Consumer, ensure_streams
@@ -317,6 +318,85 @@ async def test_a_restart_in_the_middle_of_the_stream_resets_no_limit(
             assert json.loads(later[0].counters)["all_entries_hour"] == "6"
         finally:
             await stop(service)
+
+
+# -- an intent's time is the decision's "now": never adopted far ahead -----------------------
+
+
+def production(database_url: str, nats_url: str, tmp_path: Path, **overrides) -> SafetySettings:
+    return settings_for(
+        database_url, nats_url, tmp_path, mode="production", live_trading_confirmed=True,
+        max_market_age_s=0, **overrides,
+    )  # fmt: skip
+
+
+async def outcome(h: Harness, sent: TradeIntent) -> DecisionRow | str:
+    """The decision stored for the intent, or the code it was dead-lettered with."""
+
+    async def probe():
+        row = next((r for r in h.decisions() if r.intent_id == sent.intent_id), None)
+        if row is not None:
+            return row
+        for letter in await h.stream("TRANCHE_DLQ", "tranche.dlq.safety"):
+            if sent.intent_id in letter.data.decode():
+                return json.loads(letter.data)["reasons"][0]["code"]
+        return None
+
+    return await wait_until(probe, f"safety's outcome for {sent.intent_id}")
+
+
+async def test_an_intent_dated_far_ahead_is_refused_and_wedges_nothing(
+    database_url: str, nats_url: str, tmp_path: Path
+) -> None:
+    """Holding the signal's credentials (or with a bug), one entry dated 400 days ahead was
+    approved and every honest entry after it refused for 576,000 minutes of cooldown; entries
+    dated a day apart each passed a limit of one a day. It is dead-lettered now, as a tick is."""
+    settings = production(database_url, nats_url, tmp_path, entry_cooldown_s=300)
+    service = await started(settings)
+    try:
+        async with Harness(nats_url, database_url) as h:
+            bot, now = "wedged", utc_now()
+            first = intent(bot, now - timedelta(minutes=30))
+            await h.send(first)
+            (approval,) = await h.approvals_at_least(bot, 1)
+            await h.order_event(approval, "cancelled", at=now - timedelta(minutes=29))
+            for ahead in (timedelta(days=400), timedelta(days=1), timedelta(minutes=6)):
+                hostile = intent(bot, now + ahead)
+                await h.send(hostile)
+                assert await outcome(h, hostile) == "EVENT_TIME_AHEAD"
+            honest = intent(bot, now - timedelta(minutes=20))  # 10 min after the first entry
+            await h.send(honest)
+            row = await outcome(h, honest)
+            assert isinstance(row, DecisionRow) and row.approved, row
+    finally:
+        await stop(service)
+
+
+async def test_an_intent_dated_past_a_breakers_reset_time_does_not_reset_it(
+    database_url: str, nats_url: str, tmp_path: Path
+) -> None:
+    """ORDER_FAILURES tripped (reducing for 24 h of event time); one exit intent dated a day
+    ahead reset it at once and forgave the failures, and the next honest entry was approved."""
+    service = await started(production(database_url, nats_url, tmp_path))
+    try:
+        async with Harness(nats_url, database_url) as h:
+            bot, base = "tripped", utc_now() - timedelta(hours=1)
+            for n in range(3):
+                sent = intent(bot, base + timedelta(minutes=n))
+                await h.send(sent)
+                found = await h.approvals_at_least(bot, n + 1)
+                mine = next(a for a in found if a.intent.intent_id == sent.intent_id)
+                await h.order_event(mine, "failed", at=base + timedelta(minutes=n, seconds=30))
+            hostile = intent(bot, utc_now() + timedelta(days=1, hours=1), action="exit")
+            await h.send(hostile)
+            assert await outcome(h, hostile) == "EVENT_TIME_AHEAD"
+            honest = intent(bot, base + timedelta(minutes=10))
+            await h.send(honest)
+            row = await outcome(h, honest)
+            assert isinstance(row, DecisionRow) and not row.approved
+            assert [r["code"] for r in json.loads(row.reasons)] == ["REDUCING"]
+    finally:
+        await stop(service)
 
 
 async def test_a_redelivered_intent_gets_the_same_decision_not_a_second_approval(
