@@ -86,6 +86,22 @@ def no_market_data(f: Facts) -> Reason | None:
     )
 
 
+def buy_sized_in_base(f: Facts) -> Reason | None:
+    """A market buy is sized in quote (the contract, DESIGN.md): sized in base, what it spends
+    is the base size at whatever the market asks, and the only price safety could measure it at
+    is the one the intent itself gives. 1,000 ETH "at 0.00000001" passed every notional limit."""
+    intent = f.intent
+    if intent.base_size is None or intent.order_type != "market":
+        return None
+    return Reason(
+        code="BUY_SIZED_IN_BASE",
+        message=(
+            f"a market buy of {intent.base_size} {intent.product_id} sized in base: entries and "
+            "adds are sized in quote (quote_size), so the limits measure what they spend"
+        ),
+    )
+
+
 def halted(f: Facts) -> Reason | None:
     if f.state.trading_state != "halted":
         return None
@@ -373,6 +389,7 @@ RULEBOOK: tuple[Rule, ...] = (
     Rule("EXIT_COOLDOWN", EXITS_BUT_STANDING, exit_cooldown),
     Rule("INTENT_EXPIRED", EVERY, intent_expired),
     Rule("REDUCING", ENTRIES, reducing),
+    Rule("BUY_SIZED_IN_BASE", ENTRIES, buy_sized_in_base),
     Rule("ENTRY_COOLDOWN", ENTRIES, entry_cooldown, needs_position=True),
     Rule("STALE_MARKET_DATA", ENTRIES, stale_market_data, needs_position=True),
     Rule("PRICE_BAND", ENTRIES, price_band, needs_position=True),

@@ -148,13 +148,16 @@ class Decision:
 
 
 def notional_of(intent: TradeIntent) -> Decimal | None:
-    """Quote currency the order moves; ``None`` when a base-sized order has no price."""
+    """Quote currency the order moves; ``None`` when a base-sized order has no price. A
+    base-sized order is measured at the higher of its reference price and its limit price: a
+    limit buy may pay up to its limit, whatever price the intent says it saw."""
     if intent.quote_size is not None:
         return intent.quote_size
-    if intent.reference_price is None:
+    prices = [p for p in (intent.reference_price, intent.limit_price) if p is not None]
+    if not prices:
         return None
     assert intent.base_size is not None, "a TradeIntent has exactly one size"
-    return intent.base_size * intent.reference_price
+    return intent.base_size * max(prices)
 
 
 def _sized_exit(intent: TradeIntent, position: Position) -> tuple[TradeIntent, list[Reason]]:

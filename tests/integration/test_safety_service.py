@@ -399,6 +399,28 @@ async def test_an_intent_dated_past_a_breakers_reset_time_does_not_reset_it(
         await stop(service)
 
 
+async def test_a_market_buy_sized_in_base_at_a_made_up_price_is_refused(
+    database_url: str, nats_url: str, tmp_path: Path
+) -> None:
+    """Holding the signal's credentials: 1,000 ETH "at 0.00000001" was approved under an order
+    cap of 1, and the executor would have bought 1,000 ETH at market."""
+    caps = {"max_order_notional": Decimal(1), "max_position_notional": Decimal(1)}
+    service = await started(production(database_url, nats_url, tmp_path, **caps))
+    try:
+        async with Harness(nats_url, database_url) as h:
+            honest = intent("big", utc_now())
+            made_up = {"reference_price": Decimal("0.00000001")}
+            sized = {"quote_size": None, "base_size": Decimal(1000)}
+            sent = TradeIntent.model_validate(honest.model_dump() | sized | made_up)
+            await h.send(sent)
+            row = await outcome(h, sent)
+            assert isinstance(row, DecisionRow) and not row.approved
+            assert [r["code"] for r in json.loads(row.reasons)] == ["BUY_SIZED_IN_BASE"]
+            assert await h.approvals("big") == []
+    finally:
+        await stop(service)
+
+
 async def test_a_redelivered_intent_gets_the_same_decision_not_a_second_approval(
     database_url: str, nats_url: str, tmp_path: Path
 ) -> None:

@@ -19,6 +19,7 @@ from services.safety.rules import (
     decide,
     decision_time,
 )
+from shared.contracts import TradeIntent
 from tests.unit.safety.builders import HOLDING, LIMITS, T0, make_intent, state_for
 
 D = Decimal
@@ -212,6 +213,31 @@ def test_the_position_may_not_grow_past_its_maximum() -> None:
     # holds 0.1 at 0.09 = 0.009; another 0.01 makes 0.019
     assert codes(make_intent("add"), state_for("add"), limits) == ["POSITION_NOTIONAL"]
     assert codes(make_intent("add", size="0.005"), state_for("add"), limits) == []
+
+
+def base_sized(action: str, order_type: str = "market", limit: str | None = None, **kw):
+    """A buy sized in base: 1,000 ETH, "at" a reference price the intent itself names."""
+    intent = make_intent(action, **kw)
+    terms = {"quote_size": None, "base_size": D(1000), "order_type": order_type}
+    if limit is not None:
+        terms["limit_price"] = D(limit)
+    return TradeIntent.model_validate(intent.model_dump() | terms)
+
+
+@pytest.mark.parametrize("action", ["entry", "add"])
+def test_a_market_buy_sized_in_base_is_refused_whatever_price_it_names(action: str) -> None:
+    # 1,000 ETH at a made-up 0.00000001 passed every notional limit, and Coinbase bought 1,000.
+    limits = replace(LIMITS, max_order_notional=D(1), max_position_notional=D(1))
+    intent = base_sized(action, price="0.00000001")
+    assert codes(intent, state_for(action), limits) == ["BUY_SIZED_IN_BASE"]
+
+
+def test_a_limit_buy_sized_in_base_is_measured_at_its_limit_price() -> None:
+    limits = replace(LIMITS, max_order_notional=D(1))
+    cheap = base_sized("entry", "limit", limit="0.09", price="0.00000001")
+    assert codes(cheap, state_for("entry"), limits) == ["ORDER_TOO_LARGE"]  # 1,000 at 0.09 = 90
+    small = TradeIntent.model_validate(cheap.model_dump() | {"base_size": D("0.1")})
+    assert codes(small, state_for("entry"), limits) == []  # 0.1 at 0.09 = 0.009
 
 
 @pytest.mark.parametrize(
