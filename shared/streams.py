@@ -185,6 +185,12 @@ SIGNAL_ORDER_REJECTIONS = Consumer(
 """Safety's refusals, for the stops on the exchange the signal service asked (one refused is
 asked again): durable, so that a refusal published while the signal service was down is heard
 after it, on top of the stop state it kept (it would otherwise wait for a stop never placed)."""
+SIGNAL_SAFETY_EVENTS = Consumer(
+    SAFETY, "signal-safety-events-v1", subjects.SAFETY_EVENTS, new_only=True
+)
+"""Safety's flatten requests and resumes: durable, so that a flatten asked while the signal
+service was down (a deploy, a crash) is still carried out when it is back; it heard them as
+plain messages before, and a flatten asked then was never done."""
 SAFETY_INTENTS = Consumer(INTENTS, "safety-intents-v2", subjects.all_of(subjects.INTENTS))
 SAFETY_ORDER_EVENTS = Consumer(
     ORDERS, "safety-order-events-v2", subjects.all_of(subjects.ORDERS_EVENTS)

@@ -7,7 +7,8 @@ Reads:  tranche.signals.inject.<bot>   (durable, consumer signal-inject-v2)
                                         consumers, and safety's consumer's progress, to know
                                         when an intent has settled; services/signal/lockstep.py)
         tranche_bots bucket             (watch: bots created, changed, paused, removed)
-        tranche.safety.events           (core NATS: a flatten asked, a bot resumed; only with
+        tranche.safety.events           (durable, consumer signal-safety-events-v1: a flatten
+                                        asked, a bot resumed, each acted on once; only with
                                         safety's signature, else SAFETY_EVENT_NOT_SIGNED)
         tranche.safety.readiness.<bot>  (core NATS: orders in flight, so removal can wait)
         tranche.orders.events.<bot>     (durable, consumer signal-order-events-v1: the status of
@@ -94,7 +95,12 @@ from shared.money import utc_now
 from shared.positions import watch_positions as follow_positions
 from shared.service import Service, serve
 from shared.stops import AskedStop
-from shared.streams import SIGNAL_INJECT, SIGNAL_ORDER_EVENTS, SIGNAL_ORDER_REJECTIONS
+from shared.streams import (
+    SIGNAL_INJECT,
+    SIGNAL_ORDER_EVENTS,
+    SIGNAL_ORDER_REJECTIONS,
+    SIGNAL_SAFETY_EVENTS,
+)
 
 EVALUATIONS = Counter("tranche_signal_evaluations_total", "Evaluations published", ["bot_id"])
 STALE = Gauge(
@@ -241,27 +247,19 @@ def build(settings: SignalSettings) -> Service:
         if body.mode == settings.mode:
             await handlers.stop_refused(body)
 
-    # JetStream stores these events: its publisher's request for the stream's ack carries a reply
-    # subject, which a plain subscriber must never answer (it may not, and the ack is not ours)
-    @service.router.subscriber(subjects.SAFETY_EVENTS, title="signal-safety-events", no_reply=True)
+    @durable(service.router, SIGNAL_SAFETY_EVENTS, title="signal-safety-events")
     async def on_safety_event(body: SafetyEvent) -> None:
-        """A flatten stands until flat; a resume ends it and restarts standing exits' back-off
-        (a resume of the whole system restarts every bot's back-off; flattens stand). Only with
-        safety's signature: a forged flatten request would have the signal sell a position."""
+        """A flatten stands until flat; a resume ends it (handlers.safety_event). Durable: a
+        flatten asked while the service was down is carried out when it is back; acted on once
+        per event id. Only with safety's signature: a forged flatten request would have the
+        signal sell a position."""
         require_signature(
             safety_events,
             handled_message(service.broker),
             "SAFETY_EVENT_NOT_SIGNED",
             "a safety event without safety's valid signature",
         )
-        if body.bot_id is None:
-            if body.code == "RESUME":
-                handlers.standing.forget_all()
-            return
-        if body.code == "FLATTEN_REQUESTED":
-            await handlers.flatten_requested(body.bot_id, body.message, body.message_id)
-        elif body.code == "RESUME":
-            await handlers.resumed(body.bot_id)
+        await handlers.safety_event(body)
 
     async def watch_staleness() -> None:
         while True:

@@ -25,6 +25,7 @@ from services.signal.standing import StandingExits, backoff_after, flatten_reaso
 from services.signal.store import (
     FlattenRecord,
     StopStateRow,
+    first_time,
     flattens,
     record,
     save_stop_state,
@@ -39,6 +40,7 @@ from shared.contracts import (
     OrderRejected,
     PositionUpdate,
     Reason,
+    SafetyEvent,
     Side,
     SignalEvaluation,
     Ticker,
@@ -671,18 +673,45 @@ class SignalHandlers:
                 await self.flatten_done(position.bot_id, "the position is flat")
         return True
 
-    async def flatten_requested(self, bot_id: str, reason: str, event_id: str) -> None:
-        """An operator asked to flatten the bot: exit at every tick until flat (or resumed)."""
-        self.flattening[bot_id] = reason
-        self.standing.forget(bot_id)
+    async def safety_event(self, event: SafetyEvent) -> bool:
+        """A safety event, as the service hears it (signed: app.py) and the backtest hands it:
+        a flatten stands until flat; a resume ends it and restarts standing exits' back-off (a
+        resume of the whole system restarts every bot's; flattens stand). Once per event id:
+        True when it was acted on now, False for any other event or one acted on before."""
+        if event.code not in ("FLATTEN_REQUESTED", "RESUME"):
+            return False
+        if event.bot_id is None:
+            if event.code != "RESUME":
+                return False
+            if not await self.transact(
+                lambda session: first_time(session, event.message_id, None, event.code)
+            ):
+                return False
+            self.standing.forget_all()
+            return True
+        if event.code == "FLATTEN_REQUESTED":
+            return await self.flatten_requested(event.bot_id, event.message, event.message_id)
+        return await self.resumed(event.bot_id, event.message_id)
 
-        def change(session: Session) -> None:
+    async def flatten_requested(self, bot_id: str, reason: str, event_id: str) -> bool:
+        """An operator asked to flatten the bot: exit at every tick until flat (or resumed).
+        Once per request: the same one again (``event_id``) changes nothing (False)."""
+
+        def change(session: Session) -> bool:
+            if not first_time(session, event_id, bot_id, "FLATTEN_REQUESTED"):
+                return False
             if session.get(FlattenRecord, bot_id) is None:
                 session.add(FlattenRecord(bot_id=bot_id, reason=reason[:500], event_id=event_id))
+            return True
 
-        await self.transact(change)
+        if not await self.transact(change):
+            self.log.info("flatten.seen_before", bot_id=bot_id, event_id=event_id)
+            return False
+        self.flattening[bot_id] = reason
+        self.standing.forget(bot_id)
         self.log.info("flatten.standing", bot_id=bot_id, reason=reason)
         await self.ask_at_newest_price(bot_id)
+        return True
 
     async def ask_at_newest_price(self, bot_id: str) -> None:
         """Evaluate the bot's standing exits at the newest price (a flatten is asked at once,
@@ -693,25 +722,43 @@ class SignalHandlers:
             now = Ticker(product_id=running.config.product_id, price=market.price, time=market.time)
             await self.protect(bot_id, running, now)
 
-    async def resumed(self, bot_id: str) -> None:
+    async def resumed(self, bot_id: str, event_id: str | None = None) -> bool:
         """Safety resumed the bot: a flatten ends, and a standing exit's back-off starts again
         (its attempts were refused by the halt, not by the market), so a position still past its
-        stop is asked at the next evaluation instead of after up to a minute."""
+        stop is asked at the next evaluation instead of after up to a minute. Once per resume
+        (``event_id``): the same one again changes nothing (False)."""
+
+        def claim(session: Session) -> bool:
+            return event_id is None or first_time(session, event_id, bot_id, "RESUME")
+
         if bot_id in self.flattening:
-            await self.flatten_done(bot_id, "the bot was resumed")
+            if not await self.flatten_done(bot_id, "the bot was resumed", claim):
+                return False
+        elif not await self.transact(claim):
+            return False
         self.standing.forget(bot_id)
+        return True
 
-    async def flatten_done(self, bot_id: str, why: str) -> None:
-        self.flattening.pop(bot_id, None)
-        self.standing.forget(bot_id)
+    async def flatten_done(
+        self, bot_id: str, why: str, claim: Callable[[Session], bool] | None = None
+    ) -> bool:
+        """The flatten ends (and ``claim`` is noted in the same transaction: a resume ends it
+        once, and never leaves it stored for a restart to take up again)."""
 
-        def change(session: Session) -> None:
+        def change(session: Session) -> bool:
+            if claim is not None and not claim(session):
+                return False
             found = session.get(FlattenRecord, bot_id)
             if found is not None:
                 session.delete(found)
+            return True
 
-        await self.transact(change)
+        if not await self.transact(change):
+            return False
+        self.flattening.pop(bot_id, None)
+        self.standing.forget(bot_id)
         self.log.info("flatten.ended", bot_id=bot_id, why=why)
+        return True
 
     async def load_flattens(self) -> None:
         """The flattens asked before a restart stand again."""

@@ -147,5 +147,28 @@ def stop_states(session: Session) -> list[StopStateRow]:
     return list(session.exec(select(StopStateRow)))
 
 
-TABLES: list[type[SQLModel]] = [SignalRecord, FlattenRecord, FeedProgress, StopStateRow]
+class SafetyEventSeen(SQLModel, table=True):
+    """A safety event (a flatten asked, a resume) the signal service acted on, by its id: the
+    same event again, a redelivery or a re-publish of an old one with safety's valid signature,
+    is not acted on twice (a week-old flatten, sent again, sold the bot's new position)."""
+
+    __tablename__ = "signal_safety_events_v1"
+
+    event_id: str = Field(primary_key=True, max_length=200)
+    bot_id: str | None = Field(default=None, max_length=64)
+    code: str = Field(max_length=64)
+
+
+_SEEN = InsertUnlessThere(SafetyEventSeen.__table__, ["event_id"])  # type: ignore[attr-defined]  # SQLModel sets __table__ on table models
+
+
+def first_time(session: Session, event_id: str, bot_id: str | None, code: str) -> bool:
+    """Note the safety event as acted on, in the caller's transaction; False when it was
+    before (then the caller changes nothing)."""
+    return _SEEN(session, {"event_id": event_id, "bot_id": bot_id, "code": code})
+
+
+TABLES: list[type[SQLModel]] = [
+    SignalRecord, FlattenRecord, FeedProgress, StopStateRow, SafetyEventSeen
+]  # fmt: skip
 """The signal service's tables (the service and the backtest create these)."""

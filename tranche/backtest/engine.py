@@ -318,13 +318,7 @@ class Backtest:
 
     async def _safety_event(self, event: SafetyEvent) -> None:
         """As the signal service's and the executor's safety-event handlers take it."""
-        if event.bot_id is None:
-            if event.code == "RESUME":
-                self.signal.standing.forget_all()
-        elif event.code == "FLATTEN_REQUESTED":
-            await self.signal.flatten_requested(event.bot_id, event.message, event.message_id)
-        elif event.code == "RESUME":
-            await self.signal.resumed(event.bot_id)
+        await self.signal.safety_event(event)
         self._collect(self.signal_store)
         await self.executor.on_safety_event(event)
         self._collect(self.executor_store)

@@ -161,6 +161,25 @@ def test_a_resume_ends_a_flatten() -> None:
     assert handlers.flattening == {}
 
 
+def test_a_flatten_or_a_resume_is_acted_on_once_per_event() -> None:
+    # A signed flatten delivered again after the bot bought again sold the new position.
+    harness = signal_harness()
+    harness.bots.add("b", Bot(product_id="ETH-BTC", quote_size=Decimal("0.01")))
+    handlers = harness.handlers
+
+    async def run() -> list[bool]:
+        done = [await handlers.flatten_requested("b", "operator", "evt-1")]
+        await handlers.keep_position(position(status="flat", sequence=2))  # the flatten ends
+        await handlers.keep_position(position(sequence=3))  # the bot bought again
+        done.append(await handlers.flatten_requested("b", "operator", "evt-1"))
+        done.append(await handlers.resumed("b", "evt-2"))
+        done.append(await handlers.resumed("b", "evt-2"))
+        return done
+
+    assert asyncio.run(run()) == [True, False, True, False]
+    assert handlers.flattening == {}
+
+
 def test_a_flatten_stands_across_a_restart_of_the_handlers() -> None:
     harness = signal_harness()
     handlers = harness.handlers
