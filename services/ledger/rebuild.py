@@ -12,7 +12,7 @@ from sqlmodel import Session
 
 from services.ledger.accounting import Allocation, Position
 from services.ledger.booking import recompute
-from services.ledger.positions import differences
+from services.ledger.positions import as_message, differences
 from services.ledger.store import (
     bots_with_fills,
     fills_of,
@@ -83,10 +83,12 @@ def rebuild(
                 report.extend(Difference(bot_id, mode, *item) for item in found)
                 if found and apply:
                     # A new id: the corrected position must not be dropped as a duplicate of the
-                    # stored one it replaces.
+                    # stored one it replaces, nor a later revision at the same fill count as a
+                    # duplicate of one told before the repair (it keeps the revision's number).
                     stamp = f"{utc_now():%Y%m%dT%H%M%S%f}"
-                    repaired = booked.position.model_copy(
-                        update={"message_id": f"{booked.position.message_id}-rebuilt-{stamp}"}
+                    revised = as_message(booked.position, stored)
+                    repaired = revised.model_copy(
+                        update={"message_id": f"{revised.message_id}-rebuilt-{stamp}"}
                     )
                     save_position(session, repaired)
         if apply:

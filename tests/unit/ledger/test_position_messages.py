@@ -43,6 +43,7 @@ def test_the_first_position_and_a_new_fill_count_keep_their_own_ids() -> None:
         # repaired by `tranche ledger rebuild --apply`, then revised again
         (f"{BASE}-rebuilt-20261201T101010000000", f"{BASE}-r1"),
         (f"{BASE}-r2-rebuilt-20261201T101010000000", f"{BASE}-r3"),
+        (f"{BASE}-r2-rebuilt-20261201T101010000000-r3", f"{BASE}-r4"),
     ],
 )
 def test_other_books_at_the_same_fill_count_are_a_revision(stored: str, revision: str) -> None:
