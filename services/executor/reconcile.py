@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from sqlmodel import Session, select
 
 from services.executor.exchanges.base import ExchangeError, ExchangeOrder
+from services.executor.protective import STOP, OrderStopRow
 from services.executor.states import NEW
 from services.executor.store import OrderRow, open_orders
 from shared.bots import LiveCatalog
@@ -43,6 +44,7 @@ def adopted_order(
 ) -> OrderRow:
     side = found.side.lower()
     cid = found.client_order_id.removeprefix(prefix)
+    stop = found.stop_price is not None
     return OrderRow(
         client_order_id=cid,
         exchange_client_order_id=found.client_order_id,
@@ -52,12 +54,17 @@ def adopted_order(
         mode=mode,
         action="entry" if side == "buy" else "exit",
         side=side,
-        order_type="limit",  # only resting orders are open
+        order_type=STOP if stop else "limit",  # only resting orders are open
+        base_size=found.base_size,
+        limit_price=found.limit_price,
         decided_at=found.created_time or now,
         status=NEW,
         exchange_order_id=found.exchange_order_id,
         adopted=True,
-        ttl_s=ttl_s,  # from adoption on: an order nobody remembers placing does not rest forever
+        # From adoption on, a limit order nobody remembers placing does not rest forever; a
+        # protective stop rests by design (cancelled as a limit past its time-to-live, it left
+        # the position without its stop).
+        ttl_s=None if stop else ttl_s,
     )
 
 
@@ -96,6 +103,9 @@ async def adopt(executor: Executor) -> int:
             )  # fmt: skip
             if known is None and session.get(OrderRow, row.client_order_id) is None:
                 session.add(row)
+                if found.stop_price is not None:
+                    session.add(OrderStopRow(client_order_id=row.client_order_id,
+                                             stop_price=found.stop_price))  # fmt: skip
                 adopted.append(row.client_order_id)
         return adopted
 

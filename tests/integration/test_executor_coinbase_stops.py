@@ -5,13 +5,16 @@ executor is stopped is reported filled when it starts again, placed once."""
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from sqlmodel import Session
 
 from services.executor.exchanges.base import OrderRefused, OrderRequest
 from services.executor.orders import convert_fill
+from services.executor.protective import held_stops
 from shared.contracts import Reason
 from shared.money import utc_now
 from tests.support.coinbase_standin import PREFIX, STOP_LIMIT, ApiKey, CoinbaseStandIn
@@ -149,3 +152,26 @@ async def test_a_sell_decided_before_the_stop_filled_is_refused_never_a_second_s
     )
     assert sold == Decimal("0.01")
     assert live.requests("POST", f"{PREFIX}/orders") == 1  # the stop only
+
+
+async def test_an_adopted_stop_is_kept_as_a_stop_not_cancelled_as_a_stale_limit(
+    standin: CoinbaseStandIn, key: ApiKey, nats_url: str, tmp_path: Path
+) -> None:
+    """A stop of ours resting on Coinbase that the store does not know (a store restored from a
+    backup) is adopted as what it is: a stop with its stop price, resting for good. It was
+    adopted as a limit order and cancelled past the limit time-to-live (LIMIT_TTL), leaving the
+    position without its protective stop."""
+    placed = adapter(standin, key).place(stop_sell("tranche-stop-1"))
+    live = await start_live(standin, key, nats_url, tmp_path, limit_order_ttl_s=1)
+    try:
+        row = await eventually(lambda: live.order("stop-1"), timeout=10, what="the stop adopted")
+        assert row.adopted and row.order_type == "stop" and row.ttl_s is None
+        assert (row.base_size, row.limit_price) == (Decimal("0.01"), Decimal("47800"))
+        with Session(live.service.engine) as session:
+            (held,) = held_stops(session)
+        assert (held.client_order_id, held.stop_price) == ("stop-1", Decimal("48000"))
+        await asyncio.sleep(2.5)  # past the limit time-to-live, several polls
+        assert standin.orders[placed.exchange_order_id].status == "OPEN"
+        assert live.requests("POST", f"{PREFIX}/orders/batch_cancel") == 0
+    finally:
+        await stop_live(live)

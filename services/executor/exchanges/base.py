@@ -52,6 +52,11 @@ class ExchangeOrder:
     """A quote-sized order whose quote size includes the fee (Coinbase's flag)."""
     total_value_after_fees: Decimal = Decimal(0)
     """What the order cost (a buy) or brought (a sell) in quote, fees included."""
+    base_size: Decimal | None = None
+    limit_price: Decimal | None = None
+    stop_price: Decimal | None = None
+    """A resting order's terms, as the exchange lists them (a limit order: base size and limit
+    price; a stop-limit: its stop price too): what an order adopted on start is."""
     fills: tuple[ExchangeFill, ...] | None = field(default=None, compare=False)
     """Every fill of the order when the exchange answered them with it (the mock, placing an
     order it fills at once); ``None``: ask ``fills`` when the counts say there are new ones.

@@ -52,6 +52,10 @@ def _decimal(value: Any) -> Decimal:
     return Decimal(str(value)) if value not in (None, "") else Decimal(0)
 
 
+def _decimal_or_none(value: Any) -> Decimal | None:
+    return Decimal(str(value)) if value not in (None, "") else None
+
+
 def _time(value: Any) -> datetime | None:
     if not value:
         return None
@@ -284,6 +288,9 @@ class CoinbaseExchange:
         reject = getattr(order, "reject_reason", None) or None
         message = getattr(order, "reject_message", None) or None
         number = getattr(order, "number_of_fills", None)
+        config = getattr(order, "order_configuration", None)
+        stop = getattr(config, "stop_limit_stop_limit_gtc", None)
+        terms = stop or getattr(config, "limit_limit_gtc", None)
         return ExchangeOrder(
             exchange_order_id=order.order_id,
             client_order_id=getattr(order, "client_order_id", "") or "",
@@ -296,6 +303,9 @@ class CoinbaseExchange:
             reject_reason=f"{reject}: {message or reject}" if reject else None,
             size_inclusive_of_fees=_flag(getattr(order, "size_inclusive_of_fees", False)),
             total_value_after_fees=_decimal(getattr(order, "total_value_after_fees", 0)),
+            base_size=_decimal_or_none(getattr(terms, "base_size", None)),
+            limit_price=_decimal_or_none(getattr(terms, "limit_price", None)),
+            stop_price=_decimal_or_none(getattr(stop, "stop_price", None)),
         )
 
 

@@ -185,7 +185,9 @@ def _matched_since(session: Session, row: MockOrderRow, time: datetime) -> bool:
     return session.exec(query).first() is not None
 
 
-def _as_order(row: MockOrderRow, fills: list[MockFillRow] | None = None) -> ExchangeOrder:
+def _as_order(
+    row: MockOrderRow, fills: list[MockFillRow] | None = None, stop: MockStopRow | None = None
+) -> ExchangeOrder:
     return ExchangeOrder(
         exchange_order_id=row.exchange_order_id,
         client_order_id=row.client_order_id,
@@ -197,6 +199,9 @@ def _as_order(row: MockOrderRow, fills: list[MockFillRow] | None = None) -> Exch
         created_time=row.created_at,
         reject_reason=row.reject_message and f"{row.reject_reason}: {row.reject_message}",
         fills=tuple(_as_fill(fill) for fill in fills) if fills else None,
+        base_size=row.base_size,
+        limit_price=row.limit_price,
+        stop_price=stop.stop_price if stop is not None else None,
     )
 
 
@@ -307,8 +312,9 @@ class MockExchange:
         with self._lock:
             self._enter("list")
             with Session(self._engine) as session:
-                rows = session.exec(select(MockOrderRow).where(MockOrderRow.status == "OPEN"))
-                return [_as_order(row) for row in rows]
+                rows = list(session.exec(select(MockOrderRow).where(MockOrderRow.status == "OPEN")))
+                stops = stops_of(session, [row.client_order_id for row in rows])
+                return [_as_order(row, stop=stops.get(row.client_order_id)) for row in rows]
 
     # -- the market -------------------------------------------------------------------------------
 
