@@ -46,7 +46,7 @@ traps ``Inexact``, so any other rounding fails loudly instead of leaking.
 from __future__ import annotations
 
 import decimal
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Context, Decimal, localcontext
@@ -85,6 +85,9 @@ class LedgerFill:
     # Why its order was asked (the intent's reason code: ``SIGNAL``, ``STOP_ON_EXCHANGE``...);
     # ``None`` for fills of events from before the executor said. Not a fact of the fill either.
     reason: str | None = field(default=None, compare=False)
+    # The product its order traded: a bot's history may span products (moved while flat), and
+    # each fill is booked with its own product's minimum size and increment.
+    product_id: str | None = field(default=None, compare=False)
 
     @property
     def key(self) -> str:
@@ -190,6 +193,7 @@ def book_fills(
     size_increment: Decimal,
     allocation: Allocation = "pro_rata",
     final_orders: Collection[str] | None = None,
+    rules: Mapping[str, tuple[Decimal, Decimal]] | None = None,
 ) -> Book:
     """Book one bot's fills in the order they happened (``LedgerFill.place``), whatever order
     they arrive in. ``final_orders`` names the orders the exchange has finished (``None``: all
@@ -211,11 +215,15 @@ def book_fills(
     ordered = sorted(unique.values(), key=lambda f: f.place)
     adjustments = [f for f in ordered if f.trade_type in ADJUSTMENTS]
     with localcontext(_EXACT):
-        book = _book(ordered, adjustments, min_size, size_increment, allocation, final_orders)
+        book = _book(
+            ordered, adjustments, min_size, size_increment, allocation, final_orders, rules
+        )
         effects = []
         for adjustment in adjustments:
             others = [a for a in adjustments if a is not adjustment]
-            without = _book(ordered, others, min_size, size_increment, allocation, final_orders)
+            without = _book(
+                ordered, others, min_size, size_increment, allocation, final_orders, rules
+            )
             effects.append(_effect(adjustment, ordered, book, without))
     return Book(book.positions, book.unmatched_exit_size, book.unmatched_exits, tuple(effects))
 
@@ -251,13 +259,14 @@ def _book(
     size_increment: Decimal,
     allocation: Allocation,
     final_orders: Collection[str] | None,
+    rules: Mapping[str, tuple[Decimal, Decimal]] | None = None,
 ) -> Book:
     effective = _effective(ordered, adjustments)
     last_of_order = {fill.client_order_id: fill.key for fill in effective}
     closing = {
         key for order, key in last_of_order.items() if final_orders is None or order in final_orders
     }
-    booker = _Booker(min_size, size_increment, allocation, closing)
+    booker = _Booker(min_size, size_increment, allocation, closing, rules)
     for fill in effective:
         booker.apply(fill)
     return booker.book()
@@ -388,6 +397,7 @@ class _Booker:
         size_increment: Decimal,
         allocation: Allocation,
         closing: Collection[str] = (),
+        rules: Mapping[str, tuple[Decimal, Decimal]] | None = None,
     ):
         if min_size < 0 or size_increment <= 0:
             raise ValueError("min_size must be >= 0 and size_increment > 0")
@@ -397,10 +407,13 @@ class _Booker:
         self.size_increment = size_increment
         self.allocation = allocation
         self.closing = closing  # keys of the last fill of each final order
+        self.rules = dict(rules or {})  # product id -> (min size, size increment)
         self.positions: list[_OpenPosition] = []
         self.unmatched_exits: list[LedgerFill] = []
 
     def apply(self, fill: LedgerFill) -> None:
+        if fill.product_id in self.rules:
+            self.min_size, self.size_increment = self.rules[fill.product_id]
         current = self.positions[-1] if self.positions else None
         if current is not None and current.closed_at is not None:
             current = None

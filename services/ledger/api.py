@@ -276,6 +276,7 @@ def ledger_api(
             allocation=allocation_of(bot_id),
             correlation_id=None,
             last_order_event_id=None,
+            products=catalog.products,
         )
 
     def known_bot(bot_id: str) -> None:

@@ -100,7 +100,9 @@ def build(settings: LedgerSettings) -> Service:
 
         with correlated(body.intent_id, bot_id=body.bot_id, client_order_id=body.client_order_id):
             outcome = await service.transact(
-                lambda session: book_order_event(session, body, product, allocation_of(body.bot_id))
+                lambda session: book_order_event(
+                    session, body, product, allocation_of(body.bot_id), catalog.products
+                )
             )
             if isinstance(outcome, Conflict):
                 FILL_CONFLICTS.inc()

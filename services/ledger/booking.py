@@ -6,6 +6,7 @@ rebuilt at any time (``tranche ledger rebuild``) and can never drift from the fa
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -35,8 +36,11 @@ def recompute(
     allocation: Allocation,
     correlation_id: str | None,
     last_order_event_id: str | None,
+    products: Mapping[str, Product],
 ) -> Booked | None:
-    """The bot's book and position message from every fill stored for it in ``mode``."""
+    """The bot's book and position message from every fill stored for it in ``mode``, each
+    fill booked with its own product's minimum size and increment (``products``, the catalog's:
+    a bot may have moved to another product while flat; ``product`` is the current one)."""
     fills, finished = booked_fills(session, bot_id, mode)
     if not fills:
         return None
@@ -46,6 +50,10 @@ def recompute(
         size_increment=product.base_increment,
         allocation=allocation,
         final_orders=finished,
+        rules={
+            name: (rules.base_min_size, rules.base_increment)
+            for name, rules in {**products, product_id: product}.items()
+        },
     )
     # A finished exit order may change the books without a new fill (dust closes the position):
     # its message needs an id of its own, while ``sequence`` keeps counting fills, as readers

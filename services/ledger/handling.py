@@ -4,6 +4,8 @@ the position recomputed (``booking.recompute``) and staged, a breach report stag
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from sqlmodel import Session
 
 from services.ledger.accounting import Allocation
@@ -26,7 +28,11 @@ from shared.outbox import stage
 
 
 def book_order_event(
-    session: Session, body: OrderEvent, product: Product, allocation: Allocation
+    session: Session,
+    body: OrderEvent,
+    product: Product,
+    allocation: Allocation,
+    products: Mapping[str, Product],
 ) -> tuple[PositionUpdate, TrancheCapBreach | None, int] | Conflict | None:
     """The ledger's whole handling of one order event, in the caller's transaction: its new
     fills booked, the position recomputed and staged (message, then bucket put), a breach report
@@ -66,6 +72,7 @@ def book_order_event(
         allocation=allocation,
         correlation_id=body.correlation_id,
         last_order_event_id=body.message_id,
+        products=products,
     )
     if booked is None:
         return None  # an exit order finished with no fill booked for the bot

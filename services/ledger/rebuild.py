@@ -71,6 +71,7 @@ def rebuild(
                     or default_allocation,
                     correlation_id=rows[-1].intent_id,
                     last_order_event_id=rows[-1].order_event_id,
+                    products=catalog.products,
                 )
                 assert booked is not None
                 mixed = mixed_products(rows, booked.book.current)

@@ -90,6 +90,7 @@ def book_on(engine: Engine, bot: str, history) -> tuple[str, str]:
         booked = recompute(
             session, bot_id=bot, mode="mock", product_id="ETH-BTC", product=PRODUCT,
             allocation="pro_rata", correlation_id=bot, last_order_event_id=None,
+            products={"ETH-BTC": PRODUCT},
         )  # fmt: skip
         assert booked is not None
         return booked.position.model_dump_json(), to_csv(booked.book, "ETH-BTC")

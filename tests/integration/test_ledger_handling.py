@@ -25,7 +25,8 @@ from shared.db import make_engine
 from shared.outbox import OutboxMessage
 
 T0 = datetime(2018, 1, 20, 12, 0, tzinfo=UTC)
-PRODUCT = load_catalog(None).products["ETH-BTC"]
+PRODUCTS = load_catalog(None).products
+PRODUCT = PRODUCTS["ETH-BTC"]
 D = Decimal
 
 
@@ -54,7 +55,7 @@ def engine(database_url: str) -> Iterator[Engine]:
 
 def book(engine: Engine, event: OrderEvent):
     with Session(engine, expire_on_commit=False) as session:
-        outcome = book_order_event(session, event, PRODUCT, "pro_rata")
+        outcome = book_order_event(session, event, PRODUCT, "pro_rata", PRODUCTS)
         session.commit()
         return outcome
 
@@ -146,7 +147,7 @@ def book_beside(
     first once the second had time to reach the database (and, if it ``waits``, to be held
     there). Returns what each transaction ended with: its outcome or its error."""
     with ThreadPoolExecutor(1) as pool, Session(engine, expire_on_commit=False) as session:
-        assert book_order_event(session, first, PRODUCT, "pro_rata") is not None
+        assert book_order_event(session, first, PRODUCT, "pro_rata", PRODUCTS) is not None
         started = threading.Event()
 
         def other():

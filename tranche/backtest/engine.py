@@ -312,7 +312,9 @@ class Backtest:
         bot = self.catalog.bots.get(event.bot_id)
         allocation = (bot.exit_allocation if bot else None) or self.ledger_settings.exit_allocation
         await self.ledger_store.transact(
-            lambda session: book_order_event(session, event, product, allocation)
+            lambda session: book_order_event(
+                session, event, product, allocation, self.catalog.products
+            )
         )
         self._collect(self.ledger_store)
 
