@@ -54,8 +54,10 @@ def engine(database_url: str) -> Iterator[Engine]:
 
 
 def book(engine: Engine, event: OrderEvent):
+    """As the service books it: the event's product, and the catalog's for every fill."""
     with Session(engine, expire_on_commit=False) as session:
-        outcome = book_order_event(session, event, PRODUCT, "pro_rata", PRODUCTS)
+        product = PRODUCTS[event.product_id]
+        outcome = book_order_event(session, event, product, "pro_rata", PRODUCTS)
         session.commit()
         return outcome
 
