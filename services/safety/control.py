@@ -96,8 +96,10 @@ def run_command(
             )
         position = session.get(PositionRow, (command.bot_id, mode))
         held = position.quantity if position is not None else 0
-        if scope.state == "active":
-            # No new entry may race the exit the flatten asks for.
+        if scope.state == "active" or scope.resets_at is not None:
+            # No new entry may race the exit the flatten asks for, nor follow it until the
+            # operator resumes: a breaker's reducing that would reset by itself becomes the
+            # operator's (it reset to active under a flatten, and entries came back).
             set_state(
                 session, scope, "reducing", code="FLATTEN", message=reason, caused_by=who,
                 resets_at=None, event_id=f"{event_id}-reducing", time=now,

@@ -13,9 +13,18 @@ from decimal import Decimal
 from sqlmodel import Session, col, select
 
 from services.safety.config import SafetySettings
+from services.safety.control import run_command
 from services.safety.handlers import decide_and_store, record_order_event
 from services.safety.store import TABLES, PositionRow, serialise_sqlite_writers
-from shared.contracts import Fill, OrderApproved, OrderEvent, Reason, TradeIntent
+from shared.contracts import (
+    Fill,
+    OrderApproved,
+    OrderEvent,
+    OrderRejected,
+    Reason,
+    SafetyCommand,
+    TradeIntent,
+)
 from shared.db import READ_ONLY, create_tables, make_engine
 from shared.outbox import OutboxMessage, OutboxRelay
 
@@ -43,26 +52,29 @@ def failed(approval: OrderApproved) -> OrderEvent:
     )  # fmt: skip
 
 
-def test_order_failures_trip_the_breaker_which_resets_at_its_time_with_an_event(
-    database_url: str,
-) -> None:
-    settings = SafetySettings(
+def breaker_settings(database_url: str) -> SafetySettings:
+    """Three failed orders trip ORDER_FAILURES, which resets an hour later (event time)."""
+    return SafetySettings(
         database_url=database_url, entry_cooldown_s=0, order_failures=3, breaker_reset_s=3600
     )
-    engine = make_engine(database_url)
-    serialise_sqlite_writers(engine)
-    create_tables(engine, [OutboxMessage, *TABLES])
 
-    def run(change):
-        with Session(engine, expire_on_commit=False) as session:
-            result = change(session)
-            session.commit()
-            return result
+
+def deciding(run, settings: SafetySettings):
+    """Decide entry ``n`` at ``at`` in one transaction (``run``: conftest's ``safety_run``)."""
 
     def decide_at(n: int, at: datetime):
         return run(
             lambda s: decide_and_store(s, entry(n, at), settings, positions_synced=True, markets={})
         )
+
+    return decide_at
+
+
+def test_order_failures_trip_the_breaker_which_resets_at_its_time_with_an_event(
+    database_url: str, safety_run
+) -> None:
+    settings, run = breaker_settings(database_url), safety_run
+    decide_at = deciding(run, settings)
 
     trips = []
     for n in range(3):
@@ -79,8 +91,7 @@ def test_order_failures_trip_the_breaker_which_resets_at_its_time_with_an_event(
     # The breaker tripped at T0+2m and resets an hour later, in event time.
     again = decide_at(11, T0 + timedelta(minutes=63))
     assert isinstance(again, OrderApproved)
-    with Session(engine) as session:
-        staged = session.exec(select(OutboxMessage).order_by(col(OutboxMessage.id))).all()
+    staged = run(lambda s: s.exec(select(OutboxMessage).order_by(col(OutboxMessage.id))).all())
     events = [json.loads(m.payload) for m in staged if m.subject == "tranche.safety.events"]
     assert [(e["code"], e["state"]) for e in events] == [
         ("ORDER_FAILURES", "reducing"),
@@ -88,7 +99,32 @@ def test_order_failures_trip_the_breaker_which_resets_at_its_time_with_an_event(
     ]
     # The failures before the reset no longer count: one more failure does not trip again.
     assert run(lambda s: record_order_event(s, failed(again), settings)) == []
-    engine.dispose()
+
+
+def test_a_flatten_holds_a_breakers_reducing_until_the_operator_resumes(
+    database_url: str, safety_run
+) -> None:
+    """ORDER_FAILURES put the bot in reducing until an hour later; the operator flattens it. The
+    breaker's reset used to put it back to active under the flatten, and entries came back."""
+    settings, run = breaker_settings(database_url), safety_run
+    decide_at = deciding(run, settings)
+
+    def command(name: str, at: datetime):
+        order = SafetyCommand(command=name, command_id=f"{name}-1", bot_id="failing",
+                              operator="alice", reason="get out")  # fmt: skip
+        return run(lambda s: run_command(s, order, start_mode="mock", production_missing=[],
+                                         now=at))  # fmt: skip
+
+    for n in range(3):
+        approval = decide_at(n, T0 + timedelta(minutes=n))
+        run(lambda s, a=approval: record_order_event(s, failed(a), settings))
+    assert command("flatten", T0 + timedelta(minutes=5)).code == "FLATTEN_REQUESTED"
+    held = decide_at(10, T0 + timedelta(minutes=63))  # past the breaker's reset time
+    assert isinstance(held, OrderRejected), "entries came back under the flatten"
+    assert [r.code for r in held.reasons] == ["REDUCING"]
+    assert "get out" in held.reasons[0].message
+    assert command("resume", T0 + timedelta(minutes=64)).ok
+    assert isinstance(decide_at(11, T0 + timedelta(minutes=65)), OrderApproved)
 
 
 def filled(approval: OrderApproved, at: datetime) -> OrderEvent:
