@@ -7,18 +7,20 @@ Reading never changes anything (DESIGN.md, promise 8): only GETs, no messages, n
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
+from typing import Any, get_args
 
 import httpx
 from rich.console import Console
 from rich.table import Table
 
+from shared.contracts import Mode
 from shared.stops import read_stops, state_json
 from tranche.tables import print_fitted
 
 SERVICES = ("signal", "safety", "executor", "ledger")
 """What trading needs: one that is not ready fails ``tranche status``."""
 VIEWS = ("dashboard",)
+MODES: tuple[str, ...] = get_args(Mode)
 """Shown beside them, under ``views``; trading does not need them (docker compose runs without)."""
 
 
@@ -44,18 +46,23 @@ def gather(urls: dict[str, str], decisions: int = 10) -> dict[str, Any]:
 
         health = {name: ready(name) for name in SERVICES}
         views = {name: ready(name) for name in VIEWS if name in urls}
-        code, found = _get(client, urls["ledger"] + "/positions")
+        # Both books: the ledger answers one mode at a time (mock unless asked), and real money
+        # is in the production one.
+        books = {mode: _get(client, urls["ledger"] + f"/positions?mode={mode}") for mode in MODES}
         _, recent = _get(client, urls["safety"] + f"/decisions?limit={decisions}")
         asked = _get(client, urls["signal"] + "/stops")
         held = _get(client, urls["executor"] + "/stops")
     positions = [
         view["position"] | {k: view[k] for k in ("mark_price", "unrealized_pnl")}
+        for code, found in books.values()
         for view in (found if code == 200 and isinstance(found, list) else [])
     ]
+    unread = [mode for mode, (code, found) in books.items() if code != 200]
     return {
         "services": health,
         "views": views,
         "positions": positions,
+        "positions_unread": unread,
         "stops": stops_of(positions, asked, held),
         "decisions": recent if isinstance(recent, list) else [],
     }
@@ -104,6 +111,8 @@ def render(status: dict[str, Any], console: Console) -> None:
         for p in status["positions"]
     ]
     print_fitted(console, "positions", columns, rows)
+    for mode in status.get("positions_unread", []):
+        console.print(f"positions: could not read the {mode} book; the table above may be partial")
     render_stops(status.get("stops", {}), console)
 
     decisions = Table(title="last decisions")

@@ -327,7 +327,10 @@ class Board:
                 raise ValueError("unknown subject")
         msg = model.model_validate_json(payload)
         message_id = getattr(msg, "message_id", None)
-        if message_id is not None and _remember(self._seen, message_id):
+        # A repeat is the same id on the same subject (as JetStream drops a re-publish within its
+        # stream): by id alone, a user allowed to publish on one subject (an injected signal's
+        # free id) could hide the ledger's next position or a decision, whose ids are predictable.
+        if message_id is not None and _remember(self._seen, f"{subject} {message_id}"):
             self.duplicates += 1
             return
         self._take(token, msg)
@@ -341,8 +344,8 @@ class Board:
                 jump = refuse_time(msg.time, known, None, MOCK_BOUNDS, "ticker time")
                 if jump is not None:
                     raise ValueError(jump.message)
-                self.prices[msg.product_id] = msg.price
-                if known is None or msg.time > known:
+                if known is None or msg.time >= known:  # an older tick never replaces a newer
+                    self.prices[msg.product_id] = msg.price  # price (the ledger marks so too)
                     self.price_times[msg.product_id] = msg.time
                 self._chart_point(msg.product_id, _seconds(msg.time), msg.price)
             case c.SignalEvaluation():

@@ -11,11 +11,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 
 from services.signal.app import build
 from tests.integration.test_signal_bots import TOKEN, settings_for
-from tranche.stack import ROOT, free_port
+from tests.support.served import served
+from tranche.stack import ROOT
 
 NEW_BOTS = """
 [bots.dip-buyer]
@@ -29,19 +29,10 @@ signals = [{ name = "rsi", params = { period = 14 } }]
 async def signal_url(tmp_path: Path, nats_url: str) -> AsyncIterator[str]:
     service = build(settings_for(tmp_path, nats_url))
     await service.start()
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(service.http_app(), host="127.0.0.1", port=port, lifespan="off",
-                       log_config=None, access_log=False)
-    )  # fmt: skip
-    serving = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.02)
     try:
-        yield f"http://127.0.0.1:{port}"
+        async with served(service.http_app()) as url:
+            yield url
     finally:
-        server.should_exit = True
-        await serving
         await service.stop()
 
 

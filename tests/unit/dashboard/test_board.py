@@ -7,7 +7,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 from services.dashboard.board import Board, StateReason, plain, pnl
-from shared.contracts import Fill, SafetyEvent
+from shared.contracts import Fill, InjectedSignal, SafetyEvent
 from tests.unit.test_live import (
     BOT,
     PRODUCT,
@@ -55,7 +55,8 @@ def test_an_older_tick_does_not_go_back_in_time_on_the_chart() -> None:
     tick(board, "41000", 0)
 
     assert [p.price for p in board.charts[PRODUCT]] == [D("42000")]
-    assert board.prices[PRODUCT] == D("41000")  # the latest message is still the latest price
+    # Nor in the card's last price and unrealized P&L: the ledger marks at the newest event time.
+    assert board.prices[PRODUCT] == D("42000")
 
 
 def test_the_chart_keeps_a_bounded_number_of_points() -> None:
@@ -237,3 +238,16 @@ def test_a_position_read_at_start_yields_to_a_newer_one_from_the_feed() -> None:
     board.know_position(position(sequence=4, quantity="0.004"))
     assert board.bots[BOT].position.quantity == D("0.004")
     assert board.messages_seen == 1
+
+
+def test_an_id_taken_on_another_subject_hides_nothing() -> None:
+    """Holding the operator's credentials, an injected signal given the id the ledger's next
+    position would carry (they are predictable) kept the page on the old position."""
+    board = Board()
+    send(board, f"tranche.ledger.positions.{BOT}", position(sequence=1, quantity="0.002"))
+    injected = {"side": "sell", "message_id": "position-2"}
+    send(board, f"tranche.signals.inject.{BOT}", InjectedSignal.model_validate(injected))
+    send(board, f"tranche.ledger.positions.{BOT}", position(sequence=2, quantity="0.003"))
+    assert board.bots[BOT].position.quantity == D("0.003")
+    send(board, f"tranche.ledger.positions.{BOT}", position(sequence=2, quantity="0.003"))
+    assert board.duplicates == 1  # the same id on the same subject is a repeat
