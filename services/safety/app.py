@@ -208,7 +208,7 @@ def build(settings: SafetySettings) -> Service:
         log.error("intent.rejected_without_storage", error=type(error).__name__)
 
     async def refuse_time_ahead(body: TradeIntent) -> None:
-        """An intent's time is its decision's "now" (windows, cooldowns, breaker resets): one
+        """An intent's market time is its decision's "now" (windows, cooldowns, breaker resets): one
         far ahead of the clock or of the product's newest tick is refused (dead-lettered with
         the reason), never adopted, as ticks and fills are. Bounded as the mode approvals are
         made in now (a switch to production tightens it to minutes)."""
@@ -216,12 +216,13 @@ def build(settings: SafetySettings) -> Service:
             mode = await service.read(lambda session: mode_now(session, settings.mode))
         except Exception:  # storage trouble: the tightest bound here, the decision handles it
             mode = "production"
-        for at in (body.time, body.market_time):
-            reason = at and refuse_time(
-                at, ticker_times.newest(body.product_id), utc_now(), bounds_for(mode), "intent time"
-            )
-            if reason:
-                raise InvalidMessage(reason)
+        # The market time it was made at, else its own (a signal's, without a price: refused as
+        # NO_MARKET_DATA, then only the clock bounds it; the market may lie far behind it).
+        at = decision_time(body)
+        newest = ticker_times.newest(body.product_id) if body.market_time is not None else None
+        reason = refuse_time(at, newest, utc_now(), bounds_for(mode), "intent time")
+        if reason:
+            raise InvalidMessage(reason)
 
     @durable(service.router, SAFETY_INTENTS, title="safety-intents")
     async def on_intent(body: TradeIntent) -> None:
