@@ -81,7 +81,9 @@ class InjectedSignal(Contract):
     """``tranche.signals.inject.<bot_id>``: a signal from outside (NATS CLI, tests).
 
     Only ``side`` is required, so a bare ``nats pub`` works. A missing ``message_id`` is derived
-    from the JetStream sequence, a missing ``time`` from the stream's receive time.
+    from the JetStream sequence (a given one names the signal for its bot only); a missing
+    ``time`` is the product's newest market time (the stream's receive time before any price);
+    one far ahead of that or of the clock is refused.
     """
 
     schema_version: Literal[1] = SCHEMA_VERSION

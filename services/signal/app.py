@@ -56,6 +56,7 @@ from services.signal.feeds.replay import (
 )
 from services.signal.handlers import SignalHandlers
 from services.signal.inflight import InFlight
+from services.signal.intents import injected_signal_id
 from services.signal.lockstep import Lockstep, SettleTimeout
 from services.signal.registry import BotRegistry
 from services.signal.store import (
@@ -88,7 +89,7 @@ from shared.contracts import (
     Ticker,
     TradeIntent,
 )
-from shared.eventtime import NewestTimes, bounds_for
+from shared.eventtime import NewestTimes, bounds_for, refuse_time
 from shared.http import bearer_guard
 from shared.logging import correlated
 from shared.money import utc_now
@@ -178,8 +179,22 @@ def build(settings: SignalSettings) -> Service:
             )
         # The stream's time with its sequence: a stream lost and refilled counts from 1 again.
         stamp = f"-{delivery.stream_time:%Y%m%dT%H%M%S%f}" if delivery.stream_time else ""
-        signal_id = body.message_id or f"inject-{delivery.stream_sequence}{stamp}"
-        time = body.time or delivery.stream_time or utc_now()
+        signal_id = (
+            injected_signal_id(bot_id, body.message_id)
+            if body.message_id
+            else f"inject-{delivery.stream_sequence}{stamp}"
+        )
+        # Its time feeds the bot's confirmation beside the candles' (event time): without one
+        # it acts now in market time, at the product's newest price's time (the stream's
+        # receive time, the wall clock, beside 2018 candles stopped the strategy from ever
+        # confirming again); one given far ahead of that or of the clock is refused, as a tick
+        # is (one dated days ahead did the same).
+        market = markets.get(running.config.product_id)
+        time = body.time or (market.time if market else delivery.stream_time) or utc_now()
+        newest = market.time if market else None
+        ahead = refuse_time(time, newest, utc_now(), bounds_for(settings.mode), "signal time")
+        if ahead is not None:
+            raise InvalidMessage(ahead)
         temperature = (
             body.temperature if body.temperature is not None else running.config.inject_temperature
         )

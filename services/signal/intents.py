@@ -6,6 +6,7 @@ the whole position; flat + sell -> nothing to sell.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,6 +17,20 @@ from shared.catalog import Bot
 from shared.contracts import PositionUpdate, Reason, Side, TradeIntent
 
 INTENT_NAMESPACE = uuid.UUID("6f1c2a52-5d0e-4c35-9a77-3f0a4d1f2b10")
+
+
+INJECTED = "inject"
+
+
+def injected_signal_id(bot_id: str, message_id: str) -> str:
+    """An injected signal's id, in a namespace of its own per bot. Taken as it came, an
+    injected ``message_id`` could claim the id of the service's own next signal (a candle's, a
+    standing exit's, the position's stop on the exchange: ``stop:<bot>:<position>:<n>`` is
+    predictable), which then stored nothing: a stop never sent; or another bot's injection."""
+    signal_id = f"{INJECTED}:{bot_id}:{message_id}"
+    if len(signal_id) <= 128:  # an Identifier
+        return signal_id
+    return f"{INJECTED}:{bot_id}:{hashlib.sha256(message_id.encode()).hexdigest()[:40]}"
 
 
 def intent_id_for(bot_id: str, signal_id: str) -> str:
