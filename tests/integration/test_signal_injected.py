@@ -26,13 +26,17 @@ from tests.support.waiting import eventually
 nats_js = test_signal_bots.js
 """A JetStream context on the test's NATS server (the fixture of test_signal_bots)."""
 
-MOMENTUM = """
+PRODUCTS = """
 [products.ETH-BTC]
 base_min_size = "0.001"
 base_increment = "0.00000001"
 quote_increment = "0.00000001"
 quote_min_size = "0.0001"
+"""
 
+MOMENTUM = (
+    PRODUCTS
+    + """
 [bots.mo]
 product_id = "ETH-BTC"
 quote_size = "0.01"
@@ -40,6 +44,7 @@ confirm_evaluations = 2
 confirm_seconds = 60
 signals = [{ name = "momentum", params = { lookback = 1, full_pct = "0.1" } }]
 """
+)
 
 REPLAYED = datetime(2018, 1, 20, tzinfo=UTC)
 
@@ -133,13 +138,9 @@ async def test_an_injection_dated_days_ahead_is_refused_and_mutes_nothing(
     )
 
 
-GUARDED = """
-[products.ETH-BTC]
-base_min_size = "0.001"
-base_increment = "0.00000001"
-quote_increment = "0.00000001"
-quote_min_size = "0.0001"
-
+GUARDED = (
+    PRODUCTS
+    + """
 [bots.guard]
 product_id = "ETH-BTC"
 quote_size = "0.01"
@@ -148,6 +149,7 @@ confirm_seconds = 0
 stop_loss_pct = "2"
 stop_on_exchange = true
 """
+)
 
 STOP_ID = "stop:guard:guard-mock-1:1"
 NOW = utc_now().replace(microsecond=0) - timedelta(minutes=5)
