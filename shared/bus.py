@@ -148,6 +148,8 @@ def reasons_from(error: Exception) -> list[Reason]:
         reasons = []
         for item in error.errors():
             location = ".".join(str(part) for part in item["loc"] if part != "body") or "payload"
+            if len(location) > 200:  # a key is the sender's: a reason stays readable and bounded
+                location = location[:200] + "…"
             if isinstance(item.get("input"), bytes | bytearray):
                 reasons.append(Reason(code="NOT_JSON", message="the payload is not a JSON object"))
             elif item["type"] == "extra_forbidden":
@@ -158,10 +160,20 @@ def reasons_from(error: Exception) -> list[Reason]:
                 reasons.append(
                     Reason(code="INVALID_FIELD", message=f"{location}: {item['msg']}"[:500])
                 )
+        # One letter, under NATS's maximum payload: a message with thousands of unknown keys made
+        # a letter too large to publish, and was redelivered until the server gave up on it.
+        if len(reasons) > LETTER_REASONS:
+            more = len(reasons) - LETTER_REASONS + 1
+            reasons = [
+                *reasons[: LETTER_REASONS - 1],
+                Reason(code="INVALID_MESSAGE", message=f"and {more} more problems"),
+            ]
         return reasons or [Reason(code="INVALID_MESSAGE", message=str(error)[:500])]
     return [Reason(code="HANDLER_FAILED", message=f"{type(error).__name__}: {error}"[:500])]
 
 
+LETTER_REASONS = 50
+"""A letter names at most this many problems (the last says how many more there were)."""
 LETTER_PAYLOAD_BYTES = 100_000
 """A letter keeps this much of the refused payload; a replay of a longer one reads the original
 from its stream (``tranche dlq replay``)."""
@@ -430,14 +442,14 @@ def outbox_publisher(
         acks = []
         try:
             for row in rows:
-                if row.kv_bucket:
-                    stream, headers = f"KV_{row.kv_bucket}", None
-                else:
-                    stream = stream_for(row.subject).name
-                    headers = {"Nats-Msg-Id": row.message_id}
+                stream = f"KV_{row.kv_bucket}" if row.kv_bucket else stream_for(row.subject).name
+                # A put carries its id too: a second copy (another relay of the same outbox, slow
+                # between its read and its publish) is dropped instead of putting an older value
+                # back in the bucket.
+                headers = {"Nats-Msg-Id": row.message_id}
                 payload = row.payload.encode()
                 if sign is not None:
-                    headers = (headers or {}) | sign(row.subject, payload)
+                    headers |= sign(row.subject, payload)
                 acks.append(
                     await js.publish_async(row.subject, payload, stream=stream, headers=headers)
                 )

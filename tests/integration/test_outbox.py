@@ -12,9 +12,9 @@ from sqlmodel import Session, col, select, update
 
 from shared import subjects
 from shared.bus import outbox_publisher
-from shared.contracts import Reason, TradeIntent
+from shared.contracts import PositionUpdate, Reason, TradeIntent
 from shared.db import create_tables, make_engine
-from shared.outbox import OutboxMessage, OutboxRelay, stage
+from shared.outbox import OutboxMessage, OutboxRelay, stage, stage_with_put
 from shared.service import Service
 from shared.settings import ServiceSettings
 from shared.streams import INTENTS, ensure_streams
@@ -204,3 +204,69 @@ async def test_only_a_transaction_that_staged_something_wakes_the_relay(
     await service.transact(lambda session: stage(session, SUBJECT, intent(20)))
     assert woken == ["wake", "wake"]  # staged again (kept once): a wake too cannot hurt
     service.engine.dispose()
+
+
+BOT = "bot-1"
+T0 = datetime(2018, 1, 20, tzinfo=UTC)
+
+
+def position(sequence: int, quantity: str) -> PositionUpdate:
+    open_ = Decimal(quantity) > 0
+    return PositionUpdate(
+        message_id=f"pos-{BOT}-{sequence}", correlation_id="c", time=T0, bot_id=BOT,
+        product_id="ETH-BTC", mode="mock", position_id="p-1" if open_ else None,
+        status="open" if open_ else "flat", quantity=Decimal(quantity),
+        average_entry_price=Decimal("0.05") if open_ else None,
+        break_even_price=Decimal("0.05") if open_ else None,
+        cost_basis=Decimal(quantity) * Decimal("0.05"), realized_pnl=Decimal(0),
+        fees_paid=Decimal(0), tranches=[], sequence=sequence,
+    )  # fmt: skip
+
+
+def book(engine, update: PositionUpdate) -> None:
+    """What the ledger's booking stages (services/ledger/store.py: the message and the put)."""
+    with Session(engine) as session:
+        stage_with_put(
+            session, subjects.for_token(subjects.LEDGER_POSITIONS, BOT), update,
+            subjects.POSITIONS_BUCKET, BOT,
+        )  # fmt: skip
+        session.commit()
+
+
+async def test_a_second_relay_never_puts_an_older_position_back(engine, nats_url: str) -> None:
+    """Two relays on one outbox (two ledger instances sharing their database): a put published
+    without an id could not be dropped as a second copy, and a relay slow between its read and
+    its publish put an older position back in the bucket, for good (flat while 1 ETH was held)."""
+    nc_a = await nats.connect(nats_url)
+    nc_b = await nats.connect(nats_url)
+    try:
+        await ensure_streams(nc_a.jetstream())
+        read_by_b, go_b = asyncio.Event(), asyncio.Event()
+        publish_b = outbox_publisher(nc_b)
+
+        async def slow_b(rows):  # instance B's loop is busy for a moment after its read
+            read_by_b.set()
+            await go_b.wait()
+            await publish_b(rows)
+
+        relay_a = OutboxRelay(engine, outbox_publisher(nc_a))
+        relay_b = OutboxRelay(engine, slow_b)
+
+        book(engine, position(3, "0"))  # the bot's last position closed: flat
+        flush_b = asyncio.create_task(relay_b.flush())
+        await asyncio.wait_for(read_by_b.wait(), 10)
+        assert await relay_a.flush() == 2
+        book(engine, position(4, "1"))  # a new entry filled: 1 ETH open
+        assert await relay_a.flush() == 2
+        go_b.set()
+        await flush_b
+
+        bucket = await nc_a.jetstream().key_value(subjects.POSITIONS_BUCKET)
+        held = PositionUpdate.model_validate_json((await bucket.get(BOT)).value)
+        assert (held.sequence, held.status) == (4, "open"), (
+            f"the bucket holds position {held.sequence} ({held.status}, {held.quantity}) "
+            "after the ledger's newest, 4 (open, 1 ETH), had been put"
+        )
+    finally:
+        await nc_a.close()
+        await nc_b.close()
