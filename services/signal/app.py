@@ -466,6 +466,7 @@ def build(settings: SignalSettings) -> Service:
     service.on_start.append(load_bots)
     service.on_start.append(handlers.load_flattens)
     service.on_start.append(handlers.load_stops)
+    service.on_start.append(handlers.load_highs)
     service.background.append(follow_bots)
     service.background.append(watch_positions)
     service.background.append(watch_staleness)

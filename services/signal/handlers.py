@@ -27,7 +27,9 @@ from services.signal.store import (
     StopStateRow,
     first_time,
     flattens,
+    highs,
     record,
+    save_high,
     save_stop_state,
     stop_states,
 )
@@ -170,6 +172,9 @@ class SignalHandlers:
     view, a halt): a refused stop is asked again, at once the first time, then backing off in
     event time as standing exits do, or as soon as safety says (in a readiness judged at or
     after the refusal, in event time) that the order in flight it waited for is gone."""
+    highs_kept: dict[str, tuple[str, Decimal]] = field(default_factory=dict)
+    """Per bot, the trailing stop's mark as stored (position id, high): written when it rises,
+    read at start (the runtime's in-memory mark is lost with a restart)."""
     stop_orders: dict[str, ExchangeStop] = field(default_factory=dict)
     """Per bot, the stop last asked and its order's status as its order events tell it: while
     the exchange holds it, the signal's own stop-loss stands down above its limit price."""
@@ -588,7 +593,11 @@ class SignalHandlers:
             return None
         assert position is not None and position.position_id is not None
         runtime = running.runtime
-        high = max(runtime.highest.get(position.position_id, tick.price), tick.price)
+        known = runtime.highest.get(position.position_id)
+        if known is None:  # after a restart: the mark kept (for this position) goes on
+            kept_position, kept_high = self.highs_kept.get(bot_id, (None, None))
+            known = kept_high if kept_position == position.position_id else None
+        high = max(known or tick.price, tick.price)
         runtime.highest[position.position_id] = high
         if bot_id in self.flattening:
             return flatten_reason(self.flattening[bot_id])
@@ -599,6 +608,7 @@ class SignalHandlers:
         tick (paused or not) while the trigger holds, backing off in event time."""
         trigger = self.trigger_of(bot_id, running, tick)
         position = self.positions.get(bot_id)
+        await self.keep_high(bot_id, running, position)
         if stands_down(trigger, position, self.stop_orders.get(bot_id), tick.price):
             trigger = None  # the exchange's stop acts (services/signal/exchange_stop.py)
         signal_id = self.standing.ask(bot_id, position, trigger, tick.time)
@@ -606,6 +616,27 @@ class SignalHandlers:
             return
         await self.act(bot_id, running, "sell", running.runtime.temperature, signal_id,
                        tick.time, trigger.code, protective=trigger)  # fmt: skip
+
+    async def keep_high(
+        self, bot_id: str, running: RunningBot, position: PositionUpdate | None
+    ) -> None:
+        """Store a trailing stop's mark when it rose, so that a restart goes on from it."""
+        if running.config.trailing_stop_pct is None or position is None:
+            return
+        position_id = position.position_id
+        high = running.runtime.highest.get(position_id) if position_id else None
+        if (
+            position_id is None
+            or high is None
+            or self.highs_kept.get(bot_id) == (position_id, high)
+        ):
+            return
+        self.highs_kept[bot_id] = (position_id, high)
+        await self.transact(lambda session: save_high(session, bot_id, position_id, high))
+
+    async def load_highs(self) -> None:
+        """The trailing stops' marks kept before a restart."""
+        self.highs_kept.update(await self.transact(highs))
 
     def take_price(self, tick: Ticker) -> bool:
         """Keep the tick's price as the product's newest; False when the tick is older than the

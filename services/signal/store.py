@@ -168,7 +168,33 @@ def first_time(session: Session, event_id: str, bot_id: str | None, code: str) -
     return _SEEN(session, {"event_id": event_id, "bot_id": bot_id, "code": code})
 
 
+class HighRow(SQLModel, table=True):
+    """Per bot, the highest price since its position opened (the trailing stop's mark), so that
+    a restart goes on from it: kept only in memory, a restart lost it, and the trailing stop
+    stood down until the price came back above break-even."""
+
+    __tablename__ = "signal_highs_v1"
+
+    bot_id: str = Field(primary_key=True, max_length=64)
+    position_id: str = Field(max_length=128)
+    high: Decimal = Field(sa_type=ExactDecimal)
+
+
+def save_high(session: Session, bot_id: str, position_id: str, high: Decimal) -> None:
+    row = session.get(HighRow, bot_id)
+    if row is None:
+        session.add(HighRow(bot_id=bot_id, position_id=position_id, high=high))
+    else:
+        row.position_id, row.high = position_id, high
+        session.add(row)
+
+
+def highs(session: Session) -> dict[str, tuple[str, Decimal]]:
+    """Every bot's kept mark: bot -> (position id, high)."""
+    return {row.bot_id: (row.position_id, row.high) for row in session.exec(select(HighRow))}
+
+
 TABLES: list[type[SQLModel]] = [
-    SignalRecord, FlattenRecord, FeedProgress, StopStateRow, SafetyEventSeen
+    SignalRecord, FlattenRecord, FeedProgress, StopStateRow, SafetyEventSeen, HighRow
 ]  # fmt: skip
 """The signal service's tables (the service and the backtest create these)."""
