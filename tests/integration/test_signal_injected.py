@@ -21,21 +21,14 @@ from shared.contracts import PositionUpdate
 from shared.money import utc_now
 from tests.integration import test_signal_bots
 from tests.integration.test_signal_bots import evaluations, intents_of, running, settings_for
+from tests.support.catalogs import ETH_BTC
 from tests.support.waiting import eventually
 
 nats_js = test_signal_bots.js
 """A JetStream context on the test's NATS server (the fixture of test_signal_bots)."""
 
-PRODUCTS = """
-[products.ETH-BTC]
-base_min_size = "0.001"
-base_increment = "0.00000001"
-quote_increment = "0.00000001"
-quote_min_size = "0.0001"
-"""
-
 MOMENTUM = (
-    PRODUCTS
+    ETH_BTC
     + """
 [bots.mo]
 product_id = "ETH-BTC"
@@ -139,7 +132,7 @@ async def test_an_injection_dated_days_ahead_is_refused_and_mutes_nothing(
 
 
 GUARDED = (
-    PRODUCTS
+    ETH_BTC
     + """
 [bots.guard]
 product_id = "ETH-BTC"

@@ -14,23 +14,21 @@ from shared.contracts import PositionUpdate
 from shared.money import utc_now
 from tests.integration import test_signal_bots
 from tests.integration.test_signal_bots import _position_is, intents_of, running, settings_for
+from tests.support.catalogs import ETH_BTC
 from tests.support.waiting import eventually
 
 nats_js = test_signal_bots.js
 """A JetStream context on the test's NATS server (the fixture of test_signal_bots)."""
 
-CONFIG = """
-[products.ETH-BTC]
-base_min_size = "0.001"
-base_increment = "0.00000001"
-quote_increment = "0.00000001"
-quote_min_size = "0.0001"
-
+CONFIG = (
+    ETH_BTC
+    + """
 [bots.trail]
 product_id = "ETH-BTC"
 quote_size = "0.01"
 trailing_stop_pct = "5"
 """
+)
 
 T0 = utc_now().replace(microsecond=0) - timedelta(hours=1)
 
