@@ -87,6 +87,10 @@ class Service:
         them sleep and poll (1, 2, 5 ... 100 ms)."""
         self._tasks: list[asyncio.Task[Any]] = []
         self.on_start: list[Callable[[], Awaitable[None]]] = []
+        self.on_reconnect: list[Callable[[], Awaitable[None]]] = []
+        """Run after every reconnect to NATS (each in a task of its own): what a plain
+        subscription missed while the connection was down is not delivered again."""
+        self._reconnect_tasks: set[asyncio.Task[None]] = set()
         self.background: list[Callable[[], Awaitable[None]]] = []
         self.http_routers: list[APIRouter] = []
         self.ready_checks: dict[str, Callable[[], Awaitable[str | None]]] = {}
@@ -168,6 +172,20 @@ class Service:
 
     # -- lifecycle -----------------------------------------------------------------------------
 
+    async def _reconnected(self) -> None:
+        """The NATS client's reconnect callback: the healer first, then the service's hooks."""
+        await self.healer.on_reconnect()
+        for hook in self.on_reconnect:
+            task = asyncio.create_task(self._run_reconnect_hook(hook))
+            self._reconnect_tasks.add(task)
+            task.add_done_callback(self._reconnect_tasks.discard)
+
+    async def _run_reconnect_hook(self, hook: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await hook()
+        except Exception as error:  # the next reconnect tries again; the service goes on
+            self.log.warning("reconnect.hook_failed", error=repr(error)[:300])
+
     async def start(self) -> None:
         try:
             if self._migrate is not None:
@@ -184,7 +202,7 @@ class Service:
                     self.settings.nats_url,
                     f"tranche-{self.name}",
                     seen,
-                    on_reconnect=self.healer.on_reconnect,
+                    on_reconnect=self._reconnected,
                     **self.settings.nats_auth,
                 ),
                 timeout,

@@ -25,6 +25,7 @@ business rule lives here (the board shows what the services said).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from pathlib import Path as FilePath
 from typing import Annotated
@@ -42,6 +43,7 @@ from services.dashboard.control import Command, forward
 from services.dashboard.feed import (
     TOKEN,
     follow,
+    load_positions,
     read_exchange_stops,
     read_states,
     signed_order_events,
@@ -233,7 +235,22 @@ def build(settings: DashboardSettings) -> Service:
         return await from_ledger(f"/positions/{bot_id}/history", mode)
 
     api.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    async def catch_up() -> None:
+        """After a reconnect to NATS: what was published while the dashboard was cut off is not
+        delivered again (it follows plain subjects), so the positions bucket and safety's states
+        are read again; without it a card showed a position closed since as current."""
+        if service.nc is not None:
+            await load_positions(service.nc, board)
+        with contextlib.suppress(httpx.HTTPError, ValueError, KeyError, TypeError):
+            safety = settings.url_of("safety")
+            await read_states(client, safety, board, newest=True)
+            await load_readiness(safety)
+        pulse.beat()
+        service.log.info("dashboard.caught_up")
+
     service.on_start.append(start_following)
+    service.on_reconnect.append(catch_up)
     service.background.append(watch_health)
     service.background.append(load_trading_states)
     service.http_routers.append(api)

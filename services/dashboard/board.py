@@ -218,16 +218,19 @@ class Board:
             self.invalid_messages += 1
             self.last_invalid = f"{subject}: {str(exc).splitlines()[0][:120]}"
 
-    def know_state(self, bot_id: str | None, state: str, reason: StateReason) -> None:
-        """A trading state read from safety at start (``None``: the whole system). A safety event
-        seen since is newer and stays."""
+    def know_state(
+        self, bot_id: str | None, state: str, reason: StateReason, newest: bool = False
+    ) -> None:
+        """A trading state read from safety (``None``: the whole system). At start a safety
+        event seen since is newer and stays; ``newest``: read after a reconnect, it is newer than
+        what the board holds (the events of the cut were never delivered) and wins."""
         self.version += 1
         if bot_id is None:
-            if self.system_state is None:
+            if self.system_state is None or newest:
                 self.system_state, self.system_reason = state, reason
             return
         bot = self.bots.setdefault(bot_id, BotView(bot_id))
-        if bot.trading_state is None:
+        if bot.trading_state is None or newest:
             bot.trading_state, bot.state_reason = state, reason
 
     def know_position(self, position: c.PositionUpdate) -> None:

@@ -68,22 +68,26 @@ async def read_positions(client: httpx.AsyncClient, ledger_url: str, board: Boar
             board.know_position(PositionUpdate.model_validate(row["position"]))
 
 
-async def read_states(client: httpx.AsyncClient, safety_url: str, board: Board) -> None:
+async def read_states(
+    client: httpx.AsyncClient, safety_url: str, board: Board, newest: bool = False
+) -> None:
     """Safety's trading states (the whole system's and each bot's) from its ``GET /states``,
-    so a halt from before the view started shows. Raises ``httpx.HTTPError``, ``ValueError``,
-    ``KeyError`` or ``TypeError`` when safety cannot be read."""
+    so a halt from before the view started shows (``newest``: after a reconnect, the states
+    read win over those held). Raises ``httpx.HTTPError``, ``ValueError``, ``KeyError`` or
+    ``TypeError`` when safety cannot be read."""
     response = await client.get(safety_url + "/states", timeout=3)
     response.raise_for_status()
     rows = response.json()["states"]
     if not any(row["scope"] == "*" for row in rows):
         # Safety stores the system's state only once someone changed it: no row is active.
-        board.know_state(None, "active", StateReason("", "", ""))
+        board.know_state(None, "active", StateReason("", "", ""), newest)
     for row in rows:
         if row["scope"] == "*" or TOKEN.fullmatch(row["scope"]):
             board.know_state(
                 None if row["scope"] == "*" else row["scope"],
                 row["state"],
                 StateReason(row["code"], row["message"], row["caused_by"]),
+                newest,
             )
 
 
