@@ -297,17 +297,23 @@ async def test_a_halt_cancels_the_open_orders_it_covers_and_reports_each(harness
         assert "kill switch" in cancelled["reason"]["message"]
 
 
-async def test_a_limit_reached_event_sets_no_state_and_cancels_nothing(harness: Harness) -> None:
-    """Safety tells of most rejections with a stateless event (LIMIT_REACHED): the bot's resting
-    order stays, and no trading state is recorded for it."""
+async def resting_limit(harness: Harness, n: int) -> None:
+    """Approval ``n``: a limit buy resting on the mock exchange (``c-<n>`` open), once the
+    executor's safety-event consumer exists (it takes new events only)."""
     await harness.approve(
         approval(
-            8, order_type="limit", limit_price=Decimal("0.08"), quote_size=None,
+            n, order_type="limit", limit_price=Decimal("0.08"), quote_size=None,
             base_size=Decimal("0.2"),
         )
     )  # fmt: skip
-    await until(final(harness, "c-8", "open"), what="c-8 resting")
-    await asyncio.sleep(0.3)  # the safety consumer exists (it only takes new events)
+    await until(final(harness, f"c-{n}", "open"), what=f"c-{n} resting")
+    await asyncio.sleep(0.3)
+
+
+async def test_a_limit_reached_event_sets_no_state_and_cancels_nothing(harness: Harness) -> None:
+    """Safety tells of most rejections with a stateless event (LIMIT_REACHED): the bot's resting
+    order stays, and no trading state is recorded for it."""
+    await resting_limit(harness, 8)
     await harness.halt(BOT, n=1, state=None, code="LIMIT_REACHED")
     await harness.halt("another-bot", n=2)  # handled after the first: the consumer is ordered
     await until(lambda: harness.trading_state("another-bot") == "halted", what="barrier")
@@ -518,14 +524,7 @@ def test_the_executor_does_not_start_without_its_own_signing_key(
 
 
 async def test_an_unsigned_halt_cancels_nothing(harness: Harness) -> None:
-    await harness.approve(
-        approval(
-            25, order_type="limit", limit_price=Decimal("0.08"), quote_size=None,
-            base_size=Decimal("0.2"),
-        )
-    )  # fmt: skip
-    await until(final(harness, "c-25", "open"), what="c-25 resting")
-    await asyncio.sleep(0.3)  # the safety consumer exists (it only takes new halts)
+    await resting_limit(harness, 25)
     await harness.halt(BOT, n=25, sign=False)  # the ledger's (or anyone's) fake halt
     await until(lambda: dead_letters(harness, "SAFETY_EVENT_NOT_SIGNED"), what="dead letter")
     await asyncio.sleep(0.5)

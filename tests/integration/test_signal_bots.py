@@ -11,6 +11,7 @@ import itertools
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import TypeVar
@@ -308,12 +309,21 @@ async def test_a_changed_bot_restarts_its_confirmation_from_nothing(
         assert await intents_of(js, "slow") == []
 
 
-async def put_open_position(js, bot_id: str, status: str = "open", sequence: int = 1) -> None:
-    """The ledger's position of the bot in the bucket (``flat``: sold, nothing held)."""
+async def put_open_position(
+    js,
+    bot_id: str,
+    status: str = "open",
+    sequence: int = 1,
+    position_id: str = "pos-1",
+    at: datetime | None = None,
+) -> None:
+    """The ledger's position of the bot in the bucket (``flat``: sold, nothing held): 0.1 at
+    0.05, ``at`` (now) its time."""
     held = status == "open"
     position = PositionUpdate(
-        message_id=f"p-{bot_id}-{sequence}", correlation_id="c", time=utc_now(), bot_id=bot_id,
-        product_id="ETH-BTC", mode="mock", position_id="pos-1" if held else None, status=status,
+        message_id=f"p-{bot_id}-{sequence}", correlation_id="c", time=at or utc_now(),
+        bot_id=bot_id, product_id="ETH-BTC", mode="mock",
+        position_id=position_id if held else None, status=status,
         quantity=Decimal("0.1") if held else Decimal(0),
         average_entry_price=Decimal("0.05") if held else None,
         break_even_price=Decimal("0.05") if held else None,

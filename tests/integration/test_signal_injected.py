@@ -17,10 +17,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from shared import subjects
-from shared.contracts import PositionUpdate
 from shared.money import utc_now
 from tests.integration import test_signal_bots
-from tests.integration.test_signal_bots import evaluations, intents_of, running, settings_for
+from tests.integration.test_signal_bots import (
+    evaluations,
+    intents_of,
+    put_open_position,
+    running,
+    settings_for,
+)
 from tests.support.catalogs import ETH_BTC
 from tests.support.waiting import eventually
 
@@ -162,15 +167,7 @@ async def scenario(tmp_path: Path, nats_url: str, js, claim: bool) -> tuple[list
         tick = {"product_id": "ETH-BTC", "price": "0.05", "time": NOW.isoformat()}
         await js._nc.publish("tranche.market.ticker.ETH-BTC", json.dumps(tick).encode())
         await js._nc.flush()
-        position = PositionUpdate(
-            message_id="p-guard-1", correlation_id="c", time=NOW, bot_id="guard",
-            product_id="ETH-BTC", mode="mock", position_id="guard-mock-1", status="open",
-            quantity="0.1", average_entry_price="0.05", break_even_price="0.05",
-            cost_basis="0.005", realized_pnl="0", fees_paid="0", tranches=[], sequence=1,
-        )  # fmt: skip
-        await (await js.key_value(subjects.POSITIONS_BUCKET)).put(
-            "guard", position.model_dump_json().encode()
-        )
+        await put_open_position(js, "guard", position_id="guard-mock-1", at=NOW)
 
         async def stop_view():
             views = (await web.get("/stops")).json()

@@ -9,11 +9,15 @@ import json
 from datetime import timedelta
 from pathlib import Path
 
-from shared import subjects
-from shared.contracts import PositionUpdate
 from shared.money import utc_now
 from tests.integration import test_signal_bots
-from tests.integration.test_signal_bots import _position_is, intents_of, running, settings_for
+from tests.integration.test_signal_bots import (
+    _position_is,
+    intents_of,
+    put_open_position,
+    running,
+    settings_for,
+)
 from tests.support.catalogs import ETH_BTC
 from tests.support.waiting import eventually
 
@@ -31,17 +35,6 @@ trailing_stop_pct = "5"
 )
 
 T0 = utc_now().replace(microsecond=0) - timedelta(hours=1)
-
-
-async def put_position(js) -> None:
-    position = PositionUpdate(
-        message_id="p-trail-1", correlation_id="c", time=T0, bot_id="trail",
-        product_id="ETH-BTC", mode="mock", position_id="trail-mock-1", status="open",
-        quantity="0.1", average_entry_price="0.05", break_even_price="0.05",
-        cost_basis="0.005", realized_pnl="0", fees_paid="0", tranches=[], sequence=1,
-    )  # fmt: skip
-    bucket = await js.key_value(subjects.POSITIONS_BUCKET)
-    await bucket.put("trail", position.model_dump_json().encode())
 
 
 async def tick(js, price: str, minutes: int) -> None:
@@ -73,7 +66,7 @@ async def test_as_a_control_without_a_restart_the_trailing_stop_fires(
     tmp_path: Path, nats_url: str, nats_js
 ) -> None:
     (tmp_path / "bots.toml").write_text(CONFIG)
-    await put_position(nats_js)
+    await put_open_position(nats_js, "trail", position_id="trail-mock-1", at=T0)
     async with running(settings_for(tmp_path, nats_url)) as (_, web):
         await before_the_fall(nats_js, web)
         await tick(nats_js, "0.056", 4)
@@ -85,7 +78,7 @@ async def test_after_a_restart_the_trailing_stop_still_fires(
     tmp_path: Path, nats_url: str, nats_js
 ) -> None:
     (tmp_path / "bots.toml").write_text(CONFIG)
-    await put_position(nats_js)
+    await put_open_position(nats_js, "trail", position_id="trail-mock-1", at=T0)
     settings = settings_for(tmp_path, nats_url)
     async with running(settings) as (_, web):
         await before_the_fall(nats_js, web)
